@@ -1,0 +1,225 @@
+use crate::postprocess::{l2_normalize, truncate_dimensions};
+use crate::{EmbedError, Result, SentenceTransformerConfig, TextTokenizer};
+use quiver_runtime::{load_model, Device, EncoderModel, PackedBatch, Pooling};
+use std::path::{Path, PathBuf};
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedderOptions {
+    /// Truncate inputs at this many tokens instead of the model's own limit (never above the
+    /// model's position count).
+    pub max_length: Option<usize>,
+    /// Override the pooling read from the model folder.
+    pub pooling: Option<Pooling>,
+    pub device: Device,
+}
+
+/// How one call turns texts into vectors.
+#[derive(Debug, Clone)]
+pub struct EmbedOptions {
+    /// A prompt the model defines (`query`, `document`, ...). `None` uses the model's default
+    /// prompt, if it names one.
+    pub prompt_name: Option<String>,
+    /// A literal prompt, used instead of a named one.
+    pub prompt: Option<String>,
+    /// Matryoshka: keep this many leading dimensions (then normalise).
+    pub dimensions: Option<usize>,
+    /// Force normalisation on or off; `None` follows the model (its `Normalize` module).
+    pub normalize: Option<bool>,
+    /// At most this many sequences in one forward pass.
+    pub max_batch_sequences: usize,
+    /// At most this many tokens in one forward pass (one over-long sequence still runs alone).
+    pub max_batch_tokens: usize,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        EmbedOptions {
+            prompt_name: None,
+            prompt: None,
+            dimensions: None,
+            normalize: None,
+            max_batch_sequences: 64,
+            max_batch_tokens: 8192,
+        }
+    }
+}
+
+/// A model ready to embed: weights, tokenizer and sentence-transformers pipeline settings.
+pub struct Embedder {
+    model: Box<dyn EncoderModel>,
+    tokenizer: TextTokenizer,
+    config: SentenceTransformerConfig,
+    dir: PathBuf,
+}
+
+impl Embedder {
+    /// Loads a resolved model folder (see [`crate::resolve_model`]).
+    pub fn load(dir: &Path, options: &EmbedderOptions) -> Result<Self> {
+        options.device.ensure_available()?;
+        let mut config = SentenceTransformerConfig::read(dir)?;
+        if let Some(pooling) = options.pooling {
+            config.pooling = pooling;
+        }
+        let model = load_model(dir)?;
+        let max_length = options
+            .max_length
+            .or(config.max_seq_length)
+            .unwrap_or(usize::MAX)
+            .min(model.max_positions());
+        if max_length < 2 {
+            return Err(EmbedError::MaxLength(max_length));
+        }
+        let tokenizer = TextTokenizer::load(dir, max_length)?;
+        Ok(Embedder {
+            model,
+            tokenizer,
+            config,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Width of the vectors before any Matryoshka truncation.
+    pub fn dimension(&self) -> usize {
+        self.model.hidden_size()
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.tokenizer.max_length()
+    }
+
+    pub fn config(&self) -> &SentenceTransformerConfig {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// One vector per text, in input order.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
+        let dimensions = self.output_dimensions(options)?;
+        let prompt = self.prompt_text(options)?;
+        let prepared: Vec<String> = texts
+            .iter()
+            .map(|text| self.prepare_text(prompt, text.as_ref()))
+            .collect();
+        let token_ids = self.tokenizer.encode_batch(&prepared)?;
+        let skip = match prompt {
+            Some(prompt) if !self.config.include_prompt && !prompt.is_empty() => {
+                self.tokenizer.prompt_length(&self.prepare_text(None, prompt))?
+            }
+            _ => 0,
+        };
+        let normalize = options.normalize.unwrap_or(self.config.normalize);
+        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for batch_indices in plan_batches(&token_ids, options) {
+            let sequences: Vec<&[u32]> =
+                batch_indices.iter().map(|&i| token_ids[i].as_slice()).collect();
+            let batch = PackedBatch::from_sequences(&sequences);
+            let hidden = self.model.forward(&batch)?;
+            let skips = vec![skip; sequences.len()];
+            let pooled = self
+                .config
+                .pooling
+                .pool(&hidden, self.model.hidden_size(), &batch, &skips);
+            for (index, mut vector) in batch_indices.into_iter().zip(pooled) {
+                truncate_dimensions(&mut vector, dimensions);
+                if normalize {
+                    l2_normalize(&mut vector);
+                }
+                vectors[index] = vector;
+            }
+        }
+        Ok(vectors)
+    }
+
+    fn output_dimensions(&self, options: &EmbedOptions) -> Result<usize> {
+        let available = self.dimension();
+        match options.dimensions {
+            Some(requested) if requested == 0 || requested > available => {
+                Err(EmbedError::Dimensions {
+                    requested,
+                    available,
+                })
+            }
+            Some(requested) => Ok(requested),
+            None => Ok(available),
+        }
+    }
+
+    fn prompt_text<'a>(&'a self, options: &'a EmbedOptions) -> Result<Option<&'a str>> {
+        if let Some(prompt) = &options.prompt {
+            return Ok(Some(prompt));
+        }
+        match options
+            .prompt_name
+            .as_ref()
+            .or(self.config.default_prompt_name.as_ref())
+        {
+            Some(name) => self.config.prompt(name).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn prepare_text(&self, prompt: Option<&str>, text: &str) -> String {
+        let joined = match prompt {
+            Some(prompt) => format!("{prompt}{text}"),
+            None => text.to_string(),
+        };
+        if self.config.do_lower_case {
+            joined.to_lowercase()
+        } else {
+            joined
+        }
+    }
+}
+
+/// Groups sequence indices into forward passes: longest first, so each batch holds sequences
+/// of similar length, bounded by a token budget and a sequence count.
+fn plan_batches(token_ids: &[Vec<u32>], options: &EmbedOptions) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..token_ids.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(token_ids[i].len()));
+    let max_sequences = options.max_batch_sequences.max(1);
+    let mut batches = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut tokens = 0;
+    for index in order {
+        let len = token_ids[index].len();
+        let full = current.len() >= max_sequences || tokens + len > options.max_batch_tokens;
+        if full && !current.is_empty() {
+            batches.push(std::mem::take(&mut current));
+            tokens = 0;
+        }
+        current.push(index);
+        tokens += len;
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_token_budget_and_count() {
+        let lengths = [5usize, 100, 3, 100, 50, 1];
+        let ids: Vec<Vec<u32>> = lengths.iter().map(|&n| vec![0; n]).collect();
+        let options = EmbedOptions {
+            max_batch_sequences: 2,
+            max_batch_tokens: 150,
+            ..EmbedOptions::default()
+        };
+        let batches = plan_batches(&ids, &options);
+        assert_eq!(batches, vec![vec![1], vec![3, 4], vec![0, 2], vec![5]]);
+        let all: usize = batches.iter().map(Vec::len).sum();
+        assert_eq!(all, lengths.len());
+    }
+}

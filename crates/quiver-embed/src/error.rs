@@ -1,0 +1,25 @@
+use quiver_runtime::RuntimeError;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("model `{spec}` is not available: {message}")]
+    ModelNotFound { spec: String, message: String },
+    #[error("unknown prompt name `{name}`; this model defines: {available}")]
+    UnknownPrompt { name: String, available: String },
+    #[error("cannot give {requested} dimensions: the model's vectors have {available}")]
+    Dimensions { requested: usize, available: usize },
+    #[error("max length must be at least 2 tokens (got {0})")]
+    MaxLength(usize),
+}

@@ -1,0 +1,27 @@
+//! Quiver's embedding pipeline: text in, vectors out, exactly as sentence-transformers makes them.
+//!
+//! What it does: finds a model folder ([`resolve_model`]: a path, the Hugging Face cache, or a
+//! hub download), reads its sentence-transformers configuration ([`SentenceTransformerConfig`]:
+//! pooling, normalisation, max length, named prompts), tokenises, sorts and batches texts by a
+//! token budget, runs the model through `quiver-runtime`, then pools, truncates (Matryoshka) and
+//! normalises.
+//! What it does not: walk files, chunk code or store vectors (those are the index's job).
+//!
+//! Entry point: [`Embedder::load`] then [`Embedder::embed`].
+
+mod embedder;
+mod error;
+mod postprocess;
+mod resolve;
+mod st_config;
+mod tokenize;
+
+pub use embedder::{EmbedOptions, Embedder, EmbedderOptions};
+pub use error::EmbedError;
+pub use postprocess::{l2_normalize, truncate_dimensions};
+pub use quiver_runtime::{Device, Pooling};
+pub use resolve::{resolve_model, DEFAULT_MODEL};
+pub use st_config::SentenceTransformerConfig;
+pub use tokenize::TextTokenizer;
+
+pub type Result<T> = std::result::Result<T, EmbedError>;

@@ -1,0 +1,54 @@
+//! The seam where a second backend (CUDA through candle or cuBLAS) will plug in.
+//!
+//! Models are reached only through [`crate::EncoderModel`], so a GPU implementation is one more
+//! type behind that trait, chosen here by [`Device`]. Today only the CPU backend is compiled.
+
+use crate::RuntimeError;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for Device {
+    type Err = RuntimeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let lower = text.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            _ => lower
+                .strip_prefix("cuda:")
+                .and_then(|index| index.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| RuntimeError::DeviceUnavailable(text.to_string())),
+        }
+    }
+}
+
+impl Device {
+    /// Fails unless this build can run on the device.
+    pub fn ensure_available(self) -> crate::Result<Self> {
+        match self {
+            Device::Cpu => Ok(self),
+            Device::Cuda(index) => Err(RuntimeError::DeviceUnavailable(format!("cuda:{index}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+        assert_eq!("CUDA:1".parse::<Device>().unwrap(), Device::Cuda(1));
+        assert!("tpu".parse::<Device>().is_err());
+        assert!(Device::Cuda(0).ensure_available().is_err());
+    }
+}

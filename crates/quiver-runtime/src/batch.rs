@@ -1,0 +1,96 @@
+use crate::{Result, RuntimeError};
+
+/// Token sequences packed end to end: no padding anywhere.
+///
+/// `offsets` has one entry per sequence plus one: sequence `i` owns tokens
+/// `offsets[i]..offsets[i + 1]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackedBatch {
+    pub token_ids: Vec<u32>,
+    pub offsets: Vec<usize>,
+}
+
+impl PackedBatch {
+    pub fn new() -> Self {
+        PackedBatch {
+            token_ids: Vec::new(),
+            offsets: vec![0],
+        }
+    }
+
+    pub fn from_sequences<S: AsRef<[u32]>>(sequences: &[S]) -> Self {
+        let mut batch = PackedBatch::new();
+        for sequence in sequences {
+            batch.push(sequence.as_ref());
+        }
+        batch
+    }
+
+    pub fn push(&mut self, ids: &[u32]) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.token_ids.extend_from_slice(ids);
+        self.offsets.push(self.token_ids.len());
+    }
+
+    pub fn num_sequences(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.token_ids.len()
+    }
+
+    pub fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        self.offsets.windows(2).map(|pair| pair[0]..pair[1])
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.ranges().map(|range| range.len()).max().unwrap_or(0)
+    }
+
+    /// Checks the invariants the kernels rely on.
+    pub fn validate(&self, max_positions: usize, vocab_size: usize) -> Result<()> {
+        if self.offsets.first() != Some(&0) || self.offsets.last() != Some(&self.token_ids.len()) {
+            return Err(RuntimeError::Batch(
+                "offsets must start at 0 and end at the token count".into(),
+            ));
+        }
+        for range in self.ranges() {
+            if range.is_empty() {
+                return Err(RuntimeError::Batch("a sequence has no tokens".into()));
+            }
+            if range.len() > max_positions {
+                return Err(RuntimeError::Batch(format!(
+                    "a sequence of {} tokens exceeds the model's {} positions",
+                    range.len(),
+                    max_positions
+                )));
+            }
+        }
+        if let Some(&id) = self.token_ids.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(RuntimeError::Batch(format!(
+                "token id {id} is outside the vocabulary of {vocab_size} entries"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_and_validates() {
+        let batch = PackedBatch::from_sequences(&[vec![1, 2, 3], vec![4]]);
+        assert_eq!(batch.offsets, vec![0, 3, 4]);
+        assert_eq!(batch.max_len(), 3);
+        assert!(batch.validate(8, 10).is_ok());
+        assert!(batch.validate(2, 10).is_err());
+        assert!(batch.validate(8, 4).is_err());
+        let empty_sequence = PackedBatch::from_sequences(&[vec![1], vec![]]);
+        assert!(empty_sequence.validate(8, 10).is_err());
+    }
+}

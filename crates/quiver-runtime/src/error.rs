@@ -1,0 +1,35 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid safetensors file: {message}")]
+    Safetensors { path: PathBuf, message: String },
+    #[error("tensor `{name}` is missing from the weights in {dir}")]
+    MissingTensor { name: String, dir: PathBuf },
+    #[error("tensor `{name}` has shape {actual:?}, expected {expected:?} (from config.json)")]
+    TensorShape {
+        name: String,
+        actual: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("tensor `{name}` has dtype {dtype}, which Quiver cannot read (F32, F16, BF16 only)")]
+    TensorDtype { name: String, dtype: String },
+    #[error("invalid model config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("unsupported architecture `{found}` in {path}; supported: {supported}")]
+    UnsupportedArchitecture {
+        found: String,
+        path: PathBuf,
+        supported: String,
+    },
+    #[error("invalid batch: {0}")]
+    Batch(String),
+    #[error("device `{0}` is not available in this build; Quiver runs on `cpu`")]
+    DeviceUnavailable(String),
+}

@@ -1,0 +1,113 @@
+use super::fast_exp;
+
+/// Activation functions named by Hugging Face configs (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu`: the exact form with erf, BERT's default.
+    GeluErf,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+}
+
+impl Activation {
+    pub fn from_config_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Activation::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
+            "relu" => Some(Activation::Relu),
+            "silu" | "swish" => Some(Activation::Silu),
+            _ => None,
+        }
+    }
+
+    pub fn apply(self, values: &mut [f32]) {
+        match self {
+            Activation::GeluErf => values.iter_mut().for_each(|v| *v = gelu_erf(*v)),
+            Activation::GeluTanh => values.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
+            Activation::Relu => values.iter_mut().for_each(|v| *v = relu(*v)),
+            Activation::Silu => values.iter_mut().for_each(|v| *v = silu(*v)),
+        }
+    }
+}
+
+/// erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), branch-free so it vectorises.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152_1,
+        1.061_405_4,
+    ];
+    let sign = 1.0f32.copysign(x);
+    let x = x.abs();
+    let t = 1.0 / (1.0 + P * x);
+    let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
+    sign * (1.0 - poly * fast_exp(-x * x))
+}
+
+#[inline(always)]
+pub fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    // tanh(u) = 1 - 2 / (e^{2u} + 1), written with fast_exp to stay vectorisable.
+    let tanh = 1.0 - 2.0 / (fast_exp(2.0 * inner) + 1.0);
+    0.5 * x * (1.0 + tanh)
+}
+
+#[inline(always)]
+pub fn relu(x: f32) -> f32 {
+    x.max(0.0)
+}
+
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + fast_exp(-x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// erf by its Taylor series, in f64: slow but exact enough to judge the fast one.
+    fn erf_reference(x: f64) -> f64 {
+        let mut term = x;
+        let mut sum = x;
+        for n in 1..200 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn gelu_matches_reference_definitions() {
+        let mut x = -6.0f64;
+        while x < 6.0 {
+            let exact = 0.5 * x * (1.0 + erf_reference(x / std::f64::consts::SQRT_2));
+            assert!((gelu_erf(x as f32) as f64 - exact).abs() < 1e-6, "gelu({x})");
+            let tanh = 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+            assert!((gelu_tanh(x as f32) as f64 - tanh).abs() < 1e-6, "gelu_tanh({x})");
+            let silu_ref = x / (1.0 + (-x).exp());
+            assert!((silu(x as f32) as f64 - silu_ref).abs() < 1e-6, "silu({x})");
+            x += 0.01;
+        }
+    }
+
+    #[test]
+    fn names_map_to_activations() {
+        assert_eq!(Activation::from_config_name("gelu"), Some(Activation::GeluErf));
+        assert_eq!(Activation::from_config_name("swish"), Some(Activation::Silu));
+        assert_eq!(Activation::from_config_name("mish"), None);
+    }
+}

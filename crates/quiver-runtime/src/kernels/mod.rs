@@ -1,0 +1,16 @@
+//! Numeric kernels for the CPU backend.
+//!
+//! Matrix products go to the `gemm` crate, which measured as fast as OpenBLAS on these machines
+//! (165–190 GFLOP/s on model shapes, ../shared/MEASURED.md). The element-wise kernels are our own
+//! because they must fuse work (bias, activation, residual, normalisation) that a framework
+//! would run as separate passes over memory.
+
+mod activation;
+mod matmul;
+mod norm;
+mod softmax;
+
+pub use activation::{gelu_erf, gelu_tanh, relu, silu, Activation};
+pub use matmul::{matmul, MatMut, MatRef};
+pub use norm::{add_layer_norm, layer_norm};
+pub use softmax::{fast_exp, softmax_rows};

@@ -1,0 +1,58 @@
+/// `x = LayerNorm(x + residual)` row by row, in place: the residual add and the normalisation
+/// share one pass over memory instead of two.
+pub fn add_layer_norm(
+    values: &mut [f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    let cols = gamma.len();
+    assert_eq!(values.len(), residual.len());
+    for (row, res) in values.chunks_exact_mut(cols).zip(residual.chunks_exact(cols)) {
+        for (v, r) in row.iter_mut().zip(res) {
+            *v += r;
+        }
+        normalise_row(row, gamma, beta, eps);
+    }
+}
+
+/// `x = LayerNorm(x)` row by row, in place.
+pub fn layer_norm(values: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    for row in values.chunks_exact_mut(gamma.len()) {
+        normalise_row(row, gamma, beta, eps);
+    }
+}
+
+#[inline]
+fn normalise_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inverse_std = 1.0 / (variance + eps).sqrt();
+    for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = (*v - mean) * inverse_std * g + b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_each_row_after_adding_the_residual() {
+        let mut values = vec![1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 14.0];
+        let residual = vec![1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let gamma = vec![2.0; 4];
+        let beta = vec![0.5; 4];
+        add_layer_norm(&mut values, &residual, &gamma, &beta, 1e-12);
+        // Row 0 becomes [2,2,4,4]: mean 3, std 1.
+        let expected_row0 = [-1.5, -1.5, 2.5, 2.5];
+        for (got, want) in values[..4].iter().zip(expected_row0) {
+            assert!((got - want).abs() < 1e-5);
+        }
+        // Row 1 [10,10,10,14]: mean 11, std sqrt(3).
+        let std = 3.0f32.sqrt();
+        assert!((values[7] - (3.0 / std * 2.0 + 0.5)).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,108 @@
+use crate::kernels::{matmul, MatMut, MatRef};
+use crate::weights::TensorStore;
+use crate::Result;
+
+/// `y = x Wᵀ + b` with `W` kept in the checkpoint's `[out, in]` layout (read transposed, no copy).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    in_features: usize,
+    out_features: usize,
+}
+
+impl Linear {
+    /// Loads `{prefix}.weight` and, when `with_bias`, `{prefix}.bias`.
+    pub fn load(
+        store: &TensorStore<'_>,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        with_bias: bool,
+    ) -> Result<Self> {
+        let weight = store.get(&format!("{prefix}.weight"), &[out_features, in_features])?;
+        let bias = if with_bias {
+            Some(store.get(&format!("{prefix}.bias"), &[out_features])?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        })
+    }
+
+    /// Stacks layers that read the same input (Q, K and V) into one wider product.
+    pub fn concat(parts: &[Linear]) -> Linear {
+        let in_features = parts.first().map_or(0, |part| part.in_features);
+        assert!(parts.iter().all(|part| part.in_features == in_features));
+        let with_bias = parts.iter().all(|part| part.bias.is_some());
+        Linear {
+            weight: parts.iter().flat_map(|part| part.weight.clone()).collect(),
+            bias: with_bias.then(|| {
+                parts
+                    .iter()
+                    .flat_map(|part| part.bias.clone().unwrap_or_default())
+                    .collect()
+            }),
+            in_features,
+            out_features: parts.iter().map(|part| part.out_features).sum(),
+        }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// Writes `rows × out_features` values into `output`, resizing it.
+    pub fn forward(&self, input: &[f32], rows: usize, output: &mut Vec<f32>) {
+        output.resize(rows * self.out_features, 0.0);
+        // The bias is written first and the product accumulated onto it: the add costs no
+        // extra pass over the output.
+        if let Some(bias) = &self.bias {
+            for row in output.chunks_exact_mut(self.out_features) {
+                row.copy_from_slice(bias);
+            }
+        }
+        matmul(
+            MatMut::row_major(output, rows, self.out_features),
+            MatRef::row_major(input, rows, self.in_features),
+            MatRef::row_major(&self.weight, self.out_features, self.in_features).t(),
+            1.0,
+            self.bias.is_some(),
+            super::pool_threads(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concatenated_layers_equal_separate_ones() {
+        let a = Linear {
+            weight: vec![1.0, 2.0, 3.0, 4.0],
+            bias: Some(vec![0.5, -0.5]),
+            in_features: 2,
+            out_features: 2,
+        };
+        let b = Linear {
+            weight: vec![-1.0, 1.0],
+            bias: Some(vec![2.0]),
+            in_features: 2,
+            out_features: 1,
+        };
+        let both = Linear::concat(&[a.clone(), b.clone()]);
+        let input = vec![1.0, 1.0, 2.0, -1.0];
+        let (mut out_a, mut out_b, mut out_both) = (Vec::new(), Vec::new(), Vec::new());
+        a.forward(&input, 2, &mut out_a);
+        b.forward(&input, 2, &mut out_b);
+        both.forward(&input, 2, &mut out_both);
+        assert_eq!(out_a, vec![3.5, 6.5, 0.5, 1.5]);
+        assert_eq!(out_both, vec![3.5, 6.5, 2.0, 0.5, 1.5, -1.0]);
+        assert_eq!(out_b, vec![2.0, -1.0]);
+    }
+}

@@ -1,0 +1,83 @@
+//! One file per architecture. Each starts with a `Config` that deserialises the Hugging Face
+//! `config.json` as it is, and implements [`EncoderModel`].
+//!
+//! Adding an architecture: a new file here, one arm in [`load_model`], one entry in
+//! [`SUPPORTED_ARCHITECTURES`], and a parity test with its fixture.
+
+pub mod bert;
+
+use crate::weights::WeightFiles;
+use crate::{PackedBatch, Result, RuntimeError};
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+/// The `model_type` values Quiver can run.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["bert"];
+
+/// A loaded encoder: token ids in, one hidden state per token out.
+pub trait EncoderModel: Send + Sync {
+    fn hidden_size(&self) -> usize;
+    fn max_positions(&self) -> usize;
+    fn vocab_size(&self) -> usize;
+    /// Hidden states of every token, row-major `[batch.num_tokens(), hidden_size]`.
+    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>>;
+}
+
+/// A model folder's `config.json`, kept raw so each architecture can read its own fields.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub path: PathBuf,
+    pub model_type: String,
+    raw: serde_json::Value,
+}
+
+impl ModelConfig {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| RuntimeError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let raw: serde_json::Value =
+            serde_json::from_str(&text).map_err(|error| RuntimeError::Config {
+                path: path.clone(),
+                message: error.to_string(),
+            })?;
+        let model_type = raw
+            .get("model_type")
+            .and_then(|value| value.as_str())
+            .ok_or_else(|| RuntimeError::Config {
+                path: path.clone(),
+                message: "field `model_type` is missing or not a string".into(),
+            })?
+            .to_string();
+        Ok(ModelConfig {
+            path,
+            model_type,
+            raw,
+        })
+    }
+
+    /// Deserialises the architecture's own view of the config, naming the file on failure.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.raw.clone()).map_err(|error| RuntimeError::Config {
+            path: self.path.clone(),
+            message: error.to_string(),
+        })
+    }
+}
+
+/// Loads the model in `dir` (config.json + safetensors weights) for the CPU backend.
+pub fn load_model(dir: &Path) -> Result<Box<dyn EncoderModel>> {
+    let config = ModelConfig::read(dir)?;
+    let files = WeightFiles::open(dir)?;
+    let mut store = files.tensors()?;
+    match config.model_type.as_str() {
+        "bert" => Ok(Box::new(bert::BertModel::load(&config, &mut store)?)),
+        other => Err(RuntimeError::UnsupportedArchitecture {
+            found: other.to_string(),
+            path: config.path.clone(),
+            supported: SUPPORTED_ARCHITECTURES.join(", "),
+        }),
+    }
+}
