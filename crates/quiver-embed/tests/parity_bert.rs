@@ -1,0 +1,148 @@
+//! Parity with sentence-transformers on the real all-MiniLM-L6-v2 weights.
+//!
+//! The reference vectors in `fixtures/bert/` were computed by sentence-transformers with the
+//! script beside them. The weights come from `scripts/fetch-test-models` (PyPI, no hub).
+
+use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Deserialize)]
+struct Reference {
+    texts: Vec<String>,
+    token_counts: Vec<usize>,
+    embeddings: Vec<Vec<f32>>,
+    dimension_cases: DimensionCases,
+    short_max_length: ShortCase,
+}
+
+#[derive(Deserialize)]
+struct DimensionCases {
+    texts: usize,
+    embeddings: BTreeMap<String, Vec<Vec<f32>>>,
+}
+
+#[derive(Deserialize)]
+struct ShortCase {
+    max_length: usize,
+    indices: Vec<usize>,
+    token_counts: Vec<usize>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("QUIVER_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+        .join("all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors: run scripts/fetch-test-models first",
+        dir.display()
+    );
+    dir
+}
+
+fn reference() -> Reference {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert/all-MiniLM-L6-v2.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+fn assert_parity(label: &str, texts: &[String], got: &[Vec<f32>], want: &[Vec<f32>]) {
+    assert_eq!(got.len(), want.len(), "{label}: vector count");
+    for (index, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.len(), w.len(), "{label}: dimension of text {index}");
+        let similarity = cosine(g, w);
+        assert!(
+            similarity >= 0.9999,
+            "{label}: text {index} {:?} has cosine {similarity} to sentence-transformers",
+            texts[index].chars().take(40).collect::<String>()
+        );
+        let norm: f32 = g.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{label}: text {index} is not normalised ({norm})");
+    }
+}
+
+#[test]
+fn matches_sentence_transformers_on_varied_texts() {
+    let reference = reference();
+    assert!(reference.texts.len() >= 50);
+    let embedder = Embedder::load(&model_dir(), &EmbedderOptions::default()).unwrap();
+    assert_eq!(embedder.max_length(), 256);
+    let counts: Vec<usize> = embedder
+        .tokenizer()
+        .encode_batch(&reference.texts)
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(counts, reference.token_counts, "token counts (truncation at 256)");
+    let vectors = embedder.embed(&reference.texts, &EmbedOptions::default()).unwrap();
+    assert_parity("full", &reference.texts, &vectors, &reference.embeddings);
+}
+
+#[test]
+fn matryoshka_truncation_matches() {
+    let reference = reference();
+    let texts = &reference.texts[..reference.dimension_cases.texts];
+    let embedder = Embedder::load(&model_dir(), &EmbedderOptions::default()).unwrap();
+    for (dimensions, want) in &reference.dimension_cases.embeddings {
+        let options = EmbedOptions {
+            dimensions: Some(dimensions.parse().unwrap()),
+            ..EmbedOptions::default()
+        };
+        let got = embedder.embed(texts, &options).unwrap();
+        assert_parity(&format!("{dimensions} dimensions"), texts, &got, want);
+    }
+    let too_many = EmbedOptions {
+        dimensions: Some(385),
+        ..EmbedOptions::default()
+    };
+    assert!(embedder.embed(texts, &too_many).is_err());
+}
+
+#[test]
+fn configured_max_length_truncates_like_sentence_transformers() {
+    let reference = reference();
+    let case = &reference.short_max_length;
+    let texts: Vec<String> = case.indices.iter().map(|&i| reference.texts[i].clone()).collect();
+    let options = EmbedderOptions {
+        max_length: Some(case.max_length),
+        ..EmbedderOptions::default()
+    };
+    let embedder = Embedder::load(&model_dir(), &options).unwrap();
+    let counts: Vec<usize> = embedder
+        .tokenizer()
+        .encode_batch(&texts)
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(counts, case.token_counts);
+    let got = embedder.embed(&texts, &EmbedOptions::default()).unwrap();
+    assert_parity("max length 32", &texts, &got, &case.embeddings);
+}
+
+#[test]
+fn batching_does_not_change_vectors() {
+    let reference = reference();
+    let texts = &reference.texts[..20];
+    let embedder = Embedder::load(&model_dir(), &EmbedderOptions::default()).unwrap();
+    let together = embedder.embed(texts, &EmbedOptions::default()).unwrap();
+    let one_at_a_time = EmbedOptions {
+        max_batch_sequences: 1,
+        ..EmbedOptions::default()
+    };
+    let alone = embedder.embed(texts, &one_at_a_time).unwrap();
+    for (a, b) in together.iter().zip(&alone) {
+        let max_diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(max_diff < 1e-5, "packed and single batches differ by {max_diff}");
+    }
+}
