@@ -101,7 +101,11 @@ impl Embedder {
     }
 
     /// One vector per text, in input order.
-    pub fn embed<S: AsRef<str>>(&self, texts: &[S], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
+    pub fn embed<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+    ) -> Result<Vec<Vec<f32>>> {
         let dimensions = self.output_dimensions(options)?;
         let prompt = self.prompt_text(options)?;
         let prepared: Vec<String> = texts
@@ -110,23 +114,25 @@ impl Embedder {
             .collect();
         let token_ids = self.tokenizer.encode_batch(&prepared)?;
         let skip = match prompt {
-            Some(prompt) if !self.config.include_prompt && !prompt.is_empty() => {
-                self.tokenizer.prompt_length(&self.prepare_text(None, prompt))?
-            }
+            Some(prompt) if !self.config.include_prompt && !prompt.is_empty() => self
+                .tokenizer
+                .prompt_length(&self.prepare_text(None, prompt))?,
             _ => 0,
         };
         let normalize = options.normalize.unwrap_or(self.config.normalize);
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for batch_indices in plan_batches(&token_ids, options) {
-            let sequences: Vec<&[u32]> =
-                batch_indices.iter().map(|&i| token_ids[i].as_slice()).collect();
+            let sequences: Vec<&[u32]> = batch_indices
+                .iter()
+                .map(|&i| token_ids[i].as_slice())
+                .collect();
             let batch = PackedBatch::from_sequences(&sequences);
             let hidden = self.model.forward(&batch)?;
             let skips = vec![skip; sequences.len()];
-            let pooled = self
-                .config
-                .pooling
-                .pool(&hidden, self.model.hidden_size(), &batch, &skips);
+            let pooled =
+                self.config
+                    .pooling
+                    .pool(&hidden, self.model.hidden_size(), &batch, &skips);
             for (index, mut vector) in batch_indices.into_iter().zip(pooled) {
                 truncate_dimensions(&mut vector, dimensions);
                 if normalize {

@@ -48,7 +48,10 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
 
 fn looks_like_hub_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
-    parts.len() == 2 && parts.iter().all(|part| !part.is_empty() && *part != "." && *part != "..")
+    parts.len() == 2
+        && parts
+            .iter()
+            .all(|part| !part.is_empty() && *part != "." && *part != "..")
 }
 
 fn offline() -> bool {
@@ -105,7 +108,10 @@ fn download(spec: &str) -> Result<PathBuf> {
     }
     if fetch("model.safetensors").is_err() {
         let index = fetch("model.safetensors.index.json").map_err(|error| {
-            not_found(spec, &format!("downloading model.safetensors failed: {error}"))
+            not_found(
+                spec,
+                &format!("downloading model.safetensors failed: {error}"),
+            )
         })?;
         for shard in shard_names(&index)? {
             fetch(&shard).map_err(|error| {
@@ -137,7 +143,11 @@ fn shard_names(index: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = value
         .get("weight_map")
         .and_then(|map| map.as_object())
-        .map(|map| map.values().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|map| {
+            map.values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names.dedup();
@@ -161,10 +171,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("quiver-resolve-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.json"), "{}").unwrap();
-        let error = resolve_model(dir.to_str().unwrap()).unwrap_err().to_string();
+        let error = resolve_model(dir.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("tokenizer.json"), "{error}");
         std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
-        let error = resolve_model(dir.to_str().unwrap()).unwrap_err().to_string();
+        let error = resolve_model(dir.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("model.safetensors"), "{error}");
     }
 

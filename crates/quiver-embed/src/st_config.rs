@@ -45,7 +45,7 @@ struct ModuleEntry {
     module_type: String,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct PoolingFile {
     /// Newer sentence-transformers releases write one `pooling_mode` string.
     pooling_mode: Option<String>,
@@ -112,7 +112,12 @@ impl SentenceTransformerConfig {
                     "Transformer" | "SentenceTransformer" => {}
                     "Pooling" => {
                         let path = dir.join(&module.path).join("config.json");
-                        let file = read_json::<PoolingFile>(&path)?.unwrap_or_default();
+                        let file = read_json::<PoolingFile>(&path)?.ok_or_else(|| {
+                            EmbedError::Io {
+                                path: path.clone(),
+                                source: std::io::ErrorKind::NotFound.into(),
+                            }
+                        })?;
                         config.pooling = pooling_from(&file).map_err(|message| {
                             EmbedError::Config {
                                 path: path.clone(),
@@ -177,7 +182,11 @@ fn pooling_from(file: &PoolingFile) -> std::result::Result<Pooling, String> {
     if file.pooling_mode_weightedmean_tokens {
         return Err("weighted-mean pooling is not supported yet".into());
     }
-    let chosen: Vec<Pooling> = flags.iter().filter(|(on, _)| *on).map(|(_, p)| *p).collect();
+    let chosen: Vec<Pooling> = flags
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, p)| *p)
+        .collect();
     match chosen.as_slice() {
         [one] => Ok(*one),
         [] => Err("no pooling mode is switched on".into()),
@@ -248,12 +257,17 @@ mod tests {
     #[test]
     fn malformed_files_name_themselves() {
         let dir = folder(&[("modules.json", "[{\"path\": 3}]")]);
-        let error = SentenceTransformerConfig::read(&dir).unwrap_err().to_string();
+        let error = SentenceTransformerConfig::read(&dir)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("modules.json"), "{error}");
-        let dir = folder(&[
-            ("modules.json", r#"[{"path":"2_Dense","type":"sentence_transformers.models.Dense"}]"#),
-        ]);
-        let error = SentenceTransformerConfig::read(&dir).unwrap_err().to_string();
+        let dir = folder(&[(
+            "modules.json",
+            r#"[{"path":"2_Dense","type":"sentence_transformers.models.Dense"}]"#,
+        )]);
+        let error = SentenceTransformerConfig::read(&dir)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("Dense"), "{error}");
     }
 

@@ -45,7 +45,8 @@ fn model_dir() -> PathBuf {
 }
 
 fn reference() -> Reference {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert/all-MiniLM-L6-v2.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert/all-MiniLM-L6-v2.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -66,7 +67,10 @@ fn assert_parity(label: &str, texts: &[String], got: &[Vec<f32>], want: &[Vec<f3
             texts[index].chars().take(40).collect::<String>()
         );
         let norm: f32 = g.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "{label}: text {index} is not normalised ({norm})");
+        assert!(
+            (norm - 1.0).abs() < 1e-4,
+            "{label}: text {index} is not normalised ({norm})"
+        );
     }
 }
 
@@ -83,8 +87,13 @@ fn matches_sentence_transformers_on_varied_texts() {
         .iter()
         .map(Vec::len)
         .collect();
-    assert_eq!(counts, reference.token_counts, "token counts (truncation at 256)");
-    let vectors = embedder.embed(&reference.texts, &EmbedOptions::default()).unwrap();
+    assert_eq!(
+        counts, reference.token_counts,
+        "token counts (truncation at 256)"
+    );
+    let vectors = embedder
+        .embed(&reference.texts, &EmbedOptions::default())
+        .unwrap();
     assert_parity("full", &reference.texts, &vectors, &reference.embeddings);
 }
 
@@ -112,7 +121,11 @@ fn matryoshka_truncation_matches() {
 fn configured_max_length_truncates_like_sentence_transformers() {
     let reference = reference();
     let case = &reference.short_max_length;
-    let texts: Vec<String> = case.indices.iter().map(|&i| reference.texts[i].clone()).collect();
+    let texts: Vec<String> = case
+        .indices
+        .iter()
+        .map(|&i| reference.texts[i].clone())
+        .collect();
     let options = EmbedderOptions {
         max_length: Some(case.max_length),
         ..EmbedderOptions::default()
@@ -142,7 +155,14 @@ fn batching_does_not_change_vectors() {
     };
     let alone = embedder.embed(texts, &one_at_a_time).unwrap();
     for (a, b) in together.iter().zip(&alone) {
-        let max_diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        assert!(max_diff < 1e-5, "packed and single batches differ by {max_diff}");
+        let max_diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            max_diff < 1e-5,
+            "packed and single batches differ by {max_diff}"
+        );
     }
 }

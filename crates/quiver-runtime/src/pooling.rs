@@ -66,7 +66,9 @@ impl Pooling {
                     Pooling::Max => {
                         let mut max = vec![f32::NEG_INFINITY; hidden_size];
                         for token in kept {
-                            max.iter_mut().zip(row(token)).for_each(|(m, v)| *m = m.max(*v));
+                            max.iter_mut()
+                                .zip(row(token))
+                                .for_each(|(m, v)| *m = m.max(*v));
                         }
                         max
                     }
@@ -85,13 +87,28 @@ mod tests {
         // Two sequences of hidden size 2: tokens [1,2],[3,4],[5,6] then [7,8].
         let hidden = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
         let batch = PackedBatch::from_sequences(&[vec![0, 0, 0], vec![0]]);
-        assert_eq!(Pooling::Cls.pool(&hidden, 2, &batch, &[]), vec![vec![1.0, 2.0], vec![7.0, 8.0]]);
-        assert_eq!(Pooling::Mean.pool(&hidden, 2, &batch, &[]), vec![vec![3.0, 4.0], vec![7.0, 8.0]]);
-        assert_eq!(Pooling::Max.pool(&hidden, 2, &batch, &[]), vec![vec![5.0, 6.0], vec![7.0, 8.0]]);
-        assert_eq!(Pooling::LastToken.pool(&hidden, 2, &batch, &[])[0], vec![5.0, 6.0]);
+        assert_eq!(
+            Pooling::Cls.pool(&hidden, 2, &batch, &[]),
+            vec![vec![1.0, 2.0], vec![7.0, 8.0]]
+        );
+        assert_eq!(
+            Pooling::Mean.pool(&hidden, 2, &batch, &[]),
+            vec![vec![3.0, 4.0], vec![7.0, 8.0]]
+        );
+        assert_eq!(
+            Pooling::Max.pool(&hidden, 2, &batch, &[]),
+            vec![vec![5.0, 6.0], vec![7.0, 8.0]]
+        );
+        assert_eq!(
+            Pooling::LastToken.pool(&hidden, 2, &batch, &[])[0],
+            vec![5.0, 6.0]
+        );
         let sqrt = Pooling::MeanSqrtLen.pool(&hidden, 2, &batch, &[]);
         assert!((sqrt[0][0] - 9.0 / 3.0f32.sqrt()).abs() < 1e-6);
         // Skipping a one-token prompt leaves [3,4],[5,6]; skipping everything keeps the last token.
-        assert_eq!(Pooling::Mean.pool(&hidden, 2, &batch, &[1, 5]), vec![vec![4.0, 5.0], vec![7.0, 8.0]]);
+        assert_eq!(
+            Pooling::Mean.pool(&hidden, 2, &batch, &[1, 5]),
+            vec![vec![4.0, 5.0], vec![7.0, 8.0]]
+        );
     }
 }

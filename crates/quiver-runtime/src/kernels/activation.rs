@@ -95,9 +95,17 @@ mod tests {
         let mut x = -6.0f64;
         while x < 6.0 {
             let exact = 0.5 * x * (1.0 + erf_reference(x / std::f64::consts::SQRT_2));
-            assert!((gelu_erf(x as f32) as f64 - exact).abs() < 1e-6, "gelu({x})");
-            let tanh = 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
-            assert!((gelu_tanh(x as f32) as f64 - tanh).abs() < 1e-6, "gelu_tanh({x})");
+            assert!(
+                (gelu_erf(x as f32) as f64 - exact).abs() < 1e-6,
+                "gelu({x})"
+            );
+            let tanh = 0.5
+                * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+            assert!(
+                (gelu_tanh(x as f32) as f64 - tanh).abs() < 1e-6,
+                "gelu_tanh({x})"
+            );
             let silu_ref = x / (1.0 + (-x).exp());
             assert!((silu(x as f32) as f64 - silu_ref).abs() < 1e-6, "silu({x})");
             x += 0.01;
@@ -106,8 +114,14 @@ mod tests {
 
     #[test]
     fn names_map_to_activations() {
-        assert_eq!(Activation::from_config_name("gelu"), Some(Activation::GeluErf));
-        assert_eq!(Activation::from_config_name("swish"), Some(Activation::Silu));
+        assert_eq!(
+            Activation::from_config_name("gelu"),
+            Some(Activation::GeluErf)
+        );
+        assert_eq!(
+            Activation::from_config_name("swish"),
+            Some(Activation::Silu)
+        );
         assert_eq!(Activation::from_config_name("mish"), None);
     }
 }

@@ -1,15 +1,12 @@
 /// `x = LayerNorm(x + residual)` row by row, in place: the residual add and the normalisation
 /// share one pass over memory instead of two.
-pub fn add_layer_norm(
-    values: &mut [f32],
-    residual: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
-) {
+pub fn add_layer_norm(values: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let cols = gamma.len();
     assert_eq!(values.len(), residual.len());
-    for (row, res) in values.chunks_exact_mut(cols).zip(residual.chunks_exact(cols)) {
+    for (row, res) in values
+        .chunks_exact_mut(cols)
+        .zip(residual.chunks_exact(cols))
+    {
         for (v, r) in row.iter_mut().zip(res) {
             *v += r;
         }

@@ -84,7 +84,9 @@ mod tests {
                 let q = |j: usize| qkv[i * 3 * hidden + h * d + j];
                 let mut weights: Vec<f32> = (0..len)
                     .map(|t| {
-                        (0..d).map(|j| q(j) * qkv[t * 3 * hidden + hidden + h * d + j]).sum::<f32>()
+                        (0..d)
+                            .map(|j| q(j) * qkv[t * 3 * hidden + hidden + h * d + j])
+                            .sum::<f32>()
                             / (d as f32).sqrt()
                     })
                     .collect();

@@ -85,7 +85,10 @@ impl BertModel {
                 config.position_embedding_type
             )));
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
         {
             return Err(config_error(
                 "field `num_attention_heads` must divide `hidden_size`".into(),
@@ -146,11 +149,30 @@ fn load_layer(store: &TensorStore<'_>, config: &Config, index: usize) -> Result<
     let h = config.hidden_size;
     let eps = config.layer_norm_eps as f32;
     let prefix = format!("encoder.layer.{index}");
-    let attention = |name: &str| Linear::load(store, &format!("{prefix}.attention.self.{name}"), h, h, true);
+    let attention = |name: &str| {
+        Linear::load(
+            store,
+            &format!("{prefix}.attention.self.{name}"),
+            h,
+            h,
+            true,
+        )
+    };
     Ok(Layer {
         qkv: Linear::concat(&[attention("query")?, attention("key")?, attention("value")?]),
-        attention_out: Linear::load(store, &format!("{prefix}.attention.output.dense"), h, h, true)?,
-        attention_norm: LayerNorm::load(store, &format!("{prefix}.attention.output.LayerNorm"), h, eps)?,
+        attention_out: Linear::load(
+            store,
+            &format!("{prefix}.attention.output.dense"),
+            h,
+            h,
+            true,
+        )?,
+        attention_norm: LayerNorm::load(
+            store,
+            &format!("{prefix}.attention.output.LayerNorm"),
+            h,
+            eps,
+        )?,
         intermediate: Linear::load(
             store,
             &format!("{prefix}.intermediate.dense"),
@@ -196,11 +218,17 @@ impl EncoderModel for BertModel {
         for layer in &self.layers {
             layer.qkv.forward(&hidden, tokens, &mut qkv);
             bidirectional_attention(&qkv, batch, shape, &mut context);
-            layer.attention_out.forward(&context, tokens, &mut projected);
-            layer.attention_norm.forward_residual(&mut projected, &hidden);
+            layer
+                .attention_out
+                .forward(&context, tokens, &mut projected);
+            layer
+                .attention_norm
+                .forward_residual(&mut projected, &hidden);
             std::mem::swap(&mut hidden, &mut projected);
 
-            layer.intermediate.forward(&hidden, tokens, &mut intermediate);
+            layer
+                .intermediate
+                .forward(&hidden, tokens, &mut intermediate);
             self.activation.apply(&mut intermediate);
             layer.output.forward(&intermediate, tokens, &mut projected);
             layer.output_norm.forward_residual(&mut projected, &hidden);

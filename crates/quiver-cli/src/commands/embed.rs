@@ -1,0 +1,118 @@
+use crate::input::read_texts;
+use crate::npy::write_npy_f32;
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use quiver_embed::{resolve_model, Device, EmbedOptions, Embedder, EmbedderOptions, DEFAULT_MODEL};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON object per line: {"index": i, "embedding": [...]}.
+    Jsonl,
+    /// A float32 NumPy array of shape (texts, dimensions).
+    Npy,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// File of texts: one per line, or JSONL with a "text" field. Default: standard input.
+    input: Option<PathBuf>,
+    /// A model folder or a Hugging Face hub id.
+    #[arg(long, short, env = "QUIVER_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// A named prompt from the model's config (e.g. query, document).
+    #[arg(long)]
+    prompt_name: Option<String>,
+    /// A literal prompt prepended to every text (instead of --prompt-name).
+    #[arg(long, conflicts_with = "prompt_name")]
+    prompt: Option<String>,
+    /// Matryoshka: keep this many leading dimensions, then normalise.
+    #[arg(long)]
+    dimensions: Option<usize>,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: OutputFormat,
+    /// Where to write the vectors. Default: standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// At most this many texts per forward pass.
+    #[arg(long, env = "QUIVER_BATCH_SIZE", default_value_t = 64)]
+    batch_size: usize,
+    /// At most this many tokens per forward pass.
+    #[arg(long, default_value_t = 8192)]
+    batch_tokens: usize,
+    /// Truncate inputs at this many tokens (default: the model's max_seq_length).
+    #[arg(long, env = "QUIVER_MAX_LENGTH")]
+    max_length: Option<usize>,
+    /// Normalise vectors to unit length: true, false, or the model's own setting when omitted.
+    #[arg(long, env = "QUIVER_NORMALIZE")]
+    normalize: Option<bool>,
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    device: Device,
+}
+
+pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
+    let source = args
+        .input
+        .as_ref()
+        .map_or("standard input".to_string(), |path| {
+            path.display().to_string()
+        });
+    let texts = read_texts(args.input.as_deref()).with_context(|| format!("reading {source}"))?;
+    if texts.is_empty() {
+        bail!("no input texts in {source}");
+    }
+    let dir = resolve_model(&args.model)?;
+    let embedder = Embedder::load(
+        &dir,
+        &EmbedderOptions {
+            max_length: args.max_length,
+            pooling: None,
+            device: args.device,
+        },
+    )
+    .with_context(|| format!("loading model {}", dir.display()))?;
+    let options = EmbedOptions {
+        prompt_name: args.prompt_name,
+        prompt: args.prompt,
+        dimensions: args.dimensions,
+        normalize: args.normalize,
+        max_batch_sequences: args.batch_size,
+        max_batch_tokens: args.batch_tokens,
+    };
+    let vectors = embedder.embed(&texts, &options)?;
+    write_vectors(&vectors, args.format, args.output.as_ref())
+}
+
+fn write_vectors(
+    vectors: &[Vec<f32>],
+    format: OutputFormat,
+    output: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    let mut sink: Box<dyn Write> = match output {
+        Some(path) => Box::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => {
+            if matches!(format, OutputFormat::Npy) && std::io::stdout().is_terminal() {
+                bail!("--format npy writes binary data: pass --output FILE or redirect standard output");
+            }
+            Box::new(std::io::stdout().lock())
+        }
+    };
+    let mut writer = BufWriter::new(&mut sink);
+    match format {
+        OutputFormat::Jsonl => {
+            for (index, vector) in vectors.iter().enumerate() {
+                serde_json::to_writer(
+                    &mut writer,
+                    &serde_json::json!({ "index": index, "embedding": vector }),
+                )?;
+                writer.write_all(b"\n")?;
+            }
+        }
+        OutputFormat::Npy => write_npy_f32(&mut writer, vectors)?,
+    }
+    writer.flush().context("writing vectors")?;
+    Ok(())
+}

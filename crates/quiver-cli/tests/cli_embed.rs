@@ -1,0 +1,185 @@
+//! `quiver embed` end to end: the real binary, the real all-MiniLM-L6-v2 weights.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("QUIVER_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+        .join("all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is missing: run scripts/fetch-test-models first",
+        dir.display()
+    );
+    dir
+}
+
+fn quiver(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("quiver-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn embeds_lines_to_jsonl_in_order() {
+    let model = model_dir();
+    let output = quiver(
+        &[
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--dimensions",
+            "64",
+        ],
+        "def add(a, b): return a + b\nhow do I add two numbers\n\n",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (index, line) in lines.iter().enumerate() {
+        assert_eq!(line["index"], index);
+        let vector: Vec<f32> = serde_json::from_value(line["embedding"].clone()).unwrap();
+        assert_eq!(vector.len(), 64);
+        let norm: f32 = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn writes_npy_from_a_jsonl_file() {
+    let model = model_dir();
+    let dir = temp_dir("npy");
+    let input = dir.join("texts.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"fn main() {}\"}\n{\"text\": \"hello\", \"id\": 7}\n",
+    )
+    .unwrap();
+    let out = dir.join("vectors.npy");
+    let output = quiver(
+        &[
+            "embed",
+            input.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            "npy",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = String::from_utf8_lossy(&bytes[10..10 + header_len]);
+    assert!(header.contains("(2, 384)"), "{header}");
+    assert_eq!(bytes.len() - 10 - header_len, 2 * 384 * 4);
+}
+
+fn assert_fails_naming(output: &Output, needle: &str) {
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+}
+
+#[test]
+fn empty_input_is_a_clear_error() {
+    let model = model_dir();
+    let output = quiver(&["embed", "--model", model.to_str().unwrap()], "");
+    assert_fails_naming(&output, "no input texts in standard input");
+}
+
+/// A copy of the model folder with one file replaced.
+fn model_with(name: &str, file: &str, body: Option<&str>) -> PathBuf {
+    let source = model_dir();
+    let dir = temp_dir(name);
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    std::fs::remove_file(dir.join(file)).unwrap();
+    if let Some(body) = body {
+        std::fs::write(dir.join(file), body).unwrap();
+    }
+    dir
+}
+
+fn embed_with(model: &Path) -> Output {
+    quiver(&["embed", "--model", model.to_str().unwrap()], "hello\n")
+}
+
+#[test]
+fn broken_model_folders_name_the_file() {
+    let missing_weights = model_with("no-weights", "model.safetensors", None);
+    assert_fails_naming(&embed_with(&missing_weights), "model.safetensors");
+    let bad_config = model_with(
+        "bad-config",
+        "config.json",
+        Some("{\"model_type\": \"bert\", \"hidden_size\": \"big\"}"),
+    );
+    assert_fails_naming(&embed_with(&bad_config), "config.json");
+    let unknown = model_with(
+        "unknown-arch",
+        "config.json",
+        Some("{\"model_type\": \"mamba\"}"),
+    );
+    assert_fails_naming(&embed_with(&unknown), "supported: bert");
+    let bad_modules = model_with("bad-modules", "modules.json", Some("not json"));
+    assert_fails_naming(&embed_with(&bad_modules), "modules.json");
+    let bad_tokenizer = model_with("bad-tokenizer", "tokenizer.json", Some("{}"));
+    assert_fails_naming(&embed_with(&bad_tokenizer), "tokenizer.json");
+}
+
+#[test]
+fn default_model_id_fails_offline_with_instructions_when_not_cached() {
+    let empty_cache = temp_dir("empty-hf-home");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["embed", "--model", "sentence-transformers/all-MiniLM-L6-v2"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", &empty_cache)
+        .env_remove("HF_HUB_CACHE")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_fails_naming(&output, "HF_HUB_OFFLINE");
+    assert_fails_naming(&output, "--model");
+}
