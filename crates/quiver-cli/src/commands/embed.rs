@@ -5,6 +5,7 @@ use clap::{Args, ValueEnum};
 use quiver_embed::{resolve_model, Device, EmbedOptions, Embedder, EmbedderOptions, DEFAULT_MODEL};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum OutputFormat {
@@ -49,6 +50,9 @@ pub struct EmbedArgs {
     normalize: Option<bool>,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
     device: Device,
+    /// Print one JSON line of throughput figures to standard error (for benchmarks).
+    #[arg(long)]
+    stats: bool,
 }
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
@@ -80,8 +84,43 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         max_batch_sequences: args.batch_size,
         max_batch_tokens: args.batch_tokens,
     };
+    let started = Instant::now();
     let vectors = embedder.embed(&texts, &options)?;
-    write_vectors(&vectors, args.format, args.output.as_ref())
+    let seconds = started.elapsed().as_secs_f64();
+    write_vectors(&vectors, args.format, args.output.as_ref())?;
+    if args.stats {
+        print_stats(&embedder, &texts, seconds)?;
+    }
+    Ok(())
+}
+
+/// Tokens are counted after truncation, as the model saw them (re-tokenising costs a little
+/// time outside the measured span).
+fn print_stats(embedder: &Embedder, texts: &[String], seconds: f64) -> anyhow::Result<()> {
+    let tokens: usize = embedder
+        .tokenizer()
+        .encode_batch(texts)?
+        .iter()
+        .map(Vec::len)
+        .sum();
+    let stats = serde_json::json!({
+        "texts": texts.len(),
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_second": tokens as f64 / seconds,
+        "threads": rayon::current_num_threads(),
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    eprintln!("{stats}");
+    Ok(())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), if the platform reports it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn write_vectors(

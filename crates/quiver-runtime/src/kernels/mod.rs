@@ -8,6 +8,7 @@
 mod activation;
 mod matmul;
 mod norm;
+mod reduce;
 mod softmax;
 
 pub use activation::{gelu_erf, gelu_tanh, relu, silu, Activation};

@@ -24,8 +24,8 @@ pub fn layer_norm(values: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
 #[inline]
 fn normalise_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = super::reduce::sum(row) / n;
+    let variance = super::reduce::squared_deviation(row, mean) / n;
     let inverse_std = 1.0 / (variance + eps).sqrt();
     for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
         *v = (*v - mean) * inverse_std * g + b;

@@ -22,13 +22,12 @@ pub fn fast_exp(x: f32) -> f32 {
 /// Row-wise `softmax(scale * x)` in place over a row-major `[rows, cols]` buffer.
 pub fn softmax_rows(values: &mut [f32], cols: usize, scale: f32) {
     for row in values.chunks_exact_mut(cols) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
+        let max = super::reduce::max(row);
+        // Separate passes, none with a loop-carried dependency, so each one vectorises.
         for value in row.iter_mut() {
             *value = fast_exp((*value - max) * scale);
-            sum += *value;
         }
-        let inverse = 1.0 / sum;
+        let inverse = 1.0 / super::reduce::sum(row);
         for value in row.iter_mut() {
             *value *= inverse;
         }
