@@ -58,7 +58,17 @@ def export_onnx(model_dir, path):
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(model_dir).eval()
+    class HiddenStates(torch.nn.Module):
+        # Keyword arguments only: the tracer's positional call does not fit transformers 5.
+        def __init__(self):
+            super().__init__()
+            self.inner = AutoModel.from_pretrained(model_dir).eval()
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    model = HiddenStates().eval()
     ids = torch.ones(2, 16, dtype=torch.long)
     with torch.no_grad():
         torch.onnx.export(
