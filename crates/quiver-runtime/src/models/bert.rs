@@ -215,23 +215,29 @@ impl EncoderModel for BertModel {
         // Scratch buffers live across layers: no allocation inside the layer loop after the first.
         let (mut qkv, mut context, mut projected, mut intermediate) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let h = self.config.hidden_size;
         for layer in &self.layers {
             layer.qkv.forward(&hidden, tokens, &mut qkv);
             bidirectional_attention(&qkv, batch, shape, &mut context);
             layer
                 .attention_out
-                .forward(&context, tokens, &mut projected);
-            layer
-                .attention_norm
-                .forward_residual(&mut projected, &hidden);
+                .forward_then(&context, tokens, &mut projected, |block, rows| {
+                    let residual = &hidden[rows.start * h..rows.end * h];
+                    layer.attention_norm.forward_residual(block, residual);
+                });
             std::mem::swap(&mut hidden, &mut projected);
 
             layer
                 .intermediate
-                .forward(&hidden, tokens, &mut intermediate);
-            self.activation.apply(&mut intermediate);
-            layer.output.forward(&intermediate, tokens, &mut projected);
-            layer.output_norm.forward_residual(&mut projected, &hidden);
+                .forward_then(&hidden, tokens, &mut intermediate, |block, _| {
+                    self.activation.apply(block)
+                });
+            layer
+                .output
+                .forward_then(&intermediate, tokens, &mut projected, |block, rows| {
+                    let residual = &hidden[rows.start * h..rows.end * h];
+                    layer.output_norm.forward_residual(block, residual);
+                });
             std::mem::swap(&mut hidden, &mut projected);
         }
         Ok(hidden)
