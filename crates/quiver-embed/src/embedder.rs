@@ -106,6 +106,21 @@ impl Embedder {
         texts: &[S],
         options: &EmbedOptions,
     ) -> Result<Vec<Vec<f32>>> {
+        self.embed_with_progress(texts, options, |_| {})
+    }
+
+    /// Like [`Embedder::embed`], calling `progress` with the number of texts embedded in each
+    /// forward pass as it finishes.
+    pub fn embed_with_progress<S, P>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+        progress: P,
+    ) -> Result<Vec<Vec<f32>>>
+    where
+        S: AsRef<str>,
+        P: Fn(usize),
+    {
         let dimensions = self.output_dimensions(options)?;
         let prompt = self.prompt_text(options)?;
         let prepared: Vec<String> = texts
@@ -140,6 +155,7 @@ impl Embedder {
                 }
                 vectors[index] = vector;
             }
+            progress(sequences.len());
         }
         Ok(vectors)
     }

@@ -2,6 +2,7 @@ use crate::input::read_texts;
 use crate::npy::write_npy_f32;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use quiver_embed::{resolve_model, Device, EmbedOptions, Embedder, EmbedderOptions, DEFAULT_MODEL};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -85,13 +86,29 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         max_batch_tokens: args.batch_tokens,
     };
     let started = Instant::now();
-    let vectors = embedder.embed(&texts, &options)?;
+    let bar = progress_bar(texts.len() as u64);
+    let vectors = embedder.embed_with_progress(&texts, &options, |done| bar.inc(done as u64))?;
+    bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     write_vectors(&vectors, args.format, args.output.as_ref())?;
     if args.stats {
         print_stats(&embedder, &texts, seconds)?;
     }
     Ok(())
+}
+
+/// A bar with rate and ETA on a terminal; hidden when standard error is piped.
+fn progress_bar(texts: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(texts);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} embedding {bar:30} {pos}/{len} texts  {per_sec}  ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// Tokens are counted after truncation, as the model saw them (re-tokenising costs a little
