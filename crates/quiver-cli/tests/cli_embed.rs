@@ -5,16 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("QUIVER_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
-        .join("all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is missing: run scripts/fetch-test-models first",
-        dir.display()
-    );
-    dir
+    quiver_embed::testing::fetched_model_dir("all-MiniLM-L6-v2")
 }
 
 fn quiver(args: &[&str], stdin: &str) -> Output {

@@ -14,6 +14,7 @@ mod error;
 mod postprocess;
 mod resolve;
 mod st_config;
+pub mod testing;
 mod tokenize;
 
 pub use embedder::{EmbedOptions, Embedder, EmbedderOptions};

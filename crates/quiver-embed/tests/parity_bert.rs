@@ -32,16 +32,7 @@ struct ShortCase {
 }
 
 fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("QUIVER_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
-        .join("all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} has no model.safetensors: run scripts/fetch-test-models first",
-        dir.display()
-    );
-    dir
+    quiver_embed::testing::fetched_model_dir("all-MiniLM-L6-v2")
 }
 
 fn reference() -> Reference {
