@@ -1,6 +1,7 @@
 use crate::postprocess::{l2_normalize, truncate_dimensions};
 use crate::{EmbedError, Result, SentenceTransformerConfig, TextTokenizer};
 use quiver_runtime::{load_model, Device, EncoderModel, PackedBatch, Pooling};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// How a model is loaded.
@@ -123,7 +124,7 @@ impl Embedder {
     {
         let dimensions = self.output_dimensions(options)?;
         let prompt = self.prompt_text(options)?;
-        let prepared: Vec<String> = texts
+        let prepared: Vec<Cow<'_, str>> = texts
             .iter()
             .map(|text| self.prepare_text(prompt, text.as_ref()))
             .collect();
@@ -188,13 +189,15 @@ impl Embedder {
         }
     }
 
-    fn prepare_text(&self, prompt: Option<&str>, text: &str) -> String {
+    /// The text the tokenizer sees: prompt first, lowercased if the model asks for it. Borrowed
+    /// unchanged when neither applies, so plain inputs are not copied.
+    fn prepare_text<'t>(&self, prompt: Option<&str>, text: &'t str) -> Cow<'t, str> {
         let joined = match prompt {
-            Some(prompt) => format!("{prompt}{text}"),
-            None => text.to_string(),
+            Some(prompt) => Cow::Owned(format!("{prompt}{text}")),
+            None => Cow::Borrowed(text),
         };
         if self.config.do_lower_case {
-            joined.to_lowercase()
+            Cow::Owned(joined.to_lowercase())
         } else {
             joined
         }
