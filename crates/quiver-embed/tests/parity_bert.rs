@@ -14,6 +14,7 @@ struct Reference {
     token_counts: Vec<usize>,
     embeddings: Vec<Vec<f32>>,
     dimension_cases: DimensionCases,
+    prompt_cases: PromptCases,
     short_max_length: ShortCase,
 }
 
@@ -21,6 +22,14 @@ struct Reference {
 struct DimensionCases {
     texts: usize,
     embeddings: BTreeMap<String, Vec<Vec<f32>>>,
+}
+
+#[derive(Deserialize)]
+struct PromptCases {
+    prompt: String,
+    texts: usize,
+    included: Vec<Vec<f32>>,
+    excluded: Vec<Vec<f32>>,
 }
 
 #[derive(Deserialize)]
@@ -156,4 +165,45 @@ fn batching_does_not_change_vectors() {
             "packed and single batches differ by {max_diff}"
         );
     }
+}
+
+/// The model folder again, but with `include_prompt: false` in its pooling config, as
+/// instruction-tuned models ship it.
+fn model_pooling_without_prompt() -> PathBuf {
+    let source = model_dir();
+    let dir = std::env::temp_dir().join(format!("quiver-no-prompt-pooling-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "1_Pooling" {
+            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    let pooling = source.join("1_Pooling/config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pooling).unwrap()).unwrap();
+    config["include_prompt"] = serde_json::Value::Bool(false);
+    std::fs::write(dir.join("1_Pooling/config.json"), config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn prompts_are_prepended_and_left_out_of_pooling_when_configured() {
+    let reference = reference();
+    let case = &reference.prompt_cases;
+    let texts = &reference.texts[..case.texts];
+    let options = EmbedOptions {
+        prompt: Some(case.prompt.clone()),
+        ..EmbedOptions::default()
+    };
+    let embedder = Embedder::load(&model_dir(), &EmbedderOptions::default()).unwrap();
+    let included = embedder.embed(texts, &options).unwrap();
+    assert_parity("prompt included", texts, &included, &case.included);
+
+    let embedder =
+        Embedder::load(&model_pooling_without_prompt(), &EmbedderOptions::default()).unwrap();
+    assert!(!embedder.config().include_prompt);
+    let excluded = embedder.embed(texts, &options).unwrap();
+    assert_parity("prompt excluded", texts, &excluded, &case.excluded);
 }
