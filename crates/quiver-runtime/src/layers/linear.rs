@@ -4,10 +4,16 @@ use crate::Result;
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// `y = x Wᵀ + b` with `W` kept in the checkpoint's `[out, in]` layout (read transposed, no copy).
+/// `y = x Wᵀ + b`.
+///
+/// `W` is stored transposed, `[in, out]`, once at load. With that layout `gemm` reads the weights
+/// in place instead of repacking the whole matrix on every call, which dominated small batches:
+/// a 13-token query, one at a time, went from 17 ms to 5.7 ms (77 % of its time was `pack_lhs`;
+/// perf record, 100 queries one at a time).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Vec<f32>,
+    /// `[in_features, out_features]`, row-major.
+    weight_t: Vec<f32>,
     bias: Option<Vec<f32>>,
     in_features: usize,
     out_features: usize,
@@ -28,12 +34,23 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear {
-            weight,
+        Ok(Linear::new(weight, bias, in_features, out_features))
+    }
+
+    /// From a weight in the checkpoint's `[out, in]` layout.
+    pub fn new(
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        in_features: usize,
+        out_features: usize,
+    ) -> Self {
+        assert_eq!(weight.len(), in_features * out_features);
+        Linear {
+            weight_t: transpose(&weight, out_features, in_features),
             bias,
             in_features,
             out_features,
-        })
+        }
     }
 
     /// Stacks layers that read the same input (Q, K and V) into one wider product.
@@ -41,17 +58,18 @@ impl Linear {
         let in_features = parts.first().map_or(0, |part| part.in_features);
         assert!(parts.iter().all(|part| part.in_features == in_features));
         let with_bias = parts.iter().all(|part| part.bias.is_some());
-        Linear {
-            weight: parts.iter().flat_map(|part| part.weight.clone()).collect(),
-            bias: with_bias.then(|| {
-                parts
-                    .iter()
-                    .flat_map(|part| part.bias.clone().unwrap_or_default())
-                    .collect()
-            }),
-            in_features,
-            out_features: parts.iter().map(|part| part.out_features).sum(),
-        }
+        let weight: Vec<f32> = parts
+            .iter()
+            .flat_map(|part| transpose(&part.weight_t, in_features, part.out_features))
+            .collect();
+        let bias = with_bias.then(|| {
+            parts
+                .iter()
+                .flat_map(|part| part.bias.clone().unwrap_or_default())
+                .collect()
+        });
+        let out_features = parts.iter().map(|part| part.out_features).sum();
+        Linear::new(weight, bias, in_features, out_features)
     }
 
     pub fn out_features(&self) -> usize {
@@ -78,7 +96,7 @@ impl Linear {
         matmul(
             MatMut::row_major(output, rows, self.out_features),
             MatRef::row_major(input, rows, self.in_features),
-            MatRef::row_major(&self.weight, self.out_features, self.in_features).t(),
+            MatRef::row_major(&self.weight_t, self.in_features, self.out_features),
             1.0,
             false,
             super::pool_threads(),
@@ -92,6 +110,17 @@ impl Linear {
             epilogue(block, range);
         });
     }
+}
+
+/// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for (r, row) in values.chunks_exact(cols).enumerate() {
+        for (c, value) in row.iter().enumerate() {
+            out[c * rows + r] = *value;
+        }
+    }
+    out
 }
 
 /// Runs `work` over blocks of whole rows of a row-major buffer, in parallel.
@@ -115,18 +144,8 @@ mod tests {
 
     #[test]
     fn concatenated_layers_equal_separate_ones() {
-        let a = Linear {
-            weight: vec![1.0, 2.0, 3.0, 4.0],
-            bias: Some(vec![0.5, -0.5]),
-            in_features: 2,
-            out_features: 2,
-        };
-        let b = Linear {
-            weight: vec![-1.0, 1.0],
-            bias: Some(vec![2.0]),
-            in_features: 2,
-            out_features: 1,
-        };
+        let a = Linear::new(vec![1.0, 2.0, 3.0, 4.0], Some(vec![0.5, -0.5]), 2, 2);
+        let b = Linear::new(vec![-1.0, 1.0], Some(vec![2.0]), 2, 1);
         let both = Linear::concat(&[a.clone(), b.clone()]);
         let input = vec![1.0, 1.0, 2.0, -1.0];
         let (mut out_a, mut out_b, mut out_both) = (Vec::new(), Vec::new(), Vec::new());
