@@ -9,9 +9,21 @@ fn model_dir() -> PathBuf {
 }
 
 fn quiver(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
+    quiver_with_env(args, stdin, &[])
+}
+
+/// Runs the binary offline, with `env` added (an empty value removes that variable).
+fn quiver_with_env(args: &[&str], stdin: &str, env: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    command.args(args).env("HF_HUB_OFFLINE", "1");
+    for (key, value) in env {
+        if value.as_os_str().is_empty() {
+            command.env_remove(key);
+        } else {
+            command.env(key, value);
+        }
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -115,19 +127,9 @@ fn empty_input_is_a_clear_error() {
     assert_fails_naming(&output, "no input texts in standard input");
 }
 
-/// A copy of the model folder with one file replaced.
+/// A copy of the model folder with one file replaced (or removed).
 fn model_with(name: &str, file: &str, body: Option<&str>) -> PathBuf {
-    let source = model_dir();
-    let dir = temp_dir(name);
-    for entry in std::fs::read_dir(&source).unwrap() {
-        let entry = entry.unwrap();
-        std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    std::fs::remove_file(dir.join(file)).unwrap();
-    if let Some(body) = body {
-        std::fs::write(dir.join(file), body).unwrap();
-    }
-    dir
+    quiver_embed::testing::model_variant("all-MiniLM-L6-v2", name, file, body)
 }
 
 fn embed_with(model: &Path) -> Output {
@@ -159,18 +161,11 @@ fn broken_model_folders_name_the_file() {
 #[test]
 fn default_model_id_fails_offline_with_instructions_when_not_cached() {
     let empty_cache = temp_dir("empty-hf-home");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(["embed", "--model", "sentence-transformers/all-MiniLM-L6-v2"])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", &empty_cache)
-        .env_remove("HF_HUB_CACHE")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = quiver_with_env(
+        &["embed", "--model", "sentence-transformers/all-MiniLM-L6-v2"],
+        "hello\n",
+        &[("HF_HOME", &empty_cache), ("HF_HUB_CACHE", Path::new(""))],
+    );
     assert_fails_naming(&output, "HF_HUB_OFFLINE");
     assert_fails_naming(&output, "--model");
 }

@@ -1,7 +1,7 @@
 //! Finding the real models that `scripts/fetch-test-models` put in place, for the tests of every
 //! crate: `$QUIVER_TEST_MODELS/<name>`, else `models/<name>` at the repository root.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The folder of a fetched test model; panics with the command to run when it is missing.
 pub fn fetched_model_dir(name: &str) -> PathBuf {
@@ -15,4 +15,35 @@ pub fn fetched_model_dir(name: &str) -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// A scratch copy of a fetched model (its entries symlinked) with the file at `relative` replaced
+/// by `body`, or removed when `body` is `None`: how tests build broken or re-configured folders.
+pub fn model_variant(name: &str, label: &str, relative: &str, body: Option<&str>) -> PathBuf {
+    let source = fetched_model_dir(name);
+    let dir = std::env::temp_dir().join(format!("quiver-model-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_as_links(&source, &dir, Path::new(relative));
+    if let Some(body) = body {
+        std::fs::write(dir.join(relative), body).expect("writing the replaced file");
+    }
+    dir
+}
+
+/// Mirrors `source` into `target` with symlinks, descending only into the folders on the way to
+/// `skip`, which is left out.
+fn copy_as_links(source: &Path, target: &Path, skip: &Path) {
+    std::fs::create_dir_all(target).expect("creating a scratch model folder");
+    let entries = std::fs::read_dir(source).expect("reading the fetched model folder");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let mut parts = skip.components();
+        let on_skip_path = parts.next().is_some_and(|first| first.as_os_str() == name);
+        if !on_skip_path {
+            std::os::unix::fs::symlink(entry.path(), target.join(&name))
+                .expect("linking a model file");
+        } else if entry.path().is_dir() {
+            copy_as_links(&entry.path(), &target.join(&name), parts.as_path());
+        }
+    }
 }

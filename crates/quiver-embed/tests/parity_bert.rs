@@ -170,22 +170,16 @@ fn batching_does_not_change_vectors() {
 /// The model folder again, but with `include_prompt: false` in its pooling config, as
 /// instruction-tuned models ship it.
 fn model_pooling_without_prompt() -> PathBuf {
-    let source = model_dir();
-    let dir = std::env::temp_dir().join(format!("quiver-no-prompt-pooling-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
-    for entry in std::fs::read_dir(&source).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "1_Pooling" {
-            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
-        }
-    }
-    let pooling = source.join("1_Pooling/config.json");
+    let pooling = model_dir().join("1_Pooling/config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pooling).unwrap()).unwrap();
     config["include_prompt"] = serde_json::Value::Bool(false);
-    std::fs::write(dir.join("1_Pooling/config.json"), config.to_string()).unwrap();
-    dir
+    quiver_embed::testing::model_variant(
+        "all-MiniLM-L6-v2",
+        "no-prompt-pooling",
+        "1_Pooling/config.json",
+        Some(&config.to_string()),
+    )
 }
 
 #[test]
