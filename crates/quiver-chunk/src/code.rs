@@ -1,0 +1,124 @@
+//! Units of source code along its syntax tree: definitions whole where they fit the budget,
+//! split into their members where they do not.
+
+use crate::segment::{split_lines, LineIndex, Unit};
+use crate::syntax::{attaches_forward, definition, is_type_kind, Symbol};
+use std::ops::Range;
+use tree_sitter::Node;
+
+pub struct CodeSplitter<'a> {
+    pub text: &'a str,
+    pub lines: &'a LineIndex,
+    pub budget: usize,
+}
+
+impl CodeSplitter<'_> {
+    /// Units tiling `lines`, which hold `node` (and, for its first child, any header lines).
+    pub fn units(
+        &self,
+        node: Node<'_>,
+        lines: Range<usize>,
+        parents: &[Symbol],
+        out: &mut Vec<Unit>,
+    ) {
+        let in_type = parents.last().is_some_and(|p| is_type_kind(p.kind));
+        let symbol = definition(node, self.text.as_bytes(), in_type);
+        if lines.len() <= 1 || self.lines.tokens(lines.clone()) <= self.budget {
+            let symbol = symbol.or_else(|| self.largest_child_definition(node, in_type));
+            out.push(Unit {
+                lines,
+                symbol,
+                parents: parents.to_vec(),
+            });
+            return;
+        }
+        let mut inner_parents = parents.to_vec();
+        inner_parents.extend(symbol.clone());
+        let groups = self.child_groups(node, lines.clone());
+        if groups.is_empty() {
+            self.split_leaf(lines, symbol, parents, out);
+            return;
+        }
+        for (range, child) in groups {
+            self.units(child, range, &inner_parents, out);
+        }
+    }
+
+    /// The node's named children grouped by the line they start on, each group spanning up to
+    /// the next group's first line. A comment or attribute joins the group of what follows it;
+    /// the first group also takes any lines above the first child (a class's signature).
+    fn child_groups<'t>(
+        &self,
+        node: Node<'t>,
+        lines: Range<usize>,
+    ) -> Vec<(Range<usize>, Node<'t>)> {
+        let mut groups: Vec<(usize, Node<'t>)> = Vec::new();
+        // Whether the open group holds only comments and attributes so far.
+        let mut only_attached = false;
+        let mut cursor = node.walk();
+        for child in node.named_children(&mut cursor) {
+            let line = self
+                .lines
+                .line_of(child.start_byte())
+                .clamp(lines.start, lines.end - 1);
+            let attaches = attaches_forward(child);
+            match groups.last_mut() {
+                Some((start, main)) if only_attached || line <= *start => {
+                    if only_attached || !attaches {
+                        *main = child;
+                    }
+                    only_attached &= attaches;
+                }
+                _ => {
+                    groups.push((line, child));
+                    only_attached = attaches;
+                }
+            }
+        }
+        if let Some(first) = groups.first_mut() {
+            first.0 = lines.start;
+        }
+        let ends: Vec<usize> = groups
+            .iter()
+            .skip(1)
+            .map(|(start, _)| *start)
+            .chain([lines.end])
+            .collect();
+        groups
+            .into_iter()
+            .zip(ends)
+            .map(|((start, child), end)| (start..end, child))
+            .collect()
+    }
+
+    /// Names a unit that is not itself a definition (a whole small file, a statement block) after
+    /// the largest definition directly inside it.
+    fn largest_child_definition(&self, node: Node<'_>, in_type: bool) -> Option<Symbol> {
+        let mut cursor = node.walk();
+        let children: Vec<Node<'_>> = node.named_children(&mut cursor).collect();
+        children
+            .into_iter()
+            .filter_map(|child| {
+                let symbol = definition(child, self.text.as_bytes(), in_type)?;
+                Some((child.end_byte() - child.start_byte(), symbol))
+            })
+            .max_by_key(|(size, _)| *size)
+            .map(|(_, symbol)| symbol)
+    }
+
+    fn split_leaf(
+        &self,
+        lines: Range<usize>,
+        symbol: Option<Symbol>,
+        parents: &[Symbol],
+        out: &mut Vec<Unit>,
+    ) {
+        for piece in split_lines(lines, self.text, self.lines, self.budget) {
+            out.push(Unit {
+                lines: piece,
+                symbol: symbol.clone(),
+                parents: parents.to_vec(),
+            });
+        }
+    }
+}

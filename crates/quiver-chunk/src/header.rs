@@ -1,0 +1,38 @@
+//! The context header put in front of each chunk's text before it is embedded.
+//!
+//! Format (one line, then the chunk's text):
+//!
+//! ```text
+//! {path} · {language}[ · {kind} {parent.}{symbol}]
+//! ```
+//!
+//! for example `src/store.rs · rust · method Store.commit`. The header tells the model where the
+//! code lives and what it defines, which plain code often does not say (a method body rarely
+//! names its class). It is part of what is embedded, so changing it re-embeds every chunk.
+
+use crate::Chunk;
+
+/// Bumped whenever [`embedding_text`] changes, so an index knows its vectors are stale.
+pub const HEADER_VERSION: u32 = 1;
+
+pub fn context_header(path: &str, chunk: &Chunk) -> String {
+    let mut header = format!("{path} · {}", chunk.language);
+    if let Some(symbol) = &chunk.symbol {
+        header.push_str(" · ");
+        if let Some(kind) = &chunk.kind {
+            header.push_str(kind);
+            header.push(' ');
+        }
+        if let Some(parent) = &chunk.parent {
+            header.push_str(parent);
+            header.push('.');
+        }
+        header.push_str(symbol);
+    }
+    header
+}
+
+/// What the model sees for a chunk: the header, a newline, the chunk's text.
+pub fn embedding_text(path: &str, chunk: &Chunk) -> String {
+    format!("{}\n{}", context_header(path, chunk), chunk.text)
+}

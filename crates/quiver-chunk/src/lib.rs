@@ -1,0 +1,159 @@
+//! Quiver's chunker: cuts one file's text into chunks that fit a model's token budget, along
+//! the file's structure.
+//!
+//! What it does: detects the language from the path ([`Language`]); splits code along its
+//! tree-sitter syntax tree (functions, methods and classes whole where they fit, split into
+//! members where they do not, small neighbours merged), Markdown by headings and other text by
+//! paragraphs; records for each [`Chunk`] its lines, bytes, symbol, kind and parent; builds the
+//! context header that is embedded with it ([`embedding_text`]).
+//! What it does not: read files, decide which files to index, or embed (the index does that).
+//! Token counts come from a [`TokenCounter`], normally the model's own tokenizer.
+//!
+//! Entry point: [`chunk_file`].
+
+mod code;
+mod header;
+mod language;
+mod prose;
+mod segment;
+mod syntax;
+
+pub use header::{context_header, embedding_text, HEADER_VERSION};
+pub use language::Language;
+pub use syntax::Symbol;
+
+use code::CodeSplitter;
+use segment::{merge_units, LineIndex, MergePolicy, Unit};
+
+/// Counts tokens the way the embedding model will.
+pub trait TokenCounter {
+    /// Byte offsets in `text` where each token starts, special tokens left out, no truncation.
+    fn token_starts(&self, text: &str) -> Result<Vec<usize>, ChunkError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error("tokenizing for chunk sizes failed: {0}")]
+    Tokenizer(String),
+    #[error("tree-sitter could not load the {0} grammar")]
+    Grammar(&'static str),
+}
+
+/// A piece of a file, cut on whole lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub text: String,
+    pub language: &'static str,
+    /// First and last line, 1-based and inclusive.
+    pub start_line: usize,
+    pub end_line: usize,
+    /// Byte range of `text` in the file.
+    pub start_byte: usize,
+    pub end_byte: usize,
+    /// The definition the chunk is about (the largest one it holds, or the one it is part of).
+    pub symbol: Option<String>,
+    pub kind: Option<String>,
+    /// Enclosing definitions, outermost first, joined with `.`.
+    pub parent: Option<String>,
+    /// Tokens of `text` alone (the header comes on top).
+    pub tokens: usize,
+}
+
+/// Cuts `text` (the contents of `path`) into chunks of at most `budget` tokens each. A single
+/// line longer than the budget stays one chunk; the embedder truncates it.
+pub fn chunk_file(
+    path: &std::path::Path,
+    text: &str,
+    budget: usize,
+    counter: &dyn TokenCounter,
+) -> Result<Vec<Chunk>, ChunkError> {
+    let language = Language::from_path(path);
+    let lines = LineIndex::new(text, counter.token_starts(text)?);
+    if lines.line_count() == 0 {
+        return Ok(Vec::new());
+    }
+    let budget = budget.max(1);
+    let (units, policy) = match language.grammar() {
+        Some(grammar) => (
+            code_units(language, grammar, text, &lines, budget)?,
+            MergePolicy::SameParents,
+        ),
+        None if language == Language::Markdown => (
+            prose::markdown_units(text, &lines, budget),
+            MergePolicy::Any,
+        ),
+        None => (
+            prose::paragraph_units(text, &lines, budget),
+            MergePolicy::Any,
+        ),
+    };
+    let units = merge_units(units, &lines, budget, policy);
+    Ok(units
+        .into_iter()
+        .filter_map(|unit| to_chunk(unit, language, text, &lines))
+        .collect())
+}
+
+fn code_units(
+    language: Language,
+    grammar: tree_sitter::Language,
+    text: &str,
+    lines: &LineIndex,
+    budget: usize,
+) -> Result<Vec<Unit>, ChunkError> {
+    let mut parser = tree_sitter::Parser::new();
+    parser
+        .set_language(&grammar)
+        .map_err(|_| ChunkError::Grammar(language.name()))?;
+    let Some(tree) = parser.parse(text, None) else {
+        // The parser gave up (it has no timeout set, so this is rare): fall back to paragraphs.
+        return Ok(prose::paragraph_units(text, lines, budget));
+    };
+    let splitter = CodeSplitter {
+        text,
+        lines,
+        budget,
+    };
+    let mut units = Vec::new();
+    splitter.units(tree.root_node(), 0..lines.line_count(), &[], &mut units);
+    Ok(units)
+}
+
+/// Trims blank lines off both ends; a unit of only blank lines makes no chunk.
+fn to_chunk(unit: Unit, language: Language, text: &str, lines: &LineIndex) -> Option<Chunk> {
+    let mut range = unit.lines;
+    while !range.is_empty() && segment::is_blank(text, lines, range.start) {
+        range.start += 1;
+    }
+    while !range.is_empty() && segment::is_blank(text, lines, range.end - 1) {
+        range.end -= 1;
+    }
+    if range.is_empty() {
+        return None;
+    }
+    let bytes = lines.byte_range(range.clone());
+    let mut parents = unit.parents;
+    // A piece of a definition that defines nothing itself is about its innermost parent.
+    let symbol = unit.symbol.or_else(|| parents.pop());
+    let parent = (!parents.is_empty()).then(|| {
+        parents
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(".")
+    });
+    Some(Chunk {
+        text: text[bytes.clone()]
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        language: language.name(),
+        start_line: range.start + 1,
+        end_line: range.end,
+        start_byte: bytes.start,
+        end_byte: bytes.end,
+        symbol: symbol.as_ref().map(|s| s.name.clone()),
+        kind: symbol.map(|s| s.kind.to_string()),
+        parent,
+        tokens: lines.tokens(range),
+    })
+}

@@ -1,0 +1,152 @@
+//! What counts as a definition in each grammar, and how to read its name.
+//!
+//! Node kinds are the grammars' own (see each tree-sitter grammar's `node-types.json`). The
+//! table is deliberately shallow: a definition is a node whose kind appears here; its name is
+//! its `name` field, or for C-like declarators the identifier at the end of the declarator chain.
+
+use tree_sitter::Node;
+
+/// A named definition: what a chunk is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symbol {
+    pub name: String,
+    /// `function`, `method`, `class`, `struct`, `enum`, `interface`, `trait`, `impl`, `module`,
+    /// `type`, `macro`, `constant` or `section` (Markdown).
+    pub kind: &'static str,
+}
+
+/// The kind label of a definition node, or `None` when the node defines nothing.
+fn definition_kind(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "function_definition"
+        | "function_declaration"
+        | "function_item"
+        | "function_signature_item"
+        | "generator_function_declaration"
+        | "function_signature" => "function",
+        "method_definition"
+        | "method_declaration"
+        | "constructor_declaration"
+        | "method"
+        | "singleton_method"
+        | "abstract_method_signature"
+        | "method_signature" => "method",
+        "class_definition"
+        | "class_declaration"
+        | "abstract_class_declaration"
+        | "class_specifier"
+        | "class"
+        | "record_declaration" => "class",
+        "struct_item" | "struct_specifier" | "struct_declaration" => "struct",
+        "enum_item" | "enum_specifier" | "enum_declaration" => "enum",
+        "union_item" | "union_specifier" => "struct",
+        "interface_declaration" | "annotation_type_declaration" => "interface",
+        "trait_item" | "trait_declaration" => "trait",
+        "impl_item" => "impl",
+        "mod_item"
+        | "module"
+        | "namespace_definition"
+        | "namespace_declaration"
+        | "file_scoped_namespace_declaration"
+        | "internal_module" => "module",
+        "type_item" | "type_alias_declaration" | "type_definition" | "type_declaration" => "type",
+        "macro_definition" | "macro_rules" => "macro",
+        "const_item" | "static_item" => "constant",
+        "property_declaration" => "method",
+        _ => return None,
+    })
+}
+
+/// Wrappers whose meaning is the definition inside them (`@decorator def f`, `export class C`,
+/// `template <T> class C`, `const f = () => ...`).
+fn wrapped_definition<'t>(node: Node<'t>) -> Option<Node<'t>> {
+    match node.kind() {
+        "decorated_definition" => node.child_by_field_name("definition"),
+        "export_statement" => node.child_by_field_name("declaration"),
+        "template_declaration" => {
+            let mut cursor = node.walk();
+            let last = node.named_children(&mut cursor).last();
+            last
+        }
+        "lexical_declaration" | "variable_declaration" => {
+            let mut cursor = node.walk();
+            let declarator = node
+                .named_children(&mut cursor)
+                .find(|c| c.kind() == "variable_declarator")?;
+            let value = declarator.child_by_field_name("value")?;
+            matches!(
+                value.kind(),
+                "arrow_function" | "function_expression" | "function" | "class"
+            )
+            .then_some(declarator)
+        }
+        _ => None,
+    }
+}
+
+/// The definition `node` makes, if any. `in_type` says the node sits inside a class-like
+/// definition, which turns functions into methods.
+pub fn definition(node: Node<'_>, source: &[u8], in_type: bool) -> Option<Symbol> {
+    if let Some(inner) = wrapped_definition(node) {
+        if inner.kind() == "variable_declarator" {
+            let name = text(inner.child_by_field_name("name")?, source)?;
+            let kind = if in_type { "method" } else { "function" };
+            return Some(Symbol { name, kind });
+        }
+        return definition(inner, source, in_type);
+    }
+    let mut kind = definition_kind(node.kind())?;
+    if kind == "function" && in_type {
+        kind = "method";
+    }
+    let name = definition_name(node, source)?;
+    Some(Symbol { name, kind })
+}
+
+/// Whether definitions of this kind contain methods.
+pub fn is_type_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "class" | "struct" | "interface" | "trait" | "impl" | "enum"
+    )
+}
+
+fn definition_name(node: Node<'_>, source: &[u8]) -> Option<String> {
+    if node.kind() == "impl_item" {
+        let ty = text(node.child_by_field_name("type")?, source)?;
+        return Some(match node.child_by_field_name("trait") {
+            Some(tr) => format!("{} for {ty}", text(tr, source)?),
+            None => ty,
+        });
+    }
+    if node.kind() == "type_declaration" {
+        // Go: `type ( A struct{}; B int )`; the first spec names the chunk.
+        let mut cursor = node.walk();
+        let spec = node
+            .named_children(&mut cursor)
+            .find(|c| c.kind().ends_with("_spec"))?;
+        return text(spec.child_by_field_name("name")?, source);
+    }
+    if let Some(name) = node.child_by_field_name("name") {
+        return text(name, source);
+    }
+    // C and C++: `int *f(void)` names the function through nested declarators.
+    let mut declarator = node.child_by_field_name("declarator")?;
+    while let Some(inner) = declarator.child_by_field_name("declarator") {
+        declarator = inner;
+    }
+    text(declarator, source)
+}
+
+fn text(node: Node<'_>, source: &[u8]) -> Option<String> {
+    let raw = source.get(node.start_byte()..node.end_byte())?;
+    let name = String::from_utf8_lossy(raw);
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!name.is_empty()).then_some(name)
+}
+
+/// Nodes that belong to whatever follows them: doc comments, attributes, decorators.
+pub fn attaches_forward(node: Node<'_>) -> bool {
+    let kind = node.kind();
+    kind.contains("comment") || kind == "attribute_item" || kind == "decorator"
+}

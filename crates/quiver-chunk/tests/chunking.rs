@@ -1,0 +1,297 @@
+//! Chunking real-shaped sources in every supported language, with a word counter standing in
+//! for a tokenizer so that budgets are easy to reason about.
+
+use quiver_chunk::{chunk_file, Chunk, ChunkError, TokenCounter};
+use std::path::Path;
+
+/// One token per run of word characters or per other non-space character.
+struct WordCounter;
+
+impl TokenCounter for WordCounter {
+    fn token_starts(&self, text: &str) -> Result<Vec<usize>, ChunkError> {
+        let mut starts = Vec::new();
+        let mut in_word = false;
+        for (i, c) in text.char_indices() {
+            let word = c.is_alphanumeric() || c == '_';
+            if (word && !in_word) || (!word && !c.is_whitespace()) {
+                starts.push(i);
+            }
+            in_word = word;
+        }
+        Ok(starts)
+    }
+}
+
+fn chunks(path: &str, text: &str, budget: usize) -> Vec<Chunk> {
+    chunk_file(Path::new(path), text, budget, &WordCounter).expect("chunking succeeds")
+}
+
+fn assert_tiles(text: &str, chunks: &[Chunk], budget: usize) {
+    let mut covered = vec![false; text.lines().count()];
+    for chunk in chunks {
+        assert_eq!(
+            &text[chunk.start_byte..chunk.end_byte].trim_end(),
+            &chunk.text.trim_end()
+        );
+        assert!(
+            chunk.tokens <= budget || chunk.start_line == chunk.end_line,
+            "{chunk:?}"
+        );
+        for line in chunk.start_line..=chunk.end_line {
+            assert!(!covered[line - 1], "line {line} in two chunks");
+            covered[line - 1] = true;
+        }
+    }
+    for (i, line) in text.lines().enumerate() {
+        assert!(
+            covered[i] || line.trim().is_empty(),
+            "line {} left out: {line}",
+            i + 1
+        );
+    }
+}
+
+fn symbol_of<'a>(chunks: &'a [Chunk], needle: &str) -> &'a Chunk {
+    chunks
+        .iter()
+        .find(|c| c.text.contains(needle))
+        .unwrap_or_else(|| panic!("no chunk holds {needle}"))
+}
+
+const PYTHON: &str = r#"import os
+import sys
+
+
+class Store:
+    """Keeps things."""
+
+    def __init__(self, root):
+        self.root = root
+        self.items = {}
+        self.count = 0
+
+    def put(self, key, value):
+        """Store a value under a key, replacing any earlier one."""
+        if key in self.items:
+            self.count -= 1
+        self.items[key] = value
+        self.count += 1
+        return value
+
+    @property
+    def size(self):
+        return self.count
+
+
+def open_store(path):
+    # Opens a store at the given path.
+    return Store(os.path.abspath(path))
+"#;
+
+#[test]
+fn python_splits_a_large_class_into_methods() {
+    let chunks = chunks("pkg/store.py", PYTHON, 40);
+    assert_tiles(PYTHON, &chunks, 40);
+    let put = symbol_of(&chunks, "def put");
+    assert_eq!(put.symbol.as_deref(), Some("put"));
+    assert_eq!(put.kind.as_deref(), Some("method"));
+    assert_eq!(put.parent.as_deref(), Some("Store"));
+    let open = symbol_of(&chunks, "def open_store");
+    assert_eq!(open.symbol.as_deref(), Some("open_store"));
+    assert_eq!(open.kind.as_deref(), Some("function"));
+    assert_eq!(open.parent, None);
+    assert!(
+        open.text.contains("# Opens a store"),
+        "the comment above stays with its function"
+    );
+    assert!(!open.text.contains("class Store"));
+    assert_eq!(open.language, "python");
+}
+
+#[test]
+fn python_keeps_a_small_file_whole() {
+    let chunks = chunks("pkg/store.py", PYTHON, 10_000);
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].start_line, 1);
+    assert_eq!(chunks[0].end_line, PYTHON.lines().count());
+}
+
+const RUST: &str = r#"use std::collections::HashMap;
+
+/// A cache of parsed values.
+#[derive(Debug, Default)]
+pub struct Cache {
+    entries: HashMap<String, u64>,
+}
+
+impl Cache {
+    /// Looks a key up, counting the miss.
+    pub fn get(&mut self, key: &str) -> Option<u64> {
+        let value = self.entries.get(key).copied();
+        if value.is_none() {
+            self.entries.insert(key.to_string(), 0);
+        }
+        value
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.entries.shrink_to_fit();
+    }
+}
+
+fn helper(x: u64) -> u64 {
+    x * 2 + 1
+}
+"#;
+
+#[test]
+fn rust_names_impl_methods_and_keeps_doc_comments() {
+    let chunks = chunks("src/cache.rs", RUST, 45);
+    assert_tiles(RUST, &chunks, 45);
+    let get = symbol_of(&chunks, "pub fn get");
+    assert_eq!(get.symbol.as_deref(), Some("get"));
+    assert_eq!(get.kind.as_deref(), Some("method"));
+    assert_eq!(get.parent.as_deref(), Some("Cache"));
+    assert!(get.text.contains("/// Looks a key up"));
+    let cache = symbol_of(&chunks, "pub struct Cache");
+    assert!(cache.text.contains("/// A cache of parsed values."));
+    assert!(cache.text.contains("#[derive"));
+    let helper = symbol_of(&chunks, "fn helper");
+    assert_eq!(helper.symbol.as_deref(), Some("helper"));
+}
+
+#[test]
+fn every_language_names_its_definitions() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "a.js",
+            "export function parseArgs(argv) {\n  return argv.slice(2);\n}\n",
+            "parseArgs",
+            "function",
+        ),
+        (
+            "a.js",
+            "const render = (props) => {\n  return props.title;\n};\n",
+            "render",
+            "function",
+        ),
+        (
+            "a.ts",
+            "interface Shape {\n  area(): number;\n}\n",
+            "Shape",
+            "interface",
+        ),
+        (
+            "a.tsx",
+            "export class View extends Base {\n  render() { return <div/>; }\n}\n",
+            "View",
+            "class",
+        ),
+        (
+            "a.go",
+            "func (s *Server) Start(addr string) error {\n\treturn nil\n}\n",
+            "Start",
+            "method",
+        ),
+        (
+            "a.go",
+            "type Config struct {\n\tName string\n}\n",
+            "Config",
+            "type",
+        ),
+        (
+            "A.java",
+            "public class Parser {\n  int depth;\n}\n",
+            "Parser",
+            "class",
+        ),
+        (
+            "a.c",
+            "static int *find_slot(struct table *t, int key) {\n  return 0;\n}\n",
+            "find_slot",
+            "function",
+        ),
+        (
+            "a.cpp",
+            "namespace io {\nclass Reader {\n  int fd;\n};\n}\n",
+            "io",
+            "module",
+        ),
+        (
+            "a.cs",
+            "public class Account {\n  public int Id { get; set; }\n}\n",
+            "Account",
+            "class",
+        ),
+        (
+            "a.rb",
+            "class Invoice\n  def total\n    1\n  end\nend\n",
+            "Invoice",
+            "class",
+        ),
+        (
+            "a.php",
+            "<?php\nfunction slugify($text) {\n  return $text;\n}\n",
+            "slugify",
+            "function",
+        ),
+    ];
+    for (path, source, symbol, kind) in cases {
+        let chunks = chunks(path, source, 1000);
+        let named: Vec<_> = chunks.iter().filter_map(|c| c.symbol.clone()).collect();
+        assert_eq!(chunks.len(), 1, "{path}: a small file stays whole");
+        let found = chunks[0].symbol.as_deref() == Some(*symbol)
+            && chunks[0].kind.as_deref() == Some(*kind);
+        assert!(
+            found,
+            "{path}: expected {kind} {symbol}, got {named:?} {chunks:?}"
+        );
+    }
+}
+
+#[test]
+fn markdown_splits_by_heading_with_parents() {
+    let text = "# Guide\n\nIntro text here.\n\n## Install\n\nRun the installer with care and patience.\n\n```sh\n# not a heading\nmake install\n```\n\n## Usage\n\nCall the tool with arguments and options.\n";
+    let chunks = chunks("docs/guide.md", text, 14);
+    assert_tiles(text, &chunks, 14);
+    let install = symbol_of(&chunks, "Run the installer");
+    assert_eq!(install.symbol.as_deref(), Some("Install"));
+    assert_eq!(install.kind.as_deref(), Some("section"));
+    assert!(chunks
+        .iter()
+        .all(|c| c.symbol.as_deref() != Some("not a heading")));
+    let usage = symbol_of(&chunks, "Call the tool");
+    assert_eq!(usage.symbol.as_deref(), Some("Usage"));
+    assert_eq!(usage.parent.as_deref(), Some("Guide"));
+}
+
+#[test]
+fn oversized_definitions_are_split_within_budget() {
+    let mut body = String::from("def long_function(x):\n");
+    for i in 0..200 {
+        body.push_str(&format!("    x = x + {i}\n"));
+    }
+    let chunks = chunks("long.py", &body, 50);
+    assert!(chunks.len() > 5);
+    assert_tiles(&body, &chunks, 50);
+    assert!(chunks
+        .iter()
+        .all(|c| c.symbol.as_deref() == Some("long_function")));
+}
+
+#[test]
+fn plain_text_and_edge_cases() {
+    assert!(chunks("empty.txt", "", 10).is_empty());
+    assert!(chunks("blank.py", "\n\n\n", 10).is_empty());
+    let one_line = "word ".repeat(500);
+    let pieces = chunks("min.js", &one_line, 20);
+    assert_eq!(pieces.len(), 1, "one line cannot be cut on lines");
+    let text = "alpha beta\ngamma\n\ndelta epsilon\n";
+    let paragraphs = chunks("notes.txt", text, 3);
+    assert_eq!(paragraphs.len(), 2);
+    assert_eq!(paragraphs[0].language, "text");
+    assert_eq!((paragraphs[1].start_line, paragraphs[1].end_line), (4, 4));
+    let broken = "def broken(:\n    pass\n\nclass Fine:\n    x = 1\n";
+    assert_tiles(broken, &chunks("broken.py", broken, 4), 4);
+}
