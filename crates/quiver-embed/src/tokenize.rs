@@ -7,6 +7,8 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer without truncation, for measuring texts longer than the model takes.
+    untruncated: Tokenizer,
     path: PathBuf,
     max_length: usize,
 }
@@ -26,6 +28,10 @@ impl TextTokenizer {
         };
         let mut inner = Tokenizer::from_file(&path).map_err(|e| error(e.to_string()))?;
         inner.with_padding(None);
+        let mut untruncated = inner.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| error(e.to_string()))?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length,
@@ -36,6 +42,7 @@ impl TextTokenizer {
             .map_err(|e| error(e.to_string()))?;
         Ok(TextTokenizer {
             inner,
+            untruncated,
             path,
             max_length,
         })
@@ -59,6 +66,23 @@ impl TextTokenizer {
         Ok(encodings
             .into_iter()
             .map(|encoding| encoding.get_ids().to_vec())
+            .collect())
+    }
+
+    /// Byte offsets where each token of `text` starts: special tokens left out, nothing
+    /// truncated. The chunker sizes chunks with this.
+    pub fn token_starts(&self, text: &str) -> Result<Vec<usize>> {
+        let encoding = self
+            .untruncated
+            .encode(text, false)
+            .map_err(|e| EmbedError::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(encoding
+            .get_offsets()
+            .iter()
+            .map(|&(start, _)| start)
             .collect())
     }
 

@@ -1,1 +1,30 @@
+//! Quiver's index: turns a source tree (or pre-chunked JSON) into a local, incrementally
+//! updated, crash-safe index of chunks and vectors, and searches it.
+//!
+//! What it does: walks a tree with the skip rules of [`walk`]; chunks changed files with
+//! `quiver-chunk`; embeds only chunks whose embedded text has no vector yet; stores files,
+//! chunks, vectors and BM25 terms in one SQLite database ([`Store`]) a transaction per batch;
+//! searches by vector, keyword or both ([`search()`]).
+//! What it does not: run models (`quiver-embed` does) or print anything (the CLI does).
+//!
+//! Entry points: [`Store::open`], [`index`], [`search()`].
 
+pub mod chunk_files;
+mod error;
+pub mod ids;
+mod indexer;
+pub mod keywords;
+mod search;
+mod store;
+pub mod walk;
+
+pub use error::{IndexError, Result};
+pub use indexer::{
+    index, settings_for, IndexOptions, IndexProgress, IndexReport, Input, NoProgress,
+    HEADER_RESERVE_TOKENS,
+};
+pub use search::{search, SearchFilter, SearchHit, SearchMode, SearchRequest};
+pub use store::{ChunkRecord, FileRecord, IndexSettings, IndexStats, Store, DATABASE_FILE};
+
+/// Name of the index directory created under an indexed root when `--index` is not given.
+pub const DEFAULT_INDEX_DIR: &str = ".quiver";

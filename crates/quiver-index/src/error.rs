@@ -1,0 +1,44 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no index at {0} (create one with `quiver index`)")]
+    NoIndex(PathBuf),
+    #[error(
+        "the index at {path} holds {stored} vectors; this run asks for {requested}. \
+         Pass --reembed to embed everything again with the new settings, or use another --index"
+    )]
+    SettingsChanged {
+        path: PathBuf,
+        stored: String,
+        requested: String,
+    },
+    #[error("index metadata field `{field}` is unreadable: {value:?}")]
+    BadMetadata { field: &'static str, value: String },
+    #[error("{path}, line {line}: {message}")]
+    BadChunkFile {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("chunk id {id} appears twice (second time in {path})")]
+    DuplicateChunkId { id: String, path: PathBuf },
+    #[error("bad --path glob {glob:?}: {message}")]
+    BadGlob { glob: String, message: String },
+    #[error(transparent)]
+    Embed(#[from] quiver_embed::EmbedError),
+    #[error(transparent)]
+    Chunk(#[from] quiver_chunk::ChunkError),
+}
+
+pub type Result<T> = std::result::Result<T, IndexError>;

@@ -1,0 +1,420 @@
+//! The incremental pipeline: walk → compare with what the index holds → read and chunk what
+//! changed → embed chunks whose text has no vector yet → commit, a batch of files at a time.
+//!
+//! Crash safety comes from the commit unit: a batch of files with their chunks and vectors is
+//! one SQLite transaction, and a file's record is only written with its chunks. A killed run
+//! leaves every file either fully as before or fully updated; the next run picks up from there.
+
+use crate::chunk_files::{self, GivenChunk};
+use crate::error::{IndexError, Result};
+use crate::ids::{chunk_id, content_hash, numeric_id};
+use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
+use crate::walk::{content_skip, discover, SkipCounts, SkipReason, SourceFile, WalkOptions};
+use quiver_chunk::{chunk_file, embedding_text, ChunkError, TokenCounter, HEADER_VERSION};
+use quiver_embed::{EmbedOptions, Embedder};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where the chunks come from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A source tree, chunked by Quiver.
+    Tree { root: PathBuf },
+    /// A directory of JSON/JSONL chunk files ([`crate::chunk_files`]).
+    ChunkFiles { dir: PathBuf },
+}
+
+impl Input {
+    pub fn root(&self) -> &Path {
+        match self {
+            Input::Tree { root } => root,
+            Input::ChunkFiles { dir } => dir,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    pub input: Input,
+    /// First part of every chunk id.
+    pub collection: String,
+    /// How the model is named in the index (what `quiver search` loads again).
+    pub model_id: String,
+    /// Token budget of a chunk's own text; `None`: the model's max length less room for the
+    /// header and special tokens.
+    pub chunk_tokens: Option<usize>,
+    pub walk: WalkOptions,
+    /// Embed everything again when the model or dimension changed.
+    pub reembed: bool,
+    /// Matryoshka dimension; `None`: the model's.
+    pub dimensions: Option<usize>,
+    /// Chunks embedded per commit.
+    pub batch_chunks: usize,
+}
+
+/// Tokens kept free for the context header and the special tokens when the chunk budget is
+/// derived from the model's max length.
+pub const HEADER_RESERVE_TOKENS: usize = 32;
+
+/// What a run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IndexReport {
+    pub files_found: usize,
+    pub files_changed: usize,
+    pub files_unchanged: usize,
+    pub files_removed: usize,
+    pub chunks_written: usize,
+    pub chunks_embedded: usize,
+    pub chunks_reused: usize,
+    pub skipped: BTreeMap<&'static str, usize>,
+    pub chunk_tokens: usize,
+    pub seconds: f64,
+}
+
+/// Hooks for a progress display.
+pub trait IndexProgress {
+    fn files_found(&self, _total: usize) {}
+    fn files_done(&self, _count: usize) {}
+    fn chunks_embedded(&self, _count: usize) {}
+}
+
+pub struct NoProgress;
+impl IndexProgress for NoProgress {}
+
+/// The model's tokenizer as the chunker's token counter.
+struct ModelTokens<'a>(&'a Embedder);
+
+impl TokenCounter for ModelTokens<'_> {
+    fn token_starts(&self, text: &str) -> std::result::Result<Vec<usize>, ChunkError> {
+        self.0
+            .tokenizer()
+            .token_starts(text)
+            .map_err(|e| ChunkError::Tokenizer(e.to_string()))
+    }
+}
+
+/// The settings an index built with this embedder and options records.
+pub fn settings_for(
+    model_id: &str,
+    embedder: &Embedder,
+    dimensions: Option<usize>,
+) -> IndexSettings {
+    let prompt = |name: &str| {
+        embedder
+            .config()
+            .prompts
+            .contains_key(name)
+            .then(|| name.to_string())
+    };
+    IndexSettings {
+        model: model_id.to_string(),
+        dimension: dimensions.unwrap_or(embedder.dimension()),
+        normalize: true,
+        document_prompt: prompt("document").or_else(|| prompt("passage")),
+        query_prompt: prompt("query"),
+    }
+}
+
+/// Brings the index in `store` up to date with the input.
+pub fn index(
+    store: &mut Store,
+    embedder: &Embedder,
+    options: &IndexOptions,
+    progress: &dyn IndexProgress,
+) -> Result<IndexReport> {
+    let started = Instant::now();
+    let settings = settings_for(&options.model_id, embedder, options.dimensions);
+    store.adopt_settings(&settings, options.reembed)?;
+    let chunk_tokens = options.chunk_tokens.unwrap_or_else(|| {
+        embedder
+            .max_length()
+            .saturating_sub(HEADER_RESERVE_TOKENS)
+            .max(16)
+    });
+    let chunking = format!("tokens={chunk_tokens};header={HEADER_VERSION}");
+    let rechunk_all = store.meta("chunking")?.as_deref() != Some(chunking.as_str());
+
+    let (mut files, mut skips) = discover(options.input.root(), &options.walk);
+    if let Input::ChunkFiles { .. } = options.input {
+        files.retain(|f| chunk_files::is_chunk_file(&f.relative));
+    }
+    progress.files_found(files.len());
+    let stored = store.files()?;
+    let mut run = Run {
+        store,
+        embedder,
+        embed_options: EmbedOptions {
+            prompt_name: settings.document_prompt.clone(),
+            dimensions: options.dimensions,
+            normalize: Some(true),
+            ..EmbedOptions::default()
+        },
+        options,
+        chunk_tokens,
+        progress,
+        batch: Batch::default(),
+        pending: Vec::new(),
+        pending_hashes: HashSet::new(),
+        batch_files: 0,
+        report: IndexReport::default(),
+    };
+    run.report.files_found = files.len();
+    let mut kept = HashSet::new();
+    for file in &files {
+        let previous = stored.get(&file.relative);
+        let unchanged_on_disk =
+            previous.is_some_and(|p| p.size == file.size && p.mtime_ns == file.mtime_ns);
+        if unchanged_on_disk && !rechunk_all {
+            kept.insert(file.relative.clone());
+            run.report.files_unchanged += 1;
+            run.batch_files += 1;
+            continue;
+        }
+        match run.read(file, &mut skips) {
+            Some(bytes) => {
+                kept.insert(file.relative.clone());
+                run.update(file, &bytes, previous, rechunk_all)?;
+            }
+            None => continue,
+        }
+        if run.pending.len() >= options.batch_chunks || run.batch.files.len() >= 256 {
+            run.flush()?;
+        }
+    }
+    run.flush()?;
+    let removed: Vec<String> = stored
+        .keys()
+        .filter(|path| !kept.contains(*path))
+        .cloned()
+        .collect();
+    run.report.files_removed = removed.len();
+    let mut report = run.report;
+    store.remove_files(&removed)?;
+    store.collect_garbage()?;
+    store.set_meta("chunking", &chunking)?;
+    store.set_meta("root", &options.input.root().display().to_string())?;
+    store.set_meta("last_indexed_unix", &now_unix_seconds())?;
+    report.skipped = skips.0.iter().map(|(r, n)| (r.name(), *n)).collect();
+    report.chunk_tokens = chunk_tokens;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The state of one indexing run.
+struct Run<'a> {
+    store: &'a mut Store,
+    embedder: &'a Embedder,
+    embed_options: EmbedOptions,
+    options: &'a IndexOptions,
+    chunk_tokens: usize,
+    progress: &'a dyn IndexProgress,
+    batch: Batch,
+    /// Texts to embed before the batch commits, with their hashes.
+    pending: Vec<(String, String)>,
+    pending_hashes: HashSet<String>,
+    /// Files handled since the last progress report.
+    batch_files: usize,
+    report: IndexReport,
+}
+
+impl Run<'_> {
+    /// The file's bytes, or `None` (counted) when it cannot or must not be indexed.
+    fn read(&self, file: &SourceFile, skips: &mut SkipCounts) -> Option<Vec<u8>> {
+        let bytes = match std::fs::read(&file.absolute) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!("{}: {error}", file.absolute.display());
+                skips.add(SkipReason::Unreadable);
+                return None;
+            }
+        };
+        if let Input::Tree { .. } = self.options.input {
+            if let Some(reason) = content_skip(&bytes) {
+                skips.add(reason);
+                return None;
+            }
+        }
+        Some(bytes)
+    }
+
+    fn update(
+        &mut self,
+        file: &SourceFile,
+        bytes: &[u8],
+        previous: Option<&FileRecord>,
+        rechunk_all: bool,
+    ) -> Result<()> {
+        let record = FileRecord {
+            path: file.relative.clone(),
+            size: file.size,
+            mtime_ns: file.mtime_ns,
+            content_hash: content_hash(bytes),
+        };
+        self.batch_files += 1;
+        if !rechunk_all && previous.is_some_and(|p| p.content_hash == record.content_hash) {
+            self.report.files_unchanged += 1;
+            self.batch.touched.push(record);
+            return Ok(());
+        }
+        self.report.files_changed += 1;
+        // Invalid UTF-8 (a Latin-1 file, a stray byte) is replaced rather than refused.
+        let text = String::from_utf8_lossy(bytes);
+        let chunks = match &self.options.input {
+            Input::Tree { root } => self.chunk_source(root, &file.relative, &text)?,
+            Input::ChunkFiles { .. } => self.given_chunks(file, &text)?,
+        };
+        let hashes: Vec<&str> = chunks.iter().map(|(c, _)| c.embed_hash.as_str()).collect();
+        let present = self.store.vectors_present(&hashes)?;
+        let mut records = Vec::with_capacity(chunks.len());
+        for (chunk, embedded_text) in chunks {
+            if present.contains(&chunk.embed_hash)
+                || self.pending_hashes.contains(&chunk.embed_hash)
+            {
+                self.report.chunks_reused += 1;
+            } else {
+                self.pending_hashes.insert(chunk.embed_hash.clone());
+                self.pending.push((chunk.embed_hash.clone(), embedded_text));
+            }
+            records.push(chunk);
+        }
+        self.report.chunks_written += records.len();
+        self.batch.files.push((record, records));
+        Ok(())
+    }
+
+    fn chunk_source(
+        &self,
+        root: &Path,
+        relative: &str,
+        text: &str,
+    ) -> Result<Vec<(ChunkRecord, String)>> {
+        let source = root
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "repo".to_string());
+        let chunks = chunk_file(
+            Path::new(relative),
+            text,
+            self.chunk_tokens,
+            &ModelTokens(self.embedder),
+        )?;
+        Ok(chunks
+            .into_iter()
+            .enumerate()
+            .map(|(n, chunk)| {
+                let embedded = embedding_text(relative, &chunk);
+                let id = chunk_id(&self.options.collection, &source, relative, n);
+                let record = ChunkRecord {
+                    uid: numeric_id(&id),
+                    chunk_id: id,
+                    file: relative.to_string(),
+                    path: relative.to_string(),
+                    seq: n,
+                    source: source.clone(),
+                    language: chunk.language.to_string(),
+                    symbol: chunk.symbol,
+                    kind: chunk.kind,
+                    parent: chunk.parent,
+                    start_line: chunk.start_line,
+                    end_line: chunk.end_line,
+                    start_byte: chunk.start_byte,
+                    end_byte: chunk.end_byte,
+                    content_hash: content_hash(chunk.text.as_bytes()),
+                    embed_hash: content_hash(embedded.as_bytes()),
+                    text: chunk.text,
+                    metadata: None,
+                };
+                (record, embedded)
+            })
+            .collect())
+    }
+
+    fn given_chunks(&self, file: &SourceFile, text: &str) -> Result<Vec<(ChunkRecord, String)>> {
+        let subdir = chunk_files::source_subdir(&file.relative);
+        let given = chunk_files::parse_chunk_file(&file.absolute, text, &subdir)?;
+        let mut per_path: BTreeMap<String, usize> = BTreeMap::new();
+        let mut records = Vec::with_capacity(given.len());
+        for chunk in given {
+            let GivenChunk {
+                text,
+                path,
+                language,
+                symbol,
+                kind,
+                parent,
+                start_line,
+                end_line,
+                chunk_index,
+                metadata,
+            } = chunk;
+            let path = path.unwrap_or_else(|| file.relative.clone());
+            let counter = per_path.entry(path.clone()).or_default();
+            let n = chunk_index.unwrap_or(*counter);
+            *counter += 1;
+            let id = chunk_id(&self.options.collection, &subdir, &path, n);
+            let language = language.unwrap_or_else(|| {
+                quiver_chunk::Language::from_path(Path::new(&path))
+                    .name()
+                    .to_string()
+            });
+            let record = ChunkRecord {
+                uid: numeric_id(&id),
+                chunk_id: id,
+                file: file.relative.clone(),
+                path,
+                seq: n,
+                source: subdir.clone(),
+                language,
+                symbol,
+                kind,
+                parent,
+                start_line,
+                end_line,
+                start_byte: 0,
+                end_byte: text.len(),
+                content_hash: content_hash(text.as_bytes()),
+                embed_hash: content_hash(text.as_bytes()),
+                metadata: Some(serde_json::Value::Object(metadata)),
+                text: text.clone(),
+            };
+            records.push((record, text));
+        }
+        Ok(records)
+    }
+
+    /// Embeds what is pending and commits the batch in one transaction.
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let texts: Vec<&str> = self.pending.iter().map(|(_, t)| t.as_str()).collect();
+            let progress = self.progress;
+            let vectors = self
+                .embedder
+                .embed_with_progress(&texts, &self.embed_options, |n| progress.chunks_embedded(n))
+                .map_err(IndexError::from)?;
+            self.report.chunks_embedded += vectors.len();
+            self.batch.vectors = self
+                .pending
+                .drain(..)
+                .map(|(hash, _)| hash)
+                .zip(vectors)
+                .collect();
+            self.pending_hashes.clear();
+        }
+        if !self.batch.is_empty() {
+            self.store.commit(&self.batch)?;
+            self.batch = Batch::default();
+        }
+        self.progress.files_done(self.batch_files);
+        self.batch_files = 0;
+        Ok(())
+    }
+}
+
+fn now_unix_seconds() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{seconds}")
+}

@@ -1,0 +1,236 @@
+//! Search over an index: vector (cosine over every chunk), keyword (BM25 over code-aware terms)
+//! and hybrid, which fuses the two rankings by reciprocal rank (RRF, k = 60).
+
+use crate::error::{IndexError, Result};
+use crate::keywords;
+use crate::store::{ChunkRecord, Store};
+use globset::{Glob, GlobMatcher};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchMode {
+    Vector,
+    Keyword,
+    #[default]
+    Hybrid,
+}
+
+impl std::str::FromStr for SearchMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "vector" => Ok(SearchMode::Vector),
+            "keyword" | "bm25" => Ok(SearchMode::Keyword),
+            "hybrid" => Ok(SearchMode::Hybrid),
+            other => Err(format!(
+                "unknown search mode {other:?} (vector, keyword, hybrid)"
+            )),
+        }
+    }
+}
+
+/// Which chunks may be returned.
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilter {
+    /// Language names ([`quiver_chunk::Language::name`]); empty: any.
+    pub languages: Vec<String>,
+    pub path: Option<GlobMatcher>,
+}
+
+impl SearchFilter {
+    pub fn new(languages: Vec<String>, path_glob: Option<&str>) -> Result<Self> {
+        let path = path_glob
+            .map(|glob| {
+                Glob::new(glob)
+                    .map(|g| g.compile_matcher())
+                    .map_err(|e| IndexError::BadGlob {
+                        glob: glob.to_string(),
+                        message: e.to_string(),
+                    })
+            })
+            .transpose()?;
+        Ok(SearchFilter { languages, path })
+    }
+
+    fn accepts(&self, language: &str, path: &str) -> bool {
+        (self.languages.is_empty() || self.languages.iter().any(|l| l == language))
+            && self.path.as_ref().is_none_or(|glob| glob.is_match(path))
+    }
+}
+
+/// Reciprocal-rank-fusion constant: the usual 60 (Cormack et al., 2009).
+const RRF_K: f64 = 60.0;
+/// Candidates each ranking contributes to a hybrid search.
+const FUSION_DEPTH: usize = 100;
+
+pub struct SearchRequest<'a> {
+    pub query: &'a str,
+    /// The query's embedding; needed for vector and hybrid search.
+    pub query_vector: Option<&'a [f32]>,
+    pub mode: SearchMode,
+    pub k: usize,
+    pub filter: &'a SearchFilter,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SearchHit {
+    pub score: f64,
+    /// Rank (from 1) in the vector and keyword rankings, where the chunk appeared.
+    pub vector_rank: Option<usize>,
+    pub keyword_rank: Option<usize>,
+    pub chunk: ChunkRecord,
+}
+
+pub fn search(store: &Store, request: &SearchRequest<'_>) -> Result<Vec<SearchHit>> {
+    let depth = match request.mode {
+        SearchMode::Hybrid => FUSION_DEPTH.max(request.k),
+        _ => request.k,
+    };
+    let vector = match (request.mode, request.query_vector) {
+        (SearchMode::Keyword, _) | (_, None) => Vec::new(),
+        (_, Some(query)) => vector_ranking(store, query, depth, request.filter)?,
+    };
+    let keyword = match request.mode {
+        SearchMode::Vector => Vec::new(),
+        _ => keyword_ranking(store, request.query, depth, request.filter)?,
+    };
+    let scored: Vec<(i64, f64, Option<usize>, Option<usize>)> = match request.mode {
+        SearchMode::Vector => ranked(&vector, true),
+        SearchMode::Keyword => ranked(&keyword, false),
+        SearchMode::Hybrid => fuse(&vector, &keyword),
+    };
+    let top: Vec<_> = scored.into_iter().take(request.k).collect();
+    let ids: Vec<i64> = top.iter().map(|(id, ..)| *id).collect();
+    let chunks = store.chunks_by_id(&ids)?;
+    Ok(top
+        .into_iter()
+        .zip(chunks)
+        .map(|((_, score, vector_rank, keyword_rank), chunk)| SearchHit {
+            score,
+            vector_rank,
+            keyword_rank,
+            chunk,
+        })
+        .collect())
+}
+
+fn ranked(ranking: &[(i64, f64)], vector: bool) -> Vec<(i64, f64, Option<usize>, Option<usize>)> {
+    ranking
+        .iter()
+        .enumerate()
+        .map(|(i, &(id, score))| {
+            let rank = Some(i + 1);
+            if vector {
+                (id, score, rank, None)
+            } else {
+                (id, score, None, rank)
+            }
+        })
+        .collect()
+}
+
+fn fuse(
+    vector: &[(i64, f64)],
+    keyword: &[(i64, f64)],
+) -> Vec<(i64, f64, Option<usize>, Option<usize>)> {
+    let mut fused: HashMap<i64, (f64, Option<usize>, Option<usize>)> = HashMap::new();
+    for (i, (id, _)) in vector.iter().enumerate() {
+        let entry = fused.entry(*id).or_default();
+        entry.0 += 1.0 / (RRF_K + (i + 1) as f64);
+        entry.1 = Some(i + 1);
+    }
+    for (i, (id, _)) in keyword.iter().enumerate() {
+        let entry = fused.entry(*id).or_default();
+        entry.0 += 1.0 / (RRF_K + (i + 1) as f64);
+        entry.2 = Some(i + 1);
+    }
+    let mut out: Vec<_> = fused
+        .into_iter()
+        .map(|(id, (score, v, k))| (id, score, v, k))
+        .collect();
+    // Ties (a chunk ranked n in one list only vs. another ranked n in the other) go to the
+    // vector ranking, then to the id, so results are deterministic.
+    out.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then(a.2.unwrap_or(usize::MAX).cmp(&b.2.unwrap_or(usize::MAX)))
+            .then(a.0.cmp(&b.0))
+    });
+    out
+}
+
+/// The `depth` chunks most similar (cosine) to the query.
+fn vector_ranking(
+    store: &Store,
+    query: &[f32],
+    depth: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<(i64, f64)>> {
+    let query_norm = dot(query, query).sqrt().max(f32::MIN_POSITIVE);
+    let mut scored: Vec<(i64, f64)> = Vec::new();
+    store.for_each_vector(|id, language, path, vector| {
+        if vector.len() == query.len() && filter.accepts(language, path) {
+            let norm = dot(vector, vector).sqrt().max(f32::MIN_POSITIVE);
+            scored.push((id, f64::from(dot(query, vector) / (query_norm * norm))));
+        }
+    })?;
+    let keep = depth.min(scored.len());
+    if keep < scored.len() {
+        scored.select_nth_unstable_by(keep, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(keep);
+    }
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(scored)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The `depth` best BM25 matches that pass the filter.
+fn keyword_ranking(
+    store: &Store,
+    query: &str,
+    depth: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<(i64, f64)>> {
+    let Some(expression) = keywords::match_expression(query) else {
+        return Ok(Vec::new());
+    };
+    // Filters apply after ranking, so ask for more when there are filters.
+    let filtered = !filter.languages.is_empty() || filter.path.is_some();
+    let limit = if filtered { depth * 20 } else { depth };
+    Ok(store
+        .keyword_matches(&expression, limit)?
+        .into_iter()
+        .filter(|(_, language, path, _)| filter.accepts(language, path))
+        .map(|(id, _, _, score)| (id, score))
+        .take(depth)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_rewards_agreement() {
+        let vector = vec![(1, 0.9), (2, 0.8), (3, 0.7)];
+        let keyword = vec![(3, 10.0), (4, 9.0)];
+        let fused = fuse(&vector, &keyword);
+        assert_eq!(fused[0].0, 3, "found by both rankings");
+        assert_eq!(fused[0].2, Some(3));
+        assert_eq!(fused[0].3, Some(1));
+        assert_eq!(fused[1].0, 1);
+        assert_eq!(fused.len(), 4);
+    }
+
+    #[test]
+    fn filters_by_language_and_glob() {
+        let filter =
+            SearchFilter::new(vec!["rust".into()], Some("src/**/*.rs")).expect("valid glob");
+        assert!(filter.accepts("rust", "src/a/b.rs"));
+        assert!(!filter.accepts("python", "src/a/b.rs"));
+        assert!(!filter.accepts("rust", "tests/b.rs"));
+        assert!(SearchFilter::new(vec![], Some("a[")).is_err());
+    }
+}
