@@ -1,9 +1,12 @@
 //! `quiver`: the command line. It parses arguments and wires the library crates together;
-//! the work itself lives in `quiver-embed` and `quiver-runtime`.
+//! the work itself lives in `quiver-embed`, `quiver-chunk` and `quiver-index`.
 
 mod commands;
 mod input;
+mod location;
+mod model;
 mod npy;
+mod progress;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +28,12 @@ struct Cli {
 enum Command {
     /// Embed texts (one per line, or JSONL with a "text" field) and write vectors.
     Embed(commands::embed::EmbedArgs),
+    /// Index a codebase or document tree (incremental: only what changed is embedded again).
+    Index(commands::index::IndexArgs),
+    /// Search an index: hybrid (default), vector or keyword.
+    Search(commands::search::SearchArgs),
+    /// Summarise an index.
+    Status(commands::status::StatusArgs),
 }
 
 fn main() {
@@ -50,5 +59,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Embed(args) => commands::embed::run(args),
+        Command::Index(args) => commands::index::run(args),
+        Command::Search(args) => commands::search::run(args),
+        Command::Status(args) => commands::status::run(args),
     }
 }

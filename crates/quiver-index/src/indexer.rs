@@ -60,7 +60,10 @@ pub const HEADER_RESERVE_TOKENS: usize = 32;
 /// What a run did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct IndexReport {
+    /// Files that passed the name, size and ignore rules.
     pub files_found: usize,
+    /// Of those, files that passed the content rules too and are in the index.
+    pub files_indexed: usize,
     pub files_changed: usize,
     pub files_unchanged: usize,
     pub files_removed: usize,
@@ -189,6 +192,7 @@ pub fn index(
         .cloned()
         .collect();
     run.report.files_removed = removed.len();
+    run.report.files_indexed = kept.len();
     let mut report = run.report;
     store.remove_files(&removed)?;
     store.collect_garbage()?;
@@ -231,6 +235,7 @@ impl Run<'_> {
         };
         if let Input::Tree { .. } = self.options.input {
             if let Some(reason) = content_skip(&bytes) {
+                tracing::info!("skipping {}: {}", file.relative, reason.name());
                 skips.add(reason);
                 return None;
             }

@@ -144,6 +144,7 @@ pub fn discover(root: &Path, options: &WalkOptions) -> (Vec<SourceFile>, SkipCou
         let relative = relative_path(root, path);
         let file_name = entry.file_name().to_string_lossy();
         if let Some(reason) = name_skip(&file_name) {
+            tracing::info!("skipping {relative}: {}", reason.name());
             counts.add(reason);
             continue;
         }
@@ -155,6 +156,7 @@ pub fn discover(root: &Path, options: &WalkOptions) -> (Vec<SourceFile>, SkipCou
             }
         };
         if metadata.len() > options.max_file_bytes {
+            tracing::info!("skipping {relative}: {} bytes", metadata.len());
             counts.add(SkipReason::TooLarge);
             continue;
         }
@@ -382,7 +384,7 @@ pub fn content_skip(bytes: &[u8]) -> Option<SkipReason> {
     if head.contains(&0) {
         return Some(SkipReason::Binary);
     }
-    if contains(bytes, b"-----BEGIN ") && contains(bytes, b"PRIVATE KEY-----") {
+    if has_private_key_block(bytes) {
         return Some(SkipReason::Secret);
     }
     let first_lines = &bytes[..bytes.len().min(1024)];
@@ -406,6 +408,15 @@ pub fn content_skip(bytes: &[u8]) -> Option<SkipReason> {
         return Some(SkipReason::Generated);
     }
     None
+}
+
+/// A PEM private key: a line that is exactly `-----BEGIN ... PRIVATE KEY-----` (so code that
+/// merely mentions the marker in a string is not taken for a key).
+fn has_private_key_block(bytes: &[u8]) -> bool {
+    bytes.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line.starts_with(b"-----BEGIN ") && line.ends_with(b"PRIVATE KEY-----")
+    })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -444,6 +455,10 @@ mod tests {
         let minified = vec![b'a'; 20_000];
         assert_eq!(content_skip(&minified), Some(SkipReason::Generated));
         assert_eq!(content_skip(b"fn main() {}\n"), None);
+        assert_eq!(
+            content_skip(b"let marker = \"-----BEGIN RSA PRIVATE KEY-----\";\n"),
+            None
+        );
         assert_eq!(content_skip(b"caf\xe9 latin-1 text\n"), None);
     }
 }

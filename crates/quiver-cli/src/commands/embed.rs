@@ -1,9 +1,10 @@
 use crate::input::read_texts;
+use crate::model::load_embedder;
 use crate::npy::write_npy_f32;
+use crate::progress;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use quiver_embed::{resolve_model, Device, EmbedOptions, Embedder, EmbedderOptions, DEFAULT_MODEL};
+use quiver_embed::{Device, EmbedOptions, Embedder, DEFAULT_MODEL};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -67,16 +68,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     if texts.is_empty() {
         bail!("no input texts in {source}");
     }
-    let dir = resolve_model(&args.model)?;
-    let embedder = Embedder::load(
-        &dir,
-        &EmbedderOptions {
-            max_length: args.max_length,
-            pooling: None,
-            device: args.device,
-        },
-    )
-    .with_context(|| format!("loading model {}", dir.display()))?;
+    let embedder = load_embedder(&args.model, args.max_length, args.device)?;
     let options = EmbedOptions {
         prompt_name: args.prompt_name,
         prompt: args.prompt,
@@ -86,7 +78,10 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         max_batch_tokens: args.batch_tokens,
     };
     let started = Instant::now();
-    let bar = progress_bar(texts.len() as u64);
+    let bar = progress::bar(
+        texts.len() as u64,
+        "{spinner} embedding {bar:30} {pos}/{len} texts  {per_sec}  ETA {eta}",
+    );
     let vectors = embedder.embed_with_progress(&texts, &options, |done| bar.inc(done as u64))?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
@@ -95,20 +90,6 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         print_stats(&embedder, &texts, seconds)?;
     }
     Ok(())
-}
-
-/// A bar with rate and ETA on a terminal; hidden when standard error is piped.
-fn progress_bar(texts: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(texts);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} embedding {bar:30} {pos}/{len} texts  {per_sec}  ETA {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// Tokens are counted after truncation, as the model saw them (re-tokenising costs a little

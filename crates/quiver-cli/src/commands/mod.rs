@@ -1,1 +1,4 @@
 pub mod embed;
+pub mod index;
+pub mod search;
+pub mod status;

@@ -1,0 +1,154 @@
+use crate::model::load_embedder;
+use crate::{location, progress};
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::ProgressBar;
+use quiver_embed::{Device, DEFAULT_MODEL};
+use quiver_index::walk::WalkOptions;
+use quiver_index::{IndexOptions, IndexProgress, IndexReport, Input, Store};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct IndexArgs {
+    /// The codebase or document tree to index.
+    #[arg(default_value = ".", conflicts_with = "chunks")]
+    path: PathBuf,
+    /// Index pre-chunked JSON/JSONL files under DIR instead of chunking a tree.
+    #[arg(long, value_name = "DIR")]
+    chunks: Option<PathBuf>,
+    /// Index directory (default: .quiver/ under the indexed root).
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// Model folder or hub id (default: the index's model, else all-MiniLM-L6-v2).
+    #[arg(long, short, env = "QUIVER_MODEL")]
+    model: Option<String>,
+    /// Matryoshka dimension to store (default: the index's, else the model's).
+    #[arg(long)]
+    dimensions: Option<usize>,
+    /// Embed everything again if the model or dimension differ from the index's.
+    #[arg(long)]
+    reembed: bool,
+    /// First part of every chunk id.
+    #[arg(long, default_value = "default")]
+    collection: String,
+    /// Token budget of a chunk (default: the model's max length less 32 for the header).
+    #[arg(long)]
+    chunk_tokens: Option<usize>,
+    /// Skip files larger than this many bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_file_size: u64,
+    /// Chunks embedded per commit: what a crash can cost at most.
+    #[arg(long, default_value_t = 256)]
+    commit_every: usize,
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    device: Device,
+    /// Print the run's report as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: IndexArgs) -> anyhow::Result<()> {
+    let given_root = args.chunks.as_ref().unwrap_or(&args.path);
+    if !given_root.is_dir() {
+        bail!("{} is not a directory", given_root.display());
+    }
+    let root = given_root
+        .canonicalize()
+        .with_context(|| format!("resolving {}", given_root.display()))?;
+    let input = match &args.chunks {
+        Some(_) => Input::ChunkFiles { dir: root.clone() },
+        None => Input::Tree { root: root.clone() },
+    };
+    let root = input.root();
+    let index_dir = location::for_root(args.index.clone(), root);
+    let mut store = Store::open(&index_dir, true)?;
+    let stored = store.settings()?;
+    let model = args
+        .model
+        .clone()
+        .or_else(|| stored.as_ref().map(|s| s.model.clone()))
+        .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+    let embedder = load_embedder(&model, None, args.device)?;
+    // Keep the index's Matryoshka dimension unless the run names another model or dimension.
+    let dimensions = args.dimensions.or_else(|| {
+        stored
+            .as_ref()
+            .filter(|s| s.model == model && s.dimension != embedder.dimension())
+            .map(|s| s.dimension)
+    });
+    let options = IndexOptions {
+        input: input.clone(),
+        collection: args.collection.clone(),
+        model_id: model,
+        chunk_tokens: args.chunk_tokens,
+        walk: WalkOptions {
+            max_file_bytes: args.max_file_size,
+            exclude_dir: index_dir.canonicalize().ok(),
+        },
+        reembed: args.reembed,
+        dimensions,
+        batch_chunks: args.commit_every.max(1),
+    };
+    let progress = BarProgress::new();
+    let report = quiver_index::index(&mut store, &embedder, &options, &progress)
+        .with_context(|| format!("indexing {} into {}", root.display(), index_dir.display()))?;
+    progress.bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report, &index_dir);
+    }
+    Ok(())
+}
+
+fn print_summary(report: &IndexReport, index_dir: &std::path::Path) {
+    println!(
+        "{} files indexed: {} changed, {} unchanged, {} removed",
+        report.files_indexed, report.files_changed, report.files_unchanged, report.files_removed
+    );
+    println!(
+        "chunks: {} written ({} embedded, {} reused), budget {} tokens",
+        report.chunks_written, report.chunks_embedded, report.chunks_reused, report.chunk_tokens
+    );
+    if !report.skipped.is_empty() {
+        let skipped: Vec<String> = report
+            .skipped
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        println!("skipped: {}", skipped.join(", "));
+    }
+    println!("index: {} ({:.1} s)", index_dir.display(), report.seconds);
+}
+
+/// Files done, with rate and ETA, and the chunks embedded so far as the message.
+struct BarProgress {
+    bar: ProgressBar,
+    embedded: std::cell::Cell<usize>,
+}
+
+impl BarProgress {
+    fn new() -> Self {
+        BarProgress {
+            bar: progress::bar(
+                0,
+                "{spinner} indexing {bar:30} {pos}/{len} files  {per_sec}  ETA {eta}  {msg}",
+            ),
+            embedded: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl IndexProgress for BarProgress {
+    fn files_found(&self, total: usize) {
+        self.bar.set_length(total as u64);
+    }
+    fn files_done(&self, count: usize) {
+        self.bar.inc(count as u64);
+    }
+    fn chunks_embedded(&self, count: usize) {
+        self.embedded.set(self.embedded.get() + count);
+        self.bar
+            .set_message(format!("{} chunks embedded", self.embedded.get()));
+    }
+}

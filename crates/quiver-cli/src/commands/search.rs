@@ -1,0 +1,111 @@
+use crate::location;
+use crate::model::load_embedder;
+use anyhow::{bail, Context};
+use clap::Args;
+use quiver_embed::{Device, EmbedOptions};
+use quiver_index::{search, SearchFilter, SearchHit, SearchMode, SearchRequest, Store};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// What to look for, in words or code.
+    query: String,
+    /// Number of results.
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Only chunks in this language (repeatable): python, rust, javascript, typescript, go, ...
+    #[arg(long = "lang", value_name = "L")]
+    languages: Vec<String>,
+    /// Only chunks whose path matches this glob (e.g. 'src/**/*.rs').
+    #[arg(long, value_name = "GLOB")]
+    path: Option<String>,
+    /// vector, keyword (BM25) or hybrid (reciprocal-rank fusion of both).
+    #[arg(long, default_value = "hybrid")]
+    mode: SearchMode,
+    /// Index directory (default: .quiver/ here or in a parent directory).
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// Print results as JSON.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    device: Device,
+}
+
+pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    let index_dir = location::find(args.index.clone())?;
+    let store = Store::open(&index_dir, false)?;
+    let Some(settings) = store.settings()? else {
+        bail!(
+            "the index at {} is empty: run `quiver index` first",
+            index_dir.display()
+        );
+    };
+    let languages = args
+        .languages
+        .iter()
+        .map(|l| {
+            quiver_chunk::Language::from_name(l)
+                .map(|lang| lang.name().to_string())
+                .with_context(|| format!("--lang {l}: not a language Quiver knows"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let filter = SearchFilter::new(languages, args.path.as_deref())?;
+    let query_vector = match args.mode {
+        SearchMode::Keyword => None,
+        _ => {
+            let embedder = load_embedder(&settings.model, None, args.device)?;
+            let options = EmbedOptions {
+                prompt_name: settings.query_prompt.clone(),
+                dimensions: Some(settings.dimension).filter(|&d| d != embedder.dimension()),
+                normalize: Some(settings.normalize),
+                ..EmbedOptions::default()
+            };
+            let mut vectors = embedder.embed(&[args.query.as_str()], &options)?;
+            vectors.pop()
+        }
+    };
+    let hits = search(
+        &store,
+        &SearchRequest {
+            query: &args.query,
+            query_vector: query_vector.as_deref(),
+            mode: args.mode,
+            k: args.k,
+            filter: &filter,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&hits)?);
+    } else if hits.is_empty() {
+        println!("no results");
+    } else {
+        for hit in &hits {
+            print_hit(hit);
+        }
+    }
+    Ok(())
+}
+
+fn print_hit(hit: &SearchHit) {
+    let chunk = &hit.chunk;
+    let mut title = format!("{}:{}-{}", chunk.path, chunk.start_line, chunk.end_line);
+    if let Some(symbol) = &chunk.symbol {
+        title.push_str("  ");
+        if let Some(kind) = &chunk.kind {
+            title.push_str(kind);
+            title.push(' ');
+        }
+        if let Some(parent) = &chunk.parent {
+            title.push_str(parent);
+            title.push('.');
+        }
+        title.push_str(symbol);
+    }
+    println!("{title}  ({:.4})", hit.score);
+    for line in chunk.text.lines().filter(|l| !l.trim().is_empty()).take(3) {
+        let line: String = line.chars().take(100).collect();
+        println!("    {line}");
+    }
+    println!();
+}
