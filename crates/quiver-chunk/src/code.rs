@@ -10,6 +10,8 @@ pub struct CodeSplitter<'a> {
     pub text: &'a str,
     pub lines: &'a LineIndex,
     pub budget: usize,
+    /// Split a node that fits the budget anyway when it holds several definitions.
+    pub split_definitions: bool,
 }
 
 impl CodeSplitter<'_> {
@@ -23,7 +25,10 @@ impl CodeSplitter<'_> {
     ) {
         let in_type = parents.last().is_some_and(|p| is_type_kind(p.kind));
         let symbol = definition(node, self.text.as_bytes(), in_type);
-        if lines.len() <= 1 || self.lines.tokens(lines.clone()) <= self.budget {
+        let fits = self.lines.tokens(lines.clone()) <= self.budget;
+        if lines.len() <= 1
+            || (fits && !(self.split_definitions && self.holds_definitions(node, in_type)))
+        {
             let symbol = symbol.or_else(|| self.largest_child_definition(node, in_type));
             out.push(Unit {
                 lines,
@@ -89,6 +94,28 @@ impl CodeSplitter<'_> {
             .zip(ends)
             .map(|((start, child), end)| (start..end, child))
             .collect()
+    }
+
+    /// Whether `node` holds two or more definitions among its children and grandchildren
+    /// (grandchildren: a class's methods sit in its body).
+    fn holds_definitions(&self, node: Node<'_>, in_type: bool) -> bool {
+        let source = self.text.as_bytes();
+        let inner_in_type = in_type
+            || definition(node, source, in_type).is_some_and(|symbol| is_type_kind(symbol.kind));
+        let mut count = 0;
+        let mut cursor = node.walk();
+        for child in node.named_children(&mut cursor) {
+            if definition(child, source, inner_in_type).is_some() {
+                count += 1;
+                continue;
+            }
+            let mut inner = child.walk();
+            count += child
+                .named_children(&mut inner)
+                .filter(|grandchild| definition(*grandchild, source, inner_in_type).is_some())
+                .count();
+        }
+        count >= 2
     }
 
     /// Names a unit that is not itself a definition (a whole small file, a statement block) after

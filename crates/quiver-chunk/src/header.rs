@@ -3,17 +3,18 @@
 //! Format (one line, then the chunk's text):
 //!
 //! ```text
-//! {path} · {language}[ · {kind} {parent.}{symbol}]
+//! {path} · {language}[ · {kind} {parent.}{symbol}[ ({symbol words})]]
 //! ```
 //!
-//! for example `src/store.rs · rust · method Store.commit`. The header tells the model where the
-//! code lives and what it defines, which plain code often does not say (a method body rarely
-//! names its class). It is part of what is embedded, so changing it re-embeds every chunk.
+//! for example `src/store.rs · rust · method Store.commitBatch (commit batch)`. The header tells
+//! the model where the code lives and what it defines, which plain code often does not say (a
+//! method body rarely names its class); the symbol's words let a query in prose meet an
+//! identifier. It is part of what is embedded, so changing it re-embeds every chunk.
 
 use crate::Chunk;
 
 /// Bumped whenever [`embedding_text`] changes, so an index knows its vectors are stale.
-pub const HEADER_VERSION: u32 = 1;
+pub const HEADER_VERSION: u32 = 2;
 
 pub fn context_header(path: &str, chunk: &Chunk) -> String {
     let mut header = format!("{path} · {}", chunk.language);
@@ -28,6 +29,12 @@ pub fn context_header(path: &str, chunk: &Chunk) -> String {
             header.push('.');
         }
         header.push_str(symbol);
+        let words = crate::identifier_words(symbol);
+        if words.len() > 1 {
+            header.push_str(" (");
+            header.push_str(&words.join(" "));
+            header.push(')');
+        }
     }
     header
 }

@@ -17,10 +17,12 @@ mod language;
 mod prose;
 mod segment;
 mod syntax;
+mod words;
 
 pub use header::{context_header, embedding_text, HEADER_VERSION};
 pub use language::Language;
 pub use syntax::Symbol;
+pub use words::identifier_words;
 
 use code::CodeSplitter;
 use segment::{merge_units, LineIndex, MergePolicy, Unit};
@@ -59,14 +61,25 @@ pub struct Chunk {
     pub tokens: usize,
 }
 
-/// Cuts `text` (the contents of `path`) into chunks of at most `budget` tokens each. A single
-/// line longer than the budget stays one chunk; the embedder truncates it.
+/// How to cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkOptions {
+    /// Token budget of a chunk's text.
+    pub max_tokens: usize,
+    /// Code: give every definition its own chunk (code around definitions, such as imports, still
+    /// joins a neighbour), instead of packing small neighbouring definitions together.
+    pub one_definition_per_chunk: bool,
+}
+
+/// Cuts `text` (the contents of `path`) into chunks of at most `options.max_tokens` tokens each.
+/// A single line longer than the budget stays one chunk; the embedder truncates it.
 pub fn chunk_file(
     path: &std::path::Path,
     text: &str,
-    budget: usize,
+    options: &ChunkOptions,
     counter: &dyn TokenCounter,
 ) -> Result<Vec<Chunk>, ChunkError> {
+    let budget = options.max_tokens;
     let language = Language::from_path(path);
     let lines = LineIndex::new(text, counter.token_starts(text)?);
     if lines.line_count() == 0 {
@@ -74,10 +87,18 @@ pub fn chunk_file(
     }
     let budget = budget.max(1);
     let (units, policy) = match language.grammar() {
-        Some(grammar) => (
-            code_units(language, grammar, text, &lines, budget)?,
-            MergePolicy::SameParents,
-        ),
+        Some(grammar) => {
+            let split = options.one_definition_per_chunk;
+            let policy = if split {
+                MergePolicy::OneDefinition
+            } else {
+                MergePolicy::SameParents
+            };
+            (
+                code_units(language, grammar, text, &lines, budget, split)?,
+                policy,
+            )
+        }
         None if language == Language::Markdown => (
             prose::markdown_units(text, &lines, budget),
             MergePolicy::Any,
@@ -94,12 +115,37 @@ pub fn chunk_file(
         .collect())
 }
 
+/// Fixed windows of `lines_per_chunk` lines with no regard for syntax: the chunking most Python
+/// pipelines use today, kept as the evaluation baseline. Chunks carry no symbol.
+pub fn chunk_fixed_lines(
+    path: &std::path::Path,
+    text: &str,
+    lines_per_chunk: usize,
+    counter: &dyn TokenCounter,
+) -> Result<Vec<Chunk>, ChunkError> {
+    let language = Language::from_path(path);
+    let lines = LineIndex::new(text, counter.token_starts(text)?);
+    let step = lines_per_chunk.max(1);
+    Ok((0..lines.line_count())
+        .step_by(step)
+        .filter_map(|start| {
+            let unit = Unit {
+                lines: start..(start + step).min(lines.line_count()),
+                symbol: None,
+                parents: Vec::new(),
+            };
+            to_chunk(unit, language, text, &lines)
+        })
+        .collect())
+}
+
 fn code_units(
     language: Language,
     grammar: tree_sitter::Language,
     text: &str,
     lines: &LineIndex,
     budget: usize,
+    split_definitions: bool,
 ) -> Result<Vec<Unit>, ChunkError> {
     let mut parser = tree_sitter::Parser::new();
     parser
@@ -113,6 +159,7 @@ fn code_units(
         text,
         lines,
         budget,
+        split_definitions,
     };
     let mut units = Vec::new();
     splitter.units(tree.root_node(), 0..lines.line_count(), &[], &mut units);

@@ -69,6 +69,8 @@ pub enum MergePolicy {
     /// Only units with the same enclosing definitions (code: never glue a method to the next
     /// top-level function).
     SameParents,
+    /// As `SameParents`, and never two definitions in one chunk.
+    OneDefinition,
     /// Any neighbours (prose).
     Any,
 }
@@ -86,7 +88,14 @@ pub fn merge_units(
     for unit in units {
         let weight = lines.tokens(unit.lines.clone());
         if let Some(current) = merged.last_mut() {
-            let compatible = policy == MergePolicy::Any || current.parents == unit.parents;
+            let compatible = match policy {
+                MergePolicy::Any => true,
+                MergePolicy::SameParents => current.parents == unit.parents,
+                MergePolicy::OneDefinition => {
+                    current.parents == unit.parents
+                        && (current.symbol.is_none() || unit.symbol.is_none())
+                }
+            };
             if compatible && lines.tokens(current.lines.start..unit.lines.end) <= budget {
                 current.lines.end = unit.lines.end;
                 if unit.symbol.is_some() && (current.symbol.is_none() || weight > named_weight) {

@@ -1,7 +1,7 @@
 //! Chunking real-shaped sources in every supported language, with a word counter standing in
 //! for a tokenizer so that budgets are easy to reason about.
 
-use quiver_chunk::{chunk_file, Chunk, ChunkError, TokenCounter};
+use quiver_chunk::{chunk_file, chunk_fixed_lines, Chunk, ChunkError, ChunkOptions, TokenCounter};
 use std::path::Path;
 
 /// One token per run of word characters or per other non-space character.
@@ -23,7 +23,11 @@ impl TokenCounter for WordCounter {
 }
 
 fn chunks(path: &str, text: &str, budget: usize) -> Vec<Chunk> {
-    chunk_file(Path::new(path), text, budget, &WordCounter).expect("chunking succeeds")
+    let options = ChunkOptions {
+        max_tokens: budget,
+        one_definition_per_chunk: false,
+    };
+    chunk_file(Path::new(path), text, &options, &WordCounter).expect("chunking succeeds")
 }
 
 fn assert_tiles(text: &str, chunks: &[Chunk], budget: usize) {
@@ -294,4 +298,35 @@ fn plain_text_and_edge_cases() {
     assert_eq!((paragraphs[1].start_line, paragraphs[1].end_line), (4, 4));
     let broken = "def broken(:\n    pass\n\nclass Fine:\n    x = 1\n";
     assert_tiles(broken, &chunks("broken.py", broken, 4), 4);
+}
+
+#[test]
+fn fixed_windows_cut_every_n_lines() {
+    let windows =
+        chunk_fixed_lines(Path::new("store.py"), PYTHON, 10, &WordCounter).expect("chunks");
+    assert_eq!(windows[0].start_line, 1);
+    assert!(windows
+        .iter()
+        .all(|c| c.end_line - c.start_line < 10 && c.symbol.is_none()));
+    assert!(windows.windows(2).all(|w| w[1].start_line > w[0].end_line));
+    assert_eq!(windows.len(), PYTHON.lines().count().div_ceil(10));
+}
+
+#[test]
+fn one_definition_per_chunk_keeps_small_definitions_apart() {
+    let options = ChunkOptions {
+        max_tokens: 10_000,
+        one_definition_per_chunk: true,
+    };
+    let chunks =
+        chunk_file(Path::new("pkg/store.py"), PYTHON, &options, &WordCounter).expect("chunks");
+    assert_tiles(PYTHON, &chunks, 10_000);
+    let names: Vec<_> = chunks.iter().filter_map(|c| c.symbol.as_deref()).collect();
+    for name in ["__init__", "put", "size", "open_store"] {
+        assert!(names.contains(&name), "{name} has its own chunk: {names:?}");
+    }
+    assert!(
+        symbol_of(&chunks, "import os").text.contains("import sys"),
+        "imports stay together"
+    );
 }

@@ -32,6 +32,8 @@ enum Command {
     Index(commands::index::IndexArgs),
     /// Search an index: hybrid (default), vector or keyword.
     Search(commands::search::SearchArgs),
+    /// Score retrieval quality on a code-search dataset against a fixed-window baseline.
+    Eval(commands::eval::EvalArgs),
     /// Summarise an index.
     Status(commands::status::StatusArgs),
 }
@@ -62,5 +64,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Index(args) => commands::index::run(args),
         Command::Search(args) => commands::search::run(args),
         Command::Status(args) => commands::status::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     }
 }

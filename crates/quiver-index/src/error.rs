@@ -23,6 +23,15 @@ pub enum IndexError {
         stored: String,
         requested: String,
     },
+    #[error(
+        "the index at {path} has format {found}; this quiver writes format {expected}. \
+         Delete that directory and run `quiver index` again"
+    )]
+    OldSchema {
+        path: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
     #[error("index metadata field `{field}` is unreadable: {value:?}")]
     BadMetadata { field: &'static str, value: String },
     #[error("{path}, line {line}: {message}")]

@@ -10,7 +10,10 @@ use crate::error::{IndexError, Result};
 use crate::ids::{chunk_id, content_hash, numeric_id};
 use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
 use crate::walk::{content_skip, discover, SkipCounts, SkipReason, SourceFile, WalkOptions};
-use quiver_chunk::{chunk_file, embedding_text, ChunkError, TokenCounter, HEADER_VERSION};
+use quiver_chunk::{
+    chunk_file, chunk_fixed_lines, embedding_text, ChunkError, ChunkOptions, TokenCounter,
+    HEADER_VERSION,
+};
 use quiver_embed::{EmbedOptions, Embedder};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -34,6 +37,18 @@ impl Input {
     }
 }
 
+/// How source files are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Chunking {
+    /// Along the syntax tree (Markdown by headings, text by paragraphs), within the budget.
+    #[default]
+    Syntax,
+    /// Along the syntax tree, one definition per chunk (small ones are not packed together).
+    SyntaxPerDefinition,
+    /// Fixed windows of this many lines: the baseline of `quiver eval`.
+    FixedLines(usize),
+}
+
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
     pub input: Input,
@@ -44,6 +59,9 @@ pub struct IndexOptions {
     /// Token budget of a chunk's own text; `None`: the model's max length less room for the
     /// header and special tokens.
     pub chunk_tokens: Option<usize>,
+    pub chunking: Chunking,
+    /// Embed each chunk with its context header ([`quiver_chunk::context_header`]).
+    pub context_header: bool,
     pub walk: WalkOptions,
     /// Embed everything again when the model or dimension changed.
     pub reembed: bool,
@@ -135,7 +153,15 @@ pub fn index(
             .saturating_sub(HEADER_RESERVE_TOKENS)
             .max(16)
     });
-    let chunking = format!("tokens={chunk_tokens};header={HEADER_VERSION}");
+    let header = if options.context_header {
+        HEADER_VERSION.to_string()
+    } else {
+        "none".to_string()
+    };
+    let chunking = format!(
+        "{:?};tokens={chunk_tokens};header={header}",
+        options.chunking
+    );
     let rechunk_all = store.meta("chunking")?.as_deref() != Some(chunking.as_str());
 
     let (mut files, mut skips) = discover(options.input.root(), &options.walk);
@@ -299,17 +325,34 @@ impl Run<'_> {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "repo".to_string());
-        let chunks = chunk_file(
-            Path::new(relative),
-            text,
-            self.chunk_tokens,
-            &ModelTokens(self.embedder),
-        )?;
+        let counter = ModelTokens(self.embedder);
+        let path = Path::new(relative);
+        let chunks = match self.options.chunking {
+            Chunking::Syntax => {
+                let options = ChunkOptions {
+                    max_tokens: self.chunk_tokens,
+                    one_definition_per_chunk: false,
+                };
+                chunk_file(path, text, &options, &counter)?
+            }
+            Chunking::SyntaxPerDefinition => {
+                let options = ChunkOptions {
+                    max_tokens: self.chunk_tokens,
+                    one_definition_per_chunk: true,
+                };
+                chunk_file(path, text, &options, &counter)?
+            }
+            Chunking::FixedLines(lines) => chunk_fixed_lines(path, text, lines, &counter)?,
+        };
         Ok(chunks
             .into_iter()
             .enumerate()
             .map(|(n, chunk)| {
-                let embedded = embedding_text(relative, &chunk);
+                let embedded = if self.options.context_header {
+                    embedding_text(relative, &chunk)
+                } else {
+                    chunk.text.clone()
+                };
                 let id = chunk_id(&self.options.collection, &source, relative, n);
                 let record = ChunkRecord {
                     uid: numeric_id(&id),

@@ -15,7 +15,7 @@ pub fn terms(text: &str) -> String {
             continue;
         }
         push_term(&mut out, &whole);
-        let parts = identifier_parts(word);
+        let parts = quiver_chunk::identifier_words(word);
         if parts.len() > 1 {
             for part in parts {
                 push_term(&mut out, &part);
@@ -30,41 +30,6 @@ fn push_term(out: &mut String, term: &str) {
         out.push(' ');
     }
     out.push_str(term);
-}
-
-/// Words of an identifier: split at `_`, at lower→upper case changes, before the last capital
-/// of an acronym (`HTTPServer` → `http server`), and between letters and digits.
-fn identifier_parts(word: &str) -> Vec<String> {
-    let chars: Vec<char> = word.chars().collect();
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    for (i, &c) in chars.iter().enumerate() {
-        if c == '_' {
-            flush(&mut parts, &mut current);
-            continue;
-        }
-        if let Some(&previous) = i.checked_sub(1).and_then(|p| chars.get(p)) {
-            let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            let boundary = (previous.is_lowercase() && c.is_uppercase())
-                || (previous.is_uppercase() && c.is_uppercase() && next_is_lower)
-                || (previous.is_alphabetic() && c.is_numeric())
-                || (previous.is_numeric() && c.is_alphabetic());
-            if boundary {
-                flush(&mut parts, &mut current);
-            }
-        }
-        current.extend(c.to_lowercase());
-    }
-    flush(&mut parts, &mut current);
-    parts
-}
-
-fn flush(parts: &mut Vec<String>, current: &mut String) {
-    if current.chars().count() >= 2 {
-        parts.push(std::mem::take(current));
-    } else {
-        current.clear();
-    }
 }
 
 /// An FTS5 query matching any of the query's terms, each quoted so no input is read as FTS5

@@ -20,10 +20,13 @@ pub mod walk;
 
 pub use error::{IndexError, Result};
 pub use indexer::{
-    index, settings_for, IndexOptions, IndexProgress, IndexReport, Input, NoProgress,
+    index, settings_for, Chunking, IndexOptions, IndexProgress, IndexReport, Input, NoProgress,
     HEADER_RESERVE_TOKENS,
 };
-pub use search::{search, SearchFilter, SearchHit, SearchMode, SearchRequest};
+pub use search::{
+    search, search_with, SearchFilter, SearchHit, SearchMode, SearchRequest, VectorIndex,
+    DEFAULT_KEYWORD_WEIGHT,
+};
 pub use store::{ChunkRecord, FileRecord, IndexSettings, IndexStats, Store, DATABASE_FILE};
 
 /// Name of the index directory created under an indexed root when `--index` is not given.

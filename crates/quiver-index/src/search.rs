@@ -60,6 +60,9 @@ impl SearchFilter {
 
 /// Reciprocal-rank-fusion constant: the usual 60 (Cormack et al., 2009).
 const RRF_K: f64 = 60.0;
+/// Weight of the keyword ranking against the vector ranking's 1.0 in hybrid search; chosen with
+/// `quiver eval` (docs/evaluation.md).
+pub const DEFAULT_KEYWORD_WEIGHT: f64 = 1.0;
 /// Candidates each ranking contributes to a hybrid search.
 const FUSION_DEPTH: usize = 100;
 
@@ -70,6 +73,8 @@ pub struct SearchRequest<'a> {
     pub mode: SearchMode,
     pub k: usize,
     pub filter: &'a SearchFilter,
+    /// Hybrid only: the keyword ranking's weight in the fusion (the vector ranking's is 1).
+    pub keyword_weight: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -81,14 +86,93 @@ pub struct SearchHit {
     pub chunk: ChunkRecord,
 }
 
+/// Every chunk's vector held in memory (unit length), so that many queries read the index once.
+pub struct VectorIndex {
+    ids: Vec<i64>,
+    languages: Vec<String>,
+    paths: Vec<String>,
+    vectors: Vec<f32>,
+    dimension: usize,
+}
+
+impl VectorIndex {
+    pub fn load(store: &Store) -> Result<Self> {
+        let mut index = VectorIndex {
+            ids: Vec::new(),
+            languages: Vec::new(),
+            paths: Vec::new(),
+            vectors: Vec::new(),
+            dimension: 0,
+        };
+        store.for_each_vector(|id, language, path, vector| {
+            if index.dimension == 0 {
+                index.dimension = vector.len();
+            }
+            if vector.len() != index.dimension {
+                return;
+            }
+            let norm = dot(vector, vector).sqrt().max(f32::MIN_POSITIVE);
+            index.ids.push(id);
+            index.languages.push(language.to_string());
+            index.paths.push(path.to_string());
+            index.vectors.extend(vector.iter().map(|x| x / norm));
+        })?;
+        Ok(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The `depth` chunks most similar (cosine) to the query.
+    fn rank(&self, query: &[f32], depth: usize, filter: &SearchFilter) -> Vec<(i64, f64)> {
+        if query.len() != self.dimension {
+            return Vec::new();
+        }
+        let query_norm = dot(query, query).sqrt().max(f32::MIN_POSITIVE);
+        let mut scored: Vec<(i64, f64)> = self
+            .vectors
+            .chunks_exact(self.dimension)
+            .enumerate()
+            .filter(|(i, _)| filter.accepts(&self.languages[*i], &self.paths[*i]))
+            .map(|(i, vector)| (self.ids[i], f64::from(dot(query, vector) / query_norm)))
+            .collect();
+        let keep = depth.min(scored.len());
+        if keep < scored.len() {
+            scored.select_nth_unstable_by(keep, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            scored.truncate(keep);
+        }
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored
+    }
+}
+
+/// Searches `store`, reading its vectors once for this query.
 pub fn search(store: &Store, request: &SearchRequest<'_>) -> Result<Vec<SearchHit>> {
+    let vectors = match request.mode {
+        SearchMode::Keyword => None,
+        _ => Some(VectorIndex::load(store)?),
+    };
+    search_with(store, vectors.as_ref(), request)
+}
+
+/// Searches `store` with its vectors already in memory (`None`: keyword search only).
+pub fn search_with(
+    store: &Store,
+    vectors: Option<&VectorIndex>,
+    request: &SearchRequest<'_>,
+) -> Result<Vec<SearchHit>> {
     let depth = match request.mode {
         SearchMode::Hybrid => FUSION_DEPTH.max(request.k),
         _ => request.k,
     };
-    let vector = match (request.mode, request.query_vector) {
-        (SearchMode::Keyword, _) | (_, None) => Vec::new(),
-        (_, Some(query)) => vector_ranking(store, query, depth, request.filter)?,
+    let vector = match (request.mode, request.query_vector, vectors) {
+        (SearchMode::Keyword, ..) | (_, None, _) | (_, _, None) => Vec::new(),
+        (_, Some(query), Some(vectors)) => vectors.rank(query, depth, request.filter),
     };
     let keyword = match request.mode {
         SearchMode::Vector => Vec::new(),
@@ -97,7 +181,7 @@ pub fn search(store: &Store, request: &SearchRequest<'_>) -> Result<Vec<SearchHi
     let scored: Vec<(i64, f64, Option<usize>, Option<usize>)> = match request.mode {
         SearchMode::Vector => ranked(&vector, true),
         SearchMode::Keyword => ranked(&keyword, false),
-        SearchMode::Hybrid => fuse(&vector, &keyword),
+        SearchMode::Hybrid => fuse(&vector, &keyword, request.keyword_weight),
     };
     let top: Vec<_> = scored.into_iter().take(request.k).collect();
     let ids: Vec<i64> = top.iter().map(|(id, ..)| *id).collect();
@@ -132,6 +216,7 @@ fn ranked(ranking: &[(i64, f64)], vector: bool) -> Vec<(i64, f64, Option<usize>,
 fn fuse(
     vector: &[(i64, f64)],
     keyword: &[(i64, f64)],
+    keyword_weight: f64,
 ) -> Vec<(i64, f64, Option<usize>, Option<usize>)> {
     let mut fused: HashMap<i64, (f64, Option<usize>, Option<usize>)> = HashMap::new();
     for (i, (id, _)) in vector.iter().enumerate() {
@@ -141,7 +226,7 @@ fn fuse(
     }
     for (i, (id, _)) in keyword.iter().enumerate() {
         let entry = fused.entry(*id).or_default();
-        entry.0 += 1.0 / (RRF_K + (i + 1) as f64);
+        entry.0 += keyword_weight / (RRF_K + (i + 1) as f64);
         entry.2 = Some(i + 1);
     }
     let mut out: Vec<_> = fused
@@ -156,30 +241,6 @@ fn fuse(
             .then(a.0.cmp(&b.0))
     });
     out
-}
-
-/// The `depth` chunks most similar (cosine) to the query.
-fn vector_ranking(
-    store: &Store,
-    query: &[f32],
-    depth: usize,
-    filter: &SearchFilter,
-) -> Result<Vec<(i64, f64)>> {
-    let query_norm = dot(query, query).sqrt().max(f32::MIN_POSITIVE);
-    let mut scored: Vec<(i64, f64)> = Vec::new();
-    store.for_each_vector(|id, language, path, vector| {
-        if vector.len() == query.len() && filter.accepts(language, path) {
-            let norm = dot(vector, vector).sqrt().max(f32::MIN_POSITIVE);
-            scored.push((id, f64::from(dot(query, vector) / (query_norm * norm))));
-        }
-    })?;
-    let keep = depth.min(scored.len());
-    if keep < scored.len() {
-        scored.select_nth_unstable_by(keep, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(keep);
-    }
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(scored)
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -216,7 +277,7 @@ mod tests {
     fn fusion_rewards_agreement() {
         let vector = vec![(1, 0.9), (2, 0.8), (3, 0.7)];
         let keyword = vec![(3, 10.0), (4, 9.0)];
-        let fused = fuse(&vector, &keyword);
+        let fused = fuse(&vector, &keyword, 1.0);
         assert_eq!(fused[0].0, 3, "found by both rankings");
         assert_eq!(fused[0].2, Some(3));
         assert_eq!(fused[0].3, Some(1));

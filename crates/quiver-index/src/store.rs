@@ -13,7 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 pub const DATABASE_FILE: &str = "index.sqlite";
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
+/// BM25 weight of a chunk's names (path, symbol, parent) against its body's 1.0: an identifier
+/// named in the query is strong evidence. Chosen with `quiver eval` (docs/evaluation.md).
+const NAMES_WEIGHT: f64 = 3.0;
 
 /// What every vector in an index was made with. Two runs with different settings must not
 /// mix their vectors.
@@ -182,15 +185,16 @@ impl Store {
                  CREATE INDEX IF NOT EXISTS chunks_by_embed_hash ON chunks(embed_hash);
                  CREATE TABLE IF NOT EXISTS vectors (embed_hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
                  CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts
-                     USING fts5(terms, tokenize = \"porter unicode61 tokenchars '_'\");",
+                     USING fts5(names, body, tokenize = \"porter unicode61 tokenchars '_'\");",
             )
             .map_err(|e| self.db_error(e))?;
         match self.meta("schema_version")? {
             None => self.set_meta("schema_version", SCHEMA_VERSION),
             Some(v) if v == SCHEMA_VERSION => Ok(()),
-            Some(value) => Err(IndexError::BadMetadata {
-                field: "schema_version",
-                value,
+            Some(value) => Err(IndexError::OldSchema {
+                path: self.dir.clone(),
+                found: value,
+                expected: SCHEMA_VERSION,
             }),
         }
     }
@@ -447,11 +451,11 @@ impl Store {
     ) -> Result<Vec<(i64, String, String, f64)>> {
         let mut statement = self
             .conn
-            .prepare_cached(
-                "SELECT c.id, c.language, c.path, -bm25(chunks_fts) AS score
-                 FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid
-                 WHERE chunks_fts MATCH ?1 ORDER BY bm25(chunks_fts) LIMIT ?2",
-            )
+            .prepare_cached(&format!(
+                "SELECT c.id, c.language, c.path, -bm25(chunks_fts, {NAMES_WEIGHT}, 1.0) AS score
+                     FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid
+                     WHERE chunks_fts MATCH ?1 ORDER BY score DESC LIMIT ?2"
+            ))
             .map_err(|e| self.db_error(e))?;
         statement
             .query_map(params![expression, limit as i64], |r| {
@@ -582,16 +586,15 @@ fn insert_chunk(tx: &rusqlite::Transaction<'_>, chunk: &ChunkRecord) -> rusqlite
         ],
     )?;
     let id = tx.last_insert_rowid();
-    let searchable = format!(
-        "{} {} {} {}",
+    let names = format!(
+        "{} {} {}",
         chunk.path,
         chunk.symbol.as_deref().unwrap_or(""),
         chunk.parent.as_deref().unwrap_or(""),
-        chunk.text
     );
     tx.execute(
-        "INSERT INTO chunks_fts(rowid, terms) VALUES (?1, ?2)",
-        params![id, keywords::terms(&searchable)],
+        "INSERT INTO chunks_fts(rowid, names, body) VALUES (?1, ?2, ?3)",
+        params![id, keywords::terms(&names), keywords::terms(&chunk.text)],
     )?;
     Ok(())
 }

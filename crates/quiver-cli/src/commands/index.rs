@@ -5,7 +5,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use quiver_embed::{Device, DEFAULT_MODEL};
 use quiver_index::walk::WalkOptions;
-use quiver_index::{IndexOptions, IndexProgress, IndexReport, Input, Store};
+use quiver_index::{Chunking, IndexOptions, IndexProgress, IndexReport, Input, Store};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -81,6 +81,8 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         collection: args.collection.clone(),
         model_id: model,
         chunk_tokens: args.chunk_tokens,
+        chunking: Chunking::Syntax,
+        context_header: true,
         walk: WalkOptions {
             max_file_bytes: args.max_file_size,
             exclude_dir: index_dir.canonicalize().ok(),

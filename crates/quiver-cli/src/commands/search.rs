@@ -3,7 +3,9 @@ use crate::model::load_embedder;
 use anyhow::{bail, Context};
 use clap::Args;
 use quiver_embed::{Device, EmbedOptions};
-use quiver_index::{search, SearchFilter, SearchHit, SearchMode, SearchRequest, Store};
+use quiver_index::{
+    search, SearchFilter, SearchHit, SearchMode, SearchRequest, Store, DEFAULT_KEYWORD_WEIGHT,
+};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -73,6 +75,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             mode: args.mode,
             k: args.k,
             filter: &filter,
+            keyword_weight: DEFAULT_KEYWORD_WEIGHT,
         },
     )?;
     if args.json {

@@ -1,0 +1,156 @@
+use crate::model::load_embedder;
+use crate::progress;
+use anyhow::Context;
+use clap::Args;
+use indicatif::ProgressBar;
+use quiver_embed::{Device, DEFAULT_MODEL};
+use quiver_eval::{evaluate, Dataset, Metrics, System, SystemReport};
+use quiver_index::{Chunking, IndexProgress, SearchMode, DEFAULT_KEYWORD_WEIGHT};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Dataset folder: corpus/ and queries.jsonl (bench/eval/build_dataset.py makes one).
+    dataset: PathBuf,
+    #[arg(long, short, env = "QUIVER_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Search modes to score Quiver with (repeatable; default: vector, bm25 and hybrid).
+    #[arg(long = "mode", value_name = "vector|bm25|hybrid")]
+    modes: Vec<SearchMode>,
+    /// Keyword weights to score hybrid search with (repeatable; the vector ranking weighs 1).
+    #[arg(long = "keyword-weight", value_name = "W")]
+    keyword_weights: Vec<f64>,
+    /// Chunk token budget for Quiver's chunks (default: as `quiver index`).
+    #[arg(long)]
+    chunk_tokens: Option<usize>,
+    /// Give each definition its own chunk instead of packing small neighbours together.
+    #[arg(long)]
+    one_definition_per_chunk: bool,
+    /// Embed Quiver's chunks without the context header.
+    #[arg(long)]
+    no_header: bool,
+    /// Lines per window of the baseline (fixed windows, no header, vector search).
+    #[arg(long, default_value_t = 40)]
+    baseline_lines: usize,
+    /// Score Quiver only.
+    #[arg(long)]
+    no_baseline: bool,
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    device: Device,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let dataset = Dataset::load(&args.dataset)?;
+    let embedder = load_embedder(&args.model, None, args.device)?;
+    let modes = if args.modes.is_empty() {
+        vec![SearchMode::Vector, SearchMode::Keyword, SearchMode::Hybrid]
+    } else {
+        args.modes.clone()
+    };
+    let header = if args.no_header {
+        "no header"
+    } else {
+        "header"
+    };
+    let budget = args
+        .chunk_tokens
+        .map_or("default budget".to_string(), |t| format!("{t} tokens"));
+    let (chunking, granularity) = if args.one_definition_per_chunk {
+        (Chunking::SyntaxPerDefinition, "one definition per chunk, ")
+    } else {
+        (Chunking::Syntax, "")
+    };
+    let mut systems = vec![System {
+        name: format!("quiver (syntax, {granularity}{header}, {budget})"),
+        chunking,
+        context_header: !args.no_header,
+        chunk_tokens: args.chunk_tokens,
+        modes,
+        keyword_weights: if args.keyword_weights.is_empty() {
+            vec![DEFAULT_KEYWORD_WEIGHT]
+        } else {
+            args.keyword_weights.clone()
+        },
+    }];
+    if !args.no_baseline {
+        systems.push(System {
+            name: format!("baseline ({}-line windows)", args.baseline_lines),
+            chunking: Chunking::FixedLines(args.baseline_lines),
+            context_header: false,
+            chunk_tokens: None,
+            modes: vec![SearchMode::Vector],
+            keyword_weights: Vec::new(),
+        });
+    }
+    let progress = EvalProgress(progress::bar(
+        0,
+        "{spinner} indexing {bar:30} {pos}/{len} files  {per_sec}  ETA {eta}",
+    ));
+    let reports = evaluate(&dataset, &embedder, &args.model, &systems, &progress)
+        .with_context(|| format!("evaluating on {}", args.dataset.display()))?;
+    progress.0.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print_table(&reports, dataset.queries.len(), &args.model);
+    }
+    Ok(())
+}
+
+fn print_table(reports: &[SystemReport], queries: usize, model: &str) {
+    println!(
+        "{queries} queries, model {model}; a hit is a result holding the definition's first line\n"
+    );
+    println!(
+        "{:<44} {:<7} {:<11} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8}",
+        "system", "mode", "language", "n", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10"
+    );
+    for report in reports {
+        for mode in &report.modes {
+            print_row(&report.name, &mode.mode, "all", &mode.overall);
+            for (language, metrics) in &mode.by_language {
+                print_row("", "", language, metrics);
+            }
+        }
+    }
+    println!();
+    for report in reports {
+        match &report.indexing {
+            Some(f) => println!(
+                "indexing {}: {} files, {} chunks in {:.1} s ({:.1} files/s, {:.1} chunks/s), budget {} tokens",
+                report.name, f.files, f.chunks, f.seconds, f.files_per_second, f.chunks_per_second, report.chunk_tokens
+            ),
+            None => println!("indexing {}: built by an earlier run with no figures kept", report.name),
+        }
+    }
+}
+
+fn print_row(system: &str, mode: &str, language: &str, m: &Metrics) {
+    println!(
+        "{:<44} {:<7} {:<11} {:>5} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>8.3}",
+        system,
+        mode,
+        language,
+        m.queries,
+        m.recall_at_1,
+        m.recall_at_5,
+        m.recall_at_10,
+        m.mrr_at_10,
+        m.ndcg_at_10
+    );
+}
+
+struct EvalProgress(ProgressBar);
+
+impl IndexProgress for EvalProgress {
+    fn files_found(&self, total: usize) {
+        self.0.set_position(0);
+        self.0.set_length(total as u64);
+    }
+    fn files_done(&self, count: usize) {
+        self.0.inc(count as u64);
+    }
+}

@@ -1,0 +1,113 @@
+//! `quiver eval` end to end on a tiny dataset: the real index and search path, real weights.
+
+mod common;
+
+use common::{model_dir, quiver, temp_dir};
+use serde_json::Value;
+
+fn tiny_dataset() -> std::path::PathBuf {
+    let dir = temp_dir("eval-dataset");
+    let corpus = dir.join("corpus/python/pkg");
+    std::fs::create_dir_all(&corpus).expect("mkdir");
+    // Docstrings blanked, as the builder leaves them: line numbers unchanged.
+    let source = "import math\n\n\ndef circle_area(radius):\n\n    return math.pi * radius ** 2\n\n\ndef send_email(address, body):\n\n    import smtplib\n    smtplib.SMTP('localhost').sendmail('me', [address], body)\n";
+    std::fs::write(corpus.join("shapes.py"), source).expect("write");
+    let queries = [
+        (
+            "Compute the area of a circle from its radius.",
+            4,
+            "circle_area",
+        ),
+        ("Send an email message to an address.", 9, "send_email"),
+    ];
+    let lines: Vec<String> = queries
+        .iter()
+        .map(|(query, line, symbol)| {
+            serde_json::json!({
+                "id": format!("python/pkg/shapes.py:{line}"),
+                "query": query,
+                "language": "python",
+                "path": "python/pkg/shapes.py",
+                "line": line,
+                "symbol": symbol,
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(dir.join("queries.jsonl"), lines.join("\n")).expect("write");
+    dir
+}
+
+#[test]
+fn scores_quiver_and_the_baseline() {
+    let dir = tiny_dataset();
+    let model = model_dir();
+    let args = [
+        "eval",
+        dir.to_str().expect("utf-8"),
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--chunk-tokens",
+        "24",
+        "--baseline-lines",
+        "5",
+        "--json",
+    ];
+    let output = quiver(&args, "");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let reports = reports.as_array().expect("one report per system");
+    assert_eq!(reports.len(), 2);
+    let quiver_modes = reports[0]["modes"].as_array().expect("modes");
+    assert_eq!(quiver_modes.len(), 3);
+    for mode in quiver_modes {
+        let overall = &mode["overall"];
+        assert_eq!(overall["queries"], 2);
+        // Two small chunks per system: every target is within the top 10.
+        assert_eq!(overall["recall_at_10"], 1.0, "{mode}");
+        let ndcg = overall["ndcg_at_10"].as_f64().expect("number");
+        assert!(ndcg > 0.0 && ndcg <= 1.0);
+        assert_eq!(mode["by_language"]["python"]["queries"], 2);
+    }
+    // The vector mode finds each function first: the queries are unambiguous.
+    assert_eq!(quiver_modes[0]["mode"], "vector");
+    assert_eq!(
+        quiver_modes[0]["overall"]["recall_at_1"], 1.0,
+        "{}",
+        quiver_modes[0]
+    );
+    assert_eq!(reports[1]["modes"][0]["mode"], "vector");
+    assert!(reports[0]["indexing"]["chunks"].as_u64().expect("count") >= 2);
+
+    // A second run reuses the indexes and keeps the figures of the run that built them.
+    let again: Value = serde_json::from_slice(&quiver(&args, "").stdout).expect("JSON");
+    assert_eq!(
+        again[0]["indexing"]["chunks"],
+        reports[0]["indexing"]["chunks"]
+    );
+    assert_eq!(again[0]["modes"], reports[0]["modes"]);
+}
+
+#[test]
+fn a_folder_without_a_corpus_is_a_clear_error() {
+    let dir = temp_dir("eval-not-a-dataset");
+    let output = quiver(
+        &[
+            "eval",
+            dir.to_str().expect("utf-8"),
+            "--model",
+            model_dir().to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not a dataset") && stderr.contains("build_dataset.py"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,270 @@
+//! Quiver's retrieval-quality evaluation: index a dataset's corpus with each system under test,
+//! search every query through the real index and search code, and score where the documented
+//! definition came back.
+//!
+//! What it does: loads a [`Dataset`]; for each [`System`] (a chunking, a context header choice,
+//! search modes) builds or updates an index under `DATASET/indexes/`, embeds the queries once,
+//! and reports [`Metrics`] overall and per language with the indexing throughput.
+//! What it does not: build datasets (`bench/eval/build_dataset.py` does) or print (the CLI does).
+//!
+//! Entry point: [`evaluate`].
+
+mod dataset;
+mod metrics;
+
+pub use dataset::{Dataset, Query};
+pub use metrics::Metrics;
+
+use quiver_embed::{EmbedOptions, Embedder};
+use quiver_index::walk::WalkOptions;
+use quiver_index::{
+    search_with, Chunking, IndexOptions, IndexProgress, Input, SearchFilter, SearchMode,
+    SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0} is not a dataset: it has no corpus/ folder (build one with bench/eval/build_dataset.py)")]
+    NotADataset(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}, line {line}: {message}")]
+    BadQuery {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error(transparent)]
+    Index(#[from] quiver_index::IndexError),
+    #[error(transparent)]
+    Embed(#[from] quiver_embed::EmbedError),
+}
+
+pub type Result<T> = std::result::Result<T, EvalError>;
+
+/// One way of indexing and searching, to be scored.
+#[derive(Debug, Clone)]
+pub struct System {
+    pub name: String,
+    pub chunking: Chunking,
+    pub context_header: bool,
+    pub chunk_tokens: Option<usize>,
+    pub modes: Vec<SearchMode>,
+    /// Keyword weights to score hybrid search with (one row each).
+    pub keyword_weights: Vec<f64>,
+}
+
+/// How long building a system's index took, when this or an earlier run built it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexingFigures {
+    pub files: usize,
+    pub chunks: usize,
+    pub seconds: f64,
+    pub chunks_per_second: f64,
+    pub files_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeReport {
+    pub mode: String,
+    pub overall: Metrics,
+    pub by_language: BTreeMap<String, Metrics>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemReport {
+    pub name: String,
+    pub chunk_tokens: usize,
+    pub context_header: bool,
+    pub indexing: Option<IndexingFigures>,
+    pub modes: Vec<ModeReport>,
+}
+
+const BUILD_FIGURES: &str = "build-figures.json";
+const DEPTH: usize = 10;
+
+/// Scores every system on the dataset with the model `model_id` (already loaded as `embedder`).
+pub fn evaluate(
+    dataset: &Dataset,
+    embedder: &Embedder,
+    model_id: &str,
+    systems: &[System],
+    progress: &dyn IndexProgress,
+) -> Result<Vec<SystemReport>> {
+    let query_prompt = embedder
+        .config()
+        .prompts
+        .contains_key("query")
+        .then(|| "query".to_string());
+    let texts: Vec<&str> = dataset.queries.iter().map(|q| q.query.as_str()).collect();
+    let query_vectors = embedder.embed(
+        &texts,
+        &EmbedOptions {
+            prompt_name: query_prompt,
+            normalize: Some(true),
+            ..EmbedOptions::default()
+        },
+    )?;
+    systems
+        .iter()
+        .map(|system| {
+            evaluate_system(
+                dataset,
+                embedder,
+                model_id,
+                system,
+                &query_vectors,
+                progress,
+            )
+        })
+        .collect()
+}
+
+fn evaluate_system(
+    dataset: &Dataset,
+    embedder: &Embedder,
+    model_id: &str,
+    system: &System,
+    query_vectors: &[Vec<f32>],
+    progress: &dyn IndexProgress,
+) -> Result<SystemReport> {
+    let index_dir = dataset
+        .dir
+        .join("indexes")
+        .join(sanitize(model_id))
+        .join(sanitize(&system.name));
+    let mut store = Store::open(&index_dir, true)?;
+    let options = IndexOptions {
+        input: Input::Tree {
+            root: dataset.corpus.clone(),
+        },
+        collection: "eval".into(),
+        model_id: model_id.into(),
+        chunk_tokens: system.chunk_tokens,
+        chunking: system.chunking,
+        context_header: system.context_header,
+        walk: WalkOptions::default(),
+        reembed: true,
+        dimensions: None,
+        batch_chunks: 256,
+    };
+    let report = quiver_index::index(&mut store, embedder, &options, progress)?;
+    let figures_path = index_dir.join(BUILD_FIGURES);
+    let indexing = if report.chunks_embedded > 0 {
+        let figures = IndexingFigures {
+            files: report.files_indexed,
+            chunks: report.chunks_written,
+            seconds: report.seconds,
+            chunks_per_second: report.chunks_written as f64 / report.seconds.max(1e-9),
+            files_per_second: report.files_indexed as f64 / report.seconds.max(1e-9),
+        };
+        let json = serde_json::to_string_pretty(&figures).unwrap_or_default();
+        std::fs::write(&figures_path, json).map_err(|source| EvalError::Io {
+            path: figures_path.clone(),
+            source,
+        })?;
+        Some(figures)
+    } else {
+        std::fs::read_to_string(&figures_path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+    };
+    let vectors = VectorIndex::load(&store)?;
+    let mut runs = Vec::new();
+    for &mode in &system.modes {
+        match mode {
+            SearchMode::Hybrid => runs.extend(system.keyword_weights.iter().map(|&w| (mode, w))),
+            _ => runs.push((mode, DEFAULT_KEYWORD_WEIGHT)),
+        }
+    }
+    let modes = runs
+        .into_iter()
+        .map(|(mode, weight)| score_mode(dataset, &store, &vectors, mode, weight, query_vectors))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SystemReport {
+        name: system.name.clone(),
+        chunk_tokens: report.chunk_tokens,
+        context_header: system.context_header,
+        indexing,
+        modes,
+    })
+}
+
+fn score_mode(
+    dataset: &Dataset,
+    store: &Store,
+    vectors: &VectorIndex,
+    mode: SearchMode,
+    keyword_weight: f64,
+    query_vectors: &[Vec<f32>],
+) -> Result<ModeReport> {
+    let filter = SearchFilter::default();
+    let mut ranks: Vec<(String, Option<usize>)> = Vec::with_capacity(dataset.queries.len());
+    for (query, vector) in dataset.queries.iter().zip(query_vectors) {
+        let hits = search_with(
+            store,
+            Some(vectors),
+            &SearchRequest {
+                query: &query.query,
+                query_vector: Some(vector),
+                mode,
+                k: DEPTH,
+                filter: &filter,
+                keyword_weight,
+            },
+        )?;
+        let rank = hits
+            .iter()
+            .position(|hit| {
+                hit.chunk.path == query.path
+                    && hit.chunk.start_line <= query.line
+                    && query.line <= hit.chunk.end_line
+            })
+            .map(|i| i + 1);
+        ranks.push((query.language.clone(), rank));
+    }
+    let all: Vec<Option<usize>> = ranks.iter().map(|(_, r)| *r).collect();
+    let mut by_language: BTreeMap<String, Vec<Option<usize>>> = BTreeMap::new();
+    for (language, rank) in ranks {
+        by_language.entry(language).or_default().push(rank);
+    }
+    Ok(ModeReport {
+        mode: match mode {
+            SearchMode::Hybrid if keyword_weight != DEFAULT_KEYWORD_WEIGHT => {
+                format!("hybrid@{keyword_weight}")
+            }
+            _ => mode_name(mode).into(),
+        },
+        overall: Metrics::from_ranks(&all),
+        by_language: by_language
+            .into_iter()
+            .map(|(language, r)| (language, Metrics::from_ranks(&r)))
+            .collect(),
+    })
+}
+
+pub fn mode_name(mode: SearchMode) -> &'static str {
+    match mode {
+        SearchMode::Vector => "vector",
+        SearchMode::Keyword => "bm25",
+        SearchMode::Hybrid => "hybrid",
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
