@@ -25,7 +25,7 @@ impl TokenCounter for WordCounter {
 fn chunks(path: &str, text: &str, budget: usize) -> Vec<Chunk> {
     let options = ChunkOptions {
         max_tokens: budget,
-        one_definition_per_chunk: false,
+        pack_definitions: true,
     };
     chunk_file(Path::new(path), text, &options, &WordCounter).expect("chunking succeeds")
 }
@@ -316,7 +316,7 @@ fn fixed_windows_cut_every_n_lines() {
 fn one_definition_per_chunk_keeps_small_definitions_apart() {
     let options = ChunkOptions {
         max_tokens: 10_000,
-        one_definition_per_chunk: true,
+        pack_definitions: false,
     };
     let chunks =
         chunk_file(Path::new("pkg/store.py"), PYTHON, &options, &WordCounter).expect("chunks");

@@ -48,7 +48,7 @@ fn scores_quiver_and_the_baseline() {
         "--model",
         model.to_str().expect("utf-8"),
         "--chunk-tokens",
-        "24",
+        "64",
         "--baseline-lines",
         "5",
         "--json",

@@ -7,7 +7,7 @@
 
 use crate::chunk_files::{self, GivenChunk};
 use crate::error::{IndexError, Result};
-use crate::ids::{chunk_id, content_hash, numeric_id};
+use crate::ids::{chunk_id, content_hash, numeric_id, uuid};
 use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
 use crate::walk::{content_skip, discover, SkipCounts, SkipReason, SourceFile, WalkOptions};
 use quiver_chunk::{
@@ -40,13 +40,25 @@ impl Input {
 /// How source files are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Chunking {
-    /// Along the syntax tree (Markdown by headings, text by paragraphs), within the budget.
+    /// Along the syntax tree, a definition per chunk (Markdown by headings, text by paragraphs),
+    /// within the budget.
     #[default]
     Syntax,
-    /// Along the syntax tree, one definition per chunk (small ones are not packed together).
-    SyntaxPerDefinition,
+    /// As `Syntax`, packing small neighbouring definitions into one chunk while they fit.
+    SyntaxPacked,
     /// Fixed windows of this many lines: the baseline of `quiver eval`.
     FixedLines(usize),
+}
+
+impl Chunking {
+    /// How the index records the chunking, to notice a change.
+    fn fingerprint(self) -> String {
+        match self {
+            Chunking::Syntax => "syntax-per-definition".to_string(),
+            Chunking::SyntaxPacked => "syntax-packed".to_string(),
+            Chunking::FixedLines(lines) => format!("lines-{lines}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -159,8 +171,8 @@ pub fn index(
         "none".to_string()
     };
     let chunking = format!(
-        "{:?};tokens={chunk_tokens};header={header}",
-        options.chunking
+        "{};tokens={chunk_tokens};header={header}",
+        options.chunking.fingerprint()
     );
     let rechunk_all = store.meta("chunking")?.as_deref() != Some(chunking.as_str());
 
@@ -328,17 +340,10 @@ impl Run<'_> {
         let counter = ModelTokens(self.embedder);
         let path = Path::new(relative);
         let chunks = match self.options.chunking {
-            Chunking::Syntax => {
+            Chunking::Syntax | Chunking::SyntaxPacked => {
                 let options = ChunkOptions {
                     max_tokens: self.chunk_tokens,
-                    one_definition_per_chunk: false,
-                };
-                chunk_file(path, text, &options, &counter)?
-            }
-            Chunking::SyntaxPerDefinition => {
-                let options = ChunkOptions {
-                    max_tokens: self.chunk_tokens,
-                    one_definition_per_chunk: true,
+                    pack_definitions: self.options.chunking == Chunking::SyntaxPacked,
                 };
                 chunk_file(path, text, &options, &counter)?
             }
@@ -356,6 +361,7 @@ impl Run<'_> {
                 let id = chunk_id(&self.options.collection, &source, relative, n);
                 let record = ChunkRecord {
                     uid: numeric_id(&id),
+                    uuid: uuid(&id),
                     chunk_id: id,
                     file: relative.to_string(),
                     path: relative.to_string(),
@@ -409,6 +415,7 @@ impl Run<'_> {
             });
             let record = ChunkRecord {
                 uid: numeric_id(&id),
+                uuid: uuid(&id),
                 chunk_id: id,
                 file: file.relative.clone(),
                 path,

@@ -54,6 +54,8 @@ pub struct ChunkRecord {
     pub chunk_id: String,
     /// 63-bit numeric form of `chunk_id`.
     pub uid: i64,
+    /// UUID form of `chunk_id` ([`crate::ids::uuid`]), derived, not stored.
+    pub uuid: String,
     /// The [`FileRecord`] it came from.
     #[serde(skip)]
     pub file: String,
@@ -516,8 +518,10 @@ const CHUNK_COLUMNS: &str = "SELECT chunk_id, uid, file, path, seq, source, lang
 
 fn read_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRecord> {
     let metadata: Option<String> = r.get(17)?;
+    let chunk_id: String = r.get(0)?;
     Ok(ChunkRecord {
-        chunk_id: r.get(0)?,
+        uuid: crate::ids::uuid(&chunk_id),
+        chunk_id,
         uid: r.get(1)?,
         file: r.get(2)?,
         path: r.get(3)?,

@@ -23,9 +23,9 @@ pub struct EvalArgs {
     /// Chunk token budget for Quiver's chunks (default: as `quiver index`).
     #[arg(long)]
     chunk_tokens: Option<usize>,
-    /// Give each definition its own chunk instead of packing small neighbours together.
+    /// Pack small neighbouring definitions into one chunk (default: one definition per chunk).
     #[arg(long)]
-    one_definition_per_chunk: bool,
+    pack_definitions: bool,
     /// Embed Quiver's chunks without the context header.
     #[arg(long)]
     no_header: bool,
@@ -58,8 +58,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let budget = args
         .chunk_tokens
         .map_or("default budget".to_string(), |t| format!("{t} tokens"));
-    let (chunking, granularity) = if args.one_definition_per_chunk {
-        (Chunking::SyntaxPerDefinition, "one definition per chunk, ")
+    let (chunking, granularity) = if args.pack_definitions {
+        (Chunking::SyntaxPacked, "packed, ")
     } else {
         (Chunking::Syntax, "")
     };

@@ -34,6 +34,9 @@ pub struct IndexArgs {
     /// Token budget of a chunk (default: the model's max length less 32 for the header).
     #[arg(long)]
     chunk_tokens: Option<usize>,
+    /// Pack small neighbouring definitions into one chunk (default: one definition per chunk).
+    #[arg(long)]
+    pack_definitions: bool,
     /// Skip files larger than this many bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_file_size: u64,
@@ -81,7 +84,11 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         collection: args.collection.clone(),
         model_id: model,
         chunk_tokens: args.chunk_tokens,
-        chunking: Chunking::Syntax,
+        chunking: if args.pack_definitions {
+            Chunking::SyntaxPacked
+        } else {
+            Chunking::Syntax
+        },
         context_header: true,
         walk: WalkOptions {
             max_file_bytes: args.max_file_size,
