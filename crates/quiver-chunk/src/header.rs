@@ -16,19 +16,30 @@ use crate::Chunk;
 /// Bumped whenever [`embedding_text`] changes, so an index knows its vectors are stale.
 pub const HEADER_VERSION: u32 = 2;
 
+/// `{kind} {parent.}{symbol}`, as the header and search results show a definition.
+pub fn symbol_label(kind: Option<&str>, parent: Option<&str>, symbol: &str) -> String {
+    let mut label = String::new();
+    if let Some(kind) = kind {
+        label.push_str(kind);
+        label.push(' ');
+    }
+    if let Some(parent) = parent {
+        label.push_str(parent);
+        label.push('.');
+    }
+    label.push_str(symbol);
+    label
+}
+
 pub fn context_header(path: &str, chunk: &Chunk) -> String {
     let mut header = format!("{path} · {}", chunk.language);
     if let Some(symbol) = &chunk.symbol {
         header.push_str(" · ");
-        if let Some(kind) = &chunk.kind {
-            header.push_str(kind);
-            header.push(' ');
-        }
-        if let Some(parent) = &chunk.parent {
-            header.push_str(parent);
-            header.push('.');
-        }
-        header.push_str(symbol);
+        header.push_str(&symbol_label(
+            chunk.kind.as_deref(),
+            chunk.parent.as_deref(),
+            symbol,
+        ));
         let words = crate::identifier_words(symbol);
         if words.len() > 1 {
             header.push_str(" (");

@@ -19,7 +19,7 @@ mod segment;
 mod syntax;
 mod words;
 
-pub use header::{context_header, embedding_text, HEADER_VERSION};
+pub use header::{context_header, embedding_text, symbol_label, HEADER_VERSION};
 pub use language::Language;
 pub use syntax::Symbol;
 pub use words::identifier_words;

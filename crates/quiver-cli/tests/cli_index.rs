@@ -40,6 +40,16 @@ fn index(root: &Path, extra: &[&str]) -> Value {
     json_of(&args)
 }
 
+fn index_status(root: &Path) -> Value {
+    let index_dir = root.join(".quiver");
+    json_of(&[
+        "status",
+        "--index",
+        index_dir.to_str().expect("utf-8"),
+        "--json",
+    ])
+}
+
 fn search(root: &Path, query: &str, extra: &[&str]) -> Vec<Value> {
     let index_dir = root.join(".quiver");
     let mut args = vec![
@@ -146,12 +156,7 @@ fn indexes_searches_and_skips_what_it_should() {
     // config.py, matrix.rs, guide.md, keep.log, latin1.py, .gitignore, .quiverignore
     assert_eq!(report["files_indexed"], 7, "{report}");
 
-    let status = json_of(&[
-        "status",
-        "--index",
-        root.join(".quiver").to_str().expect("utf-8"),
-        "--json",
-    ]);
+    let status = index_status(&root);
     assert_eq!(status["dimension"], 384);
     assert_eq!(status["stats"]["files"], 7);
     let chunks = status["stats"]["chunks"].as_u64().expect("count");
@@ -299,23 +304,13 @@ fn a_model_or_dimension_change_needs_reembed() {
         stderr.contains("--reembed") && stderr.contains("384"),
         "{stderr}"
     );
-    let status = json_of(&[
-        "status",
-        "--index",
-        root.join(".quiver").to_str().expect("utf-8"),
-        "--json",
-    ]);
+    let status = index_status(&root);
     assert_eq!(status["dimension"], 384, "a refused run changes nothing");
     assert_eq!(status["stats"]["files"], 3);
 
     let reembedded = index(&root, &["--dimensions", "128", "--reembed"]);
     assert_eq!(reembedded["files_changed"], 3);
-    let status = json_of(&[
-        "status",
-        "--index",
-        root.join(".quiver").to_str().expect("utf-8"),
-        "--json",
-    ]);
+    let status = index_status(&root);
     assert_eq!(status["dimension"], 128);
     // Later runs keep the index's dimension without repeating the flag.
     let again = index(&root, &[]);

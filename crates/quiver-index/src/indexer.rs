@@ -5,7 +5,7 @@
 //! one SQLite transaction, and a file's record is only written with its chunks. A killed run
 //! leaves every file either fully as before or fully updated; the next run picks up from there.
 
-use crate::chunk_files::{self, GivenChunk};
+use crate::chunk_files;
 use crate::error::{IndexError, Result};
 use crate::ids::{chunk_id, content_hash, numeric_id, uuid};
 use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
@@ -391,24 +391,12 @@ impl Run<'_> {
         let mut per_path: BTreeMap<String, usize> = BTreeMap::new();
         let mut records = Vec::with_capacity(given.len());
         for chunk in given {
-            let GivenChunk {
-                text,
-                path,
-                language,
-                symbol,
-                kind,
-                parent,
-                start_line,
-                end_line,
-                chunk_index,
-                metadata,
-            } = chunk;
-            let path = path.unwrap_or_else(|| file.relative.clone());
+            let path = chunk.path.unwrap_or_else(|| file.relative.clone());
             let counter = per_path.entry(path.clone()).or_default();
-            let n = chunk_index.unwrap_or(*counter);
+            let n = chunk.chunk_index.unwrap_or(*counter);
             *counter += 1;
             let id = chunk_id(&self.options.collection, &subdir, &path, n);
-            let language = language.unwrap_or_else(|| {
+            let language = chunk.language.unwrap_or_else(|| {
                 quiver_chunk::Language::from_path(Path::new(&path))
                     .name()
                     .to_string()
@@ -422,19 +410,20 @@ impl Run<'_> {
                 seq: n,
                 source: subdir.clone(),
                 language,
-                symbol,
-                kind,
-                parent,
-                start_line,
-                end_line,
+                symbol: chunk.symbol,
+                kind: chunk.kind,
+                parent: chunk.parent,
+                start_line: chunk.start_line,
+                end_line: chunk.end_line,
                 start_byte: 0,
-                end_byte: text.len(),
-                content_hash: content_hash(text.as_bytes()),
-                embed_hash: content_hash(text.as_bytes()),
-                metadata: Some(serde_json::Value::Object(metadata)),
-                text: text.clone(),
+                end_byte: chunk.text.len(),
+                content_hash: content_hash(chunk.text.as_bytes()),
+                embed_hash: content_hash(chunk.text.as_bytes()),
+                metadata: Some(serde_json::Value::Object(chunk.metadata)),
+                text: chunk.text,
             };
-            records.push((record, text));
+            let embedded = record.text.clone();
+            records.push((record, embedded));
         }
         Ok(records)
     }

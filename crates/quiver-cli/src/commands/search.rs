@@ -95,15 +95,11 @@ fn print_hit(hit: &SearchHit) {
     let mut title = format!("{}:{}-{}", chunk.path, chunk.start_line, chunk.end_line);
     if let Some(symbol) = &chunk.symbol {
         title.push_str("  ");
-        if let Some(kind) = &chunk.kind {
-            title.push_str(kind);
-            title.push(' ');
-        }
-        if let Some(parent) = &chunk.parent {
-            title.push_str(parent);
-            title.push('.');
-        }
-        title.push_str(symbol);
+        title.push_str(&quiver_chunk::symbol_label(
+            chunk.kind.as_deref(),
+            chunk.parent.as_deref(),
+            symbol,
+        ));
     }
     println!("{title}  ({:.4})", hit.score);
     for line in chunk.text.lines().filter(|l| !l.trim().is_empty()).take(3) {
