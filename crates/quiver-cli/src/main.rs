@@ -5,7 +5,6 @@ mod commands;
 mod input;
 mod location;
 mod model;
-mod npy;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +33,8 @@ enum Command {
     Search(commands::search::SearchArgs),
     /// Score retrieval quality on a code-search dataset against a fixed-window baseline.
     Eval(commands::eval::EvalArgs),
+    /// Export an index's chunks and vectors: --to jsonl FILE, --to npy DIR.
+    Export(commands::export::ExportArgs),
     /// Summarise an index.
     Status(commands::status::StatusArgs),
 }
@@ -65,5 +66,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => commands::search::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Export(args) => commands::export::run(args),
     }
 }

@@ -491,3 +491,109 @@ fn kill_dash_nine_at_any_moment_then_rerun_is_consistent() {
         "a finished index has nothing left to do: {again}"
     );
 }
+
+#[test]
+fn exports_jsonl_and_npy_that_agree() {
+    let root = sample_tree("export");
+    index(&root, &[]);
+    let index_dir = root.join(".quiver");
+    let chunks = index_status(&root)["stats"]["chunks"]
+        .as_u64()
+        .expect("count") as usize;
+    let jsonl = root.join("out/chunks.jsonl");
+    std::fs::create_dir_all(root.join("out")).expect("mkdir");
+    let index_arg = index_dir.to_str().expect("utf-8");
+    let output = quiver(
+        &[
+            "export",
+            index_arg,
+            "--to",
+            "jsonl",
+            jsonl.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&jsonl)
+        .expect("written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), chunks);
+    let first = &lines[0];
+    assert_eq!(first["id"].as_str().map(str::len), Some(36));
+    assert_eq!(first["vector"].as_array().map(Vec::len), Some(384));
+    assert_eq!(
+        first["payload"]["model"],
+        model_dir().to_str().expect("utf-8")
+    );
+    assert!(first["payload"]["chunk_id"]
+        .as_str()
+        .expect("id")
+        .starts_with("default:"));
+    assert_eq!(first["payload"]["collection"], "default");
+
+    let npy_dir = root.join("out/npy");
+    let output = quiver(
+        &[
+            "export",
+            index_arg,
+            "--to",
+            "npy",
+            npy_dir.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bytes = std::fs::read(npy_dir.join("embeddings.npy")).expect("npy");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = String::from_utf8_lossy(&bytes[10..10 + header_len]);
+    assert!(
+        header.contains(&format!("'shape': ({chunks}, 384)")),
+        "{header}"
+    );
+    let row0: Vec<f32> = bytes[10 + header_len..10 + header_len + 384 * 4]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let jsonl_row0: Vec<f32> = first["vector"]
+        .as_array()
+        .expect("vector")
+        .iter()
+        .map(|v| v.as_f64().expect("number") as f32)
+        .collect();
+    assert_eq!(row0, jsonl_row0, "the same vector in both exports");
+    let metadata: Value = serde_json::from_str(
+        &std::fs::read_to_string(npy_dir.join("metadata.json")).expect("metadata"),
+    )
+    .expect("JSON");
+    assert_eq!(metadata.as_array().map(Vec::len), Some(chunks));
+    assert_eq!(metadata[0], first["payload"]);
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(npy_dir.join("model_info.json")).expect("info"),
+    )
+    .expect("JSON");
+    assert_eq!(info["dimension"], 384);
+    assert_eq!(info["chunks"], chunks);
+
+    let refused = quiver(
+        &[
+            "export",
+            index_arg,
+            "--to",
+            "qdrant",
+            "http://localhost:6333",
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not implemented yet"));
+}

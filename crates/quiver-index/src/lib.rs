@@ -4,13 +4,14 @@
 //! What it does: walks a tree with the skip rules of [`walk`]; chunks changed files with
 //! `quiver-chunk`; embeds only chunks whose embedded text has no vector yet; stores files,
 //! chunks, vectors and BM25 terms in one SQLite database ([`Store`]) a transaction per batch;
-//! searches by vector, keyword or both ([`search()`]).
+//! searches by vector, keyword or both ([`search()`]); exports to JSONL and NumPy ([`export`]).
 //! What it does not: run models (`quiver-embed` does) or print anything (the CLI does).
 //!
 //! Entry points: [`Store::open`], [`index`], [`search()`].
 
 pub mod chunk_files;
 mod error;
+pub mod export;
 pub mod ids;
 mod indexer;
 pub mod keywords;

@@ -1,10 +1,10 @@
 use crate::input::read_texts;
 use crate::model::load_embedder;
-use crate::npy::write_npy_f32;
 use crate::progress;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use quiver_embed::{Device, EmbedOptions, Embedder, DEFAULT_MODEL};
+use quiver_index::export::write_npy_f32;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;

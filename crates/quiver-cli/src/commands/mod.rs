@@ -1,5 +1,6 @@
 pub mod embed;
 pub mod eval;
+pub mod export;
 pub mod index;
 pub mod search;
 pub mod status;

@@ -40,14 +40,17 @@ mod tests {
     #[test]
     fn header_is_aligned_and_data_follows() {
         let mut bytes = Vec::new();
-        write_npy_f32(&mut bytes, &[vec![1.0, 2.0], vec![3.0, 4.0]]).unwrap();
+        write_npy_f32(&mut bytes, &[vec![1.0, 2.0], vec![3.0, 4.0]]).expect("writes");
         let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + header_len) % 64, 0);
-        let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+        let header = std::str::from_utf8(&bytes[10..10 + header_len]).expect("ascii");
         assert!(header.contains("'shape': (2, 2)") && header.ends_with('\n'));
         let data = &bytes[10 + header_len..];
         assert_eq!(data.len(), 16);
-        assert_eq!(f32::from_le_bytes(data[12..16].try_into().unwrap()), 4.0);
+        assert_eq!(
+            f32::from_le_bytes([data[12], data[13], data[14], data[15]]),
+            4.0
+        );
         assert!(write_npy_f32(&mut Vec::new(), &[vec![1.0], vec![]]).is_err());
     }
 }
