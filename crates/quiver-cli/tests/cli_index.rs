@@ -221,6 +221,18 @@ fn indexes_searches_and_skips_what_it_should() {
         !path.starts_with("ignored/") && path != ".env"
     }));
     assert!(everything.iter().any(|h| h["chunk"]["path"] == "latin1.py"));
+    let paths: Vec<&str> = everything
+        .iter()
+        .filter_map(|h| h["chunk"]["path"].as_str())
+        .collect();
+    assert!(
+        paths.contains(&"keep.log"),
+        "!keep.log re-includes it: {paths:?}"
+    );
+    assert!(
+        !paths.contains(&"debug.log"),
+        ".quiverignore leaves *.log out: {paths:?}"
+    );
 }
 
 #[test]
