@@ -1,11 +1,10 @@
 use crate::model::load_embedder;
-use crate::progress;
+use crate::progress::IndexBar;
 use anyhow::Context;
 use clap::Args;
-use indicatif::ProgressBar;
 use quiver_embed::{Device, DEFAULT_MODEL};
 use quiver_eval::{evaluate, Dataset, Metrics, System, SystemReport};
-use quiver_index::{Chunking, IndexProgress, SearchMode, DEFAULT_KEYWORD_WEIGHT};
+use quiver_index::{Chunking, SearchMode, DEFAULT_KEYWORD_WEIGHT};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -85,13 +84,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             keyword_weights: Vec::new(),
         });
     }
-    let progress = EvalProgress(progress::bar(
-        0,
-        "{spinner} indexing {bar:30} {pos}/{len} files  {per_sec}  ETA {eta}",
-    ));
+    let progress = IndexBar::new();
     let reports = evaluate(&dataset, &embedder, &args.model, &systems, &progress)
         .with_context(|| format!("evaluating on {}", args.dataset.display()))?;
-    progress.0.finish_and_clear();
+    progress.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
@@ -141,16 +137,4 @@ fn print_row(system: &str, mode: &str, language: &str, m: &Metrics) {
         m.mrr_at_10,
         m.ndcg_at_10
     );
-}
-
-struct EvalProgress(ProgressBar);
-
-impl IndexProgress for EvalProgress {
-    fn files_found(&self, total: usize) {
-        self.0.set_position(0);
-        self.0.set_length(total as u64);
-    }
-    fn files_done(&self, count: usize) {
-        self.0.inc(count as u64);
-    }
 }

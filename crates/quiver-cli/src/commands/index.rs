@@ -1,11 +1,11 @@
+use crate::location;
 use crate::model::load_embedder;
-use crate::{location, progress};
+use crate::progress::IndexBar;
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::ProgressBar;
 use quiver_embed::{Device, DEFAULT_MODEL};
 use quiver_index::walk::WalkOptions;
-use quiver_index::{Chunking, IndexOptions, IndexProgress, IndexReport, Input, Store};
+use quiver_index::{Chunking, IndexOptions, IndexReport, Input, Store};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -98,10 +98,10 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         dimensions,
         batch_chunks: args.commit_every.max(1),
     };
-    let progress = BarProgress::new();
+    let progress = IndexBar::new();
     let report = quiver_index::index(&mut store, &embedder, &options, &progress)
         .with_context(|| format!("indexing {} into {}", root.display(), index_dir.display()))?;
-    progress.bar.finish_and_clear();
+    progress.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -128,36 +128,4 @@ fn print_summary(report: &IndexReport, index_dir: &std::path::Path) {
         println!("skipped: {}", skipped.join(", "));
     }
     println!("index: {} ({:.1} s)", index_dir.display(), report.seconds);
-}
-
-/// Files done, with rate and ETA, and the chunks embedded so far as the message.
-struct BarProgress {
-    bar: ProgressBar,
-    embedded: std::cell::Cell<usize>,
-}
-
-impl BarProgress {
-    fn new() -> Self {
-        BarProgress {
-            bar: progress::bar(
-                0,
-                "{spinner} indexing {bar:30} {pos}/{len} files  {per_sec}  ETA {eta}  {msg}",
-            ),
-            embedded: std::cell::Cell::new(0),
-        }
-    }
-}
-
-impl IndexProgress for BarProgress {
-    fn files_found(&self, total: usize) {
-        self.bar.set_length(total as u64);
-    }
-    fn files_done(&self, count: usize) {
-        self.bar.inc(count as u64);
-    }
-    fn chunks_embedded(&self, count: usize) {
-        self.embedded.set(self.embedded.get() + count);
-        self.bar
-            .set_message(format!("{} chunks embedded", self.embedded.get()));
-    }
 }
