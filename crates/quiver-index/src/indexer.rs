@@ -193,6 +193,7 @@ pub fn index(
         },
         options,
         chunk_tokens,
+        source: repository_name(options.input.root()),
         progress,
         batch: Batch::default(),
         pending: Vec::new(),
@@ -250,6 +251,8 @@ struct Run<'a> {
     embed_options: EmbedOptions,
     options: &'a IndexOptions,
     chunk_tokens: usize,
+    /// The repository's name, second part of every chunk id of a tree.
+    source: String,
     progress: &'a dyn IndexProgress,
     batch: Batch,
     /// Texts to embed before the batch commits, with their hashes.
@@ -304,7 +307,7 @@ impl Run<'_> {
         // Invalid UTF-8 (a Latin-1 file, a stray byte) is replaced rather than refused.
         let text = String::from_utf8_lossy(bytes);
         let chunks = match &self.options.input {
-            Input::Tree { root } => self.chunk_source(root, &file.relative, &text)?,
+            Input::Tree { .. } => self.chunk_source(&file.relative, &text)?,
             Input::ChunkFiles { .. } => self.given_chunks(file, &text)?,
         };
         let hashes: Vec<&str> = chunks.iter().map(|(c, _)| c.embed_hash.as_str()).collect();
@@ -326,17 +329,8 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn chunk_source(
-        &self,
-        root: &Path,
-        relative: &str,
-        text: &str,
-    ) -> Result<Vec<(ChunkRecord, String)>> {
-        let source = root
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "repo".to_string());
+    fn chunk_source(&self, relative: &str, text: &str) -> Result<Vec<(ChunkRecord, String)>> {
+        let source = &self.source;
         let counter = ModelTokens(self.embedder);
         let path = Path::new(relative);
         let chunks = match self.options.chunking {
@@ -358,7 +352,7 @@ impl Run<'_> {
                 } else {
                     chunk.text.clone()
                 };
-                let id = chunk_id(&self.options.collection, &source, relative, n);
+                let id = chunk_id(&self.options.collection, source, relative, n);
                 let record = ChunkRecord {
                     uid: numeric_id(&id),
                     uuid: uuid(&id),
@@ -392,6 +386,7 @@ impl Run<'_> {
         let mut records = Vec::with_capacity(given.len());
         for chunk in given {
             let path = chunk.path.unwrap_or_else(|| file.relative.clone());
+            let text_hash = content_hash(chunk.text.as_bytes());
             let counter = per_path.entry(path.clone()).or_default();
             let n = chunk.chunk_index.unwrap_or(*counter);
             *counter += 1;
@@ -417,8 +412,9 @@ impl Run<'_> {
                 end_line: chunk.end_line,
                 start_byte: 0,
                 end_byte: chunk.text.len(),
-                content_hash: content_hash(chunk.text.as_bytes()),
-                embed_hash: content_hash(chunk.text.as_bytes()),
+                // Given chunks are embedded as they are: one hash serves both.
+                embed_hash: text_hash.clone(),
+                content_hash: text_hash,
                 metadata: Some(serde_json::Value::Object(chunk.metadata)),
                 text: chunk.text,
             };
@@ -454,6 +450,14 @@ impl Run<'_> {
         self.batch_files = 0;
         Ok(())
     }
+}
+
+/// The root directory's own name (`.` resolved), or `repo` when it has none.
+fn repository_name(root: &Path) -> String {
+    root.canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "repo".to_string())
 }
 
 fn now_unix_seconds() -> String {

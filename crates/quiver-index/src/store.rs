@@ -141,10 +141,7 @@ impl Store {
     }
 
     fn db_error(&self, source: rusqlite::Error) -> IndexError {
-        IndexError::Database {
-            path: self.dir.join(DATABASE_FILE),
-            source,
-        }
+        db_error(&self.dir, source)
     }
 
     fn init(&self) -> Result<()> {
@@ -434,11 +431,7 @@ impl Store {
                 .and_then(|v| v.as_blob().map_err(Into::into))
                 .map_err(|e| db_error(&self.dir, e))?;
             vector.clear();
-            vector.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
+            vector.extend(vector_from_bytes(bytes));
             visit(id, &language, &path, &vector);
         }
         Ok(())
@@ -500,13 +493,7 @@ impl Store {
             .query_row(
                 "SELECT vector FROM vectors WHERE embed_hash = ?1",
                 [embed_hash],
-                |r| {
-                    let bytes: Vec<u8> = r.get(0)?;
-                    Ok(bytes
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect())
-                },
+                |r| Ok(vector_from_bytes(r.get_ref(0)?.as_blob()?).collect()),
             )
             .optional()
             .map_err(|e| self.db_error(e))
@@ -549,8 +536,15 @@ fn db_error(dir: &Path, source: rusqlite::Error) -> IndexError {
     }
 }
 
+/// Vectors are stored as little-endian float32 BLOBs.
 fn vector_bytes(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn vector_from_bytes(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn delete_file_chunks(tx: &rusqlite::Transaction<'_>, file: &str) -> rusqlite::Result<()> {
