@@ -35,6 +35,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Export an index's chunks and vectors: --to jsonl FILE, --to npy DIR.
     Export(commands::export::ExportArgs),
+    /// Serve embeddings (OpenAI /v1/embeddings, TEI /embed) and search over HTTP.
+    Serve(commands::serve::ServeArgs),
     /// Summarise an index.
     Status(commands::status::StatusArgs),
 }
@@ -67,5 +69,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => commands::status::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Serve(args) => commands::serve::run(args),
     }
 }

@@ -1,5 +1,5 @@
 use crate::postprocess::{l2_normalize, truncate_dimensions};
-use crate::{EmbedError, Result, SentenceTransformerConfig, TextTokenizer};
+use crate::{EmbedError, Result, SentenceTransformerConfig, TextTokenizer, TruncationSide};
 use quiver_runtime::{load_model, Device, EncoderModel, PackedBatch, Pooling};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,8 @@ pub struct EmbedOptions {
     pub max_batch_sequences: usize,
     /// At most this many tokens in one forward pass (one over-long sequence still runs alone).
     pub max_batch_tokens: usize,
+    /// Which end of an over-long text is cut.
+    pub truncation: TruncationSide,
 }
 
 impl Default for EmbedOptions {
@@ -42,6 +44,52 @@ impl Default for EmbedOptions {
             normalize: None,
             max_batch_sequences: 64,
             max_batch_tokens: 8192,
+            truncation: TruncationSide::Right,
+        }
+    }
+}
+
+/// Texts tokenised for the model: what [`Embedder::pool`] takes.
+#[derive(Debug, Clone)]
+pub struct EncodedTexts {
+    /// Token ids of each text, special tokens included, cut at the max length.
+    pub token_ids: Vec<Vec<u32>>,
+    /// Leading prompt tokens that every sequence leaves out of pooling.
+    pub pooling_skip: usize,
+    /// Whether each text was longer than the max length (and so was cut).
+    pub truncated: Vec<bool>,
+}
+
+/// Limits on one forward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchBudget {
+    pub max_sequences: usize,
+    /// One sequence longer than this still runs, alone.
+    pub max_tokens: usize,
+}
+
+impl From<&EmbedOptions> for BatchBudget {
+    fn from(options: &EmbedOptions) -> Self {
+        BatchBudget {
+            max_sequences: options.max_batch_sequences,
+            max_tokens: options.max_batch_tokens,
+        }
+    }
+}
+
+/// What happens to a pooled vector before it is handed out.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputOptions {
+    /// Matryoshka: leading dimensions kept.
+    pub dimensions: usize,
+    pub normalize: bool,
+}
+
+impl OutputOptions {
+    pub fn apply(&self, vector: &mut Vec<f32>) {
+        truncate_dimensions(vector, self.dimensions);
+        if self.normalize {
+            l2_normalize(vector);
         }
     }
 }
@@ -122,43 +170,89 @@ impl Embedder {
         S: AsRef<str>,
         P: Fn(usize),
     {
-        let dimensions = self.output_dimensions(options)?;
+        let output = self.output_options(options)?;
+        let encoded = self.encode(texts, options)?;
+        let sequences: Vec<&[u32]> = encoded.token_ids.iter().map(Vec::as_slice).collect();
+        let skips = vec![encoded.pooling_skip; sequences.len()];
+        let budget = BatchBudget::from(options);
+        let mut vectors = self.pool(&sequences, &skips, budget, progress)?;
+        for vector in &mut vectors {
+            output.apply(vector);
+        }
+        Ok(vectors)
+    }
+
+    /// Tokenises texts as `options` ask (prompt, truncation side): the first half of
+    /// [`Embedder::embed`], for callers that batch sequences from many requests together.
+    pub fn encode<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+    ) -> Result<EncodedTexts> {
         let prompt = self.prompt_text(options)?;
         let prepared: Vec<Cow<'_, str>> = texts
             .iter()
             .map(|text| self.prepare_text(prompt, text.as_ref()))
             .collect();
-        let token_ids = self.tokenizer.encode_batch(&prepared)?;
-        let skip = match prompt {
+        let encodings = self
+            .tokenizer
+            .encode_batch_from(&prepared, options.truncation)?;
+        let pooling_skip = match prompt {
             Some(prompt) if !self.config.include_prompt && !prompt.is_empty() => self
                 .tokenizer
                 .prompt_length(&self.prepare_text(None, prompt))?,
             _ => 0,
         };
-        let normalize = options.normalize.unwrap_or(self.config.normalize);
-        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        for batch_indices in plan_batches(&token_ids, options) {
-            let sequences: Vec<&[u32]> = batch_indices
-                .iter()
-                .map(|&i| token_ids[i].as_slice())
-                .collect();
-            let batch = PackedBatch::from_sequences(&sequences);
+        let (token_ids, truncated) = encodings.into_iter().unzip();
+        Ok(EncodedTexts {
+            token_ids,
+            pooling_skip,
+            truncated,
+        })
+    }
+
+    /// Runs the model over token sequences and pools each into one vector of
+    /// [`Embedder::dimension`] values, neither truncated nor normalised (see
+    /// [`OutputOptions::apply`]). `skips[i]` leading tokens of sequence `i` are left out of
+    /// pooling. `progress` hears how many sequences each forward pass finished.
+    pub fn pool<P: Fn(usize)>(
+        &self,
+        sequences: &[&[u32]],
+        skips: &[usize],
+        budget: BatchBudget,
+        progress: P,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); sequences.len()];
+        for batch_indices in plan_batches(sequences, budget) {
+            let batch_sequences: Vec<&[u32]> =
+                batch_indices.iter().map(|&i| sequences[i]).collect();
+            let batch_skips: Vec<usize> = batch_indices.iter().map(|&i| skips[i]).collect();
+            let batch = PackedBatch::from_sequences(&batch_sequences);
             let hidden = self.model.forward(&batch)?;
-            let skips = vec![skip; sequences.len()];
             let pooled =
                 self.config
                     .pooling
-                    .pool(&hidden, self.model.hidden_size(), &batch, &skips);
-            for (index, mut vector) in batch_indices.into_iter().zip(pooled) {
-                truncate_dimensions(&mut vector, dimensions);
-                if normalize {
-                    l2_normalize(&mut vector);
-                }
+                    .pool(&hidden, self.model.hidden_size(), &batch, &batch_skips);
+            for (index, vector) in batch_indices.into_iter().zip(pooled) {
                 vectors[index] = vector;
             }
-            progress(sequences.len());
+            progress(batch_sequences.len());
         }
         Ok(vectors)
+    }
+
+    /// The text the tokenizer sees for `text` under `options`: with the prompt, lowercased if
+    /// the model asks for it.
+    pub fn input_text<'t>(&self, text: &'t str, options: &EmbedOptions) -> Result<Cow<'t, str>> {
+        Ok(self.prepare_text(self.prompt_text(options)?, text))
+    }
+
+    /// Matryoshka width and normalisation for `options`, checked against this model.
+    pub fn output_options(&self, options: &EmbedOptions) -> Result<OutputOptions> {
+        Ok(OutputOptions {
+            dimensions: self.output_dimensions(options)?,
+            normalize: options.normalize.unwrap_or(self.config.normalize),
+        })
     }
 
     fn output_dimensions(&self, options: &EmbedOptions) -> Result<usize> {
@@ -206,16 +300,16 @@ impl Embedder {
 
 /// Groups sequence indices into forward passes: longest first, so each batch holds sequences
 /// of similar length, bounded by a token budget and a sequence count.
-fn plan_batches(token_ids: &[Vec<u32>], options: &EmbedOptions) -> Vec<Vec<usize>> {
+fn plan_batches(token_ids: &[&[u32]], budget: BatchBudget) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..token_ids.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(token_ids[i].len()));
-    let max_sequences = options.max_batch_sequences.max(1);
+    let max_sequences = budget.max_sequences.max(1);
     let mut batches = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     let mut tokens = 0;
     for index in order {
         let len = token_ids[index].len();
-        let full = current.len() >= max_sequences || tokens + len > options.max_batch_tokens;
+        let full = current.len() >= max_sequences || tokens + len > budget.max_tokens;
         if full && !current.is_empty() {
             batches.push(std::mem::take(&mut current));
             tokens = 0;
@@ -237,12 +331,12 @@ mod tests {
     fn batches_respect_token_budget_and_count() {
         let lengths = [5usize, 100, 3, 100, 50, 1];
         let ids: Vec<Vec<u32>> = lengths.iter().map(|&n| vec![0; n]).collect();
-        let options = EmbedOptions {
-            max_batch_sequences: 2,
-            max_batch_tokens: 150,
-            ..EmbedOptions::default()
+        let sequences: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let budget = BatchBudget {
+            max_sequences: 2,
+            max_tokens: 150,
         };
-        let batches = plan_batches(&ids, &options);
+        let batches = plan_batches(&sequences, budget);
         assert_eq!(batches, vec![vec![1], vec![3, 4], vec![0, 2], vec![5]]);
         let all: usize = batches.iter().map(Vec::len).sum();
         assert_eq!(all, lengths.len());

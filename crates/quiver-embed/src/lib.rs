@@ -17,12 +17,14 @@ mod st_config;
 pub mod testing;
 mod tokenize;
 
-pub use embedder::{EmbedOptions, Embedder, EmbedderOptions};
+pub use embedder::{
+    BatchBudget, EmbedOptions, Embedder, EmbedderOptions, EncodedTexts, OutputOptions,
+};
 pub use error::EmbedError;
 pub use postprocess::{l2_normalize, truncate_dimensions};
 pub use quiver_runtime::{Device, Pooling};
 pub use resolve::{resolve_model, DEFAULT_MODEL};
 pub use st_config::SentenceTransformerConfig;
-pub use tokenize::TextTokenizer;
+pub use tokenize::{TextTokenizer, Token, TruncationSide};
 
 pub type Result<T> = std::result::Result<T, EmbedError>;

@@ -5,8 +5,20 @@ use crate::{EmbedError, Result};
 use std::path::{Path, PathBuf};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+/// Which end of an over-long text the tokenizer cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TruncationSide {
+    /// Keep the beginning (sentence-transformers' behaviour).
+    #[default]
+    Right,
+    /// Keep the end.
+    Left,
+}
+
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer cutting over-long texts at the front.
+    left_truncating: Tokenizer,
     /// The same tokenizer without truncation, for measuring texts longer than the model takes.
     untruncated: Tokenizer,
     path: PathBuf,
@@ -32,16 +44,22 @@ impl TextTokenizer {
         untruncated
             .with_truncation(None)
             .map_err(|e| error(e.to_string()))?;
+        let truncation = |direction| TruncationParams {
+            max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction,
+        };
+        let mut left_truncating = inner.clone();
+        left_truncating
+            .with_truncation(Some(truncation(TruncationDirection::Left)))
+            .map_err(|e| error(e.to_string()))?;
         inner
-            .with_truncation(Some(TruncationParams {
-                max_length,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
+            .with_truncation(Some(truncation(TruncationDirection::Right)))
             .map_err(|e| error(e.to_string()))?;
         Ok(TextTokenizer {
             inner,
+            left_truncating,
             untruncated,
             path,
             max_length,
@@ -55,18 +73,62 @@ impl TextTokenizer {
     /// Token ids of each text, special tokens included, truncated to the max length.
     /// Runs on the tokenizers crate's own thread pool.
     pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        let encodings = self.encode_batch_from(texts, TruncationSide::Right)?;
+        Ok(encodings.into_iter().map(|(ids, _)| ids).collect())
+    }
+
+    /// Token ids of each text, cut at `side` when longer than the max length, with whether it
+    /// was cut.
+    pub fn encode_batch_from<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        side: TruncationSide,
+    ) -> Result<Vec<(Vec<u32>, bool)>> {
+        let tokenizer = match side {
+            TruncationSide::Right => &self.inner,
+            TruncationSide::Left => &self.left_truncating,
+        };
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        let encodings =
-            self.inner
-                .encode_batch(inputs, true)
-                .map_err(|e| EmbedError::Tokenizer {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })?;
+        let encodings = tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| self.error(e))?;
         Ok(encodings
             .into_iter()
-            .map(|encoding| encoding.get_ids().to_vec())
+            .map(|encoding| {
+                let truncated = !encoding.get_overflowing().is_empty();
+                (encoding.get_ids().to_vec(), truncated)
+            })
             .collect())
+    }
+
+    /// Every token of `text` (special tokens included when asked), untruncated, with its byte
+    /// span in `text`; special tokens span nothing.
+    pub fn tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<Token>> {
+        let encoding = self
+            .untruncated
+            .encode(text, add_special_tokens)
+            .map_err(|e| self.error(e))?;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_tokens())
+            .zip(encoding.get_offsets())
+            .zip(encoding.get_special_tokens_mask())
+            .map(|(((&id, token), &(start, end)), &special)| Token {
+                id,
+                text: token.clone(),
+                special: special == 1,
+                start,
+                end,
+            })
+            .collect())
+    }
+
+    fn error(&self, error: tokenizers::Error) -> EmbedError {
+        EmbedError::Tokenizer {
+            path: self.path.clone(),
+            message: error.to_string(),
+        }
     }
 
     /// Byte offsets where each token of `text` starts: special tokens left out, nothing
@@ -75,10 +137,7 @@ impl TextTokenizer {
         let encoding = self
             .untruncated
             .encode(text, false)
-            .map_err(|e| EmbedError::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| self.error(e))?;
         Ok(encoding
             .get_offsets()
             .iter()
@@ -92,4 +151,16 @@ impl TextTokenizer {
         let ids = self.encode_batch(&[prompt])?;
         Ok(ids[0].len().saturating_sub(1))
     }
+}
+
+/// One token as the tokenizer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: u32,
+    /// The vocabulary entry (e.g. `##ing`, `[CLS]`).
+    pub text: String,
+    pub special: bool,
+    /// Byte span in the input.
+    pub start: usize,
+    pub end: usize,
 }

@@ -216,6 +216,14 @@ impl Store {
             .map_err(|e| self.db_error(e))
     }
 
+    /// A number that changes whenever another connection commits to the database: a long-lived
+    /// reader (the server) compares it to know when to reload.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.db_error(e))
+    }
+
     pub fn settings(&self) -> Result<Option<IndexSettings>> {
         let Some(model) = self.meta("model")? else {
             return Ok(None);

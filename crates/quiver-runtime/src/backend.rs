@@ -30,6 +30,15 @@ impl FromStr for Device {
     }
 }
 
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
 impl Device {
     /// Fails unless this build can run on the device.
     pub fn ensure_available(self) -> crate::Result<Self> {

@@ -76,6 +76,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         normalize: args.normalize,
         max_batch_sequences: args.batch_size,
         max_batch_tokens: args.batch_tokens,
+        ..EmbedOptions::default()
     };
     let started = Instant::now();
     let bar = progress::bar(

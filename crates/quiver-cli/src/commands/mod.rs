@@ -3,4 +3,5 @@ pub mod eval;
 pub mod export;
 pub mod index;
 pub mod search;
+pub mod serve;
 pub mod status;

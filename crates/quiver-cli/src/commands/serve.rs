@@ -1,0 +1,254 @@
+//! `quiver serve`: settings from flags, environment variables and a TOML file (in that order of
+//! precedence), the model loaded before the port opens, and a clean stop on Ctrl-C or SIGTERM
+//! that lets requests in flight finish.
+
+use crate::model::load_embedder;
+use anyhow::{bail, Context};
+use clap::Args;
+use quiver_embed::{resolve_model, Device, DEFAULT_MODEL};
+use quiver_index::Store;
+use quiver_server::{BatchSettings, Limits, Server, ServerOptions};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Args, Default)]
+pub struct ServeArgs {
+    /// A model folder or a Hugging Face hub id (default: the index's model with --index, else
+    /// all-MiniLM-L6-v2).
+    #[arg(long, short, env = "QUIVER_MODEL")]
+    model: Option<String>,
+    /// Address to listen on; 127.0.0.1 keeps the server to this machine.
+    #[arg(long, env = "QUIVER_HOST")]
+    host: Option<String>,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, env = "QUIVER_PORT")]
+    port: Option<u16>,
+    /// Index directory to serve `POST /search` from.
+    #[arg(long, env = "QUIVER_INDEX", value_name = "DIR")]
+    index: Option<PathBuf>,
+    #[arg(long, env = "QUIVER_DEVICE")]
+    device: Option<Device>,
+    /// Truncate inputs at this many tokens (default: the model's max_seq_length).
+    #[arg(long, env = "QUIVER_MAX_LENGTH")]
+    max_length: Option<usize>,
+    /// Tokens in one model call (dynamic batching fills calls up to this).
+    #[arg(long, env = "QUIVER_MAX_BATCH_TOKENS")]
+    max_batch_tokens: Option<usize>,
+    /// Texts in one forward pass.
+    #[arg(long, env = "QUIVER_BATCH_SIZE")]
+    batch_size: Option<usize>,
+    /// Milliseconds the model thread waits for more requests before running a batch.
+    #[arg(long, env = "QUIVER_MAX_WAIT_MS")]
+    max_wait_ms: Option<u64>,
+    /// Requests that may wait for the model; more get 429 with Retry-After.
+    #[arg(long, env = "QUIVER_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: Option<usize>,
+    /// Texts one request may send.
+    #[arg(long, env = "QUIVER_MAX_CLIENT_BATCH_SIZE")]
+    max_client_batch_size: Option<usize>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "QUIVER_PAYLOAD_LIMIT")]
+    payload_limit: Option<usize>,
+    /// Cut over-long inputs instead of answering 413 when a request does not say.
+    #[arg(long, env = "QUIVER_AUTO_TRUNCATE")]
+    auto_truncate: Option<bool>,
+    /// Normalise vectors when a request does not say (default: the model's own setting).
+    #[arg(long, env = "QUIVER_NORMALIZE")]
+    normalize: Option<bool>,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "QUIVER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// A TOML file with any of these settings (keys as the flags, with underscores).
+    #[arg(long, env = "QUIVER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// The TOML file's keys; flags and environment variables win over it.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    model: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    index: Option<PathBuf>,
+    device: Option<String>,
+    max_length: Option<usize>,
+    max_batch_tokens: Option<usize>,
+    batch_size: Option<usize>,
+    max_wait_ms: Option<u64>,
+    max_concurrent_requests: Option<usize>,
+    max_client_batch_size: Option<usize>,
+    payload_limit: Option<usize>,
+    auto_truncate: Option<bool>,
+    normalize: Option<bool>,
+    api_key: Option<String>,
+}
+
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 8080;
+const DEFAULT_MAX_BATCH_TOKENS: usize = 16384;
+const DEFAULT_BATCH_SIZE: usize = 64;
+const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
+const DEFAULT_MAX_CLIENT_BATCH_SIZE: usize = 512;
+/// TEI's default payload limit.
+const DEFAULT_PAYLOAD_LIMIT: usize = 2_000_000;
+
+impl ServeArgs {
+    /// Fills what flags and environment left unset from the TOML file.
+    fn merge_file(mut self) -> anyhow::Result<Self> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let file: FileSettings =
+            toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+        let device = file
+            .device
+            .map(|d| d.parse::<Device>())
+            .transpose()
+            .with_context(|| format!("config file {}: field `device`", path.display()))?;
+        self.model = self.model.or(file.model);
+        self.host = self.host.or(file.host);
+        self.port = self.port.or(file.port);
+        self.index = self.index.or(file.index.map(|dir| relative_to(&path, dir)));
+        self.device = self.device.or(device);
+        self.max_length = self.max_length.or(file.max_length);
+        self.max_batch_tokens = self.max_batch_tokens.or(file.max_batch_tokens);
+        self.batch_size = self.batch_size.or(file.batch_size);
+        self.max_wait_ms = self.max_wait_ms.or(file.max_wait_ms);
+        self.max_concurrent_requests = self
+            .max_concurrent_requests
+            .or(file.max_concurrent_requests);
+        self.max_client_batch_size = self.max_client_batch_size.or(file.max_client_batch_size);
+        self.payload_limit = self.payload_limit.or(file.payload_limit);
+        self.auto_truncate = self.auto_truncate.or(file.auto_truncate);
+        self.normalize = self.normalize.or(file.normalize);
+        self.api_key = self.api_key.or(file.api_key);
+        Ok(self)
+    }
+}
+
+/// A path in the config file is read from the file's folder, as a user writing it expects.
+fn relative_to(config: &Path, dir: PathBuf) -> PathBuf {
+    match config.parent() {
+        Some(parent) if dir.is_relative() => parent.join(dir),
+        _ => dir,
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let args = args.merge_file()?;
+    let model = served_model(args.model.as_deref(), args.index.as_deref())?;
+    let device = args.device.unwrap_or_default();
+    let embedder = load_embedder(&model, args.max_length, device)?;
+    let options = ServerOptions {
+        model_id: model.clone(),
+        batching: BatchSettings {
+            max_batch_tokens: positive(
+                args.max_batch_tokens,
+                DEFAULT_MAX_BATCH_TOKENS,
+                "--max-batch-tokens",
+            )?,
+            max_batch_sequences: positive(args.batch_size, DEFAULT_BATCH_SIZE, "--batch-size")?,
+            max_queued_requests: positive(
+                args.max_concurrent_requests,
+                DEFAULT_MAX_CONCURRENT_REQUESTS,
+                "--max-concurrent-requests",
+            )?,
+            max_wait: Duration::from_millis(args.max_wait_ms.unwrap_or(0)),
+        },
+        limits: Limits {
+            max_client_batch_size: positive(
+                args.max_client_batch_size,
+                DEFAULT_MAX_CLIENT_BATCH_SIZE,
+                "--max-client-batch-size",
+            )?,
+            payload_limit: positive(args.payload_limit, DEFAULT_PAYLOAD_LIMIT, "--payload-limit")?,
+            auto_truncate: args.auto_truncate.unwrap_or(false),
+            normalize: args.normalize,
+        },
+        api_key: args.api_key,
+        index: args.index,
+        backend: device.to_string(),
+    };
+    let server = Server::new(embedder, options).context("starting the server")?;
+    let host = args.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
+    let port = args.port.unwrap_or(DEFAULT_PORT);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .with_context(|| format!("listening on {host}:{port}"))?;
+        let address = listener.local_addr()?;
+        eprintln!("quiver: serving {model} on http://{address}");
+        server.run(listener, shutdown_signal()).await?;
+        eprintln!("quiver: stopped");
+        Ok(())
+    })
+}
+
+fn positive(value: Option<usize>, default: usize, flag: &str) -> anyhow::Result<usize> {
+    match value {
+        Some(0) => bail!("{flag} must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+/// The model to serve: the one asked for, which must be the index's when both are given; else
+/// the index's; else the default.
+fn served_model(asked: Option<&str>, index: Option<&Path>) -> anyhow::Result<String> {
+    let Some(dir) = index else {
+        return Ok(asked.unwrap_or(DEFAULT_MODEL).to_string());
+    };
+    let store =
+        Store::open(dir, false).with_context(|| format!("opening index {}", dir.display()))?;
+    let settings = store.settings()?.with_context(|| {
+        format!(
+            "the index at {} is empty: run `quiver index` first",
+            dir.display()
+        )
+    })?;
+    let Some(asked) = asked else {
+        return Ok(settings.model);
+    };
+    let same = asked == settings.model
+        || matches!(
+            (resolve_model(asked), resolve_model(&settings.model)),
+            (Ok(a), Ok(b)) if a.canonicalize().ok() == b.canonicalize().ok()
+        );
+    if !same {
+        bail!(
+            "the index at {} was built with model {}, not {asked}: serve it with that model \
+             (or leave --model out)",
+            dir.display(),
+            settings.model
+        );
+    }
+    Ok(asked.to_string())
+}
+
+/// Ctrl-C, or SIGTERM where there is one.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    eprintln!("quiver: stopping; finishing requests in flight");
+}

@@ -1,0 +1,191 @@
+//! Dynamic batching: requests queue their token sequences; one model thread takes what is
+//! queued, up to a token budget, and runs it as one call, so that under load many small
+//! requests share forward passes and throughput approaches offline `quiver embed`.
+//!
+//! The queue is bounded in requests: when it is full a request is refused at once (the route
+//! answers 429) rather than held in memory.
+
+use crate::metrics::Metrics;
+use quiver_embed::{BatchBudget, Embedder};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How the model thread forms batches.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Tokens in one model call; a single request over this still runs, alone.
+    pub max_batch_tokens: usize,
+    /// Texts in one forward pass.
+    pub max_batch_sequences: usize,
+    /// Requests that may wait for the model before new ones get 429.
+    pub max_queued_requests: usize,
+    /// How long the model thread waits for more requests to fill a batch once it has one.
+    /// Zero: it takes what is queued and goes; requests that arrive meanwhile form the next.
+    pub max_wait: Duration,
+}
+
+/// One request's sequences, pooled vectors coming back on `reply`.
+struct Job {
+    sequences: Vec<Vec<u32>>,
+    pooling_skip: usize,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+}
+
+impl Job {
+    fn tokens(&self) -> usize {
+        self.sequences.iter().map(Vec::len).sum()
+    }
+}
+
+/// The queue was full.
+#[derive(Debug)]
+pub struct QueueFull;
+
+/// The sending half of the queue; cloned into every route.
+pub struct Batcher {
+    sender: SyncSender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+impl Batcher {
+    /// Starts the model thread. It runs until every [`Batcher`] is dropped.
+    pub fn start(
+        embedder: Arc<Embedder>,
+        settings: BatchSettings,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Batcher, JoinHandle<()>)> {
+        let (sender, receiver) = sync_channel(settings.max_queued_requests.max(1));
+        let worker = ModelThread {
+            embedder,
+            settings,
+            metrics: metrics.clone(),
+            receiver,
+            held_over: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("quiver-model".into())
+            .spawn(move || worker.run())?;
+        Ok((Batcher { sender, metrics }, handle))
+    }
+
+    /// Queues sequences for pooling; the vectors (model width, not normalised) come back on
+    /// the returned receiver, in order.
+    pub fn submit(
+        &self,
+        sequences: Vec<Vec<u32>>,
+        pooling_skip: usize,
+    ) -> Result<oneshot::Receiver<Result<Vec<Vec<f32>>, String>>, QueueFull> {
+        let (reply, receiver) = oneshot::channel();
+        let job = Job {
+            sequences,
+            pooling_skip,
+            reply,
+        };
+        // Counted before sending so the model thread's decrement never runs first.
+        self.metrics.queue_depth.inc();
+        match self.sender.try_send(job) {
+            Ok(()) => Ok(receiver),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.metrics.queue_depth.dec();
+                Err(QueueFull)
+            }
+        }
+    }
+}
+
+struct ModelThread {
+    embedder: Arc<Embedder>,
+    settings: BatchSettings,
+    metrics: Arc<Metrics>,
+    receiver: Receiver<Job>,
+    /// A job taken from the queue that did not fit the last batch; it opens the next.
+    held_over: Option<Job>,
+}
+
+impl ModelThread {
+    fn run(mut self) {
+        while let Some(first) = self.next_job() {
+            let jobs = self.fill_batch(first);
+            self.run_batch(jobs);
+        }
+    }
+
+    fn next_job(&mut self) -> Option<Job> {
+        if let Some(job) = self.held_over.take() {
+            return Some(job);
+        }
+        let job = self.receiver.recv().ok()?;
+        self.metrics.queue_depth.dec();
+        Some(job)
+    }
+
+    /// Adds queued jobs to `first` until the token budget is reached, the queue is empty and
+    /// the wait is over.
+    fn fill_batch(&mut self, first: Job) -> Vec<Job> {
+        let deadline = Instant::now() + self.settings.max_wait;
+        let mut tokens = first.tokens();
+        let mut jobs = vec![first];
+        while tokens < self.settings.max_batch_tokens {
+            let waited = match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => self.receiver.recv_timeout(left),
+                _ => self
+                    .receiver
+                    .try_recv()
+                    .map_err(|_| RecvTimeoutError::Timeout),
+            };
+            let Ok(job) = waited else { break };
+            self.metrics.queue_depth.dec();
+            let job_tokens = job.tokens();
+            if tokens + job_tokens > self.settings.max_batch_tokens {
+                self.held_over = Some(job);
+                break;
+            }
+            tokens += job_tokens;
+            jobs.push(job);
+        }
+        jobs
+    }
+
+    fn run_batch(&self, jobs: Vec<Job>) {
+        // A client that went away no longer needs its vectors.
+        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        if jobs.is_empty() {
+            return;
+        }
+        let sequences: Vec<&[u32]> = jobs
+            .iter()
+            .flat_map(|job| job.sequences.iter().map(Vec::as_slice))
+            .collect();
+        let skips: Vec<usize> = jobs
+            .iter()
+            .flat_map(|job| std::iter::repeat_n(job.pooling_skip, job.sequences.len()))
+            .collect();
+        let tokens: usize = sequences.iter().map(|s| s.len()).sum();
+        let budget = BatchBudget {
+            max_sequences: self.settings.max_batch_sequences,
+            max_tokens: self.settings.max_batch_tokens,
+        };
+        let started = Instant::now();
+        let pooled = self.embedder.pool(&sequences, &skips, budget, |_| {});
+        self.metrics
+            .record_batch(sequences.len(), tokens, started.elapsed());
+        match pooled {
+            Ok(vectors) => {
+                let mut vectors = vectors.into_iter();
+                for job in jobs {
+                    let mine: Vec<Vec<f32>> = vectors.by_ref().take(job.sequences.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(error) => {
+                tracing::error!("model call failed: {error}");
+                for job in jobs {
+                    let _ = job.reply.send(Err(error.to_string()));
+                }
+            }
+        }
+    }
+}

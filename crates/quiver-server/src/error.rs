@@ -1,0 +1,145 @@
+//! Errors a request can get back. Every one is a JSON body naming the problem, shaped the way
+//! the API the client speaks expects: OpenAI's `{"error": {"message", "type", ...}}` on `/v1/`
+//! routes, Text Embeddings Inference's `{"error", "error_type"}` elsewhere.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Which API's error shape a response takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    OpenAi,
+    Tei,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or asks for something impossible (4xx).
+    Validation,
+    /// The queue is full: try again later (429).
+    Overloaded,
+    /// Missing or wrong bearer token (401).
+    Unauthorized,
+    /// The model or index failed (500).
+    Backend,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: ErrorKind,
+    pub message: String,
+    pub flavor: Flavor,
+}
+
+/// Seconds a client is told to wait after a 429.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+impl ApiError {
+    pub fn validation(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind: ErrorKind::Validation,
+            message: message.into(),
+            flavor: Flavor::Tei,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::validation(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn overloaded() -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: ErrorKind::Overloaded,
+            message: "the request queue is full; retry after a moment".into(),
+            flavor: Flavor::Tei,
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            kind: ErrorKind::Unauthorized,
+            message: "missing or wrong API key: send `Authorization: Bearer <key>`".into(),
+            flavor: Flavor::Tei,
+        }
+    }
+
+    pub fn backend(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: ErrorKind::Backend,
+            message: message.into(),
+            flavor: Flavor::Tei,
+        }
+    }
+
+    pub fn flavored(mut self, flavor: Flavor) -> Self {
+        self.flavor = flavor;
+        self
+    }
+
+    fn body(&self) -> serde_json::Value {
+        match self.flavor {
+            Flavor::Tei => json!({
+                "error": self.message,
+                "error_type": match self.kind {
+                    ErrorKind::Validation => "Validation",
+                    ErrorKind::Overloaded => "Overloaded",
+                    ErrorKind::Unauthorized => "Unauthorized",
+                    ErrorKind::Backend => "Backend",
+                },
+            }),
+            Flavor::OpenAi => json!({
+                "error": {
+                    "message": self.message,
+                    "type": match self.kind {
+                        ErrorKind::Validation => "invalid_request_error",
+                        ErrorKind::Overloaded => "rate_limit_exceeded",
+                        ErrorKind::Unauthorized => "authentication_error",
+                        ErrorKind::Backend => "server_error",
+                    },
+                    "param": null,
+                    "code": null,
+                }
+            }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if self.kind == ErrorKind::Overloaded {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+impl From<quiver_embed::EmbedError> for ApiError {
+    fn from(error: quiver_embed::EmbedError) -> Self {
+        use quiver_embed::EmbedError;
+        match error {
+            EmbedError::UnknownPrompt { .. } | EmbedError::Dimensions { .. } => {
+                ApiError::bad_request(error.to_string())
+            }
+            other => ApiError::backend(other.to_string()),
+        }
+    }
+}
+
+impl From<quiver_index::IndexError> for ApiError {
+    fn from(error: quiver_index::IndexError) -> Self {
+        match error {
+            quiver_index::IndexError::BadGlob { .. } => ApiError::bad_request(error.to_string()),
+            other => ApiError::backend(other.to_string()),
+        }
+    }
+}

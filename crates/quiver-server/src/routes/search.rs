@@ -1,0 +1,118 @@
+//! `POST /search`: hybrid, vector or keyword search over the index the server was started
+//! with (`--index DIR`), the same search as `quiver search`.
+
+use crate::error::ApiError;
+use crate::input::parse_body;
+use crate::state::{AppState, EmbedRequest};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use quiver_index::{SearchFilter, SearchHit, SearchMode, SearchRequest, DEFAULT_KEYWORD_WEIGHT};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::sync::Arc;
+
+/// Most results one search may ask for.
+const MAX_K: usize = 1000;
+
+fn default_k() -> usize {
+    10
+}
+
+fn search_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SearchMode, D::Error> {
+    String::deserialize(deserializer)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+#[derive(Deserialize)]
+pub struct SearchBody {
+    query: String,
+    #[serde(default = "default_k")]
+    k: usize,
+    #[serde(default, deserialize_with = "search_mode")]
+    mode: SearchMode,
+    /// Only chunks in these languages.
+    #[serde(default)]
+    languages: Vec<String>,
+    /// Only chunks whose path matches this glob.
+    path: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SearchResponse {
+    results: Vec<SearchHit>,
+}
+
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let Some(index) = &state.index else {
+        return Err(ApiError::validation(
+            StatusCode::NOT_FOUND,
+            "no index is loaded: start the server with --index DIR",
+        ));
+    };
+    let request: SearchBody = parse_body(body)?;
+    if request.query.trim().is_empty() {
+        return Err(ApiError::bad_request("`query` is empty"));
+    }
+    if request.k == 0 || request.k > MAX_K {
+        return Err(ApiError::bad_request(format!(
+            "`k` must be between 1 and {MAX_K}"
+        )));
+    }
+    let languages = request
+        .languages
+        .iter()
+        .map(|name| {
+            quiver_chunk::Language::from_name(name)
+                .map(|language| language.name().to_string())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "`languages`: {name:?} is not a language Quiver knows"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let filter = SearchFilter::new(languages, request.path.as_deref())?;
+    let query_vector = match request.mode {
+        SearchMode::Keyword => None,
+        _ => {
+            let settings = index.settings();
+            let embedded = state
+                .embed(
+                    vec![request.query.clone()],
+                    EmbedRequest {
+                        prompt_name: settings.query_prompt.clone(),
+                        dimensions: Some(settings.dimension)
+                            .filter(|&d| d != state.embedder.dimension()),
+                        normalize: Some(settings.normalize),
+                        truncate: Some(true),
+                        ..EmbedRequest::default()
+                    },
+                )
+                .await?;
+            embedded.vectors.into_iter().next()
+        }
+    };
+    let state = state.clone();
+    let hits = tokio::task::spawn_blocking(move || {
+        let Some(index) = &state.index else {
+            return Ok(Vec::new());
+        };
+        index.search(&SearchRequest {
+            query: &request.query,
+            query_vector: query_vector.as_deref(),
+            mode: request.mode,
+            k: request.k,
+            filter: &filter,
+            keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::backend(format!("search task failed: {e}")))??;
+    Ok(Json(SearchResponse { results: hits }))
+}

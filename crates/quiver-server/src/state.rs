@@ -1,0 +1,112 @@
+//! What every route shares: the model, the batching queue, limits, metrics and the optional
+//! index; and the embedding pipeline the routes have in common (tokenise, check length, queue,
+//! pool, truncate and normalise).
+
+use crate::batcher::Batcher;
+use crate::error::ApiError;
+use crate::input::InputLimits;
+use crate::metrics::Metrics;
+use crate::search_index::SearchIndex;
+use axum::http::StatusCode;
+use quiver_embed::{EmbedOptions, Embedder, TruncationSide};
+use std::sync::Arc;
+
+/// Server-wide limits and defaults.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Texts one request may send.
+    pub max_client_batch_size: usize,
+    /// Largest request body, in bytes.
+    pub payload_limit: usize,
+    /// Cut over-long inputs instead of answering 413, when a request does not say.
+    pub auto_truncate: bool,
+    /// Normalise vectors when a request does not say; `None`: the model's own setting.
+    pub normalize: Option<bool>,
+}
+
+pub struct AppState {
+    /// The model id or folder as the user named it (echoed as `model` in responses).
+    pub model_id: String,
+    pub embedder: Arc<Embedder>,
+    pub batcher: Batcher,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub index: Option<SearchIndex>,
+    /// Bearer token every route but `/health` requires, when set.
+    pub api_key: Option<String>,
+    pub max_batch_tokens: usize,
+    pub max_queued_requests: usize,
+    /// Where the model runs, for `/info` (`cpu`, `cuda:0`).
+    pub backend: String,
+}
+
+/// What one request asks of the embedding pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedRequest {
+    pub prompt_name: Option<String>,
+    pub dimensions: Option<usize>,
+    /// `None`: the model's own setting.
+    pub normalize: Option<bool>,
+    /// `None`: the server's `--auto-truncate`.
+    pub truncate: Option<bool>,
+    pub truncation: TruncationSide,
+}
+
+/// Vectors for a request's texts, in order, with the tokens they took.
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+}
+
+impl AppState {
+    pub fn input_limits(&self) -> InputLimits {
+        InputLimits {
+            max_inputs: self.limits.max_client_batch_size,
+        }
+    }
+
+    pub async fn embed(
+        &self,
+        texts: Vec<String>,
+        request: EmbedRequest,
+    ) -> Result<Embedded, ApiError> {
+        let options = EmbedOptions {
+            prompt_name: request.prompt_name,
+            dimensions: request.dimensions,
+            normalize: request.normalize.or(self.limits.normalize),
+            truncation: request.truncation,
+            ..EmbedOptions::default()
+        };
+        let output = self.embedder.output_options(&options)?;
+        let embedder = self.embedder.clone();
+        let encoded = tokio::task::spawn_blocking(move || embedder.encode(&texts, &options))
+            .await
+            .map_err(|e| ApiError::backend(format!("tokenizer task failed: {e}")))??;
+        let truncate = request.truncate.unwrap_or(self.limits.auto_truncate);
+        if !truncate {
+            if let Some(position) = encoded.truncated.iter().position(|&cut| cut) {
+                return Err(ApiError::validation(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "input {position} is longer than the model's {} tokens: send \
+                         \"truncate\": true, or start the server with --auto-truncate",
+                        self.embedder.max_length()
+                    ),
+                ));
+            }
+        }
+        let tokens = encoded.token_ids.iter().map(Vec::len).sum();
+        let pending = self
+            .batcher
+            .submit(encoded.token_ids, encoded.pooling_skip)
+            .map_err(|_| ApiError::overloaded())?;
+        let mut vectors = pending
+            .await
+            .map_err(|_| ApiError::backend("the model thread stopped"))?
+            .map_err(ApiError::backend)?;
+        for vector in &mut vectors {
+            output.apply(vector);
+        }
+        Ok(Embedded { vectors, tokens })
+    }
+}
