@@ -1,0 +1,471 @@
+//! `quiver serve` end to end: the real binary on a loopback port, a real HTTP client, the real
+//! all-MiniLM-L6-v2 weights.
+
+mod common;
+
+use base64::Engine;
+use common::server::{start, Reply, Served};
+use common::{model_dir, quiver, temp_dir};
+use serde_json::{json, Value};
+
+fn model() -> String {
+    model_dir().to_str().expect("utf-8").to_string()
+}
+
+fn serve(extra: &[&str]) -> Served {
+    let model = model();
+    let mut args = vec!["--model", model.as_str()];
+    args.extend_from_slice(extra);
+    start(&args, &[])
+}
+
+fn vectors(value: &Value) -> Vec<Vec<f32>> {
+    serde_json::from_value(value.clone()).expect("array of vectors")
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// What `quiver embed` gives for the same texts, offline.
+fn offline_vectors(texts: &[&str], extra: &[&str]) -> Vec<Vec<f32>> {
+    let model = model();
+    let mut args = vec!["embed", "--model", model.as_str()];
+    args.extend_from_slice(extra);
+    let jsonl: Vec<String> = texts.iter().map(|t| json!({ "text": t }).to_string()).collect();
+    let output = quiver(&args, &jsonl.join("\n"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).expect("JSONL");
+            serde_json::from_value(row["embedding"].clone()).expect("vector")
+        })
+        .collect()
+}
+
+fn assert_error(reply: &Reply, status: u16, needle: &str) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    let message = reply.body["error"]["message"]
+        .as_str()
+        .or(reply.body["error"].as_str())
+        .unwrap_or_else(|| panic!("no JSON error in {}", reply.body));
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+}
+
+const TEXTS: [&str; 3] = [
+    "def add(a, b):\n    return a + b",
+    "fn main() { println!(\"hi\"); }",
+    "How do I parse a config file?",
+];
+
+#[test]
+fn embedding_routes_give_the_offline_vectors() {
+    let server = serve(&[]);
+    let offline = offline_vectors(&TEXTS, &[]);
+
+    let openai = server.post(
+        "/v1/embeddings",
+        &json!({"input": TEXTS, "model": "x"}).to_string(),
+    );
+    assert_eq!(openai.status, 200, "{}", openai.body);
+    assert_eq!(openai.body["object"], "list");
+    assert_eq!(openai.body["model"], model());
+    let data = openai.body["data"].as_array().expect("data");
+    assert_eq!(data.len(), 3);
+    for (i, item) in data.iter().enumerate() {
+        assert_eq!(item["index"], i);
+        let vector: Vec<f32> = serde_json::from_value(item["embedding"].clone()).unwrap();
+        assert!(cosine(&vector, &offline[i]) > 0.99999, "text {i}");
+    }
+    let tokens = openai.body["usage"]["prompt_tokens"].as_u64().unwrap();
+    let counted = server.post("/tokenize", &json!({"inputs": TEXTS}).to_string());
+    let expected: usize = counted
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_array().unwrap().len())
+        .sum();
+    assert_eq!(tokens as usize, expected);
+
+    let single = server.post(
+        "/v1/embeddings",
+        &json!({"input": TEXTS[1], "encoding_format": "base64"}).to_string(),
+    );
+    let encoded = single.body["data"][0]["embedding"]
+        .as_str()
+        .expect("base64 string");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert!(cosine(&decoded, &offline[1]) > 0.99999);
+
+    let tei = server.post("/embed", &json!({"inputs": TEXTS}).to_string());
+    assert_eq!(tei.status, 200, "{}", tei.body);
+    for (got, want) in vectors(&tei.body).iter().zip(&offline) {
+        assert!(cosine(got, want) > 0.99999);
+    }
+
+    let short = offline_vectors(&TEXTS[..1], &["--dimensions", "64"]);
+    let matryoshka = server.post(
+        "/embed",
+        &json!({"inputs": TEXTS[0], "dimensions": 64}).to_string(),
+    );
+    let got = &vectors(&matryoshka.body)[0];
+    assert_eq!(got.len(), 64);
+    assert!(cosine(got, &short[0]) > 0.99999);
+    let openai_dims = server.post(
+        "/v1/embeddings",
+        &json!({"input": TEXTS[0], "dimensions": 64}).to_string(),
+    );
+    assert_eq!(
+        openai_dims.body["data"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        64
+    );
+
+    let similarity = server.post(
+        "/similarity",
+        &json!({"inputs": {"source_sentence": TEXTS[0], "sentences": [TEXTS[0], TEXTS[2]]}})
+            .to_string(),
+    );
+    let scores: Vec<f32> = serde_json::from_value(similarity.body.clone()).expect("scores");
+    assert!((scores[0] - 1.0).abs() < 1e-4, "{scores:?}");
+    assert!((scores[1] - cosine(&offline[0], &offline[2])).abs() < 1e-4);
+
+    let info = server.get("/info");
+    assert_eq!(info.body["dimensions"], 384);
+    assert_eq!(info.body["max_input_length"], 256);
+}
+
+#[test]
+fn tokenize_reports_offsets_in_the_input() {
+    let server = serve(&[]);
+    let reply = server.post("/tokenize", &json!({"inputs": "hello world"}).to_string());
+    let tokens = reply.body[0].as_array().expect("tokens");
+    let texts: Vec<&str> = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["[CLS]", "hello", "world", "[SEP]"]);
+    assert_eq!(tokens[2]["start"], 6);
+    assert_eq!(tokens[2]["stop"], 11);
+    assert_eq!(tokens[0]["special"], true);
+    let bare = server.post(
+        "/tokenize",
+        &json!({"inputs": "hello world", "add_special_tokens": false}).to_string(),
+    );
+    assert_eq!(bare.body[0].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn bad_requests_get_a_json_error_naming_the_problem() {
+    let server = serve(&["--max-client-batch-size", "4", "--payload-limit", "20000"]);
+    assert_error(&server.post("/embed", "{\"inputs\": "), 400, "invalid JSON");
+    assert_error(&server.post("/embed", ""), 400, "empty");
+    assert_error(
+        &server.post("/embed", "{\"inputs\": [\"a\", 7]}"),
+        422,
+        "inputs[1]",
+    );
+    assert_error(
+        &server.post("/embed", "{\"input\": \"a\"}"),
+        422,
+        "missing field `inputs`",
+    );
+    assert_error(
+        &server.post("/embed", "{\"inputs\": \"a\", \"dimensions\": 999}"),
+        400,
+        "999",
+    );
+    assert_error(
+        &server.post("/embed", "{\"inputs\": \"a\", \"prompt_name\": \"query\"}"),
+        400,
+        "query",
+    );
+    assert_error(
+        &server.post(
+            "/embed",
+            "{\"inputs\": \"a\", \"truncation_direction\": \"up\"}",
+        ),
+        422,
+        "truncation direction",
+    );
+    assert_error(
+        &server.post("/v1/embeddings", "{\"input\": [\"a\", \"\"]}"),
+        400,
+        "input[1]",
+    );
+    assert_error(
+        &server.post("/v1/embeddings", "{\"input\": [[1, 2]]}"),
+        422,
+        "input[0]",
+    );
+    assert_error(
+        &server.post("/v1/embeddings", "{\"input\": []}"),
+        400,
+        "empty list",
+    );
+    let five = json!({"input": ["a", "b", "c", "d", "e"]}).to_string();
+    assert_error(&server.post("/v1/embeddings", &five), 413, "at most 4");
+    let huge = json!({"inputs": "word ".repeat(5000)}).to_string();
+    assert_error(&server.post("/embed", &huge), 413, "too large");
+    assert_error(&server.get("/nowhere"), 404, "no route");
+    assert_error(&server.get("/embed"), 405, "GET");
+    assert_error(
+        &server.post("/search", "{\"query\": \"x\"}"),
+        404,
+        "--index",
+    );
+
+    let long = "token ".repeat(400);
+    assert_error(
+        &server.post("/embed", &json!({"inputs": long}).to_string()),
+        413,
+        "256 tokens",
+    );
+    let cut = server.post(
+        "/embed",
+        &json!({"inputs": long, "truncate": true}).to_string(),
+    );
+    assert_eq!(cut.status, 200);
+    let left = server.post(
+        "/embed",
+        &json!({"inputs": format!("{long} tail words differ"), "truncate": true, "truncation_direction": "Left"}).to_string(),
+    );
+    let right_cut = vectors(&cut.body);
+    assert!(
+        cosine(&vectors(&left.body)[0], &right_cut[0]) < 0.9999,
+        "left truncation keeps the end"
+    );
+
+    // Still serving after all of that.
+    assert_eq!(server.get("/health").status, 200);
+    let metrics = server.get_text("/metrics");
+    assert!(
+        metrics.contains("quiver_requests_total{route=\"/embed\",status=\"413\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn api_key_guards_every_route_but_health() {
+    let model = model();
+    let server = start(&["--model", &model], &[("QUIVER_API_KEY", "s3cret")]);
+    assert_eq!(server.get("/health").status, 200);
+    let body = json!({"inputs": "a"}).to_string();
+    assert_error(&server.post("/embed", &body), 401, "API key");
+    assert_error(
+        &server.post_with("/embed", &body, Some("wrong")),
+        401,
+        "API key",
+    );
+    assert_eq!(
+        server.post_with("/embed", &body, Some("s3cret")).status,
+        200
+    );
+    let openai = server.post("/v1/embeddings", &json!({"input": "a"}).to_string());
+    assert_eq!(openai.body["error"]["type"], "authentication_error");
+    assert_eq!(server.get("/info").status, 401);
+}
+
+#[test]
+fn concurrent_requests_share_model_calls() {
+    let server = serve(&["--max-wait-ms", "50"]);
+    let clients = 12;
+    std::thread::scope(|scope| {
+        for i in 0..clients {
+            let server = &server;
+            scope.spawn(move || {
+                let reply = server.post(
+                    "/embed",
+                    &json!({"inputs": format!("query number {i}")}).to_string(),
+                );
+                assert_eq!(reply.status, 200);
+            });
+        }
+    });
+    let metrics = server.get_text("/metrics");
+    let calls = metric(&metrics, "quiver_batch_sequences_count");
+    let texts = metric(&metrics, "quiver_batch_sequences_sum");
+    // The warm-up runs outside the queue, so every counted text is a request's.
+    assert_eq!(texts, clients as f64);
+    assert!(
+        calls < clients as f64,
+        "{calls} model calls for {clients} requests: no merging"
+    );
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("{name} missing from {text}"))
+}
+
+#[test]
+fn a_full_queue_answers_429_and_shutdown_finishes_requests_in_flight() {
+    let server = serve(&["--max-concurrent-requests", "1", "--auto-truncate", "true"]);
+    // About 38,000 tokens: seconds of model time, so the requests below find it busy.
+    let heavy: Vec<String> = (0..150)
+        .map(|i| format!("{i} {}", "lorem ipsum dolor ".repeat(90)))
+        .collect();
+    let heavy_body = json!({"inputs": heavy}).to_string();
+    std::thread::scope(|scope| {
+        let busy = scope.spawn(|| server.post("/embed", &heavy_body));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let queued = scope.spawn(|| {
+            server.post(
+                "/embed",
+                &json!({"inputs": "waits in the queue"}).to_string(),
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let refused = server.post(
+            "/embed",
+            &json!({"inputs": "finds the queue full"}).to_string(),
+        );
+        assert_error(&refused, 429, "queue is full");
+        assert_eq!(refused.retry_after.as_deref(), Some("1"));
+        assert_eq!(queued.join().unwrap().status, 200);
+        assert_eq!(busy.join().unwrap().status, 200);
+    });
+    let in_flight = std::thread::scope(|scope| {
+        let request = scope.spawn(|| server.post("/embed", &heavy_body));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (status, log) = server.terminate();
+        (request.join().unwrap(), status, log)
+    });
+    let (reply, status, log) = in_flight;
+    assert_eq!(reply.status, 200, "the request in flight was finished");
+    assert_eq!(vectors(&reply.body).len(), 150);
+    assert!(status.success(), "{status:?}");
+    assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
+}
+
+#[test]
+fn search_serves_an_index_and_sees_reindexing() {
+    let root = temp_dir("serve-search");
+    std::fs::write(
+        root.join("geometry.py"),
+        "def circle_area(radius):\n    return 3.14159 * radius * radius\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("net.py"),
+        "def open_socket(host, port):\n    return connect(host, port)\n",
+    )
+    .unwrap();
+    let model = model();
+    let root_arg = root.to_str().unwrap();
+    let indexed = quiver(&["index", root_arg, "--model", &model], "");
+    assert!(
+        indexed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&indexed.stderr)
+    );
+    let index = root.join(".quiver");
+    let index_arg = index.to_str().unwrap();
+    // The model comes from the index.
+    let server = start(&["--index", index_arg], &[]);
+    let hits = server.post(
+        "/search",
+        &json!({"query": "area of a circle", "k": 1}).to_string(),
+    );
+    assert_eq!(hits.status, 200, "{}", hits.body);
+    assert_eq!(hits.body["results"][0]["chunk"]["path"], "geometry.py");
+    let keyword = server.post(
+        "/search",
+        &json!({"query": "open_socket", "mode": "keyword"}).to_string(),
+    );
+    assert_eq!(keyword.body["results"][0]["chunk"]["path"], "net.py");
+    assert_error(
+        &server.post(
+            "/search",
+            &json!({"query": "x", "languages": ["klingon"]}).to_string(),
+        ),
+        400,
+        "klingon",
+    );
+    assert_error(
+        &server.post(
+            "/search",
+            &json!({"query": "x", "mode": "psychic"}).to_string(),
+        ),
+        422,
+        "psychic",
+    );
+
+    std::fs::write(
+        root.join("sort.py"),
+        "def bubble_sort(items):\n    return sorted(items)\n",
+    )
+    .unwrap();
+    let again = quiver(&["index", root_arg, "--model", &model], "");
+    assert!(again.status.success());
+    let fresh = server.post(
+        "/search",
+        &json!({"query": "sort a list of items", "k": 1, "mode": "vector"}).to_string(),
+    );
+    assert_eq!(fresh.body["results"][0]["chunk"]["path"], "sort.py");
+    let info = server.get("/info");
+    assert_eq!(info.body["index"]["chunks"], 3);
+}
+
+#[test]
+fn settings_come_from_a_toml_file_below_flags_and_environment() {
+    let dir = temp_dir("serve-config");
+    let config = dir.join("quiver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "model = {:?}\nmax_client_batch_size = 2\nmax_batch_tokens = 999\n",
+            model()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let server = start(
+        &["--config", config_arg],
+        &[("QUIVER_MAX_BATCH_TOKENS", "777")],
+    );
+    let info = server.get("/info");
+    assert_eq!(info.body["max_client_batch_size"], 2);
+    assert_eq!(
+        info.body["max_batch_tokens"], 777,
+        "environment wins over the file"
+    );
+    drop(server);
+    let flagged = start(
+        &["--config", config_arg, "--max-client-batch-size", "3"],
+        &[],
+    );
+    assert_eq!(
+        flagged.get("/info").body["max_client_batch_size"],
+        3,
+        "a flag wins over the file"
+    );
+    drop(flagged);
+
+    std::fs::write(&config, "max_batch_tokenz = 5\n").unwrap();
+    let output = quiver(&["serve", "--config", config_arg], "");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("max_batch_tokenz") && stderr.contains("quiver.toml"),
+        "{stderr}"
+    );
+}
