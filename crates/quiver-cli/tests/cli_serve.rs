@@ -34,7 +34,10 @@ fn offline_vectors(texts: &[&str], extra: &[&str]) -> Vec<Vec<f32>> {
     let model = model();
     let mut args = vec!["embed", "--model", model.as_str()];
     args.extend_from_slice(extra);
-    let jsonl: Vec<String> = texts.iter().map(|t| json!({ "text": t }).to_string()).collect();
+    let jsonl: Vec<String> = texts
+        .iter()
+        .map(|t| json!({ "text": t }).to_string())
+        .collect();
     let output = quiver(&args, &jsonl.join("\n"));
     assert!(
         output.status.success(),

@@ -15,6 +15,10 @@ pub enum TruncationSide {
     Left,
 }
 
+/// Up to this many texts are tokenised on the calling thread. `encode_batch` hands work to the
+/// rayon pool, where a server's short query would wait behind the model's matrix products.
+const SEQUENTIAL_BATCH: usize = 8;
+
 pub struct TextTokenizer {
     inner: Tokenizer,
     /// The same tokenizer cutting over-long texts at the front.
@@ -88,10 +92,16 @@ impl TextTokenizer {
             TruncationSide::Right => &self.inner,
             TruncationSide::Left => &self.left_truncating,
         };
-        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        let encodings = tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| self.error(e))?;
+        let encodings = if texts.len() <= SEQUENTIAL_BATCH {
+            texts
+                .iter()
+                .map(|text| tokenizer.encode(text.as_ref(), true))
+                .collect::<tokenizers::Result<Vec<_>>>()
+        } else {
+            let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+            tokenizer.encode_batch(inputs, true)
+        }
+        .map_err(|e| self.error(e))?;
         Ok(encodings
             .into_iter()
             .map(|encoding| {

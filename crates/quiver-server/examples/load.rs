@@ -44,7 +44,9 @@ fn main() {
     latencies.sort();
     let percentile = |p: f64| {
         let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        latencies
+            .get(index)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!(
         "{}",

@@ -27,11 +27,14 @@ pub struct BatchSettings {
     pub max_wait: Duration,
 }
 
+/// Pooled vectors for one request, in order, or why the model failed.
+pub type PooledReply = Result<Vec<Vec<f32>>, String>;
+
 /// One request's sequences, pooled vectors coming back on `reply`.
 struct Job {
     sequences: Vec<Vec<u32>>,
     pooling_skip: usize,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+    reply: oneshot::Sender<PooledReply>,
 }
 
 impl Job {
@@ -65,9 +68,17 @@ impl Batcher {
             receiver,
             held_over: None,
         };
+        // The model thread is itself a worker of the pool the model's parallel loops run on:
+        // its dozens of parallel sections per forward pass then split work with a neighbour
+        // instead of injecting each one into the pool from outside and sleeping until it ends.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("quiver-model-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
         let handle = std::thread::Builder::new()
             .name("quiver-model".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || pool.install(|| worker.run()))?;
         Ok((Batcher { sender, metrics }, handle))
     }
 
@@ -77,7 +88,7 @@ impl Batcher {
         &self,
         sequences: Vec<Vec<u32>>,
         pooling_skip: usize,
-    ) -> Result<oneshot::Receiver<Result<Vec<Vec<f32>>, String>>, QueueFull> {
+    ) -> Result<oneshot::Receiver<PooledReply>, QueueFull> {
         let (reply, receiver) = oneshot::channel();
         let job = Job {
             sequences,

@@ -54,6 +54,7 @@ pub fn start(args: &[&str], env: &[(&str, &str)]) -> Served {
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("quiver serve did not start: {}", seen.join("\n"));
             }
         }
