@@ -4,7 +4,7 @@ mod attention;
 mod layer_norm;
 mod linear;
 
-pub use attention::{bidirectional_attention, AttentionShape};
+pub use attention::{bidirectional_attention, AttentionShape, RelativePositionBias};
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 

@@ -1,8 +1,9 @@
 //! BERT encoders: all-MiniLM-L6-v2, bge-*, e5-*, and every other `model_type: "bert"` folder.
 
-use super::{EncoderModel, ModelConfig};
+use super::post_norm::{LayerNames, LayerShape, PostNormLayer, Scratch};
+use super::{layer_shape, EncoderModel, ModelConfig};
 use crate::kernels::Activation;
-use crate::layers::{bidirectional_attention, AttentionShape, LayerNorm, Linear};
+use crate::layers::LayerNorm;
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
@@ -47,24 +48,27 @@ struct Embeddings {
     norm: LayerNorm,
 }
 
-struct Layer {
-    qkv: Linear,
-    attention_out: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
-}
-
 pub struct BertModel {
     config: Config,
     activation: Activation,
     embeddings: Embeddings,
-    layers: Vec<Layer>,
+    shape: LayerShape,
+    layers: Vec<PostNormLayer>,
 }
 
 /// Weight-name prefixes under which BERT checkpoints are found in the wild.
 const PREFIXES: &[&str] = &["", "bert.", "model."];
+
+const LAYER_NAMES: LayerNames = LayerNames {
+    query: "attention.self.query",
+    key: "attention.self.key",
+    value: "attention.self.value",
+    attention_out: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+};
 
 impl BertModel {
     pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
@@ -85,15 +89,13 @@ impl BertModel {
                 config.position_embedding_type
             )));
         }
-        if config.num_attention_heads == 0
-            || !config
-                .hidden_size
-                .is_multiple_of(config.num_attention_heads)
-        {
-            return Err(config_error(
-                "field `num_attention_heads` must divide `hidden_size`".into(),
-            ));
-        }
+        let shape = layer_shape(
+            model_config,
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+            config.layer_norm_eps,
+        )?;
         store.select_prefix("embeddings.word_embeddings.weight", PREFIXES)?;
         let h = config.hidden_size;
         let eps = config.layer_norm_eps as f32;
@@ -111,12 +113,20 @@ impl BertModel {
             norm: LayerNorm::load(store, "embeddings.LayerNorm", h, eps)?,
         };
         let layers = (0..config.num_hidden_layers)
-            .map(|index| load_layer(store, &config, index))
+            .map(|index| {
+                PostNormLayer::load(
+                    store,
+                    &format!("encoder.layer.{index}"),
+                    &LAYER_NAMES,
+                    shape,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(BertModel {
             config,
             activation,
             embeddings,
+            shape,
             layers,
         })
     }
@@ -145,52 +155,6 @@ impl BertModel {
     }
 }
 
-fn load_layer(store: &TensorStore<'_>, config: &Config, index: usize) -> Result<Layer> {
-    let h = config.hidden_size;
-    let eps = config.layer_norm_eps as f32;
-    let prefix = format!("encoder.layer.{index}");
-    let attention = |name: &str| {
-        Linear::load(
-            store,
-            &format!("{prefix}.attention.self.{name}"),
-            h,
-            h,
-            true,
-        )
-    };
-    Ok(Layer {
-        qkv: Linear::concat(&[attention("query")?, attention("key")?, attention("value")?]),
-        attention_out: Linear::load(
-            store,
-            &format!("{prefix}.attention.output.dense"),
-            h,
-            h,
-            true,
-        )?,
-        attention_norm: LayerNorm::load(
-            store,
-            &format!("{prefix}.attention.output.LayerNorm"),
-            h,
-            eps,
-        )?,
-        intermediate: Linear::load(
-            store,
-            &format!("{prefix}.intermediate.dense"),
-            h,
-            config.intermediate_size,
-            true,
-        )?,
-        output: Linear::load(
-            store,
-            &format!("{prefix}.output.dense"),
-            config.intermediate_size,
-            h,
-            true,
-        )?,
-        output_norm: LayerNorm::load(store, &format!("{prefix}.output.LayerNorm"), h, eps)?,
-    })
-}
-
 impl EncoderModel for BertModel {
     fn hidden_size(&self) -> usize {
         self.config.hidden_size
@@ -206,39 +170,17 @@ impl EncoderModel for BertModel {
 
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         batch.validate(self.max_positions(), self.vocab_size())?;
-        let tokens = batch.num_tokens();
-        let shape = AttentionShape {
-            num_heads: self.config.num_attention_heads,
-            head_dim: self.config.hidden_size / self.config.num_attention_heads,
-        };
         let mut hidden = self.embed(batch);
-        // Scratch buffers live across layers: no allocation inside the layer loop after the first.
-        let (mut qkv, mut context, mut projected, mut intermediate) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let h = self.config.hidden_size;
+        let mut scratch = Scratch::default();
         for layer in &self.layers {
-            layer.qkv.forward(&hidden, tokens, &mut qkv);
-            bidirectional_attention(&qkv, batch, shape, &mut context);
-            layer
-                .attention_out
-                .forward_then(&context, tokens, &mut projected, |block, rows| {
-                    let residual = &hidden[rows.start * h..rows.end * h];
-                    layer.attention_norm.forward_residual(block, residual);
-                });
-            std::mem::swap(&mut hidden, &mut projected);
-
-            layer
-                .intermediate
-                .forward_then(&hidden, tokens, &mut intermediate, |block, _| {
-                    self.activation.apply(block)
-                });
-            layer
-                .output
-                .forward_then(&intermediate, tokens, &mut projected, |block, rows| {
-                    let residual = &hidden[rows.start * h..rows.end * h];
-                    layer.output_norm.forward_residual(block, residual);
-                });
-            std::mem::swap(&mut hidden, &mut projected);
+            layer.forward(
+                &mut hidden,
+                batch,
+                self.shape,
+                self.activation,
+                None,
+                &mut scratch,
+            );
         }
         Ok(hidden)
     }

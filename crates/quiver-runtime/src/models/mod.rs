@@ -5,6 +5,8 @@
 //! [`SUPPORTED_ARCHITECTURES`], and a parity test with its fixture.
 
 pub mod bert;
+pub mod mpnet;
+mod post_norm;
 
 use crate::weights::WeightFiles;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -12,7 +14,7 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 /// The `model_type` values Quiver can run.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["bert"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["bert", "mpnet"];
 
 /// A loaded encoder: token ids in, one hidden state per token out.
 pub trait EncoderModel: Send + Sync {
@@ -74,10 +76,36 @@ pub fn load_model(dir: &Path) -> Result<Box<dyn EncoderModel>> {
     let mut store = files.tensors()?;
     match config.model_type.as_str() {
         "bert" => Ok(Box::new(bert::BertModel::load(&config, &mut store)?)),
+        "mpnet" => Ok(Box::new(mpnet::MpnetModel::load(&config, &mut store)?)),
         other => Err(RuntimeError::UnsupportedArchitecture {
             found: other.to_string(),
             path: config.path.clone(),
             supported: SUPPORTED_ARCHITECTURES.join(", "),
         }),
     }
+}
+
+/// The shape every encoder layer shares, checked: the heads must split the hidden width.
+pub(crate) fn layer_shape(
+    config: &ModelConfig,
+    hidden: usize,
+    num_heads: usize,
+    intermediate: usize,
+    layer_norm_eps: f64,
+) -> Result<post_norm::LayerShape> {
+    if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
+        return Err(RuntimeError::Config {
+            path: config.path.clone(),
+            message: "field `num_attention_heads` must divide `hidden_size`".into(),
+        });
+    }
+    Ok(post_norm::LayerShape {
+        hidden,
+        intermediate,
+        layer_norm_eps: layer_norm_eps as f32,
+        attention: crate::layers::AttentionShape {
+            num_heads,
+            head_dim: hidden / num_heads,
+        },
+    })
 }

@@ -1,15 +1,35 @@
-//! Parity with sentence-transformers on the real all-MiniLM-L6-v2 weights.
+//! Parity with sentence-transformers on real weights: all-MiniLM-L6-v2 (BERT) and
+//! all-mpnet-base-v2 (MPNet).
 //!
-//! The reference vectors in `fixtures/bert/` were computed by sentence-transformers with the
-//! script beside them. The weights come from `scripts/fetch-test-models` (PyPI, no hub).
+//! The reference vectors in `fixtures/<arch>/` were computed by sentence-transformers with
+//! `fixtures/make_reference.py`. The weights come from `scripts/fetch-test-models` (PyPI, no hub).
+//! Every check runs for every model (`parity_tests!` at the end).
 
 use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// A real model and the fixture computed from it.
+#[derive(Clone, Copy)]
+struct Case {
+    model: &'static str,
+    fixture: &'static str,
+}
+
+const MINILM: Case = Case {
+    model: "all-MiniLM-L6-v2",
+    fixture: "bert/all-MiniLM-L6-v2.json",
+};
+
+const MPNET: Case = Case {
+    model: "all-mpnet-base-v2",
+    fixture: "mpnet/all-mpnet-base-v2.json",
+};
+
 #[derive(Deserialize)]
 struct Reference {
+    max_seq_length: usize,
     texts: Vec<String>,
     token_counts: Vec<usize>,
     embeddings: Vec<Vec<f32>>,
@@ -40,14 +60,21 @@ struct ShortCase {
     embeddings: Vec<Vec<f32>>,
 }
 
-fn model_dir() -> PathBuf {
-    quiver_embed::testing::fetched_model_dir("all-MiniLM-L6-v2")
-}
+impl Case {
+    fn model_dir(self) -> PathBuf {
+        quiver_embed::testing::fetched_model_dir(self.model)
+    }
 
-fn reference() -> Reference {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert/all-MiniLM-L6-v2.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    fn reference(self) -> Reference {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(self.fixture);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn load(self, options: &EmbedderOptions) -> Embedder {
+        Embedder::load(&self.model_dir(), options).unwrap()
+    }
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -74,12 +101,11 @@ fn assert_parity(label: &str, texts: &[String], got: &[Vec<f32>], want: &[Vec<f3
     }
 }
 
-#[test]
-fn matches_sentence_transformers_on_varied_texts() {
-    let reference = reference();
+fn matches_sentence_transformers_on_varied_texts(case: Case) {
+    let reference = case.reference();
     assert!(reference.texts.len() >= 50);
-    let embedder = Embedder::load(&model_dir(), &EmbedderOptions::default()).unwrap();
-    assert_eq!(embedder.max_length(), 256);
+    let embedder = case.load(&EmbedderOptions::default());
+    assert_eq!(embedder.max_length(), reference.max_seq_length);
     let counts: Vec<usize> = embedder
         .tokenizer()
         .encode_batch(&reference.texts)
@@ -89,7 +115,7 @@ fn matches_sentence_transformers_on_varied_texts() {
         .collect();
     assert_eq!(
         counts, reference.token_counts,
-        "token counts (truncation at 256)"
+        "token counts (truncation at the max length)"
     );
     let vectors = embedder
         .embed(&reference.texts, &EmbedOptions::default())
@@ -97,11 +123,10 @@ fn matches_sentence_transformers_on_varied_texts() {
     assert_parity("full", &reference.texts, &vectors, &reference.embeddings);
 }
 
-#[test]
-fn matryoshka_truncation_matches() {
-    let reference = reference();
+fn matryoshka_truncation_matches(case: Case) {
+    let reference = case.reference();
     let texts = &reference.texts[..reference.dimension_cases.texts];
-    let embedder = Embedder::load(&model_dir(), &EmbedderOptions::default()).unwrap();
+    let embedder = case.load(&EmbedderOptions::default());
     for (dimensions, want) in &reference.dimension_cases.embeddings {
         let options = EmbedOptions {
             dimensions: Some(dimensions.parse().unwrap()),
@@ -111,15 +136,14 @@ fn matryoshka_truncation_matches() {
         assert_parity(&format!("{dimensions} dimensions"), texts, &got, want);
     }
     let too_many = EmbedOptions {
-        dimensions: Some(385),
+        dimensions: Some(embedder.dimension() + 1),
         ..EmbedOptions::default()
     };
     assert!(embedder.embed(texts, &too_many).is_err());
 }
 
-#[test]
-fn configured_max_length_truncates_like_sentence_transformers() {
-    let reference = reference();
+fn configured_max_length_truncates_like_sentence_transformers(model: Case) {
+    let reference = model.reference();
     let case = &reference.short_max_length;
     let texts: Vec<String> = case
         .indices
@@ -130,7 +154,7 @@ fn configured_max_length_truncates_like_sentence_transformers() {
         max_length: Some(case.max_length),
         ..EmbedderOptions::default()
     };
-    let embedder = Embedder::load(&model_dir(), &options).unwrap();
+    let embedder = model.load(&options);
     let counts: Vec<usize> = embedder
         .tokenizer()
         .encode_batch(&texts)
@@ -143,11 +167,10 @@ fn configured_max_length_truncates_like_sentence_transformers() {
     assert_parity("max length 32", &texts, &got, &case.embeddings);
 }
 
-#[test]
-fn batching_does_not_change_vectors() {
-    let reference = reference();
+fn batching_does_not_change_vectors(case: Case) {
+    let reference = case.reference();
     let texts = &reference.texts[..20];
-    let embedder = Embedder::load(&model_dir(), &EmbedderOptions::default()).unwrap();
+    let embedder = case.load(&EmbedderOptions::default());
     let together = embedder.embed(texts, &EmbedOptions::default()).unwrap();
     let one_at_a_time = EmbedOptions {
         max_batch_sequences: 1,
@@ -169,35 +192,74 @@ fn batching_does_not_change_vectors() {
 
 /// The model folder again, but with `include_prompt: false` in its pooling config, as
 /// instruction-tuned models ship it.
-fn model_pooling_without_prompt() -> PathBuf {
-    let pooling = model_dir().join("1_Pooling/config.json");
+fn model_pooling_without_prompt(case: Case) -> PathBuf {
+    let pooling = case.model_dir().join("1_Pooling/config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pooling).unwrap()).unwrap();
     config["include_prompt"] = serde_json::Value::Bool(false);
     quiver_embed::testing::model_variant(
-        "all-MiniLM-L6-v2",
-        "no-prompt-pooling",
+        case.model,
+        &format!("no-prompt-pooling-{}", case.model),
         "1_Pooling/config.json",
         Some(&config.to_string()),
     )
 }
 
-#[test]
-fn prompts_are_prepended_and_left_out_of_pooling_when_configured() {
-    let reference = reference();
+fn prompts_are_prepended_and_left_out_of_pooling_when_configured(model: Case) {
+    let reference = model.reference();
     let case = &reference.prompt_cases;
     let texts = &reference.texts[..case.texts];
     let options = EmbedOptions {
         prompt: Some(case.prompt.clone()),
         ..EmbedOptions::default()
     };
-    let embedder = Embedder::load(&model_dir(), &EmbedderOptions::default()).unwrap();
+    let embedder = model.load(&EmbedderOptions::default());
     let included = embedder.embed(texts, &options).unwrap();
     assert_parity("prompt included", texts, &included, &case.included);
 
-    let embedder =
-        Embedder::load(&model_pooling_without_prompt(), &EmbedderOptions::default()).unwrap();
+    let embedder = Embedder::load(
+        &model_pooling_without_prompt(model),
+        &EmbedderOptions::default(),
+    )
+    .unwrap();
     assert!(!embedder.config().include_prompt);
     let excluded = embedder.embed(texts, &options).unwrap();
     assert_parity("prompt excluded", texts, &excluded, &case.excluded);
 }
+
+/// Every parity check above, as tests of one model.
+macro_rules! parity_tests {
+    ($module:ident, $case:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn matches_sentence_transformers_on_varied_texts() {
+                super::matches_sentence_transformers_on_varied_texts($case);
+            }
+
+            #[test]
+            fn matryoshka_truncation_matches() {
+                super::matryoshka_truncation_matches($case);
+            }
+
+            #[test]
+            fn configured_max_length_truncates_like_sentence_transformers() {
+                super::configured_max_length_truncates_like_sentence_transformers($case);
+            }
+
+            #[test]
+            fn batching_does_not_change_vectors() {
+                super::batching_does_not_change_vectors($case);
+            }
+
+            #[test]
+            fn prompts_are_prepended_and_left_out_of_pooling_when_configured() {
+                super::prompts_are_prepended_and_left_out_of_pooling_when_configured($case);
+            }
+        }
+    };
+}
+
+parity_tests!(bert_all_minilm_l6_v2, MINILM);
+parity_tests!(mpnet_all_mpnet_base_v2, MPNET);

@@ -1,0 +1,288 @@
+//! MPNet encoders: sentence-transformers/all-mpnet-base-v2 and every `model_type: "mpnet"`
+//! folder.
+//!
+//! A BERT-shaped post-norm encoder with two differences, read from Hugging Face's
+//! `modeling_mpnet.py`: positions count from `pad_token_id + 1` (as RoBERTa's do) and there are no
+//! token types; and every layer adds one shared, learned relative-position bias to its attention
+//! scores, looked up by T5-style buckets of the distance between query and key.
+
+use super::post_norm::{LayerNames, LayerShape, PostNormLayer, Scratch};
+use super::{layer_shape, EncoderModel, ModelConfig};
+use crate::kernels::Activation;
+use crate::layers::{LayerNorm, RelativePositionBias};
+use crate::weights::TensorStore;
+use crate::{PackedBatch, Result, RuntimeError};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_buckets")]
+    pub relative_attention_num_buckets: usize,
+    #[serde(default = "default_pad_token_id")]
+    pub pad_token_id: usize,
+}
+
+fn default_hidden_act() -> String {
+    "gelu".into()
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-5
+}
+fn default_buckets() -> usize {
+    32
+}
+fn default_pad_token_id() -> usize {
+    1
+}
+
+/// Distances beyond this share the last bucket (`compute_position_bias` leaves it at 128).
+const MAX_DISTANCE: f32 = 128.0;
+
+const PREFIXES: &[&str] = &["", "mpnet.", "model."];
+
+const LAYER_NAMES: LayerNames = LayerNames {
+    query: "attention.attn.q",
+    key: "attention.attn.k",
+    value: "attention.attn.v",
+    attention_out: "attention.attn.o",
+    attention_norm: "attention.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+};
+
+pub struct MpnetModel {
+    config: Config,
+    activation: Activation,
+    word_embeddings: Vec<f32>,
+    position_embeddings: Vec<f32>,
+    embedding_norm: LayerNorm,
+    /// `[bucket, head]`, as stored.
+    relative_bias: Vec<f32>,
+    shape: LayerShape,
+    layers: Vec<PostNormLayer>,
+}
+
+impl MpnetModel {
+    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+        let config: Config = model_config.parse()?;
+        let config_error = |message: String| RuntimeError::Config {
+            path: model_config.path.clone(),
+            message,
+        };
+        let activation = Activation::from_config_name(&config.hidden_act).ok_or_else(|| {
+            config_error(format!(
+                "field `hidden_act`: unsupported activation `{}`",
+                config.hidden_act
+            ))
+        })?;
+        if config.max_position_embeddings <= config.pad_token_id + 1 {
+            return Err(config_error(
+                "field `max_position_embeddings` leaves no positions after `pad_token_id`".into(),
+            ));
+        }
+        if config.relative_attention_num_buckets < 4 {
+            return Err(config_error(
+                "field `relative_attention_num_buckets` must be at least 4".into(),
+            ));
+        }
+        let shape = layer_shape(
+            model_config,
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+            config.layer_norm_eps,
+        )?;
+        store.select_prefix("embeddings.word_embeddings.weight", PREFIXES)?;
+        let h = config.hidden_size;
+        let layers = (0..config.num_hidden_layers)
+            .map(|index| {
+                PostNormLayer::load(
+                    store,
+                    &format!("encoder.layer.{index}"),
+                    &LAYER_NAMES,
+                    shape,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MpnetModel {
+            word_embeddings: store
+                .get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position_embeddings: store.get(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            embedding_norm: LayerNorm::load(
+                store,
+                "embeddings.LayerNorm",
+                h,
+                shape.layer_norm_eps,
+            )?,
+            relative_bias: store.get(
+                "encoder.relative_attention_bias.weight",
+                &[
+                    config.relative_attention_num_buckets,
+                    config.num_attention_heads,
+                ],
+            )?,
+            config,
+            activation,
+            shape,
+            layers,
+        })
+    }
+
+    fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
+        let h = self.config.hidden_size;
+        let first_position = self.config.pad_token_id + 1;
+        let mut hidden = vec![0.0f32; batch.num_tokens() * h];
+        for range in batch.ranges() {
+            for (offset, token) in range.enumerate() {
+                let id = batch.token_ids[token] as usize;
+                let position = first_position + offset;
+                let word = &self.word_embeddings[id * h..(id + 1) * h];
+                let pos = &self.position_embeddings[position * h..(position + 1) * h];
+                let out = &mut hidden[token * h..(token + 1) * h];
+                for ((o, w), p) in out.iter_mut().zip(word).zip(pos) {
+                    *o = w + p;
+                }
+            }
+        }
+        self.embedding_norm.forward(&mut hidden);
+        hidden
+    }
+
+    /// The bias table for sequences up to `span` tokens.
+    fn position_bias(&self, span: usize) -> RelativePositionBias {
+        let heads = self.config.num_attention_heads;
+        let buckets = self.config.relative_attention_num_buckets;
+        RelativePositionBias::new(heads, span, |head, offset| {
+            self.relative_bias[relative_position_bucket(offset, buckets) * heads + head]
+        })
+    }
+}
+
+/// T5's bidirectional bucketing of `query - key`, as `MPNetEncoder.relative_position_bucket`
+/// computes it: half the buckets for keys after the query; within each half, exact buckets for
+/// distances under a quarter of the buckets, then logarithmic ones up to [`MAX_DISTANCE`]. The
+/// arithmetic is f32, as torch's, so boundaries fall where the reference puts them.
+fn relative_position_bucket(query_minus_key: isize, num_buckets: usize) -> usize {
+    let half = num_buckets / 2;
+    let mut bucket = if query_minus_key < 0 { half } else { 0 };
+    let distance = query_minus_key.unsigned_abs();
+    let max_exact = half / 2;
+    if distance < max_exact {
+        bucket += distance;
+    } else {
+        let exact = max_exact as f32;
+        let scaled = (distance as f32 / exact).ln() / (MAX_DISTANCE / exact).ln()
+            * (half - max_exact) as f32;
+        bucket += (max_exact + scaled as usize).min(half - 1);
+    }
+    bucket
+}
+
+impl EncoderModel for MpnetModel {
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.config.max_position_embeddings - self.config.pad_token_id - 1
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
+        batch.validate(self.max_positions(), self.vocab_size())?;
+        let bias = self.position_bias(batch.max_len());
+        let mut hidden = self.embed(batch);
+        let mut scratch = Scratch::default();
+        for layer in &self.layers {
+            layer.forward(
+                &mut hidden,
+                batch,
+                self.shape,
+                self.activation,
+                Some(&bias),
+                &mut scratch,
+            );
+        }
+        Ok(hidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_match_the_reference_implementation() {
+        // Every offset in -300..=300 where MPNetEncoder.relative_position_bucket (transformers
+        // 5.23, torch) moves to a new bucket with 32 buckets, and the bucket it moves to.
+        let transitions: [(isize, usize); 31] = [
+            (-300, 31),
+            (-90, 30),
+            (-63, 29),
+            (-45, 28),
+            (-31, 27),
+            (-22, 26),
+            (-15, 25),
+            (-11, 24),
+            (-7, 23),
+            (-6, 22),
+            (-5, 21),
+            (-4, 20),
+            (-3, 19),
+            (-2, 18),
+            (-1, 17),
+            (0, 0),
+            (1, 1),
+            (2, 2),
+            (3, 3),
+            (4, 4),
+            (5, 5),
+            (6, 6),
+            (7, 7),
+            (8, 8),
+            (12, 9),
+            (16, 10),
+            (23, 11),
+            (32, 12),
+            (46, 13),
+            (64, 14),
+            (91, 15),
+        ];
+        let mut expected = Vec::new();
+        for offset in -300isize..=300 {
+            let bucket = transitions
+                .iter()
+                .rev()
+                .find(|(start, _)| *start <= offset)
+                .map(|(_, bucket)| *bucket)
+                .unwrap();
+            expected.push((offset, bucket));
+        }
+        // Between transitions the bucket holds, so every offset is checked.
+        let cases = expected;
+        for (offset, bucket) in cases {
+            assert_eq!(
+                relative_position_bucket(offset, 32),
+                bucket,
+                "offset {offset}"
+            );
+        }
+    }
+}
