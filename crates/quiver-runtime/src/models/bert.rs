@@ -1,4 +1,7 @@
-//! BERT encoders: all-MiniLM-L6-v2, bge-*, e5-*, and every other `model_type: "bert"` folder.
+//! BERT encoders: all-MiniLM-L6-v2, bge-*, e5-*, and every other `model_type: "bert"` folder;
+//! and RoBERTa / XLM-RoBERTa (`"roberta"`, `"xlm-roberta"`: CodeBERT, st-codesearch-distilroberta,
+//! the XLM-R base of multilingual embedders), which are the same network with positions counted
+//! from `pad_token_id + 1` (`create_position_ids_from_input_ids` in `modeling_roberta.py`).
 
 use super::post_norm::{LayerNames, LayerShape, PostNormLayer, Scratch};
 use super::{layer_shape, EncoderModel, ModelConfig};
@@ -25,6 +28,8 @@ pub struct Config {
     pub layer_norm_eps: f64,
     #[serde(default = "default_position_embedding_type")]
     pub position_embedding_type: String,
+    #[serde(default)]
+    pub pad_token_id: usize,
 }
 
 fn default_hidden_act() -> String {
@@ -50,6 +55,9 @@ struct Embeddings {
 
 pub struct BertModel {
     config: Config,
+    /// Position-table row of a sequence's first token: 0 for BERT, `pad_token_id + 1` for
+    /// RoBERTa.
+    first_position: usize,
     activation: Activation,
     embeddings: Embeddings,
     shape: LayerShape,
@@ -57,7 +65,7 @@ pub struct BertModel {
 }
 
 /// Weight-name prefixes under which BERT checkpoints are found in the wild.
-const PREFIXES: &[&str] = &["", "bert.", "model."];
+const PREFIXES: &[&str] = &["", "bert.", "roberta.", "model."];
 
 const LAYER_NAMES: LayerNames = LayerNames {
     query: "attention.self.query",
@@ -73,6 +81,10 @@ const LAYER_NAMES: LayerNames = LayerNames {
 impl BertModel {
     pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
+        let first_position = match model_config.model_type.as_str() {
+            "roberta" | "xlm-roberta" | "camembert" => config.pad_token_id + 1,
+            _ => 0,
+        };
         let config_error = |message: String| RuntimeError::Config {
             path: model_config.path.clone(),
             message,
@@ -83,6 +95,11 @@ impl BertModel {
                 config.hidden_act
             ))
         })?;
+        if config.max_position_embeddings <= first_position {
+            return Err(config_error(
+                "field `max_position_embeddings` leaves no positions after `pad_token_id`".into(),
+            ));
+        }
         if config.position_embedding_type != "absolute" {
             return Err(config_error(format!(
                 "field `position_embedding_type`: `{}` is not supported (only `absolute`)",
@@ -124,6 +141,7 @@ impl BertModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(BertModel {
             config,
+            first_position,
             activation,
             embeddings,
             shape,
@@ -135,8 +153,9 @@ impl BertModel {
         let h = self.config.hidden_size;
         let mut hidden = vec![0.0f32; batch.num_tokens() * h];
         for range in batch.ranges() {
-            for (position, token) in range.enumerate() {
+            for (offset, token) in range.enumerate() {
                 let id = batch.token_ids[token] as usize;
+                let position = self.first_position + offset;
                 let word = &self.embeddings.word[id * h..(id + 1) * h];
                 let pos = &self.embeddings.position[position * h..(position + 1) * h];
                 let out = &mut hidden[token * h..(token + 1) * h];
@@ -161,7 +180,7 @@ impl EncoderModel for BertModel {
     }
 
     fn max_positions(&self) -> usize {
-        self.config.max_position_embeddings
+        self.config.max_position_embeddings - self.first_position
     }
 
     fn vocab_size(&self) -> usize {

@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 /// The `model_type` values Quiver can run.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["bert", "mpnet"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] =
+    &["bert", "roberta", "xlm-roberta", "camembert", "mpnet"];
 
 /// A loaded encoder: token ids in, one hidden state per token out.
 pub trait EncoderModel: Send + Sync {
@@ -75,7 +76,9 @@ pub fn load_model(dir: &Path) -> Result<Box<dyn EncoderModel>> {
     let files = WeightFiles::open(dir)?;
     let mut store = files.tensors()?;
     match config.model_type.as_str() {
-        "bert" => Ok(Box::new(bert::BertModel::load(&config, &mut store)?)),
+        "bert" | "roberta" | "xlm-roberta" | "camembert" => {
+            Ok(Box::new(bert::BertModel::load(&config, &mut store)?))
+        }
         "mpnet" => Ok(Box::new(mpnet::MpnetModel::load(&config, &mut store)?)),
         other => Err(RuntimeError::UnsupportedArchitecture {
             found: other.to_string(),
