@@ -37,6 +37,8 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Serve embeddings (OpenAI /v1/embeddings, TEI /embed) and search over HTTP.
     Serve(commands::serve::ServeArgs),
+    /// Known models (`list`) and what one model is (`info ID`).
+    Models(commands::models::ModelsArgs),
     /// Summarise an index.
     Status(commands::status::StatusArgs),
 }
@@ -70,5 +72,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => commands::eval::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Models(args) => commands::models::run(args),
     }
 }

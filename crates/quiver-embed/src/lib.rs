@@ -12,6 +12,7 @@
 mod embedder;
 mod error;
 mod postprocess;
+mod registry;
 mod resolve;
 mod st_config;
 pub mod testing;
@@ -23,7 +24,8 @@ pub use embedder::{
 pub use error::EmbedError;
 pub use postprocess::{l2_normalize, truncate_dimensions};
 pub use quiver_runtime::{Device, Pooling};
-pub use resolve::{resolve_model, DEFAULT_MODEL};
+pub use registry::{find_model, ModelCard, RecommendedDevice, KNOWN_MODELS};
+pub use resolve::{resolve_local_model, resolve_model, DEFAULT_MODEL};
 pub use st_config::SentenceTransformerConfig;
 pub use tokenize::{TextTokenizer, Token, TruncationSide};
 

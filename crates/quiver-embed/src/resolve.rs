@@ -23,18 +23,7 @@ const OPTIONAL_FILES: &[&str] = &[
 
 /// Resolves `spec` to a folder that holds at least config.json, tokenizer.json and weights.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
-    let as_path = Path::new(spec);
-    if as_path.is_dir() {
-        check_folder(spec, as_path)?;
-        return Ok(as_path.to_path_buf());
-    }
-    if !looks_like_hub_id(spec) {
-        return Err(not_found(
-            spec,
-            "no such folder, and it is not a hub id of the form `organisation/name`",
-        ));
-    }
-    if let Some(dir) = cached_snapshot(spec) {
+    if let Some(dir) = local_model(spec)? {
         return Ok(dir);
     }
     if offline() {
@@ -44,6 +33,27 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
         ));
     }
     download(spec)
+}
+
+/// Like [`resolve_model`], but never downloads: a folder, or a hub id already in the cache.
+pub fn resolve_local_model(spec: &str) -> Result<PathBuf> {
+    local_model(spec)?.ok_or_else(|| not_found(spec, "it is not in the Hugging Face cache"))
+}
+
+/// The folder `spec` names, or its cached snapshot; `None` for a hub id not in the cache.
+fn local_model(spec: &str) -> Result<Option<PathBuf>> {
+    let as_path = Path::new(spec);
+    if as_path.is_dir() {
+        check_folder(spec, as_path)?;
+        return Ok(Some(as_path.to_path_buf()));
+    }
+    if !looks_like_hub_id(spec) {
+        return Err(not_found(
+            spec,
+            "no such folder, and it is not a hub id of the form `organisation/name`",
+        ));
+    }
+    Ok(cached_snapshot(spec))
 }
 
 fn looks_like_hub_id(spec: &str) -> bool {

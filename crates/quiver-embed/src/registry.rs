@@ -1,0 +1,338 @@
+//! What Quiver knows about the models code-retrieval users pick, before any is downloaded:
+//! `quiver models list` and `quiver models info ID` print it. The model folder stays the
+//! authority at run time (its configs decide pooling, prompts and length); this table is for
+//! choosing a model, and says whether Quiver runs its architecture yet and how that was checked.
+
+use serde::Serialize;
+
+/// Where a model is worth running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecommendedDevice {
+    /// Small enough for a laptop CPU at indexing speed.
+    Cpu,
+    /// Over a billion parameters or long contexts: a GPU for indexing, a CPU only for queries.
+    Gpu,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCard {
+    pub id: &'static str,
+    /// `model_type` in its config.json.
+    pub architecture: &'static str,
+    pub parameters_millions: u32,
+    pub dimensions: usize,
+    /// Widths it was trained to be truncated to (Matryoshka); empty when none.
+    pub matryoshka_dimensions: &'static [usize],
+    /// Tokens it reads (its `max_seq_length`, else its position table).
+    pub max_tokens: usize,
+    pub pooling: &'static str,
+    /// Named prompts (`name`, text) as its config_sentence_transformers.json defines them.
+    pub prompts: &'static [(&'static str, &'static str)],
+    pub licence: &'static str,
+    pub device: RecommendedDevice,
+    /// How Quiver's output was checked against the reference implementation.
+    pub checked: &'static str,
+    pub note: &'static str,
+}
+
+impl ModelCard {
+    /// Whether this build runs the model.
+    pub fn supported(&self) -> bool {
+        self.checked != NOT_YET
+    }
+}
+
+const PARITY_REAL: &str =
+    "parity test on the real weights (cosine >= 0.9999 to sentence-transformers)";
+const TINY: &str = "architecture checked on a tiny random-weight model against transformers";
+const FAMILY: &str = "architecture covered by the BERT parity test; these weights not tested here";
+const NOT_YET: &str = "architecture not supported yet";
+
+const E5_PROMPTS: &[(&str, &str)] = &[("query", "query: "), ("passage", "passage: ")];
+const BGE_PROMPTS: &[(&str, &str)] = &[(
+    "query",
+    "Represent this sentence for searching relevant passages: ",
+)];
+const NOMIC_PROMPTS: &[(&str, &str)] = &[
+    ("query", "search_query: "),
+    ("document", "search_document: "),
+    ("clustering", "clustering: "),
+    ("classification", "classification: "),
+];
+const WEB_SEARCH_INSTRUCTION: &[(&str, &str)] = &[(
+    "query",
+    "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: ",
+)];
+
+/// Every model the issues name, and the default.
+pub const KNOWN_MODELS: &[ModelCard] = &[
+    ModelCard {
+        id: "sentence-transformers/all-MiniLM-L6-v2",
+        architecture: "bert",
+        parameters_millions: 23,
+        dimensions: 384,
+        matryoshka_dimensions: &[],
+        max_tokens: 256,
+        pooling: "mean",
+        prompts: &[],
+        licence: "apache-2.0",
+        device: RecommendedDevice::Cpu,
+        checked: PARITY_REAL,
+        note: "Quiver's default: fast on a CPU.",
+    },
+    ModelCard {
+        id: "sentence-transformers/all-mpnet-base-v2",
+        architecture: "mpnet",
+        parameters_millions: 110,
+        dimensions: 768,
+        matryoshka_dimensions: &[],
+        max_tokens: 384,
+        pooling: "mean",
+        prompts: &[],
+        licence: "apache-2.0",
+        device: RecommendedDevice::Cpu,
+        checked: PARITY_REAL,
+        note: "",
+    },
+    ModelCard {
+        id: "BAAI/bge-small-en-v1.5",
+        architecture: "bert",
+        parameters_millions: 33,
+        dimensions: 384,
+        matryoshka_dimensions: &[],
+        max_tokens: 512,
+        pooling: "cls",
+        prompts: BGE_PROMPTS,
+        licence: "mit",
+        device: RecommendedDevice::Cpu,
+        checked: FAMILY,
+        note: "The query instruction is optional; documents take none.",
+    },
+    ModelCard {
+        id: "BAAI/bge-base-en-v1.5",
+        architecture: "bert",
+        parameters_millions: 109,
+        dimensions: 768,
+        matryoshka_dimensions: &[],
+        max_tokens: 512,
+        pooling: "cls",
+        prompts: BGE_PROMPTS,
+        licence: "mit",
+        device: RecommendedDevice::Cpu,
+        checked: FAMILY,
+        note: "The query instruction is optional; documents take none.",
+    },
+    ModelCard {
+        id: "intfloat/e5-base-v2",
+        architecture: "bert",
+        parameters_millions: 109,
+        dimensions: 768,
+        matryoshka_dimensions: &[],
+        max_tokens: 512,
+        pooling: "mean",
+        prompts: E5_PROMPTS,
+        licence: "mit",
+        device: RecommendedDevice::Cpu,
+        checked: FAMILY,
+        note: "Queries and passages must carry their prefixes.",
+    },
+    ModelCard {
+        id: "microsoft/codebert-base",
+        architecture: "roberta",
+        parameters_millions: 125,
+        dimensions: 768,
+        matryoshka_dimensions: &[],
+        max_tokens: 512,
+        pooling: "mean",
+        prompts: &[],
+        licence: "not stated on the model card",
+        device: RecommendedDevice::Cpu,
+        checked: TINY,
+        note: "A pre-trained encoder, not a sentence embedder: mean pooling is Quiver's default for a folder without sentence-transformers configs.",
+    },
+    ModelCard {
+        id: "flax-sentence-embeddings/st-codesearch-distilroberta-base",
+        architecture: "roberta",
+        parameters_millions: 82,
+        dimensions: 768,
+        matryoshka_dimensions: &[],
+        max_tokens: 128,
+        pooling: "mean",
+        prompts: &[],
+        licence: "not stated on the model card",
+        device: RecommendedDevice::Cpu,
+        checked: TINY,
+        note: "Trained on CodeSearchNet for natural-language-to-code search.",
+    },
+    ModelCard {
+        id: "jinaai/jina-embeddings-v3",
+        architecture: "xlm-roberta",
+        parameters_millions: 572,
+        dimensions: 1024,
+        matryoshka_dimensions: &[32, 64, 128, 256, 512, 768, 1024],
+        max_tokens: 8192,
+        pooling: "mean",
+        prompts: &[
+            ("retrieval.query", "Represent the query for retrieving evidence documents: "),
+            ("retrieval.passage", "Represent the document for retrieval: "),
+        ],
+        licence: "cc-by-nc-4.0",
+        device: RecommendedDevice::Gpu,
+        checked: NOT_YET,
+        note: "XLM-R with rotary positions and per-task LoRA adapters: its config says xlm-roberta, but Quiver cannot run it yet (it refuses rotary positions).",
+    },
+    ModelCard {
+        id: "nomic-ai/nomic-embed-text-v1.5",
+        architecture: "nomic_bert",
+        parameters_millions: 137,
+        dimensions: 768,
+        matryoshka_dimensions: &[768, 512, 256, 128, 64],
+        max_tokens: 8192,
+        pooling: "mean",
+        prompts: NOMIC_PROMPTS,
+        licence: "apache-2.0",
+        device: RecommendedDevice::Cpu,
+        checked: NOT_YET,
+        note: "Every text needs a task prefix.",
+    },
+    ModelCard {
+        id: "nomic-ai/CodeRankEmbed",
+        architecture: "nomic_bert",
+        parameters_millions: 137,
+        dimensions: 768,
+        matryoshka_dimensions: &[],
+        max_tokens: 8192,
+        pooling: "cls",
+        prompts: &[("query", "Represent this query for searching relevant code: ")],
+        licence: "mit",
+        device: RecommendedDevice::Cpu,
+        checked: NOT_YET,
+        note: "Code retrieval; queries need the prefix, code takes none.",
+    },
+    ModelCard {
+        id: "Qodo/Qodo-Embed-1-1.5B",
+        architecture: "qwen2",
+        parameters_millions: 1540,
+        dimensions: 1536,
+        matryoshka_dimensions: &[],
+        max_tokens: 32768,
+        pooling: "lasttoken",
+        prompts: &[],
+        licence: "qodoai-open-rail-m",
+        device: RecommendedDevice::Gpu,
+        checked: NOT_YET,
+        note: "Code retrieval; its query prompt is read from the model folder.",
+    },
+    ModelCard {
+        id: "Alibaba-NLP/gte-Qwen2-1.5B-instruct",
+        architecture: "qwen2",
+        parameters_millions: 1540,
+        dimensions: 1536,
+        matryoshka_dimensions: &[],
+        max_tokens: 32768,
+        pooling: "lasttoken",
+        prompts: WEB_SEARCH_INSTRUCTION,
+        licence: "apache-2.0",
+        device: RecommendedDevice::Gpu,
+        checked: NOT_YET,
+        note: "Queries carry an instruction; documents take none.",
+    },
+    ModelCard {
+        id: "Qwen/Qwen3-Embedding-0.6B",
+        architecture: "qwen3",
+        parameters_millions: 596,
+        dimensions: 1024,
+        matryoshka_dimensions: &[32, 64, 128, 256, 512, 768, 1024],
+        max_tokens: 32768,
+        pooling: "lasttoken",
+        prompts: WEB_SEARCH_INSTRUCTION,
+        licence: "apache-2.0",
+        device: RecommendedDevice::Gpu,
+        checked: NOT_YET,
+        note: "",
+    },
+    ModelCard {
+        id: "Alibaba-NLP/gte-modernbert-base",
+        architecture: "modernbert",
+        parameters_millions: 149,
+        dimensions: 768,
+        matryoshka_dimensions: &[],
+        max_tokens: 8192,
+        pooling: "cls",
+        prompts: &[],
+        licence: "apache-2.0",
+        device: RecommendedDevice::Cpu,
+        checked: NOT_YET,
+        note: "",
+    },
+    ModelCard {
+        id: "jinaai/jina-embeddings-v2-base-code",
+        architecture: "jina_bert",
+        parameters_millions: 161,
+        dimensions: 768,
+        matryoshka_dimensions: &[],
+        max_tokens: 8192,
+        pooling: "mean",
+        prompts: &[],
+        licence: "apache-2.0",
+        device: RecommendedDevice::Cpu,
+        checked: NOT_YET,
+        note: "Code and English; ALiBi positions.",
+    },
+];
+
+/// The card for `id`: its full hub id, or the name after the `/`, in any case.
+pub fn find_model(id: &str) -> Option<&'static ModelCard> {
+    let wanted = id.trim().to_ascii_lowercase();
+    KNOWN_MODELS.iter().find(|card| {
+        let full = card.id.to_ascii_lowercase();
+        full == wanted || full.rsplit('/').next() == Some(wanted.as_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_runtime::models::SUPPORTED_ARCHITECTURES;
+
+    #[test]
+    fn finds_by_full_or_short_id_in_any_case() {
+        assert_eq!(
+            find_model("BAAI/bge-small-en-v1.5").unwrap().dimensions,
+            384
+        );
+        assert_eq!(
+            find_model("all-mpnet-base-v2").unwrap().architecture,
+            "mpnet"
+        );
+        assert_eq!(
+            find_model("CODERANKEMBED").unwrap().id,
+            "nomic-ai/CodeRankEmbed"
+        );
+        assert!(find_model("no-such-model").is_none());
+    }
+
+    #[test]
+    fn cards_are_consistent() {
+        for card in KNOWN_MODELS {
+            assert!(card.dimensions > 0 && card.max_tokens > 0, "{}", card.id);
+            assert!(
+                card.matryoshka_dimensions
+                    .iter()
+                    .all(|&d| d <= card.dimensions),
+                "{}: a Matryoshka width over the model's",
+                card.id
+            );
+            // A model claimed to run must have an architecture this build loads.
+            if card.supported() {
+                assert!(
+                    SUPPORTED_ARCHITECTURES.contains(&card.architecture),
+                    "{}",
+                    card.id
+                );
+            }
+        }
+        assert!(find_model(crate::DEFAULT_MODEL).is_some());
+    }
+}
