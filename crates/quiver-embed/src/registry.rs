@@ -221,8 +221,8 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[],
         licence: "qodoai-open-rail-m",
         device: RecommendedDevice::Gpu,
-        checked: NOT_YET,
-        note: "Code retrieval; its query prompt is read from the model folder.",
+        checked: TINY,
+        note: "Code retrieval; its query prompt is read from the model folder. Causal unless its config says \"is_causal\": false.",
     },
     ModelCard {
         id: "Alibaba-NLP/gte-Qwen2-1.5B-instruct",
@@ -235,8 +235,8 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: WEB_SEARCH_INSTRUCTION,
         licence: "apache-2.0",
         device: RecommendedDevice::Gpu,
-        checked: NOT_YET,
-        note: "Queries carry an instruction; documents take none.",
+        checked: TINY,
+        note: "Queries carry an instruction; documents take none. Its authors train it bidirectionally: Quiver follows the config's \"is_causal\" (default causal, as transformers).",
     },
     ModelCard {
         id: "Qwen/Qwen3-Embedding-0.6B",

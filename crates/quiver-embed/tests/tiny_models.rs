@@ -1,7 +1,7 @@
 //! Architectures with no real weights on the package registries, checked against tiny
 //! random-weight models built by the reference implementation (Hugging Face `transformers`):
-//! `fixtures/tiny/make_tiny.py` saved each model folder with its reference token ids and
-//! mean-pooled vectors. Tolerance: max abs diff 1e-4 on the pooled vector.
+//! `fixtures/tiny/make_tiny.py` saved each model folder with its reference token ids and pooled
+//! vectors (mean for encoders, last token for decoders). Tolerance: max abs diff 1e-4.
 
 use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 struct Reference {
     texts: Vec<String>,
     token_ids: Vec<Vec<u32>>,
-    mean_pooled: Vec<Vec<f32>>,
+    pooled: Vec<Vec<f32>>,
 }
 
 fn check(name: &str) {
@@ -27,7 +27,7 @@ fn check(name: &str) {
     let vectors = embedder
         .embed(&reference.texts, &EmbedOptions::default())
         .unwrap();
-    for (index, (got, want)) in vectors.iter().zip(&reference.mean_pooled).enumerate() {
+    for (index, (got, want)) in vectors.iter().zip(&reference.pooled).enumerate() {
         assert_eq!(got.len(), want.len());
         let diff = got
             .iter()
@@ -37,7 +37,7 @@ fn check(name: &str) {
         assert!(diff <= 1e-4, "{name}: text {index} differs by {diff}");
     }
     // The reference vectors are far from zero, so a broken network could not pass by chance.
-    let norm: f32 = reference.mean_pooled[0]
+    let norm: f32 = reference.pooled[0]
         .iter()
         .map(|x| x * x)
         .sum::<f32>()
@@ -53,4 +53,14 @@ fn roberta_matches_transformers() {
 #[test]
 fn xlm_roberta_matches_transformers() {
     check("xlm-roberta");
+}
+
+#[test]
+fn qwen2_causal_matches_transformers() {
+    check("qwen2");
+}
+
+#[test]
+fn qwen2_bidirectional_matches_transformers() {
+    check("qwen2-bidirectional");
 }

@@ -13,5 +13,5 @@ mod softmax;
 
 pub use activation::{gelu_erf, gelu_tanh, relu, silu, Activation};
 pub use matmul::{matmul, MatMut, MatRef};
-pub use norm::{add_layer_norm, layer_norm};
+pub use norm::{add_layer_norm, layer_norm, rms_norm};
 pub use softmax::{fast_exp, softmax_rows};

@@ -21,6 +21,17 @@ pub fn layer_norm(values: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     }
 }
 
+/// `x = x / rms(x) * gamma` row by row, in place (RMSNorm: no mean, no shift).
+pub fn rms_norm(values: &mut [f32], gamma: &[f32], eps: f32) {
+    for row in values.chunks_exact_mut(gamma.len()) {
+        let mean_square = super::reduce::squared_deviation(row, 0.0) / row.len() as f32;
+        let inverse_rms = 1.0 / (mean_square + eps).sqrt();
+        for (v, g) in row.iter_mut().zip(gamma) {
+            *v = *v * inverse_rms * g;
+        }
+    }
+}
+
 #[inline]
 fn normalise_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;
@@ -35,6 +46,17 @@ fn normalise_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rms_norm_scales_rows_to_unit_root_mean_square() {
+        let mut values = vec![3.0, 4.0, -1.0, 1.0];
+        rms_norm(&mut values, &[1.0, 2.0], 0.0);
+        // Row 0: rms = sqrt((9 + 16) / 2).
+        let rms = 12.5f32.sqrt();
+        assert!((values[0] - 3.0 / rms).abs() < 1e-6);
+        assert!((values[1] - 8.0 / rms).abs() < 1e-6);
+        assert_eq!(values[2..], [-1.0, 2.0]);
+    }
 
     #[test]
     fn normalises_each_row_after_adding_the_residual() {

@@ -3,18 +3,39 @@ use crate::PackedBatch;
 use rayon::prelude::*;
 
 /// Heads and head width of a multi-head attention whose Q, K and V sit side by side in one
-/// `[tokens, 3 * heads * head_dim]` buffer.
+/// `[tokens, (num_heads + 2 * num_kv_heads) * head_dim]` buffer. With fewer key/value heads than
+/// query heads (grouped-query attention), each key/value head serves a run of query heads.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionShape {
     pub num_heads: usize,
+    pub num_kv_heads: usize,
     pub head_dim: usize,
 }
 
 impl AttentionShape {
+    /// Width of the attention output: every query head.
     pub fn hidden(&self) -> usize {
         self.num_heads * self.head_dim
     }
+
+    /// Width of one token's fused Q, K, V row.
+    pub fn qkv_width(&self) -> usize {
+        (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+    }
 }
+
+/// Which keys a query sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every token of its sequence (encoders, bidirectional decoder embedders).
+    All,
+    /// Itself and the tokens before it (causal decoders).
+    Earlier,
+}
+
+/// Query rows scored at once: the score buffer is this many rows by the sequence length, so a
+/// 32k-token sequence needs 32 MB of scores, not 4 GB.
+const QUERY_BLOCK: usize = 256;
 
 /// A learned bias added to the attention score of query `i` and key `j`, per head, that depends
 /// only on `i - j` (MPNet's and T5's relative positions).
@@ -48,12 +69,14 @@ impl RelativePositionBias {
         self.span
     }
 
-    /// Adds the bias to one head's `len × len` scores.
-    fn add(&self, head: usize, len: usize, scores: &mut [f32]) {
-        assert!(len <= self.span && head < self.num_heads);
+    /// Adds the bias to one head's scores of queries from `first_query` on against keys
+    /// `0..keys` (`scores` is row-major, `keys` wide).
+    fn add(&self, head: usize, first_query: usize, keys: usize, scores: &mut [f32]) {
         let width = 2 * self.span - 1;
         let row_of_head = &self.table[head * width..(head + 1) * width];
-        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+        for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
+            let i = first_query + r;
+            assert!(i < self.span && keys <= self.span && head < self.num_heads);
             // Offset i - j for j = 0 sits at index i + span - 1 and falls by one per key.
             let first = i + self.span - 1;
             for (j, score) in row.iter_mut().enumerate() {
@@ -63,15 +86,16 @@ impl RelativePositionBias {
     }
 }
 
-/// Full (unmasked) self-attention of every sequence of a packed batch with itself, with an
-/// optional relative-position bias on the scores.
+/// Self-attention of every sequence of a packed batch with itself, seeing all of it or only
+/// what came before, with an optional relative-position bias on the scores.
 ///
 /// Each sequence attends only within its own rows, so no padding or mask is ever built. Work is
 /// split over sequences: their output rows are disjoint slices of `output`.
-pub fn bidirectional_attention(
+pub fn self_attention(
     qkv: &[f32],
     batch: &PackedBatch,
     shape: AttentionShape,
+    visibility: Visibility,
     bias: Option<&RelativePositionBias>,
     output: &mut Vec<f32>,
 ) {
@@ -84,9 +108,10 @@ pub fn bidirectional_attention(
         per_sequence.push((range, mine));
         rest = tail;
     }
+    let row = shape.qkv_width();
     per_sequence.into_par_iter().for_each(|(range, out)| {
-        let qkv_rows = &qkv[range.start * 3 * hidden..range.end * 3 * hidden];
-        attend_one_sequence(qkv_rows, range.len(), shape, bias, out);
+        let qkv_rows = &qkv[range.start * row..range.end * row];
+        attend_one_sequence(qkv_rows, range.len(), shape, visibility, bias, out);
     });
 }
 
@@ -94,52 +119,61 @@ fn attend_one_sequence(
     qkv: &[f32],
     len: usize,
     shape: AttentionShape,
+    visibility: Visibility,
     bias: Option<&RelativePositionBias>,
     out: &mut [f32],
 ) {
     let hidden = shape.hidden();
     let d = shape.head_dim;
-    let row = 3 * hidden;
+    let row = shape.qkv_width();
+    let heads_per_kv = shape.num_heads / shape.num_kv_heads.max(1);
+    let key_start = hidden;
+    let value_start = hidden + shape.num_kv_heads * d;
     let scale = 1.0 / (d as f32).sqrt();
-    let mut scores = vec![0.0f32; len * len];
+    let mut scores = vec![0.0f32; QUERY_BLOCK.min(len) * len];
     for head in 0..shape.num_heads {
-        let q = MatRef::strided(&qkv[head * d..], len, d, row, 1);
-        let k_t = MatRef::strided(&qkv[hidden + head * d..], len, d, row, 1).t();
-        let v = MatRef::strided(&qkv[2 * hidden + head * d..], len, d, row, 1);
-        match bias {
-            None => {
-                matmul(
-                    MatMut::row_major(&mut scores, len, len),
-                    q,
-                    k_t,
-                    1.0,
-                    false,
-                    1,
-                );
-                softmax_rows(&mut scores, len, scale);
+        let kv_head = head / heads_per_kv;
+        for first in (0..len).step_by(QUERY_BLOCK) {
+            let rows = QUERY_BLOCK.min(len - first);
+            // A causal block sees keys up to its last query only.
+            let keys = match visibility {
+                Visibility::All => len,
+                Visibility::Earlier => first + rows,
+            };
+            let scores = &mut scores[..rows * keys];
+            let q = MatRef::strided(&qkv[first * row + head * d..], rows, d, row, 1);
+            let k_t = MatRef::strided(&qkv[key_start + kv_head * d..], keys, d, row, 1).t();
+            let v = MatRef::strided(&qkv[value_start + kv_head * d..], keys, d, row, 1);
+            matmul(
+                MatMut::row_major(scores, rows, keys),
+                q,
+                k_t,
+                scale,
+                false,
+                1,
+            );
+            if let Some(bias) = bias {
+                bias.add(head, first, keys, scores);
             }
-            Some(bias) => {
-                // The bias is added to scaled scores, so scale inside the product.
-                matmul(
-                    MatMut::row_major(&mut scores, len, len),
-                    q,
-                    k_t,
-                    scale,
-                    false,
-                    1,
-                );
-                bias.add(head, len, &mut scores);
-                softmax_rows(&mut scores, len, 1.0);
+            match visibility {
+                Visibility::All => softmax_rows(scores, keys, 1.0),
+                Visibility::Earlier => {
+                    for (r, score_row) in scores.chunks_exact_mut(keys).enumerate() {
+                        let (seen, unseen) = score_row.split_at_mut(first + r + 1);
+                        softmax_rows(seen, seen.len(), 1.0);
+                        unseen.fill(0.0);
+                    }
+                }
             }
+            matmul(
+                MatMut::strided(&mut out[first * hidden + head * d..], rows, d, hidden, 1),
+                MatRef::row_major(scores, rows, keys),
+                v,
+                1.0,
+                false,
+                1,
+            );
         }
-        matmul(
-            MatMut::strided(&mut out[head * d..], len, d, hidden, 1),
-            MatRef::row_major(&scores, len, len),
-            v,
-            1.0,
-            false,
-            1,
-        );
     }
 }
 
@@ -151,20 +185,27 @@ mod tests {
     fn reference(
         qkv: &[f32],
         len: usize,
-        heads: usize,
-        d: usize,
+        shape: AttentionShape,
+        visibility: Visibility,
         bias: &dyn Fn(usize, isize) -> f32,
     ) -> Vec<f32> {
+        let (heads, d) = (shape.num_heads, shape.head_dim);
         let hidden = heads * d;
+        let row = shape.qkv_width();
+        let group = heads / shape.num_kv_heads;
         let mut out = vec![0.0; len * hidden];
         for h in 0..heads {
+            let key = hidden + (h / group) * d;
+            let value = hidden + shape.num_kv_heads * d + (h / group) * d;
             for i in 0..len {
-                let q = |j: usize| qkv[i * 3 * hidden + h * d + j];
-                let mut weights: Vec<f32> = (0..len)
+                let q = |j: usize| qkv[i * row + h * d + j];
+                let seen = match visibility {
+                    Visibility::All => len,
+                    Visibility::Earlier => i + 1,
+                };
+                let mut weights: Vec<f32> = (0..seen)
                     .map(|t| {
-                        (0..d)
-                            .map(|j| q(j) * qkv[t * 3 * hidden + hidden + h * d + j])
-                            .sum::<f32>()
+                        (0..d).map(|j| q(j) * qkv[t * row + key + j]).sum::<f32>()
                             / (d as f32).sqrt()
                             + bias(h, i as isize - t as isize)
                     })
@@ -173,8 +214,8 @@ mod tests {
                 weights.iter_mut().for_each(|w| *w = (*w - max).exp());
                 let sum: f32 = weights.iter().sum();
                 for j in 0..d {
-                    out[i * hidden + h * d + j] = (0..len)
-                        .map(|t| weights[t] / sum * qkv[t * 3 * hidden + 2 * hidden + h * d + j])
+                    out[i * hidden + h * d + j] = (0..seen)
+                        .map(|t| weights[t] / sum * qkv[t * row + value + j])
                         .sum();
                 }
             }
@@ -182,46 +223,66 @@ mod tests {
         out
     }
 
-    fn check(bias: Option<&RelativePositionBias>, reference_bias: &dyn Fn(usize, isize) -> f32) {
-        let (heads, d) = (3, 4);
-        let hidden = heads * d;
-        let lens = [5usize, 1, 3];
+    fn check(
+        shape: AttentionShape,
+        lens: &[usize],
+        visibility: Visibility,
+        bias: Option<&RelativePositionBias>,
+        reference_bias: &dyn Fn(usize, isize) -> f32,
+    ) {
+        let hidden = shape.hidden();
+        let row = shape.qkv_width();
         let total: usize = lens.iter().sum();
-        let qkv: Vec<f32> = (0..total * 3 * hidden)
+        let qkv: Vec<f32> = (0..total * row)
             .map(|i| ((i * 7919) % 23) as f32 / 11.0 - 1.0)
             .collect();
         let sequences: Vec<Vec<u32>> = lens.iter().map(|&n| vec![0; n]).collect();
         let batch = PackedBatch::from_sequences(&sequences);
         let mut out = Vec::new();
-        let shape = AttentionShape {
-            num_heads: heads,
-            head_dim: d,
-        };
-        bidirectional_attention(&qkv, &batch, shape, bias, &mut out);
+        self_attention(&qkv, &batch, shape, visibility, bias, &mut out);
         for range in batch.ranges() {
             let expected = reference(
-                &qkv[range.start * 3 * hidden..range.end * 3 * hidden],
+                &qkv[range.start * row..range.end * row],
                 range.len(),
-                heads,
-                d,
+                shape,
+                visibility,
                 reference_bias,
             );
             let got = &out[range.start * hidden..range.end * hidden];
             for (g, e) in got.iter().zip(&expected) {
-                assert!((g - e).abs() < 1e-5, "{g} vs {e}");
+                assert!((g - e).abs() < 1e-4, "{g} vs {e}");
             }
         }
     }
 
+    const MHA: AttentionShape = AttentionShape {
+        num_heads: 3,
+        num_kv_heads: 3,
+        head_dim: 4,
+    };
+
     #[test]
     fn packed_attention_equals_per_sequence_reference() {
-        check(None, &|_, _| 0.0);
+        check(MHA, &[5, 1, 3], Visibility::All, None, &|_, _| 0.0);
     }
 
     #[test]
     fn relative_bias_is_added_by_head_and_offset() {
         let bias = |head: usize, offset: isize| head as f32 * 0.3 - offset as f32 * 0.25;
         let table = RelativePositionBias::new(3, 8, bias);
-        check(Some(&table), &bias);
+        check(MHA, &[5, 1, 3], Visibility::All, Some(&table), &bias);
+    }
+
+    #[test]
+    fn causal_grouped_query_attention_over_several_query_blocks() {
+        let gqa = AttentionShape {
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 4,
+        };
+        // 600 tokens span three query blocks; the short one fits in one.
+        for visibility in [Visibility::Earlier, Visibility::All] {
+            check(gqa, &[600, 7], visibility, None, &|_, _| 0.0);
+        }
     }
 }

@@ -3,10 +3,14 @@
 mod attention;
 mod layer_norm;
 mod linear;
+mod rms_norm;
+mod rotary;
 
-pub use attention::{bidirectional_attention, AttentionShape, RelativePositionBias};
+pub use attention::{self_attention, AttentionShape, RelativePositionBias, Visibility};
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
+pub use rms_norm::RmsNorm;
+pub use rotary::Rotary;
 
 /// How many threads the large matrix products may use: the rayon pool's size.
 pub(crate) fn pool_threads() -> usize {

@@ -7,6 +7,7 @@
 pub mod bert;
 pub mod mpnet;
 mod post_norm;
+pub mod qwen2;
 
 use crate::weights::WeightFiles;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -80,6 +81,7 @@ pub fn load_model(dir: &Path) -> Result<Box<dyn EncoderModel>> {
             Ok(Box::new(bert::BertModel::load(&config, &mut store)?))
         }
         "mpnet" => Ok(Box::new(mpnet::MpnetModel::load(&config, &mut store)?)),
+        "qwen2" => Ok(Box::new(qwen2::Qwen2Model::load(&config, &mut store)?)),
         other => Err(RuntimeError::UnsupportedArchitecture {
             found: other.to_string(),
             path: config.path.clone(),
@@ -108,6 +110,7 @@ pub(crate) fn layer_shape(
         layer_norm_eps: layer_norm_eps as f32,
         attention: crate::layers::AttentionShape {
             num_heads,
+            num_kv_heads: num_heads,
             head_dim: hidden / num_heads,
         },
     })

@@ -4,7 +4,7 @@
 
 use crate::kernels::Activation;
 use crate::layers::{
-    bidirectional_attention, AttentionShape, LayerNorm, Linear, RelativePositionBias,
+    self_attention, AttentionShape, LayerNorm, Linear, RelativePositionBias, Visibility,
 };
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result};
@@ -87,10 +87,11 @@ impl PostNormLayer {
         let tokens = batch.num_tokens();
         let h = shape.hidden;
         self.qkv.forward(hidden, tokens, &mut scratch.qkv);
-        bidirectional_attention(
+        self_attention(
             &scratch.qkv,
             batch,
             shape.attention,
+            Visibility::All,
             bias,
             &mut scratch.context,
         );
