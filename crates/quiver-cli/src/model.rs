@@ -8,14 +8,17 @@ pub fn load_embedder(
     max_length: Option<usize>,
     device: Device,
 ) -> anyhow::Result<Embedder> {
-    let dir = resolve_model(spec).with_context(|| format!("finding model {spec}"))?;
-    Embedder::load(
-        &dir,
+    load_embedder_with(
+        spec,
         &EmbedderOptions {
             max_length,
-            pooling: None,
             device,
+            ..EmbedderOptions::default()
         },
     )
-    .with_context(|| format!("loading model {}", dir.display()))
+}
+
+pub fn load_embedder_with(spec: &str, options: &EmbedderOptions) -> anyhow::Result<Embedder> {
+    let dir = resolve_model(spec).with_context(|| format!("finding model {spec}"))?;
+    Embedder::load(&dir, options).with_context(|| format!("loading model {}", dir.display()))
 }

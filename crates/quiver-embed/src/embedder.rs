@@ -1,6 +1,6 @@
 use crate::postprocess::{l2_normalize, truncate_dimensions};
 use crate::{EmbedError, Result, SentenceTransformerConfig, TextTokenizer, TruncationSide};
-use quiver_runtime::{load_model, Device, EncoderModel, PackedBatch, Pooling};
+use quiver_runtime::{load_model_with, Device, EncoderModel, LoadOptions, PackedBatch, Pooling};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,10 @@ pub struct EmbedderOptions {
     /// Override the pooling read from the model folder.
     pub pooling: Option<Pooling>,
     pub device: Device,
+    /// Keep weights a second time, packed for inputs of a few tokens: single short queries
+    /// run about a quarter faster for twice the weight memory (see
+    /// [`quiver_runtime::LoadOptions`]).
+    pub few_row_kernels: bool,
 }
 
 /// How one call turns texts into vectors.
@@ -110,7 +114,12 @@ impl Embedder {
         if let Some(pooling) = options.pooling {
             config.pooling = pooling;
         }
-        let model = load_model(dir)?;
+        let model = load_model_with(
+            dir,
+            LoadOptions {
+                few_row_kernels: options.few_row_kernels,
+            },
+        )?;
         let max_length = options
             .max_length
             .or(config.max_seq_length)

@@ -190,6 +190,31 @@ fn batching_does_not_change_vectors(case: Case) {
     }
 }
 
+fn few_row_kernels_give_the_same_vectors(case: Case) {
+    let reference = case.reference();
+    let texts = &reference.texts[..30];
+    let one_at_a_time = EmbedOptions {
+        max_batch_sequences: 1,
+        ..EmbedOptions::default()
+    };
+    let plain = case.load(&EmbedderOptions::default());
+    let packed = case.load(&EmbedderOptions {
+        few_row_kernels: true,
+        ..EmbedderOptions::default()
+    });
+    let want = plain.embed(texts, &one_at_a_time).unwrap();
+    let got = packed.embed(texts, &one_at_a_time).unwrap();
+    assert_parity("few-row kernels", texts, &got, &reference.embeddings[..30]);
+    for (a, b) in got.iter().zip(&want) {
+        let max_diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(max_diff < 1e-5, "few-row and gemm paths differ by {max_diff}");
+    }
+}
+
 /// The model folder again, but with `include_prompt: false` in its pooling config, as
 /// instruction-tuned models ship it.
 fn model_pooling_without_prompt(case: Case) -> PathBuf {
@@ -251,6 +276,11 @@ macro_rules! parity_tests {
             #[test]
             fn batching_does_not_change_vectors() {
                 super::batching_does_not_change_vectors($case);
+            }
+
+            #[test]
+            fn few_row_kernels_give_the_same_vectors() {
+                super::few_row_kernels_give_the_same_vectors($case);
             }
 
             #[test]

@@ -59,6 +59,7 @@ impl WeightFiles {
             dir: &self.dir,
             views,
             prefix: String::new(),
+            few_row_panels: false,
         })
     }
 }
@@ -103,9 +104,20 @@ pub struct TensorStore<'a> {
     dir: &'a Path,
     views: HashMap<String, safetensors::tensor::TensorView<'a>>,
     prefix: String,
+    /// Layers loaded from this store keep a second, panel-packed copy of their weights for
+    /// inputs of a few tokens ([`crate::kernels::matmul_few_rows`]).
+    few_row_panels: bool,
 }
 
 impl TensorStore<'_> {
+    pub fn set_few_row_panels(&mut self, enabled: bool) {
+        self.few_row_panels = enabled;
+    }
+
+    pub fn few_row_panels(&self) -> bool {
+        self.few_row_panels
+    }
+
     /// Checkpoints name the same tensor `x`, `bert.x` or `model.x` depending on how they were
     /// saved; picks the first candidate prefix under which `probe` exists.
     pub fn select_prefix(&mut self, probe: &str, candidates: &[&str]) -> Result<()> {

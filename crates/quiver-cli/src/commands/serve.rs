@@ -2,10 +2,10 @@
 //! precedence), the model loaded before the port opens, and a clean stop on Ctrl-C or SIGTERM
 //! that lets requests in flight finish.
 
-use crate::model::load_embedder;
+use crate::model::load_embedder_with;
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_embed::{resolve_model, Device, DEFAULT_MODEL};
+use quiver_embed::{resolve_model, Device, EmbedderOptions, DEFAULT_MODEL};
 use quiver_index::Store;
 use quiver_server::{BatchSettings, Limits, Server, ServerOptions};
 use serde::Deserialize;
@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Normalise vectors when a request does not say (default: the model's own setting).
     #[arg(long, env = "QUIVER_NORMALIZE")]
     normalize: Option<bool>,
+    /// Keep the weights a second time, packed for short inputs: single short queries run about
+    /// a quarter faster for twice the weight memory (default true).
+    #[arg(long, env = "QUIVER_FEW_ROW_KERNELS")]
+    few_row_kernels: Option<bool>,
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "QUIVER_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -82,6 +86,7 @@ struct FileSettings {
     payload_limit: Option<usize>,
     auto_truncate: Option<bool>,
     normalize: Option<bool>,
+    few_row_kernels: Option<bool>,
     api_key: Option<String>,
 }
 
@@ -125,6 +130,7 @@ impl ServeArgs {
         self.payload_limit = self.payload_limit.or(file.payload_limit);
         self.auto_truncate = self.auto_truncate.or(file.auto_truncate);
         self.normalize = self.normalize.or(file.normalize);
+        self.few_row_kernels = self.few_row_kernels.or(file.few_row_kernels);
         self.api_key = self.api_key.or(file.api_key);
         Ok(self)
     }
@@ -142,7 +148,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
     let model = served_model(args.model.as_deref(), args.index.as_deref())?;
     let device = args.device.unwrap_or_default();
-    let embedder = load_embedder(&model, args.max_length, device)?;
+    let embedder = load_embedder_with(
+        &model,
+        &EmbedderOptions {
+            max_length: args.max_length,
+            device,
+            few_row_kernels: args.few_row_kernels.unwrap_or(true),
+            ..EmbedderOptions::default()
+        },
+    )?;
     let options = ServerOptions {
         model_id: model.clone(),
         batching: BatchSettings {

@@ -6,12 +6,14 @@
 //! would run as separate passes over memory.
 
 mod activation;
+mod few_rows;
 mod matmul;
 mod norm;
 mod reduce;
 mod softmax;
 
 pub use activation::{gelu_erf, gelu_tanh, relu, silu, Activation};
+pub use few_rows::{matmul_few_rows, PackedPanels};
 pub use matmul::{matmul, MatMut, MatRef};
 pub use norm::{add_layer_norm, layer_norm, rms_norm};
 pub use softmax::{fast_exp, softmax_rows};

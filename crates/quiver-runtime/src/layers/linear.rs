@@ -1,8 +1,13 @@
-use crate::kernels::{matmul, MatMut, MatRef};
+use crate::kernels::{matmul, matmul_few_rows, MatMut, MatRef, PackedPanels};
 use crate::weights::TensorStore;
 use crate::Result;
 use rayon::prelude::*;
 use std::ops::Range;
+
+/// Up to this many rows (tokens in a forward pass) a layer with panel-packed weights uses
+/// [`matmul_few_rows`] instead of `gemm`: it measured faster at 13 and 26 rows (a 13-token
+/// query alone: 7.4 → 5.6 ms; two at once: 4.6 → 3.6 ms per query) and level at 52.
+pub const FEW_ROWS: usize = 48;
 
 /// `y = x Wᵀ + b`.
 ///
@@ -14,6 +19,8 @@ use std::ops::Range;
 pub struct Linear {
     /// `[in_features, out_features]`, row-major.
     weight_t: Vec<f32>,
+    /// The same weights in panels for the few-row kernel, when asked for.
+    panels: Option<PackedPanels>,
     bias: Option<Vec<f32>>,
     in_features: usize,
     out_features: usize,
@@ -34,7 +41,22 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear::new(weight, bias, in_features, out_features))
+        let linear = Linear::new(weight, bias, in_features, out_features);
+        Ok(if store.few_row_panels() {
+            linear.with_few_row_panels()
+        } else {
+            linear
+        })
+    }
+
+    /// Adds the panel-packed copy of the weights that inputs of up to [`FEW_ROWS`] rows use.
+    pub fn with_few_row_panels(mut self) -> Self {
+        self.panels = Some(PackedPanels::pack(
+            &self.weight_t,
+            self.in_features,
+            self.out_features,
+        ));
+        self
     }
 
     /// From a weight in the checkpoint's `[out, in]` layout.
@@ -45,8 +67,10 @@ impl Linear {
         out_features: usize,
     ) -> Self {
         assert_eq!(weight.len(), in_features * out_features);
+        let weight_t = transpose(&weight, out_features, in_features);
         Linear {
-            weight_t: transpose(&weight, out_features, in_features),
+            weight_t,
+            panels: None,
             bias,
             in_features,
             out_features,
@@ -69,7 +93,12 @@ impl Linear {
                 .collect()
         });
         let out_features = parts.iter().map(|part| part.out_features).sum();
-        Linear::new(weight, bias, in_features, out_features)
+        let stacked = Linear::new(weight, bias, in_features, out_features);
+        if parts.iter().all(|part| part.panels.is_some()) {
+            stacked.with_few_row_panels()
+        } else {
+            stacked
+        }
     }
 
     pub fn out_features(&self) -> usize {
@@ -93,14 +122,23 @@ impl Linear {
         F: Fn(&mut [f32], Range<usize>) + Sync,
     {
         output.resize(rows * self.out_features, 0.0);
-        matmul(
-            MatMut::row_major(output, rows, self.out_features),
-            MatRef::row_major(input, rows, self.in_features),
-            MatRef::row_major(&self.weight_t, self.in_features, self.out_features),
-            1.0,
-            false,
-            super::pool_threads(),
-        );
+        match &self.panels {
+            Some(panels) if rows <= FEW_ROWS => matmul_few_rows(
+                output,
+                &input[..rows * self.in_features],
+                rows,
+                panels,
+                super::pool_threads(),
+            ),
+            _ => matmul(
+                MatMut::row_major(output, rows, self.out_features),
+                MatRef::row_major(input, rows, self.in_features),
+                MatRef::row_major(&self.weight_t, self.in_features, self.out_features),
+                1.0,
+                false,
+                super::pool_threads(),
+            ),
+        }
         for_row_blocks(output, self.out_features, |block, range| {
             if let Some(bias) = &self.bias {
                 for row in block.chunks_exact_mut(self.out_features) {

@@ -8,7 +8,7 @@ mod rotary;
 
 pub use attention::{self_attention, AttentionShape, RelativePositionBias, Visibility};
 pub use layer_norm::LayerNorm;
-pub use linear::Linear;
+pub use linear::{Linear, FEW_ROWS};
 pub use rms_norm::RmsNorm;
 pub use rotary::Rotary;
 
