@@ -211,7 +211,10 @@ fn few_row_kernels_give_the_same_vectors(case: Case) {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f32::max);
-        assert!(max_diff < 1e-5, "few-row and gemm paths differ by {max_diff}");
+        assert!(
+            max_diff < 1e-5,
+            "few-row and gemm paths differ by {max_diff}"
+        );
     }
 }
 

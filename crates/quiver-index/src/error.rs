@@ -44,6 +44,8 @@ pub enum IndexError {
     DuplicateChunkId { id: String, path: PathBuf },
     #[error("bad --path glob {glob:?}: {message}")]
     BadGlob { glob: String, message: String },
+    #[error("{name:?} is not a language Quiver knows")]
+    UnknownLanguage { name: String },
     #[error(transparent)]
     Embed(#[from] quiver_embed::EmbedError),
     #[error(transparent)]

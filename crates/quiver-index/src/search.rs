@@ -38,6 +38,19 @@ pub struct SearchFilter {
 }
 
 impl SearchFilter {
+    /// From language names as users type them (`py`, `Python`, `rust`, ...) and a path glob.
+    pub fn from_names(languages: &[String], path_glob: Option<&str>) -> Result<Self> {
+        let languages = languages
+            .iter()
+            .map(|name| {
+                quiver_chunk::Language::from_name(name)
+                    .map(|language| language.name().to_string())
+                    .ok_or_else(|| IndexError::UnknownLanguage { name: name.clone() })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(languages, path_glob)
+    }
+
     pub fn new(languages: Vec<String>, path_glob: Option<&str>) -> Result<Self> {
         let path = path_glob
             .map(|glob| {

@@ -138,7 +138,10 @@ impl From<quiver_embed::EmbedError> for ApiError {
 impl From<quiver_index::IndexError> for ApiError {
     fn from(error: quiver_index::IndexError) -> Self {
         match error {
-            quiver_index::IndexError::BadGlob { .. } => ApiError::bad_request(error.to_string()),
+            quiver_index::IndexError::BadGlob { .. }
+            | quiver_index::IndexError::UnknownLanguage { .. } => {
+                ApiError::bad_request(format!("`languages` / `path`: {error}"))
+            }
             other => ApiError::backend(other.to_string()),
         }
     }

@@ -43,16 +43,8 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             index_dir.display()
         );
     };
-    let languages = args
-        .languages
-        .iter()
-        .map(|l| {
-            quiver_chunk::Language::from_name(l)
-                .map(|lang| lang.name().to_string())
-                .with_context(|| format!("--lang {l}: not a language Quiver knows"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let filter = SearchFilter::new(languages, args.path.as_deref())?;
+    let filter = SearchFilter::from_names(&args.languages, args.path.as_deref())
+        .context("--lang / --path")?;
     let query_vector = match args.mode {
         SearchMode::Keyword => None,
         _ => {

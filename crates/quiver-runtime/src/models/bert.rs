@@ -3,8 +3,8 @@
 //! the XLM-R base of multilingual embedders), which are the same network with positions counted
 //! from `pad_token_id + 1` (`create_position_ids_from_input_ids` in `modeling_roberta.py`).
 
-use super::post_norm::{LayerNames, LayerShape, PostNormLayer, Scratch};
-use super::{layer_shape, EncoderModel, ModelConfig};
+use super::post_norm::{Checked, EncoderConfig, LayerNames, LayerShape, PostNormLayer, Scratch};
+use super::{EncoderModel, ModelConfig};
 use crate::kernels::Activation;
 use crate::layers::LayerNorm;
 use crate::weights::TensorStore;
@@ -14,36 +14,25 @@ use serde::Deserialize;
 /// The fields of a BERT `config.json` that shape the forward pass.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    #[serde(default = "default_hidden_act")]
-    pub hidden_act: String,
-    pub max_position_embeddings: usize,
+    #[serde(flatten)]
+    pub encoder: EncoderConfig,
     #[serde(default = "default_type_vocab_size")]
     pub type_vocab_size: usize,
-    #[serde(default = "default_layer_norm_eps")]
-    pub layer_norm_eps: f64,
     #[serde(default = "default_position_embedding_type")]
     pub position_embedding_type: String,
     #[serde(default)]
     pub pad_token_id: usize,
 }
 
-fn default_hidden_act() -> String {
-    "gelu".into()
-}
 fn default_type_vocab_size() -> usize {
     2
-}
-fn default_layer_norm_eps() -> f64 {
-    1e-12
 }
 fn default_position_embedding_type() -> String {
     "absolute".into()
 }
+
+/// BERT's `layer_norm_eps` when the config leaves it out.
+const DEFAULT_LAYER_NORM_EPS: f64 = 1e-12;
 
 struct Embeddings {
     word: Vec<f32>,
@@ -85,51 +74,39 @@ impl BertModel {
             "roberta" | "xlm-roberta" | "camembert" => config.pad_token_id + 1,
             _ => 0,
         };
-        let config_error = |message: String| RuntimeError::Config {
-            path: model_config.path.clone(),
-            message,
-        };
-        let activation = Activation::from_config_name(&config.hidden_act).ok_or_else(|| {
-            config_error(format!(
-                "field `hidden_act`: unsupported activation `{}`",
-                config.hidden_act
-            ))
-        })?;
-        if config.max_position_embeddings <= first_position {
-            return Err(config_error(
-                "field `max_position_embeddings` leaves no positions after `pad_token_id`".into(),
-            ));
-        }
+        let Checked { activation, shape } =
+            config
+                .encoder
+                .check(model_config, first_position, DEFAULT_LAYER_NORM_EPS)?;
         if config.position_embedding_type != "absolute" {
-            return Err(config_error(format!(
-                "field `position_embedding_type`: `{}` is not supported (only `absolute`)",
-                config.position_embedding_type
-            )));
+            return Err(RuntimeError::Config {
+                path: model_config.path.clone(),
+                message: format!(
+                    "field `position_embedding_type`: `{}` is not supported (only `absolute`)",
+                    config.position_embedding_type
+                ),
+            });
         }
-        let shape = layer_shape(
-            model_config,
-            config.hidden_size,
-            config.num_attention_heads,
-            config.intermediate_size,
-            config.layer_norm_eps,
-        )?;
         store.select_prefix("embeddings.word_embeddings.weight", PREFIXES)?;
-        let h = config.hidden_size;
-        let eps = config.layer_norm_eps as f32;
+        let h = config.encoder.hidden_size;
+        let eps = shape.layer_norm_eps;
         let token_types = store.get(
             "embeddings.token_type_embeddings.weight",
             &[config.type_vocab_size, h],
         )?;
         let embeddings = Embeddings {
-            word: store.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            word: store.get(
+                "embeddings.word_embeddings.weight",
+                &[config.encoder.vocab_size, h],
+            )?,
             position: store.get(
                 "embeddings.position_embeddings.weight",
-                &[config.max_position_embeddings, h],
+                &[config.encoder.max_position_embeddings, h],
             )?,
             token_type_zero: token_types[..h].to_vec(),
             norm: LayerNorm::load(store, "embeddings.LayerNorm", h, eps)?,
         };
-        let layers = (0..config.num_hidden_layers)
+        let layers = (0..config.encoder.num_hidden_layers)
             .map(|index| {
                 PostNormLayer::load(
                     store,
@@ -150,7 +127,7 @@ impl BertModel {
     }
 
     fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
-        let h = self.config.hidden_size;
+        let h = self.config.encoder.hidden_size;
         let mut hidden = vec![0.0f32; batch.num_tokens() * h];
         for range in batch.ranges() {
             for (offset, token) in range.enumerate() {
@@ -176,15 +153,15 @@ impl BertModel {
 
 impl EncoderModel for BertModel {
     fn hidden_size(&self) -> usize {
-        self.config.hidden_size
+        self.config.encoder.hidden_size
     }
 
     fn max_positions(&self) -> usize {
-        self.config.max_position_embeddings - self.first_position
+        self.config.encoder.max_position_embeddings - self.first_position
     }
 
     fn vocab_size(&self) -> usize {
-        self.config.vocab_size
+        self.config.encoder.vocab_size
     }
 
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

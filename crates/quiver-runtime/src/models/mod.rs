@@ -15,8 +15,14 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 /// The `model_type` values Quiver can run.
-pub const SUPPORTED_ARCHITECTURES: &[&str] =
-    &["bert", "roberta", "xlm-roberta", "camembert", "mpnet"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "mpnet",
+    "qwen2",
+];
 
 /// A loaded encoder: token ids in, one hidden state per token out.
 pub trait EncoderModel: Send + Sync {
@@ -103,30 +109,4 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
             supported: SUPPORTED_ARCHITECTURES.join(", "),
         }),
     }
-}
-
-/// The shape every encoder layer shares, checked: the heads must split the hidden width.
-pub(crate) fn layer_shape(
-    config: &ModelConfig,
-    hidden: usize,
-    num_heads: usize,
-    intermediate: usize,
-    layer_norm_eps: f64,
-) -> Result<post_norm::LayerShape> {
-    if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
-        return Err(RuntimeError::Config {
-            path: config.path.clone(),
-            message: "field `num_attention_heads` must divide `hidden_size`".into(),
-        });
-    }
-    Ok(post_norm::LayerShape {
-        hidden,
-        intermediate,
-        layer_norm_eps: layer_norm_eps as f32,
-        attention: crate::layers::AttentionShape {
-            num_heads,
-            num_kv_heads: num_heads,
-            head_dim: hidden / num_heads,
-        },
-    })
 }

@@ -6,8 +6,8 @@
 //! token types; and every layer adds one shared, learned relative-position bias to its attention
 //! scores, looked up by T5-style buckets of the distance between query and key.
 
-use super::post_norm::{LayerNames, LayerShape, PostNormLayer, Scratch};
-use super::{layer_shape, EncoderModel, ModelConfig};
+use super::post_norm::{Checked, EncoderConfig, LayerNames, LayerShape, PostNormLayer, Scratch};
+use super::{EncoderModel, ModelConfig};
 use crate::kernels::Activation;
 use crate::layers::{LayerNorm, RelativePositionBias};
 use crate::weights::TensorStore;
@@ -16,34 +16,23 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    #[serde(default = "default_hidden_act")]
-    pub hidden_act: String,
-    pub max_position_embeddings: usize,
-    #[serde(default = "default_layer_norm_eps")]
-    pub layer_norm_eps: f64,
+    #[serde(flatten)]
+    pub encoder: EncoderConfig,
     #[serde(default = "default_buckets")]
     pub relative_attention_num_buckets: usize,
     #[serde(default = "default_pad_token_id")]
     pub pad_token_id: usize,
 }
 
-fn default_hidden_act() -> String {
-    "gelu".into()
-}
-fn default_layer_norm_eps() -> f64 {
-    1e-5
-}
 fn default_buckets() -> usize {
     32
 }
 fn default_pad_token_id() -> usize {
     1
 }
+
+/// MPNet's `layer_norm_eps` when the config leaves it out.
+const DEFAULT_LAYER_NORM_EPS: f64 = 1e-5;
 
 /// Distances beyond this share the last bucket (`compute_position_bias` leaves it at 128).
 const MAX_DISTANCE: f32 = 128.0;
@@ -76,36 +65,20 @@ pub struct MpnetModel {
 impl MpnetModel {
     pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
-        let config_error = |message: String| RuntimeError::Config {
-            path: model_config.path.clone(),
-            message,
-        };
-        let activation = Activation::from_config_name(&config.hidden_act).ok_or_else(|| {
-            config_error(format!(
-                "field `hidden_act`: unsupported activation `{}`",
-                config.hidden_act
-            ))
-        })?;
-        if config.max_position_embeddings <= config.pad_token_id + 1 {
-            return Err(config_error(
-                "field `max_position_embeddings` leaves no positions after `pad_token_id`".into(),
-            ));
-        }
-        if config.relative_attention_num_buckets < 4 {
-            return Err(config_error(
-                "field `relative_attention_num_buckets` must be at least 4".into(),
-            ));
-        }
-        let shape = layer_shape(
+        let Checked { activation, shape } = config.encoder.check(
             model_config,
-            config.hidden_size,
-            config.num_attention_heads,
-            config.intermediate_size,
-            config.layer_norm_eps,
+            config.pad_token_id + 1,
+            DEFAULT_LAYER_NORM_EPS,
         )?;
+        if config.relative_attention_num_buckets < 4 {
+            return Err(RuntimeError::Config {
+                path: model_config.path.clone(),
+                message: "field `relative_attention_num_buckets` must be at least 4".into(),
+            });
+        }
         store.select_prefix("embeddings.word_embeddings.weight", PREFIXES)?;
-        let h = config.hidden_size;
-        let layers = (0..config.num_hidden_layers)
+        let h = config.encoder.hidden_size;
+        let layers = (0..config.encoder.num_hidden_layers)
             .map(|index| {
                 PostNormLayer::load(
                     store,
@@ -116,11 +89,13 @@ impl MpnetModel {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(MpnetModel {
-            word_embeddings: store
-                .get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            word_embeddings: store.get(
+                "embeddings.word_embeddings.weight",
+                &[config.encoder.vocab_size, h],
+            )?,
             position_embeddings: store.get(
                 "embeddings.position_embeddings.weight",
-                &[config.max_position_embeddings, h],
+                &[config.encoder.max_position_embeddings, h],
             )?,
             embedding_norm: LayerNorm::load(
                 store,
@@ -132,7 +107,7 @@ impl MpnetModel {
                 "encoder.relative_attention_bias.weight",
                 &[
                     config.relative_attention_num_buckets,
-                    config.num_attention_heads,
+                    config.encoder.num_attention_heads,
                 ],
             )?,
             config,
@@ -143,7 +118,7 @@ impl MpnetModel {
     }
 
     fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
-        let h = self.config.hidden_size;
+        let h = self.config.encoder.hidden_size;
         let first_position = self.config.pad_token_id + 1;
         let mut hidden = vec![0.0f32; batch.num_tokens() * h];
         for range in batch.ranges() {
@@ -164,7 +139,7 @@ impl MpnetModel {
 
     /// The bias table for sequences up to `span` tokens.
     fn position_bias(&self, span: usize) -> RelativePositionBias {
-        let heads = self.config.num_attention_heads;
+        let heads = self.config.encoder.num_attention_heads;
         let buckets = self.config.relative_attention_num_buckets;
         RelativePositionBias::new(heads, span, |head, offset| {
             self.relative_bias[relative_position_bucket(offset, buckets) * heads + head]
@@ -194,15 +169,15 @@ fn relative_position_bucket(query_minus_key: isize, num_buckets: usize) -> usize
 
 impl EncoderModel for MpnetModel {
     fn hidden_size(&self) -> usize {
-        self.config.hidden_size
+        self.config.encoder.hidden_size
     }
 
     fn max_positions(&self) -> usize {
-        self.config.max_position_embeddings - self.config.pad_token_id - 1
+        self.config.encoder.max_position_embeddings - self.config.pad_token_id - 1
     }
 
     fn vocab_size(&self) -> usize {
-        self.config.vocab_size
+        self.config.encoder.vocab_size
     }
 
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

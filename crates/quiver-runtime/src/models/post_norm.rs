@@ -2,12 +2,84 @@
 //! each followed by residual + layer norm ("post-norm"). The architectures differ in weight
 //! names, embeddings and position handling, which their own files keep.
 
+use super::ModelConfig;
 use crate::kernels::Activation;
 use crate::layers::{
     self_attention, AttentionShape, LayerNorm, Linear, RelativePositionBias, Visibility,
 };
 use crate::weights::TensorStore;
-use crate::{PackedBatch, Result};
+use crate::{PackedBatch, Result, RuntimeError};
+use serde::Deserialize;
+
+/// The `config.json` fields every post-norm encoder shares (flattened into each architecture's
+/// own `Config`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct EncoderConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    /// Absent: the architecture's own default.
+    pub layer_norm_eps: Option<f64>,
+}
+
+fn default_hidden_act() -> String {
+    "gelu".into()
+}
+
+/// What loading derives from an [`EncoderConfig`] once it is checked.
+pub struct Checked {
+    pub activation: Activation,
+    pub shape: LayerShape,
+}
+
+impl EncoderConfig {
+    /// Checks the activation, that positions remain after `first_position` (RoBERTa and MPNet
+    /// start counting after the padding id), and that the heads divide the hidden width.
+    pub fn check(
+        &self,
+        model_config: &ModelConfig,
+        first_position: usize,
+        default_layer_norm_eps: f64,
+    ) -> Result<Checked> {
+        let error = |message: String| RuntimeError::Config {
+            path: model_config.path.clone(),
+            message,
+        };
+        let activation = Activation::from_config_name(&self.hidden_act).ok_or_else(|| {
+            error(format!(
+                "field `hidden_act`: unsupported activation `{}`",
+                self.hidden_act
+            ))
+        })?;
+        if self.max_position_embeddings <= first_position {
+            return Err(error(
+                "field `max_position_embeddings` leaves no positions after `pad_token_id`".into(),
+            ));
+        }
+        let heads = self.num_attention_heads;
+        if heads == 0 || !self.hidden_size.is_multiple_of(heads) {
+            return Err(error(
+                "field `num_attention_heads` must divide `hidden_size`".into(),
+            ));
+        }
+        let shape = LayerShape {
+            hidden: self.hidden_size,
+            intermediate: self.intermediate_size,
+            layer_norm_eps: self.layer_norm_eps.unwrap_or(default_layer_norm_eps) as f32,
+            attention: AttentionShape {
+                num_heads: heads,
+                num_kv_heads: heads,
+                head_dim: self.hidden_size / heads,
+            },
+        };
+        Ok(Checked { activation, shape })
+    }
+}
 
 /// Where one layer's tensors sit, relative to the layer's prefix (`encoder.layer.{i}`).
 pub struct LayerNames {

@@ -64,20 +64,7 @@ pub async fn search(
             "`k` must be between 1 and {MAX_K}"
         )));
     }
-    let languages = request
-        .languages
-        .iter()
-        .map(|name| {
-            quiver_chunk::Language::from_name(name)
-                .map(|language| language.name().to_string())
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "`languages`: {name:?} is not a language Quiver knows"
-                    ))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let filter = SearchFilter::new(languages, request.path.as_deref())?;
+    let filter = SearchFilter::from_names(&request.languages, request.path.as_deref())?;
     let query_vector = match request.mode {
         SearchMode::Keyword => None,
         _ => {
