@@ -77,17 +77,17 @@ fn info_takes_a_short_id_or_reads_a_folder() {
 fn an_unsupported_folder_is_named_with_the_supported_list() {
     let config = std::fs::read_to_string(model_dir().join("config.json")).unwrap();
     let mut config: Value = serde_json::from_str(&config).unwrap();
-    config["model_type"] = Value::from("qwen2");
+    config["model_type"] = Value::from("nomic_bert");
     let dir = quiver_embed::testing::model_variant(
         "all-MiniLM-L6-v2",
-        "models-qwen2",
+        "models-nomic",
         "config.json",
         Some(&config.to_string()),
     );
     let read = json_of(&["models", "info", dir.to_str().unwrap(), "--json"]);
     assert_eq!(read["supported"], false);
     let note = read["note"].as_str().unwrap();
-    assert!(note.contains("qwen2") && note.contains("mpnet"), "{note}");
+    assert!(note.contains("nomic_bert") && note.contains("qwen2"), "{note}");
     let missing = quiver(&["models", "info", "no-such-thing"], "");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("quiver models list"));
