@@ -87,7 +87,10 @@ fn an_unsupported_folder_is_named_with_the_supported_list() {
     let read = json_of(&["models", "info", dir.to_str().unwrap(), "--json"]);
     assert_eq!(read["supported"], false);
     let note = read["note"].as_str().unwrap();
-    assert!(note.contains("nomic_bert") && note.contains("qwen2"), "{note}");
+    assert!(
+        note.contains("nomic_bert") && note.contains("qwen2"),
+        "{note}"
+    );
     let missing = quiver(&["models", "info", "no-such-thing"], "");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("quiver models list"));

@@ -3,7 +3,9 @@
 //! the XLM-R base of multilingual embedders), which are the same network with positions counted
 //! from `pad_token_id + 1` (`create_position_ids_from_input_ids` in `modeling_roberta.py`).
 
-use super::post_norm::{Checked, EncoderConfig, LayerNames, LayerShape, PostNormLayer, Scratch};
+use super::post_norm::{
+    sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, PostNormLayer, Scratch,
+};
 use super::{EncoderModel, ModelConfig};
 use crate::kernels::Activation;
 use crate::layers::LayerNorm;
@@ -106,16 +108,8 @@ impl BertModel {
             token_type_zero: token_types[..h].to_vec(),
             norm: LayerNorm::load(store, "embeddings.LayerNorm", h, eps)?,
         };
-        let layers = (0..config.encoder.num_hidden_layers)
-            .map(|index| {
-                PostNormLayer::load(
-                    store,
-                    &format!("encoder.layer.{index}"),
-                    &LAYER_NAMES,
-                    shape,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers =
+            PostNormLayer::load_all(store, &LAYER_NAMES, shape, config.encoder.num_hidden_layers)?;
         Ok(BertModel {
             config,
             first_position,
@@ -127,25 +121,14 @@ impl BertModel {
     }
 
     fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
-        let h = self.config.encoder.hidden_size;
-        let mut hidden = vec![0.0f32; batch.num_tokens() * h];
-        for range in batch.ranges() {
-            for (offset, token) in range.enumerate() {
-                let id = batch.token_ids[token] as usize;
-                let position = self.first_position + offset;
-                let word = &self.embeddings.word[id * h..(id + 1) * h];
-                let pos = &self.embeddings.position[position * h..(position + 1) * h];
-                let out = &mut hidden[token * h..(token + 1) * h];
-                for (((o, w), p), t) in out
-                    .iter_mut()
-                    .zip(word)
-                    .zip(pos)
-                    .zip(&self.embeddings.token_type_zero)
-                {
-                    *o = w + p + t;
-                }
-            }
-        }
+        let mut hidden = sum_embeddings(
+            batch,
+            self.config.encoder.hidden_size,
+            self.first_position,
+            &self.embeddings.word,
+            &self.embeddings.position,
+            Some(&self.embeddings.token_type_zero),
+        );
         self.embeddings.norm.forward(&mut hidden);
         hidden
     }

@@ -6,7 +6,9 @@
 //! token types; and every layer adds one shared, learned relative-position bias to its attention
 //! scores, looked up by T5-style buckets of the distance between query and key.
 
-use super::post_norm::{Checked, EncoderConfig, LayerNames, LayerShape, PostNormLayer, Scratch};
+use super::post_norm::{
+    sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, PostNormLayer, Scratch,
+};
 use super::{EncoderModel, ModelConfig};
 use crate::kernels::Activation;
 use crate::layers::{LayerNorm, RelativePositionBias};
@@ -78,16 +80,8 @@ impl MpnetModel {
         }
         store.select_prefix("embeddings.word_embeddings.weight", PREFIXES)?;
         let h = config.encoder.hidden_size;
-        let layers = (0..config.encoder.num_hidden_layers)
-            .map(|index| {
-                PostNormLayer::load(
-                    store,
-                    &format!("encoder.layer.{index}"),
-                    &LAYER_NAMES,
-                    shape,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers =
+            PostNormLayer::load_all(store, &LAYER_NAMES, shape, config.encoder.num_hidden_layers)?;
         Ok(MpnetModel {
             word_embeddings: store.get(
                 "embeddings.word_embeddings.weight",
@@ -118,21 +112,14 @@ impl MpnetModel {
     }
 
     fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
-        let h = self.config.encoder.hidden_size;
-        let first_position = self.config.pad_token_id + 1;
-        let mut hidden = vec![0.0f32; batch.num_tokens() * h];
-        for range in batch.ranges() {
-            for (offset, token) in range.enumerate() {
-                let id = batch.token_ids[token] as usize;
-                let position = first_position + offset;
-                let word = &self.word_embeddings[id * h..(id + 1) * h];
-                let pos = &self.position_embeddings[position * h..(position + 1) * h];
-                let out = &mut hidden[token * h..(token + 1) * h];
-                for ((o, w), p) in out.iter_mut().zip(word).zip(pos) {
-                    *o = w + p;
-                }
-            }
-        }
+        let mut hidden = sum_embeddings(
+            batch,
+            self.config.encoder.hidden_size,
+            self.config.pad_token_id + 1,
+            &self.word_embeddings,
+            &self.position_embeddings,
+            None,
+        );
         self.embedding_norm.forward(&mut hidden);
         hidden
     }

@@ -120,7 +120,49 @@ pub struct Scratch {
     intermediate: Vec<f32>,
 }
 
+/// Absolute-position embeddings: word row + position row (from `first_position` within each
+/// sequence) + an optional constant row (BERT's token type 0), one `hidden`-wide row per token.
+pub fn sum_embeddings(
+    batch: &PackedBatch,
+    hidden: usize,
+    first_position: usize,
+    word: &[f32],
+    position: &[f32],
+    constant: Option<&[f32]>,
+) -> Vec<f32> {
+    let h = hidden;
+    let mut out = vec![0.0f32; batch.num_tokens() * h];
+    for range in batch.ranges() {
+        for (offset, token) in range.enumerate() {
+            let id = batch.token_ids[token] as usize;
+            let at = first_position + offset;
+            let row = &mut out[token * h..(token + 1) * h];
+            let word_row = &word[id * h..(id + 1) * h];
+            let position_row = &position[at * h..(at + 1) * h];
+            for ((o, w), p) in row.iter_mut().zip(word_row).zip(position_row) {
+                *o = w + p;
+            }
+            if let Some(constant) = constant {
+                row.iter_mut().zip(constant).for_each(|(o, c)| *o += c);
+            }
+        }
+    }
+    out
+}
+
 impl PostNormLayer {
+    /// Loads `encoder.layer.0` … `encoder.layer.{count - 1}`.
+    pub fn load_all(
+        store: &TensorStore<'_>,
+        names: &LayerNames,
+        shape: LayerShape,
+        count: usize,
+    ) -> Result<Vec<Self>> {
+        (0..count)
+            .map(|index| Self::load(store, &format!("encoder.layer.{index}"), names, shape))
+            .collect()
+    }
+
     pub fn load(
         store: &TensorStore<'_>,
         prefix: &str,
