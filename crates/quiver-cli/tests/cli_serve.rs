@@ -175,51 +175,36 @@ fn tokenize_reports_offsets_in_the_input() {
 #[test]
 fn bad_requests_get_a_json_error_naming_the_problem() {
     let server = serve(&["--max-client-batch-size", "4", "--payload-limit", "20000"]);
-    assert_error(&server.post("/embed", "{\"inputs\": "), 400, "invalid JSON");
-    assert_error(&server.post("/embed", ""), 400, "empty");
-    assert_error(
-        &server.post("/embed", "{\"inputs\": [\"a\", 7]}"),
-        422,
-        "inputs[1]",
-    );
-    assert_error(
-        &server.post("/embed", "{\"input\": \"a\"}"),
-        422,
-        "missing field `inputs`",
-    );
-    assert_error(
-        &server.post("/embed", "{\"inputs\": \"a\", \"dimensions\": 999}"),
-        400,
-        "999",
-    );
-    assert_error(
-        &server.post("/embed", "{\"inputs\": \"a\", \"prompt_name\": \"query\"}"),
-        400,
-        "query",
-    );
-    assert_error(
-        &server.post(
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("/embed", r#"{"inputs": "#, 400, "invalid JSON"),
+        ("/embed", "", 400, "empty"),
+        ("/embed", r#"{"inputs": ["a", 7]}"#, 422, "inputs[1]"),
+        ("/embed", r#"{"input": "a"}"#, 422, "missing field `inputs`"),
+        (
             "/embed",
-            "{\"inputs\": \"a\", \"truncation_direction\": \"up\"}",
+            r#"{"inputs": "a", "dimensions": 999}"#,
+            400,
+            "999",
         ),
-        422,
-        "truncation direction",
-    );
-    assert_error(
-        &server.post("/v1/embeddings", "{\"input\": [\"a\", \"\"]}"),
-        400,
-        "input[1]",
-    );
-    assert_error(
-        &server.post("/v1/embeddings", "{\"input\": [[1, 2]]}"),
-        422,
-        "input[0]",
-    );
-    assert_error(
-        &server.post("/v1/embeddings", "{\"input\": []}"),
-        400,
-        "empty list",
-    );
+        (
+            "/embed",
+            r#"{"inputs": "a", "prompt_name": "query"}"#,
+            400,
+            "query",
+        ),
+        (
+            "/embed",
+            r#"{"inputs": "a", "truncation_direction": "up"}"#,
+            422,
+            "truncation direction",
+        ),
+        ("/v1/embeddings", r#"{"input": ["a", ""]}"#, 400, "input[1]"),
+        ("/v1/embeddings", r#"{"input": [[1, 2]]}"#, 422, "input[0]"),
+        ("/v1/embeddings", r#"{"input": []}"#, 400, "empty list"),
+    ];
+    for (route, body, status, needle) in cases {
+        assert_error(&server.post(route, body), *status, needle);
+    }
     let five = json!({"input": ["a", "b", "c", "d", "e"]}).to_string();
     assert_error(&server.post("/v1/embeddings", &five), 413, "at most 4");
     let huge = json!({"inputs": "word ".repeat(5000)}).to_string();
