@@ -107,10 +107,9 @@ impl Server {
             batcher,
             limits: options.limits,
             metrics,
-            index,
+            index: index.map(Arc::new),
             api_key: options.api_key.filter(|key| !key.is_empty()),
-            max_batch_tokens: options.batching.max_batch_tokens,
-            max_queued_requests: options.batching.max_queued_requests,
+            batching: options.batching,
             backend: options.backend,
         });
         Ok(Server {

@@ -2,7 +2,7 @@
 //! index; and the embedding pipeline the routes have in common (tokenise, check length, queue,
 //! pool, truncate and normalise).
 
-use crate::batcher::Batcher;
+use crate::batcher::{BatchSettings, Batcher};
 use crate::error::ApiError;
 use crate::input::InputLimits;
 use crate::metrics::Metrics;
@@ -35,11 +35,10 @@ pub struct AppState {
     pub batcher: Batcher,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
-    pub index: Option<SearchIndex>,
+    pub index: Option<Arc<SearchIndex>>,
     /// Bearer token every route but `/health` requires, when set.
     pub api_key: Option<String>,
-    pub max_batch_tokens: usize,
-    pub max_queued_requests: usize,
+    pub batching: BatchSettings,
     /// Where the model runs, for `/info` (`cpu`, `cuda:0`).
     pub backend: String,
 }

@@ -85,11 +85,8 @@ pub async fn search(
             embedded.vectors.into_iter().next()
         }
     };
-    let state = state.clone();
+    let index = index.clone();
     let hits = tokio::task::spawn_blocking(move || {
-        let Some(index) = &state.index else {
-            return Ok(Vec::new());
-        };
         index.search(&SearchRequest {
             query: &request.query,
             query_vector: query_vector.as_deref(),

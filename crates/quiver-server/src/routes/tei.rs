@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
-use quiver_embed::{l2_normalize, EmbedOptions, TruncationSide};
+use quiver_embed::{EmbedOptions, TruncationSide};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 
@@ -98,18 +98,15 @@ pub async fn similarity(
             texts,
             EmbedRequest {
                 prompt_name: request.prompt_name,
-                normalize: Some(false),
+                normalize: Some(true),
                 truncate: request.truncate,
                 truncation: request.truncation_direction,
                 ..EmbedRequest::default()
             },
         )
         .await?;
-    let mut vectors = embedded.vectors;
-    for vector in &mut vectors {
-        l2_normalize(vector);
-    }
-    let (source, others) = vectors
+    let (source, others) = embedded
+        .vectors
         .split_first()
         .ok_or_else(|| ApiError::backend("no vectors"))?;
     Ok(Json(
