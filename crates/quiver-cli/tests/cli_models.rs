@@ -77,10 +77,10 @@ fn info_takes_a_short_id_or_reads_a_folder() {
 fn an_unsupported_folder_is_named_with_the_supported_list() {
     let config = std::fs::read_to_string(model_dir().join("config.json")).unwrap();
     let mut config: Value = serde_json::from_str(&config).unwrap();
-    config["model_type"] = Value::from("nomic_bert");
+    config["model_type"] = Value::from("t5");
     let dir = quiver_embed::testing::model_variant(
         "all-MiniLM-L6-v2",
-        "models-nomic",
+        "models-t5",
         "config.json",
         Some(&config.to_string()),
     );
@@ -88,7 +88,7 @@ fn an_unsupported_folder_is_named_with_the_supported_list() {
     assert_eq!(read["supported"], false);
     let note = read["note"].as_str().unwrap();
     assert!(
-        note.contains("nomic_bert") && note.contains("qwen2"),
+        note.contains("t5") && note.contains("nomic_bert") && note.contains("qwen2"),
         "{note}"
     );
     let missing = quiver(&["models", "info", "no-such-thing"], "");

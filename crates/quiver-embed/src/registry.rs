@@ -193,7 +193,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: NOMIC_PROMPTS,
         licence: "apache-2.0",
         device: RecommendedDevice::Cpu,
-        checked: NOT_YET,
+        checked: TINY,
         note: "Every text needs a task prefix.",
     },
     ModelCard {
@@ -207,7 +207,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[("query", "Represent this query for searching relevant code: ")],
         licence: "mit",
         device: RecommendedDevice::Cpu,
-        checked: NOT_YET,
+        checked: TINY,
         note: "Code retrieval; queries need the prefix, code takes none.",
     },
     ModelCard {

@@ -64,3 +64,13 @@ fn qwen2_causal_matches_transformers() {
 fn qwen2_bidirectional_matches_transformers() {
     check("qwen2-bidirectional");
 }
+
+#[test]
+fn nomic_bert_hub_layout_matches_transformers() {
+    check("nomic-bert");
+}
+
+#[test]
+fn nomic_bert_transformers_layout_matches_transformers() {
+    check("nomic-bert-transformers");
+}

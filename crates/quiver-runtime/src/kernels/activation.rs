@@ -1,4 +1,5 @@
 use super::fast_exp;
+use rayon::prelude::*;
 
 /// Activation functions named by Hugging Face configs (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,20 @@ pub fn relu(x: f32) -> f32 {
 #[inline(always)]
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + fast_exp(-x))
+}
+
+/// SwiGLU over a `[tokens, 2 · width]` buffer holding each token's gate then up projection:
+/// `out[t, j] = silu(gate[t, j]) · up[t, j]`, `[tokens, width]`.
+pub fn swiglu(gate_up: &[f32], width: usize, out: &mut Vec<f32>) {
+    out.resize(gate_up.len() / 2, 0.0);
+    out.par_chunks_mut(width)
+        .zip(gate_up.par_chunks(2 * width))
+        .for_each(|(row, both)| {
+            let (gate, up) = both.split_at(width);
+            for ((o, g), u) in row.iter_mut().zip(gate).zip(up) {
+                *o = silu(*g) * u;
+            }
+        });
 }
 
 #[cfg(test)]

@@ -78,28 +78,29 @@ impl Linear {
         }
     }
 
-    /// Stacks layers that read the same input (Q, K and V) into one wider product.
-    pub fn concat(parts: &[Linear]) -> Linear {
-        let in_features = parts.first().map_or(0, |part| part.in_features);
-        assert!(parts.iter().all(|part| part.in_features == in_features));
-        let with_bias = parts.iter().all(|part| part.bias.is_some());
-        let weight: Vec<f32> = parts
-            .iter()
-            .flat_map(|part| transpose(&part.weight_t, in_features, part.out_features))
-            .collect();
-        let bias = with_bias.then(|| {
-            parts
-                .iter()
-                .flat_map(|part| part.bias.clone().unwrap_or_default())
-                .collect()
-        });
-        let out_features = parts.iter().map(|part| part.out_features).sum();
-        let stacked = Linear::new(weight, bias, in_features, out_features);
-        if parts.iter().all(|part| part.panels.is_some()) {
-            stacked.with_few_row_panels()
-        } else {
-            stacked
+    /// Loads layers that read the same input (Q, K and V; gate and up) as one wider product:
+    /// `{prefix}.weight` of each `(prefix, out_features)` part, stacked in order.
+    pub fn load_stacked(
+        store: &TensorStore<'_>,
+        parts: &[(&str, usize)],
+        in_features: usize,
+        with_bias: bool,
+    ) -> Result<Self> {
+        let mut weight = Vec::new();
+        let mut bias = with_bias.then(Vec::new);
+        for &(prefix, out_features) in parts {
+            weight.extend(store.get(&format!("{prefix}.weight"), &[out_features, in_features])?);
+            if let Some(bias) = bias.as_mut() {
+                bias.extend(store.get(&format!("{prefix}.bias"), &[out_features])?);
+            }
         }
+        let out_features = parts.iter().map(|&(_, outputs)| outputs).sum();
+        let linear = Linear::new(weight, bias, in_features, out_features);
+        Ok(if store.few_row_panels() {
+            linear.with_few_row_panels()
+        } else {
+            linear
+        })
     }
 
     pub fn out_features(&self) -> usize {
@@ -175,24 +176,4 @@ where
             let first = index * ROWS_PER_BLOCK;
             work(block, first..first + block.len() / cols);
         });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn concatenated_layers_equal_separate_ones() {
-        let a = Linear::new(vec![1.0, 2.0, 3.0, 4.0], Some(vec![0.5, -0.5]), 2, 2);
-        let b = Linear::new(vec![-1.0, 1.0], Some(vec![2.0]), 2, 1);
-        let both = Linear::concat(&[a.clone(), b.clone()]);
-        let input = vec![1.0, 1.0, 2.0, -1.0];
-        let (mut out_a, mut out_b, mut out_both) = (Vec::new(), Vec::new(), Vec::new());
-        a.forward(&input, 2, &mut out_a);
-        b.forward(&input, 2, &mut out_b);
-        both.forward(&input, 2, &mut out_both);
-        assert_eq!(out_a, vec![3.5, 6.5, 0.5, 1.5]);
-        assert_eq!(out_both, vec![3.5, 6.5, 2.0, 0.5, 1.5, -1.0]);
-        assert_eq!(out_b, vec![2.0, -1.0]);
-    }
 }

@@ -4,10 +4,10 @@
 //! from `pad_token_id + 1` (`create_position_ids_from_input_ids` in `modeling_roberta.py`).
 
 use super::post_norm::{
-    sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, PostNormLayer, Scratch,
+    sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, Positions, PostNormLayer,
+    Scratch,
 };
 use super::{EncoderModel, ModelConfig};
-use crate::kernels::Activation;
 use crate::layers::LayerNorm;
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -49,7 +49,6 @@ pub struct BertModel {
     /// Position-table row of a sequence's first token: 0 for BERT, `pad_token_id + 1` for
     /// RoBERTa.
     first_position: usize,
-    activation: Activation,
     embeddings: Embeddings,
     shape: LayerShape,
     layers: Vec<PostNormLayer>,
@@ -108,12 +107,16 @@ impl BertModel {
             token_type_zero: token_types[..h].to_vec(),
             norm: LayerNorm::load(store, "embeddings.LayerNorm", h, eps)?,
         };
-        let layers =
-            PostNormLayer::load_all(store, &LAYER_NAMES, shape, config.encoder.num_hidden_layers)?;
+        let layers = PostNormLayer::load_all(
+            store,
+            &LAYER_NAMES,
+            shape,
+            activation,
+            config.encoder.num_hidden_layers,
+        )?;
         Ok(BertModel {
             config,
             first_position,
-            activation,
             embeddings,
             shape,
             layers,
@@ -156,8 +159,7 @@ impl EncoderModel for BertModel {
                 &mut hidden,
                 batch,
                 self.shape,
-                self.activation,
-                None,
+                Positions::InEmbeddings,
                 &mut scratch,
             );
         }

@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod mpnet;
+pub mod nomic_bert;
 mod post_norm;
 pub mod qwen2;
 
@@ -21,6 +22,7 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "xlm-roberta",
     "camembert",
     "mpnet",
+    "nomic_bert",
     "qwen2",
 ];
 
@@ -68,6 +70,33 @@ impl ModelConfig {
         })
     }
 
+    /// The first of `names` the config sets (not null): for fields an architecture's own config
+    /// class and the `transformers` port spell differently (`n_embd` / `hidden_size`).
+    pub fn field<T: DeserializeOwned>(&self, names: &[&str]) -> Result<Option<T>> {
+        let Some((name, value)) = names.iter().find_map(|name| {
+            self.raw
+                .get(*name)
+                .filter(|value| !value.is_null())
+                .map(|value| (name, value))
+        }) else {
+            return Ok(None);
+        };
+        serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|error| RuntimeError::Config {
+                path: self.path.clone(),
+                message: format!("field `{name}`: {error}"),
+            })
+    }
+
+    /// [`ModelConfig::field`] for a field the model cannot do without.
+    pub fn required<T: DeserializeOwned>(&self, names: &[&str]) -> Result<T> {
+        self.field(names)?.ok_or_else(|| RuntimeError::Config {
+            path: self.path.clone(),
+            message: format!("field `{}` is missing", names.join("` / `")),
+        })
+    }
+
     /// Deserialises the architecture's own view of the config, naming the file on failure.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_value(self.raw.clone()).map_err(|error| RuntimeError::Config {
@@ -103,6 +132,9 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
             Ok(Box::new(bert::BertModel::load(&config, &mut store)?))
         }
         "mpnet" => Ok(Box::new(mpnet::MpnetModel::load(&config, &mut store)?)),
+        "nomic_bert" => Ok(Box::new(nomic_bert::NomicBertModel::load(
+            &config, &mut store,
+        )?)),
         "qwen2" => Ok(Box::new(qwen2::Qwen2Model::load(&config, &mut store)?)),
         other => Err(RuntimeError::UnsupportedArchitecture {
             found: other.to_string(),

@@ -7,10 +7,10 @@
 //! scores, looked up by T5-style buckets of the distance between query and key.
 
 use super::post_norm::{
-    sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, PostNormLayer, Scratch,
+    sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, Positions, PostNormLayer,
+    Scratch,
 };
 use super::{EncoderModel, ModelConfig};
-use crate::kernels::Activation;
 use crate::layers::{LayerNorm, RelativePositionBias};
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -54,7 +54,6 @@ const LAYER_NAMES: LayerNames = LayerNames {
 
 pub struct MpnetModel {
     config: Config,
-    activation: Activation,
     word_embeddings: Vec<f32>,
     position_embeddings: Vec<f32>,
     embedding_norm: LayerNorm,
@@ -80,8 +79,13 @@ impl MpnetModel {
         }
         store.select_prefix("embeddings.word_embeddings.weight", PREFIXES)?;
         let h = config.encoder.hidden_size;
-        let layers =
-            PostNormLayer::load_all(store, &LAYER_NAMES, shape, config.encoder.num_hidden_layers)?;
+        let layers = PostNormLayer::load_all(
+            store,
+            &LAYER_NAMES,
+            shape,
+            activation,
+            config.encoder.num_hidden_layers,
+        )?;
         Ok(MpnetModel {
             word_embeddings: store.get(
                 "embeddings.word_embeddings.weight",
@@ -105,7 +109,6 @@ impl MpnetModel {
                 ],
             )?,
             config,
-            activation,
             shape,
             layers,
         })
@@ -177,8 +180,7 @@ impl EncoderModel for MpnetModel {
                 &mut hidden,
                 batch,
                 self.shape,
-                self.activation,
-                Some(&bias),
+                Positions::RelativeBias(&bias),
                 &mut scratch,
             );
         }

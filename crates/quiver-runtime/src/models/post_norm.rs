@@ -1,11 +1,12 @@
-//! The encoder layer BERT, RoBERTa and MPNet share: self-attention, then a feed-forward block,
-//! each followed by residual + layer norm ("post-norm"). The architectures differ in weight
-//! names, embeddings and position handling, which their own files keep.
+//! The encoder layer BERT, RoBERTa, MPNet and NomicBERT share: self-attention, then a
+//! feed-forward block, each followed by residual + layer norm ("post-norm"). The architectures
+//! differ in weight names, embeddings, position handling (absolute table, relative bias or
+//! rotary) and feed-forward kind (dense or SwiGLU), which their own files choose.
 
 use super::ModelConfig;
-use crate::kernels::Activation;
+use crate::kernels::{swiglu, Activation};
 use crate::layers::{
-    self_attention, AttentionShape, LayerNorm, Linear, RelativePositionBias, Visibility,
+    self_attention, AttentionShape, LayerNorm, Linear, RelativePositionBias, Rotary, Visibility,
 };
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -103,12 +104,39 @@ pub struct LayerShape {
 }
 
 pub struct PostNormLayer {
-    qkv: Linear,
-    attention_out: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
+    pub qkv: Linear,
+    pub attention_out: Linear,
+    pub attention_norm: LayerNorm,
+    pub feed_forward: FeedForward,
+    pub output_norm: LayerNorm,
+}
+
+/// The block between the attention norm and the output norm.
+pub enum FeedForward {
+    /// `act(x W₁ + b₁) W₂ + b₂`: BERT, RoBERTa, MPNet.
+    Dense {
+        intermediate: Linear,
+        output: Linear,
+        activation: Activation,
+    },
+    /// `(silu(x W_gate) · x W_up) W_down`: NomicBERT. `gate_up` holds both projections side by
+    /// side, `width` columns each.
+    SwiGlu {
+        gate_up: Linear,
+        down: Linear,
+        width: usize,
+    },
+}
+
+/// How a layer learns where tokens are, beyond the embeddings.
+#[derive(Clone, Copy)]
+pub enum Positions<'a> {
+    /// Absolute positions were added to the embeddings; the layer adds nothing.
+    InEmbeddings,
+    /// A bias on the attention scores by relative distance (MPNet).
+    RelativeBias(&'a RelativePositionBias),
+    /// Queries and keys rotated by position (NomicBERT).
+    Rotary(&'a Rotary),
 }
 
 /// Buffers reused across layers, so the layer loop allocates nothing after the first layer.
@@ -118,6 +146,7 @@ pub struct Scratch {
     context: Vec<f32>,
     projected: Vec<f32>,
     intermediate: Vec<f32>,
+    activated: Vec<f32>,
 }
 
 /// Absolute-position embeddings: word row + position row (from `first_position` within each
@@ -156,34 +185,54 @@ impl PostNormLayer {
         store: &TensorStore<'_>,
         names: &LayerNames,
         shape: LayerShape,
+        activation: Activation,
         count: usize,
     ) -> Result<Vec<Self>> {
         (0..count)
-            .map(|index| Self::load(store, &format!("encoder.layer.{index}"), names, shape))
+            .map(|index| {
+                Self::load(
+                    store,
+                    &format!("encoder.layer.{index}"),
+                    names,
+                    shape,
+                    activation,
+                )
+            })
             .collect()
     }
 
+    /// A BERT-style layer: separate, biased Q/K/V and a dense feed-forward block.
     pub fn load(
         store: &TensorStore<'_>,
         prefix: &str,
         names: &LayerNames,
         shape: LayerShape,
+        activation: Activation,
     ) -> Result<Self> {
         let (h, eps) = (shape.hidden, shape.layer_norm_eps);
-        let linear = |name: &str, inputs: usize, outputs: usize| {
-            Linear::load(store, &format!("{prefix}.{name}"), inputs, outputs, true)
+        let name = |name: &str| format!("{prefix}.{name}");
+        let linear = |part: &str, inputs: usize, outputs: usize| {
+            Linear::load(store, &name(part), inputs, outputs, true)
         };
-        let norm = |name: &str| LayerNorm::load(store, &format!("{prefix}.{name}"), h, eps);
+        let norm = |part: &str| LayerNorm::load(store, &name(part), h, eps);
         Ok(PostNormLayer {
-            qkv: Linear::concat(&[
-                linear(names.query, h, h)?,
-                linear(names.key, h, h)?,
-                linear(names.value, h, h)?,
-            ]),
+            qkv: Linear::load_stacked(
+                store,
+                &[
+                    (&name(names.query), h),
+                    (&name(names.key), h),
+                    (&name(names.value), h),
+                ],
+                h,
+                true,
+            )?,
             attention_out: linear(names.attention_out, h, h)?,
             attention_norm: norm(names.attention_norm)?,
-            intermediate: linear(names.intermediate, h, shape.intermediate)?,
-            output: linear(names.output, shape.intermediate, h)?,
+            feed_forward: FeedForward::Dense {
+                intermediate: linear(names.intermediate, h, shape.intermediate)?,
+                output: linear(names.output, shape.intermediate, h)?,
+                activation,
+            },
             output_norm: norm(names.output_norm)?,
         })
     }
@@ -194,13 +243,20 @@ impl PostNormLayer {
         hidden: &mut Vec<f32>,
         batch: &PackedBatch,
         shape: LayerShape,
-        activation: Activation,
-        bias: Option<&RelativePositionBias>,
+        positions: Positions<'_>,
         scratch: &mut Scratch,
     ) {
         let tokens = batch.num_tokens();
         let h = shape.hidden;
         self.qkv.forward(hidden, tokens, &mut scratch.qkv);
+        let bias = match positions {
+            Positions::InEmbeddings => None,
+            Positions::RelativeBias(bias) => Some(bias),
+            Positions::Rotary(rotary) => {
+                rotary.apply(&mut scratch.qkv, batch, shape.attention);
+                None
+            }
+        };
         self_attention(
             &scratch.qkv,
             batch,
@@ -219,12 +275,29 @@ impl PostNormLayer {
             },
         );
         std::mem::swap(hidden, &mut scratch.projected);
-        self.intermediate
-            .forward_then(hidden, tokens, &mut scratch.intermediate, |block, _| {
-                activation.apply(block)
-            });
-        self.output.forward_then(
-            &scratch.intermediate,
+        let output = match &self.feed_forward {
+            FeedForward::Dense {
+                intermediate,
+                output,
+                activation,
+            } => {
+                intermediate.forward_then(hidden, tokens, &mut scratch.activated, |block, _| {
+                    activation.apply(block)
+                });
+                output
+            }
+            FeedForward::SwiGlu {
+                gate_up,
+                down,
+                width,
+            } => {
+                gate_up.forward(hidden, tokens, &mut scratch.intermediate);
+                swiglu(&scratch.intermediate, *width, &mut scratch.activated);
+                down
+            }
+        };
+        output.forward_then(
+            &scratch.activated,
             tokens,
             &mut scratch.projected,
             |block, rows| {

@@ -7,7 +7,7 @@
 //! its embedders bidirectionally). Pooling (last token) is the sentence-transformers config's.
 
 use super::{EncoderModel, ModelConfig};
-use crate::kernels::silu;
+use crate::kernels::swiglu;
 use crate::layers::{self_attention, AttentionShape, Linear, RmsNorm, Rotary, Visibility};
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -172,11 +172,16 @@ fn load_layer(
     };
     Ok(Layer {
         input_norm: RmsNorm::load(store, &format!("{prefix}.input_layernorm"), h, eps)?,
-        qkv: Linear::concat(&[
-            linear("self_attn.q_proj", h, h, true)?,
-            linear("self_attn.k_proj", h, kv_width, true)?,
-            linear("self_attn.v_proj", h, kv_width, true)?,
-        ]),
+        qkv: Linear::load_stacked(
+            store,
+            &[
+                (&format!("{prefix}.self_attn.q_proj"), h),
+                (&format!("{prefix}.self_attn.k_proj"), kv_width),
+                (&format!("{prefix}.self_attn.v_proj"), kv_width),
+            ],
+            h,
+            true,
+        )?,
         attention_out: linear("self_attn.o_proj", h, h, false)?,
         post_attention_norm: RmsNorm::load(
             store,
@@ -184,25 +189,17 @@ fn load_layer(
             h,
             eps,
         )?,
-        gate_up: Linear::concat(&[
-            linear("mlp.gate_proj", h, config.intermediate_size, false)?,
-            linear("mlp.up_proj", h, config.intermediate_size, false)?,
-        ]),
+        gate_up: Linear::load_stacked(
+            store,
+            &[
+                (&format!("{prefix}.mlp.gate_proj"), config.intermediate_size),
+                (&format!("{prefix}.mlp.up_proj"), config.intermediate_size),
+            ],
+            h,
+            false,
+        )?,
         down: linear("mlp.down_proj", config.intermediate_size, h, false)?,
     })
-}
-
-/// `out[t, j] = silu(gate[t, j]) · up[t, j]` from a `[tokens, 2 · width]` gate-and-up buffer.
-fn swiglu(gate_up: &[f32], width: usize, out: &mut Vec<f32>) {
-    out.resize(gate_up.len() / 2, 0.0);
-    out.par_chunks_mut(width)
-        .zip(gate_up.par_chunks(2 * width))
-        .for_each(|(row, both)| {
-            let (gate, up) = both.split_at(width);
-            for ((o, g), u) in row.iter_mut().zip(gate).zip(up) {
-                *o = silu(*g) * u;
-            }
-        });
 }
 
 fn add_in_place(values: &mut [f32], other: &[f32]) {
