@@ -4,41 +4,11 @@
 
 mod common;
 
-use common::{model_dir, quiver, temp_dir};
+use common::{index, json_of, model_dir, quiver, search, temp_dir, write};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn write(root: &Path, relative: &str, contents: impl AsRef<[u8]>) {
-    let path = root.join(relative);
-    std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-    std::fs::write(path, contents).expect("write");
-}
-
-/// Runs quiver, asserts success, parses standard output as JSON.
-fn json_of(args: &[&str]) -> Value {
-    let output = quiver(args, "");
-    assert!(
-        output.status.success(),
-        "quiver {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
-}
-
-fn index(root: &Path, extra: &[&str]) -> Value {
-    let model = model_dir();
-    let mut args = vec![
-        "index",
-        root.to_str().expect("utf-8"),
-        "--model",
-        model.to_str().expect("utf-8"),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    json_of(&args)
-}
 
 fn index_status(root: &Path) -> Value {
     let index_dir = root.join(".quiver");
@@ -48,19 +18,6 @@ fn index_status(root: &Path) -> Value {
         index_dir.to_str().expect("utf-8"),
         "--json",
     ])
-}
-
-fn search(root: &Path, query: &str, extra: &[&str]) -> Vec<Value> {
-    let index_dir = root.join(".quiver");
-    let mut args = vec![
-        "search",
-        query,
-        "--index",
-        index_dir.to_str().expect("utf-8"),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    json_of(&args).as_array().expect("an array of hits").clone()
 }
 
 const CONFIG_PY: &str = r#"import json

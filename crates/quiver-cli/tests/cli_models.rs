@@ -2,18 +2,8 @@
 
 mod common;
 
-use common::{model_dir, quiver};
+use common::{json_of, model_dir, quiver};
 use serde_json::Value;
-
-fn json_of(args: &[&str]) -> Value {
-    let output = quiver(args, "");
-    assert!(
-        output.status.success(),
-        "quiver {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON")
-}
 
 #[test]
 fn list_covers_every_model_the_users_named() {

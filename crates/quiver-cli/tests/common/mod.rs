@@ -1,6 +1,8 @@
-//! Helpers shared by the CLI tests: the test model, the binary run offline, scratch folders.
+//! Helpers shared by the CLI tests: the test model, the binary run offline, scratch folders,
+//! indexing and searching a tree.
 #![allow(dead_code)] // each test file uses its own subset
 
+use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -46,3 +48,47 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 pub mod server;
+
+pub fn write(root: &Path, relative: &str, contents: impl AsRef<[u8]>) {
+    let path = root.join(relative);
+    std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+    std::fs::write(path, contents).expect("write");
+}
+
+/// Runs quiver, asserts success, parses standard output as JSON.
+pub fn json_of(args: &[&str]) -> Value {
+    let output = quiver(args, "");
+    assert!(
+        output.status.success(),
+        "quiver {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+pub fn index(root: &Path, extra: &[&str]) -> Value {
+    let model = model_dir();
+    let mut args = vec![
+        "index",
+        root.to_str().expect("utf-8"),
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json_of(&args)
+}
+
+pub fn search(root: &Path, query: &str, extra: &[&str]) -> Vec<Value> {
+    let index_dir = root.join(".quiver");
+    let mut args = vec![
+        "search",
+        query,
+        "--index",
+        index_dir.to_str().expect("utf-8"),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json_of(&args).as_array().expect("an array of hits").clone()
+}
+pub mod fake_qdrant;

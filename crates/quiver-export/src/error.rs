@@ -1,0 +1,24 @@
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The destination exists but holds something this index must not be mixed with.
+    #[error("{destination}: {message}; nothing was written")]
+    Refused {
+        destination: String,
+        message: String,
+    },
+    #[error("Qdrant at {url}: {message}")]
+    Qdrant { url: String, message: String },
+    #[error("PostgreSQL table {table}: {source}")]
+    Postgres {
+        table: String,
+        source: ::postgres::Error,
+    },
+    #[error("bad {what} {name:?}: {message}")]
+    BadName {
+        what: &'static str,
+        name: String,
+        message: &'static str,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, ExportError>;

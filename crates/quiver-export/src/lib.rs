@@ -1,0 +1,162 @@
+//! Sends an index's chunks to the vector stores users already run: [`qdrant`] (its REST API)
+//! and [`postgres`] (a pgvector table). File exports (JSONL, NumPy) are
+//! `quiver_index::export`'s.
+//!
+//! Every export is incremental and checked first:
+//! - the destination is created when missing; one that holds vectors of another width or
+//!   another model is refused before anything is written;
+//! - each chunk is stored with a fingerprint (SHA-256 of its payload and vector), so a second
+//!   export sends only chunks that are new or changed, and removes chunks the index no longer
+//!   has;
+//! - PostgreSQL applies the whole change in one transaction (a failed export leaves the table
+//!   as it was); Qdrant has no transactions, so its upserts are idempotent and run before any
+//!   delete: a failed export is finished by running it again.
+
+mod error;
+pub mod postgres;
+pub mod qdrant;
+
+pub use error::{ExportError, Result};
+
+use quiver_index::export::ExportRecord;
+use quiver_index::IndexSettings;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+
+/// What a destination must agree with before it is written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema {
+    pub model: String,
+    pub dimension: usize,
+}
+
+impl Schema {
+    pub fn of(settings: &IndexSettings) -> Self {
+        Schema {
+            model: settings.model.clone(),
+            dimension: settings.dimension,
+        }
+    }
+}
+
+/// What an export changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub upserted: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+}
+
+/// The payload key under which each chunk's fingerprint is stored.
+pub const FINGERPRINT_KEY: &str = "quiver_fingerprint";
+
+/// SHA-256 of a record's payload and vector, hex: equal fingerprints, nothing to send.
+pub fn fingerprint(record: &ExportRecord) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(record.payload.to_string().as_bytes());
+    for value in &record.vector {
+        hasher.update(value.to_le_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The changes that bring a destination holding `existing` (id → fingerprint) to `records`.
+pub struct Plan<'a> {
+    pub upserts: Vec<(&'a ExportRecord, String)>,
+    pub deletes: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl<'a> Plan<'a> {
+    pub fn new(records: &'a [ExportRecord], existing: &HashMap<String, String>) -> Self {
+        let mut upserts = Vec::new();
+        let mut unchanged = 0;
+        for record in records {
+            let print = fingerprint(record);
+            if existing.get(&record.id) == Some(&print) {
+                unchanged += 1;
+            } else {
+                upserts.push((record, print));
+            }
+        }
+        let wanted: HashSet<&str> = records.iter().map(|record| record.id.as_str()).collect();
+        let mut deletes: Vec<String> = existing
+            .keys()
+            .filter(|id| !wanted.contains(id.as_str()))
+            .cloned()
+            .collect();
+        deletes.sort();
+        Plan {
+            upserts,
+            deletes,
+            unchanged,
+        }
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            upserted: self.upserts.len(),
+            deleted: self.deletes.len(),
+            unchanged: self.unchanged,
+        }
+    }
+}
+
+/// Reports how many chunks have been sent so far, out of how many.
+pub type Progress<'a> = &'a dyn Fn(usize, usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(id: &str, text: &str, vector: Vec<f32>) -> ExportRecord {
+        ExportRecord {
+            id: id.into(),
+            vector,
+            payload: json!({"text": text}),
+        }
+    }
+
+    #[test]
+    fn plan_sends_only_new_and_changed_chunks_and_deletes_removed_ones() {
+        let old = [
+            record("a", "same", vec![1.0, 0.0]),
+            record("b", "old text", vec![0.0, 1.0]),
+            record("c", "gone", vec![0.5, 0.5]),
+        ];
+        let existing: HashMap<String, String> = old
+            .iter()
+            .map(|record| (record.id.clone(), fingerprint(record)))
+            .collect();
+        let new = [
+            record("a", "same", vec![1.0, 0.0]),
+            record("b", "new text", vec![0.0, 1.0]),
+            record("d", "added", vec![0.2, 0.8]),
+        ];
+        let plan = Plan::new(&new, &existing);
+        let sent: Vec<&str> = plan.upserts.iter().map(|(r, _)| r.id.as_str()).collect();
+        assert_eq!(sent, ["b", "d"]);
+        assert_eq!(plan.deletes, ["c"]);
+        assert_eq!(
+            plan.summary(),
+            Summary {
+                upserted: 2,
+                deleted: 1,
+                unchanged: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_vector_changes_the_fingerprint() {
+        let a = record("a", "x", vec![1.0, 0.0]);
+        let b = record("a", "x", vec![1.0, 1e-7]);
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a), fingerprint(&a));
+    }
+}

@@ -1,0 +1,326 @@
+//! Export to a PostgreSQL table with a pgvector `vector(N)` column, upserted by chunk id in one
+//! transaction, with an HNSW index for cosine distance (`ORDER BY embedding <=> $1`).
+//!
+//! The table: `id uuid PRIMARY KEY`, `embedding vector(N)`, the payload fields users filter on
+//! as columns (`text`, `path`, `language`, `symbol`, `start_line`, `end_line`, `source_subdir`,
+//! `collection`, `model`), the whole payload as `jsonb`, and the chunk's fingerprint. The
+//! table's comment records the model and width, checked before any later export writes.
+
+use crate::{ExportError, Plan, Progress, Result, Schema, Summary};
+use ::postgres::{Client, NoTls, Transaction};
+use quiver_index::export::ExportRecord;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// How the vector column is indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorIndex {
+    /// Graph index: best recall/speed, slower to build. pgvector ≥ 0.5.
+    Hnsw,
+    /// List index: faster to build; its lists are fixed from the rows present when it is built.
+    IvfFlat,
+}
+
+pub struct PostgresExport {
+    client: Client,
+    /// The quoted, possibly schema-qualified name, ready for SQL.
+    table_sql: String,
+    /// As the user gave it, for messages.
+    table: String,
+    index: VectorIndex,
+}
+
+impl PostgresExport {
+    /// `url`: a libpq-style URL or key=value string (`postgres://user@host:5432/db`).
+    pub fn connect(url: &str, table: &str, index: VectorIndex) -> Result<Self> {
+        let table_sql = quote_table_name(table)?;
+        let client = Client::connect(url, NoTls).map_err(|source| ExportError::Postgres {
+            table: table.to_string(),
+            source,
+        })?;
+        Ok(PostgresExport {
+            client,
+            table_sql,
+            table: table.to_string(),
+            index,
+        })
+    }
+
+    /// Brings the table to `records` in one transaction: creates the extension, table and
+    /// index when missing (refusing a width or model mismatch), upserts new and changed rows,
+    /// deletes rows the index no longer has.
+    pub fn sync(
+        &mut self,
+        schema: &Schema,
+        records: &[ExportRecord],
+        progress: Progress<'_>,
+    ) -> Result<Summary> {
+        let table = self.table.clone();
+        let db = |source| ExportError::Postgres {
+            table: table.clone(),
+            source,
+        };
+        let table_sql = self.table_sql.clone();
+        let index = self.index;
+        let mut transaction = self.client.transaction().map_err(db)?;
+        transaction
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS vector")
+            .map_err(db)?;
+        match stored_schema(&mut transaction, &table_sql).map_err(db)? {
+            Some(stored) => check_schema(&table, &stored, schema)?,
+            None => create_table(&mut transaction, &table_sql, schema, index).map_err(db)?,
+        }
+        let existing = existing_rows(&mut transaction, &table_sql).map_err(db)?;
+        let plan = Plan::new(records, &existing);
+        let upsert = transaction
+            .prepare(&format!(
+                "INSERT INTO {table_sql} (id, embedding, text, path, language, symbol, start_line, \
+                 end_line, source_subdir, collection, model, payload, fingerprint) \
+                 VALUES ($1::text::uuid, $2::real[]::vector, $3, $4, $5, $6, $7, $8, $9, $10, \
+                 $11, $12::text::jsonb, $13) \
+                 ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, \
+                 text = EXCLUDED.text, path = EXCLUDED.path, language = EXCLUDED.language, \
+                 symbol = EXCLUDED.symbol, start_line = EXCLUDED.start_line, \
+                 end_line = EXCLUDED.end_line, source_subdir = EXCLUDED.source_subdir, \
+                 collection = EXCLUDED.collection, model = EXCLUDED.model, \
+                 payload = EXCLUDED.payload, fingerprint = EXCLUDED.fingerprint"
+            ))
+            .map_err(db)?;
+        let total = plan.upserts.len();
+        for (done, (record, print)) in plan.upserts.iter().enumerate() {
+            let field = |name: &str| record.payload[name].as_str().map(str::to_string);
+            let line = |name: &str| record.payload[name].as_i64().map(|n| n as i32);
+            transaction
+                .execute(
+                    &upsert,
+                    &[
+                        &record.id,
+                        &record.vector,
+                        &field("text"),
+                        &field("path"),
+                        &field("language"),
+                        &field("symbol"),
+                        &line("start_line"),
+                        &line("end_line"),
+                        &field("source_subdir"),
+                        &field("collection"),
+                        &field("model"),
+                        &record.payload.to_string(),
+                        print,
+                    ],
+                )
+                .map_err(db)?;
+            if (done + 1) % 256 == 0 || done + 1 == total {
+                progress(done + 1, total);
+            }
+        }
+        if !plan.deletes.is_empty() {
+            transaction
+                .execute(
+                    &format!("DELETE FROM {table_sql} WHERE id::text = ANY($1)"),
+                    &[&plan.deletes],
+                )
+                .map_err(db)?;
+        }
+        transaction.commit().map_err(db)?;
+        Ok(plan.summary())
+    }
+}
+
+/// The model and width recorded on an existing table, or `None` when there is no such table.
+fn stored_schema(
+    transaction: &mut Transaction<'_>,
+    table_sql: &str,
+) -> std::result::Result<Option<StoredSchema>, ::postgres::Error> {
+    let row = transaction.query_one(
+        "SELECT to_regclass($1)::text, obj_description(to_regclass($1), 'pg_class'), \
+         (SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+          WHERE attrelid = to_regclass($1) AND attname = 'embedding' AND NOT attisdropped)",
+        &[&table_sql],
+    )?;
+    let exists: Option<String> = row.get(0);
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let comment: Option<String> = row.get(1);
+    let column: Option<String> = row.get(2);
+    Ok(Some(StoredSchema { comment, column }))
+}
+
+struct StoredSchema {
+    /// The table's comment: Quiver's JSON record of model and width, for tables it created.
+    comment: Option<String>,
+    /// `vector(384)`, or another type, or none.
+    column: Option<String>,
+}
+
+fn check_schema(table: &str, stored: &StoredSchema, schema: &Schema) -> Result<()> {
+    let refused = |message: String| ExportError::Refused {
+        destination: format!("PostgreSQL table {table}"),
+        message,
+    };
+    let wanted_column = format!("vector({})", schema.dimension);
+    match stored.column.as_deref() {
+        Some(column) if column == wanted_column => {}
+        Some(column) => {
+            return Err(refused(format!(
+                "its `embedding` column is {column}; this index has {wanted_column} ({})",
+                schema.model
+            )))
+        }
+        None => {
+            return Err(refused(
+                "it exists without an `embedding` column: not a table Quiver exported".into(),
+            ))
+        }
+    }
+    let recorded: Option<Value> = stored
+        .comment
+        .as_deref()
+        .and_then(|comment| serde_json::from_str(comment).ok());
+    let model = recorded
+        .as_ref()
+        .and_then(|value| value["quiver_model"].as_str());
+    match model {
+        Some(model) if model == schema.model => Ok(()),
+        Some(model) => Err(refused(format!(
+            "it holds vectors of model {model:?}; this index uses {:?}. Export to a new table",
+            schema.model
+        ))),
+        None => Err(refused(
+            "its comment does not record a Quiver model: not a table Quiver exported".into(),
+        )),
+    }
+}
+
+fn create_table(
+    transaction: &mut Transaction<'_>,
+    table_sql: &str,
+    schema: &Schema,
+    index: VectorIndex,
+) -> std::result::Result<(), ::postgres::Error> {
+    let dimension = schema.dimension;
+    let comment = json!({
+        "quiver_model": schema.model,
+        "dimension": dimension,
+        "quiver_version": env!("CARGO_PKG_VERSION"),
+    })
+    .to_string();
+    let index_method = match index {
+        VectorIndex::Hnsw => "hnsw (embedding vector_cosine_ops)",
+        VectorIndex::IvfFlat => "ivfflat (embedding vector_cosine_ops) WITH (lists = 100)",
+    };
+    transaction.batch_execute(&format!(
+        "CREATE TABLE {table_sql} (
+            id uuid PRIMARY KEY,
+            embedding vector({dimension}) NOT NULL,
+            text text,
+            path text,
+            language text,
+            symbol text,
+            start_line integer,
+            end_line integer,
+            source_subdir text,
+            collection text,
+            model text,
+            payload jsonb NOT NULL,
+            fingerprint text NOT NULL
+        );
+        CREATE INDEX ON {table_sql} USING {index_method};
+        CREATE INDEX ON {table_sql} (path);
+        COMMENT ON TABLE {table_sql} IS {};",
+        quote_literal(&comment)
+    ))
+}
+
+fn existing_rows(
+    transaction: &mut Transaction<'_>,
+    table_sql: &str,
+) -> std::result::Result<HashMap<String, String>, ::postgres::Error> {
+    Ok(transaction
+        .query(
+            &format!("SELECT id::text, fingerprint FROM {table_sql}"),
+            &[],
+        )?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// `name` or `schema.name`, each part letters, digits and `_`, quoted for SQL.
+fn quote_table_name(name: &str) -> Result<String> {
+    let bad = |message| ExportError::BadName {
+        what: "--table",
+        name: name.to_string(),
+        message,
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 2 {
+        return Err(bad("use `table` or `schema.table`"));
+    }
+    let valid = |part: &&str| {
+        !part.is_empty()
+            && part.len() <= 63
+            && !part.starts_with(|c: char| c.is_ascii_digit())
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if !parts.iter().all(valid) {
+        return Err(bad(
+            "each part must be letters, digits and '_', not starting with a digit",
+        ));
+    }
+    Ok(parts
+        .iter()
+        .map(|part| format!("\"{part}\""))
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_checked_and_quoted() {
+        assert_eq!(quote_table_name("chunks").unwrap(), "\"chunks\"");
+        assert_eq!(
+            quote_table_name("rag.code_chunks").unwrap(),
+            "\"rag\".\"code_chunks\""
+        );
+        for bad in ["", "a.b.c", "x; DROP TABLE y", "1abc", "a\"b", "sch."] {
+            assert!(quote_table_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_stored_schema_must_match() {
+        let schema = Schema {
+            model: "m".into(),
+            dimension: 3,
+        };
+        let stored = |column: &str, model: &str| StoredSchema {
+            column: Some(column.into()),
+            comment: Some(json!({ "quiver_model": model }).to_string()),
+        };
+        assert!(check_schema("t", &stored("vector(3)", "m"), &schema).is_ok());
+        let wrong_width = check_schema("t", &stored("vector(4)", "m"), &schema).unwrap_err();
+        assert!(
+            wrong_width.to_string().contains("vector(4)"),
+            "{wrong_width}"
+        );
+        let wrong_model = check_schema("t", &stored("vector(3)", "other"), &schema).unwrap_err();
+        assert!(
+            wrong_model.to_string().contains("\"other\""),
+            "{wrong_model}"
+        );
+        let foreign = StoredSchema {
+            column: Some("vector(3)".into()),
+            comment: None,
+        };
+        assert!(check_schema("t", &foreign, &schema).is_err());
+    }
+}
