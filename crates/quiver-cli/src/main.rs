@@ -33,8 +33,10 @@ enum Command {
     Search(commands::search::SearchArgs),
     /// Score retrieval quality on a code-search dataset against a fixed-window baseline.
     Eval(commands::eval::EvalArgs),
-    /// Export an index's chunks and vectors: --to jsonl FILE, --to npy DIR.
+    /// Export an index's chunks and vectors: --to jsonl FILE, npy DIR, qdrant URL, postgres URL.
     Export(commands::export::ExportArgs),
+    /// Build an index from a NumPy export (`quiver export --to npy`), without embedding again.
+    Import(commands::import::ImportArgs),
     /// Serve embeddings (OpenAI /v1/embeddings, TEI /embed) and search over HTTP.
     Serve(commands::serve::ServeArgs),
     /// Known models (`list`) and what one model is (`info ID`).
@@ -71,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => commands::status::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Import(args) => commands::import::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Models(args) => commands::models::run(args),
     }

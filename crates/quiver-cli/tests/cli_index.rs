@@ -553,16 +553,75 @@ fn exports_jsonl_and_npy_that_agree() {
     assert_eq!(info["dimension"], 384);
     assert_eq!(info["chunks"], chunks);
 
+    // `quiver import` loads the NumPy export back: the same search results, no embedding.
+    let imported = root.join("imported");
+    let output = quiver(
+        &[
+            "import",
+            npy_dir.to_str().expect("utf-8"),
+            "--index",
+            imported.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for mode in ["vector", "hybrid"] {
+        let results = |index: &Path| -> Vec<(Value, Value)> {
+            json_of(&[
+                "search",
+                "read a json configuration file",
+                "--index",
+                index.to_str().expect("utf-8"),
+                "--mode",
+                mode,
+                "--json",
+            ])
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|hit| (hit["chunk"]["chunk_id"].clone(), hit["score"].clone()))
+            .collect()
+        };
+        let original = results(&index_dir);
+        assert!(!original.is_empty());
+        assert_eq!(results(&imported), original, "{mode}");
+    }
+    // Importing into an index of other settings is refused.
+    let output = quiver(
+        &[
+            "import",
+            npy_dir.to_str().expect("utf-8"),
+            "--index",
+            index_arg,
+        ],
+        "",
+    );
+    assert!(output.status.success(), "same settings: adds, no error");
+    let info_path = npy_dir.join("model_info.json");
+    let mut info = info;
+    info["model"] = Value::from("another-model");
+    std::fs::write(&info_path, info.to_string()).expect("write");
     let refused = quiver(
         &[
-            "export",
-            index_arg,
-            "--to",
-            "qdrant",
-            "http://localhost:6333",
+            "import",
+            npy_dir.to_str().expect("utf-8"),
+            "--index",
+            imported.to_str().expect("utf-8"),
         ],
         "",
     );
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("not implemented yet"));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("another-model"), "{message}");
+    let status = json_of(&[
+        "status",
+        "--index",
+        imported.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(status["stats"]["chunks"], chunks, "the index is as it was");
 }

@@ -13,6 +13,7 @@ pub mod chunk_files;
 mod error;
 pub mod export;
 pub mod ids;
+pub mod import;
 mod indexer;
 pub mod keywords;
 mod search;

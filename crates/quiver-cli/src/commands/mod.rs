@@ -1,6 +1,7 @@
 pub mod embed;
 pub mod eval;
 pub mod export;
+pub mod import;
 pub mod index;
 pub mod models;
 pub mod search;

@@ -10,7 +10,7 @@
 
 mod npy;
 
-pub use npy::write_npy_f32;
+pub use npy::{read_npy_f32, write_npy_f32};
 
 use crate::error::{IndexError, Result};
 use crate::store::{ChunkRecord, IndexSettings, Store};

@@ -1,4 +1,4 @@
-//! Writing float32 matrices in NumPy's `.npy` format (version 1.0).
+//! Float32 matrices in NumPy's `.npy` format (version 1.0 written; 1.0–3.0 read).
 //!
 //! The format is a fixed magic string, a Python-dict header padded to 64 bytes, then raw
 //! little-endian data; a dependency for that would be larger than the code.
@@ -33,9 +33,79 @@ pub fn write_npy_f32<W: Write>(writer: &mut W, rows: &[Vec<f32>]) -> std::io::Re
     Ok(())
 }
 
+/// Reads a little-endian float32, C-order, two-dimensional `.npy` matrix: its rows.
+pub fn read_npy_f32(bytes: &[u8]) -> Result<Vec<Vec<f32>>, String> {
+    let magic = b"\x93NUMPY";
+    if bytes.len() < 10 || &bytes[..6] != magic {
+        return Err("not a .npy file (no \\x93NUMPY magic)".into());
+    }
+    let (header_len, header_start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        version => return Err(format!("unsupported .npy version {version}")),
+    };
+    let data_start = header_start + header_len;
+    let header = bytes
+        .get(header_start..data_start)
+        .map(String::from_utf8_lossy)
+        .ok_or("truncated header")?;
+    if !header.contains("'descr': '<f4'") {
+        return Err(format!(
+            "expected float32 ('<f4') data, header says {header}"
+        ));
+    }
+    if header.contains("'fortran_order': True") {
+        return Err("Fortran-ordered arrays are not supported".into());
+    }
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .ok_or("no shape in header")?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse().map_err(|_| format!("bad shape ({shape})")))
+        .collect::<Result<_, _>>()?;
+    let [rows, cols] = dims[..] else {
+        return Err(format!("expected a 2-D matrix, shape is ({shape})"));
+    };
+    let data = &bytes[data_start..];
+    if data.len() != rows * cols * 4 {
+        return Err(format!(
+            "shape ({rows}, {cols}) needs {} data bytes, the file has {}",
+            rows * cols * 4,
+            data.len()
+        ));
+    }
+    let values: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    Ok(values.chunks(cols.max(1)).map(<[f32]>::to_vec).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_back_what_it_writes_and_rejects_other_types() {
+        let rows = vec![vec![1.0, -2.5, 3.0], vec![0.0, 1e-7, f32::MAX]];
+        let mut bytes = Vec::new();
+        write_npy_f32(&mut bytes, &rows).unwrap();
+        assert_eq!(read_npy_f32(&bytes).unwrap(), rows);
+        let text = String::from_utf8_lossy(&bytes).replace("<f4", "<f8");
+        assert!(read_npy_f32(text.as_bytes()).unwrap_err().contains("<f4"));
+        assert!(read_npy_f32(&bytes[..bytes.len() - 4])
+            .unwrap_err()
+            .contains("data bytes"));
+        assert!(read_npy_f32(b"hello").is_err());
+    }
 
     #[test]
     fn header_is_aligned_and_data_follows() {

@@ -1,0 +1,31 @@
+use crate::location;
+use anyhow::Context;
+use clap::Args;
+use quiver_index::import::import_npy_dir;
+use quiver_index::Store;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// A folder written by `quiver export --to npy` (embeddings.npy, metadata.json,
+    /// model_info.json).
+    from: PathBuf,
+    /// Index directory to create or add to (default: .quiver/ here).
+    #[arg(long)]
+    index: Option<PathBuf>,
+}
+
+pub fn run(args: ImportArgs) -> anyhow::Result<()> {
+    let index_dir = location::for_root(args.index, &std::env::current_dir()?);
+    let mut store = Store::open(&index_dir, true)?;
+    let report = import_npy_dir(&args.from, &mut store)
+        .with_context(|| format!("importing {}", args.from.display()))?;
+    eprintln!(
+        "imported {} chunks of {} files from {} into {}",
+        report.chunks,
+        report.files,
+        args.from.display(),
+        index_dir.display()
+    );
+    Ok(())
+}

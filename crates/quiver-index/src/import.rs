@@ -1,0 +1,186 @@
+//! `quiver import`: an index built from a NumPy export (`quiver export --to npy`), so vectors
+//! made elsewhere, or by an earlier Quiver, can be searched without embedding again.
+//!
+//! The folder's `model_info.json` becomes the index's settings (an existing index with other
+//! settings is refused), `metadata.json` its chunks, `embeddings.npy` their vectors, all in one
+//! transaction. Files are keyed by the chunks' `path`; their content hash is not known, so a
+//! later `quiver index` of the source tree re-chunks and re-embeds them.
+
+use crate::error::{IndexError, Result};
+use crate::export::read_npy_f32;
+use crate::ids::{content_hash, numeric_id};
+use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What an import added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportReport {
+    pub files: usize,
+    pub chunks: usize,
+}
+
+pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
+    let info = read_json(&dir.join("model_info.json"))?;
+    let settings = settings_from(&info, dir)?;
+    let metadata = read_json(&dir.join("metadata.json"))?;
+    let Value::Array(payloads) = metadata else {
+        return Err(bad(
+            dir,
+            "metadata.json",
+            0,
+            "expected an array of payloads",
+        ));
+    };
+    let npy_path = dir.join("embeddings.npy");
+    let bytes = std::fs::read(&npy_path).map_err(|source| IndexError::Io {
+        path: npy_path.clone(),
+        source,
+    })?;
+    let vectors =
+        read_npy_f32(&bytes).map_err(|message| bad(dir, "embeddings.npy", 0, &message))?;
+    if vectors.len() != payloads.len() {
+        return Err(bad(
+            dir,
+            "embeddings.npy",
+            0,
+            &format!(
+                "{} rows, but metadata.json has {} payloads",
+                vectors.len(),
+                payloads.len()
+            ),
+        ));
+    }
+    if let Some(row) = vectors
+        .first()
+        .filter(|row| row.len() != settings.dimension)
+    {
+        return Err(bad(
+            dir,
+            "embeddings.npy",
+            0,
+            &format!(
+                "rows of {} values, model_info.json says dimension {}",
+                row.len(),
+                settings.dimension
+            ),
+        ));
+    }
+    let mut by_file: BTreeMap<String, Vec<ChunkRecord>> = BTreeMap::new();
+    let mut batch = Batch::default();
+    for (row, (payload, vector)) in payloads.iter().zip(vectors).enumerate() {
+        let mut chunk =
+            chunk_from(payload).map_err(|message| bad(dir, "metadata.json", row + 1, &message))?;
+        chunk.embed_hash = format!("imported:{}", vector_hash(&vector));
+        batch.vectors.push((chunk.embed_hash.clone(), vector));
+        let siblings = by_file.entry(chunk.path.clone()).or_default();
+        chunk.seq = siblings.len();
+        chunk.file = chunk.path.clone();
+        siblings.push(chunk);
+    }
+    store.adopt_settings(&settings, false)?;
+    let chunks = payloads.len();
+    let files = by_file.len();
+    batch.files = by_file
+        .into_iter()
+        .map(|(path, chunks)| {
+            let hashes: String = chunks.iter().map(|c| c.content_hash.as_str()).collect();
+            let file = FileRecord {
+                path,
+                size: 0,
+                mtime_ns: 0,
+                content_hash: format!("imported:{}", content_hash(hashes.as_bytes())),
+            };
+            (file, chunks)
+        })
+        .collect();
+    store.commit(&batch)?;
+    Ok(ImportReport { files, chunks })
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|error| IndexError::BadChunkFile {
+        path: path.to_path_buf(),
+        line: error.line(),
+        message: error.to_string(),
+    })
+}
+
+fn bad(dir: &Path, file: &str, line: usize, message: &str) -> IndexError {
+    IndexError::BadChunkFile {
+        path: dir.join(file),
+        line,
+        message: message.to_string(),
+    }
+}
+
+fn settings_from(info: &Value, dir: &Path) -> Result<IndexSettings> {
+    let field = |name: &str| {
+        bad(
+            dir,
+            "model_info.json",
+            0,
+            &format!("field `{name}` is missing or of the wrong type"),
+        )
+    };
+    let prompt = |name: &str| info[name].as_str().map(str::to_string);
+    Ok(IndexSettings {
+        model: info["model"]
+            .as_str()
+            .ok_or_else(|| field("model"))?
+            .to_string(),
+        dimension: info["dimension"]
+            .as_u64()
+            .ok_or_else(|| field("dimension"))? as usize,
+        normalize: info["normalized"]
+            .as_bool()
+            .ok_or_else(|| field("normalized"))?,
+        document_prompt: prompt("document_prompt"),
+        query_prompt: prompt("query_prompt"),
+    })
+}
+
+/// A stored chunk from its export payload; `seq`, `file` and `embed_hash` are the caller's.
+fn chunk_from(payload: &Value) -> std::result::Result<ChunkRecord, String> {
+    let text = |name: &str| -> std::result::Result<String, String> {
+        payload[name]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("field `{name}` is missing or not a string"))
+    };
+    let optional = |name: &str| payload[name].as_str().map(str::to_string);
+    let number = |name: &str| payload[name].as_u64().unwrap_or(0) as usize;
+    let chunk_id = text("chunk_id")?;
+    let body = text("text")?;
+    Ok(ChunkRecord {
+        uid: numeric_id(&chunk_id),
+        uuid: crate::ids::uuid(&chunk_id),
+        file: String::new(),
+        path: text("path")?,
+        seq: 0,
+        source: optional("source_subdir").unwrap_or_default(),
+        language: optional("language").unwrap_or_else(|| "text".into()),
+        symbol: optional("symbol"),
+        kind: optional("kind"),
+        parent: optional("parent"),
+        start_line: number("start_line"),
+        end_line: number("end_line"),
+        start_byte: number("start_byte"),
+        end_byte: number("end_byte"),
+        content_hash: optional("content_hash").unwrap_or_else(|| content_hash(body.as_bytes())),
+        text: body,
+        embed_hash: String::new(),
+        metadata: payload.get("metadata").filter(|m| m.is_object()).cloned(),
+        chunk_id,
+    })
+}
+
+fn vector_hash(vector: &[f32]) -> String {
+    let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+    content_hash(&bytes)
+}
