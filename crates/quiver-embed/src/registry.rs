@@ -249,8 +249,8 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: WEB_SEARCH_INSTRUCTION,
         licence: "apache-2.0",
         device: RecommendedDevice::Gpu,
-        checked: NOT_YET,
-        note: "",
+        checked: TINY,
+        note: "Queries carry an instruction; documents take none. Causal attention, last-token pooling.",
     },
     ModelCard {
         id: "Alibaba-NLP/gte-modernbert-base",

@@ -74,3 +74,8 @@ fn nomic_bert_hub_layout_matches_transformers() {
 fn nomic_bert_transformers_layout_matches_transformers() {
     check("nomic-bert-transformers");
 }
+
+#[test]
+fn qwen3_matches_transformers() {
+    check("qwen3");
+}

@@ -24,6 +24,7 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "mpnet",
     "nomic_bert",
     "qwen2",
+    "qwen3",
 ];
 
 /// A loaded encoder: token ids in, one hidden state per token out.
@@ -135,7 +136,7 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
         "nomic_bert" => Ok(Box::new(nomic_bert::NomicBertModel::load(
             &config, &mut store,
         )?)),
-        "qwen2" => Ok(Box::new(qwen2::Qwen2Model::load(&config, &mut store)?)),
+        "qwen2" | "qwen3" => Ok(Box::new(qwen2::Qwen2Model::load(&config, &mut store)?)),
         other => Err(RuntimeError::UnsupportedArchitecture {
             found: other.to_string(),
             path: config.path.clone(),

@@ -1,10 +1,14 @@
-//! Qwen2 decoder embedders: Alibaba-NLP/gte-Qwen2-*-instruct, Qodo/Qodo-Embed-1-*, and every
-//! `model_type: "qwen2"` folder.
+//! Qwen2 and Qwen3 decoder embedders: Alibaba-NLP/gte-Qwen2-*-instruct, Qodo/Qodo-Embed-1-*,
+//! Qwen/Qwen3-Embedding-*, and every `model_type: "qwen2"` or `"qwen3"` folder.
 //!
 //! Read from Hugging Face's `modeling_qwen2.py`: pre-norm layers (RMSNorm), grouped-query
 //! attention with biased Q/K/V and rotary positions, a SwiGLU feed-forward block, a final
 //! RMSNorm. Attention is causal unless the config says `"is_causal": false` (gte-Qwen2 trains
 //! its embedders bidirectionally). Pooling (last token) is the sentence-transformers config's.
+//!
+//! Qwen3 (`modeling_qwen3.py`) is the same network with three changes: an RMSNorm over each
+//! query and key head before the rotation, Q/K/V/O biases only when `attention_bias` says so,
+//! and a `head_dim` of its own (heads × head_dim need not equal the hidden width).
 
 use super::{EncoderModel, ModelConfig};
 use crate::kernels::swiglu;
@@ -34,6 +38,17 @@ pub struct Config {
     pub is_causal: bool,
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// Qwen3: the width of a head, when not `hidden_size / num_attention_heads`.
+    pub head_dim: Option<usize>,
+    /// Qwen3: biases on Q, K, V and O (Qwen2 always has Q/K/V biases and no O bias).
+    pub attention_bias: Option<bool>,
+}
+
+/// Which of the two layer variants a folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Qwen2,
+    Qwen3,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +77,8 @@ const PREFIXES: &[&str] = &["", "model."];
 struct Layer {
     input_norm: RmsNorm,
     qkv: Linear,
+    /// Qwen3: RMSNorm over each query head and each key head, before the rotation.
+    head_norms: Option<(RmsNorm, RmsNorm)>,
     attention_out: Linear,
     post_attention_norm: RmsNorm,
     /// Gate and up projections side by side: `[tokens, 2 · intermediate]`.
@@ -82,6 +99,10 @@ pub struct Qwen2Model {
 impl Qwen2Model {
     pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
+        let variant = match model_config.model_type.as_str() {
+            "qwen3" => Variant::Qwen3,
+            _ => Variant::Qwen2,
+        };
         let config_error = |message: String| RuntimeError::Config {
             path: model_config.path.clone(),
             message,
@@ -110,7 +131,7 @@ impl Qwen2Model {
         let kv_heads = config.num_key_value_heads.unwrap_or(heads);
         if heads == 0
             || kv_heads == 0
-            || !config.hidden_size.is_multiple_of(heads)
+            || (config.head_dim.is_none() && !config.hidden_size.is_multiple_of(heads))
             || !heads.is_multiple_of(kv_heads)
         {
             return Err(config_error(
@@ -121,7 +142,7 @@ impl Qwen2Model {
         let shape = AttentionShape {
             num_heads: heads,
             num_kv_heads: kv_heads,
-            head_dim: config.hidden_size / heads,
+            head_dim: config.head_dim.unwrap_or(config.hidden_size / heads),
         };
         let theta = config
             .rope_parameters
@@ -131,7 +152,7 @@ impl Qwen2Model {
             .unwrap_or(DEFAULT_ROPE_THETA);
         store.select_prefix("embed_tokens.weight", PREFIXES)?;
         let layers = (0..config.num_hidden_layers)
-            .map(|index| load_layer(store, &config, shape, index))
+            .map(|index| load_layer(store, &config, variant, shape, index))
             .collect::<Result<Vec<_>>>()?;
         Ok(Qwen2Model {
             embed_tokens: store.get(
@@ -160,46 +181,73 @@ impl Qwen2Model {
 fn load_layer(
     store: &TensorStore<'_>,
     config: &Config,
+    variant: Variant,
     shape: AttentionShape,
     index: usize,
 ) -> Result<Layer> {
     let prefix = format!("layers.{index}");
     let h = config.hidden_size;
-    let kv_width = shape.num_kv_heads * shape.head_dim;
+    let (q_width, kv_width) = (shape.hidden(), shape.num_kv_heads * shape.head_dim);
     let eps = config.rms_norm_eps as f32;
-    let linear = |name: &str, inputs: usize, outputs: usize, bias: bool| {
-        Linear::load(store, &format!("{prefix}.{name}"), inputs, outputs, bias)
+    let (qkv_bias, out_bias) = match variant {
+        Variant::Qwen2 => (true, false),
+        Variant::Qwen3 => {
+            let bias = config.attention_bias.unwrap_or(false);
+            (bias, bias)
+        }
+    };
+    let name = |part: &str| format!("{prefix}.{part}");
+    let head_norms = match variant {
+        Variant::Qwen2 => None,
+        Variant::Qwen3 => Some((
+            RmsNorm::load(store, &name("self_attn.q_norm"), shape.head_dim, eps)?,
+            RmsNorm::load(store, &name("self_attn.k_norm"), shape.head_dim, eps)?,
+        )),
     };
     Ok(Layer {
-        input_norm: RmsNorm::load(store, &format!("{prefix}.input_layernorm"), h, eps)?,
+        input_norm: RmsNorm::load(store, &name("input_layernorm"), h, eps)?,
         qkv: Linear::load_stacked(
             store,
             &[
-                (&format!("{prefix}.self_attn.q_proj"), h),
-                (&format!("{prefix}.self_attn.k_proj"), kv_width),
-                (&format!("{prefix}.self_attn.v_proj"), kv_width),
+                (&name("self_attn.q_proj"), q_width),
+                (&name("self_attn.k_proj"), kv_width),
+                (&name("self_attn.v_proj"), kv_width),
             ],
             h,
-            true,
+            qkv_bias,
         )?,
-        attention_out: linear("self_attn.o_proj", h, h, false)?,
-        post_attention_norm: RmsNorm::load(
-            store,
-            &format!("{prefix}.post_attention_layernorm"),
-            h,
-            eps,
-        )?,
+        head_norms,
+        attention_out: Linear::load(store, &name("self_attn.o_proj"), q_width, h, out_bias)?,
+        post_attention_norm: RmsNorm::load(store, &name("post_attention_layernorm"), h, eps)?,
         gate_up: Linear::load_stacked(
             store,
             &[
-                (&format!("{prefix}.mlp.gate_proj"), config.intermediate_size),
-                (&format!("{prefix}.mlp.up_proj"), config.intermediate_size),
+                (&name("mlp.gate_proj"), config.intermediate_size),
+                (&name("mlp.up_proj"), config.intermediate_size),
             ],
             h,
             false,
         )?,
-        down: linear("mlp.down_proj", config.intermediate_size, h, false)?,
+        down: Linear::load(
+            store,
+            &name("mlp.down_proj"),
+            config.intermediate_size,
+            h,
+            false,
+        )?,
     })
+}
+
+/// Normalises every query head with `q_norm` and every key head with `k_norm`, in a fused
+/// `[tokens, qkv_width]` buffer.
+fn normalize_heads(qkv: &mut [f32], shape: AttentionShape, q_norm: &RmsNorm, k_norm: &RmsNorm) {
+    let queries = shape.num_heads * shape.head_dim;
+    let keys = shape.num_kv_heads * shape.head_dim;
+    qkv.par_chunks_mut(shape.qkv_width()).for_each(|token| {
+        let (q, rest) = token.split_at_mut(queries);
+        q_norm.forward(q);
+        k_norm.forward(&mut rest[..keys]);
+    });
 }
 
 fn add_in_place(values: &mut [f32], other: &[f32]) {
@@ -247,6 +295,9 @@ impl EncoderModel for Qwen2Model {
             normed.clone_from(&hidden);
             layer.input_norm.forward(&mut normed);
             layer.qkv.forward(&normed, tokens, &mut qkv);
+            if let Some((q_norm, k_norm)) = &layer.head_norms {
+                normalize_heads(&mut qkv, self.shape, q_norm, k_norm);
+            }
             self.rotary.apply(&mut qkv, batch, self.shape);
             self_attention(&qkv, batch, self.shape, self.visibility, None, &mut context);
             layer
