@@ -625,3 +625,27 @@ fn exports_jsonl_and_npy_that_agree() {
     ]);
     assert_eq!(status["stats"]["chunks"], chunks, "the index is as it was");
 }
+
+#[test]
+fn a_model_with_task_adapters_indexes_passages_and_searches_queries() {
+    // The tiny jina-embeddings-v3 fixture: its prompts are named after its adapters.
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../quiver-embed/tests/fixtures/tiny/jina-v3");
+    let root = temp_dir("task-adapters");
+    write(&root, "add.py", "def add(a, b):\n    return a + b\n");
+    write(&root, "notes.md", "retry with backoff\n");
+    let report = json_of(&[
+        "index",
+        root.to_str().expect("utf-8"),
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(report["chunks_embedded"], 2, "{report}");
+    let status = index_status(&root);
+    assert_eq!(status["document_prompt"], "retrieval.passage");
+    assert_eq!(status["query_prompt"], "retrieval.query");
+    assert!(Path::new(status["model"].as_str().expect("model")).is_absolute());
+    let hits = search(&root, "add numbers", &["--mode", "vector"]);
+    assert_eq!(hits.len(), 2);
+}

@@ -37,6 +37,9 @@ pub struct EmbedOptions {
     pub max_batch_tokens: usize,
     /// Which end of an over-long text is cut.
     pub truncation: TruncationSide,
+    /// The task adapter to run with (jina-embeddings-v3: `retrieval.query`, ...). `None`: the
+    /// adapter named like the prompt, if the model has one; else the base weights.
+    pub task: Option<String>,
 }
 
 impl Default for EmbedOptions {
@@ -49,6 +52,7 @@ impl Default for EmbedOptions {
             max_batch_sequences: 64,
             max_batch_tokens: 8192,
             truncation: TruncationSide::Right,
+            task: None,
         }
     }
 }
@@ -58,10 +62,19 @@ impl Default for EmbedOptions {
 pub struct EncodedTexts {
     /// Token ids of each text, special tokens included, cut at the max length.
     pub token_ids: Vec<Vec<u32>>,
-    /// Leading prompt tokens that every sequence leaves out of pooling.
-    pub pooling_skip: usize,
+    /// How every sequence of this call runs: prompt tokens left out of pooling, task adapter.
+    pub setup: SequenceSetup,
     /// Whether each text was longer than the max length (and so was cut).
     pub truncated: Vec<bool>,
+}
+
+/// What [`Embedder::pool`] needs to know of a sequence besides its tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SequenceSetup {
+    /// Leading prompt tokens left out of pooling.
+    pub pooling_skip: usize,
+    /// The task adapter it runs with (an index into the model's adapters), if any.
+    pub adapter: Option<u16>,
 }
 
 /// Limits on one forward pass.
@@ -182,9 +195,9 @@ impl Embedder {
         let output = self.output_options(options)?;
         let encoded = self.encode(texts, options)?;
         let sequences: Vec<&[u32]> = encoded.token_ids.iter().map(Vec::as_slice).collect();
-        let skips = vec![encoded.pooling_skip; sequences.len()];
+        let setups = vec![encoded.setup; sequences.len()];
         let budget = BatchBudget::from(options);
-        let mut vectors = self.pool(&sequences, &skips, budget, progress)?;
+        let mut vectors = self.pool(&sequences, &setups, budget, progress)?;
         for vector in &mut vectors {
             output.apply(vector);
         }
@@ -215,19 +228,23 @@ impl Embedder {
         let (token_ids, truncated) = encodings.into_iter().unzip();
         Ok(EncodedTexts {
             token_ids,
-            pooling_skip,
+            setup: SequenceSetup {
+                pooling_skip,
+                adapter: self.adapter(options)?,
+            },
             truncated,
         })
     }
 
     /// Runs the model over token sequences and pools each into one vector of
     /// [`Embedder::dimension`] values, neither truncated nor normalised (see
-    /// [`OutputOptions::apply`]). `skips[i]` leading tokens of sequence `i` are left out of
-    /// pooling. `progress` hears how many sequences each forward pass finished.
+    /// [`OutputOptions::apply`]). Sequence `i` runs as `setups[i]` says (prompt tokens left out
+    /// of pooling, task adapter). `progress` hears how many sequences each forward pass
+    /// finished.
     pub fn pool<P: Fn(usize)>(
         &self,
         sequences: &[&[u32]],
-        skips: &[usize],
+        setups: &[SequenceSetup],
         budget: BatchBudget,
         progress: P,
     ) -> Result<Vec<Vec<f32>>> {
@@ -235,8 +252,14 @@ impl Embedder {
         for batch_indices in plan_batches(sequences, budget) {
             let batch_sequences: Vec<&[u32]> =
                 batch_indices.iter().map(|&i| sequences[i]).collect();
-            let batch_skips: Vec<usize> = batch_indices.iter().map(|&i| skips[i]).collect();
-            let batch = PackedBatch::from_sequences(&batch_sequences);
+            let batch_skips: Vec<usize> = batch_indices
+                .iter()
+                .map(|&i| setups[i].pooling_skip)
+                .collect();
+            let mut batch = PackedBatch::from_sequences(&batch_sequences);
+            if batch_indices.iter().any(|&i| setups[i].adapter.is_some()) {
+                batch.adapters = batch_indices.iter().map(|&i| setups[i].adapter).collect();
+            }
             let hidden = self.model.forward(&batch)?;
             let pooled =
                 self.config
@@ -276,6 +299,37 @@ impl Embedder {
             Some(requested) => Ok(requested),
             None => Ok(available),
         }
+    }
+
+    /// Names of the task adapters the model has (empty for most models).
+    pub fn tasks(&self) -> &[String] {
+        self.model.adapters()
+    }
+
+    /// The adapter `options` select: the named task, else the one named like the prompt.
+    fn adapter(&self, options: &EmbedOptions) -> Result<Option<u16>> {
+        let tasks = self.tasks();
+        let position = |name: &str| tasks.iter().position(|task| task == name);
+        if let Some(task) = &options.task {
+            return match position(task) {
+                Some(index) => Ok(u16::try_from(index).ok()),
+                None => Err(EmbedError::UnknownTask {
+                    name: task.clone(),
+                    available: if tasks.is_empty() {
+                        "none (this model has no task adapters)".into()
+                    } else {
+                        tasks.join(", ")
+                    },
+                }),
+            };
+        }
+        let prompt_name = options
+            .prompt_name
+            .as_ref()
+            .or(self.config.default_prompt_name.as_ref());
+        Ok(prompt_name
+            .and_then(|name| position(name))
+            .and_then(|index| u16::try_from(index).ok()))
     }
 
     fn prompt_text<'a>(&'a self, options: &'a EmbedOptions) -> Result<Option<&'a str>> {

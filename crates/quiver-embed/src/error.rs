@@ -18,6 +18,8 @@ pub enum EmbedError {
     ModelNotFound { spec: String, message: String },
     #[error("unknown prompt name `{name}`; this model defines: {available}")]
     UnknownPrompt { name: String, available: String },
+    #[error("unknown task `{name}`; this model has adapters for: {available}")]
+    UnknownTask { name: String, available: String },
     #[error("cannot give {requested} dimensions: the model's vectors have {available}")]
     Dimensions { requested: usize, available: usize },
     #[error("max length must be at least 2 tokens (got {0})")]

@@ -20,6 +20,7 @@ mod tokenize;
 
 pub use embedder::{
     BatchBudget, EmbedOptions, Embedder, EmbedderOptions, EncodedTexts, OutputOptions,
+    SequenceSetup,
 };
 pub use error::EmbedError;
 pub use postprocess::{l2_normalize, truncate_dimensions};

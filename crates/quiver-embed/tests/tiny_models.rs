@@ -3,8 +3,9 @@
 //! `fixtures/tiny/make_tiny.py` saved each model folder with its reference token ids and pooled
 //! vectors (mean for encoders, last token for decoders). Tolerance: max abs diff 1e-4.
 
-use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions};
+use quiver_embed::{BatchBudget, EmbedOptions, Embedder, EmbedderOptions};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Deserialize)]
@@ -12,22 +13,30 @@ struct Reference {
     texts: Vec<String>,
     token_ids: Vec<Vec<u32>>,
     pooled: Vec<Vec<f32>>,
+    /// Models with task adapters: each task's tokens (its prompt prepended) and vectors.
+    #[serde(default)]
+    tasks: BTreeMap<String, TaskReference>,
 }
 
-fn check(name: &str) {
+#[derive(Deserialize)]
+struct TaskReference {
+    token_ids: Vec<Vec<u32>>,
+    pooled: Vec<Vec<f32>>,
+}
+
+fn fixture(name: &str) -> (PathBuf, Reference) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/tiny")
         .join(name);
     let reference: Reference =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
             .unwrap();
-    let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
-    let ids = embedder.tokenizer().encode_batch(&reference.texts).unwrap();
-    assert_eq!(ids, reference.token_ids, "{name}: token ids");
-    let vectors = embedder
-        .embed(&reference.texts, &EmbedOptions::default())
-        .unwrap();
-    for (index, (got, want)) in vectors.iter().zip(&reference.pooled).enumerate() {
+    (dir, reference)
+}
+
+fn assert_close(name: &str, vectors: &[Vec<f32>], reference: &[Vec<f32>]) {
+    assert_eq!(vectors.len(), reference.len());
+    for (index, (got, want)) in vectors.iter().zip(reference).enumerate() {
         assert_eq!(got.len(), want.len());
         let diff = got
             .iter()
@@ -36,6 +45,17 @@ fn check(name: &str) {
             .fold(0.0f32, f32::max);
         assert!(diff <= 1e-4, "{name}: text {index} differs by {diff}");
     }
+}
+
+fn check(name: &str) {
+    let (dir, reference) = fixture(name);
+    let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
+    let ids = embedder.tokenizer().encode_batch(&reference.texts).unwrap();
+    assert_eq!(ids, reference.token_ids, "{name}: token ids");
+    let vectors = embedder
+        .embed(&reference.texts, &EmbedOptions::default())
+        .unwrap();
+    assert_close(name, &vectors, &reference.pooled);
     // The reference vectors are far from zero, so a broken network could not pass by chance.
     let norm: f32 = reference.pooled[0]
         .iter()
@@ -78,4 +98,80 @@ fn nomic_bert_transformers_layout_matches_transformers() {
 #[test]
 fn qwen3_matches_transformers() {
     check("qwen3");
+}
+
+#[test]
+fn jina_v3_base_weights_match_transformers() {
+    check("jina-v3");
+}
+
+#[test]
+fn jina_v3_task_adapters_match_the_merged_reference() {
+    let (dir, reference) = fixture("jina-v3");
+    let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
+    assert_eq!(
+        embedder.tasks(),
+        ["retrieval.query", "retrieval.passage", "text-matching"]
+    );
+    for (task, expected) in &reference.tasks {
+        // The prompt name selects the adapter of the same name (and prepends its prompt).
+        let options = EmbedOptions {
+            prompt_name: Some(task.clone()),
+            ..EmbedOptions::default()
+        };
+        let encoded = embedder.encode(&reference.texts, &options).unwrap();
+        assert_eq!(encoded.token_ids, expected.token_ids, "{task}: token ids");
+        let vectors = embedder.embed(&reference.texts, &options).unwrap();
+        assert_close(task, &vectors, &expected.pooled);
+        assert!(
+            vectors[0] != reference.pooled[0],
+            "{task}: the adapter changed nothing"
+        );
+    }
+    // Sequences of different tasks share one forward pass, each with its own adapter.
+    let query = EmbedOptions {
+        prompt_name: Some("retrieval.query".into()),
+        ..EmbedOptions::default()
+    };
+    let passage = EmbedOptions {
+        task: Some("retrieval.passage".into()),
+        prompt_name: Some("retrieval.passage".into()),
+        ..EmbedOptions::default()
+    };
+    let (q, p) = (
+        embedder.encode(&reference.texts[..2], &query).unwrap(),
+        embedder.encode(&reference.texts[..2], &passage).unwrap(),
+    );
+    let sequences: Vec<&[u32]> = q
+        .token_ids
+        .iter()
+        .chain(&p.token_ids)
+        .map(Vec::as_slice)
+        .collect();
+    let setups = [q.setup, q.setup, p.setup, p.setup];
+    let budget = BatchBudget {
+        max_sequences: 64,
+        max_tokens: 8192,
+    };
+    let mixed = embedder.pool(&sequences, &setups, budget, |_| {}).unwrap();
+    assert_close(
+        "mixed query",
+        &mixed[..2],
+        &reference.tasks["retrieval.query"].pooled[..2],
+    );
+    assert_close(
+        "mixed passage",
+        &mixed[2..],
+        &reference.tasks["retrieval.passage"].pooled[..2],
+    );
+
+    let unknown = EmbedOptions {
+        task: Some("summarization".into()),
+        ..EmbedOptions::default()
+    };
+    let error = embedder.embed(&["x"], &unknown).unwrap_err().to_string();
+    assert!(
+        error.contains("summarization") && error.contains("text-matching"),
+        "{error}"
+    );
 }

@@ -144,8 +144,10 @@ pub fn settings_for(
         model: model_id.to_string(),
         dimension: dimensions.unwrap_or(embedder.dimension()),
         normalize: true,
-        document_prompt: prompt("document").or_else(|| prompt("passage")),
-        query_prompt: prompt("query"),
+        document_prompt: prompt("document")
+            .or_else(|| prompt("passage"))
+            .or_else(|| prompt("retrieval.passage")),
+        query_prompt: prompt("query").or_else(|| prompt("retrieval.query")),
     }
 }
 

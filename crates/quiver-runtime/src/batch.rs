@@ -8,6 +8,9 @@ use crate::{Result, RuntimeError};
 pub struct PackedBatch {
     pub token_ids: Vec<u32>,
     pub offsets: Vec<usize>,
+    /// The task adapter (LoRA) each sequence runs with, for models that have them
+    /// (jina-embeddings-v3); empty when every sequence runs on the base weights.
+    pub adapters: Vec<Option<u16>>,
 }
 
 impl PackedBatch {
@@ -15,6 +18,7 @@ impl PackedBatch {
         PackedBatch {
             token_ids: Vec::new(),
             offsets: vec![0],
+            adapters: Vec::new(),
         }
     }
 
@@ -46,6 +50,19 @@ impl PackedBatch {
         self.offsets.windows(2).map(|pair| pair[0]..pair[1])
     }
 
+    /// The adapter of every token, or `None` when no sequence has one.
+    pub fn token_adapters(&self) -> Option<Vec<Option<u16>>> {
+        if self.adapters.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(
+            self.ranges()
+                .zip(&self.adapters)
+                .flat_map(|(range, &adapter)| std::iter::repeat_n(adapter, range.len()))
+                .collect(),
+        )
+    }
+
     pub fn max_len(&self) -> usize {
         self.ranges().map(|range| range.len()).max().unwrap_or(0)
     }
@@ -68,6 +85,11 @@ impl PackedBatch {
                     max_positions
                 )));
             }
+        }
+        if !self.adapters.is_empty() && self.adapters.len() != self.num_sequences() {
+            return Err(RuntimeError::Batch(
+                "adapters must name one adapter (or none) per sequence".into(),
+            ));
         }
         if let Some(&id) = self.token_ids.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(RuntimeError::Batch(format!(

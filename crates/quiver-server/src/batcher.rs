@@ -6,7 +6,7 @@
 //! answers 429) rather than held in memory.
 
 use crate::metrics::Metrics;
-use quiver_embed::{BatchBudget, Embedder};
+use quiver_embed::{BatchBudget, Embedder, SequenceSetup};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,7 +33,7 @@ pub type PooledReply = Result<Vec<Vec<f32>>, String>;
 /// One request's sequences, pooled vectors coming back on `reply`.
 struct Job {
     sequences: Vec<Vec<u32>>,
-    pooling_skip: usize,
+    setup: SequenceSetup,
     reply: oneshot::Sender<PooledReply>,
 }
 
@@ -87,12 +87,12 @@ impl Batcher {
     pub fn submit(
         &self,
         sequences: Vec<Vec<u32>>,
-        pooling_skip: usize,
+        setup: SequenceSetup,
     ) -> Result<oneshot::Receiver<PooledReply>, QueueFull> {
         let (reply, receiver) = oneshot::channel();
         let job = Job {
             sequences,
-            pooling_skip,
+            setup,
             reply,
         };
         // Counted before sending so the model thread's decrement never runs first.
@@ -170,9 +170,9 @@ impl ModelThread {
             .iter()
             .flat_map(|job| job.sequences.iter().map(Vec::as_slice))
             .collect();
-        let skips: Vec<usize> = jobs
+        let setups: Vec<SequenceSetup> = jobs
             .iter()
-            .flat_map(|job| std::iter::repeat_n(job.pooling_skip, job.sequences.len()))
+            .flat_map(|job| std::iter::repeat_n(job.setup, job.sequences.len()))
             .collect();
         let tokens: usize = sequences.iter().map(|s| s.len()).sum();
         let budget = BatchBudget {
@@ -180,7 +180,7 @@ impl ModelThread {
             max_tokens: self.settings.max_batch_tokens,
         };
         let started = Instant::now();
-        let pooled = self.embedder.pool(&sequences, &skips, budget, |_| {});
+        let pooled = self.embedder.pool(&sequences, &setups, budget, |_| {});
         self.metrics
             .record_batch(sequences.len(), tokens, started.elapsed());
         match pooled {

@@ -106,7 +106,7 @@ impl AppState {
         let tokens = encoded.token_ids.iter().map(Vec::len).sum();
         let pending = self
             .batcher
-            .submit(encoded.token_ids, encoded.pooling_skip)
+            .submit(encoded.token_ids, encoded.setup)
             .map_err(|_| ApiError::overloaded())?;
         let mut vectors = pending
             .await

@@ -68,7 +68,8 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     let stored = store.settings()?;
     let model = args
         .model
-        .clone()
+        .as_deref()
+        .map(recorded_model_id)
         .or_else(|| stored.as_ref().map(|s| s.model.clone()))
         .unwrap_or_else(|| DEFAULT_MODEL.to_string());
     let embedder = load_embedder(&model, None, args.device)?;
@@ -128,4 +129,16 @@ fn print_summary(report: &IndexReport, index_dir: &std::path::Path) {
         println!("skipped: {}", skipped.join(", "));
     }
     println!("index: {} ({:.1} s)", index_dir.display(), report.seconds);
+}
+
+/// How the index records a model: a local folder by its absolute path, so `quiver search` finds
+/// it from any directory; a hub id as given.
+fn recorded_model_id(spec: &str) -> String {
+    let path = std::path::Path::new(spec);
+    if path.is_dir() {
+        if let Ok(absolute) = std::path::absolute(path) {
+            return absolute.to_string_lossy().into_owned();
+        }
+    }
+    spec.to_string()
 }

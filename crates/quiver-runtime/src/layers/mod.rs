@@ -3,12 +3,14 @@
 mod attention;
 mod layer_norm;
 mod linear;
+mod lora;
 mod rms_norm;
 mod rotary;
 
 pub use attention::{self_attention, AttentionShape, RelativePositionBias, Visibility};
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, FEW_ROWS};
+pub use lora::{AdapterShape, EmbeddingLora, Lora};
 pub use rms_norm::RmsNorm;
 pub use rotary::Rotary;
 

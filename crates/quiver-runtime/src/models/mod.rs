@@ -5,6 +5,7 @@
 //! [`SUPPORTED_ARCHITECTURES`], and a parity test with its fixture.
 
 pub mod bert;
+pub mod jina_v3;
 pub mod mpnet;
 pub mod nomic_bert;
 mod post_norm;
@@ -21,6 +22,7 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "roberta",
     "xlm-roberta",
     "camembert",
+    "jina_embeddings_v3",
     "mpnet",
     "nomic_bert",
     "qwen2",
@@ -32,6 +34,11 @@ pub trait EncoderModel: Send + Sync {
     fn hidden_size(&self) -> usize;
     fn max_positions(&self) -> usize;
     fn vocab_size(&self) -> usize;
+    /// Names of the task adapters a sequence may run with ([`PackedBatch::adapters`] indexes
+    /// this list); empty for models without them.
+    fn adapters(&self) -> &[String] {
+        &[]
+    }
     /// Hidden states of every token, row-major `[batch.num_tokens(), hidden_size]`.
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>>;
 }
@@ -128,7 +135,17 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
     let files = WeightFiles::open(dir)?;
     let mut store = files.tensors()?;
     store.set_few_row_panels(options.few_row_kernels);
-    match config.model_type.as_str() {
+    // jina-embeddings-v3's hub config says `xlm-roberta`; its rotary positions tell it apart.
+    let rotary = config
+        .field::<String>(&["position_embedding_type"])?
+        .as_deref()
+        == Some("rotary");
+    let architecture = match config.model_type.as_str() {
+        "xlm-roberta" if rotary => "jina_embeddings_v3",
+        other => other,
+    };
+    match architecture {
+        "jina_embeddings_v3" => Ok(Box::new(jina_v3::JinaV3Model::load(&config, &mut store)?)),
         "bert" | "roberta" | "xlm-roberta" | "camembert" => {
             Ok(Box::new(bert::BertModel::load(&config, &mut store)?))
         }

@@ -11,7 +11,9 @@
 //! `encoder.layers.{i}.attn.Wqkv`, `mlp.fc11`, `norm1`, `emb_ln`) and the `transformers` port's
 //! (`hidden_size`, …; `layers.{i}.self_attn.q_proj`, `mlp.up_proj`, …).
 
-use super::post_norm::{FeedForward, LayerShape, Positions, PostNormLayer, Scratch};
+use super::post_norm::{
+    FeedForward, LayerShape, Positions, PostNormLayer, Scratch, TokenEmbeddings,
+};
 use super::{EncoderModel, ModelConfig};
 use crate::layers::{AttentionShape, LayerNorm, Linear, Rotary};
 use crate::weights::TensorStore;
@@ -157,10 +159,7 @@ const TRANSFORMERS_LAYOUT: Layout = Layout {
 
 pub struct NomicBertModel {
     config: Config,
-    word_embeddings: Vec<f32>,
-    /// Row 0 of the token-type table: single-segment inputs all use type 0.
-    token_type_zero: Vec<f32>,
-    embedding_norm: LayerNorm,
+    embeddings: TokenEmbeddings,
     rotary: Rotary,
     shape: LayerShape,
     layers: Vec<PostNormLayer>,
@@ -201,29 +200,17 @@ impl NomicBertModel {
             .map(|index| load_layer(store, layout, shape, index))
             .collect::<Result<Vec<_>>>()?;
         Ok(NomicBertModel {
-            word_embeddings: store
-                .get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
-            token_type_zero: token_types[..h].to_vec(),
-            embedding_norm: LayerNorm::load(store, layout.embedding_norm, h, shape.layer_norm_eps)?,
+            embeddings: TokenEmbeddings {
+                word: store.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+                token_type_zero: token_types[..h].to_vec(),
+                norm: LayerNorm::load(store, layout.embedding_norm, h, shape.layer_norm_eps)?,
+                adapters: None,
+            },
             rotary: Rotary::new(shape.attention.head_dim, config.rope_theta as f32),
             shape,
             layers,
             config,
         })
-    }
-
-    fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
-        let h = self.config.hidden_size;
-        let mut hidden: Vec<f32> = batch
-            .token_ids
-            .iter()
-            .flat_map(|&id| {
-                let row = &self.word_embeddings[id as usize * h..(id as usize + 1) * h];
-                row.iter().zip(&self.token_type_zero).map(|(w, t)| w + t)
-            })
-            .collect();
-        self.embedding_norm.forward(&mut hidden);
-        hidden
     }
 }
 
@@ -275,7 +262,7 @@ impl EncoderModel for NomicBertModel {
 
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         batch.validate(self.max_positions(), self.vocab_size())?;
-        let mut hidden = self.embed(batch);
+        let mut hidden = self.embeddings.forward(batch);
         let mut scratch = Scratch::default();
         for layer in &self.layers {
             layer.forward(

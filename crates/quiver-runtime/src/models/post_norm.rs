@@ -6,7 +6,8 @@
 use super::ModelConfig;
 use crate::kernels::{swiglu, Activation};
 use crate::layers::{
-    self_attention, AttentionShape, LayerNorm, Linear, RelativePositionBias, Rotary, Visibility,
+    self_attention, AttentionShape, EmbeddingLora, LayerNorm, Linear, RelativePositionBias, Rotary,
+    Visibility,
 };
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -179,6 +180,43 @@ pub fn sum_embeddings(
     out
 }
 
+/// Embeddings of encoders with rotary positions (NomicBERT, jina-embeddings-v3): word row +
+/// token-type row 0 (+ each sequence's task update, when the model has adapters), then layer
+/// norm. No position table: positions enter through the rotation.
+pub struct TokenEmbeddings {
+    pub word: Vec<f32>,
+    pub token_type_zero: Vec<f32>,
+    pub norm: LayerNorm,
+    /// Task updates of the word and token-type tables.
+    pub adapters: Option<(EmbeddingLora, EmbeddingLora)>,
+}
+
+impl TokenEmbeddings {
+    pub fn forward(&self, batch: &PackedBatch) -> Vec<f32> {
+        let h = self.token_type_zero.len();
+        let mut hidden: Vec<f32> = batch
+            .token_ids
+            .iter()
+            .flat_map(|&id| {
+                let row = &self.word[id as usize * h..(id as usize + 1) * h];
+                row.iter().zip(&self.token_type_zero).map(|(w, t)| w + t)
+            })
+            .collect();
+        if let (Some((word, token_type)), Some(adapters)) = (&self.adapters, batch.token_adapters())
+        {
+            let rows = hidden.chunks_exact_mut(h).zip(&batch.token_ids);
+            for ((row, &id), adapter) in rows.zip(adapters) {
+                if let Some(task) = adapter {
+                    word.add(row, id as usize, task);
+                    token_type.add(row, 0, task);
+                }
+            }
+        }
+        self.norm.forward(&mut hidden);
+        hidden
+    }
+}
+
 impl PostNormLayer {
     /// Loads `encoder.layer.0` … `encoder.layer.{count - 1}`.
     pub fn load_all(
@@ -248,7 +286,10 @@ impl PostNormLayer {
     ) {
         let tokens = batch.num_tokens();
         let h = shape.hidden;
-        self.qkv.forward(hidden, tokens, &mut scratch.qkv);
+        let adapters = batch.token_adapters();
+        let adapters = adapters.as_deref();
+        self.qkv
+            .forward_adapted(hidden, tokens, &mut scratch.qkv, adapters);
         let bias = match positions {
             Positions::InEmbeddings => None,
             Positions::RelativeBias(bias) => Some(bias),
@@ -265,10 +306,11 @@ impl PostNormLayer {
             bias,
             &mut scratch.context,
         );
-        self.attention_out.forward_then(
+        self.attention_out.forward_adapted_then(
             &scratch.context,
             tokens,
             &mut scratch.projected,
+            adapters,
             |block, rows| {
                 let residual = &hidden[rows.start * h..rows.end * h];
                 self.attention_norm.forward_residual(block, residual);
@@ -281,9 +323,13 @@ impl PostNormLayer {
                 output,
                 activation,
             } => {
-                intermediate.forward_then(hidden, tokens, &mut scratch.activated, |block, _| {
-                    activation.apply(block)
-                });
+                intermediate.forward_adapted_then(
+                    hidden,
+                    tokens,
+                    &mut scratch.activated,
+                    adapters,
+                    |block, _| activation.apply(block),
+                );
                 output
             }
             FeedForward::SwiGlu {
@@ -291,15 +337,16 @@ impl PostNormLayer {
                 down,
                 width,
             } => {
-                gate_up.forward(hidden, tokens, &mut scratch.intermediate);
+                gate_up.forward_adapted(hidden, tokens, &mut scratch.intermediate, adapters);
                 swiglu(&scratch.intermediate, *width, &mut scratch.activated);
                 down
             }
         };
-        output.forward_then(
+        output.forward_adapted_then(
             &scratch.activated,
             tokens,
             &mut scratch.projected,
+            adapters,
             |block, rows| {
                 let residual = &hidden[rows.start * h..rows.end * h];
                 self.output_norm.forward_residual(block, residual);
