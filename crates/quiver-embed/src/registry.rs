@@ -263,8 +263,8 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[],
         licence: "apache-2.0",
         device: RecommendedDevice::Cpu,
-        checked: NOT_YET,
-        note: "",
+        checked: TINY,
+        note: "Alternating global and local (128-token window) attention; CLS pooling.",
     },
     ModelCard {
         id: "jinaai/jina-embeddings-v2-base-code",

@@ -175,3 +175,8 @@ fn jina_v3_task_adapters_match_the_merged_reference() {
         "{error}"
     );
 }
+
+#[test]
+fn modernbert_with_local_and_global_layers_matches_transformers() {
+    check("modernbert");
+}

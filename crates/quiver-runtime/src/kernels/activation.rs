@@ -76,17 +76,23 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + fast_exp(-x))
 }
 
-/// SwiGLU over a `[tokens, 2 · width]` buffer holding each token's gate then up projection:
-/// `out[t, j] = silu(gate[t, j]) · up[t, j]`, `[tokens, width]`.
-pub fn swiglu(gate_up: &[f32], width: usize, out: &mut Vec<f32>) {
+/// A gated linear unit over a `[tokens, 2 · width]` buffer holding each token's gate then its
+/// other projection: `out[t, j] = act(gate[t, j]) · other[t, j]`, `[tokens, width]`. SwiGLU
+/// (Qwen, NomicBERT) with `Silu`, GeGLU (ModernBERT) with a GELU.
+pub fn gated_linear_unit(
+    gate_up: &[f32],
+    width: usize,
+    activation: Activation,
+    out: &mut Vec<f32>,
+) {
     out.resize(gate_up.len() / 2, 0.0);
     out.par_chunks_mut(width)
         .zip(gate_up.par_chunks(2 * width))
         .for_each(|(row, both)| {
-            let (gate, up) = both.split_at(width);
-            for ((o, g), u) in row.iter_mut().zip(gate).zip(up) {
-                *o = silu(*g) * u;
-            }
+            let (gate, other) = both.split_at(width);
+            row.copy_from_slice(gate);
+            activation.apply(row);
+            row.iter_mut().zip(other).for_each(|(o, u)| *o *= u);
         });
 }
 

@@ -12,8 +12,8 @@ mod norm;
 mod reduce;
 mod softmax;
 
-pub use activation::{gelu_erf, gelu_tanh, relu, silu, swiglu, Activation};
+pub use activation::{gated_linear_unit, gelu_erf, gelu_tanh, relu, silu, Activation};
 pub use few_rows::{matmul_few_rows, PackedPanels};
 pub use matmul::{matmul, MatMut, MatRef};
-pub use norm::{add_layer_norm, layer_norm, rms_norm};
+pub use norm::{add_layer_norm, add_residual, layer_norm, rms_norm};
 pub use softmax::{fast_exp, softmax_rows};

@@ -1,3 +1,5 @@
+use rayon::prelude::*;
+
 /// `x = LayerNorm(x + residual)` row by row, in place: the residual add and the normalisation
 /// share one pass over memory instead of two.
 pub fn add_layer_norm(values: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
@@ -41,6 +43,14 @@ fn normalise_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
         *v = (*v - mean) * inverse_std * g + b;
     }
+}
+
+/// `values += residual`, in parallel: the residual connection of pre-norm layers.
+pub fn add_residual(values: &mut [f32], residual: &[f32]) {
+    values
+        .par_iter_mut()
+        .zip(residual.par_iter())
+        .for_each(|(v, r)| *v += r);
 }
 
 #[cfg(test)]

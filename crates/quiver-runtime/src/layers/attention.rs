@@ -1,6 +1,7 @@
 use crate::kernels::{matmul, softmax_rows, MatMut, MatRef};
 use crate::PackedBatch;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Heads and head width of a multi-head attention whose Q, K and V sit side by side in one
 /// `[tokens, (num_heads + 2 * num_kv_heads) * head_dim]` buffer. With fewer key/value heads than
@@ -31,6 +32,26 @@ pub enum Visibility {
     All,
     /// Itself and the tokens before it (causal decoders).
     Earlier,
+    /// Tokens at most this many positions away on either side (ModernBERT's local layers).
+    Within(usize),
+}
+
+impl Visibility {
+    /// Keys query `i` of a `len`-token sequence sees.
+    fn row_keys(self, i: usize, len: usize) -> Range<usize> {
+        match self {
+            Visibility::All => 0..len,
+            Visibility::Earlier => 0..i + 1,
+            Visibility::Within(window) => i.saturating_sub(window)..(i + window + 1).min(len),
+        }
+    }
+
+    /// Keys any query of `queries` sees: the span a block of queries is scored against.
+    fn block_keys(self, queries: Range<usize>, len: usize) -> Range<usize> {
+        let first = self.row_keys(queries.start, len);
+        let last = self.row_keys(queries.end - 1, len);
+        first.start..last.end
+    }
 }
 
 /// Query rows scored at once: the score buffer is this many rows by the sequence length, so a
@@ -69,16 +90,17 @@ impl RelativePositionBias {
         self.span
     }
 
-    /// Adds the bias to one head's scores of queries from `first_query` on against keys
-    /// `0..keys` (`scores` is row-major, `keys` wide).
-    fn add(&self, head: usize, first_query: usize, keys: usize, scores: &mut [f32]) {
+    /// Adds the bias to one head's scores of queries from `first_query` on against `keys`
+    /// (`scores` is row-major, `keys.len()` wide).
+    fn add(&self, head: usize, first_query: usize, keys: Range<usize>, scores: &mut [f32]) {
         let width = 2 * self.span - 1;
         let row_of_head = &self.table[head * width..(head + 1) * width];
-        for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
+        for (r, row) in scores.chunks_exact_mut(keys.len()).enumerate() {
             let i = first_query + r;
-            assert!(i < self.span && keys <= self.span && head < self.num_heads);
-            // Offset i - j for j = 0 sits at index i + span - 1 and falls by one per key.
-            let first = i + self.span - 1;
+            assert!(i < self.span && keys.end <= self.span && head < self.num_heads);
+            // Offset i - j for j = keys.start sits at index i - keys.start + span - 1 and falls
+            // by one per key.
+            let first = i + self.span - 1 - keys.start;
             for (j, score) in row.iter_mut().enumerate() {
                 *score += row_of_head[first - j];
             }
@@ -135,17 +157,16 @@ fn attend_one_sequence(
         let kv_head = head / heads_per_kv;
         for first in (0..len).step_by(QUERY_BLOCK) {
             let rows = QUERY_BLOCK.min(len - first);
-            // A causal block sees keys up to its last query only.
-            let keys = match visibility {
-                Visibility::All => len,
-                Visibility::Earlier => first + rows,
-            };
-            let scores = &mut scores[..rows * keys];
+            // A block is scored only against the keys one of its queries sees.
+            let keys = visibility.block_keys(first..first + rows, len);
+            let width = keys.len();
+            let scores = &mut scores[..rows * width];
             let q = MatRef::strided(&qkv[first * row + head * d..], rows, d, row, 1);
-            let k_t = MatRef::strided(&qkv[key_start + kv_head * d..], keys, d, row, 1).t();
-            let v = MatRef::strided(&qkv[value_start + kv_head * d..], keys, d, row, 1);
+            let key_rows = &qkv[keys.start * row..];
+            let k_t = MatRef::strided(&key_rows[key_start + kv_head * d..], width, d, row, 1).t();
+            let v = MatRef::strided(&key_rows[value_start + kv_head * d..], width, d, row, 1);
             matmul(
-                MatMut::row_major(scores, rows, keys),
+                MatMut::row_major(scores, rows, width),
                 q,
                 k_t,
                 scale,
@@ -153,21 +174,23 @@ fn attend_one_sequence(
                 1,
             );
             if let Some(bias) = bias {
-                bias.add(head, first, keys, scores);
+                bias.add(head, first, keys.clone(), scores);
             }
-            match visibility {
-                Visibility::All => softmax_rows(scores, keys, 1.0),
-                Visibility::Earlier => {
-                    for (r, score_row) in scores.chunks_exact_mut(keys).enumerate() {
-                        let (seen, unseen) = score_row.split_at_mut(first + r + 1);
-                        softmax_rows(seen, seen.len(), 1.0);
-                        unseen.fill(0.0);
-                    }
+            if visibility == Visibility::All {
+                softmax_rows(scores, width, 1.0);
+            } else {
+                for (r, score_row) in scores.chunks_exact_mut(width).enumerate() {
+                    let seen = visibility.row_keys(first + r, len);
+                    let (before, rest) = score_row.split_at_mut(seen.start - keys.start);
+                    let (seen_scores, after) = rest.split_at_mut(seen.len());
+                    softmax_rows(seen_scores, seen.len(), 1.0);
+                    before.fill(0.0);
+                    after.fill(0.0);
                 }
             }
             matmul(
                 MatMut::strided(&mut out[first * hidden + head * d..], rows, d, hidden, 1),
-                MatRef::row_major(scores, rows, keys),
+                MatRef::row_major(scores, rows, width),
                 v,
                 1.0,
                 false,
@@ -200,10 +223,12 @@ mod tests {
             for i in 0..len {
                 let q = |j: usize| qkv[i * row + h * d + j];
                 let seen = match visibility {
-                    Visibility::All => len,
-                    Visibility::Earlier => i + 1,
+                    Visibility::All => 0..len,
+                    Visibility::Earlier => 0..i + 1,
+                    Visibility::Within(w) => i.saturating_sub(w)..(i + w + 1).min(len),
                 };
-                let mut weights: Vec<f32> = (0..seen)
+                let mut weights: Vec<f32> = seen
+                    .clone()
                     .map(|t| {
                         (0..d).map(|j| q(j) * qkv[t * row + key + j]).sum::<f32>()
                             / (d as f32).sqrt()
@@ -214,8 +239,10 @@ mod tests {
                 weights.iter_mut().for_each(|w| *w = (*w - max).exp());
                 let sum: f32 = weights.iter().sum();
                 for j in 0..d {
-                    out[i * hidden + h * d + j] = (0..seen)
-                        .map(|t| weights[t] / sum * qkv[t * row + value + j])
+                    out[i * hidden + h * d + j] = seen
+                        .clone()
+                        .zip(&weights)
+                        .map(|(t, w)| w / sum * qkv[t * row + value + j])
                         .sum();
                 }
             }
@@ -283,6 +310,20 @@ mod tests {
         // 600 tokens span three query blocks; the short one fits in one.
         for visibility in [Visibility::Earlier, Visibility::All] {
             check(gqa, &[600, 7], visibility, None, &|_, _| 0.0);
+        }
+    }
+
+    #[test]
+    fn a_local_window_sees_only_its_neighbours() {
+        // Windows smaller and larger than a block, and larger than a sequence.
+        for window in [0, 3, 300, 1000] {
+            check(
+                MHA,
+                &[600, 5, 1],
+                Visibility::Within(window),
+                None,
+                &|_, _| 0.0,
+            );
         }
     }
 }

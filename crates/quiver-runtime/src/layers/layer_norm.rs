@@ -24,6 +24,20 @@ impl LayerNorm {
         })
     }
 
+    /// Loads `{prefix}.weight` of a norm that has no bias (ModernBERT's `norm_bias: false`).
+    pub fn load_without_bias(
+        store: &TensorStore<'_>,
+        prefix: &str,
+        size: usize,
+        eps: f32,
+    ) -> Result<Self> {
+        Ok(LayerNorm {
+            gamma: store.get(&format!("{prefix}.weight"), &[size])?,
+            beta: vec![0.0; size],
+            eps,
+        })
+    }
+
     pub fn forward(&self, values: &mut [f32]) {
         kernels::layer_norm(values, &self.gamma, &self.beta, self.eps);
     }

@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod jina_v3;
+pub mod modernbert;
 pub mod mpnet;
 pub mod nomic_bert;
 mod post_norm;
@@ -23,6 +24,7 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "xlm-roberta",
     "camembert",
     "jina_embeddings_v3",
+    "modernbert",
     "mpnet",
     "nomic_bert",
     "qwen2",
@@ -149,6 +151,9 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
         "bert" | "roberta" | "xlm-roberta" | "camembert" => {
             Ok(Box::new(bert::BertModel::load(&config, &mut store)?))
         }
+        "modernbert" => Ok(Box::new(modernbert::ModernBertModel::load(
+            &config, &mut store,
+        )?)),
         "mpnet" => Ok(Box::new(mpnet::MpnetModel::load(&config, &mut store)?)),
         "nomic_bert" => Ok(Box::new(nomic_bert::NomicBertModel::load(
             &config, &mut store,

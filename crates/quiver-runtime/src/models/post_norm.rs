@@ -4,7 +4,7 @@
 //! rotary) and feed-forward kind (dense or SwiGLU), which their own files choose.
 
 use super::ModelConfig;
-use crate::kernels::{swiglu, Activation};
+use crate::kernels::{gated_linear_unit, Activation};
 use crate::layers::{
     self_attention, AttentionShape, EmbeddingLora, LayerNorm, Linear, RelativePositionBias, Rotary,
     Visibility,
@@ -338,7 +338,12 @@ impl PostNormLayer {
                 width,
             } => {
                 gate_up.forward_adapted(hidden, tokens, &mut scratch.intermediate, adapters);
-                swiglu(&scratch.intermediate, *width, &mut scratch.activated);
+                gated_linear_unit(
+                    &scratch.intermediate,
+                    *width,
+                    Activation::Silu,
+                    &mut scratch.activated,
+                );
                 down
             }
         };

@@ -11,7 +11,7 @@
 //! and a `head_dim` of its own (heads × head_dim need not equal the hidden width).
 
 use super::{EncoderModel, ModelConfig};
-use crate::kernels::swiglu;
+use crate::kernels::{add_residual, gated_linear_unit, Activation};
 use crate::layers::{self_attention, AttentionShape, Linear, RmsNorm, Rotary, Visibility};
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -250,13 +250,6 @@ fn normalize_heads(qkv: &mut [f32], shape: AttentionShape, q_norm: &RmsNorm, k_n
     });
 }
 
-fn add_in_place(values: &mut [f32], other: &[f32]) {
-    values
-        .par_iter_mut()
-        .zip(other.par_iter())
-        .for_each(|(v, o)| *v += o);
-}
-
 impl EncoderModel for Qwen2Model {
     fn hidden_size(&self) -> usize {
         self.config.hidden_size
@@ -303,14 +296,19 @@ impl EncoderModel for Qwen2Model {
             layer
                 .attention_out
                 .forward(&context, tokens, &mut projected);
-            add_in_place(&mut hidden, &projected);
+            add_residual(&mut hidden, &projected);
 
             normed.clone_from(&hidden);
             layer.post_attention_norm.forward(&mut normed);
             layer.gate_up.forward(&normed, tokens, &mut gate_up);
-            swiglu(&gate_up, self.config.intermediate_size, &mut activated);
+            gated_linear_unit(
+                &gate_up,
+                self.config.intermediate_size,
+                Activation::Silu,
+                &mut activated,
+            );
             layer.down.forward(&activated, tokens, &mut projected);
-            add_in_place(&mut hidden, &projected);
+            add_residual(&mut hidden, &projected);
         }
         self.final_norm.forward(&mut hidden);
         Ok(hidden)

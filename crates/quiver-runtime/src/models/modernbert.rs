@@ -1,0 +1,277 @@
+//! ModernBERT encoders: Alibaba-NLP/gte-modernbert-base, answerdotai/ModernBERT-*, and every
+//! `model_type: "modernbert"` folder.
+//!
+//! Read from Hugging Face's `modeling_modernbert.py`: token embeddings + layer norm, then
+//! pre-norm layers (no norm before the first layer's attention): fused QKV with rotary positions,
+//! attention that is global in some layers and local in the others (each token sees the
+//! `local_attention / 2` tokens on either side), a GeGLU feed-forward block (`Wi` holds the
+//! activated half first), and a final layer norm. Global and local layers rotate with their own
+//! θ. Norms and dense layers carry biases only where the config says so.
+
+use super::{EncoderModel, ModelConfig};
+use crate::kernels::{add_residual, gated_linear_unit, Activation};
+use crate::layers::{self_attention, AttentionShape, LayerNorm, Linear, Rotary, Visibility};
+use crate::weights::TensorStore;
+use crate::{PackedBatch, Result, RuntimeError};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+const PREFIXES: &[&str] = &["", "model."];
+/// `ModernBertConfig.default_theta`.
+const DEFAULT_GLOBAL_THETA: f64 = 160_000.0;
+const DEFAULT_LOCAL_THETA: f64 = 10_000.0;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_activation")]
+    pub hidden_activation: String,
+    #[serde(default = "default_norm_eps")]
+    pub norm_eps: f64,
+    #[serde(default)]
+    pub norm_bias: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// The full width of a local layer's window.
+    #[serde(default = "default_local_attention")]
+    pub local_attention: usize,
+    /// `full_attention` or `sliding_attention` per layer (transformers ≥ 5); older configs give
+    /// `global_attn_every_n_layers` instead.
+    pub layer_types: Option<Vec<String>>,
+    #[serde(default = "default_global_every")]
+    pub global_attn_every_n_layers: usize,
+    /// transformers ≥ 5: θ per layer type.
+    pub rope_parameters: Option<HashMap<String, RopeParameters>>,
+    /// Older configs: θ of global and local layers.
+    pub global_rope_theta: Option<f64>,
+    pub local_rope_theta: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RopeParameters {
+    pub rope_theta: Option<f64>,
+    pub rope_type: Option<String>,
+}
+
+fn default_activation() -> String {
+    "gelu".into()
+}
+fn default_norm_eps() -> f64 {
+    1e-5
+}
+fn default_local_attention() -> usize {
+    128
+}
+fn default_global_every() -> usize {
+    3
+}
+
+impl Config {
+    /// Whether layer `index` attends globally.
+    fn is_global(&self, index: usize) -> bool {
+        match &self.layer_types {
+            Some(types) => types.get(index).map(String::as_str) != Some("sliding_attention"),
+            None => index.is_multiple_of(self.global_attn_every_n_layers.max(1)),
+        }
+    }
+
+    fn theta(&self, layer_type: &str, older_key: Option<f64>, default: f64) -> f64 {
+        self.rope_parameters
+            .as_ref()
+            .and_then(|by_type| by_type.get(layer_type))
+            .and_then(|rope| rope.rope_theta)
+            .or(older_key)
+            .unwrap_or(default)
+    }
+}
+
+struct Layer {
+    /// Absent in layer 0, whose attention reads the embeddings' norm directly.
+    attention_norm: Option<LayerNorm>,
+    qkv: Linear,
+    attention_out: Linear,
+    mlp_norm: LayerNorm,
+    /// Activated half, then gate: `[tokens, 2 · intermediate]`.
+    wi: Linear,
+    wo: Linear,
+    global: bool,
+}
+
+pub struct ModernBertModel {
+    config: Config,
+    activation: Activation,
+    word_embeddings: Vec<f32>,
+    embedding_norm: LayerNorm,
+    layers: Vec<Layer>,
+    final_norm: LayerNorm,
+    shape: AttentionShape,
+    global_rotary: Rotary,
+    local_rotary: Rotary,
+}
+
+impl ModernBertModel {
+    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+        let config: Config = model_config.parse()?;
+        let error = |message: String| RuntimeError::Config {
+            path: model_config.path.clone(),
+            message,
+        };
+        let activation =
+            Activation::from_config_name(&config.hidden_activation).ok_or_else(|| {
+                error(format!(
+                    "field `hidden_activation`: unsupported activation `{}`",
+                    config.hidden_activation
+                ))
+            })?;
+        let heads = config.num_attention_heads;
+        if heads == 0 || !config.hidden_size.is_multiple_of(heads) {
+            return Err(error(
+                "field `num_attention_heads` must divide `hidden_size`".into(),
+            ));
+        }
+        if let Some(kind) = config
+            .rope_parameters
+            .iter()
+            .flat_map(HashMap::values)
+            .filter_map(|rope| rope.rope_type.as_deref())
+            .find(|kind| *kind != "default")
+        {
+            return Err(error(format!(
+                "field `rope_parameters`: `{kind}` scaling is not supported"
+            )));
+        }
+        let shape = AttentionShape {
+            num_heads: heads,
+            num_kv_heads: heads,
+            head_dim: config.hidden_size / heads,
+        };
+        store.select_prefix("embeddings.tok_embeddings.weight", PREFIXES)?;
+        let h = config.hidden_size;
+        let eps = config.norm_eps as f32;
+        let norm = |name: &str| {
+            if config.norm_bias {
+                LayerNorm::load(store, name, h, eps)
+            } else {
+                LayerNorm::load_without_bias(store, name, h, eps)
+            }
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|index| {
+                let name = |part: &str| format!("layers.{index}.{part}");
+                let linear = |part: &str, inputs: usize, outputs: usize, bias: bool| {
+                    Linear::load(store, &name(part), inputs, outputs, bias)
+                };
+                let width = config.intermediate_size;
+                Ok(Layer {
+                    attention_norm: (index > 0).then(|| norm(&name("attn_norm"))).transpose()?,
+                    qkv: linear("attn.Wqkv", h, 3 * h, config.attention_bias)?,
+                    attention_out: linear("attn.Wo", h, h, config.attention_bias)?,
+                    mlp_norm: norm(&name("mlp_norm"))?,
+                    wi: linear("mlp.Wi", h, 2 * width, config.mlp_bias)?,
+                    wo: linear("mlp.Wo", width, h, config.mlp_bias)?,
+                    global: config.is_global(index),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let global_theta = config.theta(
+            "full_attention",
+            config.global_rope_theta,
+            DEFAULT_GLOBAL_THETA,
+        );
+        let local_theta = config.theta(
+            "sliding_attention",
+            config.local_rope_theta,
+            DEFAULT_LOCAL_THETA,
+        );
+        Ok(ModernBertModel {
+            activation,
+            word_embeddings: store
+                .get("embeddings.tok_embeddings.weight", &[config.vocab_size, h])?,
+            embedding_norm: norm("embeddings.norm")?,
+            final_norm: norm("final_norm")?,
+            layers,
+            global_rotary: Rotary::new(shape.head_dim, global_theta as f32),
+            local_rotary: Rotary::new(shape.head_dim, local_theta as f32),
+            shape,
+            config,
+        })
+    }
+}
+
+impl EncoderModel for ModernBertModel {
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
+        batch.validate(self.max_positions(), self.vocab_size())?;
+        let h = self.config.hidden_size;
+        let mut hidden: Vec<f32> = batch
+            .token_ids
+            .iter()
+            .flat_map(|&id| {
+                self.word_embeddings[id as usize * h..(id as usize + 1) * h]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        self.embedding_norm.forward(&mut hidden);
+        let tokens = batch.num_tokens();
+        let local = Visibility::Within(self.config.local_attention / 2);
+        let (mut normed, mut qkv, mut context, mut projected, mut wi, mut activated) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for layer in &self.layers {
+            normed.clone_from(&hidden);
+            if let Some(norm) = &layer.attention_norm {
+                norm.forward(&mut normed);
+            }
+            layer.qkv.forward(&normed, tokens, &mut qkv);
+            let (rotary, visibility) = if layer.global {
+                (&self.global_rotary, Visibility::All)
+            } else {
+                (&self.local_rotary, local)
+            };
+            rotary.apply(&mut qkv, batch, self.shape);
+            self_attention(&qkv, batch, self.shape, visibility, None, &mut context);
+            layer
+                .attention_out
+                .forward(&context, tokens, &mut projected);
+            add_residual(&mut hidden, &projected);
+
+            normed.clone_from(&hidden);
+            layer.mlp_norm.forward(&mut normed);
+            layer.wi.forward(&normed, tokens, &mut wi);
+            gated_linear_unit(
+                &wi,
+                self.config.intermediate_size,
+                self.activation,
+                &mut activated,
+            );
+            layer.wo.forward(&activated, tokens, &mut projected);
+            add_residual(&mut hidden, &projected);
+        }
+        self.final_norm.forward(&mut hidden);
+        Ok(hidden)
+    }
+}
