@@ -457,3 +457,62 @@ fn settings_come_from_a_toml_file_below_flags_and_environment() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_request_picks_the_task_adapter_of_a_model_that_has_them() {
+    // The tiny jina-embeddings-v3 fixture, whose prompts are named after its adapters.
+    let jina = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../quiver-embed/tests/fixtures/tiny/jina-v3");
+    let jina = jina.to_str().expect("utf-8");
+    let served = start(&["--model", jina], &[]);
+    let texts = ["retry with backoff", "hello world"];
+    let openai = |extra: Value| {
+        let mut body = json!({"input": texts});
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        let reply = served.post("/v1/embeddings", &body.to_string());
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|row| serde_json::from_value(row["embedding"].clone()).expect("vector"))
+            .collect::<Vec<Vec<f32>>>()
+    };
+    let query = openai(json!({"task": "retrieval.query", "prompt_name": "retrieval.query"}));
+    let by_prompt_name = openai(json!({"prompt_name": "retrieval.query"}));
+    let tei = served.post(
+        "/embed",
+        &json!({"inputs": texts, "prompt_name": "retrieval.query"}).to_string(),
+    );
+    assert_eq!(tei.status, 200, "{}", tei.body);
+    let offline = {
+        let output = quiver(
+            &["embed", "--model", jina, "--prompt-name", "retrieval.query"],
+            &texts.join("\n"),
+        );
+        assert!(output.status.success());
+        String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .lines()
+            .map(|line| {
+                let row: Value = serde_json::from_str(line).expect("JSONL");
+                serde_json::from_value(row["embedding"].clone()).expect("vector")
+            })
+            .collect::<Vec<Vec<f32>>>()
+    };
+    for (index, vector) in query.iter().enumerate() {
+        assert!(cosine(vector, &by_prompt_name[index]) > 0.99999);
+        assert!(cosine(vector, &vectors(&tei.body)[index]) > 0.99999);
+        assert!(cosine(vector, &offline[index]) > 0.99999);
+    }
+    // Another task's adapter, same prompt: other vectors.
+    let text_matching = openai(json!({"task": "text-matching", "prompt_name": "retrieval.query"}));
+    assert!(cosine(&query[0], &text_matching[0]) < 0.999);
+    let unknown = served.post(
+        "/v1/embeddings",
+        &json!({"input": texts, "task": "summarization"}).to_string(),
+    );
+    assert_error(&unknown, 400, "summarization");
+}

@@ -127,9 +127,9 @@ impl From<quiver_embed::EmbedError> for ApiError {
     fn from(error: quiver_embed::EmbedError) -> Self {
         use quiver_embed::EmbedError;
         match error {
-            EmbedError::UnknownPrompt { .. } | EmbedError::Dimensions { .. } => {
-                ApiError::bad_request(error.to_string())
-            }
+            EmbedError::UnknownPrompt { .. }
+            | EmbedError::UnknownTask { .. }
+            | EmbedError::Dimensions { .. } => ApiError::bad_request(error.to_string()),
             other => ApiError::backend(other.to_string()),
         }
     }

@@ -47,6 +47,8 @@ pub struct AppState {
 #[derive(Debug, Clone, Default)]
 pub struct EmbedRequest {
     pub prompt_name: Option<String>,
+    /// The task adapter (jina-embeddings-v3); `None`: the one named like the prompt, if any.
+    pub task: Option<String>,
     pub dimensions: Option<usize>,
     /// `None`: the model's own setting.
     pub normalize: Option<bool>,
@@ -75,6 +77,7 @@ impl AppState {
     ) -> Result<Embedded, ApiError> {
         let options = EmbedOptions {
             prompt_name: request.prompt_name,
+            task: request.task,
             dimensions: request.dimensions,
             normalize: request.normalize.or(self.limits.normalize),
             truncation: request.truncation,

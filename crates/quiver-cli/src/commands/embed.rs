@@ -30,6 +30,10 @@ pub struct EmbedArgs {
     /// A literal prompt prepended to every text (instead of --prompt-name).
     #[arg(long, conflicts_with = "prompt_name")]
     prompt: Option<String>,
+    /// The task adapter of models that have them (jina-embeddings-v3: retrieval.query,
+    /// retrieval.passage, text-matching, ...). Default: the one named like --prompt-name.
+    #[arg(long)]
+    task: Option<String>,
     /// Matryoshka: keep this many leading dimensions, then normalise.
     #[arg(long)]
     dimensions: Option<usize>,
@@ -71,6 +75,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let embedder = load_embedder(&args.model, args.max_length, args.device)?;
     let options = EmbedOptions {
         prompt_name: args.prompt_name,
+        task: args.task,
         prompt: args.prompt,
         dimensions: args.dimensions,
         normalize: args.normalize,

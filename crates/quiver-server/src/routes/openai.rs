@@ -21,8 +21,10 @@ pub struct EmbeddingsRequest {
     dimensions: Option<usize>,
     #[serde(default)]
     encoding_format: EncodingFormat,
-    /// Extensions beyond OpenAI's API.
+    /// Extensions beyond OpenAI's API. `task` is Jina's name for the adapter of
+    /// jina-embeddings-v3 (`retrieval.query`, `retrieval.passage`, ...).
     prompt_name: Option<String>,
+    task: Option<String>,
     truncate: Option<bool>,
 }
 
@@ -84,6 +86,7 @@ async fn handle(
             request.input.0,
             EmbedRequest {
                 prompt_name: request.prompt_name,
+                task: request.task,
                 dimensions: request.dimensions,
                 truncate: request.truncate,
                 ..EmbedRequest::default()

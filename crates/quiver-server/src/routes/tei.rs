@@ -38,6 +38,8 @@ pub struct EmbedBody {
     #[serde(default, deserialize_with = "truncation_side")]
     truncation_direction: TruncationSide,
     prompt_name: Option<String>,
+    /// Extension: the task adapter of models that have them (jina-embeddings-v3).
+    task: Option<String>,
     dimensions: Option<usize>,
 }
 
@@ -52,6 +54,7 @@ pub async fn embed(
             request.inputs.0,
             EmbedRequest {
                 prompt_name: request.prompt_name,
+                task: request.task,
                 dimensions: request.dimensions,
                 normalize: Some(request.normalize.or(state.limits.normalize).unwrap_or(true)),
                 truncate: request.truncate,
