@@ -99,8 +99,10 @@ mod tests {
         let mut bytes = Vec::new();
         write_npy_f32(&mut bytes, &rows).unwrap();
         assert_eq!(read_npy_f32(&bytes).unwrap(), rows);
-        let text = String::from_utf8_lossy(&bytes).replace("<f4", "<f8");
-        assert!(read_npy_f32(text.as_bytes()).unwrap_err().contains("<f4"));
+        let mut doubles = bytes.clone();
+        let at = doubles.windows(3).position(|w| w == b"<f4").unwrap();
+        doubles[at + 2] = b'8';
+        assert!(read_npy_f32(&doubles).unwrap_err().contains("<f4"));
         assert!(read_npy_f32(&bytes[..bytes.len() - 4])
             .unwrap_err()
             .contains("data bytes"));
