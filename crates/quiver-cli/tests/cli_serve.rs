@@ -31,8 +31,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// What `quiver embed` gives for the same texts, offline.
 fn offline_vectors(texts: &[&str], extra: &[&str]) -> Vec<Vec<f32>> {
-    let model = model();
-    let mut args = vec!["embed", "--model", model.as_str()];
+    offline_vectors_of(&model(), texts, extra)
+}
+
+fn offline_vectors_of(model: &str, texts: &[&str], extra: &[&str]) -> Vec<Vec<f32>> {
+    let mut args = vec!["embed", "--model", model];
     args.extend_from_slice(extra);
     let jsonl: Vec<String> = texts
         .iter()
@@ -487,21 +490,7 @@ fn a_request_picks_the_task_adapter_of_a_model_that_has_them() {
         &json!({"inputs": texts, "prompt_name": "retrieval.query"}).to_string(),
     );
     assert_eq!(tei.status, 200, "{}", tei.body);
-    let offline = {
-        let output = quiver(
-            &["embed", "--model", jina, "--prompt-name", "retrieval.query"],
-            &texts.join("\n"),
-        );
-        assert!(output.status.success());
-        String::from_utf8(output.stdout)
-            .expect("utf-8")
-            .lines()
-            .map(|line| {
-                let row: Value = serde_json::from_str(line).expect("JSONL");
-                serde_json::from_value(row["embedding"].clone()).expect("vector")
-            })
-            .collect::<Vec<Vec<f32>>>()
-    };
+    let offline = offline_vectors_of(jina, &texts, &["--prompt-name", "retrieval.query"]);
     for (index, vector) in query.iter().enumerate() {
         assert!(cosine(vector, &by_prompt_name[index]) > 0.99999);
         assert!(cosine(vector, &vectors(&tei.body)[index]) > 0.99999);

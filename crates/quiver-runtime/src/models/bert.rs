@@ -4,8 +4,8 @@
 //! from `pad_token_id + 1` (`create_position_ids_from_input_ids` in `modeling_roberta.py`).
 
 use super::post_norm::{
-    sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, Positions, PostNormLayer,
-    Scratch,
+    run_layers, sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, Positions,
+    PostNormLayer,
 };
 use super::{EncoderModel, ModelConfig};
 use crate::layers::LayerNorm;
@@ -153,16 +153,13 @@ impl EncoderModel for BertModel {
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         batch.validate(self.max_positions(), self.vocab_size())?;
         let mut hidden = self.embed(batch);
-        let mut scratch = Scratch::default();
-        for layer in &self.layers {
-            layer.forward(
-                &mut hidden,
-                batch,
-                self.shape,
-                Positions::InEmbeddings,
-                &mut scratch,
-            );
-        }
+        run_layers(
+            &self.layers,
+            &mut hidden,
+            batch,
+            self.shape,
+            Positions::InEmbeddings,
+        );
         Ok(hidden)
     }
 }

@@ -13,7 +13,7 @@
 //! (`model_type: "jina_embeddings_v3"`, split `q_proj` / `k_proj` / `v_proj`, no adapters).
 
 use super::post_norm::{
-    Checked, EncoderConfig, FeedForward, LayerShape, Positions, PostNormLayer, Scratch,
+    run_layers, Checked, EncoderConfig, FeedForward, LayerShape, Positions, PostNormLayer,
     TokenEmbeddings,
 };
 use super::{EncoderModel, ModelConfig};
@@ -290,16 +290,13 @@ impl EncoderModel for JinaV3Model {
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         batch.validate(self.max_positions(), self.vocab_size())?;
         let mut hidden = self.embeddings.forward(batch);
-        let mut scratch = Scratch::default();
-        for layer in &self.layers {
-            layer.forward(
-                &mut hidden,
-                batch,
-                self.shape,
-                Positions::Rotary(&self.rotary),
-                &mut scratch,
-            );
-        }
+        run_layers(
+            &self.layers,
+            &mut hidden,
+            batch,
+            self.shape,
+            Positions::Rotary(&self.rotary),
+        );
         Ok(hidden)
     }
 }

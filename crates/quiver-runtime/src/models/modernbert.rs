@@ -10,7 +10,9 @@
 
 use super::{EncoderModel, ModelConfig};
 use crate::kernels::{add_residual, gated_linear_unit, Activation};
-use crate::layers::{self_attention, AttentionShape, LayerNorm, Linear, Rotary, Visibility};
+use crate::layers::{
+    embedding_rows, self_attention, AttentionShape, LayerNorm, Linear, Rotary, Visibility,
+};
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
@@ -221,15 +223,7 @@ impl EncoderModel for ModernBertModel {
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         batch.validate(self.max_positions(), self.vocab_size())?;
         let h = self.config.hidden_size;
-        let mut hidden: Vec<f32> = batch
-            .token_ids
-            .iter()
-            .flat_map(|&id| {
-                self.word_embeddings[id as usize * h..(id as usize + 1) * h]
-                    .iter()
-                    .copied()
-            })
-            .collect();
+        let mut hidden = embedding_rows(&self.word_embeddings, h, &batch.token_ids);
         self.embedding_norm.forward(&mut hidden);
         let tokens = batch.num_tokens();
         let local = Visibility::Within(self.config.local_attention / 2);

@@ -7,8 +7,8 @@
 //! scores, looked up by T5-style buckets of the distance between query and key.
 
 use super::post_norm::{
-    sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, Positions, PostNormLayer,
-    Scratch,
+    run_layers, sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, Positions,
+    PostNormLayer,
 };
 use super::{EncoderModel, ModelConfig};
 use crate::layers::{LayerNorm, RelativePositionBias};
@@ -174,16 +174,13 @@ impl EncoderModel for MpnetModel {
         batch.validate(self.max_positions(), self.vocab_size())?;
         let bias = self.position_bias(batch.max_len());
         let mut hidden = self.embed(batch);
-        let mut scratch = Scratch::default();
-        for layer in &self.layers {
-            layer.forward(
-                &mut hidden,
-                batch,
-                self.shape,
-                Positions::RelativeBias(&bias),
-                &mut scratch,
-            );
-        }
+        run_layers(
+            &self.layers,
+            &mut hidden,
+            batch,
+            self.shape,
+            Positions::RelativeBias(&bias),
+        );
         Ok(hidden)
     }
 }

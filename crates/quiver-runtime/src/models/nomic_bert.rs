@@ -12,7 +12,7 @@
 //! (`hidden_size`, …; `layers.{i}.self_attn.q_proj`, `mlp.up_proj`, …).
 
 use super::post_norm::{
-    FeedForward, LayerShape, Positions, PostNormLayer, Scratch, TokenEmbeddings,
+    run_layers, FeedForward, LayerShape, Positions, PostNormLayer, TokenEmbeddings,
 };
 use super::{EncoderModel, ModelConfig};
 use crate::layers::{AttentionShape, LayerNorm, Linear, Rotary};
@@ -263,16 +263,13 @@ impl EncoderModel for NomicBertModel {
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         batch.validate(self.max_positions(), self.vocab_size())?;
         let mut hidden = self.embeddings.forward(batch);
-        let mut scratch = Scratch::default();
-        for layer in &self.layers {
-            layer.forward(
-                &mut hidden,
-                batch,
-                self.shape,
-                Positions::Rotary(&self.rotary),
-                &mut scratch,
-            );
-        }
+        run_layers(
+            &self.layers,
+            &mut hidden,
+            batch,
+            self.shape,
+            Positions::Rotary(&self.rotary),
+        );
         Ok(hidden)
     }
 }

@@ -142,7 +142,7 @@ pub enum Positions<'a> {
 
 /// Buffers reused across layers, so the layer loop allocates nothing after the first layer.
 #[derive(Default)]
-pub struct Scratch {
+struct Scratch {
     qkv: Vec<f32>,
     context: Vec<f32>,
     projected: Vec<f32>,
@@ -217,6 +217,20 @@ impl TokenEmbeddings {
     }
 }
 
+/// Runs `layers` in order over `hidden` (`[tokens, hidden]`), in place, reusing one scratch.
+pub fn run_layers(
+    layers: &[PostNormLayer],
+    hidden: &mut Vec<f32>,
+    batch: &PackedBatch,
+    shape: LayerShape,
+    positions: Positions<'_>,
+) {
+    let mut scratch = Scratch::default();
+    for layer in layers {
+        layer.forward(hidden, batch, shape, positions, &mut scratch);
+    }
+}
+
 impl PostNormLayer {
     /// Loads `encoder.layer.0` … `encoder.layer.{count - 1}`.
     pub fn load_all(
@@ -276,7 +290,7 @@ impl PostNormLayer {
     }
 
     /// Runs the layer over `hidden` (`[tokens, hidden]`), in place.
-    pub fn forward(
+    fn forward(
         &self,
         hidden: &mut Vec<f32>,
         batch: &PackedBatch,

@@ -12,7 +12,9 @@
 
 use super::{EncoderModel, ModelConfig};
 use crate::kernels::{add_residual, gated_linear_unit, Activation};
-use crate::layers::{self_attention, AttentionShape, Linear, RmsNorm, Rotary, Visibility};
+use crate::layers::{
+    embedding_rows, self_attention, AttentionShape, Linear, RmsNorm, Rotary, Visibility,
+};
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
 use rayon::prelude::*;
@@ -266,15 +268,7 @@ impl EncoderModel for Qwen2Model {
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         batch.validate(self.max_positions(), self.vocab_size())?;
         let h = self.config.hidden_size;
-        let mut hidden: Vec<f32> = batch
-            .token_ids
-            .iter()
-            .flat_map(|&id| {
-                self.embed_tokens[id as usize * h..(id as usize + 1) * h]
-                    .iter()
-                    .copied()
-            })
-            .collect();
+        let mut hidden = embedding_rows(&self.embed_tokens, h, &batch.token_ids);
         let tokens = batch.num_tokens();
         let (mut normed, mut qkv, mut context, mut projected, mut gate_up, mut activated) = (
             Vec::new(),
