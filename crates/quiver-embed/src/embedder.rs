@@ -1,6 +1,8 @@
 use crate::postprocess::{l2_normalize, truncate_dimensions};
 use crate::{EmbedError, Result, SentenceTransformerConfig, TextTokenizer, TruncationSide};
-use quiver_runtime::{load_model_with, Device, EncoderModel, LoadOptions, PackedBatch, Pooling};
+use quiver_runtime::{
+    load_model_with, Device, EncoderModel, LoadOptions, PackedBatch, Pooling, Quantization,
+};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,8 @@ pub struct EmbedderOptions {
     /// short queries run about a third faster for 1.5 times the weight memory (see
     /// [`quiver_runtime::LoadOptions`]).
     pub few_row_kernels: bool,
+    /// int8 dense layers (see [`quiver_runtime::Quantization`]).
+    pub quantization: Quantization,
 }
 
 /// How one call turns texts into vectors.
@@ -131,6 +135,7 @@ impl Embedder {
             dir,
             LoadOptions {
                 few_row_kernels: options.few_row_kernels,
+                quantization: options.quantization,
             },
         )?;
         let max_length = options

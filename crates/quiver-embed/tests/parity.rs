@@ -5,7 +5,7 @@
 //! `fixtures/make_reference.py`. The weights come from `scripts/fetch-test-models` (PyPI, no hub).
 //! Every check runs for every model (`parity_tests!` at the end).
 
-use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions};
+use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions, Quantization};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -190,6 +190,36 @@ fn batching_does_not_change_vectors(case: Case) {
     }
 }
 
+/// int8 dense layers: the bar is a mean cosine of 0.99 to f32; the worst text is
+/// held to 0.97 so a kernel bug cannot hide in an average.
+fn int8_stays_close_to_the_reference(case: Case) {
+    let reference = case.reference();
+    let embedder = case.load(&EmbedderOptions {
+        quantization: Quantization::Int8,
+        ..EmbedderOptions::default()
+    });
+    let got = embedder
+        .embed(&reference.texts, &EmbedOptions::default())
+        .unwrap();
+    let cosines: Vec<f64> = got
+        .iter()
+        .zip(&reference.embeddings)
+        .map(|(g, w)| cosine(g, w))
+        .collect();
+    let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
+    let worst = cosines.iter().copied().fold(1.0, f64::min);
+    eprintln!(
+        "{}: int8 mean cosine {mean:.5}, worst {worst:.5}",
+        case.model
+    );
+    assert!(mean >= 0.99, "int8 mean cosine {mean}");
+    assert!(worst >= 0.97, "int8 worst cosine {worst}");
+    assert!(
+        mean < 0.999_999,
+        "int8 vectors equal f32: the int8 path did not run"
+    );
+}
+
 fn few_row_kernels_give_the_same_vectors(case: Case) {
     let reference = case.reference();
     let texts = &reference.texts[..30];
@@ -281,6 +311,11 @@ macro_rules! parity_tests {
             #[test]
             fn batching_does_not_change_vectors() {
                 super::batching_does_not_change_vectors($case);
+            }
+
+            #[test]
+            fn int8_stays_close_to_the_reference() {
+                super::int8_stays_close_to_the_reference($case);
             }
 
             #[test]

@@ -23,7 +23,9 @@ pub mod weights;
 pub use backend::Device;
 pub use batch::PackedBatch;
 pub use error::RuntimeError;
-pub use models::{load_model, load_model_with, EncoderModel, LoadOptions, ModelConfig};
+pub use models::{
+    load_model, load_model_with, EncoderModel, LoadOptions, ModelConfig, Quantization,
+};
 pub use pooling::Pooling;
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;

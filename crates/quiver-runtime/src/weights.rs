@@ -60,6 +60,7 @@ impl WeightFiles {
             views,
             prefix: String::new(),
             few_row_panels: false,
+            int8: false,
         })
     }
 }
@@ -107,6 +108,9 @@ pub struct TensorStore<'a> {
     /// Layers loaded from this store keep a second, panel-packed copy of their weights for
     /// inputs of a few tokens ([`crate::kernels::matmul_few_rows`]).
     few_row_panels: bool,
+    /// Dense layers loaded from this store keep their weights in int8 (see
+    /// [`crate::kernels::matmul_int8`]).
+    int8: bool,
 }
 
 impl TensorStore<'_> {
@@ -116,6 +120,14 @@ impl TensorStore<'_> {
 
     pub fn few_row_panels(&self) -> bool {
         self.few_row_panels
+    }
+
+    pub fn set_int8(&mut self, enabled: bool) {
+        self.int8 = enabled;
+    }
+
+    pub fn int8(&self) -> bool {
+        self.int8
     }
 
     /// Checkpoints name the same tensor `x`, `bert.x` or `model.x` depending on how they were

@@ -1,9 +1,9 @@
 use crate::input::read_texts;
-use crate::model::load_embedder;
+use crate::model::{load_embedder_with, QuantizeArg};
 use crate::progress;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use quiver_embed::{Device, EmbedOptions, Embedder, DEFAULT_MODEL};
+use quiver_embed::{Device, EmbedOptions, Embedder, EmbedderOptions, DEFAULT_MODEL};
 use quiver_index::export::write_npy_f32;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -30,6 +30,9 @@ pub struct EmbedArgs {
     /// A literal prompt prepended to every text (instead of --prompt-name).
     #[arg(long, conflicts_with = "prompt_name")]
     prompt: Option<String>,
+    /// Number format of the dense layers: none (f32) or int8.
+    #[arg(long, value_enum, default_value = "none")]
+    quantize: QuantizeArg,
     /// The task adapter of models that have them (jina-embeddings-v3: retrieval.query,
     /// retrieval.passage, text-matching, ...). Default: the one named like --prompt-name.
     #[arg(long)]
@@ -72,7 +75,15 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     if texts.is_empty() {
         bail!("no input texts in {source}");
     }
-    let embedder = load_embedder(&args.model, args.max_length, args.device)?;
+    let embedder = load_embedder_with(
+        &args.model,
+        &EmbedderOptions {
+            max_length: args.max_length,
+            device: args.device,
+            quantization: args.quantize.into(),
+            ..EmbedderOptions::default()
+        },
+    )?;
     let options = EmbedOptions {
         prompt_name: args.prompt_name,
         task: args.task,

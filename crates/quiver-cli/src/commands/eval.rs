@@ -1,8 +1,8 @@
-use crate::model::load_embedder;
+use crate::model::{load_embedder_with, QuantizeArg};
 use crate::progress::IndexBar;
 use anyhow::Context;
 use clap::Args;
-use quiver_embed::{Device, DEFAULT_MODEL};
+use quiver_embed::{Device, EmbedderOptions, DEFAULT_MODEL};
 use quiver_eval::{evaluate, Dataset, Metrics, System, SystemReport};
 use quiver_index::{Chunking, SearchMode, DEFAULT_KEYWORD_WEIGHT};
 use std::path::PathBuf;
@@ -36,6 +36,9 @@ pub struct EvalArgs {
     no_baseline: bool,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
     device: Device,
+    /// Number format of the dense layers: none (f32) or int8 (its indexes are kept apart).
+    #[arg(long, value_enum, default_value = "none")]
+    quantize: QuantizeArg,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -43,7 +46,19 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let dataset = Dataset::load(&args.dataset)?;
-    let embedder = load_embedder(&args.model, None, args.device)?;
+    let embedder = load_embedder_with(
+        &args.model,
+        &EmbedderOptions {
+            device: args.device,
+            quantization: args.quantize.into(),
+            ..EmbedderOptions::default()
+        },
+    )?;
+    // The model as the report and the index folders name it: int8 vectors are not f32 ones.
+    let model_id = match args.quantize {
+        QuantizeArg::None => args.model.clone(),
+        QuantizeArg::Int8 => format!("{} (int8)", args.model),
+    };
     let modes = if args.modes.is_empty() {
         vec![SearchMode::Vector, SearchMode::Keyword, SearchMode::Hybrid]
     } else {
@@ -85,13 +100,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         });
     }
     let progress = IndexBar::new();
-    let reports = evaluate(&dataset, &embedder, &args.model, &systems, &progress)
+    let reports = evaluate(&dataset, &embedder, &model_id, &systems, &progress)
         .with_context(|| format!("evaluating on {}", args.dataset.display()))?;
     progress.finish();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
-        print_table(&reports, dataset.queries.len(), &args.model);
+        print_table(&reports, dataset.queries.len(), &model_id);
     }
     Ok(())
 }

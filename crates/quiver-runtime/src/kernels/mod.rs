@@ -7,6 +7,7 @@
 
 mod activation;
 mod few_rows;
+mod int8;
 mod matmul;
 mod norm;
 mod reduce;
@@ -14,6 +15,7 @@ mod softmax;
 
 pub use activation::{gated_linear_unit, gelu_erf, gelu_tanh, relu, silu, Activation};
 pub use few_rows::{matmul_few_rows, PackedPanels};
+pub use int8::{matmul_int8, QuantizedMatrix};
 pub use matmul::{matmul, MatMut, MatRef};
 pub use norm::{add_layer_norm, add_residual, layer_norm, rms_norm};
 pub use softmax::{fast_exp, softmax_rows};

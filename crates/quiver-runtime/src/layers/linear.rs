@@ -1,5 +1,7 @@
 use super::lora::Lora;
-use crate::kernels::{matmul, matmul_few_rows, MatMut, MatRef, PackedPanels};
+use crate::kernels::{
+    matmul, matmul_few_rows, matmul_int8, MatMut, MatRef, PackedPanels, QuantizedMatrix,
+};
 use crate::weights::TensorStore;
 use crate::Result;
 use rayon::prelude::*;
@@ -26,6 +28,8 @@ pub struct Linear {
     bias: Option<Vec<f32>>,
     /// Per-task low-rank updates, for models with task adapters.
     lora: Option<Box<Lora>>,
+    /// The weights in int8, when the model was loaded quantised; `weight_t` is then empty.
+    int8: Option<QuantizedMatrix>,
     in_features: usize,
     out_features: usize,
 }
@@ -93,6 +97,7 @@ impl Linear {
             panels: None,
             bias,
             lora: None,
+            int8: None,
             in_features,
             out_features,
         }
@@ -115,12 +120,30 @@ impl Linear {
             }
         }
         let out_features = parts.iter().map(|&(_, outputs)| outputs).sum();
-        let linear = Linear::new(weight, bias, in_features, out_features);
-        Ok(if store.few_row_panels() {
-            linear.with_few_row_panels()
+        Ok(Linear::new(weight, bias, in_features, out_features).laid_out_for(store))
+    }
+
+    /// The weight layout the store asks for: int8, or f32 with few-row panels, or plain f32.
+    fn laid_out_for(self, store: &TensorStore<'_>) -> Self {
+        if store.int8() {
+            self.quantized()
+        } else if store.few_row_panels() {
+            self.with_few_row_panels()
         } else {
-            linear
-        })
+            self
+        }
+    }
+
+    /// Keeps the weights in int8 only (see [`matmul_int8`]).
+    pub fn quantized(mut self) -> Self {
+        let weights = std::mem::take(&mut self.weight_t);
+        self.int8 = Some(QuantizedMatrix::quantize(
+            &weights,
+            self.in_features,
+            self.out_features,
+        ));
+        self.panels = None;
+        self
     }
 
     /// Adds task adapters: rows whose task is given get its low-rank update.
@@ -175,8 +198,9 @@ impl Linear {
         F: Fn(&mut [f32], Range<usize>) + Sync,
     {
         output.resize(rows * self.out_features, 0.0);
-        match &self.panels {
-            Some(panels) if rows <= FEW_ROWS => matmul_few_rows(
+        match (&self.int8, &self.panels) {
+            (Some(int8), _) => matmul_int8(output, &input[..rows * self.in_features], rows, int8),
+            (None, Some(panels)) if rows <= FEW_ROWS => matmul_few_rows(
                 output,
                 &input[..rows * self.in_features],
                 rows,
