@@ -505,3 +505,30 @@ fn a_request_picks_the_task_adapter_of_a_model_that_has_them() {
     );
     assert_error(&unknown, 400, "summarization");
 }
+
+#[test]
+fn an_int8_server_stays_close_to_the_f32_vectors() {
+    let served = serve(&["--quantize", "int8"]);
+    let reply = served.post("/embed", &json!({ "inputs": TEXTS }).to_string());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let offline = offline_vectors(&TEXTS, &[]);
+    for (got, want) in vectors(&reply.body).iter().zip(&offline) {
+        let similarity = cosine(got, want);
+        assert!(similarity > 0.98 && similarity < 0.999_999, "{similarity}");
+    }
+    let model = model();
+    let refused = quiver(
+        &[
+            "serve",
+            "--model",
+            &model,
+            "--quantize",
+            "int8",
+            "--index",
+            "/nonexistent",
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--quantize int8"));
+}

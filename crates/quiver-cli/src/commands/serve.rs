@@ -2,7 +2,7 @@
 //! precedence), the model loaded before the port opens, and a clean stop on Ctrl-C or SIGTERM
 //! that lets requests in flight finish.
 
-use crate::model::load_embedder_with;
+use crate::model::{load_embedder_with, QuantizeArg};
 use anyhow::{bail, Context};
 use clap::Args;
 use quiver_embed::{resolve_model, Device, EmbedderOptions, DEFAULT_MODEL};
@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// queries run about a third faster for 1.5 times the weight memory (default true).
     #[arg(long, env = "QUIVER_FEW_ROW_KERNELS")]
     few_row_kernels: Option<bool>,
+    /// Number format of the dense layers: none (f32, default) or int8. Not with --index, whose
+    /// vectors were made in f32.
+    #[arg(long, value_enum, env = "QUIVER_QUANTIZE")]
+    quantize: Option<QuantizeArg>,
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "QUIVER_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -87,6 +91,7 @@ struct FileSettings {
     auto_truncate: Option<bool>,
     normalize: Option<bool>,
     few_row_kernels: Option<bool>,
+    quantize: Option<QuantizeArg>,
     api_key: Option<String>,
 }
 
@@ -131,6 +136,7 @@ impl ServeArgs {
         self.auto_truncate = self.auto_truncate.or(file.auto_truncate);
         self.normalize = self.normalize.or(file.normalize);
         self.few_row_kernels = self.few_row_kernels.or(file.few_row_kernels);
+        self.quantize = self.quantize.or(file.quantize);
         self.api_key = self.api_key.or(file.api_key);
         Ok(self)
     }
@@ -146,6 +152,10 @@ fn relative_to(config: &Path, dir: PathBuf) -> PathBuf {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
+    let quantize = args.quantize.unwrap_or_default();
+    if matches!(quantize, QuantizeArg::Int8) && args.index.is_some() {
+        bail!("--quantize int8 cannot serve --index: the index's vectors were made in f32, and int8 queries would not match them as well");
+    }
     let model = served_model(args.model.as_deref(), args.index.as_deref())?;
     let device = args.device.unwrap_or_default();
     let embedder = load_embedder_with(
@@ -154,6 +164,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_length: args.max_length,
             device,
             few_row_kernels: args.few_row_kernels.unwrap_or(true),
+            quantization: quantize.into(),
             ..EmbedderOptions::default()
         },
     )?;
