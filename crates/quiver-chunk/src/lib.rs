@@ -21,7 +21,7 @@ mod words;
 
 pub use header::{context_header, embedding_text, symbol_label, HEADER_VERSION};
 pub use language::Language;
-pub use syntax::Symbol;
+pub use syntax::{Symbol, SYNTAX_RULES_VERSION};
 pub use words::identifier_words;
 
 use code::CodeSplitter;

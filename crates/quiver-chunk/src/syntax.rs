@@ -6,6 +6,11 @@
 
 use tree_sitter::Node;
 
+/// Bumped whenever what counts as a definition changes, so that indexes re-chunk their files
+/// (reusing every vector whose text did not change). 2: JavaScript assignments of functions,
+/// associated types no longer definitions.
+pub const SYNTAX_RULES_VERSION: u32 = 3;
+
 /// A named definition: what a chunk is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Symbol {
@@ -57,8 +62,16 @@ fn definition_kind(kind: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether a JavaScript/TypeScript value node defines a function or class.
+fn is_function_value(node: Node<'_>) -> bool {
+    matches!(
+        node.kind(),
+        "arrow_function" | "function_expression" | "function" | "class"
+    )
+}
+
 /// Wrappers whose meaning is the definition inside them (`@decorator def f`, `export class C`,
-/// `template <T> class C`, `const f = () => ...`).
+/// `template <T> class C`, `const f = () => ...`, `app.handle = function (req) {...}`).
 fn wrapped_definition<'t>(node: Node<'t>) -> Option<Node<'t>> {
     match node.kind() {
         "decorated_definition" => node.child_by_field_name("definition"),
@@ -74,11 +87,14 @@ fn wrapped_definition<'t>(node: Node<'t>) -> Option<Node<'t>> {
                 .named_children(&mut cursor)
                 .find(|c| c.kind() == "variable_declarator")?;
             let value = declarator.child_by_field_name("value")?;
-            matches!(
-                value.kind(),
-                "arrow_function" | "function_expression" | "function" | "class"
-            )
-            .then_some(declarator)
+            is_function_value(value).then_some(declarator)
+        }
+        // CommonJS and prototype style: `exports.parse = function`, `Foo.prototype.bar = ...`.
+        "expression_statement" => {
+            let assignment = node.named_child(0)?;
+            let value = assignment.child_by_field_name("right")?;
+            (assignment.kind() == "assignment_expression" && is_function_value(value))
+                .then_some(assignment)
         }
         _ => None,
     }
@@ -93,9 +109,28 @@ pub fn definition(node: Node<'_>, source: &[u8], in_type: bool) -> Option<Symbol
             let kind = if in_type { "method" } else { "function" };
             return Some(Symbol { name, kind });
         }
+        if inner.kind() == "assignment_expression" {
+            let target = inner.child_by_field_name("left")?;
+            // `app.handle = function` attaches a method to an object; `handle = function`
+            // (re)defines a function.
+            let kind = if in_type || target.kind() == "member_expression" {
+                "method"
+            } else {
+                "function"
+            };
+            return Some(Symbol {
+                name: text(target, source)?,
+                kind,
+            });
+        }
         return definition(inner, source, in_type);
     }
     let mut kind = definition_kind(node.kind())?;
+    if kind == "type" && in_type {
+        // An associated type (`type Item = A;` in an impl) belongs to the impl's signature: it
+        // stays with the first member rather than becoming a chunk that says nothing alone.
+        return None;
+    }
     if kind == "function" && in_type {
         kind = "method";
     }

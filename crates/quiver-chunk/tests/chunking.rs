@@ -181,6 +181,18 @@ fn every_language_names_its_definitions() {
             "function",
         ),
         (
+            "a.js",
+            "app.handle = function handle(req, res) {\n  return req;\n};\n",
+            "app.handle",
+            "method",
+        ),
+        (
+            "a.js",
+            "module.exports = createApplication;\nexports.parse = (text) => {\n  return text.trim();\n};\n",
+            "exports.parse",
+            "method",
+        ),
+        (
             "a.ts",
             "interface Shape {\n  area(): number;\n}\n",
             "Shape",
@@ -310,6 +322,20 @@ fn fixed_windows_cut_every_n_lines() {
         .all(|c| c.end_line - c.start_line < 10 && c.symbol.is_none()));
     assert!(windows.windows(2).all(|w| w[1].start_line > w[0].end_line));
     assert_eq!(windows.len(), PYTHON.lines().count().div_ceil(10));
+}
+
+#[test]
+fn javascript_assigned_functions_get_chunks_of_their_own() {
+    let text = "var app = exports = module.exports = {};\n\napp.init = function init() {\n  this.cache = {};\n};\n\napp.enabled = function enabled(setting) {\n  return Boolean(this.set(setting));\n};\n\nApp.prototype.render = (view) => view;\n";
+    let options = ChunkOptions {
+        max_tokens: 10_000,
+        pack_definitions: false,
+    };
+    let chunks = chunk_file(Path::new("lib/app.js"), text, &options, &WordCounter).expect("chunks");
+    assert_tiles(text, &chunks, 10_000);
+    let names: Vec<_> = chunks.iter().filter_map(|c| c.symbol.as_deref()).collect();
+    assert_eq!(names, ["app.init", "app.enabled", "App.prototype.render"]);
+    assert_eq!(symbol_of(&chunks, "app.enabled = ").start_line, 7);
 }
 
 #[test]

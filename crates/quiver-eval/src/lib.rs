@@ -75,6 +75,18 @@ pub struct ModeReport {
     pub mode: String,
     pub overall: Metrics,
     pub by_language: BTreeMap<String, Metrics>,
+    /// Where each query's definition came back, in the dataset's order (for failure analysis).
+    #[serde(skip)]
+    pub outcomes: Vec<QueryOutcome>,
+}
+
+/// One query's result: the rank of the first hit, and what came first.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryOutcome {
+    pub id: String,
+    pub rank: Option<usize>,
+    /// `path:start-end` of the top result, when there was one.
+    pub top: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -206,6 +218,7 @@ fn score_mode(
 ) -> Result<ModeReport> {
     let filter = SearchFilter::default();
     let mut ranks: Vec<(String, Option<usize>)> = Vec::with_capacity(dataset.queries.len());
+    let mut outcomes = Vec::with_capacity(dataset.queries.len());
     for (query, vector) in dataset.queries.iter().zip(query_vectors) {
         let hits = search_with(
             store,
@@ -227,6 +240,14 @@ fn score_mode(
                     && query.line <= hit.chunk.end_line
             })
             .map(|i| i + 1);
+        outcomes.push(QueryOutcome {
+            id: query.id.clone(),
+            rank,
+            top: hits.first().map(|hit| {
+                let c = &hit.chunk;
+                format!("{}:{}-{}", c.path, c.start_line, c.end_line)
+            }),
+        });
         ranks.push((query.language.clone(), rank));
     }
     let all: Vec<Option<usize>> = ranks.iter().map(|(_, r)| *r).collect();
@@ -246,6 +267,7 @@ fn score_mode(
             .into_iter()
             .map(|(language, r)| (language, Metrics::from_ranks(&r)))
             .collect(),
+        outcomes,
     })
 }
 

@@ -12,7 +12,7 @@ use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
 use crate::walk::{content_skip, discover, SkipCounts, SkipReason, SourceFile, WalkOptions};
 use quiver_chunk::{
     chunk_file, chunk_fixed_lines, embedding_text, ChunkError, ChunkOptions, TokenCounter,
-    HEADER_VERSION,
+    HEADER_VERSION, SYNTAX_RULES_VERSION,
 };
 use quiver_embed::{EmbedOptions, Embedder};
 use std::collections::{BTreeMap, HashSet};
@@ -54,8 +54,8 @@ impl Chunking {
     /// How the index records the chunking, to notice a change.
     fn fingerprint(self) -> String {
         match self {
-            Chunking::Syntax => "syntax-per-definition".to_string(),
-            Chunking::SyntaxPacked => "syntax-packed".to_string(),
+            Chunking::Syntax => format!("syntax-per-definition-v{SYNTAX_RULES_VERSION}"),
+            Chunking::SyntaxPacked => format!("syntax-packed-v{SYNTAX_RULES_VERSION}"),
             Chunking::FixedLines(lines) => format!("lines-{lines}"),
         }
     }

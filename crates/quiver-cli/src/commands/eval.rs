@@ -42,6 +42,10 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Write each query's outcome (system, mode, query id, rank of the first hit, top result)
+    /// to this JSONL file, to see which queries fail.
+    #[arg(long, value_name = "FILE")]
+    ranks: Option<PathBuf>,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -103,11 +107,35 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let reports = evaluate(&dataset, &embedder, &model_id, &systems, &progress)
         .with_context(|| format!("evaluating on {}", args.dataset.display()))?;
     progress.finish();
+    if let Some(path) = &args.ranks {
+        write_ranks(path, &reports).with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         print_table(&reports, dataset.queries.len(), &model_id);
     }
+    Ok(())
+}
+
+fn write_ranks(path: &std::path::Path, reports: &[SystemReport]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for report in reports {
+        for mode in &report.modes {
+            for outcome in &mode.outcomes {
+                let line = serde_json::json!({
+                    "system": report.name,
+                    "mode": mode.mode,
+                    "id": outcome.id,
+                    "rank": outcome.rank,
+                    "top": outcome.top,
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 
