@@ -2,7 +2,7 @@
 //! split into their members where they do not.
 
 use crate::segment::{split_lines, LineIndex, Unit};
-use crate::syntax::{attaches_forward, definition, is_type_kind, Symbol};
+use crate::syntax::{attaches_forward, definition, is_type_kind, signature, Symbol};
 use std::ops::Range;
 use tree_sitter::Node;
 
@@ -29,23 +29,40 @@ impl CodeSplitter<'_> {
         if lines.len() <= 1
             || (fits && !(self.split_definitions && self.holds_definitions(node, in_type)))
         {
-            let symbol = symbol.or_else(|| self.largest_child_definition(node, in_type));
+            let (symbol, signature) = match symbol {
+                Some(symbol) => (Some(symbol), Some(signature(node))),
+                None => self
+                    .largest_child_definition(node, in_type)
+                    .map_or((None, None), |(symbol, child)| {
+                        (Some(symbol), Some(signature(child)))
+                    }),
+            };
             out.push(Unit {
                 lines,
                 symbol,
                 parents: parents.to_vec(),
+                signature,
             });
             return;
         }
+        let own_signature = symbol.as_ref().map(|_| signature(node));
         let mut inner_parents = parents.to_vec();
         inner_parents.extend(symbol.clone());
         let groups = self.child_groups(node, lines.clone());
         if groups.is_empty() {
-            self.split_leaf(lines, symbol, parents, out);
+            self.split_leaf(lines, symbol, own_signature, parents, out);
             return;
         }
+        let first = out.len();
         for (range, child) in groups {
             self.units(child, range, &inner_parents, out);
+        }
+        // The first piece holds the definition's own first lines (a class's signature); it is
+        // about the definition unless it defines something itself.
+        if let Some(head) = out.get_mut(first) {
+            if head.symbol.is_none() && head.signature.is_none() {
+                head.signature = own_signature;
+            }
         }
     }
 
@@ -119,24 +136,30 @@ impl CodeSplitter<'_> {
     }
 
     /// Names a unit that is not itself a definition (a whole small file, a statement block) after
-    /// the largest definition directly inside it.
-    fn largest_child_definition(&self, node: Node<'_>, in_type: bool) -> Option<Symbol> {
+    /// the largest definition directly inside it, which is returned with it.
+    fn largest_child_definition<'t>(
+        &self,
+        node: Node<'t>,
+        in_type: bool,
+    ) -> Option<(Symbol, Node<'t>)> {
         let mut cursor = node.walk();
-        let children: Vec<Node<'_>> = node.named_children(&mut cursor).collect();
+        let children: Vec<Node<'t>> = node.named_children(&mut cursor).collect();
         children
             .into_iter()
             .filter_map(|child| {
                 let symbol = definition(child, self.text.as_bytes(), in_type)?;
-                Some((child.end_byte() - child.start_byte(), symbol))
+                Some((symbol, child))
             })
-            .max_by_key(|(size, _)| *size)
-            .map(|(_, symbol)| symbol)
+            .max_by_key(|(_, child)| child.end_byte() - child.start_byte())
     }
 
+    /// Cuts a definition with no children to split along into line runs; the first run holds
+    /// its signature.
     fn split_leaf(
         &self,
         lines: Range<usize>,
         symbol: Option<Symbol>,
+        mut signature: Option<Range<usize>>,
         parents: &[Symbol],
         out: &mut Vec<Unit>,
     ) {
@@ -145,6 +168,7 @@ impl CodeSplitter<'_> {
                 lines: piece,
                 symbol: symbol.clone(),
                 parents: parents.to_vec(),
+                signature: signature.take(),
             });
         }
     }

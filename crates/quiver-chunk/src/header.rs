@@ -54,3 +54,11 @@ pub fn context_header(path: &str, chunk: &Chunk) -> String {
 pub fn embedding_text(path: &str, chunk: &Chunk) -> String {
     format!("{}\n{}", context_header(path, chunk), chunk.text)
 }
+
+/// The second text embedded for a chunk that starts a definition: the header and the
+/// definition's signature alone. A short text's mean-pooled vector is about its name and
+/// parameters, which a query in prose names more often than it names a body's statements.
+pub fn signature_text(path: &str, chunk: &Chunk) -> Option<String> {
+    let signature = chunk.signature.as_ref()?;
+    Some(format!("{}\n{signature}", context_header(path, chunk)))
+}

@@ -19,7 +19,7 @@ mod segment;
 mod syntax;
 mod words;
 
-pub use header::{context_header, embedding_text, symbol_label, HEADER_VERSION};
+pub use header::{context_header, embedding_text, signature_text, symbol_label, HEADER_VERSION};
 pub use language::Language;
 pub use syntax::{Symbol, SYNTAX_RULES_VERSION};
 pub use words::identifier_words;
@@ -59,6 +59,10 @@ pub struct Chunk {
     pub parent: Option<String>,
     /// Tokens of `text` alone (the header comes on top).
     pub tokens: usize,
+    /// The signature of the definition that starts in this chunk (its first line up to its
+    /// body, whitespace collapsed): embedded on its own with the header as a second vector
+    /// ([`signature_text`]). `None` for chunks that continue a definition or define nothing.
+    pub signature: Option<String>,
 }
 
 /// How to cut.
@@ -134,6 +138,7 @@ pub fn chunk_fixed_lines(
                 lines: start..(start + step).min(lines.line_count()),
                 symbol: None,
                 parents: Vec::new(),
+                signature: None,
             };
             to_chunk(unit, language, text, &lines)
         })
@@ -180,6 +185,19 @@ fn to_chunk(unit: Unit, language: Language, text: &str, lines: &LineIndex) -> Op
         return None;
     }
     let bytes = lines.byte_range(range.clone());
+    let signature = unit
+        .signature
+        .filter(|signature| bytes.contains(&signature.start))
+        .and_then(|signature| {
+            // The length cap may have cut a character in two.
+            let mut end = signature.end.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.get(signature.start..end)
+        })
+        .map(|signature| signature.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|signature| !signature.is_empty());
     let mut parents = unit.parents;
     // A piece of a definition that defines nothing itself is about its innermost parent.
     let symbol = unit.symbol.or_else(|| parents.pop());
@@ -203,5 +221,6 @@ fn to_chunk(unit: Unit, language: Language, text: &str, lines: &LineIndex) -> Op
         kind: symbol.map(|s| s.kind.to_string()),
         parent,
         tokens: lines.tokens(range),
+        signature,
     })
 }

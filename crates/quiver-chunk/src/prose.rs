@@ -48,6 +48,7 @@ pub fn markdown_units(text: &str, lines: &LineIndex, budget: usize) -> Vec<Unit>
                     lines: piece,
                     symbol: current.clone(),
                     parents: parents.clone(),
+                    signature: None,
                 });
             }
         }
@@ -89,6 +90,7 @@ pub fn paragraph_units(text: &str, lines: &LineIndex, budget: usize) -> Vec<Unit
                     lines: piece,
                     symbol: None,
                     parents: Vec::new(),
+                    signature: None,
                 });
             }
             start = line + 1;

@@ -61,6 +61,8 @@ pub struct Unit {
     pub symbol: Option<Symbol>,
     /// Enclosing definitions, outermost first.
     pub parents: Vec<Symbol>,
+    /// Byte range of the signature of `symbol`'s definition, when this unit holds its start.
+    pub signature: Option<Range<usize>>,
 }
 
 /// Which neighbours may share a chunk.
@@ -100,7 +102,11 @@ pub fn merge_units(
                 current.lines.end = unit.lines.end;
                 if unit.symbol.is_some() && (current.symbol.is_none() || weight > named_weight) {
                     current.symbol = unit.symbol;
+                    current.signature = unit.signature;
                     named_weight = weight;
+                } else if current.symbol.is_none() && current.signature.is_none() {
+                    // Both are about their parent; the parent's signature may sit in the second.
+                    current.signature = unit.signature;
                 }
                 continue;
             }
@@ -200,6 +206,7 @@ mod tests {
             lines,
             symbol,
             parents,
+            signature: None,
         };
         let units = vec![
             unit(0..1, Some(sym("small")), vec![]),

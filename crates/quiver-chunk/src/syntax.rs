@@ -4,12 +4,13 @@
 //! table is deliberately shallow: a definition is a node whose kind appears here; its name is
 //! its `name` field, or for C-like declarators the identifier at the end of the declarator chain.
 
+use std::ops::Range;
 use tree_sitter::Node;
 
 /// Bumped whenever what counts as a definition changes, so that indexes re-chunk their files
 /// (reusing every vector whose text did not change). 2: JavaScript assignments of functions,
 /// associated types no longer definitions.
-pub const SYNTAX_RULES_VERSION: u32 = 3;
+pub const SYNTAX_RULES_VERSION: u32 = 4;
 
 /// A named definition: what a chunk is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +179,47 @@ fn text(node: Node<'_>, source: &[u8]) -> Option<String> {
     let name = String::from_utf8_lossy(raw);
     let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
     (!name.is_empty()).then_some(name)
+}
+
+/// Longest signature kept, in bytes: a signature is a name and its parameters, not a body.
+const MAX_SIGNATURE_BYTES: usize = 300;
+
+/// Bytes of the signature of the definition `node` makes: from the definition's first line (past
+/// decorators and attributes) to where its body starts, or its first bytes when it has no body.
+pub fn signature(node: Node<'_>) -> Range<usize> {
+    let (start, definition) = match node.kind() {
+        "decorated_definition" => {
+            let inner = node.child_by_field_name("definition").unwrap_or(node);
+            (inner.start_byte(), inner)
+        }
+        _ => (node.start_byte(), innermost_definition(node)),
+    };
+    let end = body_start(definition)
+        .filter(|&end| end > start)
+        .unwrap_or(definition.end_byte());
+    start..end.min(start + MAX_SIGNATURE_BYTES)
+}
+
+/// The node whose `body` field holds a wrapped definition's body (`export function`,
+/// `const f = () => {}`, `app.handle = function () {}`).
+fn innermost_definition(node: Node<'_>) -> Node<'_> {
+    let Some(inner) = wrapped_definition(node) else {
+        return node;
+    };
+    let value = match inner.kind() {
+        "variable_declarator" => inner.child_by_field_name("value"),
+        "assignment_expression" => inner.child_by_field_name("right"),
+        _ => None,
+    };
+    match value {
+        Some(value) => value,
+        None => innermost_definition(inner),
+    }
+}
+
+fn body_start(node: Node<'_>) -> Option<usize> {
+    node.child_by_field_name("body")
+        .map(|body| body.start_byte())
 }
 
 /// Nodes that belong to whatever follows them: doc comments, attributes, decorators.

@@ -356,3 +356,79 @@ fn one_definition_per_chunk_keeps_small_definitions_apart() {
         "imports stay together"
     );
 }
+
+#[test]
+fn chunks_that_start_a_definition_carry_its_signature() {
+    let options = ChunkOptions {
+        max_tokens: 10_000,
+        pack_definitions: false,
+    };
+    let signatures = |path: &str, text: &str| -> Vec<(Option<String>, Option<String>)> {
+        chunk_file(Path::new(path), text, &options, &WordCounter)
+            .expect("chunks")
+            .into_iter()
+            .map(|c| (c.symbol, c.signature))
+            .collect()
+    };
+    let python = "import os\n\n@cached\ndef load(path,\n         mode='r'):\n    return open(path, mode)\n\nclass Store:\n    def put(self, key):\n        pass\n\n    def get(self, key):\n        pass\n";
+    let found = signatures("a.py", python);
+    let sig = |name: &str| {
+        found
+            .iter()
+            .find(|(symbol, _)| symbol.as_deref() == Some(name))
+            .and_then(|(_, signature)| signature.clone())
+    };
+    assert_eq!(sig("load").as_deref(), Some("def load(path, mode='r'):"));
+    assert_eq!(sig("put").as_deref(), Some("def put(self, key):"));
+
+    let rust = "pub struct Positions<I, F> {\n    iter: I,\n}\n\nimpl<I, F> Iterator for Positions<I, F>\nwhere\n    I: Iterator,\n{\n    type Item = usize;\n\n    fn next(&mut self) -> Option<usize> {\n        None\n    }\n\n    fn size_hint(&self) -> (usize, Option<usize>) {\n        (0, None)\n    }\n}\n";
+    let found = signatures("a.rs", rust);
+    let next = found
+        .iter()
+        .find(|(symbol, _)| symbol.as_deref() == Some("next"))
+        .expect("next has a chunk");
+    assert_eq!(
+        next.1.as_deref(),
+        Some("fn next(&mut self) -> Option<usize>"),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|(symbol, _)| symbol.as_deref() != Some("Item")),
+        "associated types join the impl's first member: {found:?}"
+    );
+
+    let js = "app.enabled = function enabled(setting) {\n  return Boolean(this.set(setting));\n};\n\nconst render = (props) => {\n  return props.title;\n};\n";
+    let found = signatures("a.js", js);
+    assert_eq!(
+        found,
+        [
+            (
+                Some("app.enabled".to_string()),
+                Some("app.enabled = function enabled(setting)".to_string())
+            ),
+            (
+                Some("render".to_string()),
+                Some("const render = (props) =>".to_string())
+            ),
+        ]
+    );
+}
+
+#[test]
+fn only_the_first_piece_of_a_split_definition_carries_the_signature() {
+    let body: String = (0..40).map(|i| format!("    x{i} = {i}\n")).collect();
+    let text = format!("def long_one(a, b):\n{body}");
+    let options = ChunkOptions {
+        max_tokens: 30,
+        pack_definitions: false,
+    };
+    let chunks = chunk_file(Path::new("a.py"), &text, &options, &WordCounter).expect("chunks");
+    assert!(chunks.len() > 2);
+    assert_eq!(chunks[0].signature.as_deref(), Some("def long_one(a, b):"));
+    assert!(
+        chunks[1..].iter().all(|c| c.signature.is_none()),
+        "{chunks:?}"
+    );
+}

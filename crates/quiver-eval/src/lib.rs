@@ -168,7 +168,7 @@ fn evaluate_system(
     };
     let report = quiver_index::index(&mut store, embedder, &options, progress)?;
     let figures_path = index_dir.join(BUILD_FIGURES);
-    let indexing = if report.chunks_embedded > 0 {
+    let indexing = if report.chunks_embedded + report.signatures_embedded > 0 {
         let figures = IndexingFigures {
             files: report.files_indexed,
             chunks: report.chunks_written,

@@ -176,6 +176,8 @@ fn chunk_from(payload: &Value) -> std::result::Result<ChunkRecord, String> {
         text: body,
         embed_hash: String::new(),
         metadata: payload.get("metadata").filter(|m| m.is_object()).cloned(),
+        // Exports carry one vector per chunk; imported chunks search by it alone.
+        signature_hash: None,
         chunk_id,
     })
 }

@@ -11,8 +11,8 @@ use crate::ids::{chunk_id, content_hash, numeric_id, uuid};
 use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
 use crate::walk::{content_skip, discover, SkipCounts, SkipReason, SourceFile, WalkOptions};
 use quiver_chunk::{
-    chunk_file, chunk_fixed_lines, embedding_text, ChunkError, ChunkOptions, TokenCounter,
-    HEADER_VERSION, SYNTAX_RULES_VERSION,
+    chunk_file, chunk_fixed_lines, embedding_text, signature_text, ChunkError, ChunkOptions,
+    TokenCounter, HEADER_VERSION, SYNTAX_RULES_VERSION,
 };
 use quiver_embed::{EmbedOptions, Embedder};
 use std::collections::{BTreeMap, HashSet};
@@ -100,6 +100,8 @@ pub struct IndexReport {
     pub chunks_written: usize,
     pub chunks_embedded: usize,
     pub chunks_reused: usize,
+    /// Signature texts embedded (a second vector for chunks that start a definition).
+    pub signatures_embedded: usize,
     pub skipped: BTreeMap<&'static str, usize>,
     pub chunk_tokens: usize,
     pub seconds: f64,
@@ -246,6 +248,15 @@ pub fn index(
     Ok(report)
 }
 
+/// A chunk ready to store, with the texts its vectors come from.
+struct PreparedChunk {
+    record: ChunkRecord,
+    /// What the chunk's vector embeds (header and text).
+    embedded: String,
+    /// What its signature vector embeds, when it starts a definition.
+    signature: Option<String>,
+}
+
 /// The state of one indexing run.
 struct Run<'a> {
     store: &'a mut Store,
@@ -257,8 +268,8 @@ struct Run<'a> {
     source: String,
     progress: &'a dyn IndexProgress,
     batch: Batch,
-    /// Texts to embed before the batch commits, with their hashes.
-    pending: Vec<(String, String)>,
+    /// Texts to embed before the batch commits: (hash, text, whether it is a signature).
+    pending: Vec<(String, String, bool)>,
     pending_hashes: HashSet<String>,
     /// Files handled since the last progress report.
     batch_files: usize,
@@ -312,26 +323,49 @@ impl Run<'_> {
             Input::Tree { .. } => self.chunk_source(&file.relative, &text)?,
             Input::ChunkFiles { .. } => self.given_chunks(file, &text)?,
         };
-        let hashes: Vec<&str> = chunks.iter().map(|(c, _)| c.embed_hash.as_str()).collect();
+        let hashes: Vec<&str> = chunks
+            .iter()
+            .flat_map(|c| {
+                [
+                    Some(c.record.embed_hash.as_str()),
+                    c.record.signature_hash.as_deref(),
+                ]
+            })
+            .flatten()
+            .collect();
         let present = self.store.vectors_present(&hashes)?;
         let mut records = Vec::with_capacity(chunks.len());
-        for (chunk, embedded_text) in chunks {
-            if present.contains(&chunk.embed_hash)
-                || self.pending_hashes.contains(&chunk.embed_hash)
-            {
+        for chunk in chunks {
+            if !self.queue(&chunk.record.embed_hash, chunk.embedded, false, &present) {
                 self.report.chunks_reused += 1;
-            } else {
-                self.pending_hashes.insert(chunk.embed_hash.clone());
-                self.pending.push((chunk.embed_hash.clone(), embedded_text));
             }
-            records.push(chunk);
+            if let (Some(hash), Some(text)) = (&chunk.record.signature_hash, chunk.signature) {
+                self.queue(hash, text, true, &present);
+            }
+            records.push(chunk.record);
         }
         self.report.chunks_written += records.len();
         self.batch.files.push((record, records));
         Ok(())
     }
 
-    fn chunk_source(&self, relative: &str, text: &str) -> Result<Vec<(ChunkRecord, String)>> {
+    /// Queues `text` for embedding unless its vector is stored or queued; says whether it was.
+    fn queue(
+        &mut self,
+        hash: &str,
+        text: String,
+        signature: bool,
+        present: &HashSet<String>,
+    ) -> bool {
+        if present.contains(hash) || self.pending_hashes.contains(hash) {
+            return false;
+        }
+        self.pending_hashes.insert(hash.to_string());
+        self.pending.push((hash.to_string(), text, signature));
+        true
+    }
+
+    fn chunk_source(&self, relative: &str, text: &str) -> Result<Vec<PreparedChunk>> {
         let source = &self.source;
         let counter = ModelTokens(self.embedder);
         let path = Path::new(relative);
@@ -349,10 +383,13 @@ impl Run<'_> {
             .into_iter()
             .enumerate()
             .map(|(n, chunk)| {
-                let embedded = if self.options.context_header {
-                    embedding_text(relative, &chunk)
+                let (embedded, signature) = if self.options.context_header {
+                    (
+                        embedding_text(relative, &chunk),
+                        signature_text(relative, &chunk),
+                    )
                 } else {
-                    chunk.text.clone()
+                    (chunk.text.clone(), chunk.signature.clone())
                 };
                 let id = chunk_id(&self.options.collection, source, relative, n);
                 let record = ChunkRecord {
@@ -373,15 +410,20 @@ impl Run<'_> {
                     end_byte: chunk.end_byte,
                     content_hash: content_hash(chunk.text.as_bytes()),
                     embed_hash: content_hash(embedded.as_bytes()),
+                    signature_hash: signature.as_ref().map(|s| content_hash(s.as_bytes())),
                     text: chunk.text,
                     metadata: None,
                 };
-                (record, embedded)
+                PreparedChunk {
+                    record,
+                    embedded,
+                    signature,
+                }
             })
             .collect())
     }
 
-    fn given_chunks(&self, file: &SourceFile, text: &str) -> Result<Vec<(ChunkRecord, String)>> {
+    fn given_chunks(&self, file: &SourceFile, text: &str) -> Result<Vec<PreparedChunk>> {
         let subdir = chunk_files::source_subdir(&file.relative);
         let given = chunk_files::parse_chunk_file(&file.absolute, text, &subdir)?;
         let mut per_path: BTreeMap<String, usize> = BTreeMap::new();
@@ -418,10 +460,15 @@ impl Run<'_> {
                 embed_hash: text_hash.clone(),
                 content_hash: text_hash,
                 metadata: Some(serde_json::Value::Object(chunk.metadata)),
+                signature_hash: None,
                 text: chunk.text,
             };
             let embedded = record.text.clone();
-            records.push((record, embedded));
+            records.push(PreparedChunk {
+                record,
+                embedded,
+                signature: None,
+            });
         }
         Ok(records)
     }
@@ -429,17 +476,19 @@ impl Run<'_> {
     /// Embeds what is pending and commits the batch in one transaction.
     fn flush(&mut self) -> Result<()> {
         if !self.pending.is_empty() {
-            let texts: Vec<&str> = self.pending.iter().map(|(_, t)| t.as_str()).collect();
+            let texts: Vec<&str> = self.pending.iter().map(|(_, t, _)| t.as_str()).collect();
             let progress = self.progress;
             let vectors = self
                 .embedder
                 .embed_with_progress(&texts, &self.embed_options, |n| progress.chunks_embedded(n))
                 .map_err(IndexError::from)?;
-            self.report.chunks_embedded += vectors.len();
+            let signatures = self.pending.iter().filter(|p| p.2).count();
+            self.report.signatures_embedded += signatures;
+            self.report.chunks_embedded += vectors.len() - signatures;
             self.batch.vectors = self
                 .pending
                 .drain(..)
-                .map(|(hash, _)| hash)
+                .map(|(hash, ..)| hash)
                 .zip(vectors)
                 .collect();
             self.pending_hashes.clear();

@@ -77,6 +77,10 @@ pub struct ChunkRecord {
     /// Hash of the exact text embedded (header included): the key of its vector.
     #[serde(skip)]
     pub embed_hash: String,
+    /// Hash of the header-and-signature text of a chunk that starts a definition: the key of
+    /// its second vector (see `quiver_chunk::signature_text`).
+    #[serde(skip)]
+    pub signature_hash: Option<String>,
     /// The caller's own metadata, for pre-chunked input (JSON object).
     pub metadata: Option<serde_json::Value>,
 }
@@ -178,7 +182,8 @@ impl Store {
                      content_hash TEXT NOT NULL,
                      text TEXT NOT NULL,
                      embed_hash TEXT NOT NULL,
-                     metadata TEXT
+                     metadata TEXT,
+                     signature_hash TEXT
                  );
                  CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks(file);
                  CREATE INDEX IF NOT EXISTS chunks_by_embed_hash ON chunks(embed_hash);
@@ -187,6 +192,7 @@ impl Store {
                      USING fts5(names, body, tokenize = \"porter unicode61 tokenchars '_'\");",
             )
             .map_err(|e| self.db_error(e))?;
+        self.add_signature_column()?;
         match self.meta("schema_version")? {
             None => self.set_meta("schema_version", SCHEMA_VERSION),
             Some(v) if v == SCHEMA_VERSION => Ok(()),
@@ -196,6 +202,22 @@ impl Store {
                 expected: SCHEMA_VERSION,
             }),
         }
+    }
+
+    /// Indexes made before signature vectors lack their column; their chunks get signatures
+    /// when they are next re-chunked, and search does without until then.
+    fn add_signature_column(&self) -> Result<()> {
+        let present = self
+            .conn
+            .prepare("SELECT 1 FROM pragma_table_info('chunks') WHERE name = 'signature_hash'")
+            .and_then(|mut statement| statement.exists([]))
+            .map_err(|e| self.db_error(e))?;
+        if !present {
+            self.conn
+                .execute("ALTER TABLE chunks ADD COLUMN signature_hash TEXT", [])
+                .map_err(|e| self.db_error(e))?;
+        }
+        Ok(())
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -379,7 +401,9 @@ impl Store {
     pub fn collect_garbage(&self) -> Result<usize> {
         self.conn
             .execute(
-                "DELETE FROM vectors WHERE embed_hash NOT IN (SELECT embed_hash FROM chunks)",
+                "DELETE FROM vectors WHERE embed_hash NOT IN (SELECT embed_hash FROM chunks)
+                     AND embed_hash NOT IN
+                         (SELECT signature_hash FROM chunks WHERE signature_hash IS NOT NULL)",
                 [],
             )
             .map_err(|e| self.db_error(e))
@@ -419,28 +443,41 @@ impl Store {
         })
     }
 
-    /// Every chunk's row id, language, path and vector, for exhaustive vector search.
-    pub fn for_each_vector(&self, mut visit: impl FnMut(i64, &str, &str, &[f32])) -> Result<()> {
+    /// Every chunk's row id, language, path, vector and signature vector (when it has one),
+    /// for exhaustive vector search.
+    pub fn for_each_vector(
+        &self,
+        mut visit: impl FnMut(i64, &str, &str, &[f32], Option<&[f32]>),
+    ) -> Result<()> {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT c.id, c.language, c.path, v.vector FROM chunks c
-                 JOIN vectors v ON v.embed_hash = c.embed_hash",
+                "SELECT c.id, c.language, c.path, v.vector, s.vector FROM chunks c
+                 JOIN vectors v ON v.embed_hash = c.embed_hash
+                 LEFT JOIN vectors s ON s.embed_hash = c.signature_hash",
             )
             .map_err(|e| self.db_error(e))?;
         let mut rows = statement.query([]).map_err(|e| self.db_error(e))?;
-        let mut vector = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| db_error(&self.dir, e))? {
-            let id: i64 = row.get(0).map_err(|e| db_error(&self.dir, e))?;
-            let language: String = row.get(1).map_err(|e| db_error(&self.dir, e))?;
-            let path: String = row.get(2).map_err(|e| db_error(&self.dir, e))?;
-            let bytes = row
+        let (mut vector, mut signature) = (Vec::new(), Vec::new());
+        let error = |e| db_error(&self.dir, e);
+        while let Some(row) = rows.next().map_err(error)? {
+            let id: i64 = row.get(0).map_err(error)?;
+            let language: String = row.get(1).map_err(error)?;
+            let path: String = row.get(2).map_err(error)?;
+            let main = row
                 .get_ref(3)
                 .and_then(|v| v.as_blob().map_err(Into::into))
-                .map_err(|e| db_error(&self.dir, e))?;
+                .map_err(error)?;
+            let second = row
+                .get_ref(4)
+                .and_then(|v| v.as_blob_or_null().map_err(Into::into))
+                .map_err(error)?;
             vector.clear();
-            vector.extend(vector_from_bytes(bytes));
-            visit(id, &language, &path, &vector);
+            vector.extend(vector_from_bytes(main));
+            signature.clear();
+            signature.extend(second.into_iter().flat_map(vector_from_bytes));
+            let signature = (!signature.is_empty()).then_some(signature.as_slice());
+            visit(id, &language, &path, &vector, signature);
         }
         Ok(())
     }
@@ -509,7 +546,8 @@ impl Store {
 }
 
 const CHUNK_COLUMNS: &str = "SELECT chunk_id, uid, file, path, seq, source, language, symbol, kind, parent,
-    start_line, end_line, start_byte, end_byte, content_hash, text, embed_hash, metadata FROM chunks";
+    start_line, end_line, start_byte, end_byte, content_hash, text, embed_hash, metadata, signature_hash
+    FROM chunks";
 
 fn read_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRecord> {
     let metadata: Option<String> = r.get(17)?;
@@ -534,6 +572,7 @@ fn read_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRecord> {
         text: r.get(15)?,
         embed_hash: r.get(16)?,
         metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
+        signature_hash: r.get(18)?,
     })
 }
 
@@ -568,8 +607,10 @@ fn insert_chunk(tx: &rusqlite::Transaction<'_>, chunk: &ChunkRecord) -> rusqlite
     let metadata = chunk.metadata.as_ref().map(|m| m.to_string());
     tx.execute(
         "INSERT INTO chunks(chunk_id, uid, file, path, seq, source, language, symbol, kind, parent,
-             start_line, end_line, start_byte, end_byte, content_hash, text, embed_hash, metadata)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             start_line, end_line, start_byte, end_byte, content_hash, text, embed_hash, metadata,
+             signature_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+             ?19)",
         params![
             chunk.chunk_id,
             chunk.uid,
@@ -589,6 +630,7 @@ fn insert_chunk(tx: &rusqlite::Transaction<'_>, chunk: &ChunkRecord) -> rusqlite
             chunk.text,
             chunk.embed_hash,
             metadata,
+            chunk.signature_hash,
         ],
     )?;
     let id = tx.last_insert_rowid();
