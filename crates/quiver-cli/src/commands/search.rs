@@ -21,7 +21,7 @@ pub struct SearchArgs {
     /// Only chunks whose path matches this glob (e.g. 'src/**/*.rs').
     #[arg(long, value_name = "GLOB")]
     path: Option<String>,
-    /// vector, keyword (BM25) or hybrid (reciprocal-rank fusion of both).
+    /// vector, keyword (BM25) or hybrid (both, fused by relative score).
     #[arg(long, default_value = "hybrid")]
     mode: SearchMode,
     /// Index directory (default: .quiver/ here or in a parent directory).

@@ -8,8 +8,13 @@
 //! Why our own kernel: no crate of the field offers an int8 GEMM for CPU; the one instruction
 //! that makes it pay, AVX-512 VNNI `vpdpbusd` (64 u8×i8 products summed into 16 i32 lanes), is a
 //! few lines of intrinsics. The weights are packed for it: groups of 4 consecutive `k` for 16
-//! columns fill one 64-byte vector. Machines without VNNI run a portable loop of the same
-//! arithmetic (correct, not fast).
+//! columns fill one 64-byte vector.
+//!
+//! AVX2 machines (no VNNI) get the same sums from `vpmaddubsw` (u8×i8 pairs added into i16)
+//! and `vpmaddwd` (i16 pairs into i32). The i16 step saturates unless `2 · 255 · |wq| < 2¹⁵`,
+//! so for that kernel weights are quantised to 7 bits (−63..=63), as ONNX Runtime's
+//! `reduce_range` does for the same instruction. Other machines run a portable loop of the same
+//! arithmetic (correct, not fast). [`Int8Kernel::detect`] picks one per process.
 
 use rayon::prelude::*;
 
@@ -20,9 +25,61 @@ const ROWS_PER_PASS: usize = 6;
 /// Column vectors one pass covers.
 const VECTORS: usize = 4;
 
+/// Which instructions run the integer products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// AVX-512 VNNI: 8-bit weights.
+    Vnni,
+    /// AVX2 `vpmaddubsw`: 7-bit weights, so the 16-bit pair sums cannot saturate.
+    Avx2,
+    /// Plain loops: 8-bit weights.
+    Portable,
+}
+
+impl Int8Kernel {
+    /// The fastest kernel this CPU runs. `QUIVER_INT8_KERNEL=avx2|portable` picks a slower one
+    /// (to measure what machines without VNNI get); a kernel the CPU lacks is never chosen.
+    pub fn detect() -> Int8Kernel {
+        let available = Self::available();
+        let requested = match std::env::var("QUIVER_INT8_KERNEL").as_deref() {
+            Ok("avx2") => Some(Int8Kernel::Avx2),
+            Ok("portable") => Some(Int8Kernel::Portable),
+            _ => None,
+        };
+        requested
+            .filter(|kernel| available.contains(kernel))
+            .unwrap_or(available[0])
+    }
+
+    /// Kernels this CPU runs, fastest first (the portable loop always).
+    pub fn available() -> Vec<Int8Kernel> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+                kernels.push(Int8Kernel::Vnni);
+            }
+            if is_x86_feature_detected!("avx2") {
+                kernels.push(Int8Kernel::Avx2);
+            }
+        }
+        kernels.push(Int8Kernel::Portable);
+        kernels
+    }
+
+    /// Largest weight magnitude the kernel's arithmetic allows.
+    fn weight_levels(self) -> f32 {
+        match self {
+            Int8Kernel::Avx2 => 63.0,
+            Int8Kernel::Vnni | Int8Kernel::Portable => 127.0,
+        }
+    }
+}
+
 /// A `[k, n]` weight matrix quantised per column and packed for [`matmul_int8`].
 #[derive(Debug, Clone)]
 pub struct QuantizedMatrix {
+    kernel: Int8Kernel,
     k: usize,
     n: usize,
     /// `k` rounded up to a multiple of 4.
@@ -36,9 +93,15 @@ pub struct QuantizedMatrix {
 }
 
 impl QuantizedMatrix {
-    /// Quantises `w` (`k × n`, row-major).
+    /// Quantises `w` (`k × n`, row-major) for the kernel this CPU runs best.
     pub fn quantize(w: &[f32], k: usize, n: usize) -> Self {
+        Self::quantize_for(w, k, n, Int8Kernel::detect())
+    }
+
+    /// Quantises `w` for `kernel`, which must be one of [`Int8Kernel::available`].
+    pub fn quantize_for(w: &[f32], k: usize, n: usize, kernel: Int8Kernel) -> Self {
         assert_eq!(w.len(), k * n, "w is not k × n");
+        let levels = kernel.weight_levels();
         let k4 = k.div_ceil(4) * 4;
         let blocks = n.div_ceil(COLS);
         let mut scales = vec![0.0f32; n];
@@ -47,14 +110,14 @@ impl QuantizedMatrix {
                 *scale = scale.max(value.abs());
             }
         }
-        scales.iter_mut().for_each(|s| *s /= 127.0);
+        scales.iter_mut().for_each(|s| *s /= levels);
         let mut data = vec![0i8; blocks * k4 * COLS];
         let mut offsets = vec![0i32; n];
         for p in 0..k {
             for c in 0..n {
                 let scale = scales[c];
                 let q = if scale > 0.0 {
-                    (w[p * n + c] / scale).round().clamp(-127.0, 127.0) as i8
+                    (w[p * n + c] / scale).round().clamp(-levels, levels) as i8
                 } else {
                     0
                 };
@@ -64,6 +127,7 @@ impl QuantizedMatrix {
             }
         }
         QuantizedMatrix {
+            kernel,
             k,
             n,
             k4,
@@ -161,14 +225,16 @@ fn tile_product(
     first_block: usize,
     vectors: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
-        // SAFETY: the features are present; `a` holds count × k4 bytes, every block k4 × 16,
-        // `tile` count × vectors × 16 sums, count ≤ 6 and vectors ≤ 4.
-        unsafe { vnni::tile(tile, a, count, k4, w, first_block, vectors) };
-        return;
+    match w.kernel {
+        // SAFETY (both): the matrix was quantised for a kernel of `Int8Kernel::available`, so
+        // the CPU has its features; `a` holds count × k4 bytes, every block k4 × 16, `tile`
+        // count × vectors × 16 sums, count ≤ 6 and vectors ≤ 4.
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Vnni => unsafe { vnni::tile(tile, a, count, k4, w, first_block, vectors) },
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2 => unsafe { avx2::tile(tile, a, count, k4, w, first_block, vectors) },
+        _ => portable_tile(tile, a, count, k4, w, first_block, vectors),
     }
-    portable_tile(tile, a, count, k4, w, first_block, vectors);
 }
 
 fn portable_tile(
@@ -277,6 +343,83 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{QuantizedMatrix, COLS};
+    use std::arch::x86_64::*;
+
+    /// Rows one pass keeps in registers: 4 rows × 2 vectors of 8 sums (one 16-column block),
+    /// with the block's two weight vectors, the broadcast input and the products: 14 of the 16
+    /// ymm registers.
+    const ROWS: usize = 4;
+
+    /// # Safety
+    /// AVX2 is available; sizes as [`super::tile_product`] promises; weights within ±63.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn tile(
+        tile: &mut [i32],
+        a: &[u8],
+        count: usize,
+        k4: usize,
+        w: &QuantizedMatrix,
+        first_block: usize,
+        vectors: usize,
+    ) {
+        let width = vectors * COLS;
+        for v in 0..vectors {
+            let block = w.block(first_block + v);
+            let mut first_row = 0;
+            while first_row < count {
+                let take = (count - first_row).min(ROWS);
+                let x = &a[first_row * k4..];
+                let out = &mut tile[first_row * width + v * COLS..];
+                match take {
+                    4 => rows::<4>(out, width, x, k4, block),
+                    3 => rows::<3>(out, width, x, k4, block),
+                    2 => rows::<2>(out, width, x, k4, block),
+                    _ => rows::<1>(out, width, x, k4, block),
+                }
+                first_row += take;
+            }
+        }
+    }
+
+    /// `out[r · width + c] = Σₖ x[r, k] · block[k][c]` for `R` rows and the block's 16 columns.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn rows<const R: usize>(
+        out: &mut [i32],
+        width: usize,
+        x: &[u8],
+        k4: usize,
+        block: &[i8],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let (x, weights) = (x.as_ptr(), block.as_ptr());
+        // Indexed loops keep the accumulators in registers (see the VNNI kernel).
+        #[allow(clippy::needless_range_loop)]
+        for group in 0..k4 / 4 {
+            let low = _mm256_loadu_si256(weights.add(group * COLS * 4) as *const __m256i);
+            let high = _mm256_loadu_si256(weights.add(group * COLS * 4 + 32) as *const __m256i);
+            for r in 0..R {
+                let bytes = (x.add(r * k4 + group * 4) as *const i32).read_unaligned();
+                let broadcast = _mm256_set1_epi32(bytes);
+                let pairs_low = _mm256_maddubs_epi16(broadcast, low);
+                let pairs_high = _mm256_maddubs_epi16(broadcast, high);
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(pairs_low, ones));
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(pairs_high, ones));
+            }
+        }
+        let out = out.as_mut_ptr();
+        #[allow(clippy::needless_range_loop)]
+        for r in 0..R {
+            _mm256_storeu_si256(out.add(r * width) as *mut __m256i, acc[r][0]);
+            _mm256_storeu_si256(out.add(r * width + 8) as *mut __m256i, acc[r][1]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,35 +432,51 @@ mod tests {
 
     #[test]
     fn integer_sums_equal_the_portable_loop_and_the_product_is_close_to_f32() {
-        for rows in [1, 5, 6, 7, 13] {
-            for (k, n) in [(37, 16), (64, 53), (384, 130)] {
-                let x = sample(rows * k, 3);
-                let w = sample(k * n, 4);
-                let q = QuantizedMatrix::quantize(&w, k, n);
-                let mut out = vec![f32::NAN; rows * n];
-                matmul_int8(&mut out, &x, rows, &q);
-                for r in 0..rows {
-                    for c in 0..n {
-                        let want: f32 = (0..k).map(|p| x[r * k + p] * w[p * n + c]).sum();
-                        let got = out[r * n + c];
-                        // Two 8-bit roundings: error grows like √k · scale².
-                        let tolerance = 0.02 * (k as f32).sqrt();
-                        assert!(
-                            (got - want).abs() < tolerance,
-                            "rows {rows}, {k}×{n}, [{r}, {c}]: {got} vs {want}"
-                        );
-                    }
+        for kernel in Int8Kernel::available() {
+            for rows in [1, 5, 6, 7, 13] {
+                for (k, n) in [(37, 16), (64, 53), (384, 130)] {
+                    check_kernel(kernel, rows, k, n);
                 }
-                // The fast path's integer sums equal the portable loop's exactly.
-                let xq = quantize_rows(&x, rows, k, q.k4);
-                let count = rows.min(ROWS_PER_PASS);
-                let vectors = q.n.div_ceil(COLS).min(VECTORS);
-                let mut fast = vec![0i32; count * vectors * COLS];
-                let mut slow = fast.clone();
-                tile_product(&mut fast, &xq.data, count, q.k4, &q, 0, vectors);
-                portable_tile(&mut slow, &xq.data, count, q.k4, &q, 0, vectors);
-                assert_eq!(fast, slow);
             }
         }
+    }
+
+    #[test]
+    fn weights_fit_the_kernel() {
+        let w = sample(64 * 32, 5);
+        for kernel in Int8Kernel::available() {
+            let q = QuantizedMatrix::quantize_for(&w, 64, 32, kernel);
+            let largest = q.data.iter().map(|v| v.unsigned_abs()).max();
+            assert_eq!(largest, Some(kernel.weight_levels() as u8), "{kernel:?}");
+        }
+    }
+
+    fn check_kernel(kernel: Int8Kernel, rows: usize, k: usize, n: usize) {
+        let x = sample(rows * k, 3);
+        let w = sample(k * n, 4);
+        let q = QuantizedMatrix::quantize_for(&w, k, n, kernel);
+        let mut out = vec![f32::NAN; rows * n];
+        matmul_int8(&mut out, &x, rows, &q);
+        for r in 0..rows {
+            for c in 0..n {
+                let want: f32 = (0..k).map(|p| x[r * k + p] * w[p * n + c]).sum();
+                let got = out[r * n + c];
+                // Two roundings: error grows like √k · scale² (7-bit weights: twice).
+                let tolerance = 0.02 * (k as f32).sqrt() * 127.0 / kernel.weight_levels();
+                assert!(
+                    (got - want).abs() < tolerance,
+                    "{kernel:?}, rows {rows}, {k}×{n}, [{r}, {c}]: {got} vs {want}"
+                );
+            }
+        }
+        // The fast path's integer sums equal the portable loop's exactly.
+        let xq = quantize_rows(&x, rows, k, q.k4);
+        let count = rows.min(ROWS_PER_PASS);
+        let vectors = q.n.div_ceil(COLS).min(VECTORS);
+        let mut fast = vec![0i32; count * vectors * COLS];
+        let mut slow = fast.clone();
+        tile_product(&mut fast, &xq.data, count, q.k4, &q, 0, vectors);
+        portable_tile(&mut slow, &xq.data, count, q.k4, &q, 0, vectors);
+        assert_eq!(fast, slow, "{kernel:?}");
     }
 }
