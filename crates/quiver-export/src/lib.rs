@@ -116,6 +116,7 @@ mod tests {
 
     fn record(id: &str, text: &str, vector: Vec<f32>) -> ExportRecord {
         ExportRecord {
+            signature: None,
             id: id.into(),
             vector,
             payload: json!({"text": text}),

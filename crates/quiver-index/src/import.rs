@@ -2,12 +2,13 @@
 //! made elsewhere, or by an earlier Quiver, can be searched without embedding again.
 //!
 //! The folder's `model_info.json` becomes the index's settings (an existing index with other
-//! settings is refused), `metadata.json` its chunks, `embeddings.npy` their vectors, all in one
+//! settings is refused), `metadata.json` its chunks, `embeddings.npy` their vectors and
+//! `signature_embeddings.npy` (when the export has it) their signature vectors, all in one
 //! transaction. Files are keyed by the chunks' `path`; their content hash is not known, so a
 //! later `quiver index` of the source tree re-chunks and re-embeds them.
 
 use crate::error::{IndexError, Result};
-use crate::export::read_npy_f32;
+use crate::export::{read_npy_f32, SIGNATURE_FILE};
 use crate::ids::{content_hash, numeric_id};
 use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
 use serde_json::Value;
@@ -33,25 +34,13 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
             "expected an array of payloads",
         ));
     };
-    let npy_path = dir.join("embeddings.npy");
-    let bytes = std::fs::read(&npy_path).map_err(|source| IndexError::Io {
-        path: npy_path.clone(),
-        source,
-    })?;
-    let vectors =
-        read_npy_f32(&bytes).map_err(|message| bad(dir, "embeddings.npy", 0, &message))?;
-    if vectors.len() != payloads.len() {
-        return Err(bad(
-            dir,
-            "embeddings.npy",
-            0,
-            &format!(
-                "{} rows, but metadata.json has {} payloads",
-                vectors.len(),
-                payloads.len()
-            ),
-        ));
-    }
+    let vectors = read_rows(dir, "embeddings.npy", payloads.len())?;
+    // Exports by Quiver before signature vectors have none: those chunks search by text alone.
+    let signatures = if dir.join(SIGNATURE_FILE).exists() {
+        read_rows(dir, SIGNATURE_FILE, payloads.len())?
+    } else {
+        vec![Vec::new(); payloads.len()]
+    };
     if let Some(row) = vectors
         .first()
         .filter(|row| row.len() != settings.dimension)
@@ -69,11 +58,18 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
     }
     let mut by_file: BTreeMap<String, Vec<ChunkRecord>> = BTreeMap::new();
     let mut batch = Batch::default();
-    for (row, (payload, vector)) in payloads.iter().zip(vectors).enumerate() {
+    for (row, ((payload, vector), signature)) in
+        payloads.iter().zip(vectors).zip(signatures).enumerate()
+    {
         let mut chunk =
             chunk_from(payload).map_err(|message| bad(dir, "metadata.json", row + 1, &message))?;
         chunk.embed_hash = format!("imported:{}", vector_hash(&vector));
         batch.vectors.push((chunk.embed_hash.clone(), vector));
+        if signature.iter().any(|&x| x != 0.0) {
+            let hash = format!("imported:{}", vector_hash(&signature));
+            chunk.signature_hash = Some(hash.clone());
+            batch.vectors.push((hash, signature));
+        }
         let siblings = by_file.entry(chunk.path.clone()).or_default();
         chunk.seq = siblings.len();
         chunk.file = chunk.path.clone();
@@ -97,6 +93,25 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
         .collect();
     store.commit(&batch)?;
     Ok(ImportReport { files, chunks })
+}
+
+/// The rows of `dir/file`, which must number `expected` (one per payload).
+fn read_rows(dir: &Path, file: &str, expected: usize) -> Result<Vec<Vec<f32>>> {
+    let path = dir.join(file);
+    let bytes = std::fs::read(&path).map_err(|source| IndexError::Io { path, source })?;
+    let rows = read_npy_f32(&bytes).map_err(|message| bad(dir, file, 0, &message))?;
+    if rows.len() != expected {
+        return Err(bad(
+            dir,
+            file,
+            0,
+            &format!(
+                "{} rows, but metadata.json has {expected} payloads",
+                rows.len()
+            ),
+        ));
+    }
+    Ok(rows)
 }
 
 fn read_json(path: &Path) -> Result<Value> {

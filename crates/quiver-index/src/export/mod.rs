@@ -1,8 +1,10 @@
 //! Exports: an index's chunks and vectors in the shapes other tools load.
 //!
 //! - JSONL ([`write_jsonl`]): one `{"id", "vector", "payload"}` object per chunk, the shape
-//!   Qdrant upload scripts take; `id` is the chunk's UUID form.
+//!   Qdrant upload scripts take; `id` is the chunk's UUID form. A chunk that starts a definition
+//!   also has `"signature_vector"` (its header and signature embedded alone).
 //! - NumPy ([`write_npy_dir`]): `embeddings.npy` (float32, one row per chunk),
+//!   `signature_embeddings.npy` (same rows; zeros where a chunk has no signature),
 //!   `metadata.json` (the payloads, same order) and `model_info.json`.
 //!
 //! Files are written beside their destination and renamed into place, so a failed export leaves
@@ -22,6 +24,8 @@ use std::path::{Path, PathBuf};
 pub struct ExportRecord {
     pub id: String,
     pub vector: Vec<f32>,
+    /// The signature vector of a chunk that starts a definition.
+    pub signature: Option<Vec<f32>>,
     pub payload: Value,
 }
 
@@ -41,9 +45,14 @@ pub fn export_records(store: &Store) -> Result<(IndexSettings, Vec<ExportRecord>
                         field: "vectors",
                         value: format!("no vector for chunk {}", chunk.chunk_id),
                     })?;
+            let signature = match &chunk.signature_hash {
+                Some(hash) => store.vector_of(hash)?,
+                None => None,
+            };
             Ok(ExportRecord {
                 id: chunk.uuid.clone(),
                 vector,
+                signature,
                 payload: payload(&chunk, &settings),
             })
         })
@@ -78,7 +87,11 @@ fn payload(chunk: &ChunkRecord, settings: &IndexSettings) -> Value {
 pub fn write_jsonl(path: &Path, records: &[ExportRecord]) -> Result<usize> {
     write_atomically(path, |writer| {
         for record in records {
-            let line = json!({"id": record.id, "vector": record.vector, "payload": record.payload});
+            let mut line =
+                json!({"id": record.id, "vector": record.vector, "payload": record.payload});
+            if let Some(signature) = &record.signature {
+                line["signature_vector"] = json!(signature);
+            }
             serde_json::to_writer(&mut *writer, &line).map_err(std::io::Error::from)?;
             writer.write_all(b"\n")?;
         }
@@ -87,7 +100,11 @@ pub fn write_jsonl(path: &Path, records: &[ExportRecord]) -> Result<usize> {
     Ok(records.len())
 }
 
-/// Writes `embeddings.npy`, `metadata.json` and `model_info.json` into `dir`.
+/// The NumPy export's signature vectors (rows of zeros: no signature).
+pub const SIGNATURE_FILE: &str = "signature_embeddings.npy";
+
+/// Writes `embeddings.npy`, `signature_embeddings.npy`, `metadata.json` and `model_info.json`
+/// into `dir`.
 pub fn write_npy_dir(
     dir: &Path,
     settings: &IndexSettings,
@@ -100,6 +117,17 @@ pub fn write_npy_dir(
     let rows: Vec<Vec<f32>> = records.iter().map(|r| r.vector.clone()).collect();
     write_atomically(&dir.join("embeddings.npy"), |writer| {
         write_npy_f32(writer, &rows)
+    })?;
+    let signatures: Vec<Vec<f32>> = records
+        .iter()
+        .map(|r| {
+            r.signature
+                .clone()
+                .unwrap_or_else(|| vec![0.0; r.vector.len()])
+        })
+        .collect();
+    write_atomically(&dir.join(SIGNATURE_FILE), |writer| {
+        write_npy_f32(writer, &signatures)
     })?;
     let metadata: Vec<&Value> = records.iter().map(|r| &r.payload).collect();
     write_json(&dir.join("metadata.json"), &json!(metadata))?;
