@@ -136,7 +136,7 @@ pub enum Quantization {
     None,
     /// int8 weights (per output channel) and inputs (per row, quantised on the fly), i32
     /// products: a quarter of the weight memory and faster products where the CPU has
-    /// AVX-512 VNNI; vectors stay close to f32 (`bench/int8` measures how close).
+    /// AVX-512 VNNI or AVX2; vectors stay close to f32 (the parity tests measure how close).
     Int8,
 }
 
