@@ -4,16 +4,17 @@ use anyhow::Context;
 use clap::ValueEnum;
 use quiver_embed::{resolve_model, Device, Embedder, EmbedderOptions, Quantization};
 
+/// The model for indexing or searching an index: its own length, the index's number format.
 pub fn load_embedder(
     spec: &str,
-    max_length: Option<usize>,
     device: Device,
+    quantization: Quantization,
 ) -> anyhow::Result<Embedder> {
     load_embedder_with(
         spec,
         &EmbedderOptions {
-            max_length,
             device,
+            quantization,
             ..EmbedderOptions::default()
         },
     )
@@ -29,6 +30,15 @@ pub enum QuantizeArg {
     /// int8 weights and inputs: faster where the CPU has AVX-512 VNNI or AVX2, vectors within
     /// about 0.995 mean cosine of f32.
     Int8,
+}
+
+impl From<Quantization> for QuantizeArg {
+    fn from(quantization: Quantization) -> Self {
+        match quantization {
+            Quantization::None => QuantizeArg::None,
+            Quantization::Int8 => QuantizeArg::Int8,
+        }
+    }
 }
 
 impl From<QuantizeArg> for Quantization {

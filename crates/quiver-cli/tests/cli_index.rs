@@ -298,6 +298,52 @@ fn a_model_or_dimension_change_needs_reembed() {
 }
 
 #[test]
+fn an_int8_index_records_its_format_and_searches_with_it() {
+    let root = sample_tree("int8");
+    let first = index(&root, &["--quantize", "int8"]);
+    assert!(first["chunks_embedded"].as_u64() > Some(0), "{first}");
+    assert_eq!(index_status(&root)["quantization"], "int8");
+    // Later runs keep the index's format without the flag.
+    let again = index(&root, &[]);
+    assert_eq!(again["chunks_embedded"], 0, "{again}");
+    // f32 vectors would not mix with int8 ones: refused unless re-embedding everything.
+    let output = quiver(
+        &["index", root.to_str().expect("utf-8"), "--quantize", "none"],
+        "",
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("(int8)") && stderr.contains("--reembed"),
+        "{stderr}"
+    );
+    // Queries are embedded in int8 too: the nearest chunk is the one the query describes.
+    let hits = search(
+        &root,
+        "read a json configuration file",
+        &["--mode", "vector"],
+    );
+    assert_eq!(hits[0]["chunk"]["path"], "app/config.py", "{hits:?}");
+    let int8_score = hits[0]["score"].as_f64().expect("score");
+    index(&root, &["--quantize", "none", "--reembed"]);
+    assert_eq!(index_status(&root)["quantization"], "none");
+    let f32_hits = search(
+        &root,
+        "read a json configuration file",
+        &["--mode", "vector"],
+    );
+    let f32_score = f32_hits[0]["score"].as_f64().expect("score");
+    assert_eq!(
+        f32_hits[0]["chunk"]["chunk_id"],
+        hits[0]["chunk"]["chunk_id"]
+    );
+    assert!(
+        (int8_score - f32_score).abs() < 0.05 && int8_score != f32_score,
+        "int8 {int8_score} vs f32 {f32_score}"
+    );
+}
+
+#[test]
 fn indexes_pre_chunked_json_keeping_metadata() {
     let dir = temp_dir("chunks");
     write(

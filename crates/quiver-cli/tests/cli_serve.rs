@@ -516,19 +516,25 @@ fn an_int8_server_stays_close_to_the_f32_vectors() {
         let similarity = cosine(got, want);
         assert!(similarity > 0.98 && similarity < 0.999_999, "{similarity}");
     }
+    // An index's queries must be embedded in the index's own format.
+    let root = temp_dir("serve-int8");
+    std::fs::write(root.join("a.py"), "def area(r):\n    return r * r\n").unwrap();
     let model = model();
+    let root_arg = root.to_str().unwrap();
+    let indexed = quiver(&["index", root_arg, "--model", &model], "");
+    assert!(indexed.status.success());
+    let index = root.join(".quiver");
     let refused = quiver(
         &[
             "serve",
-            "--model",
-            &model,
             "--quantize",
             "int8",
             "--index",
-            "/nonexistent",
+            index.to_str().unwrap(),
         ],
         "",
     );
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--quantize int8"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--quantize none"), "{stderr}");
 }

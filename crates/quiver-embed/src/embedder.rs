@@ -121,6 +121,7 @@ pub struct Embedder {
     tokenizer: TextTokenizer,
     config: SentenceTransformerConfig,
     dir: PathBuf,
+    quantization: Quantization,
 }
 
 impl Embedder {
@@ -152,11 +153,17 @@ impl Embedder {
             tokenizer,
             config,
             dir: dir.to_path_buf(),
+            quantization: options.quantization,
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The number format the dense layers run in.
+    pub fn quantization(&self) -> Quantization {
+        self.quantization
     }
 
     /// Width of the vectors before any Matryoshka truncation.

@@ -11,6 +11,7 @@ use crate::error::{IndexError, Result};
 use crate::export::{read_npy_f32, SIGNATURE_FILE};
 use crate::ids::{content_hash, numeric_id};
 use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
+use quiver_embed::Quantization;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -157,6 +158,12 @@ fn settings_from(info: &Value, dir: &Path) -> Result<IndexSettings> {
             .ok_or_else(|| field("normalized"))?,
         document_prompt: prompt("document_prompt"),
         query_prompt: prompt("query_prompt"),
+        // Exports before int8 indexing have no such field: their vectors are f32.
+        quantization: match info["quantization"].as_str() {
+            None | Some("none") => Quantization::None,
+            Some("int8") => Quantization::Int8,
+            Some(_) => return Err(field("quantization")),
+        },
     })
 }
 

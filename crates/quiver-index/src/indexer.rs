@@ -150,6 +150,7 @@ pub fn settings_for(
             .or_else(|| prompt("passage"))
             .or_else(|| prompt("retrieval.passage")),
         query_prompt: prompt("query").or_else(|| prompt("retrieval.query")),
+        quantization: embedder.quantization(),
     }
 }
 

@@ -8,6 +8,7 @@
 
 use crate::error::{IndexError, Result};
 use crate::keywords;
+use quiver_embed::Quantization;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -27,13 +28,22 @@ pub struct IndexSettings {
     pub normalize: bool,
     pub document_prompt: Option<String>,
     pub query_prompt: Option<String>,
+    /// The number format the model ran in: queries must be embedded the same way.
+    pub quantization: Quantization,
 }
 
 impl IndexSettings {
     fn describe(&self) -> String {
         format!(
-            "model {} with {} dimensions (normalize {}, document prompt {:?})",
-            self.model, self.dimension, self.normalize, self.document_prompt
+            "model {}{} with {} dimensions (normalize {}, document prompt {:?})",
+            self.model,
+            match self.quantization {
+                Quantization::None => "",
+                Quantization::Int8 => " (int8)",
+            },
+            self.dimension,
+            self.normalize,
+            self.document_prompt
         )
     }
 }
@@ -263,6 +273,17 @@ impl Store {
             normalize: self.meta("normalize")?.as_deref() != Some("false"),
             document_prompt: self.meta("document_prompt")?.filter(|p| !p.is_empty()),
             query_prompt: self.meta("query_prompt")?.filter(|p| !p.is_empty()),
+            // Indexes made before int8 indexing have no such key: they are f32.
+            quantization: match self.meta("quantization")?.as_deref() {
+                None | Some("none") => Quantization::None,
+                Some("int8") => Quantization::Int8,
+                Some(other) => {
+                    return Err(IndexError::BadMetadata {
+                        field: "quantization",
+                        value: other.to_string(),
+                    })
+                }
+            },
         }))
     }
 
@@ -297,6 +318,10 @@ impl Store {
                 (
                     "query_prompt",
                     settings.query_prompt.clone().unwrap_or_default(),
+                ),
+                (
+                    "quantization",
+                    quantization_name(settings.quantization).to_string(),
                 ),
             ];
             for (key, value) in pairs {
@@ -574,6 +599,14 @@ fn read_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRecord> {
         metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
         signature_hash: r.get(18)?,
     })
+}
+
+/// How `quantization` is written in the index's metadata and in exports' `model_info.json`.
+pub fn quantization_name(quantization: Quantization) -> &'static str {
+    match quantization {
+        Quantization::None => "none",
+        Quantization::Int8 => "int8",
+    }
 }
 
 fn db_error(dir: &Path, source: rusqlite::Error) -> IndexError {

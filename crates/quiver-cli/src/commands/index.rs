@@ -1,5 +1,5 @@
 use crate::location;
-use crate::model::load_embedder;
+use crate::model::{load_embedder, QuantizeArg};
 use crate::progress::IndexBar;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -25,7 +25,11 @@ pub struct IndexArgs {
     /// Matryoshka dimension to store (default: the index's, else the model's).
     #[arg(long)]
     dimensions: Option<usize>,
-    /// Embed everything again if the model or dimension differ from the index's.
+    /// Number format of the model's dense layers: none (f32) or int8 (default: the index's,
+    /// else none). Searches of the index embed their queries the same way.
+    #[arg(long, value_enum)]
+    quantize: Option<QuantizeArg>,
+    /// Embed everything again if the model, dimension or number format differ from the index's.
     #[arg(long)]
     reembed: bool,
     /// First part of every chunk id.
@@ -72,7 +76,12 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         .map(recorded_model_id)
         .or_else(|| stored.as_ref().map(|s| s.model.clone()))
         .unwrap_or_else(|| DEFAULT_MODEL.to_string());
-    let embedder = load_embedder(&model, None, args.device)?;
+    let quantization = args
+        .quantize
+        .map(Into::into)
+        .or_else(|| stored.as_ref().map(|s| s.quantization))
+        .unwrap_or_default();
+    let embedder = load_embedder(&model, args.device, quantization)?;
     // Keep the index's Matryoshka dimension unless the run names another model or dimension.
     let dimensions = args.dimensions.or_else(|| {
         stored

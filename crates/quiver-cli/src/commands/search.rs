@@ -48,7 +48,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let query_vector = match args.mode {
         SearchMode::Keyword => None,
         _ => {
-            let embedder = load_embedder(&settings.model, None, args.device)?;
+            let embedder = load_embedder(&settings.model, args.device, settings.quantization)?;
             let options = EmbedOptions {
                 prompt_name: settings.query_prompt.clone(),
                 dimensions: Some(settings.dimension).filter(|&d| d != embedder.dimension()),

@@ -5,7 +5,7 @@
 use crate::model::{load_embedder_with, QuantizeArg};
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_embed::{resolve_model, Device, EmbedderOptions, DEFAULT_MODEL};
+use quiver_embed::{resolve_model, Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
 use quiver_index::Store;
 use quiver_server::{BatchSettings, Limits, Server, ServerOptions};
 use serde::Deserialize;
@@ -152,11 +152,18 @@ fn relative_to(config: &Path, dir: PathBuf) -> PathBuf {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
-    let quantize = args.quantize.unwrap_or_default();
-    if matches!(quantize, QuantizeArg::Int8) && args.index.is_some() {
-        bail!("--quantize int8 cannot serve --index: the index's vectors were made in f32, and int8 queries would not match them as well");
-    }
-    let model = served_model(args.model.as_deref(), args.index.as_deref())?;
+    let (model, index_quantization) = served_model(args.model.as_deref(), args.index.as_deref())?;
+    let quantize = match (args.quantize, index_quantization) {
+        (Some(asked), Some(index)) if Quantization::from(asked) != index => bail!(
+            "the index was built with --quantize {}: its queries must be embedded the same way \
+             (leave --quantize out to follow the index)",
+            match index {
+                Quantization::None => "none",
+                Quantization::Int8 => "int8",
+            }
+        ),
+        (asked, index) => asked.or(index.map(Into::into)).unwrap_or_default(),
+    };
     let device = args.device.unwrap_or_default();
     let embedder = load_embedder_with(
         &model,
@@ -224,9 +231,13 @@ fn positive(value: Option<usize>, default: usize, flag: &str) -> anyhow::Result<
 
 /// The model to serve: the one asked for, which must be the index's when both are given; else
 /// the index's; else the default.
-fn served_model(asked: Option<&str>, index: Option<&Path>) -> anyhow::Result<String> {
+/// The model to serve, and the number format of the index's vectors when there is an index.
+fn served_model(
+    asked: Option<&str>,
+    index: Option<&Path>,
+) -> anyhow::Result<(String, Option<Quantization>)> {
     let Some(dir) = index else {
-        return Ok(asked.unwrap_or(DEFAULT_MODEL).to_string());
+        return Ok((asked.unwrap_or(DEFAULT_MODEL).to_string(), None));
     };
     let store =
         Store::open(dir, false).with_context(|| format!("opening index {}", dir.display()))?;
@@ -236,8 +247,9 @@ fn served_model(asked: Option<&str>, index: Option<&Path>) -> anyhow::Result<Str
             dir.display()
         )
     })?;
+    let quantization = Some(settings.quantization);
     let Some(asked) = asked else {
-        return Ok(settings.model);
+        return Ok((settings.model, quantization));
     };
     let same = asked == settings.model
         || matches!(
@@ -252,7 +264,7 @@ fn served_model(asked: Option<&str>, index: Option<&Path>) -> anyhow::Result<Str
             settings.model
         );
     }
-    Ok(asked.to_string())
+    Ok((asked.to_string(), quantization))
 }
 
 /// Ctrl-C, or SIGTERM where there is one.

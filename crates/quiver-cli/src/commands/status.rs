@@ -1,7 +1,7 @@
 use crate::location;
 use anyhow::bail;
 use clap::Args;
-use quiver_index::Store;
+use quiver_index::{quantization_name, Store};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -34,6 +34,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             "normalize": settings.normalize,
             "document_prompt": settings.document_prompt,
             "query_prompt": settings.query_prompt,
+            "quantization": quantization_name(settings.quantization),
             "chunking": store.meta("chunking")?,
             "stats": stats,
         });
@@ -45,8 +46,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         println!("root:      {root}");
     }
     println!(
-        "model:     {} ({} dimensions)",
-        settings.model, settings.dimension
+        "model:     {} ({} dimensions, {})",
+        settings.model,
+        settings.dimension,
+        match quantization_name(settings.quantization) {
+            "none" => "f32",
+            other => other,
+        }
     );
     if let Some(prompt) = &settings.query_prompt {
         println!(
