@@ -119,7 +119,15 @@ pub struct VectorIndex {
 
 impl VectorIndex {
     pub fn load(store: &Store) -> Result<Self> {
-        let mut index = VectorIndex {
+        let mut index = VectorIndex::empty();
+        store.for_each_vector(|id, language, path, vector, signature| {
+            index.push(id, language, path, vector, signature);
+        })?;
+        Ok(index)
+    }
+
+    fn empty() -> Self {
+        VectorIndex {
             ids: Vec::new(),
             languages: Vec::new(),
             paths: Vec::new(),
@@ -127,11 +135,7 @@ impl VectorIndex {
             signature_rows: Vec::new(),
             signatures: Vec::new(),
             dimension: 0,
-        };
-        store.for_each_vector(|id, language, path, vector, signature| {
-            index.push(id, language, path, vector, signature);
-        })?;
-        Ok(index)
+        }
     }
 
     fn push(
@@ -373,15 +377,7 @@ mod tests {
 
     #[test]
     fn a_chunk_scores_by_its_better_vector() {
-        let mut index = VectorIndex {
-            ids: Vec::new(),
-            languages: Vec::new(),
-            paths: Vec::new(),
-            vectors: Vec::new(),
-            signature_rows: Vec::new(),
-            signatures: Vec::new(),
-            dimension: 0,
-        };
+        let mut index = VectorIndex::empty();
         index.push(1, "rust", "a.rs", &[3.0, 0.0], Some(&[0.0, 2.0]));
         index.push(2, "rust", "b.rs", &[0.6, 0.8], None);
         // A signature of another width is ignored.

@@ -193,7 +193,15 @@ pub fn matmul_int8(out: &mut [f32], x: &[f32], rows: usize, w: &QuantizedMatrix)
                 let vectors = VECTORS.min(blocks - first_block);
                 let width = vectors * COLS;
                 let tile = &mut tile[..count * width];
-                tile_product(tile, a, count, k4, w, first_block, vectors);
+                let job = Tile {
+                    a,
+                    count,
+                    k4,
+                    w,
+                    first_block,
+                    vectors,
+                };
+                tile_product(tile, job);
                 let first_col = first_block * COLS;
                 let cols = width.min(n - first_col);
                 for ((sums, out_row), &scale) in tile
@@ -215,42 +223,38 @@ pub fn matmul_int8(out: &mut [f32], x: &[f32], rows: usize, w: &QuantizedMatrix)
         });
 }
 
-/// `tile[r][v·16 + c] = Σₖ a[r, k] · block(first_block + v)[k][c]`.
-fn tile_product(
-    tile: &mut [i32],
-    a: &[u8],
+/// One pass's work: `count` rows of quantised inputs (`k4` bytes each) against `vectors`
+/// 16-column blocks of `w` from `first_block`.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    a: &'a [u8],
     count: usize,
     k4: usize,
-    w: &QuantizedMatrix,
+    w: &'a QuantizedMatrix,
     first_block: usize,
     vectors: usize,
-) {
-    match w.kernel {
+}
+
+/// `tile[r][v·16 + c] = Σₖ a[r, k] · block(first_block + v)[k][c]`.
+fn tile_product(tile: &mut [i32], job: Tile<'_>) {
+    match job.w.kernel {
         // SAFETY (both): the matrix was quantised for a kernel of `Int8Kernel::available`, so
         // the CPU has its features; `a` holds count × k4 bytes, every block k4 × 16, `tile`
         // count × vectors × 16 sums, count ≤ 6 and vectors ≤ 4.
         #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Vnni => unsafe { vnni::tile(tile, a, count, k4, w, first_block, vectors) },
+        Int8Kernel::Vnni => unsafe { vnni::tile(tile, job) },
         #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Avx2 => unsafe { avx2::tile(tile, a, count, k4, w, first_block, vectors) },
-        _ => portable_tile(tile, a, count, k4, w, first_block, vectors),
+        Int8Kernel::Avx2 => unsafe { avx2::tile(tile, job) },
+        _ => portable_tile(tile, job),
     }
 }
 
-fn portable_tile(
-    tile: &mut [i32],
-    a: &[u8],
-    count: usize,
-    k4: usize,
-    w: &QuantizedMatrix,
-    first_block: usize,
-    vectors: usize,
-) {
-    let width = vectors * COLS;
-    for r in 0..count {
-        let row = &a[r * k4..(r + 1) * k4];
-        for v in 0..vectors {
-            let block = w.block(first_block + v);
+fn portable_tile(tile: &mut [i32], job: Tile<'_>) {
+    let width = job.vectors * COLS;
+    for r in 0..job.count {
+        let row = &job.a[r * job.k4..(r + 1) * job.k4];
+        for v in 0..job.vectors {
+            let block = job.w.block(job.first_block + v);
             for c in 0..COLS {
                 let mut sum = 0i32;
                 for (group, bytes) in row.chunks_exact(4).enumerate() {
@@ -267,33 +271,31 @@ fn portable_tile(
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::{QuantizedMatrix, COLS, VECTORS};
+    use super::{QuantizedMatrix, Tile, COLS, VECTORS};
     use std::arch::x86_64::*;
 
     /// # Safety
     /// AVX-512F and AVX-512 VNNI are available; sizes as [`super::tile_product`] promises.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    pub unsafe fn tile(
-        tile: &mut [i32],
-        a: &[u8],
-        count: usize,
-        k4: usize,
-        w: &QuantizedMatrix,
-        first_block: usize,
-        vectors: usize,
-    ) {
-        match (count, vectors) {
-            (6, 4) => rows::<6, 4>(tile, a, k4, w, first_block),
-            (5, 4) => rows::<5, 4>(tile, a, k4, w, first_block),
-            (4, 4) => rows::<4, 4>(tile, a, k4, w, first_block),
-            (3, 4) => rows::<3, 4>(tile, a, k4, w, first_block),
-            (2, 4) => rows::<2, 4>(tile, a, k4, w, first_block),
-            (1, 4) => rows::<1, 4>(tile, a, k4, w, first_block),
+    pub unsafe fn tile(tile: &mut [i32], job: Tile<'_>) {
+        match (job.count, job.vectors) {
+            (6, 4) => rows::<6, 4>(tile, job.a, job.k4, job.w, job.first_block),
+            (5, 4) => rows::<5, 4>(tile, job.a, job.k4, job.w, job.first_block),
+            (4, 4) => rows::<4, 4>(tile, job.a, job.k4, job.w, job.first_block),
+            (3, 4) => rows::<3, 4>(tile, job.a, job.k4, job.w, job.first_block),
+            (2, 4) => rows::<2, 4>(tile, job.a, job.k4, job.w, job.first_block),
+            (1, 4) => rows::<1, 4>(tile, job.a, job.k4, job.w, job.first_block),
             (r, v) => {
                 for row in 0..r {
                     for vector in 0..v {
                         let mut one = [0i32; COLS];
-                        rows::<1, 1>(&mut one, &a[row * k4..], k4, w, first_block + vector);
+                        rows::<1, 1>(
+                            &mut one,
+                            &job.a[row * job.k4..],
+                            job.k4,
+                            job.w,
+                            job.first_block + vector,
+                        );
                         let at = row * v * COLS + vector * COLS;
                         tile[at..at + COLS].copy_from_slice(&one);
                     }
@@ -345,7 +347,7 @@ mod vnni {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{QuantizedMatrix, COLS};
+    use super::{Tile, COLS};
     use std::arch::x86_64::*;
 
     /// Rows one pass keeps in registers: 4 rows × 2 vectors of 8 sums (one 16-column block),
@@ -356,28 +358,20 @@ mod avx2 {
     /// # Safety
     /// AVX2 is available; sizes as [`super::tile_product`] promises; weights within ±63.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn tile(
-        tile: &mut [i32],
-        a: &[u8],
-        count: usize,
-        k4: usize,
-        w: &QuantizedMatrix,
-        first_block: usize,
-        vectors: usize,
-    ) {
-        let width = vectors * COLS;
-        for v in 0..vectors {
-            let block = w.block(first_block + v);
+    pub unsafe fn tile(tile: &mut [i32], job: Tile<'_>) {
+        let width = job.vectors * COLS;
+        for v in 0..job.vectors {
+            let block = job.w.block(job.first_block + v);
             let mut first_row = 0;
-            while first_row < count {
-                let take = (count - first_row).min(ROWS);
-                let x = &a[first_row * k4..];
+            while first_row < job.count {
+                let take = (job.count - first_row).min(ROWS);
+                let x = &job.a[first_row * job.k4..];
                 let out = &mut tile[first_row * width + v * COLS..];
                 match take {
-                    4 => rows::<4>(out, width, x, k4, block),
-                    3 => rows::<3>(out, width, x, k4, block),
-                    2 => rows::<2>(out, width, x, k4, block),
-                    _ => rows::<1>(out, width, x, k4, block),
+                    4 => rows::<4>(out, width, x, job.k4, block),
+                    3 => rows::<3>(out, width, x, job.k4, block),
+                    2 => rows::<2>(out, width, x, job.k4, block),
+                    _ => rows::<1>(out, width, x, job.k4, block),
                 }
                 first_row += take;
             }
@@ -475,8 +469,16 @@ mod tests {
         let vectors = q.n.div_ceil(COLS).min(VECTORS);
         let mut fast = vec![0i32; count * vectors * COLS];
         let mut slow = fast.clone();
-        tile_product(&mut fast, &xq.data, count, q.k4, &q, 0, vectors);
-        portable_tile(&mut slow, &xq.data, count, q.k4, &q, 0, vectors);
+        let job = Tile {
+            a: &xq.data,
+            count,
+            k4: q.k4,
+            w: &q,
+            first_block: 0,
+            vectors,
+        };
+        tile_product(&mut fast, job);
+        portable_tile(&mut slow, job);
         assert_eq!(fast, slow, "{kernel:?}");
     }
 }
