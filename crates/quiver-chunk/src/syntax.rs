@@ -8,8 +8,8 @@ use std::ops::Range;
 use tree_sitter::Node;
 
 /// Bumped whenever what counts as a definition changes, so that indexes re-chunk their files
-/// (reusing every vector whose text did not change). 2: JavaScript assignments of functions,
-/// associated types no longer definitions.
+/// (reusing every vector whose text did not change). 4: JavaScript assignments of functions are
+/// definitions, associated types are not, chunks that start a definition carry its signature.
 pub const SYNTAX_RULES_VERSION: u32 = 4;
 
 /// A named definition: what a chunk is about.

@@ -160,9 +160,8 @@ fn settings_from(info: &Value, dir: &Path) -> Result<IndexSettings> {
         query_prompt: prompt("query_prompt"),
         // Exports before int8 indexing have no such field: their vectors are f32.
         quantization: match info["quantization"].as_str() {
-            None | Some("none") => Quantization::None,
-            Some("int8") => Quantization::Int8,
-            Some(_) => return Err(field("quantization")),
+            None => Quantization::None,
+            Some(name) => Quantization::from_name(name).ok_or_else(|| field("quantization"))?,
         },
     })
 }
@@ -198,7 +197,7 @@ fn chunk_from(payload: &Value) -> std::result::Result<ChunkRecord, String> {
         text: body,
         embed_hash: String::new(),
         metadata: payload.get("metadata").filter(|m| m.is_object()).cloned(),
-        // Exports carry one vector per chunk; imported chunks search by it alone.
+        // Set by the caller when the export has a signature vector for this row.
         signature_hash: None,
         chunk_id,
     })

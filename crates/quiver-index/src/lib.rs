@@ -29,9 +29,7 @@ pub use search::{
     search, search_with, SearchFilter, SearchHit, SearchMode, SearchRequest, VectorIndex,
     DEFAULT_KEYWORD_WEIGHT,
 };
-pub use store::{
-    quantization_name, ChunkRecord, FileRecord, IndexSettings, IndexStats, Store, DATABASE_FILE,
-};
+pub use store::{ChunkRecord, FileRecord, IndexSettings, IndexStats, Store, DATABASE_FILE};
 
 /// Name of the index directory created under an indexed root when `--index` is not given.
 pub const DEFAULT_INDEX_DIR: &str = ".quiver";

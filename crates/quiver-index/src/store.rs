@@ -38,8 +38,8 @@ impl IndexSettings {
             "model {}{} with {} dimensions (normalize {}, document prompt {:?})",
             self.model,
             match self.quantization {
-                Quantization::None => "",
-                Quantization::Int8 => " (int8)",
+                Quantization::None => String::new(),
+                other => format!(" ({})", other.name()),
             },
             self.dimension,
             self.normalize,
@@ -274,15 +274,12 @@ impl Store {
             document_prompt: self.meta("document_prompt")?.filter(|p| !p.is_empty()),
             query_prompt: self.meta("query_prompt")?.filter(|p| !p.is_empty()),
             // Indexes made before int8 indexing have no such key: they are f32.
-            quantization: match self.meta("quantization")?.as_deref() {
-                None | Some("none") => Quantization::None,
-                Some("int8") => Quantization::Int8,
-                Some(other) => {
-                    return Err(IndexError::BadMetadata {
-                        field: "quantization",
-                        value: other.to_string(),
-                    })
-                }
+            quantization: match self.meta("quantization")? {
+                None => Quantization::None,
+                Some(name) => Quantization::from_name(&name).ok_or(IndexError::BadMetadata {
+                    field: "quantization",
+                    value: name,
+                })?,
             },
         }))
     }
@@ -319,10 +316,7 @@ impl Store {
                     "query_prompt",
                     settings.query_prompt.clone().unwrap_or_default(),
                 ),
-                (
-                    "quantization",
-                    quantization_name(settings.quantization).to_string(),
-                ),
+                ("quantization", settings.quantization.name().to_string()),
             ];
             for (key, value) in pairs {
                 tx.execute(
@@ -599,14 +593,6 @@ fn read_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRecord> {
         metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
         signature_hash: r.get(18)?,
     })
-}
-
-/// How `quantization` is written in the index's metadata and in exports' `model_info.json`.
-pub fn quantization_name(quantization: Quantization) -> &'static str {
-    match quantization {
-        Quantization::None => "none",
-        Quantization::Int8 => "int8",
-    }
 }
 
 fn db_error(dir: &Path, source: rusqlite::Error) -> IndexError {

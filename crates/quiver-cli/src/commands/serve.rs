@@ -60,8 +60,8 @@ pub struct ServeArgs {
     /// queries run about a third faster for 1.5 times the weight memory (default true).
     #[arg(long, env = "QUIVER_FEW_ROW_KERNELS")]
     few_row_kernels: Option<bool>,
-    /// Number format of the dense layers: none (f32, default) or int8. Not with --index, whose
-    /// vectors were made in f32.
+    /// Number format of the dense layers: none (f32, default) or int8. With --index: the
+    /// index's own (a different one is refused).
     #[arg(long, value_enum, env = "QUIVER_QUANTIZE")]
     quantize: Option<QuantizeArg>,
     /// Require `Authorization: Bearer KEY` on every route but /health.
@@ -157,10 +157,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         (Some(asked), Some(index)) if Quantization::from(asked) != index => bail!(
             "the index was built with --quantize {}: its queries must be embedded the same way \
              (leave --quantize out to follow the index)",
-            match index {
-                Quantization::None => "none",
-                Quantization::Int8 => "int8",
-            }
+            index.name()
         ),
         (asked, index) => asked.or(index.map(Into::into)).unwrap_or_default(),
     };
@@ -230,8 +227,7 @@ fn positive(value: Option<usize>, default: usize, flag: &str) -> anyhow::Result<
 }
 
 /// The model to serve: the one asked for, which must be the index's when both are given; else
-/// the index's; else the default.
-/// The model to serve, and the number format of the index's vectors when there is an index.
+/// the index's; else the default. With it, the number format of the index's vectors.
 fn served_model(
     asked: Option<&str>,
     index: Option<&Path>,

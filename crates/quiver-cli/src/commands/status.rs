@@ -1,7 +1,8 @@
 use crate::location;
 use anyhow::bail;
 use clap::Args;
-use quiver_index::{quantization_name, Store};
+use quiver_embed::Quantization;
+use quiver_index::Store;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -34,7 +35,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             "normalize": settings.normalize,
             "document_prompt": settings.document_prompt,
             "query_prompt": settings.query_prompt,
-            "quantization": quantization_name(settings.quantization),
+            "quantization": settings.quantization.name(),
             "chunking": store.meta("chunking")?,
             "stats": stats,
         });
@@ -49,9 +50,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         "model:     {} ({} dimensions, {})",
         settings.model,
         settings.dimension,
-        match quantization_name(settings.quantization) {
-            "none" => "f32",
-            other => other,
+        match settings.quantization {
+            Quantization::None => "f32",
+            other => other.name(),
         }
     );
     if let Some(prompt) = &settings.query_prompt {

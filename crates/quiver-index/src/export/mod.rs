@@ -15,7 +15,7 @@ mod npy;
 pub use npy::{read_npy_f32, write_npy_f32};
 
 use crate::error::{IndexError, Result};
-use crate::store::{quantization_name, ChunkRecord, IndexSettings, Store};
+use crate::store::{ChunkRecord, IndexSettings, Store};
 use serde_json::{json, Value};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -137,7 +137,7 @@ pub fn write_npy_dir(
         "normalized": settings.normalize,
         "document_prompt": settings.document_prompt,
         "query_prompt": settings.query_prompt,
-        "quantization": quantization_name(settings.quantization),
+        "quantization": settings.quantization.name(),
         "chunks": records.len(),
         "quiver_version": env!("CARGO_PKG_VERSION"),
     });

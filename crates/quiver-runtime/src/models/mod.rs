@@ -140,6 +140,24 @@ pub enum Quantization {
     Int8,
 }
 
+impl Quantization {
+    /// How the format is written where it is recorded (an index's settings, an export's
+    /// `model_info.json`) and named on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantization::None => "none",
+            Quantization::Int8 => "int8",
+        }
+    }
+
+    /// The format [`Quantization::name`] writes as `name`.
+    pub fn from_name(name: &str) -> Option<Quantization> {
+        [Quantization::None, Quantization::Int8]
+            .into_iter()
+            .find(|q| q.name() == name)
+    }
+}
+
 /// Loads the model in `dir` (config.json + safetensors weights) for the CPU backend.
 pub fn load_model(dir: &Path) -> Result<Box<dyn EncoderModel>> {
     load_model_with(dir, LoadOptions::default())
