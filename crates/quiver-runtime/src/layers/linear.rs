@@ -7,13 +7,6 @@ use crate::Result;
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Whether a layer follows the store's number format or stays in f32.
-#[derive(Clone, Copy)]
-enum Precision {
-    AsStored,
-    F32,
-}
-
 /// Up to this many rows (tokens in a forward pass) a layer with panel-packed weights uses
 /// [`matmul_few_rows`] instead of `gemm`: it measured faster at 13 and 26 rows (a 13-token
 /// query alone: 7.4 → 5.6 ms with f32 panels, about 17 % less again with f16 panels; two at
@@ -60,23 +53,6 @@ impl Linear {
         )
     }
 
-    /// [`Linear::load`] for a layer kept in f32 when the model is loaded in int8: a feed-forward
-    /// block's down projection, whose input (the activation's output) has a few channels far
-    /// larger than the rest, so one 8-bit scale per row loses the others. Quantising it too
-    /// took all-mpnet-base-v2's worst text from cosine 0.96 to 0.66 against f32.
-    pub fn load_f32(
-        store: &TensorStore<'_>,
-        prefix: &str,
-        in_features: usize,
-        out_features: usize,
-        with_bias: bool,
-    ) -> Result<Self> {
-        let bias = with_bias.then(|| format!("{prefix}.bias"));
-        let weight = format!("{prefix}.weight");
-        let shape = (in_features, out_features);
-        Self::load_parts(store, &weight, bias.as_deref(), shape, Precision::F32)
-    }
-
     /// Loads the weight and bias under names of the checkpoint's own choosing.
     pub fn load_tensors(
         store: &TensorStore<'_>,
@@ -85,40 +61,11 @@ impl Linear {
         in_features: usize,
         out_features: usize,
     ) -> Result<Self> {
-        let shape = (in_features, out_features);
-        Self::load_parts(store, weight, bias, shape, Precision::AsStored)
-    }
-
-    /// [`Linear::load_tensors`], for a layer kept in f32 whatever the store asks (see
-    /// [`Linear::load_f32`]).
-    pub fn load_tensors_f32(
-        store: &TensorStore<'_>,
-        weight: &str,
-        bias: Option<&str>,
-        in_features: usize,
-        out_features: usize,
-    ) -> Result<Self> {
-        let shape = (in_features, out_features);
-        Self::load_parts(store, weight, bias, shape, Precision::F32)
-    }
-
-    fn load_parts(
-        store: &TensorStore<'_>,
-        weight: &str,
-        bias: Option<&str>,
-        (in_features, out_features): (usize, usize),
-        precision: Precision,
-    ) -> Result<Self> {
         let weight = store.get(weight, &[out_features, in_features])?;
         let bias = bias
             .map(|name| store.get(name, &[out_features]))
             .transpose()?;
-        let linear = Linear::new(weight, bias, in_features, out_features);
-        Ok(match precision {
-            Precision::AsStored => linear.laid_out_for(store),
-            Precision::F32 if store.few_row_panels() => linear.with_few_row_panels(),
-            Precision::F32 => linear,
-        })
+        Ok(Linear::new(weight, bias, in_features, out_features).laid_out_for(store))
     }
 
     /// Adds the panel-packed copy of the weights that inputs of up to [`FEW_ROWS`] rows use.

@@ -138,14 +138,6 @@ impl AdaptedLoader<'_, '_> {
         self.with_adapters(linear, name, inputs, outputs)
     }
 
-    /// [`AdaptedLoader::dense`] kept in f32 in an int8 model (see [`Linear::load_f32`]).
-    fn dense_f32(&self, name: &str, inputs: usize, outputs: usize) -> Result<Linear> {
-        let bias = format!("{name}.bias");
-        let weight = self.weight_name(name);
-        let linear = Linear::load_tensors_f32(self.store, &weight, Some(&bias), inputs, outputs)?;
-        self.with_adapters(linear, name, inputs, outputs)
-    }
-
     fn with_adapters(
         &self,
         linear: Linear,
@@ -276,7 +268,7 @@ fn load_layer(
         attention_norm: LayerNorm::load(loader.store, &name(layout.attention_norm), h, eps)?,
         feed_forward: FeedForward::Dense {
             intermediate: loader.dense(&name("mlp.fc1"), h, width)?,
-            output: loader.dense_f32(&name("mlp.fc2"), width, h)?,
+            output: loader.dense(&name("mlp.fc2"), width, h)?,
             activation,
         },
         output_norm: LayerNorm::load(loader.store, &name(layout.output_norm), h, eps)?,

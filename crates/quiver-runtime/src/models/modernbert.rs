@@ -177,7 +177,7 @@ impl ModernBertModel {
                     attention_out: linear("attn.Wo", h, h, config.attention_bias)?,
                     mlp_norm: norm(&name("mlp_norm"))?,
                     wi: linear("mlp.Wi", h, 2 * width, config.mlp_bias)?,
-                    wo: Linear::load_f32(store, &name("mlp.Wo"), width, h, config.mlp_bias)?,
+                    wo: Linear::load(store, &name("mlp.Wo"), width, h, config.mlp_bias)?,
                     global: config.is_global(index),
                 })
             })

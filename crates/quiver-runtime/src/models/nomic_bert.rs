@@ -240,7 +240,7 @@ fn load_layer(
                 h,
                 false,
             )?,
-            down: Linear::load_f32(store, &name(layout.down), width, h, false)?,
+            down: Linear::load(store, &name(layout.down), width, h, false)?,
             width,
         },
         output_norm: LayerNorm::load(store, &name(layout.output_norm), h, eps)?,

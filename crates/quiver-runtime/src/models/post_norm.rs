@@ -282,7 +282,7 @@ impl PostNormLayer {
             attention_norm: norm(names.attention_norm)?,
             feed_forward: FeedForward::Dense {
                 intermediate: linear(names.intermediate, h, shape.intermediate)?,
-                output: Linear::load_f32(store, &name(names.output), shape.intermediate, h, true)?,
+                output: Linear::load(store, &name(names.output), shape.intermediate, h, true)?,
                 activation,
             },
             output_norm: norm(names.output_norm)?,

@@ -230,7 +230,7 @@ fn load_layer(
             h,
             false,
         )?,
-        down: Linear::load_f32(
+        down: Linear::load(
             store,
             &name("mlp.down_proj"),
             config.intermediate_size,
