@@ -9,7 +9,7 @@ use crate::chunk_files;
 use crate::error::{IndexError, Result};
 use crate::ids::{chunk_id, content_hash, numeric_id, uuid};
 use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
-use crate::walk::{content_skip, discover, SkipCounts, SkipReason, SourceFile, WalkOptions};
+use crate::walk::{content_skip, discover, SkipReason, SourceFile, WalkOptions};
 use quiver_chunk::{
     chunk_file, chunk_fixed_lines, embedding_text, signature_text, ChunkError, ChunkOptions,
     TokenCounter, HEADER_VERSION, SYNTAX_RULES_VERSION,
@@ -187,6 +187,13 @@ pub fn index(
     }
     progress.files_found(files.len());
     let stored = store.files()?;
+    let chunker = Chunker {
+        embedder,
+        options,
+        chunk_tokens,
+        source: repository_name(options.input.root()),
+        rechunk_all,
+    };
     let mut run = Run {
         store,
         embedder,
@@ -196,9 +203,6 @@ pub fn index(
             normalize: Some(true),
             ..EmbedOptions::default()
         },
-        options,
-        chunk_tokens,
-        source: repository_name(options.input.root()),
         progress,
         batch: Batch::default(),
         pending: Vec::new(),
@@ -208,27 +212,40 @@ pub fn index(
     };
     run.report.files_found = files.len();
     let mut kept = HashSet::new();
-    for file in &files {
-        let previous = stored.get(&file.relative);
-        let unchanged_on_disk =
-            previous.is_some_and(|p| p.size == file.size && p.mtime_ns == file.mtime_ns);
-        if unchanged_on_disk && !rechunk_all {
-            kept.insert(file.relative.clone());
-            run.report.files_unchanged += 1;
-            run.batch_files += 1;
-            continue;
-        }
-        match run.read(file, &mut skips) {
-            Some(bytes) => {
-                kept.insert(file.relative.clone());
-                run.update(file, &bytes, previous, rechunk_all)?;
+    // Reading and chunking (tree-sitter, the tokenizer) run on their own thread, files ahead of
+    // the embedding, which keeps the model's threads busy meanwhile; results arrive in walk
+    // order, so batches and commits are the same as one thread would make.
+    std::thread::scope(|scope| -> Result<()> {
+        let (sender, prepared) = std::sync::mpsc::sync_channel(FILES_PREPARED_AHEAD);
+        let (files, stored, chunker) = (&files, &stored, &chunker);
+        scope.spawn(move || {
+            for file in files {
+                let work = chunker.prepare(file, stored.get(&file.relative));
+                if sender.send(work).is_err() {
+                    break; // the embedding side stopped on an error
+                }
             }
-            None => continue,
+        });
+        for (file, work) in files.iter().zip(prepared) {
+            match work? {
+                FileWork::Skipped(reason) => {
+                    skips.add(reason);
+                    continue;
+                }
+                FileWork::UnchangedOnDisk => {
+                    run.report.files_unchanged += 1;
+                    run.batch_files += 1;
+                }
+                FileWork::SameContent(record) => run.take_same_content(record),
+                FileWork::Changed(record, chunks) => run.take_changed(record, chunks)?,
+            }
+            kept.insert(file.relative.clone());
+            if run.pending.len() >= options.batch_chunks || run.batch.files.len() >= 256 {
+                run.flush()?;
+            }
         }
-        if run.pending.len() >= options.batch_chunks || run.batch.files.len() >= 256 {
-            run.flush()?;
-        }
-    }
+        Ok(())
+    })?;
     run.flush()?;
     let removed: Vec<String> = stored
         .keys()
@@ -263,10 +280,6 @@ struct Run<'a> {
     store: &'a mut Store,
     embedder: &'a Embedder,
     embed_options: EmbedOptions,
-    options: &'a IndexOptions,
-    chunk_tokens: usize,
-    /// The repository's name, second part of every chunk id of a tree.
-    source: String,
     progress: &'a dyn IndexProgress,
     batch: Batch,
     /// Texts to embed before the batch commits: (hash, text, whether it is a signature).
@@ -278,52 +291,17 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// The file's bytes, or `None` (counted) when it cannot or must not be indexed.
-    fn read(&self, file: &SourceFile, skips: &mut SkipCounts) -> Option<Vec<u8>> {
-        let bytes = match std::fs::read(&file.absolute) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::warn!("{}: {error}", file.absolute.display());
-                skips.add(SkipReason::Unreadable);
-                return None;
-            }
-        };
-        if let Input::Tree { .. } = self.options.input {
-            if let Some(reason) = content_skip(&bytes) {
-                tracing::info!("skipping {}: {}", file.relative, reason.name());
-                skips.add(reason);
-                return None;
-            }
-        }
-        Some(bytes)
+    /// A file whose bytes match the index: only its size and time are refreshed.
+    fn take_same_content(&mut self, record: FileRecord) {
+        self.batch_files += 1;
+        self.report.files_unchanged += 1;
+        self.batch.touched.push(record);
     }
 
-    fn update(
-        &mut self,
-        file: &SourceFile,
-        bytes: &[u8],
-        previous: Option<&FileRecord>,
-        rechunk_all: bool,
-    ) -> Result<()> {
-        let record = FileRecord {
-            path: file.relative.clone(),
-            size: file.size,
-            mtime_ns: file.mtime_ns,
-            content_hash: content_hash(bytes),
-        };
+    /// A changed file: its chunks replace the old ones, texts without a vector are queued.
+    fn take_changed(&mut self, record: FileRecord, chunks: Vec<PreparedChunk>) -> Result<()> {
         self.batch_files += 1;
-        if !rechunk_all && previous.is_some_and(|p| p.content_hash == record.content_hash) {
-            self.report.files_unchanged += 1;
-            self.batch.touched.push(record);
-            return Ok(());
-        }
         self.report.files_changed += 1;
-        // Invalid UTF-8 (a Latin-1 file, a stray byte) is replaced rather than refused.
-        let text = String::from_utf8_lossy(bytes);
-        let chunks = match &self.options.input {
-            Input::Tree { .. } => self.chunk_source(&file.relative, &text)?,
-            Input::ChunkFiles { .. } => self.given_chunks(file, &text)?,
-        };
         let hashes: Vec<&str> = chunks
             .iter()
             .flat_map(|c| {
@@ -364,6 +342,106 @@ impl Run<'_> {
         self.pending_hashes.insert(hash.to_string());
         self.pending.push((hash.to_string(), text, signature));
         true
+    }
+
+    /// Embeds what is pending and commits the batch in one transaction.
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let texts: Vec<&str> = self.pending.iter().map(|(_, t, _)| t.as_str()).collect();
+            let progress = self.progress;
+            let vectors = self
+                .embedder
+                .embed_with_progress(&texts, &self.embed_options, |n| progress.chunks_embedded(n))
+                .map_err(IndexError::from)?;
+            let signatures = self.pending.iter().filter(|p| p.2).count();
+            self.report.signatures_embedded += signatures;
+            self.report.chunks_embedded += vectors.len() - signatures;
+            self.batch.vectors = self
+                .pending
+                .drain(..)
+                .map(|(hash, ..)| hash)
+                .zip(vectors)
+                .collect();
+            self.pending_hashes.clear();
+        }
+        if !self.batch.is_empty() {
+            self.store.commit(&self.batch)?;
+            self.batch = Batch::default();
+        }
+        self.progress.files_done(self.batch_files);
+        self.batch_files = 0;
+        Ok(())
+    }
+}
+
+/// Files read and chunked ahead of the embedding, this many at most.
+const FILES_PREPARED_AHEAD: usize = 64;
+
+/// What the chunking stage made of one file.
+enum FileWork {
+    /// Size and modification time match the index: not read.
+    UnchangedOnDisk,
+    /// Not indexed (unreadable, binary, a secret, ...).
+    Skipped(SkipReason),
+    /// Read: its bytes match the index.
+    SameContent(FileRecord),
+    /// Read and chunked.
+    Changed(FileRecord, Vec<PreparedChunk>),
+}
+
+/// Reads and chunks files: the stage that runs on its own thread, ahead of the embedding.
+struct Chunker<'a> {
+    embedder: &'a Embedder,
+    options: &'a IndexOptions,
+    chunk_tokens: usize,
+    /// The repository's name, second part of every chunk id of a tree.
+    source: String,
+    rechunk_all: bool,
+}
+
+impl Chunker<'_> {
+    /// What `file` needs, given what the index holds of it (`previous`).
+    fn prepare(&self, file: &SourceFile, previous: Option<&FileRecord>) -> Result<FileWork> {
+        let unchanged_on_disk =
+            previous.is_some_and(|p| p.size == file.size && p.mtime_ns == file.mtime_ns);
+        if unchanged_on_disk && !self.rechunk_all {
+            return Ok(FileWork::UnchangedOnDisk);
+        }
+        let bytes = match self.read(file) {
+            Ok(bytes) => bytes,
+            Err(reason) => return Ok(FileWork::Skipped(reason)),
+        };
+        let record = FileRecord {
+            path: file.relative.clone(),
+            size: file.size,
+            mtime_ns: file.mtime_ns,
+            content_hash: content_hash(&bytes),
+        };
+        if !self.rechunk_all && previous.is_some_and(|p| p.content_hash == record.content_hash) {
+            return Ok(FileWork::SameContent(record));
+        }
+        // Invalid UTF-8 (a Latin-1 file, a stray byte) is replaced rather than refused.
+        let text = String::from_utf8_lossy(&bytes);
+        let chunks = match &self.options.input {
+            Input::Tree { .. } => self.chunk_source(&file.relative, &text)?,
+            Input::ChunkFiles { .. } => self.given_chunks(file, &text)?,
+        };
+        Ok(FileWork::Changed(record, chunks))
+    }
+
+    /// The file's bytes, or why it cannot or must not be indexed.
+    fn read(&self, file: &SourceFile) -> std::result::Result<Vec<u8>, SkipReason> {
+        let bytes = std::fs::read(&file.absolute).map_err(|error| {
+            tracing::warn!("{}: {error}", file.absolute.display());
+            SkipReason::Unreadable
+        })?;
+        if let Input::Tree { .. } = self.options.input {
+            if let Some(reason) = content_skip(&bytes) {
+                tracing::info!("skipping {}: {}", file.relative, reason.name());
+                return Err(reason);
+            }
+        }
+        Ok(bytes)
     }
 
     fn chunk_source(&self, relative: &str, text: &str) -> Result<Vec<PreparedChunk>> {
@@ -472,35 +550,6 @@ impl Run<'_> {
             });
         }
         Ok(records)
-    }
-
-    /// Embeds what is pending and commits the batch in one transaction.
-    fn flush(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            let texts: Vec<&str> = self.pending.iter().map(|(_, t, _)| t.as_str()).collect();
-            let progress = self.progress;
-            let vectors = self
-                .embedder
-                .embed_with_progress(&texts, &self.embed_options, |n| progress.chunks_embedded(n))
-                .map_err(IndexError::from)?;
-            let signatures = self.pending.iter().filter(|p| p.2).count();
-            self.report.signatures_embedded += signatures;
-            self.report.chunks_embedded += vectors.len() - signatures;
-            self.batch.vectors = self
-                .pending
-                .drain(..)
-                .map(|(hash, ..)| hash)
-                .zip(vectors)
-                .collect();
-            self.pending_hashes.clear();
-        }
-        if !self.batch.is_empty() {
-            self.store.commit(&self.batch)?;
-            self.batch = Batch::default();
-        }
-        self.progress.files_done(self.batch_files);
-        self.batch_files = 0;
-        Ok(())
     }
 }
 
