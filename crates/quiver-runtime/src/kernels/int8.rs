@@ -241,12 +241,8 @@ struct RowLevels {
 }
 
 impl RowLevels {
-    /// 256 levels from the row's minimum to its maximum, widened to hold 0.0 exactly (so zero
-    /// padding and exact zeros stay exact).
-    fn of(row: &[f32]) -> RowLevels {
-        Self::spanning(row.iter().copied())
-    }
-
+    /// 256 levels from the values' minimum to their maximum, widened to hold 0.0 exactly (so
+    /// zero padding and exact zeros stay exact).
     fn spanning(values: impl Iterator<Item = f32>) -> RowLevels {
         let (low, high) = values.fold((0.0f32, 0.0f32), |(lo, hi), v| (lo.min(v), hi.max(v)));
         let scale = (high - low) / 255.0;
@@ -268,12 +264,7 @@ fn quantize_rows(x: &[f32], rows: usize, k: usize, k4: usize, exact: &[usize]) -
         .zip(levels.par_iter_mut())
         .zip(x.par_chunks(k))
         .for_each(|((out, levels), row)| {
-            let quantized = |&(p, _): &(usize, &f32)| !exact.contains(&p);
-            *levels = if exact.is_empty() {
-                RowLevels::of(row)
-            } else {
-                RowLevels::spanning(row.iter().enumerate().filter(quantized).map(|(_, &v)| v))
-            };
+            *levels = RowLevels::spanning(values_outside(row, exact));
             if levels.scale > 0.0 {
                 let inverse = 1.0 / levels.scale;
                 let zero = levels.zero as f32;
@@ -286,6 +277,16 @@ fn quantize_rows(x: &[f32], rows: usize, k: usize, k4: usize, exact: &[usize]) -
             }
         });
     QuantizedRows { data, levels }
+}
+
+/// The values of `row` outside the ascending channel indices `exact`: the slices between them,
+/// so no value is checked against the list.
+fn values_outside<'a>(row: &'a [f32], exact: &'a [usize]) -> impl Iterator<Item = f32> + 'a {
+    let starts = std::iter::once(0).chain(exact.iter().map(|&p| p + 1));
+    let ends = exact.iter().copied().chain(std::iter::once(row.len()));
+    starts
+        .zip(ends)
+        .flat_map(move |(start, end)| row[start..end].iter().copied())
 }
 
 /// `out[r, c] ≈ Σₖ x[r, k] · w[k, c]` for `x` `rows × k`, `out` `rows × n`, row-major.
@@ -566,7 +567,7 @@ mod tests {
     #[test]
     fn rows_use_their_own_range_and_keep_zero_exact() {
         let lopsided = [0.0, 0.5, 2.55, -0.17, 1.0];
-        let levels = RowLevels::of(&lopsided);
+        let levels = RowLevels::spanning(lopsided.iter().copied());
         assert!(
             (levels.scale - 2.72 / 255.0).abs() < 1e-6,
             "{}",
@@ -587,6 +588,15 @@ mod tests {
         );
         let zeros = quantize_rows(&[0.0; 4], 1, 4, 4, &[]);
         assert_eq!(zeros.levels[0].scale, 0.0);
+    }
+
+    #[test]
+    fn values_outside_skips_exactly_the_listed_channels() {
+        let row = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        let kept = |exact: &[usize]| values_outside(&row, exact).collect::<Vec<_>>();
+        assert_eq!(kept(&[]), row);
+        assert_eq!(kept(&[0, 2, 3]), [1.0, 4.0, 5.0]);
+        assert_eq!(kept(&[5]), [0.0, 1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]
