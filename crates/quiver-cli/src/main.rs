@@ -1,6 +1,16 @@
 //! `quiver`: the command line. It parses arguments and wires the library crates together;
 //! the work itself lives in `quiver-embed`, `quiver-chunk` and `quiver-index`.
 
+/// `println!` that hands a write error back instead of panicking, so a closed pipe
+/// (`quiver search … | head -1`) ends the command quietly, as ripgrep does; `main` tells that
+/// error apart.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod commands;
 mod input;
 mod location;
@@ -55,9 +65,22 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(error) = run(cli) {
+        if is_broken_pipe(&error) {
+            return;
+        }
         eprintln!("quiver: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// The reader of standard output went away (`| head`): nothing is wrong, there is just no one
+/// left to tell.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -420,7 +420,7 @@ fn crash_tree(name: &str) -> std::path::PathBuf {
 }
 
 fn index_snapshot(root: &Path) -> Vec<(String, String, Vec<f32>)> {
-    let store = quiver_index::Store::open(&root.join(".quiver"), false).expect("index opens");
+    let store = quiver_index::Store::open(&root.join(".quiver")).expect("index opens");
     store
         .all_chunks()
         .expect("chunks")

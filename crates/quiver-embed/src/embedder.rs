@@ -224,10 +224,16 @@ impl Embedder {
         options: &EmbedOptions,
     ) -> Result<EncodedTexts> {
         let prompt = self.prompt_text(options)?;
-        let prepared: Vec<Cow<'_, str>> = texts
+        // Cut before the prompt and lowercasing copy the text (see `within_reach`).
+        let (prepared, cut): (Vec<Cow<'_, str>>, Vec<bool>) = texts
             .iter()
-            .map(|text| self.prepare_text(prompt, text.as_ref()))
-            .collect();
+            .map(|text| {
+                let (within, cut) = self
+                    .tokenizer
+                    .within_reach(text.as_ref(), options.truncation);
+                (self.prepare_text(prompt, within), cut)
+            })
+            .unzip();
         let encodings = self
             .tokenizer
             .encode_batch_from(&prepared, options.truncation)?;
@@ -237,7 +243,8 @@ impl Embedder {
                 .prompt_length(&self.prepare_text(None, prompt))?,
             _ => 0,
         };
-        let (token_ids, truncated) = encodings.into_iter().unzip();
+        let (token_ids, truncated): (Vec<_>, Vec<bool>) = encodings.into_iter().unzip();
+        let truncated = truncated.into_iter().zip(cut).map(|(a, b)| a || b).collect();
         Ok(EncodedTexts {
             token_ids,
             setup: SequenceSetup {
@@ -278,6 +285,10 @@ impl Embedder {
                     .pooling
                     .pool(&hidden, self.model.hidden_size(), &batch, &batch_skips);
             for (index, vector) in batch_indices.into_iter().zip(pooled) {
+                // Never hand out NaN (`null` in JSON) as if it were a vector.
+                if vector.iter().any(|x| !x.is_finite()) {
+                    return Err(EmbedError::NonFiniteOutput { input: index });
+                }
                 vectors[index] = vector;
             }
             progress(batch_sequences.len());

@@ -22,6 +22,11 @@ pub enum EmbedError {
     UnknownTask { name: String, available: String },
     #[error("cannot give {requested} dimensions: the model's vectors have {available}")]
     Dimensions { requested: usize, available: usize },
+    #[error(
+        "the model produced a NaN or infinite value for input {input} (counting from 0): its \
+         activations overflow f32 on that text"
+    )]
+    NonFiniteOutput { input: usize },
     #[error("max length must be at least 2 tokens (got {0})")]
     MaxLength(usize),
 }

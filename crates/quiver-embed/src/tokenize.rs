@@ -15,6 +15,16 @@ pub enum TruncationSide {
     Left,
 }
 
+/// Bytes of a text read per token of the max length. The tokenizers crate keeps about 16 bytes
+/// of offsets per input byte until it truncates, so a 100 MB line would cost gigabytes to
+/// yield 256 tokens; reading at most this many bytes per kept token bounds that by the max
+/// length. Tokens of code and prose average 3–5 bytes, so the first `max_length` tokens of any
+/// ordinary text lie well inside the bound.
+pub const BYTES_PER_TOKEN: usize = 64;
+
+/// How far back from the cut a whitespace is looked for, so no word is split.
+const WORD_SEARCH_BYTES: usize = 256;
+
 /// Up to this many texts are tokenised on the calling thread. `encode_batch` hands work to the
 /// rayon pool, where a server's short query would wait behind the model's matrix products.
 const SEQUENTIAL_BATCH: usize = 8;
@@ -82,7 +92,7 @@ impl TextTokenizer {
     }
 
     /// Token ids of each text, cut at `side` when longer than the max length, with whether it
-    /// was cut.
+    /// was cut. Only the part of a text [`TextTokenizer::within_reach`] is tokenised.
     pub fn encode_batch_from<S: AsRef<str>>(
         &self,
         texts: &[S],
@@ -92,23 +102,66 @@ impl TextTokenizer {
             TruncationSide::Right => &self.inner,
             TruncationSide::Left => &self.left_truncating,
         };
+        let reach: Vec<(&str, bool)> = texts
+            .iter()
+            .map(|text| self.within_reach(text.as_ref(), side))
+            .collect();
         let encodings = if texts.len() <= SEQUENTIAL_BATCH {
-            texts
+            reach
                 .iter()
-                .map(|text| tokenizer.encode(text.as_ref(), true))
+                .map(|(text, _)| tokenizer.encode(*text, true))
                 .collect::<tokenizers::Result<Vec<_>>>()
         } else {
-            let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+            let inputs: Vec<&str> = reach.iter().map(|(text, _)| *text).collect();
             tokenizer.encode_batch(inputs, true)
         }
         .map_err(|e| self.error(e))?;
         Ok(encodings
             .into_iter()
-            .map(|encoding| {
-                let truncated = !encoding.get_overflowing().is_empty();
+            .zip(reach)
+            .map(|(encoding, (_, cut))| {
+                let truncated = cut || !encoding.get_overflowing().is_empty();
                 (encoding.get_ids().to_vec(), truncated)
             })
             .collect())
+    }
+
+    /// The part of `text` that can reach the model when it is cut at `side`: at most
+    /// `max_length × BYTES_PER_TOKEN` bytes from the kept end, ending (or starting) at a
+    /// whitespace where one is near so no word is split; and whether anything was left out.
+    pub fn within_reach<'t>(&self, text: &'t str, side: TruncationSide) -> (&'t str, bool) {
+        let cap = self.max_length.saturating_mul(BYTES_PER_TOKEN);
+        if text.len() <= cap {
+            return (text, false);
+        }
+        let kept = match side {
+            TruncationSide::Right => {
+                let mut end = cap;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let search_from = end.saturating_sub(WORD_SEARCH_BYTES);
+                match text[search_from..end].rfind(char::is_whitespace) {
+                    Some(at) => &text[..search_from + at],
+                    None => &text[..end],
+                }
+            }
+            TruncationSide::Left => {
+                let mut start = text.len() - cap;
+                while !text.is_char_boundary(start) {
+                    start += 1;
+                }
+                let mut search_to = (start + WORD_SEARCH_BYTES).min(text.len());
+                while !text.is_char_boundary(search_to) {
+                    search_to -= 1;
+                }
+                match text[start..search_to].find(char::is_whitespace) {
+                    Some(at) => &text[start + at..],
+                    None => &text[start..],
+                }
+            }
+        };
+        (kept, true)
     }
 
     /// Every token of `text` (special tokens included when asked), untruncated, with its byte

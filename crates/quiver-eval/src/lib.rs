@@ -151,7 +151,7 @@ fn evaluate_system(
         .join("indexes")
         .join(sanitize(model_id))
         .join(sanitize(&system.name));
-    let mut store = Store::open(&index_dir, true)?;
+    let mut store = Store::open_writer(&index_dir)?;
     let options = IndexOptions {
         input: Input::Tree {
             root: dataset.corpus.clone(),

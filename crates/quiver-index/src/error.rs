@@ -32,8 +32,27 @@ pub enum IndexError {
         found: String,
         expected: &'static str,
     },
+    #[error(
+        "the index at {path} was made by an older quiver and must be upgraded before it can be \
+         read: run `quiver index` on it once (it needs write access)"
+    )]
+    NeedsUpgrade { path: PathBuf },
+    #[error(
+        "another quiver index is running on {path}{}: wait for it to finish, or stop it",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error(
+        "{path} is damaged: {what}. `quiver status --verify` reports the extent; \
+         `quiver index --repair` rebuilds what is damaged"
+    )]
+    Damaged { path: PathBuf, what: String },
+    #[error("{what} holds a NaN or infinite value")]
+    NonFinite { what: String },
     #[error("index metadata field `{field}` is unreadable: {value:?}")]
     BadMetadata { field: &'static str, value: String },
+    #[error("{path}: {message}")]
+    BadFile { path: PathBuf, message: String },
     #[error("{path}, line {line}: {message}")]
     BadChunkFile {
         path: PathBuf,

@@ -8,7 +8,9 @@
 //! later `quiver index` of the source tree re-chunks and re-embeds them.
 
 use crate::error::{IndexError, Result};
-use crate::export::{read_npy_f32, SIGNATURE_FILE};
+use crate::export::{
+    file_digest, read_npy_f32, EMBEDDINGS_FILE, INFO_FILE, METADATA_FILE, SIGNATURE_FILE,
+};
 use crate::ids::{content_hash, numeric_id};
 use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
 use quiver_embed::Quantization;
@@ -24,21 +26,30 @@ pub struct ImportReport {
 }
 
 pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
-    let info = read_json(&dir.join("model_info.json"))?;
+    let info = parse_json(dir, INFO_FILE, &read_file(dir, INFO_FILE)?)?;
     let settings = settings_from(&info, dir)?;
-    let metadata = read_json(&dir.join("metadata.json"))?;
+    let digests = Digests::from_info(&info, dir)?;
+    let metadata_bytes = read_file(dir, METADATA_FILE)?;
+    digests.check(dir, METADATA_FILE, &metadata_bytes)?;
+    let metadata = parse_json(dir, METADATA_FILE, &metadata_bytes)?;
     let Value::Array(payloads) = metadata else {
+        return Err(bad(dir, METADATA_FILE, 0, "expected an array of payloads"));
+    };
+    if let Some(chunks) = info["chunks"].as_u64().filter(|&n| n as usize != payloads.len()) {
         return Err(bad(
             dir,
-            "metadata.json",
+            METADATA_FILE,
             0,
-            "expected an array of payloads",
+            &format!(
+                "{} payloads, but {INFO_FILE} says the export has {chunks} chunks",
+                payloads.len()
+            ),
         ));
-    };
-    let vectors = read_rows(dir, "embeddings.npy", payloads.len())?;
+    }
+    let vectors = read_rows(dir, EMBEDDINGS_FILE, payloads.len(), &digests)?;
     // Exports by Quiver before signature vectors have none: those chunks search by text alone.
-    let signatures = if dir.join(SIGNATURE_FILE).exists() {
-        read_rows(dir, SIGNATURE_FILE, payloads.len())?
+    let signatures = if dir.join(SIGNATURE_FILE).exists() || digests.lists(SIGNATURE_FILE) {
+        read_rows(dir, SIGNATURE_FILE, payloads.len(), &digests)?
     } else {
         vec![Vec::new(); payloads.len()]
     };
@@ -48,10 +59,10 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
     {
         return Err(bad(
             dir,
-            "embeddings.npy",
+            EMBEDDINGS_FILE,
             0,
             &format!(
-                "rows of {} values, model_info.json says dimension {}",
+                "rows of {} values, {INFO_FILE} says dimension {}",
                 row.len(),
                 settings.dimension
             ),
@@ -96,10 +107,61 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
     Ok(ImportReport { files, chunks })
 }
 
-/// The rows of `dir/file`, which must number `expected` (one per payload).
-fn read_rows(dir: &Path, file: &str, expected: usize) -> Result<Vec<Vec<f32>>> {
-    let path = dir.join(file);
-    let bytes = std::fs::read(&path).map_err(|source| IndexError::Io { path, source })?;
+/// The SHA-256 of each file that `model_info.json` records (Quiver 0.1 exports since the
+/// digests; earlier ones have none and are read as they are).
+struct Digests(Option<serde_json::Map<String, Value>>);
+
+impl Digests {
+    fn from_info(info: &Value, dir: &Path) -> Result<Digests> {
+        match &info["files"] {
+            Value::Null => Ok(Digests(None)),
+            Value::Object(files) => Ok(Digests(Some(files.clone()))),
+            _ => Err(bad(dir, INFO_FILE, 0, "field `files` is not an object")),
+        }
+    }
+
+    fn lists(&self, file: &str) -> bool {
+        self.0.as_ref().is_some_and(|files| files.contains_key(file))
+    }
+
+    /// Refuses `bytes` as `file` unless they are what the export wrote beside this
+    /// `model_info.json`: a mix of two exports would pair chunks with other chunks' vectors.
+    fn check(&self, dir: &Path, file: &str, bytes: &[u8]) -> Result<()> {
+        let Some(files) = &self.0 else {
+            return Ok(());
+        };
+        let Some(expected) = files.get(file).and_then(Value::as_str) else {
+            return Err(bad(
+                dir,
+                INFO_FILE,
+                0,
+                &format!("field `files` has no digest for {file}"),
+            ));
+        };
+        if file_digest(bytes) != expected {
+            return Err(bad(
+                dir,
+                file,
+                0,
+                &format!(
+                    "does not match the digest {INFO_FILE} records for it: the export is \
+                     incomplete or mixes files of two runs; export it again"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The rows of `dir/file`, which must number `expected` (one per payload) and be finite.
+fn read_rows(
+    dir: &Path,
+    file: &str,
+    expected: usize,
+    digests: &Digests,
+) -> Result<Vec<Vec<f32>>> {
+    let bytes = read_file(dir, file)?;
+    digests.check(dir, file, &bytes)?;
     let rows = read_npy_f32(&bytes).map_err(|message| bad(dir, file, 0, &message))?;
     if rows.len() != expected {
         return Err(bad(
@@ -107,31 +169,50 @@ fn read_rows(dir: &Path, file: &str, expected: usize) -> Result<Vec<Vec<f32>>> {
             file,
             0,
             &format!(
-                "{} rows, but metadata.json has {expected} payloads",
+                "{} rows, but {METADATA_FILE} has {expected} payloads",
                 rows.len()
             ),
+        ));
+    }
+    if let Some(row) = rows
+        .iter()
+        .position(|row| row.iter().any(|value| !value.is_finite()))
+    {
+        return Err(bad(
+            dir,
+            file,
+            0,
+            &format!("row {row} holds a NaN or infinite value"),
         ));
     }
     Ok(rows)
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| IndexError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|error| IndexError::BadChunkFile {
-        path: path.to_path_buf(),
+fn read_file(dir: &Path, file: &str) -> Result<Vec<u8>> {
+    let path = dir.join(file);
+    std::fs::read(&path).map_err(|source| IndexError::Io { path, source })
+}
+
+fn parse_json(dir: &Path, file: &str, bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|error| IndexError::BadChunkFile {
+        path: dir.join(file),
         line: error.line(),
         message: error.to_string(),
     })
 }
 
+/// `line` 0: the file as a whole.
 fn bad(dir: &Path, file: &str, line: usize, message: &str) -> IndexError {
-    IndexError::BadChunkFile {
-        path: dir.join(file),
-        line,
-        message: message.to_string(),
+    match line {
+        0 => IndexError::BadFile {
+            path: dir.join(file),
+            message: message.to_string(),
+        },
+        line => IndexError::BadChunkFile {
+            path: dir.join(file),
+            line,
+            message: message.to_string(),
+        },
     }
 }
 
@@ -139,7 +220,7 @@ fn settings_from(info: &Value, dir: &Path) -> Result<IndexSettings> {
     let field = |name: &str| {
         bad(
             dir,
-            "model_info.json",
+            INFO_FILE,
             0,
             &format!("field `{name}` is missing or of the wrong type"),
         )

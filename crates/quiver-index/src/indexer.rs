@@ -163,6 +163,24 @@ pub fn index(
 ) -> Result<IndexReport> {
     let started = Instant::now();
     let settings = settings_for(&options.model_id, embedder, options.dimensions);
+    let embed_options = EmbedOptions {
+        prompt_name: settings.document_prompt.clone(),
+        dimensions: options.dimensions,
+        normalize: Some(true),
+        ..EmbedOptions::default()
+    };
+    // One text embedded as the run will embed them, before anything in the index changes: a
+    // width the model cannot give, or a model that cannot run, must not empty the index.
+    let probe = embedder.embed(&["def check(settings): return settings"], &embed_options)?;
+    if let Some(vector) = probe.first().filter(|v| v.iter().any(|x| !x.is_finite())) {
+        return Err(IndexError::NonFinite {
+            what: format!(
+                "a {}-dimension vector of model {}",
+                vector.len(),
+                options.model_id
+            ),
+        });
+    }
     store.adopt_settings(&settings, options.reembed)?;
     let chunk_tokens = options.chunk_tokens.unwrap_or_else(|| {
         embedder
@@ -197,12 +215,7 @@ pub fn index(
     let mut run = Run {
         store,
         embedder,
-        embed_options: EmbedOptions {
-            prompt_name: settings.document_prompt.clone(),
-            dimensions: options.dimensions,
-            normalize: Some(true),
-            ..EmbedOptions::default()
-        },
+        embed_options,
         progress,
         batch: Batch::default(),
         pending: Vec::new(),

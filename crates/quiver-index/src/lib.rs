@@ -15,6 +15,7 @@ pub mod export;
 pub mod ids;
 pub mod import;
 mod indexer;
+pub mod output;
 pub mod keywords;
 mod search;
 mod store;
@@ -29,7 +30,10 @@ pub use search::{
     search, search_with, SearchFilter, SearchHit, SearchMode, SearchRequest, VectorIndex,
     DEFAULT_KEYWORD_WEIGHT,
 };
-pub use store::{ChunkRecord, FileRecord, IndexSettings, IndexStats, Store, DATABASE_FILE};
+pub use store::{
+    ChunkRecord, FileRecord, IndexSettings, IndexStats, Repair, Store, Verification, DATABASE_FILE,
+    LOCK_FILE,
+};
 
 /// Name of the index directory created under an indexed root when `--index` is not given.
 pub const DEFAULT_INDEX_DIR: &str = ".quiver";

@@ -5,15 +5,29 @@
 //! hash of the embedded text, so unchanged chunks reuse their vector) and `chunks_fts` (an FTS5
 //! table of keyword terms for BM25). Every change is one transaction, so a process killed at
 //! any moment leaves the previous consistent state behind.
+//!
+//! One writer at a time: [`Store::open_writer`] holds an exclusive lock on `index.lock` for as
+//! long as the store lives, and a second writer is refused naming the first one's pid. Readers
+//! ([`Store::open`]) take no lock and open the database read-only, so an index on a read-only
+//! mount, or another user's, can still be searched, inspected and exported.
+//!
+//! Every chunk row and every vector carries a CRC-32 of its contents (`checksum`), checked
+//! whenever it is read, so bits flipped on disk are reported as damage instead of silently
+//! changing answers; [`Store::verify`] checks everything, and [`Store::drop_damaged`] removes
+//! what is damaged so the next run embeds it again.
 
 use crate::error::{IndexError, Result};
 use crate::keywords;
 use quiver_embed::Quantization;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 pub const DATABASE_FILE: &str = "index.sqlite";
+/// Locked by the one process writing the index; holds its pid.
+pub const LOCK_FILE: &str = "index.lock";
 const SCHEMA_VERSION: &str = "2";
 /// BM25 weight of a chunk's names (path, symbol, parent) against its body's 1.0: an identifier
 /// named in the query is strong evidence. Chosen with `quiver eval` (docs/evaluation.md).
@@ -125,19 +139,58 @@ pub struct IndexStats {
 pub struct Store {
     conn: Connection,
     dir: PathBuf,
+    /// The writer's lock on [`LOCK_FILE`], released when the store is dropped; `None` for a
+    /// reader.
+    lock: Option<File>,
 }
 
 impl Store {
-    /// Opens the index in `dir`, creating it if `create` is set.
-    pub fn open(dir: &Path, create: bool) -> Result<Store> {
+    /// Opens the index in `dir` for reading. The database is opened read-only; where even that
+    /// needs a write (a read-only directory with no shared-memory file beside the database), it
+    /// is read as immutable, which sees everything a finished run committed.
+    pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join(DATABASE_FILE);
-        if !create && !path.is_file() {
+        if !path.is_file() {
             return Err(IndexError::NoIndex(dir.to_path_buf()));
         }
+        let open = |uri: String| {
+            Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| db_error(dir, e))
+        };
+        let uri = file_uri(&path);
+        let store = Store {
+            conn: open(uri.clone())?,
+            dir: dir.to_path_buf(),
+            lock: None,
+        };
+        match store.check_schema() {
+            Err(IndexError::Database { source, .. }) if cannot_open_read_only(&source) => {
+                tracing::debug!("{}: read as immutable ({source})", path.display());
+                let store = Store {
+                    conn: open(format!("{uri}?immutable=1"))?,
+                    ..store
+                };
+                store.check_schema()?;
+                Ok(store)
+            }
+            checked => checked.map(|()| store),
+        }
+    }
+
+    /// Opens the index in `dir` for writing, creating it if missing. Refused while another
+    /// process writes it.
+    pub fn open_writer(dir: &Path) -> Result<Store> {
+        let path = dir.join(DATABASE_FILE);
         std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
+        let lock = lock_writer(dir)?;
         let conn = Connection::open(&path).map_err(|source| IndexError::Database {
             path: path.clone(),
             source,
@@ -145,9 +198,15 @@ impl Store {
         let store = Store {
             conn,
             dir: dir.to_path_buf(),
+            lock: Some(lock),
         };
         store.init()?;
         Ok(store)
+    }
+
+    /// Whether this store may write (it holds the writer's lock).
+    pub fn is_writer(&self) -> bool {
+        self.lock.is_some()
     }
 
     pub fn dir(&self) -> &Path {
@@ -202,32 +261,95 @@ impl Store {
                      USING fts5(names, body, tokenize = \"porter unicode61 tokenchars '_'\");",
             )
             .map_err(|e| self.db_error(e))?;
-        self.add_signature_column()?;
+        // Indexes made before signature vectors lack their column; their chunks get signatures
+        // when they are next re-chunked, and search does without until then.
+        self.add_column("chunks", "signature_hash", "TEXT")?;
+        self.add_checksums()?;
         match self.meta("schema_version")? {
             None => self.set_meta("schema_version", SCHEMA_VERSION),
-            Some(v) if v == SCHEMA_VERSION => Ok(()),
-            Some(value) => Err(IndexError::OldSchema {
-                path: self.dir.clone(),
-                found: value,
-                expected: SCHEMA_VERSION,
-            }),
+            Some(_) => self.check_schema(),
         }
     }
 
-    /// Indexes made before signature vectors lack their column; their chunks get signatures
-    /// when they are next re-chunked, and search does without until then.
-    fn add_signature_column(&self) -> Result<()> {
-        let present = self
-            .conn
-            .prepare("SELECT 1 FROM pragma_table_info('chunks') WHERE name = 'signature_hash'")
-            .and_then(|mut statement| statement.exists([]))
-            .map_err(|e| self.db_error(e))?;
-        if !present {
-            self.conn
-                .execute("ALTER TABLE chunks ADD COLUMN signature_hash TEXT", [])
-                .map_err(|e| self.db_error(e))?;
+    /// A reader's check that it can read this index as it is.
+    fn check_schema(&self) -> Result<()> {
+        match self.meta("schema_version")? {
+            Some(v) if v == SCHEMA_VERSION => {}
+            None => return Err(IndexError::NoIndex(self.dir.clone())),
+            Some(value) => {
+                return Err(IndexError::OldSchema {
+                    path: self.dir.clone(),
+                    found: value,
+                    expected: SCHEMA_VERSION,
+                })
+            }
+        }
+        for (table, column) in [
+            ("chunks", "signature_hash"),
+            ("chunks", "checksum"),
+            ("vectors", "checksum"),
+        ] {
+            if !self.has_column(table, column)? {
+                return Err(IndexError::NeedsUpgrade {
+                    path: self.dir.clone(),
+                });
+            }
         }
         Ok(())
+    }
+
+    fn has_column(&self, table: &str, column: &str) -> Result<bool> {
+        self.conn
+            .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")
+            .and_then(|mut statement| statement.exists([table, column]))
+            .map_err(|e| self.db_error(e))
+    }
+
+    fn add_column(&self, table: &str, column: &str, kind: &str) -> Result<bool> {
+        if self.has_column(table, column)? {
+            return Ok(false);
+        }
+        self.conn
+            .execute(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"), [])
+            .map_err(|e| self.db_error(e))?;
+        Ok(true)
+    }
+
+    /// Indexes made before checksums get them, computed from what they hold now, in one
+    /// transaction.
+    fn add_checksums(&self) -> Result<()> {
+        let chunks_added = self.add_column("chunks", "checksum", "INTEGER")?;
+        let vectors_added = self.add_column("vectors", "checksum", "INTEGER")?;
+        if !chunks_added && !vectors_added {
+            return Ok(());
+        }
+        let run = || -> rusqlite::Result<()> {
+            let tx = self.conn.unchecked_transaction()?;
+            {
+                let mut read = tx.prepare(&format!("{CHUNK_COLUMNS} WHERE checksum IS NULL"))?;
+                let mut write = tx.prepare("UPDATE chunks SET checksum = ?1 WHERE id = ?2")?;
+                let rows: Vec<(i64, u32)> = read
+                    .query_map([], |r| Ok((r.get(CHUNK_ROW_ID)?, read_chunk(r)?.computed)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for (id, checksum) in rows {
+                    write.execute(params![checksum, id])?;
+                }
+                let mut read =
+                    tx.prepare("SELECT embed_hash, vector FROM vectors WHERE checksum IS NULL")?;
+                let mut write =
+                    tx.prepare("UPDATE vectors SET checksum = ?1 WHERE embed_hash = ?2")?;
+                let rows: Vec<(String, u32)> = read
+                    .query_map([], |r| {
+                        Ok((r.get(0)?, crc32fast::hash(r.get_ref(1)?.as_blob()?)))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                for (hash, checksum) in rows {
+                    write.execute(params![checksum, hash])?;
+                }
+            }
+            tx.commit()
+        };
+        run().map_err(|e| self.db_error(e))
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -366,16 +488,35 @@ impl Store {
         Ok(present)
     }
 
-    /// Applies a batch atomically.
+    /// Applies a batch atomically. A vector with a NaN or infinite value is refused, and
+    /// nothing of the batch is written.
     pub fn commit(&mut self, batch: &Batch) -> Result<()> {
+        if let Some((hash, _)) = batch
+            .vectors
+            .iter()
+            .find(|(_, vector)| vector.iter().any(|x| !x.is_finite()))
+        {
+            let chunk = batch
+                .files
+                .iter()
+                .flat_map(|(_, chunks)| chunks)
+                .find(|c| c.embed_hash == *hash || c.signature_hash.as_ref() == Some(hash));
+            return Err(IndexError::NonFinite {
+                what: match chunk {
+                    Some(chunk) => format!("the vector of chunk {}", chunk.chunk_id),
+                    None => format!("the vector of text {hash}"),
+                },
+            });
+        }
         let tx = self
             .conn
             .transaction()
             .map_err(|e| db_error(&self.dir, e))?;
         for (hash, vector) in &batch.vectors {
+            let bytes = vector_bytes(vector);
             tx.execute(
-                "INSERT OR IGNORE INTO vectors(embed_hash, vector) VALUES (?1, ?2)",
-                params![hash, vector_bytes(vector)],
+                "INSERT OR IGNORE INTO vectors(embed_hash, vector, checksum) VALUES (?1, ?2, ?3)",
+                params![hash, bytes, crc32fast::hash(&bytes)],
             )
             .map_err(|e| db_error(&self.dir, e))?;
         }
@@ -471,7 +612,8 @@ impl Store {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT c.id, c.language, c.path, v.vector, s.vector FROM chunks c
+                "SELECT c.id, c.language, c.path, v.vector, s.vector, v.checksum, s.checksum
+                 FROM chunks c
                  JOIN vectors v ON v.embed_hash = c.embed_hash
                  LEFT JOIN vectors s ON s.embed_hash = c.signature_hash",
             )
@@ -491,6 +633,16 @@ impl Store {
                 .get_ref(4)
                 .and_then(|v| v.as_blob_or_null().map_err(Into::into))
                 .map_err(error)?;
+            let checksums: (Option<i64>, Option<i64>) =
+                (row.get(5).map_err(error)?, row.get(6).map_err(error)?);
+            if !intact(main, checksums.0)
+                || second.is_some_and(|bytes| !intact(bytes, checksums.1))
+            {
+                return Err(self.damaged(format!(
+                    "the vector of {} fails its checksum",
+                    self.chunk_name(id)
+                )));
+            }
             vector.clear();
             vector.extend(vector_from_bytes(main));
             signature.clear();
@@ -532,9 +684,10 @@ impl Store {
             .map_err(|e| self.db_error(e))?;
         ids.iter()
             .map(|id| {
-                statement
+                let stored = statement
                     .query_row([id], read_chunk)
-                    .map_err(|e| db_error(&self.dir, e))
+                    .map_err(|e| db_error(&self.dir, e))?;
+                self.checked(stored)
             })
             .collect()
     }
@@ -545,33 +698,339 @@ impl Store {
             .conn
             .prepare(&format!("{CHUNK_COLUMNS} ORDER BY file, seq"))
             .map_err(|e| self.db_error(e))?;
-        statement
+        let rows: Vec<StoredChunk> = statement
             .query_map([], read_chunk)
             .and_then(|rows| rows.collect())
-            .map_err(|e| self.db_error(e))
+            .map_err(|e| self.db_error(e))?;
+        rows.into_iter().map(|row| self.checked(row)).collect()
     }
 
     /// The stored vector of a chunk.
     pub fn vector_of(&self, embed_hash: &str) -> Result<Option<Vec<f32>>> {
-        self.conn
+        let found = self
+            .conn
             .query_row(
-                "SELECT vector FROM vectors WHERE embed_hash = ?1",
+                "SELECT vector, checksum FROM vectors WHERE embed_hash = ?1",
                 [embed_hash],
-                |r| Ok(vector_from_bytes(r.get_ref(0)?.as_blob()?).collect()),
+                |r| {
+                    let bytes = r.get_ref(0)?.as_blob()?;
+                    let vector = vector_from_bytes(bytes).collect::<Vec<f32>>();
+                    Ok((vector, intact(bytes, r.get(1)?)))
+                },
             )
             .optional()
-            .map_err(|e| self.db_error(e))
+            .map_err(|e| self.db_error(e))?;
+        match found {
+            Some((_, false)) => Err(self.damaged(format!(
+                "the vector of text {embed_hash} fails its checksum"
+            ))),
+            found => Ok(found.map(|(vector, _)| vector)),
+        }
+    }
+
+    fn checked(&self, stored: StoredChunk) -> Result<ChunkRecord> {
+        if stored.intact() {
+            Ok(stored.chunk)
+        } else {
+            Err(self.damaged(format!(
+                "chunk {} fails its checksum",
+                stored.chunk.chunk_id
+            )))
+        }
+    }
+
+    fn damaged(&self, what: String) -> IndexError {
+        IndexError::Damaged {
+            path: self.dir.join(DATABASE_FILE),
+            what,
+        }
+    }
+
+    /// A chunk by its id if it can still be read, for messages about its row.
+    fn chunk_name(&self, id: i64) -> String {
+        self.conn
+            .query_row("SELECT chunk_id FROM chunks WHERE id = ?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
+            .map(|chunk_id| format!("chunk {chunk_id}"))
+            .unwrap_or_else(|_| format!("chunk row {id}"))
     }
 }
 
-const CHUNK_COLUMNS: &str = "SELECT chunk_id, uid, file, path, seq, source, language, symbol, kind, parent,
-    start_line, end_line, start_byte, end_byte, content_hash, text, embed_hash, metadata, signature_hash
-    FROM chunks";
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Verification {
+    pub chunks: usize,
+    pub vectors: usize,
+    /// SQLite's own check of every page (`PRAGMA integrity_check`): empty when sound.
+    pub structure: Vec<String>,
+    /// Chunks whose contents fail their checksum, by id (or row, when the id is unreadable).
+    pub damaged_chunks: Vec<String>,
+    /// Vectors that fail their checksum, by the hash of the text they embed.
+    pub damaged_vectors: Vec<String>,
+    /// Chunks whose vector is missing.
+    pub missing_vectors: Vec<String>,
+    /// Keyword-index rows that are not one per chunk.
+    pub keyword_rows_mismatch: Option<(usize, usize)>,
+}
 
-fn read_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRecord> {
+impl Verification {
+    pub fn is_sound(&self) -> bool {
+        self.structure.is_empty()
+            && self.damaged_chunks.is_empty()
+            && self.damaged_vectors.is_empty()
+            && self.missing_vectors.is_empty()
+            && self.keyword_rows_mismatch.is_none()
+    }
+}
+
+/// What [`Store::repair`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub enum Repair {
+    /// Nothing was damaged.
+    Sound,
+    /// Damaged rows were dropped; the next indexing run re-chunks every file and embeds what
+    /// is missing.
+    Dropped { chunks: usize, vectors: usize },
+    /// The database's structure was damaged: it was moved aside to `set_aside` and a new,
+    /// empty index started, which the next run fills from the sources.
+    Rebuilt { set_aside: PathBuf },
+}
+
+/// Most damaged rows named in a report; the counts say the rest.
+const MAX_REPORTED: usize = 20;
+
+impl Store {
+    /// Reads everything in the index and checks it: the database's pages, every chunk's and
+    /// every vector's checksum, that every chunk has its vector and keyword row.
+    pub fn verify(&self) -> Result<Verification> {
+        let error = |e| db_error(&self.dir, e);
+        let mut report = Verification::default();
+        let mut statement = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(error)?;
+        report.structure = statement
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(error)?
+            .into_iter()
+            .filter(|line| line != "ok")
+            .take(MAX_REPORTED)
+            .collect();
+        // Damage the page check already found can make the rows below unreadable.
+        if !report.structure.is_empty() {
+            return Ok(report);
+        }
+        let mut statement = self
+            .conn
+            .prepare(&format!("{CHUNK_COLUMNS} ORDER BY id"))
+            .map_err(error)?;
+        let mut rows = statement.query([]).map_err(error)?;
+        let mut vector_hashes = Vec::new();
+        while let Some(row) = rows.next().map_err(error)? {
+            let stored = read_chunk(row).map_err(error)?;
+            report.chunks += 1;
+            if stored.intact() {
+                vector_hashes.push((stored.chunk.chunk_id.clone(), stored.chunk.embed_hash));
+            } else {
+                report.damaged_chunks.push(stored.chunk.chunk_id);
+            }
+        }
+        let mut statement = self
+            .conn
+            .prepare("SELECT embed_hash, vector, checksum FROM vectors")
+            .map_err(error)?;
+        let mut rows = statement.query([]).map_err(error)?;
+        let mut present = HashSet::new();
+        while let Some(row) = rows.next().map_err(error)? {
+            let hash: String = row.get(0).map_err(error)?;
+            let bytes = row
+                .get_ref(1)
+                .and_then(|v| v.as_blob().map_err(Into::into))
+                .map_err(error)?;
+            report.vectors += 1;
+            if intact(bytes, row.get(2).map_err(error)?) {
+                present.insert(hash);
+            } else {
+                report.damaged_vectors.push(hash);
+            }
+        }
+        report.missing_vectors = vector_hashes
+            .into_iter()
+            .filter(|(_, hash)| !present.contains(hash) && !report.damaged_vectors.contains(hash))
+            .map(|(chunk_id, _)| chunk_id)
+            .collect();
+        let keyword_rows = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM chunks_fts", [], |r| r.get::<_, i64>(0))
+            .map_err(error)? as usize;
+        if keyword_rows != report.chunks {
+            report.keyword_rows_mismatch = Some((keyword_rows, report.chunks));
+        }
+        Ok(report)
+    }
+
+    /// Drops what [`Store::verify`] finds damaged so that the next indexing run rebuilds it
+    /// from the sources: damaged chunks and vectors are deleted and every file is marked for
+    /// re-chunking (which reuses every intact vector, so only what was lost is embedded
+    /// again). A database whose structure is damaged is moved aside whole and started anew.
+    pub fn repair(self) -> Result<(Store, Repair)> {
+        let report = self.verify();
+        let structural = match &report {
+            Ok(report) => !report.structure.is_empty(),
+            Err(IndexError::Database { .. } | IndexError::Damaged { .. }) => true,
+            Err(_) => false,
+        };
+        if structural {
+            return self.start_anew();
+        }
+        let report = report?;
+        if report.is_sound() {
+            return Ok((self, Repair::Sound));
+        }
+        let run = || -> rusqlite::Result<()> {
+            let tx = self.conn.unchecked_transaction()?;
+            for hash in &report.damaged_vectors {
+                tx.execute("DELETE FROM vectors WHERE embed_hash = ?1", [hash])?;
+            }
+            for chunk_id in &report.damaged_chunks {
+                tx.execute(
+                    "DELETE FROM chunks_fts WHERE rowid IN
+                         (SELECT id FROM chunks WHERE chunk_id = ?1)",
+                    [chunk_id],
+                )?;
+                tx.execute("DELETE FROM chunks WHERE chunk_id = ?1", [chunk_id])?;
+            }
+            tx.execute(
+                "DELETE FROM chunks_fts WHERE rowid NOT IN (SELECT id FROM chunks)",
+                [],
+            )?;
+            // A changed chunking fingerprint makes the next run re-chunk every file.
+            tx.execute("DELETE FROM meta WHERE key = 'chunking'", [])?;
+            tx.commit()
+        };
+        run().map_err(|e| self.db_error(e))?;
+        let repair = Repair::Dropped {
+            chunks: report.damaged_chunks.len(),
+            vectors: report.damaged_vectors.len(),
+        };
+        Ok((self, repair))
+    }
+
+    /// Moves the database aside and opens a new, empty one in its place, keeping the lock.
+    fn start_anew(self) -> Result<(Store, Repair)> {
+        let Store { conn, dir, lock } = self;
+        drop(conn);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let set_aside = dir.join(format!("{DATABASE_FILE}.damaged-{stamp}"));
+        for suffix in ["", "-wal", "-shm"] {
+            let from = dir.join(format!("{DATABASE_FILE}{suffix}"));
+            let to = PathBuf::from(format!("{}{suffix}", set_aside.display()));
+            match std::fs::rename(&from, &to) {
+                Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(IndexError::Io { path: from, source })
+                }
+                _ => {}
+            }
+        }
+        let path = dir.join(DATABASE_FILE);
+        let conn = Connection::open(&path).map_err(|source| IndexError::Database {
+            path: path.clone(),
+            source,
+        })?;
+        let store = Store { conn, dir, lock };
+        store.init()?;
+        Ok((store, Repair::Rebuilt { set_aside }))
+    }
+}
+
+/// Takes the index's writer lock, or says who holds it.
+fn lock_writer(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let io_error = |source| IndexError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(IndexError::Locked {
+                path: dir.to_path_buf(),
+                pid: holder.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(io_error(source)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io_error)?;
+    Ok(file)
+}
+
+/// SQLite's URI form of a path, so `?immutable=1` can follow it.
+fn file_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for byte in path.as_os_str().as_encoded_bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                uri.push(*byte as char)
+            }
+            other => uri.push_str(&format!("%{other:02X}")),
+        }
+    }
+    uri
+}
+
+/// The errors of a read-only connection that would need to write beside the database (its
+/// shared-memory file) to read it.
+fn cannot_open_read_only(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    )
+}
+
+/// Whether `bytes` still hash to the checksum stored beside them.
+fn intact(bytes: &[u8], checksum: Option<i64>) -> bool {
+    checksum.is_none_or(|stored| stored as u32 == crc32fast::hash(bytes))
+}
+
+const CHUNK_COLUMNS: &str = "SELECT chunk_id, uid, file, path, seq, source, language, symbol, kind, parent,
+    start_line, end_line, start_byte, end_byte, content_hash, text, embed_hash, metadata, signature_hash,
+    checksum, id
+    FROM chunks";
+const CHUNK_ROW_ID: usize = 20;
+
+/// A chunk row as read, with its checksum as stored and as computed from what was read.
+struct StoredChunk {
+    chunk: ChunkRecord,
+    stored: Option<u32>,
+    computed: u32,
+}
+
+impl StoredChunk {
+    fn intact(&self) -> bool {
+        self.stored.is_none_or(|stored| stored == self.computed)
+    }
+}
+
+fn read_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredChunk> {
     let metadata: Option<String> = r.get(17)?;
     let chunk_id: String = r.get(0)?;
-    Ok(ChunkRecord {
+    let chunk = ChunkRecord {
         uuid: crate::ids::uuid(&chunk_id),
         chunk_id,
         uid: r.get(1)?,
@@ -590,12 +1049,73 @@ fn read_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRecord> {
         content_hash: r.get(14)?,
         text: r.get(15)?,
         embed_hash: r.get(16)?,
-        metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
+        metadata: metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
         signature_hash: r.get(18)?,
+    };
+    Ok(StoredChunk {
+        computed: chunk_checksum(&chunk, metadata.as_deref()),
+        stored: r.get::<_, Option<i64>>(19)?.map(|c| c as u32),
+        chunk,
     })
 }
 
+/// CRC-32 of every stored field of a chunk, each preceded by its length so that no two rows
+/// hash the same text; `metadata` as stored (JSON text).
+fn chunk_checksum(chunk: &ChunkRecord, metadata: Option<&str>) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    fn optional(text: &Option<String>) -> Option<&[u8]> {
+        text.as_deref().map(str::as_bytes)
+    }
+    for text in [
+        &chunk.chunk_id,
+        &chunk.file,
+        &chunk.path,
+        &chunk.source,
+        &chunk.language,
+        &chunk.content_hash,
+        &chunk.text,
+        &chunk.embed_hash,
+    ] {
+        field(text.as_bytes());
+    }
+    for text in [
+        optional(&chunk.symbol),
+        optional(&chunk.kind),
+        optional(&chunk.parent),
+        optional(&chunk.signature_hash),
+        metadata.map(str::as_bytes),
+    ] {
+        // Absent and empty must differ.
+        field(&[u8::from(text.is_some())]);
+        field(text.unwrap_or_default());
+    }
+    for number in [
+        chunk.uid,
+        chunk.seq as i64,
+        chunk.start_line as i64,
+        chunk.end_line as i64,
+        chunk.start_byte as i64,
+        chunk.end_byte as i64,
+    ] {
+        field(&number.to_le_bytes());
+    }
+    hasher.finalize()
+}
+
 fn db_error(dir: &Path, source: rusqlite::Error) -> IndexError {
+    if matches!(
+        source.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    ) {
+        return IndexError::Damaged {
+            path: dir.join(DATABASE_FILE),
+            what: format!("SQLite cannot read its pages ({source})"),
+        };
+    }
     IndexError::Database {
         path: dir.join(DATABASE_FILE),
         source,
@@ -624,12 +1144,13 @@ fn delete_file_chunks(tx: &rusqlite::Transaction<'_>, file: &str) -> rusqlite::R
 
 fn insert_chunk(tx: &rusqlite::Transaction<'_>, chunk: &ChunkRecord) -> rusqlite::Result<()> {
     let metadata = chunk.metadata.as_ref().map(|m| m.to_string());
+    let checksum = chunk_checksum(chunk, metadata.as_deref());
     tx.execute(
         "INSERT INTO chunks(chunk_id, uid, file, path, seq, source, language, symbol, kind, parent,
              start_line, end_line, start_byte, end_byte, content_hash, text, embed_hash, metadata,
-             signature_hash)
+             signature_hash, checksum)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-             ?19)",
+             ?19, ?20)",
         params![
             chunk.chunk_id,
             chunk.uid,
@@ -650,6 +1171,7 @@ fn insert_chunk(tx: &rusqlite::Transaction<'_>, chunk: &ChunkRecord) -> rusqlite
             chunk.embed_hash,
             metadata,
             chunk.signature_hash,
+            checksum,
         ],
     )?;
     let id = tx.last_insert_rowid();

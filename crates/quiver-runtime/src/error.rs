@@ -20,6 +20,12 @@ pub enum RuntimeError {
     },
     #[error("tensor `{name}` has dtype {dtype}, which Quiver cannot read (F32, F16, BF16 only)")]
     TensorDtype { name: String, dtype: String },
+    #[error("{path}: tensor `{name}` holds a NaN or infinite value (element {index})")]
+    NonFiniteWeight {
+        path: PathBuf,
+        name: String,
+        index: usize,
+    },
     #[error("invalid model config {path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error("unsupported architecture `{found}` in {path}; supported: {supported}")]

@@ -52,7 +52,7 @@ impl WeightFiles {
                     message: error.to_string(),
                 })?;
             for (name, view) in parsed.tensors() {
-                views.insert(name, view);
+                views.insert(name, (view, path.as_path()));
             }
         }
         Ok(TensorStore {
@@ -103,7 +103,8 @@ fn weight_paths(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Named tensors of a model, read as f32 whatever their stored dtype.
 pub struct TensorStore<'a> {
     dir: &'a Path,
-    views: HashMap<String, safetensors::tensor::TensorView<'a>>,
+    /// Each tensor with the file it is in, for messages.
+    views: HashMap<String, (safetensors::tensor::TensorView<'a>, &'a Path)>,
     prefix: String,
     /// Layers loaded from this store keep a second, panel-packed copy of their weights for
     /// inputs of a few tokens ([`crate::kernels::matmul_few_rows`]).
@@ -159,7 +160,7 @@ impl TensorStore<'_> {
     /// Reads a tensor, checking its shape against what the config promised.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let full = self.full_name(name);
-        let view = self
+        let (view, file) = self
             .views
             .get(&full)
             .ok_or_else(|| RuntimeError::MissingTensor {
@@ -173,7 +174,17 @@ impl TensorStore<'_> {
                 expected: shape.to_vec(),
             });
         }
-        to_f32(&full, view.dtype(), view.data())
+        let values = to_f32(&full, view.dtype(), view.data())?;
+        // A NaN or infinity in a weight turns every vector it touches into NaN: refuse the
+        // model rather than serve `null`s.
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(RuntimeError::NonFiniteWeight {
+                path: file.to_path_buf(),
+                name: full,
+                index,
+            });
+        }
+        Ok(values)
     }
 
     pub fn get_optional(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {

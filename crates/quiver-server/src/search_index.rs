@@ -30,7 +30,7 @@ pub enum OpenIndexError {
 
 impl SearchIndex {
     pub fn open(dir: &Path) -> Result<Self, OpenIndexError> {
-        let store = Store::open(dir, false)?;
+        let store = Store::open(dir)?;
         let settings = store
             .settings()?
             .ok_or_else(|| OpenIndexError::Empty(dir.to_path_buf()))?;

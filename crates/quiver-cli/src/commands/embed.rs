@@ -5,8 +5,9 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use quiver_embed::{Device, EmbedOptions, Embedder, EmbedderOptions, DEFAULT_MODEL};
 use quiver_index::export::write_npy_f32;
-use std::io::{BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use quiver_index::output::Output;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -143,18 +144,11 @@ fn write_vectors(
     format: OutputFormat,
     output: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut sink: Box<dyn Write> = match output {
-        Some(path) => Box::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        ),
-        None => {
-            if matches!(format, OutputFormat::Npy) && std::io::stdout().is_terminal() {
-                bail!("--format npy writes binary data: pass --output FILE or redirect standard output");
-            }
-            Box::new(std::io::stdout().lock())
-        }
-    };
-    let mut writer = BufWriter::new(&mut sink);
+    let to_stdout = output.is_none_or(|path| path.as_os_str() == "-");
+    if to_stdout && matches!(format, OutputFormat::Npy) && std::io::stdout().is_terminal() {
+        bail!("--format npy writes binary data: pass --output FILE or redirect standard output");
+    }
+    let mut writer = Output::create(output.map_or(Path::new("-"), PathBuf::as_path))?;
     match format {
         OutputFormat::Jsonl => {
             for (index, vector) in vectors.iter().enumerate() {
@@ -167,6 +161,6 @@ fn write_vectors(
         }
         OutputFormat::Npy => write_npy_f32(&mut writer, vectors)?,
     }
-    writer.flush().context("writing vectors")?;
+    writer.finish()?;
     Ok(())
 }

@@ -111,16 +111,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         write_ranks(path, &reports).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
-        print_table(&reports, dataset.queries.len(), &model_id);
+        print_table(&reports, dataset.queries.len(), &model_id)?;
     }
     Ok(())
 }
 
 fn write_ranks(path: &std::path::Path, reports: &[SystemReport]) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut out = quiver_index::output::Output::create(path)?;
     for report in reports {
         for mode in &report.modes {
             for outcome in &mode.outcomes {
@@ -135,40 +135,41 @@ fn write_ranks(path: &std::path::Path, reports: &[SystemReport]) -> anyhow::Resu
             }
         }
     }
-    out.flush()?;
+    out.finish()?;
     Ok(())
 }
 
-fn print_table(reports: &[SystemReport], queries: usize, model: &str) {
-    println!(
+fn print_table(reports: &[SystemReport], queries: usize, model: &str) -> std::io::Result<()> {
+    outln!(
         "{queries} queries, model {model}; a hit is a result holding the definition's first line\n"
     );
-    println!(
+    outln!(
         "{:<44} {:<7} {:<11} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8}",
         "system", "mode", "language", "n", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10"
     );
     for report in reports {
         for mode in &report.modes {
-            print_row(&report.name, &mode.mode, "all", &mode.overall);
+            print_row(&report.name, &mode.mode, "all", &mode.overall)?;
             for (language, metrics) in &mode.by_language {
-                print_row("", "", language, metrics);
+                print_row("", "", language, metrics)?;
             }
         }
     }
-    println!();
+    outln!();
     for report in reports {
         match &report.indexing {
-            Some(f) => println!(
+            Some(f) => outln!(
                 "indexing {}: {} files, {} chunks in {:.1} s ({:.1} files/s, {:.1} chunks/s), budget {} tokens",
                 report.name, f.files, f.chunks, f.seconds, f.files_per_second, f.chunks_per_second, report.chunk_tokens
             ),
-            None => println!("indexing {}: built by an earlier run with no figures kept", report.name),
+            None => outln!("indexing {}: built by an earlier run with no figures kept", report.name),
         }
     }
+    Ok(())
 }
 
-fn print_row(system: &str, mode: &str, language: &str, m: &Metrics) {
-    println!(
+fn print_row(system: &str, mode: &str, language: &str, m: &Metrics) -> std::io::Result<()> {
+    outln!(
         "{:<44} {:<7} {:<11} {:>5} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>8.3}",
         system,
         mode,
@@ -180,4 +181,5 @@ fn print_row(system: &str, mode: &str, language: &str, m: &Metrics) {
         m.mrr_at_10,
         m.ndcg_at_10
     );
+    Ok(())
 }

@@ -44,7 +44,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         bail!("--to takes a format and a destination, e.g. --to jsonl chunks.jsonl");
     };
     let index_dir = location::find(args.index.clone())?;
-    let store = Store::open(&index_dir, false)?;
+    let store = Store::open(&index_dir)?;
     let (settings, records) = export_records(&store)?;
     let schema = Schema::of(&settings);
     let report = match format.as_str() {

@@ -17,7 +17,7 @@ pub struct ImportArgs {
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let index_dir = location::for_root(args.index, &std::env::current_dir()?);
-    let mut store = Store::open(&index_dir, true)?;
+    let mut store = Store::open_writer(&index_dir)?;
     let report = import_npy_dir(&args.from, &mut store)
         .with_context(|| format!("importing {}", args.from.display()))?;
     eprintln!(

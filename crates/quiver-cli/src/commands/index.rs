@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use quiver_embed::{Device, DEFAULT_MODEL};
 use quiver_index::walk::WalkOptions;
-use quiver_index::{Chunking, IndexOptions, IndexReport, Input, Store};
+use quiver_index::{Chunking, IndexOptions, IndexReport, Input, Repair, Store};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -49,6 +49,11 @@ pub struct IndexArgs {
     commit_every: usize,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
     device: Device,
+    /// Check the index first and drop what is damaged (see `quiver status --verify`), so this
+    /// run rebuilds it from the sources; a database whose structure is damaged is moved aside
+    /// and the index built anew.
+    #[arg(long)]
+    repair: bool,
     /// Print the run's report as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -68,7 +73,23 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     };
     let root = input.root();
     let index_dir = location::for_root(args.index.clone(), root);
-    let mut store = Store::open(&index_dir, true)?;
+    let mut store = Store::open_writer(&index_dir)?;
+    if args.repair {
+        let (repaired, repair) = store.repair()?;
+        store = repaired;
+        match repair {
+            Repair::Sound => eprintln!("quiver: {}: nothing damaged", index_dir.display()),
+            Repair::Dropped { chunks, vectors } => eprintln!(
+                "quiver: dropped {chunks} damaged chunks and {vectors} damaged vectors; \
+                 re-chunking every file to rebuild them"
+            ),
+            Repair::Rebuilt { set_aside } => eprintln!(
+                "quiver: the database's structure was damaged; moved it to {} and building \
+                 the index anew",
+                set_aside.display()
+            ),
+        }
+    }
     let stored = store.settings()?;
     let model = args
         .model
@@ -113,19 +134,19 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         .with_context(|| format!("indexing {} into {}", root.display(), index_dir.display()))?;
     progress.finish();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_summary(&report, &index_dir);
+        print_summary(&report, &index_dir)?;
     }
     Ok(())
 }
 
-fn print_summary(report: &IndexReport, index_dir: &std::path::Path) {
-    println!(
+fn print_summary(report: &IndexReport, index_dir: &std::path::Path) -> std::io::Result<()> {
+    outln!(
         "{} files indexed: {} changed, {} unchanged, {} removed",
         report.files_indexed, report.files_changed, report.files_unchanged, report.files_removed
     );
-    println!(
+    outln!(
         "chunks: {} written ({} embedded, {} reused), budget {} tokens",
         report.chunks_written, report.chunks_embedded, report.chunks_reused, report.chunk_tokens
     );
@@ -135,9 +156,10 @@ fn print_summary(report: &IndexReport, index_dir: &std::path::Path) {
             .iter()
             .map(|(reason, n)| format!("{reason} {n}"))
             .collect();
-        println!("skipped: {}", skipped.join(", "));
+        outln!("skipped: {}", skipped.join(", "));
     }
-    println!("index: {} ({:.1} s)", index_dir.display(), report.seconds);
+    outln!("index: {} ({:.1} s)", index_dir.display(), report.seconds);
+    Ok(())
 }
 
 /// How the index records a model: a local folder by its absolute path, so `quiver search` finds

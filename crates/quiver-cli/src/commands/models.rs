@@ -52,15 +52,15 @@ fn card_json(card: &ModelCard) -> Value {
 fn list(as_json: bool) -> anyhow::Result<()> {
     if as_json {
         let cards: Vec<Value> = KNOWN_MODELS.iter().map(card_json).collect();
-        println!("{}", serde_json::to_string_pretty(&cards)?);
+        outln!("{}", serde_json::to_string_pretty(&cards)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<58} {:<12} {:>5} {:>6} {:<9} {:<4} supported",
         "model", "architecture", "dims", "tokens", "pooling", "on"
     );
     for card in KNOWN_MODELS {
-        println!(
+        outln!(
             "{:<58} {:<12} {:>5} {:>6} {:<9} {:<4} {}",
             card.id,
             card.architecture,
@@ -71,7 +71,7 @@ fn list(as_json: bool) -> anyhow::Result<()> {
             if card.supported() { "yes" } else { "not yet" }
         );
     }
-    println!(
+    outln!(
         "\nArchitectures this build runs: {}",
         SUPPORTED_ARCHITECTURES.join(", ")
     );
@@ -91,14 +91,14 @@ fn info(id: &str, as_json: bool) -> anyhow::Result<()> {
         None => folder_info(id)?,
     };
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
     } else if let Some(fields) = value.as_object() {
         for (key, field) in fields {
             let shown = match field {
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
             };
-            println!("{key:<22} {shown}");
+            outln!("{key:<22} {shown}");
         }
     }
     Ok(())

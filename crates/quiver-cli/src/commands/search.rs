@@ -36,7 +36,7 @@ pub struct SearchArgs {
 
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let index_dir = location::find(args.index.clone())?;
-    let store = Store::open(&index_dir, false)?;
+    let store = Store::open(&index_dir)?;
     let Some(settings) = store.settings()? else {
         bail!(
             "the index at {} is empty: run `quiver index` first",
@@ -71,18 +71,18 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         },
     )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&hits)?);
+        outln!("{}", serde_json::to_string_pretty(&hits)?);
     } else if hits.is_empty() {
-        println!("no results");
+        outln!("no results");
     } else {
         for hit in &hits {
-            print_hit(hit);
+            print_hit(hit)?;
         }
     }
     Ok(())
 }
 
-fn print_hit(hit: &SearchHit) {
+fn print_hit(hit: &SearchHit) -> std::io::Result<()> {
     let chunk = &hit.chunk;
     let mut title = format!("{}:{}-{}", chunk.path, chunk.start_line, chunk.end_line);
     if let Some(symbol) = &chunk.symbol {
@@ -93,10 +93,11 @@ fn print_hit(hit: &SearchHit) {
             symbol,
         ));
     }
-    println!("{title}  ({:.4})", hit.score);
+    outln!("{title}  ({:.4})", hit.score);
     for line in chunk.text.lines().filter(|l| !l.trim().is_empty()).take(3) {
         let line: String = line.chars().take(100).collect();
-        println!("    {line}");
+        outln!("    {line}");
     }
-    println!();
+    outln!();
+    Ok(())
 }

@@ -236,7 +236,7 @@ fn served_model(
         return Ok((asked.unwrap_or(DEFAULT_MODEL).to_string(), None));
     };
     let store =
-        Store::open(dir, false).with_context(|| format!("opening index {}", dir.display()))?;
+        Store::open(dir).with_context(|| format!("opening index {}", dir.display()))?;
     let settings = store.settings()?.with_context(|| {
         format!(
             "the index at {} is empty: run `quiver index` first",

@@ -3,7 +3,7 @@ use anyhow::bail;
 use clap::Args;
 use quiver_embed::Quantization;
 use quiver_index::Store;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -13,11 +13,18 @@ pub struct StatusArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Read everything in the index and check it (database pages, every chunk's and vector's
+    /// checksum); exits with an error naming what is damaged. `quiver index --repair` mends it.
+    #[arg(long)]
+    verify: bool,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     let index_dir = location::find(args.index)?;
-    let store = Store::open(&index_dir, false)?;
+    let store = Store::open(&index_dir)?;
+    if args.verify {
+        return verify(&store, &index_dir, args.json);
+    }
     let Some(settings) = store.settings()? else {
         bail!(
             "the index at {} is empty: run `quiver index` first",
@@ -39,14 +46,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             "chunking": store.meta("chunking")?,
             "stats": stats,
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
-    println!("index:     {}", index_dir.display());
+    outln!("index:     {}", index_dir.display());
     if let Some(root) = root {
-        println!("root:      {root}");
+        outln!("root:      {root}");
     }
-    println!(
+    outln!(
         "model:     {} ({} dimensions, {})",
         settings.model,
         settings.dimension,
@@ -56,13 +63,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
     );
     if let Some(prompt) = &settings.query_prompt {
-        println!(
+        outln!(
             "prompts:   query {prompt:?}, document {:?}",
             settings.document_prompt
         );
     }
-    println!("files:     {}", stats.files);
-    println!(
+    outln!("files:     {}", stats.files);
+    outln!(
         "chunks:    {} ({} distinct vectors)",
         stats.chunks, stats.vectors
     );
@@ -71,10 +78,59 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(language, n)| format!("{language} {n}"))
         .collect();
-    println!("languages: {}", languages.join(", "));
-    println!(
+    outln!("languages: {}", languages.join(", "));
+    outln!(
         "size:      {:.1} MiB",
         stats.database_bytes as f64 / (1 << 20) as f64
     );
+    Ok(())
+}
+
+fn verify(store: &Store, index_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let report = store.verify()?;
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "index": index_dir,
+                "sound": report.is_sound(),
+                "verification": report,
+            }))?
+        );
+    } else {
+        outln!(
+            "checked {} chunks and {} vectors in {}",
+            report.chunks,
+            report.vectors,
+            index_dir.display()
+        );
+        for line in &report.structure {
+            outln!("damaged database page: {line}");
+        }
+        for (what, names) in [
+            ("damaged chunk", &report.damaged_chunks),
+            ("damaged vector of text", &report.damaged_vectors),
+            ("chunk without its vector", &report.missing_vectors),
+        ] {
+            for name in names.iter().take(20) {
+                outln!("{what}: {name}");
+            }
+            if names.len() > 20 {
+                outln!("... and {} more of those", names.len() - 20);
+            }
+        }
+        if let Some((rows, chunks)) = report.keyword_rows_mismatch {
+            outln!("keyword index: {rows} rows for {chunks} chunks");
+        }
+    }
+    if !report.is_sound() {
+        bail!(
+            "the index at {} is damaged: run `quiver index --repair` to rebuild what is damaged",
+            index_dir.display()
+        );
+    }
+    if !json {
+        outln!("no damage found");
+    }
     Ok(())
 }

@@ -7,18 +7,20 @@
 //!   `signature_embeddings.npy` (same rows; zeros where a chunk has no signature),
 //!   `metadata.json` (the payloads, same order) and `model_info.json`.
 //!
-//! Files are written beside their destination and renamed into place, so a failed export leaves
-//! the destination as it was.
+//! Files go through [`Output`]: written beside their destination and renamed into place, so a
+//! failed export leaves the destination as it was; FIFOs, devices and `-` are streamed into.
 
 mod npy;
 
 pub use npy::{read_npy_f32, write_npy_f32};
 
 use crate::error::{IndexError, Result};
+use crate::output::Output;
 use crate::store::{ChunkRecord, IndexSettings, Store};
 use serde_json::{json, Value};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
 
 /// One chunk ready to leave: its UUID, vector and payload.
 pub struct ExportRecord {
@@ -83,28 +85,42 @@ fn payload(chunk: &ChunkRecord, settings: &IndexSettings) -> Value {
     })
 }
 
-/// Writes `records` as JSONL to `path`; returns how many.
+/// Writes `records` as JSONL to `path` (see [`Output`] for what a destination may be);
+/// returns how many.
 pub fn write_jsonl(path: &Path, records: &[ExportRecord]) -> Result<usize> {
-    write_atomically(path, |writer| {
+    let mut output = Output::create(path)?;
+    let written = (|| -> std::io::Result<()> {
         for record in records {
             let mut line =
                 json!({"id": record.id, "vector": record.vector, "payload": record.payload});
             if let Some(signature) = &record.signature {
                 line["signature_vector"] = json!(signature);
             }
-            serde_json::to_writer(&mut *writer, &line).map_err(std::io::Error::from)?;
-            writer.write_all(b"\n")?;
+            serde_json::to_writer(&mut output, &line)?;
+            output.write_all(b"\n")?;
         }
         Ok(())
+    })();
+    written.map_err(|source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
     })?;
+    output.finish()?;
     Ok(records.len())
 }
 
-/// The NumPy export's signature vectors (rows of zeros: no signature).
+/// The NumPy export's files. `model_info.json` records the SHA-256 of the other three under
+/// `files`, so a reader can tell a complete export from a mix of two.
+pub const EMBEDDINGS_FILE: &str = "embeddings.npy";
+/// Signature vectors (rows of zeros: no signature).
 pub const SIGNATURE_FILE: &str = "signature_embeddings.npy";
+pub const METADATA_FILE: &str = "metadata.json";
+pub const INFO_FILE: &str = "model_info.json";
 
 /// Writes `embeddings.npy`, `signature_embeddings.npy`, `metadata.json` and `model_info.json`
-/// into `dir`.
+/// into `dir`. Every file is complete before any is renamed into place, and `model_info.json`
+/// goes last with the others' digests: a run that fails leaves the old export, and one killed
+/// between renames leaves files whose digests disagree, which `quiver import` refuses.
 pub fn write_npy_dir(
     dir: &Path,
     settings: &IndexSettings,
@@ -114,23 +130,24 @@ pub fn write_npy_dir(
         path: dir.to_path_buf(),
         source,
     })?;
-    let rows: Vec<Vec<f32>> = records.iter().map(|r| r.vector.clone()).collect();
-    write_atomically(&dir.join("embeddings.npy"), |writer| {
-        write_npy_f32(writer, &rows)
-    })?;
-    let signatures: Vec<Vec<f32>> = records
+    let rows: Vec<&[f32]> = records.iter().map(|r| r.vector.as_slice()).collect();
+    let zeros = vec![0.0; settings.dimension];
+    let signatures: Vec<&[f32]> = records
         .iter()
-        .map(|r| {
-            r.signature
-                .clone()
-                .unwrap_or_else(|| vec![0.0; r.vector.len()])
-        })
+        .map(|r| r.signature.as_deref().unwrap_or(&zeros))
         .collect();
-    write_atomically(&dir.join(SIGNATURE_FILE), |writer| {
-        write_npy_f32(writer, &signatures)
-    })?;
-    let metadata: Vec<&Value> = records.iter().map(|r| &r.payload).collect();
-    write_json(&dir.join("metadata.json"), &json!(metadata))?;
+    let metadata = json!(records.iter().map(|r| &r.payload).collect::<Vec<_>>());
+    let staged = [
+        stage(dir, EMBEDDINGS_FILE, |w| write_npy_f32(w, &rows))?,
+        stage(dir, SIGNATURE_FILE, |w| write_npy_f32(w, &signatures))?,
+        stage(dir, METADATA_FILE, |w| {
+            serde_json::to_writer_pretty(w, &metadata).map_err(std::io::Error::from)
+        })?,
+    ];
+    let files: serde_json::Map<String, Value> = staged
+        .iter()
+        .map(|file| (file.name.to_string(), json!(file.digest)))
+        .collect();
     let info = json!({
         "model": settings.model,
         "dimension": settings.dimension,
@@ -139,34 +156,70 @@ pub fn write_npy_dir(
         "query_prompt": settings.query_prompt,
         "quantization": settings.quantization.name(),
         "chunks": records.len(),
+        "files": files,
         "quiver_version": env!("CARGO_PKG_VERSION"),
     });
-    write_json(&dir.join("model_info.json"), &info)?;
+    let info = stage(dir, INFO_FILE, |w| {
+        serde_json::to_writer_pretty(w, &info).map_err(std::io::Error::from)
+    })?;
+    for file in staged.into_iter().chain([info]) {
+        file.output.finish()?;
+    }
     Ok(records.len())
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<()> {
-    write_atomically(path, |writer| {
-        serde_json::to_writer_pretty(&mut *writer, value).map_err(std::io::Error::from)
+/// A file of an export written in full beside its destination, not yet in place.
+struct Staged {
+    name: &'static str,
+    output: Output,
+    /// `sha256:` and the hex digest of its bytes.
+    digest: String,
+}
+
+fn stage(
+    dir: &Path,
+    name: &'static str,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<Staged> {
+    let path = dir.join(name);
+    let output = Output::create(&path)?;
+    let mut digesting = Digesting {
+        inner: output,
+        hasher: Sha256::new(),
+    };
+    fill(&mut digesting)
+        .and_then(|()| digesting.flush())
+        .map_err(|source| IndexError::Io { path, source })?;
+    Ok(Staged {
+        name,
+        output: digesting.inner,
+        digest: format!("sha256:{}", hex(&digesting.hasher.finalize())),
     })
 }
 
-/// Writes through `fill` into `path.partial`, then renames it to `path`.
-fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let io_error = |source| IndexError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let partial = PathBuf::from(format!("{}.partial", path.display()));
-    let file = std::fs::File::create(&partial).map_err(io_error)?;
-    let mut writer = BufWriter::new(file);
-    let written = fill(&mut writer).and_then(|()| writer.flush());
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&partial);
-        return Err(io_error(source));
+/// The form `model_info.json` records a file's digest in.
+pub fn file_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A writer that hashes what passes through it.
+struct Digesting {
+    inner: Output,
+    hasher: Sha256,
+}
+
+impl Write for Digesting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        Ok(written)
     }
-    std::fs::rename(&partial, path).map_err(io_error)
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -5,9 +5,12 @@
 
 use std::io::Write;
 
-pub fn write_npy_f32<W: Write>(writer: &mut W, rows: &[Vec<f32>]) -> std::io::Result<()> {
-    let cols = rows.first().map_or(0, Vec::len);
-    if rows.iter().any(|row| row.len() != cols) {
+pub fn write_npy_f32<W: Write + ?Sized, R: AsRef<[f32]>>(
+    writer: &mut W,
+    rows: &[R],
+) -> std::io::Result<()> {
+    let cols = rows.first().map_or(0, |row| row.as_ref().len());
+    if rows.iter().any(|row| row.as_ref().len() != cols) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "rows of different lengths cannot form a matrix",
@@ -26,7 +29,7 @@ pub fn write_npy_f32<W: Write>(writer: &mut W, rows: &[Vec<f32>]) -> std::io::Re
     writer.write_all(&(header.len() as u16).to_le_bytes())?;
     writer.write_all(header.as_bytes())?;
     for row in rows {
-        for value in row {
+        for value in row.as_ref() {
             writer.write_all(&value.to_le_bytes())?;
         }
     }
