@@ -13,7 +13,7 @@
 //!
 //! Every chunk row and every vector carries a CRC-32 of its contents (`checksum`), checked
 //! whenever it is read, so bits flipped on disk are reported as damage instead of silently
-//! changing answers; [`Store::verify`] checks everything, and [`Store::drop_damaged`] removes
+//! changing answers; [`Store::verify`] checks everything, and [`Store::repair`] removes
 //! what is damaged so the next run embeds it again.
 
 use crate::error::{IndexError, Result};
@@ -875,7 +875,32 @@ impl Store {
     /// from the sources: damaged chunks and vectors are deleted and every file is marked for
     /// re-chunking (which reuses every intact vector, so only what was lost is embedded
     /// again). A database whose structure is damaged is moved aside whole and started anew.
-    pub fn repair(self) -> Result<(Store, Repair)> {
+    ///
+    /// Opens the index for writing as [`Store::open_writer`] does, even when its database can
+    /// no longer be opened at all.
+    pub fn repair(dir: &Path) -> Result<(Store, Repair)> {
+        let path = dir.join(DATABASE_FILE);
+        if !path.is_file() {
+            return Err(IndexError::NoIndex(dir.to_path_buf()));
+        }
+        let lock = lock_writer(dir)?;
+        let conn = Connection::open(&path).map_err(|source| IndexError::Database {
+            path: path.clone(),
+            source,
+        })?;
+        let store = Store {
+            conn,
+            dir: dir.to_path_buf(),
+            lock: Some(lock),
+        };
+        match store.init() {
+            Ok(()) => store.drop_damaged(),
+            Err(IndexError::Damaged { .. }) => store.start_anew(),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn drop_damaged(self) -> Result<(Store, Repair)> {
         let report = self.verify();
         let structural = match &report {
             Ok(report) => !report.structure.is_empty(),

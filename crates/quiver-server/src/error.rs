@@ -123,6 +123,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// A failure inside the server. Its own message can name files on the server (model
+    /// folders, the index database), which are no client's business: the log gets it, the
+    /// client a description of what failed.
+    pub fn internal(what: &str, error: &dyn std::fmt::Display) -> Self {
+        tracing::error!("{what} failed: {error}");
+        ApiError::backend(format!("{what} failed; the server's log has the details"))
+    }
+}
+
 impl From<quiver_embed::EmbedError> for ApiError {
     fn from(error: quiver_embed::EmbedError) -> Self {
         use quiver_embed::EmbedError;
@@ -130,19 +140,27 @@ impl From<quiver_embed::EmbedError> for ApiError {
             EmbedError::UnknownPrompt { .. }
             | EmbedError::UnknownTask { .. }
             | EmbedError::Dimensions { .. } => ApiError::bad_request(error.to_string()),
-            other => ApiError::backend(other.to_string()),
+            EmbedError::NonFiniteOutput { .. } => ApiError::backend(error.to_string()),
+            other => ApiError::internal("embedding", &other),
         }
     }
 }
 
 impl From<quiver_index::IndexError> for ApiError {
     fn from(error: quiver_index::IndexError) -> Self {
+        use quiver_index::IndexError;
         match error {
-            quiver_index::IndexError::BadGlob { .. }
-            | quiver_index::IndexError::UnknownLanguage { .. } => {
+            IndexError::BadGlob { .. } | IndexError::UnknownLanguage { .. } => {
                 ApiError::bad_request(format!("`languages` / `path`: {error}"))
             }
-            other => ApiError::backend(other.to_string()),
+            IndexError::Damaged { .. } => {
+                tracing::error!("{error}");
+                ApiError::backend(
+                    "the index is damaged; `quiver status --verify` on the server names what, \
+                     and `quiver index --repair` rebuilds it",
+                )
+            }
+            other => ApiError::internal("searching the index", &other),
         }
     }
 }

@@ -35,7 +35,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Everything about a server but its model.
 #[derive(Debug, Clone)]
@@ -50,6 +50,40 @@ pub struct ServerOptions {
     pub index: Option<PathBuf>,
     /// Where the model runs, as `/info` reports it (`cpu`, `cuda:0`).
     pub backend: String,
+    /// `Host` header values accepted besides the bound address's own (see [`HostCheck`]);
+    /// `*` accepts any.
+    pub allowed_hosts: Vec<String>,
+    pub timeouts: Timeouts,
+}
+
+/// How long a client may take, so that connections that send slowly or nothing at all do not
+/// hold the server's sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For a request's headers to arrive, counted from the connection's start or the previous
+    /// response: also how long an idle keep-alive connection stays open.
+    pub header: Duration,
+    /// For a request's whole body to arrive once its headers have.
+    pub body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(10),
+            body: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The name a model is shown by to clients: a hub id as given, a local folder by its own name
+/// only (its path on the server is no client's business).
+pub fn public_model_name(spec: &str) -> String {
+    let path = std::path::Path::new(spec);
+    match path.file_name() {
+        Some(name) if path.is_absolute() || path.is_dir() => name.to_string_lossy().into_owned(),
+        _ => spec.to_string(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +100,8 @@ pub enum ServerError {
     },
     #[error("warm-up embedding failed: {0}")]
     WarmUp(#[from] quiver_embed::EmbedError),
+    #[error("the API key is empty: give a key, or none to serve without authentication")]
+    EmptyApiKey,
     #[error("cannot start the model thread: {0}")]
     Thread(std::io::Error),
 }
@@ -74,6 +110,8 @@ pub enum ServerError {
 pub struct Server {
     state: Arc<AppState>,
     model_thread: JoinHandle<()>,
+    allowed_hosts: Vec<String>,
+    timeouts: Timeouts,
 }
 
 impl Server {
@@ -95,6 +133,9 @@ impl Server {
                 });
             }
         }
+        if options.api_key.as_deref() == Some("") {
+            return Err(ServerError::EmptyApiKey);
+        }
         embedder.embed(&["warm up the model"], &EmbedOptions::default())?;
         let embedder = Arc::new(embedder);
         let metrics = Arc::new(Metrics::new());
@@ -108,13 +149,15 @@ impl Server {
             limits: options.limits,
             metrics,
             index: index.map(Arc::new),
-            api_key: options.api_key.filter(|key| !key.is_empty()),
+            api_key: options.api_key,
             batching: options.batching,
             backend: options.backend,
         });
         Ok(Server {
             state,
             model_thread,
+            allowed_hosts: options.allowed_hosts,
+            timeouts: options.timeouts,
         })
     }
 
@@ -124,18 +167,172 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight and returns.
+    /// Each connection is HTTP/1.1 with the [`Timeouts`]; without an API key, `Host` headers
+    /// are checked ([`HostCheck`]).
     pub async fn run<F>(self, listener: tokio::net::TcpListener, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let app = self.router();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        // Dropping the last queue sender lets the model thread finish its loop.
+        let check = match &self.state.api_key {
+            // A page in the user's browser cannot present a key it does not know: rebinding a
+            // name to this address gets it nothing.
+            Some(_) => None,
+            None => HostCheck::new(listener.local_addr()?, &self.allowed_hosts),
+        };
+        let body_timeout = self.timeouts.body;
+        let payload_limit = self.state.limits.payload_limit;
+        let app = self
+            .router()
+            .layer(middleware::from_fn(move |request, next| {
+                read_body_in_time(request, next, body_timeout, payload_limit)
+            }))
+            .layer(middleware::from_fn_with_state(check.map(Arc::new), check_host));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(error) => {
+                            // Out of file descriptors, usually: wait for some to close.
+                            tracing::warn!("accepting a connection failed: {error}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(self.timeouts.header)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!("connection closed: {error}");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        // Dropping the last queue sender (the router holds the state too) lets the model
+        // thread finish its loop.
+        drop(app);
         drop(self.state);
         let _ = tokio::task::spawn_blocking(move || self.model_thread.join()).await;
         Ok(())
+    }
+}
+
+/// Reads a request's whole body within `timeout` (a client sending a byte a second is cut
+/// off), refusing one over `limit` bytes as the routes would.
+async fn read_body_in_time(
+    request: Request,
+    next: Next,
+    timeout: Duration,
+    limit: usize,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => ApiError::validation(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body is too large (see --payload-limit)",
+        )
+        .into_response(),
+        Err(_) => ApiError::validation(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Which `Host` headers a server without an API key answers: names of its own address, so a
+/// web page that rebinds some domain to 127.0.0.1 cannot talk to it from the user's browser.
+/// A loopback server answers `localhost` and loopback addresses; one bound to a specific
+/// address, that address; one bound to all addresses, any IP address; each also the names
+/// given with `--allowed-host` (`*`: any).
+#[derive(Debug, Clone)]
+pub struct HostCheck {
+    bound: std::net::IpAddr,
+    allowed: Vec<String>,
+}
+
+impl HostCheck {
+    /// `None`: every host is allowed.
+    pub fn new(bound: std::net::SocketAddr, allowed: &[String]) -> Option<HostCheck> {
+        if allowed.iter().any(|host| host == "*") {
+            return None;
+        }
+        Some(HostCheck {
+            bound: bound.ip(),
+            allowed: allowed.iter().map(|host| host.to_ascii_lowercase()).collect(),
+        })
+    }
+
+    pub fn allows(&self, host_header: &str) -> bool {
+        let host = host_name(host_header).to_ascii_lowercase();
+        if self.allowed.contains(&host) {
+            return true;
+        }
+        let ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .ok();
+        if self.bound.is_unspecified() {
+            return ip.is_some() || host == "localhost";
+        }
+        if self.bound.is_loopback() && (host == "localhost" || ip.is_some_and(|ip| ip.is_loopback())) {
+            return true;
+        }
+        ip == Some(self.bound)
+    }
+}
+
+/// The host part of a `Host` header: without its port, brackets kept for IPv6.
+fn host_name(header: &str) -> &str {
+    if header.starts_with('[') {
+        return header.find(']').map_or(header, |end| &header[..=end]);
+    }
+    match header.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => header,
+    }
+}
+
+async fn check_host(
+    State(check): State<Option<Arc<HostCheck>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    match (check, host) {
+        (Some(check), Some(host)) if !check.allows(&host) => ApiError::validation(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {host:?} is not an address of this server. A server without --api-key \
+                 answers only its own addresses (against DNS rebinding); start it with \
+                 --allowed-host {} to accept this name",
+                host_name(&host)
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
     }
 }
 

@@ -73,10 +73,8 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     };
     let root = input.root();
     let index_dir = location::for_root(args.index.clone(), root);
-    let mut store = Store::open_writer(&index_dir)?;
-    if args.repair {
-        let (repaired, repair) = store.repair()?;
-        store = repaired;
+    let mut store = if args.repair {
+        let (store, repair) = Store::repair(&index_dir)?;
         match repair {
             Repair::Sound => eprintln!("quiver: {}: nothing damaged", index_dir.display()),
             Repair::Dropped { chunks, vectors } => eprintln!(
@@ -89,7 +87,10 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
                 set_aside.display()
             ),
         }
-    }
+        store
+    } else {
+        Store::open_writer(&index_dir)?
+    };
     let stored = store.settings()?;
     let model = args
         .model

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use quiver_embed::{resolve_model, Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
 use quiver_index::Store;
-use quiver_server::{BatchSettings, Limits, Server, ServerOptions};
+use quiver_server::{BatchSettings, Limits, Server, ServerOptions, Timeouts};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,6 +67,18 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "QUIVER_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Also answer requests whose `Host` header names HOST (repeatable; `*`: any). Without an
+    /// API key the server answers only its own addresses, so web pages cannot reach it by
+    /// rebinding a domain to it.
+    #[arg(long = "allowed-host", value_name = "HOST", env = "QUIVER_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open (default 10).
+    #[arg(long, env = "QUIVER_HEADER_TIMEOUT", value_name = "SECONDS")]
+    header_timeout: Option<f64>,
+    /// Seconds a client has to send a request's body (default 60).
+    #[arg(long, env = "QUIVER_BODY_TIMEOUT", value_name = "SECONDS")]
+    body_timeout: Option<f64>,
     /// A TOML file with any of these settings (keys as the flags, with underscores).
     #[arg(long, env = "QUIVER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -93,6 +105,9 @@ struct FileSettings {
     few_row_kernels: Option<bool>,
     quantize: Option<QuantizeArg>,
     api_key: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
+    header_timeout: Option<f64>,
+    body_timeout: Option<f64>,
 }
 
 const DEFAULT_HOST: &str = "127.0.0.1";
@@ -138,6 +153,11 @@ impl ServeArgs {
         self.few_row_kernels = self.few_row_kernels.or(file.few_row_kernels);
         self.quantize = self.quantize.or(file.quantize);
         self.api_key = self.api_key.or(file.api_key);
+        if self.allowed_hosts.is_empty() {
+            self.allowed_hosts = file.allowed_hosts.unwrap_or_default();
+        }
+        self.header_timeout = self.header_timeout.or(file.header_timeout);
+        self.body_timeout = self.body_timeout.or(file.body_timeout);
         Ok(self)
     }
 }
@@ -152,6 +172,19 @@ fn relative_to(config: &Path, dir: PathBuf) -> PathBuf {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
+    // clap drops an empty environment variable as if unset; an empty key must not silently
+    // mean "no authentication" either way.
+    let empty_env = std::env::var_os("QUIVER_API_KEY").is_some_and(|v| v.is_empty());
+    if args.api_key.as_deref() == Some("") || (args.api_key.is_none() && empty_env) {
+        bail!(
+            "the API key is empty (--api-key, QUIVER_API_KEY or api_key in the config file): \
+             give a key, or leave it out to serve without authentication"
+        );
+    }
+    let timeouts = Timeouts {
+        header: seconds(args.header_timeout, Timeouts::default().header, "--header-timeout")?,
+        body: seconds(args.body_timeout, Timeouts::default().body, "--body-timeout")?,
+    };
     let (model, index_quantization) = served_model(args.model.as_deref(), args.index.as_deref())?;
     let quantize = match (args.quantize, index_quantization) {
         (Some(asked), Some(index)) if Quantization::from(asked) != index => bail!(
@@ -173,7 +206,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     )?;
     let options = ServerOptions {
-        model_id: model.clone(),
+        model_id: quiver_server::public_model_name(&model),
         batching: BatchSettings {
             max_batch_tokens: positive(
                 args.max_batch_tokens,
@@ -198,10 +231,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             auto_truncate: args.auto_truncate.unwrap_or(false),
             normalize: args.normalize,
         },
-        api_key: args.api_key,
+        api_key: args.api_key.clone(),
         index: args.index,
         backend: device.to_string(),
+        allowed_hosts: args.allowed_hosts.clone(),
+        timeouts,
     };
+    let has_index = options.index.is_some();
     let server = Server::new(embedder, options).context("starting the server")?;
     let host = args.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
     let port = args.port.unwrap_or(DEFAULT_PORT);
@@ -211,11 +247,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {host}:{port}"))?;
         let address = listener.local_addr()?;
+        if !address.ip().is_loopback() && args.api_key.is_none() {
+            eprintln!(
+                "quiver: WARNING: listening on {address} WITHOUT AN API KEY: anyone who can \
+                 reach this address can use the model{}. Pass --api-key (or QUIVER_API_KEY) \
+                 unless the network is yours alone.",
+                if has_index { " and read the index" } else { "" }
+            );
+        }
         eprintln!("quiver: serving {model} on http://{address}");
         server.run(listener, shutdown_signal()).await?;
         eprintln!("quiver: stopped");
         Ok(())
     })
+}
+
+fn seconds(value: Option<f64>, default: Duration, flag: &str) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => bail!("{flag} must be a positive number of seconds (got {s})"),
+    }
 }
 
 fn positive(value: Option<usize>, default: usize, flag: &str) -> anyhow::Result<usize> {

@@ -17,17 +17,16 @@ pub async fn health() -> Json<Value> {
 pub async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
     let embedder = &state.embedder;
     let config = embedder.config();
+    // No paths: where the model and the index live on the server is no client's business.
     let index = state.index.as_ref().map(|index| {
         json!({
-            "dir": index.dir().display().to_string(),
-            "model": index.settings().model,
+            "model": crate::public_model_name(&index.settings().model),
             "dimensions": index.settings().dimension,
             "chunks": index.len(),
         })
     });
     Json(json!({
         "model_id": state.model_id,
-        "model_dir": embedder.dir().display().to_string(),
         "model_type": "embedding",
         "dimensions": embedder.dimension(),
         "max_input_length": embedder.max_length(),
