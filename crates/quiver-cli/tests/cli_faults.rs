@@ -131,7 +131,13 @@ fn exports_stream_into_fifos_and_devices_and_keep_files_as_they_were() {
     // A failed export leaves no partial file behind.
     let missing_dir = root.join("no-such-dir").join("x.jsonl");
     let output = quiver(
-        &["export", &index, "--to", "jsonl", missing_dir.to_str().unwrap()],
+        &[
+            "export",
+            &index,
+            "--to",
+            "jsonl",
+            missing_dir.to_str().unwrap(),
+        ],
         "",
     );
     failed_with(&output, "no-such-dir");
@@ -184,9 +190,12 @@ fn import_refuses_an_npy_export_whose_files_come_from_two_runs() {
     );
     failed_with(&output, "embeddings.npy");
     failed_with(&output, "does not match the digest");
-    assert!(
-        !target.join("idx").join("index.sqlite").exists()
-            || json_status(&target.join("idx"))["stats"]["chunks"] == 0
+    // Nothing was imported.
+    let status = json_status(&target.join("idx"));
+    assert_eq!(
+        status["stats"]["chunks"].as_u64().unwrap_or(0),
+        0,
+        "{status}"
     );
 }
 
@@ -274,9 +283,7 @@ fn a_huge_line_is_embedded_within_a_small_memory_limit() {
     let model = model_dir();
     let embed = |file: &str| {
         // RLIMIT_DATA in KiB: 1.5 GiB, where tokenising 40 MB whole took over 4 GiB.
-        let script = format!(
-            "ulimit -d 1500000; exec \"$0\" embed --model \"$1\" \"$2\"",
-        );
+        let script = format!("ulimit -d 1500000; exec \"$0\" embed --model \"$1\" \"$2\"",);
         Command::new("bash")
             .args(["-c", &script, env!("CARGO_BIN_EXE_quiver")])
             .arg(&model)
@@ -358,13 +365,7 @@ fn a_read_only_index_can_be_searched_inspected_and_exported() {
     for args in [
         vec!["search", "send an email", "--index", dir, "--json"],
         vec![
-            "search",
-            "SMTP",
-            "--index",
-            dir,
-            "--mode",
-            "keyword",
-            "--json",
+            "search", "SMTP", "--index", dir, "--mode", "keyword", "--json",
         ],
         vec!["status", "--index", dir, "--json"],
         vec!["status", "--index", dir, "--verify"],
@@ -390,15 +391,23 @@ fn a_read_only_index_can_be_searched_inspected_and_exported() {
 
 // 6. NaN and infinity are refused, naming where they are.
 
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_model_with_a_nan_weight_is_refused_naming_file_and_tensor() {
     let model = temp_dir("nan-model");
-    for entry in std::fs::read_dir(model_dir()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
-        }
-    }
+    copy_tree(&model_dir(), &model);
     let weights = model.join("model.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -470,14 +479,20 @@ fn an_export_with_a_nan_vector_is_refused_naming_file_and_row() {
 
 // 7. Damage on disk is detected, named, and repaired.
 
-/// Flips one bit of the first occurrence of `needle` in `file`.
+/// Flips one bit in every occurrence of `needle` in `file` (free pages can hold stale copies
+/// of a row beside the live one).
 fn flip_bit_in(file: &Path, needle: &[u8]) {
     let mut bytes = std::fs::read(file).unwrap();
-    let at = bytes
+    let places: Vec<usize> = bytes
         .windows(needle.len())
-        .position(|w| w == needle)
-        .expect("the bytes are in the file");
-    bytes[at + needle.len() / 2] ^= 0x10;
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(at, _)| at)
+        .collect();
+    assert!(!places.is_empty(), "the bytes are in the file");
+    for at in places {
+        bytes[at + needle.len() / 2] ^= 0x10;
+    }
     std::fs::write(file, bytes).unwrap();
 }
 
@@ -529,14 +544,14 @@ fn flipped_bits_are_detected_named_and_repaired() {
     assert!(output.status.success(), "{}", stderr(&output));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     // Only what was lost is embedded again.
-    assert!(
-        report["chunks_embedded"].as_u64().unwrap() <= 2,
-        "{report}"
-    );
+    assert!(report["chunks_embedded"].as_u64().unwrap() <= 2, "{report}");
     let output = quiver(&["status", "--index", dir, "--verify"], "");
     assert!(output.status.success(), "{}", stderr(&output));
     let after = search(&root, "unpack the release archive", &["--mode", "vector"]);
-    assert_eq!(before[0]["chunk"]["chunk_id"], after[0]["chunk"]["chunk_id"]);
+    assert_eq!(
+        before[0]["chunk"]["chunk_id"],
+        after[0]["chunk"]["chunk_id"]
+    );
     let score = |hits: &[Value]| hits[0]["score"].as_f64().unwrap();
     assert!((score(&before) - score(&after)).abs() < 1e-5);
 }
@@ -565,7 +580,11 @@ fn a_database_that_cannot_be_opened_is_set_aside_and_rebuilt() {
         "",
     );
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stderr(&output).contains("moved it to"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("moved it to"),
+        "{}",
+        stderr(&output)
+    );
     let set_aside = std::fs::read_dir(&index)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -611,7 +630,11 @@ fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<Du
         match stream.read(&mut buffer) {
             Ok(0) => return Some(started.elapsed()),
             Ok(_) => continue, // a 408 or similar before the close
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return Some(started.elapsed()),
         }
     }
@@ -687,7 +710,10 @@ fn idle_and_slow_connections_are_closed_and_hosts_are_checked() {
     };
     let refused = raw("attacker.example");
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
-    assert!(refused.contains("--allowed-host attacker.example"), "{refused}");
+    assert!(
+        refused.contains("--allowed-host attacker.example"),
+        "{refused}"
+    );
     let port = address.rsplit(':').next().unwrap();
     for host in [format!("localhost:{port}"), address.clone(), "[::1]".into()] {
         let reply = raw(&host);
@@ -730,12 +756,12 @@ fn a_damaged_index_answers_500_without_naming_server_paths() {
     let root = tree("serve-damaged");
     index(&root, &[]);
     let index = root.join(".quiver");
+    flip_bit_in(&index.join("index.sqlite"), b"noreply@example.com");
     let model = model_arg();
     let server = start(
         &["--model", &model, "--index", index.to_str().unwrap()],
         &[],
     );
-    flip_bit_in(&index.join("index.sqlite"), b"noreply@example.com");
     let reply = server.post(
         "/search",
         r#"{"query": "email over SMTP", "mode": "keyword", "k": 5}"#,

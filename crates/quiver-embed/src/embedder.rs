@@ -244,7 +244,11 @@ impl Embedder {
             _ => 0,
         };
         let (token_ids, truncated): (Vec<_>, Vec<bool>) = encodings.into_iter().unzip();
-        let truncated = truncated.into_iter().zip(cut).map(|(a, b)| a || b).collect();
+        let truncated = truncated
+            .into_iter()
+            .zip(cut)
+            .map(|(a, b)| a || b)
+            .collect();
         Ok(EncodedTexts {
             token_ids,
             setup: SequenceSetup {

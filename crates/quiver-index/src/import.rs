@@ -35,7 +35,10 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
     let Value::Array(payloads) = metadata else {
         return Err(bad(dir, METADATA_FILE, 0, "expected an array of payloads"));
     };
-    if let Some(chunks) = info["chunks"].as_u64().filter(|&n| n as usize != payloads.len()) {
+    if let Some(chunks) = info["chunks"]
+        .as_u64()
+        .filter(|&n| n as usize != payloads.len())
+    {
         return Err(bad(
             dir,
             METADATA_FILE,
@@ -121,7 +124,9 @@ impl Digests {
     }
 
     fn lists(&self, file: &str) -> bool {
-        self.0.as_ref().is_some_and(|files| files.contains_key(file))
+        self.0
+            .as_ref()
+            .is_some_and(|files| files.contains_key(file))
     }
 
     /// Refuses `bytes` as `file` unless they are what the export wrote beside this
@@ -154,12 +159,7 @@ impl Digests {
 }
 
 /// The rows of `dir/file`, which must number `expected` (one per payload) and be finite.
-fn read_rows(
-    dir: &Path,
-    file: &str,
-    expected: usize,
-    digests: &Digests,
-) -> Result<Vec<Vec<f32>>> {
+fn read_rows(dir: &Path, file: &str, expected: usize, digests: &Digests) -> Result<Vec<Vec<f32>>> {
     let bytes = read_file(dir, file)?;
     digests.check(dir, file, &bytes)?;
     let rows = read_npy_f32(&bytes).map_err(|message| bad(dir, file, 0, &message))?;

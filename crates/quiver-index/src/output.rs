@@ -102,7 +102,8 @@ impl Output {
     /// Flushes everything and, for a file, puts it in place of the destination.
     pub fn finish(mut self) -> Result<()> {
         let path = self.path.clone();
-        self.complete().map_err(|source| IndexError::Io { path, source })
+        self.complete()
+            .map_err(|source| IndexError::Io { path, source })
     }
 
     fn complete(&mut self) -> std::io::Result<()> {

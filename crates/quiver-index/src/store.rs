@@ -310,7 +310,10 @@ impl Store {
             return Ok(false);
         }
         self.conn
-            .execute(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"), [])
+            .execute(
+                &format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"),
+                [],
+            )
             .map_err(|e| self.db_error(e))?;
         Ok(true)
     }
@@ -635,8 +638,7 @@ impl Store {
                 .map_err(error)?;
             let checksums: (Option<i64>, Option<i64>) =
                 (row.get(5).map_err(error)?, row.get(6).map_err(error)?);
-            if !intact(main, checksums.0)
-                || second.is_some_and(|bytes| !intact(bytes, checksums.1))
+            if !intact(main, checksums.0) || second.is_some_and(|bytes| !intact(bytes, checksums.1))
             {
                 return Err(self.damaged(format!(
                     "the vector of {} fails its checksum",
@@ -806,10 +808,7 @@ impl Store {
     pub fn verify(&self) -> Result<Verification> {
         let error = |e| db_error(&self.dir, e);
         let mut report = Verification::default();
-        let mut statement = self
-            .conn
-            .prepare("PRAGMA integrity_check")
-            .map_err(error)?;
+        let mut statement = self.conn.prepare("PRAGMA integrity_check").map_err(error)?;
         report.structure = statement
             .query_map([], |r| r.get::<_, String>(0))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -863,7 +862,9 @@ impl Store {
             .collect();
         let keyword_rows = self
             .conn
-            .query_row("SELECT COUNT(*) FROM chunks_fts", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COUNT(*) FROM chunks_fts", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map_err(error)? as usize;
         if keyword_rows != report.chunks {
             report.keyword_rows_mismatch = Some((keyword_rows, report.chunks));
@@ -1074,7 +1075,9 @@ fn read_chunk(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredChunk> {
         content_hash: r.get(14)?,
         text: r.get(15)?,
         embed_hash: r.get(16)?,
-        metadata: metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+        metadata: metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok()),
         signature_hash: r.get(18)?,
     };
     Ok(StoredChunk {

@@ -186,7 +186,10 @@ impl Server {
             .layer(middleware::from_fn(move |request, next| {
                 read_body_in_time(request, next, body_timeout, payload_limit)
             }))
-            .layer(middleware::from_fn_with_state(check.map(Arc::new), check_host));
+            .layer(middleware::from_fn_with_state(
+                check.map(Arc::new),
+                check_host,
+            ));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -276,7 +279,10 @@ impl HostCheck {
         }
         Some(HostCheck {
             bound: bound.ip(),
-            allowed: allowed.iter().map(|host| host.to_ascii_lowercase()).collect(),
+            allowed: allowed
+                .iter()
+                .map(|host| host.to_ascii_lowercase())
+                .collect(),
         })
     }
 
@@ -293,7 +299,9 @@ impl HostCheck {
         if self.bound.is_unspecified() {
             return ip.is_some() || host == "localhost";
         }
-        if self.bound.is_loopback() && (host == "localhost" || ip.is_some_and(|ip| ip.is_loopback())) {
+        if self.bound.is_loopback()
+            && (host == "localhost" || ip.is_some_and(|ip| ip.is_loopback()))
+        {
             return true;
         }
         ip == Some(self.bound)

@@ -145,7 +145,15 @@ fn print_table(reports: &[SystemReport], queries: usize, model: &str) -> std::io
     );
     outln!(
         "{:<44} {:<7} {:<11} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8}",
-        "system", "mode", "language", "n", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10"
+        "system",
+        "mode",
+        "language",
+        "n",
+        "R@1",
+        "R@5",
+        "R@10",
+        "MRR@10",
+        "nDCG@10"
     );
     for report in reports {
         for mode in &report.modes {

@@ -145,11 +145,17 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
 fn print_summary(report: &IndexReport, index_dir: &std::path::Path) -> std::io::Result<()> {
     outln!(
         "{} files indexed: {} changed, {} unchanged, {} removed",
-        report.files_indexed, report.files_changed, report.files_unchanged, report.files_removed
+        report.files_indexed,
+        report.files_changed,
+        report.files_unchanged,
+        report.files_removed
     );
     outln!(
         "chunks: {} written ({} embedded, {} reused), budget {} tokens",
-        report.chunks_written, report.chunks_embedded, report.chunks_reused, report.chunk_tokens
+        report.chunks_written,
+        report.chunks_embedded,
+        report.chunks_reused,
+        report.chunk_tokens
     );
     if !report.skipped.is_empty() {
         let skipped: Vec<String> = report

@@ -57,7 +57,12 @@ fn list(as_json: bool) -> anyhow::Result<()> {
     }
     outln!(
         "{:<58} {:<12} {:>5} {:>6} {:<9} {:<4} supported",
-        "model", "architecture", "dims", "tokens", "pooling", "on"
+        "model",
+        "architecture",
+        "dims",
+        "tokens",
+        "pooling",
+        "on"
     );
     for card in KNOWN_MODELS {
         outln!(

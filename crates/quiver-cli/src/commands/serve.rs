@@ -70,7 +70,12 @@ pub struct ServeArgs {
     /// Also answer requests whose `Host` header names HOST (repeatable; `*`: any). Without an
     /// API key the server answers only its own addresses, so web pages cannot reach it by
     /// rebinding a domain to it.
-    #[arg(long = "allowed-host", value_name = "HOST", env = "QUIVER_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-host",
+        value_name = "HOST",
+        env = "QUIVER_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
     allowed_hosts: Vec<String>,
     /// Seconds a client has to send a request's headers; also how long an idle keep-alive
     /// connection stays open (default 10).
@@ -182,8 +187,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let timeouts = Timeouts {
-        header: seconds(args.header_timeout, Timeouts::default().header, "--header-timeout")?,
-        body: seconds(args.body_timeout, Timeouts::default().body, "--body-timeout")?,
+        header: seconds(
+            args.header_timeout,
+            Timeouts::default().header,
+            "--header-timeout",
+        )?,
+        body: seconds(
+            args.body_timeout,
+            Timeouts::default().body,
+            "--body-timeout",
+        )?,
     };
     let (model, index_quantization) = served_model(args.model.as_deref(), args.index.as_deref())?;
     let quantize = match (args.quantize, index_quantization) {
@@ -287,8 +300,7 @@ fn served_model(
     let Some(dir) = index else {
         return Ok((asked.unwrap_or(DEFAULT_MODEL).to_string(), None));
     };
-    let store =
-        Store::open(dir).with_context(|| format!("opening index {}", dir.display()))?;
+    let store = Store::open(dir).with_context(|| format!("opening index {}", dir.display()))?;
     let settings = store.settings()?.with_context(|| {
         format!(
             "the index at {} is empty: run `quiver index` first",

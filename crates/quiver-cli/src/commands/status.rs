@@ -71,7 +71,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     outln!("files:     {}", stats.files);
     outln!(
         "chunks:    {} ({} distinct vectors)",
-        stats.chunks, stats.vectors
+        stats.chunks,
+        stats.vectors
     );
     let languages: Vec<String> = stats
         .languages
