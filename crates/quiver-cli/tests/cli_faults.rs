@@ -283,9 +283,9 @@ fn a_huge_line_is_embedded_within_a_small_memory_limit() {
     let model = model_dir();
     let embed = |file: &str| {
         // RLIMIT_DATA in KiB: 1.5 GiB, where tokenising 40 MB whole took over 4 GiB.
-        let script = format!("ulimit -d 1500000; exec \"$0\" embed --model \"$1\" \"$2\"",);
+        let script = "ulimit -d 1500000; exec \"$0\" embed --model \"$1\" \"$2\"";
         Command::new("bash")
-            .args(["-c", &script, env!("CARGO_BIN_EXE_quiver")])
+            .args(["-c", script, env!("CARGO_BIN_EXE_quiver")])
             .arg(&model)
             .arg(dir.join(file))
             .env("HF_HUB_OFFLINE", "1")
@@ -353,7 +353,19 @@ fn quiver_read_only(index: &Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn a_read_only_index_can_be_searched_inspected_and_exported() {
     let root = tree("read-only");
-    index(&root, &[]);
+    // A copy of the model that the other user can read wherever the test models are kept.
+    let model = temp_dir("read-only-model");
+    copy_tree(&model_dir(), &model);
+    let output = quiver(
+        &[
+            "index",
+            root.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
     let index = root.join(".quiver");
     let out = temp_dir("read-only-out");
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -376,7 +388,6 @@ fn a_read_only_index_can_be_searched_inspected_and_exported() {
     }
     assert!(std::fs::read_to_string(&exported).unwrap().lines().count() >= 2);
     // Writing is refused with a message naming the index, not a panic.
-    let model = model_dir();
     let output = quiver_read_only(
         &index,
         &[

@@ -227,3 +227,53 @@ pub struct Token {
     pub start: usize,
     pub end: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokenizer(max_length: usize) -> TextTokenizer {
+        let dir = crate::testing::fetched_model_dir("all-MiniLM-L6-v2");
+        TextTokenizer::load(&dir, max_length).expect("tokenizer")
+    }
+
+    #[test]
+    fn only_what_can_reach_the_model_is_tokenised() {
+        let tokenizer = tokenizer(16);
+        let cap = 16 * BYTES_PER_TOKEN;
+        let long = "parse the config file ".repeat(1000);
+        let (right, cut) = tokenizer.within_reach(&long, TruncationSide::Right);
+        assert!(cut && right.len() <= cap && right.len() > cap - WORD_SEARCH_BYTES);
+        assert!(
+            long.as_bytes()[right.len()].is_ascii_whitespace(),
+            "a word was split"
+        );
+        let (left, cut) = tokenizer.within_reach(&long, TruncationSide::Left);
+        assert!(cut && left.len() <= cap && long.ends_with(left));
+        assert!(left.starts_with(' '), "a word was split");
+        // Multi-byte characters are never cut through.
+        let accents = "é".repeat(5000);
+        for side in [TruncationSide::Right, TruncationSide::Left] {
+            let (kept, cut) = tokenizer.within_reach(&accents, side);
+            assert!(cut && kept.len() <= cap && !kept.is_empty());
+        }
+        let short = "a short text";
+        assert_eq!(
+            tokenizer.within_reach(short, TruncationSide::Right),
+            (short, false)
+        );
+        // The tokens are those of the whole text, and the cut is reported.
+        let encoded = tokenizer
+            .encode_batch_from(&[long.as_str(), &long[..200]], TruncationSide::Right)
+            .expect("encodes");
+        assert_eq!(encoded[0], encoded[1]);
+        assert!(encoded[0].1);
+        let left = tokenizer
+            .encode_batch_from(
+                &[long.as_str(), &long[long.len() - 200..]],
+                TruncationSide::Left,
+            )
+            .expect("encodes");
+        assert_eq!(left[0].0, left[1].0);
+    }
+}

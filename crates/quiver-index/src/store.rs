@@ -148,7 +148,19 @@ impl Store {
     /// Opens the index in `dir` for reading. The database is opened read-only; where even that
     /// needs a write (a read-only directory with no shared-memory file beside the database), it
     /// is read as immutable, which sees everything a finished run committed.
+    ///
+    /// An index made before checksums is upgraded first (one write, under the writer's lock)
+    /// where it can be; where it cannot, the error says how.
     pub fn open(dir: &Path) -> Result<Store> {
+        match Store::open_reader(dir) {
+            Err(IndexError::NeedsUpgrade { .. }) if Store::open_writer(dir).is_ok() => {
+                Store::open_reader(dir)
+            }
+            opened => opened,
+        }
+    }
+
+    fn open_reader(dir: &Path) -> Result<Store> {
         let path = dir.join(DATABASE_FILE);
         if !path.is_file() {
             return Err(IndexError::NoIndex(dir.to_path_buf()));
@@ -1229,4 +1241,113 @@ fn upsert_file(tx: &rusqlite::Transaction<'_>, file: &FileRecord) -> rusqlite::R
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("quiver-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn chunk(id: &str, text: &str) -> ChunkRecord {
+        ChunkRecord {
+            chunk_id: id.into(),
+            uid: 1,
+            uuid: String::new(),
+            file: "a.py".into(),
+            path: "a.py".into(),
+            seq: 0,
+            source: "repo".into(),
+            language: "python".into(),
+            symbol: Some("f".into()),
+            kind: None,
+            parent: None,
+            start_line: 1,
+            end_line: 2,
+            start_byte: 0,
+            end_byte: text.len(),
+            content_hash: "c".into(),
+            text: text.into(),
+            embed_hash: format!("e-{id}"),
+            signature_hash: None,
+            metadata: None,
+        }
+    }
+
+    fn one_file(store: &mut Store) {
+        let file = FileRecord {
+            path: "a.py".into(),
+            size: 1,
+            mtime_ns: 1,
+            content_hash: "h".into(),
+        };
+        let batch = Batch {
+            files: vec![(file, vec![chunk("c:0", "def f(): pass")])],
+            touched: vec![],
+            vectors: vec![("e-c:0".into(), vec![0.6, 0.8])],
+        };
+        store.commit(&batch).unwrap();
+    }
+
+    #[test]
+    fn an_index_from_before_checksums_is_upgraded_when_opened() {
+        let dir = scratch("upgrade");
+        let mut store = Store::open_writer(&dir).unwrap();
+        one_file(&mut store);
+        drop(store);
+        let raw = Connection::open(dir.join(DATABASE_FILE)).unwrap();
+        raw.execute_batch(
+            "ALTER TABLE chunks DROP COLUMN checksum; ALTER TABLE vectors DROP COLUMN checksum;",
+        )
+        .unwrap();
+        drop(raw);
+        let reader = Store::open(&dir).unwrap();
+        let report = reader.verify().unwrap();
+        assert!(report.is_sound(), "{report:?}");
+        assert_eq!((report.chunks, report.vectors), (1, 1));
+        assert_eq!(reader.all_chunks().unwrap()[0].text, "def f(): pass");
+    }
+
+    #[test]
+    fn a_non_finite_vector_is_refused_and_nothing_of_its_batch_is_written() {
+        let dir = scratch("nan");
+        let mut store = Store::open_writer(&dir).unwrap();
+        let file = FileRecord {
+            path: "a.py".into(),
+            size: 1,
+            mtime_ns: 1,
+            content_hash: "h".into(),
+        };
+        let batch = Batch {
+            files: vec![(file, vec![chunk("c:0", "def f(): pass")])],
+            touched: vec![],
+            vectors: vec![("e-c:0".into(), vec![f32::NAN, 0.8])],
+        };
+        let error = store.commit(&batch).unwrap_err().to_string();
+        assert!(
+            error.contains("chunk c:0") && error.contains("NaN"),
+            "{error}"
+        );
+        assert_eq!(store.stats().unwrap().chunks, 0);
+    }
+
+    #[test]
+    fn one_writer_at_a_time_and_readers_alongside() {
+        let dir = scratch("lock");
+        let mut writer = Store::open_writer(&dir).unwrap();
+        one_file(&mut writer);
+        let error = Store::open_writer(&dir).err().expect("refused").to_string();
+        assert!(error.contains("another quiver index is running"), "{error}");
+        assert!(
+            error.contains(&format!("pid {}", std::process::id())),
+            "{error}"
+        );
+        assert_eq!(Store::open(&dir).unwrap().stats().unwrap().chunks, 1);
+        drop(writer);
+        assert!(Store::open_writer(&dir).is_ok());
+    }
 }

@@ -439,3 +439,42 @@ async fn record_metrics(
         .record_request(&route, response.status().as_u16(), started.elapsed());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::HostCheck;
+
+    #[test]
+    fn a_server_answers_only_hosts_that_name_it() {
+        let check = |bound: &str, allowed: &[&str]| {
+            let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+            HostCheck::new(bound.parse().unwrap(), &allowed)
+        };
+        let loopback = check("127.0.0.1:8080", &[]).expect("checked");
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "LOCALHOST",
+        ] {
+            assert!(loopback.allows(host), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:8080",
+            "10.0.0.1",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!loopback.allows(host), "{host}");
+        }
+        let everywhere = check("0.0.0.0:8080", &["quiver.internal"]).expect("checked");
+        assert!(everywhere.allows("192.168.1.5:8080"));
+        assert!(everywhere.allows("quiver.internal:8080"));
+        assert!(!everywhere.allows("attacker.example"));
+        let one = check("192.168.1.5:8080", &[]).expect("checked");
+        assert!(one.allows("192.168.1.5"));
+        assert!(!one.allows("192.168.1.6"));
+        assert!(check("127.0.0.1:8080", &["*"]).is_none());
+    }
+}

@@ -260,18 +260,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {host}:{port}"))?;
         let address = listener.local_addr()?;
-        if !address.ip().is_loopback() && args.api_key.is_none() {
-            eprintln!(
-                "quiver: WARNING: listening on {address} WITHOUT AN API KEY: anyone who can \
-                 reach this address can use the model{}. Pass --api-key (or QUIVER_API_KEY) \
-                 unless the network is yours alone.",
-                if has_index { " and read the index" } else { "" }
-            );
+        if let Some(warning) = exposure_warning(address, args.api_key.is_some(), has_index) {
+            eprintln!("quiver: {warning}");
         }
         eprintln!("quiver: serving {model} on http://{address}");
         server.run(listener, shutdown_signal()).await?;
         eprintln!("quiver: stopped");
         Ok(())
+    })
+}
+
+/// What to shout when a server without a key listens where others can reach it.
+fn exposure_warning(
+    address: std::net::SocketAddr,
+    has_key: bool,
+    has_index: bool,
+) -> Option<String> {
+    (!address.ip().is_loopback() && !has_key).then(|| {
+        format!(
+            "WARNING: listening on {address} WITHOUT AN API KEY: anyone who can reach this \
+             address can use the model{}. Pass --api-key (or QUIVER_API_KEY) unless the \
+             network is yours alone.",
+            if has_index { " and read the index" } else { "" }
+        )
     })
 }
 
@@ -348,4 +359,21 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     eprintln!("quiver: stopping; finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposure_warning;
+
+    #[test]
+    fn only_a_reachable_server_without_a_key_is_warned_about() {
+        let at = |text: &str| text.parse().unwrap();
+        assert!(exposure_warning(at("127.0.0.1:8080"), false, true).is_none());
+        assert!(exposure_warning(at("[::1]:8080"), false, false).is_none());
+        assert!(exposure_warning(at("0.0.0.0:8080"), true, true).is_none());
+        let warning = exposure_warning(at("0.0.0.0:8080"), false, true).expect("a warning");
+        assert!(warning.contains("WITHOUT AN API KEY"), "{warning}");
+        assert!(warning.contains("read the index"), "{warning}");
+        assert!(exposure_warning(at("192.168.1.5:80"), false, false).is_some());
+    }
 }
