@@ -41,6 +41,19 @@ fn tree(name: &str) -> PathBuf {
     root
 }
 
+/// `quiver index ROOT --model <the test model> EXTRA`, whatever its outcome.
+fn index_run(root: &Path, extra: &[&str]) -> std::process::Output {
+    let model = model_dir();
+    let mut args = vec![
+        "index",
+        root.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    quiver(&args, "")
+}
+
 fn index_dir(root: &Path) -> String {
     root.join(".quiver").to_str().expect("utf-8").to_string()
 }
@@ -179,15 +192,7 @@ fn import_refuses_an_npy_export_whose_files_come_from_two_runs() {
     // What a run killed half-way through its renames would leave: new vectors, old metadata.
     std::fs::copy(dir_b.join("embeddings.npy"), dir_a.join("embeddings.npy")).unwrap();
     let target = temp_dir("npy-mix-import");
-    let output = quiver(
-        &[
-            "import",
-            dir_a.to_str().unwrap(),
-            "--index",
-            target.join("idx").to_str().unwrap(),
-        ],
-        "",
-    );
+    let output = import_into(&dir_a, &target);
     failed_with(&output, "embeddings.npy");
     failed_with(&output, "does not match the digest");
     // Nothing was imported.
@@ -197,6 +202,20 @@ fn import_refuses_an_npy_export_whose_files_come_from_two_runs() {
         0,
         "{status}"
     );
+}
+
+/// `quiver import FROM --index TARGET/idx`.
+fn import_into(from: &Path, target: &Path) -> std::process::Output {
+    let index = target.join("idx");
+    quiver(
+        &[
+            "import",
+            from.to_str().unwrap(),
+            "--index",
+            index.to_str().unwrap(),
+        ],
+        "",
+    )
 }
 
 fn json_status(index_dir: &Path) -> Value {
@@ -213,19 +232,7 @@ fn json_status(index_dir: &Path) -> Value {
 fn a_width_the_model_cannot_give_leaves_the_index_as_it_was() {
     let root = tree("bad-width");
     index(&root, &[]);
-    let model = model_dir();
-    let output = quiver(
-        &[
-            "index",
-            root.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--reembed",
-            "--dimensions",
-            "1000",
-        ],
-        "",
-    );
+    let output = index_run(&root, &["--reembed", "--dimensions", "1000"]);
     failed_with(&output, "1000");
     let status = json_status(&root.join(".quiver"));
     assert_eq!(status["dimension"], 384, "{status}");
@@ -244,19 +251,7 @@ fn a_second_writer_is_refused_naming_the_first() {
     let root = tree("locked");
     index(&root, &[]);
     let held = quiver_index::Store::open_writer(&root.join(".quiver")).expect("lock");
-    let model = model_dir();
-    let output = quiver(
-        &[
-            "index",
-            root.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--reembed",
-            "--dimensions",
-            "256",
-        ],
-        "",
-    );
+    let output = index_run(&root, &["--reembed", "--dimensions", "256"]);
     failed_with(
         &output,
         &format!("another quiver index is running on {}", index_dir(&root)),
@@ -475,15 +470,7 @@ fn an_export_with_a_nan_vector_is_refused_naming_file_and_row() {
     info["files"]["embeddings.npy"] = quiver_index::export::file_digest(&bytes).into();
     std::fs::write(&info_path, info.to_string()).unwrap();
     let target = temp_dir("nan-import-target");
-    let output = quiver(
-        &[
-            "import",
-            npy.to_str().unwrap(),
-            "--index",
-            target.join("idx").to_str().unwrap(),
-        ],
-        "",
-    );
+    let output = import_into(&npy, &target);
     failed_with(&output, "embeddings.npy");
     failed_with(&output, "row 1 holds a NaN");
 }
@@ -540,18 +527,7 @@ fn flipped_bits_are_detected_named_and_repaired() {
         failed_with(&output, "--repair");
     }
 
-    let model = model_dir();
-    let output = quiver(
-        &[
-            "index",
-            root.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--repair",
-            "--json",
-        ],
-        "",
-    );
+    let output = index_run(&root, &["--repair", "--json"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     // Only what was lost is embedded again.
@@ -579,17 +555,7 @@ fn a_database_that_cannot_be_opened_is_set_aside_and_rebuilt() {
     let dir = index.to_str().unwrap();
     let output = quiver(&["status", "--index", dir], "");
     failed_with(&output, "damaged");
-    let model = model_dir();
-    let output = quiver(
-        &[
-            "index",
-            root.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--repair",
-        ],
-        "",
-    );
+    let output = index_run(&root, &["--repair"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("moved it to"),

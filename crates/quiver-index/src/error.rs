@@ -47,6 +47,8 @@ pub enum IndexError {
          `quiver index --repair` rebuilds what is damaged"
     )]
     Damaged { path: PathBuf, what: String },
+    #[error("this index was opened for reading; writing it needs `Store::open_writer`")]
+    NotWriter,
     #[error("{what} holds a NaN or infinite value")]
     NonFinite { what: String },
     #[error("index metadata field `{field}` is unreadable: {value:?}")]

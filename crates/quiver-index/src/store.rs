@@ -197,23 +197,25 @@ impl Store {
     /// Opens the index in `dir` for writing, creating it if missing. Refused while another
     /// process writes it.
     pub fn open_writer(dir: &Path) -> Result<Store> {
-        let path = dir.join(DATABASE_FILE);
         std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let lock = lock_writer(dir)?;
-        let conn = Connection::open(&path).map_err(|source| IndexError::Database {
-            path: path.clone(),
-            source,
-        })?;
-        let store = Store {
-            conn,
-            dir: dir.to_path_buf(),
-            lock: Some(lock),
-        };
+        let store = Store::connect_writer(dir.to_path_buf(), lock_writer(dir)?)?;
         store.init()?;
         Ok(store)
+    }
+
+    /// The database of `dir` opened read-write under `lock`, not yet initialised.
+    fn connect_writer(dir: PathBuf, lock: File) -> Result<Store> {
+        let path = dir.join(DATABASE_FILE);
+        let conn =
+            Connection::open(&path).map_err(|source| IndexError::Database { path, source })?;
+        Ok(Store {
+            conn,
+            dir,
+            lock: Some(lock),
+        })
     }
 
     /// Whether this store may write (it holds the writer's lock).
@@ -896,16 +898,7 @@ impl Store {
         if !path.is_file() {
             return Err(IndexError::NoIndex(dir.to_path_buf()));
         }
-        let lock = lock_writer(dir)?;
-        let conn = Connection::open(&path).map_err(|source| IndexError::Database {
-            path: path.clone(),
-            source,
-        })?;
-        let store = Store {
-            conn,
-            dir: dir.to_path_buf(),
-            lock: Some(lock),
-        };
+        let store = Store::connect_writer(dir.to_path_buf(), lock_writer(dir)?)?;
         match store.init() {
             Ok(()) => store.drop_damaged(),
             Err(IndexError::Damaged { .. }) => store.start_anew(),
@@ -974,12 +967,7 @@ impl Store {
                 _ => {}
             }
         }
-        let path = dir.join(DATABASE_FILE);
-        let conn = Connection::open(&path).map_err(|source| IndexError::Database {
-            path: path.clone(),
-            source,
-        })?;
-        let store = Store { conn, dir, lock };
+        let store = Store::connect_writer(dir, lock.ok_or(IndexError::NotWriter)?)?;
         store.init()?;
         Ok((store, Repair::Rebuilt { set_aside }))
     }
@@ -1278,13 +1266,17 @@ mod tests {
         }
     }
 
-    fn one_file(store: &mut Store) {
-        let file = FileRecord {
+    fn file_record() -> FileRecord {
+        FileRecord {
             path: "a.py".into(),
             size: 1,
             mtime_ns: 1,
             content_hash: "h".into(),
-        };
+        }
+    }
+
+    fn one_file(store: &mut Store) {
+        let file = file_record();
         let batch = Batch {
             files: vec![(file, vec![chunk("c:0", "def f(): pass")])],
             touched: vec![],
@@ -1316,12 +1308,7 @@ mod tests {
     fn a_non_finite_vector_is_refused_and_nothing_of_its_batch_is_written() {
         let dir = scratch("nan");
         let mut store = Store::open_writer(&dir).unwrap();
-        let file = FileRecord {
-            path: "a.py".into(),
-            size: 1,
-            mtime_ns: 1,
-            content_hash: "h".into(),
-        };
+        let file = file_record();
         let batch = Batch {
             files: vec![(file, vec![chunk("c:0", "def f(): pass")])],
             touched: vec![],
