@@ -418,6 +418,110 @@ fn search_serves_an_index_and_sees_reindexing() {
 }
 
 #[test]
+fn search_follows_an_index_re_embedded_at_another_width_under_it() {
+    let root = temp_dir("serve-reembed");
+    for (name, body) in [
+        (
+            "geometry.py",
+            "def circle_area(radius):\n    return 3.14159 * radius * radius\n",
+        ),
+        (
+            "net.py",
+            "def open_socket(host, port):\n    return connect(host, port)\n",
+        ),
+        (
+            "sort.py",
+            "def bubble_sort(items):\n    return sorted(items)\n",
+        ),
+    ] {
+        std::fs::write(root.join(name), body).unwrap();
+    }
+    let model = model();
+    let root_arg = root.to_str().unwrap();
+    let index_run = |extra: &[&str]| {
+        let mut args = vec!["index", root_arg, "--model", &model];
+        args.extend_from_slice(extra);
+        let output = quiver(&args, "");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    index_run(&[]);
+    let index = root.join(".quiver");
+    let server = start(&["--index", index.to_str().unwrap()], &[]);
+    let query = json!({"query": "area of a circle", "k": 1, "mode": "vector"}).to_string();
+    assert_eq!(
+        server.post("/search", &query).body["results"][0]["chunk"]["path"],
+        "geometry.py"
+    );
+    // Searches keep coming, from several clients, while the index is re-embedded at 128.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answers = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut statuses = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let reply = server.post("/search", &query);
+                        statuses.push((reply.status, reply.body.to_string()));
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        index_run(&["--reembed", "--dimensions", "128"]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        clients
+            .into_iter()
+            .flat_map(|client| client.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(!answers.is_empty());
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    // Once the run is done, queries are embedded at the new width and find what they did.
+    let after = server.post("/search", &query);
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(after.body["results"][0]["chunk"]["path"], "geometry.py");
+    assert_eq!(server.get("/info").body["index"]["dimensions"], 128);
+    // Another model cannot be followed: a clear 409, not an empty list.
+    let other = temp_dir("serve-reembed-other-model");
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let entry = entry.unwrap();
+        let target = other.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::os::unix::fs::symlink(entry.path(), target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+    let output = quiver(
+        &[
+            "index",
+            root_arg,
+            "--model",
+            other.to_str().unwrap(),
+            "--reembed",
+        ],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_error(
+        &server.post("/search", &query),
+        409,
+        "re-embedded with model",
+    );
+}
+
+#[test]
 fn settings_come_from_a_toml_file_below_flags_and_environment() {
     let dir = temp_dir("serve-config");
     let config = dir.join("quiver.toml");

@@ -47,6 +47,13 @@ pub enum IndexError {
          `quiver index --repair` rebuilds what is damaged"
     )]
     Damaged { path: PathBuf, what: String },
+    #[error(
+        "the query vector has {query} dimensions, the index's vectors {index}: embed the query \
+         with the index's settings"
+    )]
+    QueryWidth { query: usize, index: usize },
+    #[error("the index at {0} is empty: run `quiver index` first")]
+    EmptyIndex(PathBuf),
     #[error("this index was opened for reading; writing it needs `Store::open_writer`")]
     NotWriter,
     #[error("{what} holds a NaN or infinite value")]

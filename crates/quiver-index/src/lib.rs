@@ -7,7 +7,8 @@
 //! searches by vector, keyword or both ([`search()`]); exports to JSONL and NumPy ([`export`]).
 //! What it does not: run models (`quiver-embed` does) or print anything (the CLI does).
 //!
-//! Entry points: [`Store::open`], [`index`], [`search()`].
+//! Entry points: [`Store::open`], [`index`], [`search()`], and [`IndexReader`] for a front end
+//! that answers many searches.
 
 pub mod chunk_files;
 mod error;
@@ -17,6 +18,7 @@ pub mod import;
 mod indexer;
 pub mod keywords;
 pub mod output;
+mod reader;
 mod search;
 mod store;
 pub mod walk;
@@ -26,6 +28,7 @@ pub use indexer::{
     index, settings_for, Chunking, IndexOptions, IndexProgress, IndexReport, Input, NoProgress,
     HEADER_RESERVE_TOKENS,
 };
+pub use reader::{IndexReader, Snapshot};
 pub use search::{
     search, search_with, SearchFilter, SearchHit, SearchMode, SearchRequest, VectorIndex,
     DEFAULT_KEYWORD_WEIGHT,

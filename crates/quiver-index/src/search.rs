@@ -180,10 +180,22 @@ impl VectorIndex {
         &self.signatures[start..start + self.dimension]
     }
 
+    /// Width of the vectors (0 when there are none).
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
     /// The `depth` chunks most similar (cosine, the better of text and signature) to the query.
-    fn rank(&self, query: &[f32], depth: usize, filter: &SearchFilter) -> Vec<(i64, f64)> {
+    /// A query of another width is an error, never an empty answer.
+    fn rank(&self, query: &[f32], depth: usize, filter: &SearchFilter) -> Result<Vec<(i64, f64)>> {
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
         if query.len() != self.dimension {
-            return Vec::new();
+            return Err(IndexError::QueryWidth {
+                query: query.len(),
+                index: self.dimension,
+            });
         }
         let query_norm = dot(query, query).sqrt().max(f32::MIN_POSITIVE);
         let mut scored: Vec<(i64, f64)> = self
@@ -206,7 +218,7 @@ impl VectorIndex {
             scored.truncate(keep);
         }
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored
+        Ok(scored)
     }
 }
 
@@ -231,7 +243,7 @@ pub fn search_with(
     };
     let vector = match (request.mode, request.query_vector, vectors) {
         (SearchMode::Keyword, ..) | (_, None, _) | (_, _, None) => Vec::new(),
-        (_, Some(query), Some(vectors)) => vectors.rank(query, depth, request.filter),
+        (_, Some(query), Some(vectors)) => vectors.rank(query, depth, request.filter)?,
     };
     let keyword = match request.mode {
         SearchMode::Vector => Vec::new(),
@@ -248,11 +260,13 @@ pub fn search_with(
     Ok(top
         .into_iter()
         .zip(chunks)
-        .map(|((_, score, vector_rank, keyword_rank), chunk)| SearchHit {
-            score,
-            vector_rank,
-            keyword_rank,
-            chunk,
+        .filter_map(|((_, score, vector_rank, keyword_rank), chunk)| {
+            Some(SearchHit {
+                score,
+                vector_rank,
+                keyword_rank,
+                chunk: chunk?,
+            })
         })
         .collect())
 }
@@ -383,16 +397,19 @@ mod tests {
         // A signature of another width is ignored.
         index.push(3, "rust", "c.rs", &[1.0, 0.0], Some(&[1.0]));
         let all = SearchFilter::default();
-        let ranked = index.rank(&[0.0, 1.0], 3, &all);
+        let ranked = index.rank(&[0.0, 1.0], 3, &all).unwrap();
         assert_eq!(ranked[0].0, 1, "its signature matches: {ranked:?}");
         assert!((ranked[0].1 - 1.0).abs() < 1e-6);
         assert!((ranked[1].1 - 0.8).abs() < 1e-6, "{ranked:?}");
         assert_eq!(ranked[2], (3, 0.0));
-        let by_text = index.rank(&[1.0, 0.0], 3, &all);
+        let by_text = index.rank(&[1.0, 0.0], 3, &all).unwrap();
         assert!(
             (by_text[0].1 - 1.0).abs() < 1e-6 && by_text[0].0 == 1,
             "{by_text:?}"
         );
+        // A query of another width is an error, not an empty ranking.
+        let error = index.rank(&[1.0, 0.0, 0.0], 3, &all).unwrap_err();
+        assert!(error.to_string().contains("3 dimensions"), "{error}");
     }
 
     #[test]

@@ -692,8 +692,9 @@ impl Store {
             .map_err(|e| self.db_error(e))
     }
 
-    /// Chunks by row id, in the order asked.
-    pub fn chunks_by_id(&self, ids: &[i64]) -> Result<Vec<ChunkRecord>> {
+    /// Chunks by row id, in the order asked; `None` for a row a later commit removed (a
+    /// reader's vectors can be one commit behind the database).
+    pub fn chunks_by_id(&self, ids: &[i64]) -> Result<Vec<Option<ChunkRecord>>> {
         let mut statement = self
             .conn
             .prepare_cached(&format!("{CHUNK_COLUMNS} WHERE id = ?1"))
@@ -702,8 +703,9 @@ impl Store {
             .map(|id| {
                 let stored = statement
                     .query_row([id], read_chunk)
+                    .optional()
                     .map_err(|e| db_error(&self.dir, e))?;
-                self.checked(stored)
+                stored.map(|stored| self.checked(stored)).transpose()
             })
             .collect()
     }

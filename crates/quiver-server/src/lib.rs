@@ -13,12 +13,10 @@ mod error;
 mod input;
 mod metrics;
 mod routes;
-mod search_index;
 mod state;
 
 pub use batcher::BatchSettings;
 pub use error::{ApiError, Flavor};
-pub use search_index::{OpenIndexError, SearchIndex};
 pub use state::Limits;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -30,6 +28,7 @@ use axum::Router;
 use batcher::Batcher;
 use metrics::Metrics;
 use quiver_embed::{EmbedOptions, Embedder};
+use quiver_index::IndexReader;
 use state::AppState;
 use std::future::Future;
 use std::path::PathBuf;
@@ -89,7 +88,7 @@ pub fn public_model_name(spec: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot open the index for /search: {0}")]
-    Index(#[from] OpenIndexError),
+    Index(#[from] quiver_index::IndexError),
     #[error(
         "the index at {dir} holds {index_dimension}-dimension vectors, wider than the model's {model_dimension}"
     )]
@@ -121,10 +120,10 @@ impl Server {
         let index = options
             .index
             .as_deref()
-            .map(SearchIndex::open)
+            .map(IndexReader::open)
             .transpose()?;
         if let Some(index) = &index {
-            let index_dimension = index.settings().dimension;
+            let index_dimension = index.latest().settings.dimension;
             if index_dimension > embedder.dimension() {
                 return Err(ServerError::IndexDimensions {
                     dir: index.dir().to_path_buf(),
@@ -148,6 +147,7 @@ impl Server {
             batcher,
             limits: options.limits,
             metrics,
+            index_model: index.as_ref().map(|i| i.latest().settings.model.clone()),
             index: index.map(Arc::new),
             api_key: options.api_key,
             batching: options.batching,

@@ -6,9 +6,9 @@ use crate::batcher::{BatchSettings, Batcher};
 use crate::error::ApiError;
 use crate::input::InputLimits;
 use crate::metrics::Metrics;
-use crate::search_index::SearchIndex;
 use axum::http::StatusCode;
 use quiver_embed::{EmbedOptions, Embedder, TruncationSide};
+use quiver_index::{IndexReader, IndexSettings};
 use std::sync::Arc;
 
 /// Requests up to this size are tokenised on the async thread that received them: tens of
@@ -35,7 +35,10 @@ pub struct AppState {
     pub batcher: Batcher,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
-    pub index: Option<Arc<SearchIndex>>,
+    pub index: Option<Arc<IndexReader>>,
+    /// The model the index was built with when the server started: the one it embeds queries
+    /// with, so a later run with another model cannot be followed.
+    pub index_model: Option<String>,
     /// Bearer token every route but `/health` requires, when set.
     pub api_key: Option<String>,
     pub batching: BatchSettings,
@@ -64,6 +67,38 @@ pub struct Embedded {
 }
 
 impl AppState {
+    /// Whether this server can embed queries for an index with `settings` (which a later
+    /// `quiver index` run may have changed under it): the same model and number format, and a
+    /// width the model gives. Prompts and a narrower width it follows.
+    pub fn follows(&self, settings: &IndexSettings) -> Result<(), ApiError> {
+        let conflict = |what: String| {
+            Err(ApiError::validation(
+                StatusCode::CONFLICT,
+                format!(
+                    "the index was re-embedded {what} since this server started; restart the \
+                     server to serve it"
+                ),
+            ))
+        };
+        if self.index_model.as_deref() != Some(settings.model.as_str()) {
+            return conflict(format!(
+                "with model {}",
+                crate::public_model_name(&settings.model)
+            ));
+        }
+        if settings.quantization != self.embedder.quantization() {
+            return conflict(format!("with --quantize {}", settings.quantization.name()));
+        }
+        if settings.dimension > self.embedder.dimension() {
+            return conflict(format!(
+                "at {} dimensions, more than the model's {}",
+                settings.dimension,
+                self.embedder.dimension()
+            ));
+        }
+        Ok(())
+    }
+
     pub fn input_limits(&self) -> InputLimits {
         InputLimits {
             max_inputs: self.limits.max_client_batch_size,

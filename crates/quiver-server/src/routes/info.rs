@@ -19,10 +19,11 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
     let config = embedder.config();
     // No paths: where the model and the index live on the server is no client's business.
     let index = state.index.as_ref().map(|index| {
+        let snapshot = index.latest();
         json!({
-            "model": crate::public_model_name(&index.settings().model),
-            "dimensions": index.settings().dimension,
-            "chunks": index.len(),
+            "model": crate::public_model_name(&snapshot.settings.model),
+            "dimensions": snapshot.settings.dimension,
+            "chunks": snapshot.len(),
         })
     });
     Json(json!({

@@ -65,10 +65,19 @@ pub async fn search(
         )));
     }
     let filter = SearchFilter::from_names(&request.languages, request.path.as_deref())?;
+    // The index as its last commit left it; the query is embedded for that very snapshot, so a
+    // re-embedding under the server is followed, not answered with nothing.
+    let snapshot = {
+        let index = index.clone();
+        tokio::task::spawn_blocking(move || index.current())
+            .await
+            .map_err(|e| ApiError::backend(format!("search task failed: {e}")))??
+    };
     let query_vector = match request.mode {
         SearchMode::Keyword => None,
         _ => {
-            let settings = index.settings();
+            let settings = &snapshot.settings;
+            state.follows(settings)?;
             let embedded = state
                 .embed(
                     vec![request.query.clone()],
@@ -87,14 +96,17 @@ pub async fn search(
     };
     let index = index.clone();
     let hits = tokio::task::spawn_blocking(move || {
-        index.search(&SearchRequest {
-            query: &request.query,
-            query_vector: query_vector.as_deref(),
-            mode: request.mode,
-            k: request.k,
-            filter: &filter,
-            keyword_weight: DEFAULT_KEYWORD_WEIGHT,
-        })
+        index.search(
+            &snapshot,
+            &SearchRequest {
+                query: &request.query,
+                query_vector: query_vector.as_deref(),
+                mode: request.mode,
+                k: request.k,
+                filter: &filter,
+                keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+            },
+        )
     })
     .await
     .map_err(|e| ApiError::backend(format!("search task failed: {e}")))??;

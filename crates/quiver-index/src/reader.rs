@@ -1,0 +1,115 @@
+//! A long-lived reader of one index, for front ends that answer many searches (the server
+//! today): searches run concurrently, each on a read-only connection of its own, against one
+//! consistent [`Snapshot`] of the vectors and settings; and the reader follows the index,
+//! taking a new snapshot once a `quiver index` run has committed.
+
+use crate::error::{IndexError, Result};
+use crate::search::{search_with, SearchHit, SearchRequest, VectorIndex};
+use crate::store::{IndexSettings, Store};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// The index as one commit left it: what queries must be embedded with, and the vectors.
+pub struct Snapshot {
+    pub settings: IndexSettings,
+    vectors: VectorIndex,
+}
+
+impl Snapshot {
+    /// Chunks with a vector.
+    pub fn len(&self) -> usize {
+        self.vectors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vectors.is_empty()
+    }
+}
+
+pub struct IndexReader {
+    dir: PathBuf,
+    /// The connection that notices commits: `PRAGMA data_version` means something only on the
+    /// connection that asks, so one is kept for that, with the version its snapshot was taken at.
+    watch: Mutex<(Store, i64)>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Connections no search is using; a search takes one, or opens one when none is free.
+    idle: Mutex<Vec<Store>>,
+}
+
+impl IndexReader {
+    /// Opens the index in `dir` and reads its vectors. An index without settings (never
+    /// indexed) is refused.
+    pub fn open(dir: &Path) -> Result<IndexReader> {
+        let watch = Store::open(dir)?;
+        let version = watch.data_version()?;
+        let snapshot = take_snapshot(&watch)?;
+        Ok(IndexReader {
+            dir: dir.to_path_buf(),
+            watch: Mutex::new((watch, version)),
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The index as of its last commit: a new snapshot is taken first when a run has committed
+    /// since the last one. Queries for a search of it must be embedded with its settings.
+    pub fn current(&self) -> Result<Arc<Snapshot>> {
+        let mut watch = lock(&self.watch);
+        let version = watch.0.data_version()?;
+        if version != watch.1 {
+            tracing::info!("index {} changed; reading it again", self.dir.display());
+            let snapshot = Arc::new(take_snapshot(&watch.0)?);
+            *self
+                .snapshot
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
+            watch.1 = version;
+        }
+        drop(watch);
+        Ok(self.latest())
+    }
+
+    /// The last snapshot taken, without checking for commits.
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Runs one search of `snapshot` (blocking: call it off async threads). Searches run side
+    /// by side, each on its own connection.
+    pub fn search(
+        &self,
+        snapshot: &Snapshot,
+        request: &SearchRequest<'_>,
+    ) -> Result<Vec<SearchHit>> {
+        let store = match lock(&self.idle).pop() {
+            Some(store) => store,
+            None => Store::open(&self.dir)?,
+        };
+        let hits = search_with(&store, Some(&snapshot.vectors), request);
+        lock(&self.idle).push(store);
+        hits
+    }
+}
+
+fn take_snapshot(store: &Store) -> Result<Snapshot> {
+    let settings = store
+        .settings()?
+        .ok_or_else(|| IndexError::EmptyIndex(store.dir().to_path_buf()))?;
+    let vectors = VectorIndex::load(store)?;
+    Ok(Snapshot { settings, vectors })
+}
+
+/// A panic while holding one of these leaves nothing half-written: what they guard is replaced
+/// whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
