@@ -15,11 +15,11 @@ mod metrics;
 pub use dataset::{Dataset, Query};
 pub use metrics::Metrics;
 
-use quiver_embed::{EmbedOptions, Embedder};
+use quiver_embed::Embedder;
 use quiver_index::walk::WalkOptions;
 use quiver_index::{
-    search_with, Chunking, IndexOptions, IndexProgress, Input, SearchFilter, SearchMode,
-    SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
+    search_with, settings_for, Chunking, IndexOptions, IndexProgress, Input, SearchFilter,
+    SearchMode, SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -109,20 +109,11 @@ pub fn evaluate(
     systems: &[System],
     progress: &dyn IndexProgress,
 ) -> Result<Vec<SystemReport>> {
-    let query_prompt = embedder
-        .config()
-        .prompts
-        .contains_key("query")
-        .then(|| "query".to_string());
+    // Queries are embedded by the rule of the indexes the systems build (the same model and
+    // width for all), as `quiver search` would embed them.
+    let rule = settings_for(model_id, embedder, None);
     let texts: Vec<&str> = dataset.queries.iter().map(|q| q.query.as_str()).collect();
-    let query_vectors = embedder.embed(
-        &texts,
-        &EmbedOptions {
-            prompt_name: query_prompt,
-            normalize: Some(true),
-            ..EmbedOptions::default()
-        },
-    )?;
+    let query_vectors = embedder.embed(&texts, &rule.query_options())?;
     systems
         .iter()
         .map(|system| {

@@ -163,12 +163,7 @@ pub fn index(
 ) -> Result<IndexReport> {
     let started = Instant::now();
     let settings = settings_for(&options.model_id, embedder, options.dimensions);
-    let embed_options = EmbedOptions {
-        prompt_name: settings.document_prompt.clone(),
-        dimensions: options.dimensions,
-        normalize: Some(true),
-        ..EmbedOptions::default()
-    };
+    let embed_options = settings.document_options();
     // One text embedded as the run will embed them, before anything in the index changes: a
     // width the model cannot give, or a model that cannot run, must not empty the index.
     let probe = embedder.embed(&["def check(settings): return settings"], &embed_options)?;

@@ -18,7 +18,7 @@
 
 use crate::error::{IndexError, Result};
 use crate::keywords;
-use quiver_embed::Quantization;
+use quiver_embed::{EmbedOptions, Quantization};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -47,6 +47,27 @@ pub struct IndexSettings {
 }
 
 impl IndexSettings {
+    /// How every text stored in this index (chunk, signature) is embedded. With
+    /// [`IndexSettings::query_options`], the one statement of the index's embedding rule: the
+    /// indexer, every search front end and `quiver eval` embed through these two.
+    pub fn document_options(&self) -> EmbedOptions {
+        self.options(self.document_prompt.clone())
+    }
+
+    /// How a query searching this index must be embedded.
+    pub fn query_options(&self) -> EmbedOptions {
+        self.options(self.query_prompt.clone())
+    }
+
+    fn options(&self, prompt_name: Option<String>) -> EmbedOptions {
+        EmbedOptions {
+            prompt_name,
+            dimensions: Some(self.dimension),
+            normalize: Some(self.normalize),
+            ..EmbedOptions::default()
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "model {}{} with {} dimensions (normalize {}, document prompt {:?})",

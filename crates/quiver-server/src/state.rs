@@ -60,6 +60,19 @@ pub struct EmbedRequest {
     pub truncation: TruncationSide,
 }
 
+impl From<EmbedOptions> for EmbedRequest {
+    fn from(options: EmbedOptions) -> Self {
+        EmbedRequest {
+            prompt_name: options.prompt_name,
+            task: options.task,
+            dimensions: options.dimensions,
+            normalize: options.normalize,
+            truncate: None,
+            truncation: options.truncation,
+        }
+    }
+}
+
 /// Vectors for a request's texts, in order, with the tokens they took.
 pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,

@@ -2,7 +2,7 @@ use crate::location;
 use crate::model::load_embedder;
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_embed::{Device, EmbedOptions};
+use quiver_embed::Device;
 use quiver_index::{
     search, SearchFilter, SearchHit, SearchMode, SearchRequest, Store, DEFAULT_KEYWORD_WEIGHT,
 };
@@ -49,13 +49,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         SearchMode::Keyword => None,
         _ => {
             let embedder = load_embedder(&settings.model, args.device, settings.quantization)?;
-            let options = EmbedOptions {
-                prompt_name: settings.query_prompt.clone(),
-                dimensions: Some(settings.dimension).filter(|&d| d != embedder.dimension()),
-                normalize: Some(settings.normalize),
-                ..EmbedOptions::default()
-            };
-            let mut vectors = embedder.embed(&[args.query.as_str()], &options)?;
+            let mut vectors = embedder.embed(&[args.query.as_str()], &settings.query_options())?;
             vectors.pop()
         }
     };

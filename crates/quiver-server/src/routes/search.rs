@@ -82,12 +82,8 @@ pub async fn search(
                 .embed(
                     vec![request.query.clone()],
                     EmbedRequest {
-                        prompt_name: settings.query_prompt.clone(),
-                        dimensions: Some(settings.dimension)
-                            .filter(|&d| d != state.embedder.dimension()),
-                        normalize: Some(settings.normalize),
                         truncate: Some(true),
-                        ..EmbedRequest::default()
+                        ..EmbedRequest::from(settings.query_options())
                     },
                 )
                 .await?;
