@@ -695,3 +695,34 @@ fn a_model_with_task_adapters_indexes_passages_and_searches_queries() {
     let hits = search(&root, "add numbers", &["--mode", "vector"]);
     assert_eq!(hits.len(), 2);
 }
+
+#[test]
+fn the_chunk_id_prefix_has_one_name_and_the_old_spelling_still_works() {
+    for (flag, prefix) in [("--id-prefix", "mine"), ("--collection", "old")] {
+        let root = temp_dir(&format!("id-prefix-{prefix}"));
+        write(&root, "src/matrix.rs", MATRIX_RS);
+        index(&root, &[flag, prefix]);
+        let exported = quiver(
+            &[
+                "export",
+                "--index",
+                root.join(".quiver").to_str().expect("utf-8"),
+                "--to",
+                "jsonl",
+                "-",
+            ],
+            "",
+        );
+        assert!(exported.status.success());
+        let line: Value = serde_json::from_slice(
+            exported
+                .stdout
+                .split(|&b| b == b'\n')
+                .next()
+                .expect("a line"),
+        )
+        .expect("JSON");
+        let id = line["payload"]["chunk_id"].as_str().expect("chunk id");
+        assert!(id.starts_with(&format!("{prefix}:")), "{flag}: {id}");
+    }
+}

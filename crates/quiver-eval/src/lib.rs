@@ -147,7 +147,7 @@ fn evaluate_system(
         input: Input::Tree {
             root: dataset.corpus.clone(),
         },
-        collection: "eval".into(),
+        id_prefix: "eval".into(),
         model_id: model_id.into(),
         chunk_tokens: system.chunk_tokens,
         chunking: system.chunking,

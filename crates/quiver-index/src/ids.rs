@@ -3,10 +3,10 @@
 
 use sha2::{Digest, Sha256};
 
-/// `{collection}:{source}:{path}:chunk:{n}`, where `source` is the repository (the indexed
+/// `{id_prefix}:{source}:{path}:chunk:{n}`, where `source` is the repository (the indexed
 /// root's name) or, for pre-chunked input, the subdirectory the chunk file sits in.
-pub fn chunk_id(collection: &str, source: &str, path: &str, n: usize) -> String {
-    format!("{collection}:{source}:{path}:chunk:{n}")
+pub fn chunk_id(id_prefix: &str, source: &str, path: &str, n: usize) -> String {
+    format!("{id_prefix}:{source}:{path}:chunk:{n}")
 }
 
 /// The first 8 bytes of SHA-256(`id`), with the top bit cleared so the number is a positive

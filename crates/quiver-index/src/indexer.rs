@@ -65,7 +65,7 @@ impl Chunking {
 pub struct IndexOptions {
     pub input: Input,
     /// First part of every chunk id.
-    pub collection: String,
+    pub id_prefix: String,
     /// How the model is named in the index (what `quiver search` loads again).
     pub model_id: String,
     /// Token budget of a chunk's own text; `None`: the model's max length less room for the
@@ -478,7 +478,7 @@ impl Chunker<'_> {
                 } else {
                     (chunk.text.clone(), chunk.signature.clone())
                 };
-                let id = chunk_id(&self.options.collection, source, relative, n);
+                let id = chunk_id(&self.options.id_prefix, source, relative, n);
                 let record = ChunkRecord {
                     uid: numeric_id(&id),
                     uuid: uuid(&id),
@@ -521,7 +521,7 @@ impl Chunker<'_> {
             let counter = per_path.entry(path.clone()).or_default();
             let n = chunk.chunk_index.unwrap_or(*counter);
             *counter += 1;
-            let id = chunk_id(&self.options.collection, &subdir, &path, n);
+            let id = chunk_id(&self.options.id_prefix, &subdir, &path, n);
             let language = chunk.language.unwrap_or_else(|| {
                 quiver_chunk::Language::from_path(Path::new(&path))
                     .name()

@@ -49,9 +49,9 @@ pub struct EmbedArgs {
     /// At most this many texts per forward pass.
     #[arg(long, env = "QUIVER_BATCH_SIZE", default_value_t = 64)]
     batch_size: usize,
-    /// At most this many tokens per forward pass.
-    #[arg(long, default_value_t = 8192)]
-    batch_tokens: usize,
+    /// At most this many tokens per forward pass (as `serve --max-batch-tokens`).
+    #[arg(long, alias = "batch-tokens", default_value_t = 8192)]
+    max_batch_tokens: usize,
     /// Truncate inputs at this many tokens (default: the model's max_seq_length).
     #[arg(long, env = "QUIVER_MAX_LENGTH")]
     max_length: Option<usize>,
@@ -92,7 +92,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         dimensions: args.dimensions,
         normalize: args.normalize,
         max_batch_sequences: args.batch_size,
-        max_batch_tokens: args.batch_tokens,
+        max_batch_tokens: args.max_batch_tokens,
         ..EmbedOptions::default()
     };
     let started = Instant::now();

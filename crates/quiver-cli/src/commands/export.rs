@@ -11,7 +11,11 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ExportArgs {
     /// Index directory (default: .quiver/ here or in a parent directory).
+    #[arg(long, value_name = "DIR")]
     index: Option<PathBuf>,
+    /// The index directory given without --index, as scripts written for earlier versions do.
+    #[arg(hide = true, conflicts_with = "index")]
+    index_positional: Option<PathBuf>,
     /// Format and destination: `jsonl FILE`, `npy DIR`, `qdrant URL` (with --collection) or
     /// `postgres URL` (with --table).
     #[arg(long, num_args = 2, value_names = ["FORMAT", "DEST"], required = true)]
@@ -25,9 +29,10 @@ pub struct ExportArgs {
     /// Qdrant API key.
     #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// Points per Qdrant upsert request.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
+    /// Points per Qdrant upsert request (`--batch-size` before; that name means texts per
+    /// forward pass in `embed` and `serve`).
+    #[arg(long, alias = "batch-size", default_value_t = 256)]
+    points_per_request: usize,
     /// Vector index a new PostgreSQL table gets.
     #[arg(long, value_enum, default_value_t = IndexKind::Hnsw)]
     vector_index: IndexKind,
@@ -43,7 +48,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let [format, destination] = args.to.as_slice() else {
         bail!("--to takes a format and a destination, e.g. --to jsonl chunks.jsonl");
     };
-    let index_dir = location::find(args.index.clone())?;
+    let index_dir = location::find(args.index.clone().or(args.index_positional.clone()))?;
     let store = Store::open(&index_dir)?;
     let (settings, records) = export_records(&store)?;
     let schema = Schema::of(&settings);
@@ -61,7 +66,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
                 bail!("--to qdrant needs --collection NAME");
             };
             let options = QdrantOptions {
-                batch_size: args.batch_size,
+                batch_size: args.points_per_request,
                 api_key: args.api_key.clone(),
                 ..QdrantOptions::default()
             };

@@ -32,9 +32,10 @@ pub struct IndexArgs {
     /// Embed everything again if the model, dimension or number format differ from the index's.
     #[arg(long)]
     reembed: bool,
-    /// First part of every chunk id.
-    #[arg(long, default_value = "default")]
-    collection: String,
+    /// First part of every chunk id (`--collection` before; `export --collection` names a
+    /// Qdrant collection).
+    #[arg(long, alias = "collection", default_value = "default")]
+    id_prefix: String,
     /// Token budget of a chunk (default: the model's max length less 32 for the header).
     #[arg(long)]
     chunk_tokens: Option<usize>,
@@ -113,7 +114,7 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     });
     let options = IndexOptions {
         input: input.clone(),
-        collection: args.collection.clone(),
+        id_prefix: args.id_prefix.clone(),
         model_id: model,
         chunk_tokens: args.chunk_tokens,
         chunking: if args.pack_definitions {
