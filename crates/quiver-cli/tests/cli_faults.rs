@@ -467,7 +467,7 @@ fn an_export_with_a_nan_vector_is_refused_naming_file_and_row() {
     let info_path = npy.join("model_info.json");
     let mut info: Value =
         serde_json::from_str(&std::fs::read_to_string(&info_path).unwrap()).unwrap();
-    info["files"]["embeddings.npy"] = quiver_index::export::file_digest(&bytes).into();
+    info["files"]["embeddings.npy"] = quiver_export::files::file_digest(&bytes).into();
     std::fs::write(&info_path, info.to_string()).unwrap();
     let target = temp_dir("nan-import-target");
     let output = import_into(&npy, &target);

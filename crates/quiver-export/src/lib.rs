@@ -1,7 +1,13 @@
-//! Sends an index's chunks to the vector stores users already run: [`qdrant`] (its REST API)
-//! and [`postgres`] (a pgvector table). File exports (JSONL, NumPy) are
-//! `quiver_index::export`'s.
+//! Everything that leaves an index, and the way back in:
+//! - [`files`]: JSONL and NumPy exports of an index's chunks and vectors; [`import`] reads a
+//!   NumPy export back into an index;
+//! - [`output`]: the one routine every file Quiver writes goes through (streams into FIFOs and
+//!   devices, never follows a planted symlink, keeps a destination's mode, leaves it as it
+//!   was when a write fails);
+//! - [`qdrant`] (its REST API) and [`postgres`] (a pgvector table): the vector stores users
+//!   already run.
 //!
+//! Store exports:
 //! Every export is incremental and checked first:
 //! - the destination is created when missing; one that holds vectors of another width or
 //!   another model is refused before anything is written;
@@ -13,12 +19,18 @@
 //!   delete: a failed export is finished by running it again.
 
 mod error;
+pub mod files;
+pub mod import;
+mod npy;
+pub mod output;
 pub mod postgres;
 pub mod qdrant;
 
+pub use npy::{read_npy_f32, write_npy_f32};
+
 pub use error::{ExportError, Result};
 
-use quiver_index::export::ExportRecord;
+use crate::files::ExportRecord;
 use quiver_index::IndexSettings;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};

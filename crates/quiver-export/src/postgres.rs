@@ -6,9 +6,9 @@
 //! `collection`, `model`), the whole payload as `jsonb`, and the chunk's fingerprint. The
 //! table's comment records the model and width, checked before any later export writes.
 
+use crate::files::ExportRecord;
 use crate::{ExportError, Plan, Progress, Result, Schema, Summary};
 use ::postgres::{Client, NoTls, Transaction};
-use quiver_index::export::ExportRecord;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 

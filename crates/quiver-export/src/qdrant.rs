@@ -3,8 +3,8 @@
 //! its payload (plus [`FINGERPRINT_KEY`]) as point payload, keyword payload indexes on the
 //! fields users filter by.
 
+use crate::files::ExportRecord;
 use crate::{ExportError, Plan, Progress, Result, Schema, Summary, FINGERPRINT_KEY};
-use quiver_index::export::ExportRecord;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;

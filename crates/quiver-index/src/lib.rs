@@ -4,7 +4,7 @@
 //! What it does: walks a tree with the skip rules of [`walk`]; chunks changed files with
 //! `quiver-chunk`; embeds only chunks whose embedded text has no vector yet; stores files,
 //! chunks, vectors and BM25 terms in one SQLite database ([`Store`]) a transaction per batch;
-//! searches by vector, keyword or both ([`search()`]); exports to JSONL and NumPy ([`export`]).
+//! searches by vector, keyword or both ([`search()`]). Exports and imports are `quiver-export`'s.
 //! What it does not: run models (`quiver-embed` does) or print anything (the CLI does).
 //!
 //! Entry points: [`Store::open`], [`index`], [`search()`], and [`IndexReader`] for a front end
@@ -12,12 +12,9 @@
 
 pub mod chunk_files;
 mod error;
-pub mod export;
 pub mod ids;
-pub mod import;
 mod indexer;
 pub mod keywords;
-pub mod output;
 mod reader;
 mod search;
 mod store;
@@ -34,8 +31,8 @@ pub use search::{
     DEFAULT_KEYWORD_WEIGHT,
 };
 pub use store::{
-    ChunkRecord, FileRecord, IndexSettings, IndexStats, Repair, Store, Verification, DATABASE_FILE,
-    LOCK_FILE,
+    Batch, ChunkRecord, FileRecord, IndexSettings, IndexStats, Repair, Store, Verification,
+    DATABASE_FILE, LOCK_FILE,
 };
 
 /// Name of the index directory created under an indexed root when `--index` is not given.

@@ -120,7 +120,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 
 fn write_ranks(path: &std::path::Path, reports: &[SystemReport]) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut out = quiver_index::output::Output::create(path)?;
+    let mut out = quiver_export::output::Output::create(path)?;
     for report in reports {
         for mode in &report.modes {
             for outcome in &mode.outcomes {

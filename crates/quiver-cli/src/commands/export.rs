@@ -1,10 +1,10 @@
 use crate::{location, progress};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use quiver_export::files::{export_records, write_jsonl, write_npy_dir};
 use quiver_export::postgres::{PostgresExport, VectorIndex};
 use quiver_export::qdrant::{QdrantExport, QdrantOptions};
 use quiver_export::{Schema, Summary};
-use quiver_index::export::{export_records, write_jsonl, write_npy_dir};
 use quiver_index::Store;
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 use crate::location;
 use anyhow::Context;
 use clap::Args;
-use quiver_index::import::import_npy_dir;
+use quiver_export::import::import_npy_dir;
 use quiver_index::Store;
 use std::path::PathBuf;
 

@@ -10,13 +10,9 @@
 //! Files go through [`Output`]: written beside their destination and renamed into place, so a
 //! failed export leaves the destination as it was; FIFOs, devices and `-` are streamed into.
 
-mod npy;
-
-pub use npy::{read_npy_f32, write_npy_f32};
-
-use crate::error::{IndexError, Result};
+use crate::npy::write_npy_f32;
 use crate::output::Output;
-use crate::store::{ChunkRecord, IndexSettings, Store};
+use quiver_index::{ChunkRecord, IndexError, IndexSettings, Result, Store};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;

@@ -7,13 +7,11 @@
 //! transaction. Files are keyed by the chunks' `path`; their content hash is not known, so a
 //! later `quiver index` of the source tree re-chunks and re-embeds them.
 
-use crate::error::{IndexError, Result};
-use crate::export::{
-    file_digest, read_npy_f32, EMBEDDINGS_FILE, INFO_FILE, METADATA_FILE, SIGNATURE_FILE,
-};
-use crate::ids::{content_hash, numeric_id};
-use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
+use crate::files::{file_digest, EMBEDDINGS_FILE, INFO_FILE, METADATA_FILE, SIGNATURE_FILE};
+use crate::npy::read_npy_f32;
 use quiver_embed::Quantization;
+use quiver_index::ids::{content_hash, numeric_id};
+use quiver_index::{Batch, ChunkRecord, FileRecord, IndexError, IndexSettings, Result, Store};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -261,7 +259,7 @@ fn chunk_from(payload: &Value) -> std::result::Result<ChunkRecord, String> {
     let body = text("text")?;
     Ok(ChunkRecord {
         uid: numeric_id(&chunk_id),
-        uuid: crate::ids::uuid(&chunk_id),
+        uuid: quiver_index::ids::uuid(&chunk_id),
         file: String::new(),
         path: text("path")?,
         seq: 0,

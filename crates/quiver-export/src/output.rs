@@ -12,7 +12,7 @@
 //!   regular file over `/dev/null` or a named pipe would destroy it.
 //! - `-` is standard output.
 
-use crate::error::{IndexError, Result};
+use quiver_index::{IndexError, Result};
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
