@@ -2,21 +2,22 @@
 //!
 //! What it does: serves one loaded model over OpenAI's `POST /v1/embeddings` and Text
 //! Embeddings Inference's `POST /embed`, `/similarity` and `/tokenize`; searches an index with
-//! `POST /search`; reports itself on `GET /health`, `/info` and `/metrics`. Concurrent requests
-//! are merged into token-budgeted model calls by one model thread ([`batcher`]); a full queue
-//! answers 429. What it does not: load models or parse flags (the CLI does), or write indexes.
+//! `POST /search`; reports itself on `GET /health`, `/info` and `/metrics`. Routes translate
+//! JSON to calls of the engine (`quiver-engine`, which merges concurrent requests into
+//! token-budgeted model calls; a full queue answers 429) and of the index reader
+//! (`quiver_index::IndexReader`). What it does not: embed or search by itself, load models or
+//! parse flags (the CLI does), or write indexes.
 //!
 //! Entry point: [`Server::new`], then [`Server::run`] on a bound listener.
 
-mod batcher;
 mod error;
 mod input;
 mod metrics;
 mod routes;
 mod state;
 
-pub use batcher::BatchSettings;
 pub use error::{ApiError, Flavor};
+pub use quiver_engine::BatchSettings;
 pub use state::Limits;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -25,9 +26,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use batcher::Batcher;
 use metrics::Metrics;
 use quiver_embed::{EmbedOptions, Embedder};
+use quiver_engine::Engine;
 use quiver_index::IndexReader;
 use state::AppState;
 use std::future::Future;
@@ -138,13 +139,13 @@ impl Server {
         embedder.embed(&["warm up the model"], &EmbedOptions::default())?;
         let embedder = Arc::new(embedder);
         let metrics = Arc::new(Metrics::new());
-        let (batcher, model_thread) =
-            Batcher::start(embedder.clone(), options.batching, metrics.clone())
+        let (engine, model_thread) =
+            Engine::start(embedder.clone(), options.batching, metrics.clone())
                 .map_err(ServerError::Thread)?;
         let state = Arc::new(AppState {
             model_id: options.model_id,
             embedder,
-            batcher,
+            engine,
             limits: options.limits,
             metrics,
             index_model: index.as_ref().map(|i| i.latest().settings.model.clone()),

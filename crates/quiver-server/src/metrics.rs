@@ -131,3 +131,13 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+impl quiver_engine::BatchObserver for Metrics {
+    fn queue_changed(&self, delta: i64) {
+        self.queue_depth.inc_by(delta);
+    }
+
+    fn batch_ran(&self, sequences: usize, tokens: usize, elapsed: Duration) {
+        self.record_batch(sequences, tokens, elapsed);
+    }
+}

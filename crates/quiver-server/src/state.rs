@@ -1,19 +1,14 @@
-//! What every route shares: the model, the batching queue, limits, metrics and the optional
-//! index; and the embedding pipeline the routes have in common (tokenise, check length, queue,
-//! pool, truncate and normalise).
+//! What every route shares: the engine, limits, metrics and the optional index reader; and the
+//! server's defaults for what a request leaves out.
 
-use crate::batcher::{BatchSettings, Batcher};
 use crate::error::ApiError;
 use crate::input::InputLimits;
 use crate::metrics::Metrics;
 use axum::http::StatusCode;
 use quiver_embed::{EmbedOptions, Embedder, TruncationSide};
+use quiver_engine::{BatchSettings, Embedded, Engine, EngineError};
 use quiver_index::{IndexReader, IndexSettings};
 use std::sync::Arc;
-
-/// Requests up to this size are tokenised on the async thread that received them: tens of
-/// microseconds, less than the hand-off to a blocking thread costs.
-const INLINE_TOKENIZE_BYTES: usize = 2048;
 
 /// Server-wide limits and defaults.
 #[derive(Debug, Clone)]
@@ -32,7 +27,7 @@ pub struct AppState {
     /// The model id or folder as the user named it (echoed as `model` in responses).
     pub model_id: String,
     pub embedder: Arc<Embedder>,
-    pub batcher: Batcher,
+    pub engine: Engine,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub index: Option<Arc<IndexReader>>,
@@ -71,12 +66,6 @@ impl From<EmbedOptions> for EmbedRequest {
             truncation: options.truncation,
         }
     }
-}
-
-/// Vectors for a request's texts, in order, with the tokens they took.
-pub struct Embedded {
-    pub vectors: Vec<Vec<f32>>,
-    pub tokens: usize,
 }
 
 impl AppState {
@@ -118,54 +107,38 @@ impl AppState {
         }
     }
 
+    /// Embeds a request's texts through the engine, the server's defaults filled in (its
+    /// `--normalize` and `--auto-truncate`).
     pub async fn embed(
         &self,
         texts: Vec<String>,
         request: EmbedRequest,
     ) -> Result<Embedded, ApiError> {
-        let options = EmbedOptions {
-            prompt_name: request.prompt_name,
-            task: request.task,
-            dimensions: request.dimensions,
-            normalize: request.normalize.or(self.limits.normalize),
-            truncation: request.truncation,
-            ..EmbedOptions::default()
+        let request = quiver_engine::EmbedRequest {
+            options: EmbedOptions {
+                prompt_name: request.prompt_name,
+                task: request.task,
+                dimensions: request.dimensions,
+                normalize: request.normalize.or(self.limits.normalize),
+                truncation: request.truncation,
+                ..EmbedOptions::default()
+            },
+            truncate: request.truncate.unwrap_or(self.limits.auto_truncate),
         };
-        let output = self.embedder.output_options(&options)?;
-        let bytes: usize = texts.iter().map(String::len).sum();
-        let encoded = if bytes <= INLINE_TOKENIZE_BYTES {
-            self.embedder.encode(&texts, &options)?
-        } else {
-            let embedder = self.embedder.clone();
-            tokio::task::spawn_blocking(move || embedder.encode(&texts, &options))
-                .await
-                .map_err(|e| ApiError::backend(format!("tokenizer task failed: {e}")))??
-        };
-        let truncate = request.truncate.unwrap_or(self.limits.auto_truncate);
-        if !truncate {
-            if let Some(position) = encoded.truncated.iter().position(|&cut| cut) {
-                return Err(ApiError::validation(
+        self.engine
+            .embed(texts, &request)
+            .await
+            .map_err(|error| match error {
+                EngineError::TooLong { input, max_length } => ApiError::validation(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!(
-                        "input {position} is longer than the model's {} tokens: send \
-                         \"truncate\": true, or start the server with --auto-truncate",
-                        self.embedder.max_length()
+                        "input {input} is longer than the model's {max_length} tokens: send \
+                     \"truncate\": true, or start the server with --auto-truncate"
                     ),
-                ));
-            }
-        }
-        let tokens = encoded.token_ids.iter().map(Vec::len).sum();
-        let pending = self
-            .batcher
-            .submit(encoded.token_ids, encoded.setup)
-            .map_err(|_| ApiError::overloaded())?;
-        let mut vectors = pending
-            .await
-            .map_err(|_| ApiError::backend("the model thread stopped"))?
-            .map_err(ApiError::backend)?;
-        for vector in &mut vectors {
-            output.apply(vector);
-        }
-        Ok(Embedded { vectors, tokens })
+                ),
+                EngineError::Overloaded => ApiError::overloaded(),
+                EngineError::Embed(error) => error.into(),
+                other => ApiError::backend(other.to_string()),
+            })
     }
 }

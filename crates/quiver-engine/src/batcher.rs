@@ -5,7 +5,7 @@
 //! The queue is bounded in requests: when it is full a request is refused at once (the route
 //! answers 429) rather than held in memory.
 
-use crate::metrics::Metrics;
+use crate::BatchObserver;
 use quiver_embed::{BatchBudget, Embedder, SequenceSetup};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -47,10 +47,10 @@ impl Job {
 #[derive(Debug)]
 pub struct QueueFull;
 
-/// The sending half of the queue; cloned into every route.
+/// The sending half of the queue.
 pub struct Batcher {
     sender: SyncSender<Job>,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn BatchObserver>,
 }
 
 impl Batcher {
@@ -58,13 +58,13 @@ impl Batcher {
     pub fn start(
         embedder: Arc<Embedder>,
         settings: BatchSettings,
-        metrics: Arc<Metrics>,
+        observer: Arc<dyn BatchObserver>,
     ) -> std::io::Result<(Batcher, JoinHandle<()>)> {
         let (sender, receiver) = sync_channel(settings.max_queued_requests.max(1));
         let worker = ModelThread {
             embedder,
             settings,
-            metrics: metrics.clone(),
+            observer: observer.clone(),
             receiver,
             held_over: None,
         };
@@ -79,7 +79,7 @@ impl Batcher {
         let handle = std::thread::Builder::new()
             .name("quiver-model".into())
             .spawn(move || pool.install(|| worker.run()))?;
-        Ok((Batcher { sender, metrics }, handle))
+        Ok((Batcher { sender, observer }, handle))
     }
 
     /// Queues sequences for pooling; the vectors (model width, not normalised) come back on
@@ -96,11 +96,11 @@ impl Batcher {
             reply,
         };
         // Counted before sending so the model thread's decrement never runs first.
-        self.metrics.queue_depth.inc();
+        self.observer.queue_changed(1);
         match self.sender.try_send(job) {
             Ok(()) => Ok(receiver),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics.queue_depth.dec();
+                self.observer.queue_changed(-1);
                 Err(QueueFull)
             }
         }
@@ -110,7 +110,7 @@ impl Batcher {
 struct ModelThread {
     embedder: Arc<Embedder>,
     settings: BatchSettings,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn BatchObserver>,
     receiver: Receiver<Job>,
     /// A job taken from the queue that did not fit the last batch; it opens the next.
     held_over: Option<Job>,
@@ -129,7 +129,7 @@ impl ModelThread {
             return Some(job);
         }
         let job = self.receiver.recv().ok()?;
-        self.metrics.queue_depth.dec();
+        self.observer.queue_changed(-1);
         Some(job)
     }
 
@@ -148,7 +148,7 @@ impl ModelThread {
                     .map_err(|_| RecvTimeoutError::Timeout),
             };
             let Ok(job) = waited else { break };
-            self.metrics.queue_depth.dec();
+            self.observer.queue_changed(-1);
             let job_tokens = job.tokens();
             if tokens + job_tokens > self.settings.max_batch_tokens {
                 self.held_over = Some(job);
@@ -181,8 +181,8 @@ impl ModelThread {
         };
         let started = Instant::now();
         let pooled = self.embedder.pool(&sequences, &setups, budget, |_| {});
-        self.metrics
-            .record_batch(sequences.len(), tokens, started.elapsed());
+        self.observer
+            .batch_ran(sequences.len(), tokens, started.elapsed());
         match pooled {
             Ok(vectors) => {
                 let mut vectors = vectors.into_iter();
