@@ -1,10 +1,12 @@
-//! A bounded load client for `quiver serve` (used by bench/serve/run): every client thread
-//! sends its share of a fixed list of requests to `POST /v1/embeddings` over one keep-alive
+//! A bounded load client for `quiver serve` (used by bench/serve/run and bench/serve/search):
+//! every client thread sends its share of a fixed list of requests over one keep-alive
 //! connection, then the run prints latency percentiles and throughput as one JSON line.
 //!
-//!   cargo run --release -p quiver-server --example load -- URL TEXTS.jsonl CLIENTS REQUESTS [TEXTS_PER_REQUEST]
+//!   cargo run --release -p quiver-server --example load -- URL TEXTS.jsonl CLIENTS REQUESTS [TEXTS_PER_REQUEST | search:MODE]
 //!
-//! TEXTS.jsonl holds one {"text": ...} per line; requests cycle through it.
+//! TEXTS.jsonl holds one {"text": ...} per line; requests cycle through it. Each request is a
+//! `POST /v1/embeddings` of TEXTS_PER_REQUEST texts (1), or with `search:keyword`,
+//! `search:vector` or `search:hybrid` a `POST /search` of one text in that mode.
 
 use std::io::BufRead;
 use std::time::{Duration, Instant};
@@ -15,11 +17,19 @@ fn main() {
         eprintln!("usage: load URL TEXTS.jsonl CLIENTS REQUESTS [TEXTS_PER_REQUEST]");
         std::process::exit(2);
     }
-    let url = format!("{}/v1/embeddings", args[0].trim_end_matches('/'));
+    let base = args[0].trim_end_matches('/');
     let texts = read_texts(&args[1]);
     let clients: usize = parse(&args[2], "CLIENTS");
     let requests: usize = parse(&args[3], "REQUESTS");
-    let per_request: usize = args.get(4).map_or(1, |n| parse(n, "TEXTS_PER_REQUEST"));
+    let search = args.get(4).and_then(|a| a.strip_prefix("search:"));
+    let per_request: usize = match (search, args.get(4)) {
+        (None, Some(n)) => parse(n, "TEXTS_PER_REQUEST"),
+        _ => 1,
+    };
+    let url = match search {
+        Some(_) => format!("{base}/search"),
+        None => format!("{base}/v1/embeddings"),
+    };
     if texts.is_empty() || clients == 0 {
         eprintln!("load: no texts or no clients");
         std::process::exit(2);
@@ -29,7 +39,9 @@ fn main() {
         let handles: Vec<_> = (0..clients)
             .map(|client| {
                 let (url, texts) = (&url, &texts);
-                scope.spawn(move || run_client(url, texts, client, clients, requests, per_request))
+                scope.spawn(move || {
+                    run_client(url, texts, client, clients, requests, per_request, search)
+                })
             })
             .collect();
         handles
@@ -74,6 +86,7 @@ fn run_client(
     clients: usize,
     requests: usize,
     per_request: usize,
+    search: Option<&str>,
 ) -> (Vec<Duration>, usize, usize) {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(120))
@@ -84,14 +97,18 @@ fn run_client(
         let input: Vec<&str> = (0..per_request)
             .map(|i| texts[(request * per_request + i) % texts.len()].as_str())
             .collect();
-        let body = serde_json::json!({ "input": input, "truncate": true }).to_string();
+        let body = match search {
+            Some(mode) => serde_json::json!({ "query": input[0], "mode": mode, "k": 10 }),
+            None => serde_json::json!({ "input": input, "truncate": true }),
+        }
+        .to_string();
         let sent = Instant::now();
         let reply = agent
             .post(url)
             .set("content-type", "application/json")
             .send_string(&body);
         match reply.map(|r| r.into_json::<serde_json::Value>()) {
-            Ok(Ok(value)) => {
+            Ok(Ok(value)) if search.is_none() || value["results"].is_array() => {
                 latencies.push(sent.elapsed());
                 tokens += value["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as usize;
             }
