@@ -5,7 +5,7 @@
 mod common;
 
 use common::server::start;
-use common::{index, model_dir, quiver, search, temp_dir, write};
+use common::{copy_tree, index, model_dir, quiver, search, temp_dir, write};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -396,19 +396,6 @@ fn a_read_only_index_can_be_searched_inspected_and_exported() {
 }
 
 // 6. NaN and infinity are refused, naming where they are.
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 #[test]
 fn a_model_with_a_nan_weight_is_refused_naming_file_and_tensor() {

@@ -5,7 +5,7 @@ mod common;
 
 use base64::Engine;
 use common::server::{start, Reply, Served};
-use common::{model_dir, quiver, temp_dir};
+use common::{copy_tree, model_dir, quiver, temp_dir};
 use serde_json::{json, Value};
 
 fn model() -> String {
@@ -490,15 +490,7 @@ fn search_follows_an_index_re_embedded_at_another_width_under_it() {
     assert_eq!(server.get("/info").body["index"]["dimensions"], 128);
     // Another model cannot be followed: a clear 409, not an empty list.
     let other = temp_dir("serve-reembed-other-model");
-    for entry in std::fs::read_dir(model_dir()).unwrap() {
-        let entry = entry.unwrap();
-        let target = other.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::os::unix::fs::symlink(entry.path(), target).unwrap();
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    copy_tree(&model_dir(), &other);
     let output = quiver(
         &[
             "index",

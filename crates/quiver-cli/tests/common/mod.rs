@@ -41,6 +41,20 @@ pub fn quiver_with_env(args: &[&str], stdin: &str, env: &[(&str, &Path)]) -> Out
     child.wait_with_output().unwrap()
 }
 
+/// A real copy of a folder and everything in it (a model to alter, or to give another owner).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("quiver-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
