@@ -165,17 +165,9 @@ pub fn index(
     let settings = settings_for(&options.model_id, embedder, options.dimensions);
     let embed_options = settings.document_options();
     // One text embedded as the run will embed them, before anything in the index changes: a
-    // width the model cannot give, or a model that cannot run, must not empty the index.
-    let probe = embedder.embed(&["def check(settings): return settings"], &embed_options)?;
-    if let Some(vector) = probe.first().filter(|v| v.iter().any(|x| !x.is_finite())) {
-        return Err(IndexError::NonFinite {
-            what: format!(
-                "a {}-dimension vector of model {}",
-                vector.len(),
-                options.model_id
-            ),
-        });
-    }
+    // width the model cannot give, or a model that cannot run or gives non-finite vectors
+    // (`Embedder::pool` refuses those), must not empty the index.
+    embedder.embed(&["def check(settings): return settings"], &embed_options)?;
     store.adopt_settings(&settings, options.reembed)?;
     let chunk_tokens = options.chunk_tokens.unwrap_or_else(|| {
         embedder

@@ -239,11 +239,6 @@ impl Store {
         })
     }
 
-    /// Whether this store may write (it holds the writer's lock).
-    pub fn is_writer(&self) -> bool {
-        self.lock.is_some()
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -892,9 +887,10 @@ impl Store {
                 report.damaged_vectors.push(hash);
             }
         }
+        let damaged: HashSet<&String> = report.damaged_vectors.iter().collect();
         report.missing_vectors = vector_hashes
             .into_iter()
-            .filter(|(_, hash)| !present.contains(hash) && !report.damaged_vectors.contains(hash))
+            .filter(|(_, hash)| !present.contains(hash) && !damaged.contains(hash))
             .map(|(chunk_id, _)| chunk_id)
             .collect();
         let keyword_rows = self
