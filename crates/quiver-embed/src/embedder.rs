@@ -4,6 +4,7 @@ use quiver_runtime::{
     load_model_with, Device, EncoderModel, LoadOptions, PackedBatch, Pooling, Quantization,
 };
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// How a model is loaded.
@@ -204,12 +205,30 @@ impl Embedder {
         S: AsRef<str>,
         P: Fn(usize),
     {
+        self.embed_until(texts, options, |done| {
+            progress(done);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Like [`Embedder::embed_with_progress`], but `hook` can stop the job between two forward
+    /// passes ([`EmbedError::Interrupted`]): how a front end honours Ctrl-C within one pass.
+    pub fn embed_until<S, H>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+        hook: H,
+    ) -> Result<Vec<Vec<f32>>>
+    where
+        S: AsRef<str>,
+        H: FnMut(usize) -> ControlFlow<()>,
+    {
         let output = self.output_options(options)?;
         let encoded = self.encode(texts, options)?;
         let sequences: Vec<&[u32]> = encoded.token_ids.iter().map(Vec::as_slice).collect();
         let setups = vec![encoded.setup; sequences.len()];
         let budget = BatchBudget::from(options);
-        let mut vectors = self.pool(&sequences, &setups, budget, progress)?;
+        let mut vectors = self.pool(&sequences, &setups, budget, hook)?;
         for vector in &mut vectors {
             output.apply(vector);
         }
@@ -262,14 +281,14 @@ impl Embedder {
     /// Runs the model over token sequences and pools each into one vector of
     /// [`Embedder::dimension`] values, neither truncated nor normalised (see
     /// [`OutputOptions::apply`]). Sequence `i` runs as `setups[i]` says (prompt tokens left out
-    /// of pooling, task adapter). `progress` hears how many sequences each forward pass
-    /// finished.
-    pub fn pool<P: Fn(usize)>(
+    /// of pooling, task adapter). `hook` hears how many sequences each forward pass finished,
+    /// and stops the job when it breaks ([`EmbedError::Interrupted`]).
+    pub fn pool<H: FnMut(usize) -> ControlFlow<()>>(
         &self,
         sequences: &[&[u32]],
         setups: &[SequenceSetup],
         budget: BatchBudget,
-        progress: P,
+        mut hook: H,
     ) -> Result<Vec<Vec<f32>>> {
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); sequences.len()];
         for batch_indices in plan_batches(sequences, budget) {
@@ -295,7 +314,9 @@ impl Embedder {
                 }
                 vectors[index] = vector;
             }
-            progress(batch_sequences.len());
+            if hook(batch_sequences.len()).is_break() {
+                return Err(EmbedError::Interrupted);
+            }
         }
         Ok(vectors)
     }

@@ -29,4 +29,7 @@ pub enum EmbedError {
     NonFiniteOutput { input: usize },
     #[error("max length must be at least 2 tokens (got {0})")]
     MaxLength(usize),
+    /// The caller's hook asked to stop between two forward passes.
+    #[error("interrupted")]
+    Interrupted,
 }

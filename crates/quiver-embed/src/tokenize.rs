@@ -37,6 +37,8 @@ pub struct TextTokenizer {
     untruncated: Tokenizer,
     path: PathBuf,
     max_length: usize,
+    /// The id the tokenizer pads with, for callers that build padded matrices.
+    pad_id: u32,
 }
 
 impl TextTokenizer {
@@ -53,6 +55,11 @@ impl TextTokenizer {
             message,
         };
         let mut inner = Tokenizer::from_file(&path).map_err(|e| error(e.to_string()))?;
+        let pad_id = inner
+            .get_padding()
+            .map(|padding| padding.pad_id)
+            .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| inner.token_to_id(t)))
+            .unwrap_or(0);
         inner.with_padding(None);
         let mut untruncated = inner.clone();
         untruncated
@@ -77,11 +84,18 @@ impl TextTokenizer {
             untruncated,
             path,
             max_length,
+            pad_id,
         })
     }
 
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// The id the tokenizer's own padding uses (else `[PAD]`'s or `<pad>`'s, else 0). Quiver
+    /// packs sequences and never pads; this is for callers that show padded matrices.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
     }
 
     /// Token ids of each text, special tokens included, truncated to the max length.

@@ -153,7 +153,11 @@ fn jina_v3_task_adapters_match_the_merged_reference() {
         max_sequences: 64,
         max_tokens: 8192,
     };
-    let mixed = embedder.pool(&sequences, &setups, budget, |_| {}).unwrap();
+    let mixed = embedder
+        .pool(&sequences, &setups, budget, |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
     assert_close(
         "mixed query",
         &mixed[..2],

@@ -180,7 +180,9 @@ impl ModelThread {
             max_tokens: self.settings.max_batch_tokens,
         };
         let started = Instant::now();
-        let pooled = self.embedder.pool(&sequences, &setups, budget, |_| {});
+        let pooled = self.embedder.pool(&sequences, &setups, budget, |_| {
+            std::ops::ControlFlow::Continue(())
+        });
         self.observer
             .batch_ran(sequences.len(), tokens, started.elapsed());
         match pooled {

@@ -13,6 +13,17 @@ pub enum ExportError {
         table: String,
         source: ::postgres::Error,
     },
+    #[error("unknown export format {0:?}: use jsonl, npy, qdrant or postgres")]
+    UnknownFormat(String),
+    #[error(
+        "an export to {format} needs a {option} name (`--{option} NAME`; in Python `{option}=`)"
+    )]
+    MissingOption {
+        format: String,
+        option: &'static str,
+    },
+    #[error(transparent)]
+    Index(#[from] quiver_index::IndexError),
     #[error("bad {what} {name:?}: {message}")]
     BadName {
         what: &'static str,

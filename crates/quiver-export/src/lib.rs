@@ -25,10 +25,12 @@ mod npy;
 pub mod output;
 pub mod postgres;
 pub mod qdrant;
+pub mod target;
 
 pub use npy::{read_npy_f32, write_npy_f32};
 
 pub use error::{ExportError, Result};
+pub use target::{export_index, Exported, Outcome, Target, TargetOptions};
 
 use crate::files::ExportRecord;
 use quiver_index::IndexSettings;

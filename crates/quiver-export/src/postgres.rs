@@ -13,9 +13,10 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// How the vector column is indexed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VectorIndex {
     /// Graph index: best recall/speed, slower to build. pgvector ≥ 0.5.
+    #[default]
     Hnsw,
     /// List index: faster to build; its lists are fixed from the rows present when it is built.
     IvfFlat,

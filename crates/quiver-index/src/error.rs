@@ -74,10 +74,23 @@ pub enum IndexError {
     BadGlob { glob: String, message: String },
     #[error("{name:?} is not a language Quiver knows")]
     UnknownLanguage { name: String },
+    /// The caller asked the run to stop ([`crate::IndexProgress::interrupted`]); every batch
+    /// committed before stays.
+    #[error("interrupted; the batches committed so far are kept: run again to finish")]
+    Interrupted,
     #[error(transparent)]
-    Embed(#[from] quiver_embed::EmbedError),
+    Embed(quiver_embed::EmbedError),
     #[error(transparent)]
     Chunk(#[from] quiver_chunk::ChunkError),
+}
+
+impl From<quiver_embed::EmbedError> for IndexError {
+    fn from(error: quiver_embed::EmbedError) -> Self {
+        match error {
+            quiver_embed::EmbedError::Interrupted => IndexError::Interrupted,
+            other => IndexError::Embed(other),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, IndexError>;

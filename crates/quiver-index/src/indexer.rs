@@ -16,6 +16,7 @@ use quiver_chunk::{
 };
 use quiver_embed::{EmbedOptions, Embedder};
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -112,6 +113,12 @@ pub trait IndexProgress {
     fn files_found(&self, _total: usize) {}
     fn files_done(&self, _count: usize) {}
     fn chunks_embedded(&self, _count: usize) {}
+    /// Asked after every file and every forward pass: `true` stops the run with
+    /// [`IndexError::Interrupted`], keeping what was committed (Ctrl-C in a front end that
+    /// cannot simply be killed, such as a Python process).
+    fn interrupted(&self) -> bool {
+        false
+    }
 }
 
 pub struct NoProgress;
@@ -240,6 +247,9 @@ pub fn index(
                 FileWork::Changed(record, chunks) => run.take_changed(record, chunks)?,
             }
             kept.insert(file.relative.clone());
+            if progress.interrupted() {
+                return Err(IndexError::Interrupted);
+            }
             if run.pending.len() >= options.batch_chunks || run.batch.files.len() >= 256 {
                 run.flush()?;
             }
@@ -351,7 +361,14 @@ impl Run<'_> {
             let progress = self.progress;
             let vectors = self
                 .embedder
-                .embed_with_progress(&texts, &self.embed_options, |n| progress.chunks_embedded(n))
+                .embed_until(&texts, &self.embed_options, |n| {
+                    progress.chunks_embedded(n);
+                    if progress.interrupted() {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
                 .map_err(IndexError::from)?;
             let signatures = self.pending.iter().filter(|p| p.2).count();
             self.report.signatures_embedded += signatures;

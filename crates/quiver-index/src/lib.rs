@@ -16,6 +16,7 @@ pub mod ids;
 mod indexer;
 pub mod keywords;
 mod reader;
+mod run;
 mod search;
 mod store;
 pub mod walk;
@@ -26,13 +27,16 @@ pub use indexer::{
     HEADER_RESERVE_TOKENS,
 };
 pub use reader::{IndexReader, Snapshot};
+pub use run::{
+    recorded_model_id, RunModel, DEFAULT_COMMIT_EVERY, DEFAULT_ID_PREFIX, DEFAULT_MAX_FILE_BYTES,
+};
 pub use search::{
     search, search_with, SearchFilter, SearchHit, SearchMode, SearchRequest, VectorIndex,
     DEFAULT_KEYWORD_WEIGHT,
 };
 pub use store::{
-    Batch, ChunkRecord, FileRecord, IndexSettings, IndexStats, Repair, Store, Verification,
-    DATABASE_FILE, LOCK_FILE,
+    Batch, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, Repair, Store,
+    StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
 };
 
 /// Name of the index directory created under an indexed root when `--index` is not given.

@@ -3,7 +3,7 @@
 //! consistent [`Snapshot`] of the vectors and settings; and the reader follows the index,
 //! taking a new snapshot once a `quiver index` run has committed.
 
-use crate::error::{IndexError, Result};
+use crate::error::Result;
 use crate::search::{search_with, SearchHit, SearchRequest, VectorIndex};
 use crate::store::{IndexSettings, Store};
 use std::path::{Path, PathBuf};
@@ -99,9 +99,7 @@ impl IndexReader {
 }
 
 fn take_snapshot(store: &Store) -> Result<Snapshot> {
-    let settings = store
-        .settings()?
-        .ok_or_else(|| IndexError::EmptyIndex(store.dir().to_path_buf()))?;
+    let settings = store.indexed_settings()?;
     let vectors = VectorIndex::load(store)?;
     Ok(Snapshot { settings, vectors })
 }

@@ -120,8 +120,14 @@ pub struct VectorIndex {
 impl VectorIndex {
     pub fn load(store: &Store) -> Result<Self> {
         let mut index = VectorIndex::empty();
-        store.for_each_vector(|id, language, path, vector, signature| {
-            index.push(id, language, path, vector, signature);
+        store.for_each_vector(|stored| {
+            index.push(
+                stored.row,
+                stored.language,
+                stored.path,
+                stored.vector,
+                stored.signature,
+            );
         })?;
         Ok(index)
     }

@@ -157,6 +157,37 @@ pub struct IndexStats {
     pub database_bytes: u64,
 }
 
+/// One chunk's vectors as [`Store::for_each_vector`] hands them out.
+pub struct StoredVector<'a> {
+    /// The chunk's row in the store.
+    pub row: i64,
+    /// The numeric form of its chunk id (what exported points are keyed on).
+    pub uid: i64,
+    pub language: &'a str,
+    pub path: &'a str,
+    pub vector: &'a [f32],
+    /// Its signature vector, when it starts a definition.
+    pub signature: Option<&'a [f32]>,
+}
+
+/// What `quiver status --json` prints and Python's `Index.status()` returns.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexStatus {
+    pub index: PathBuf,
+    /// The tree the last run indexed.
+    pub root: Option<String>,
+    pub model: String,
+    pub dimension: usize,
+    pub normalize: bool,
+    pub document_prompt: Option<String>,
+    pub query_prompt: Option<String>,
+    /// The number format's name (`none`, `int8`).
+    pub quantization: &'static str,
+    /// How the last run cut files (its fingerprint).
+    pub chunking: Option<String>,
+    pub stats: IndexStats,
+}
+
 pub struct Store {
     conn: Connection,
     dir: PathBuf,
@@ -439,6 +470,29 @@ impl Store {
         }))
     }
 
+    /// The settings of an index that holds vectors; an empty one is an error naming it.
+    pub fn indexed_settings(&self) -> Result<IndexSettings> {
+        self.settings()?
+            .ok_or_else(|| IndexError::EmptyIndex(self.dir.clone()))
+    }
+
+    /// What the index holds and how it was made.
+    pub fn status(&self) -> Result<IndexStatus> {
+        let settings = self.indexed_settings()?;
+        Ok(IndexStatus {
+            index: self.dir.clone(),
+            root: self.meta("root")?,
+            model: settings.model,
+            dimension: settings.dimension,
+            normalize: settings.normalize,
+            document_prompt: settings.document_prompt,
+            query_prompt: settings.query_prompt,
+            quantization: settings.quantization.name(),
+            chunking: self.meta("chunking")?,
+            stats: self.stats()?,
+        })
+    }
+
     /// Records `settings` on a new index; on an existing one, checks they match. With
     /// `reembed`, a mismatch empties the index (in one transaction) and records the new ones.
     pub fn adopt_settings(&mut self, settings: &IndexSettings, reembed: bool) -> Result<()> {
@@ -638,14 +692,11 @@ impl Store {
 
     /// Every chunk's row id, language, path, vector and signature vector (when it has one),
     /// for exhaustive vector search.
-    pub fn for_each_vector(
-        &self,
-        mut visit: impl FnMut(i64, &str, &str, &[f32], Option<&[f32]>),
-    ) -> Result<()> {
+    pub fn for_each_vector(&self, mut visit: impl FnMut(StoredVector<'_>)) -> Result<()> {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT c.id, c.language, c.path, v.vector, s.vector, v.checksum, s.checksum
+                "SELECT c.id, c.language, c.path, v.vector, s.vector, v.checksum, s.checksum, c.uid
                  FROM chunks c
                  JOIN vectors v ON v.embed_hash = c.embed_hash
                  LEFT JOIN vectors s ON s.embed_hash = c.signature_hash",
@@ -668,6 +719,7 @@ impl Store {
                 .map_err(error)?;
             let checksums: (Option<i64>, Option<i64>) =
                 (row.get(5).map_err(error)?, row.get(6).map_err(error)?);
+            let uid: i64 = row.get(7).map_err(error)?;
             if !intact(main, checksums.0) || second.is_some_and(|bytes| !intact(bytes, checksums.1))
             {
                 return Err(self.damaged(format!(
@@ -680,7 +732,14 @@ impl Store {
             signature.clear();
             signature.extend(second.into_iter().flat_map(vector_from_bytes));
             let signature = (!signature.is_empty()).then_some(signature.as_slice());
-            visit(id, &language, &path, &vector, signature);
+            visit(StoredVector {
+                row: id,
+                uid,
+                language: &language,
+                path: &path,
+                vector: &vector,
+                signature,
+            });
         }
         Ok(())
     }
@@ -711,9 +770,20 @@ impl Store {
     /// Chunks by row id, in the order asked; `None` for a row a later commit removed (a
     /// reader's vectors can be one commit behind the database).
     pub fn chunks_by_id(&self, ids: &[i64]) -> Result<Vec<Option<ChunkRecord>>> {
+        self.chunks_where("id", ids)
+    }
+
+    /// Chunks by the numeric form of their chunk id ([`ChunkRecord::uid`], what
+    /// [`Store::for_each_vector`] and exported points carry), in the order asked; `None` for
+    /// one the index does not hold.
+    pub fn chunks_by_uid(&self, uids: &[i64]) -> Result<Vec<Option<ChunkRecord>>> {
+        self.chunks_where("uid", uids)
+    }
+
+    fn chunks_where(&self, column: &str, ids: &[i64]) -> Result<Vec<Option<ChunkRecord>>> {
         let mut statement = self
             .conn
-            .prepare_cached(&format!("{CHUNK_COLUMNS} WHERE id = ?1"))
+            .prepare_cached(&format!("{CHUNK_COLUMNS} WHERE {column} = ?1"))
             .map_err(|e| self.db_error(e))?;
         ids.iter()
             .map(|id| {

@@ -1,10 +1,9 @@
 use crate::{location, progress};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use quiver_export::files::{export_records, write_jsonl, write_npy_dir};
-use quiver_export::postgres::{PostgresExport, VectorIndex};
-use quiver_export::qdrant::{QdrantExport, QdrantOptions};
-use quiver_export::{Schema, Summary};
+use quiver_export::postgres::VectorIndex;
+use quiver_export::qdrant::QdrantOptions;
+use quiver_export::{export_index, Outcome, Summary, Target, TargetOptions};
 use quiver_index::Store;
 use std::path::PathBuf;
 
@@ -50,66 +49,49 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     };
     let index_dir = location::find(args.index.clone().or(args.index_positional.clone()))?;
     let store = Store::open(&index_dir)?;
-    let (settings, records) = export_records(&store)?;
-    let schema = Schema::of(&settings);
-    let report = match format.as_str() {
-        "jsonl" => {
-            let written = write_jsonl(&PathBuf::from(destination), &records)?;
-            format!("exported {written} chunks")
-        }
-        "npy" => {
-            let written = write_npy_dir(&PathBuf::from(destination), &settings, &records)?;
-            format!("exported {written} chunks")
-        }
-        "qdrant" => {
-            let Some(collection) = &args.collection else {
-                bail!("--to qdrant needs --collection NAME");
-            };
-            let options = QdrantOptions {
+    let target = Target::parse(
+        format,
+        destination,
+        TargetOptions {
+            collection: args.collection.clone(),
+            table: args.table.clone(),
+            qdrant: QdrantOptions {
                 batch_size: args.points_per_request,
                 api_key: args.api_key.clone(),
                 ..QdrantOptions::default()
-            };
-            let export = QdrantExport::new(destination, collection, options)?;
-            let summary = with_bar(|progress| export.sync(&schema, &records, progress))
-                .with_context(|| format!("exporting to Qdrant collection {collection}"))?;
-            describe(summary)
-        }
-        "postgres" | "postgresql" => {
-            let Some(table) = &args.table else {
-                bail!("--to postgres needs --table NAME");
-            };
-            let index = match args.vector_index {
+            },
+            vector_index: match args.vector_index {
                 IndexKind::Hnsw => VectorIndex::Hnsw,
                 IndexKind::Ivfflat => VectorIndex::IvfFlat,
-            };
-            let mut export = PostgresExport::connect(destination, table, index)?;
-            let summary = with_bar(|progress| export.sync(&schema, &records, progress))
-                .with_context(|| format!("exporting to PostgreSQL table {table}"))?;
-            describe(summary)
-        }
-        other => bail!("unknown export format {other:?}: use jsonl, npy, qdrant or postgres"),
-    };
-    eprintln!(
-        "{report} ({} dimensions, {}) from {} to {format} {}",
-        settings.dimension,
-        settings.model,
-        index_dir.display(),
-        redact_password(destination),
-    );
-    Ok(())
-}
-
-fn with_bar<T>(
-    send: impl FnOnce(quiver_export::Progress<'_>) -> quiver_export::Result<T>,
-) -> quiver_export::Result<T> {
+            },
+        },
+    )?;
     let bar = progress::bar(0, "{bar:40} {pos}/{len} chunks sent [{elapsed_precise}]");
-    let result = send(&|done, total| {
+    let exported = export_index(&store, &target, &|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });
     bar.finish_and_clear();
-    result
+    let exported = exported.with_context(|| match &target {
+        Target::Qdrant { collection, .. } => format!("exporting to Qdrant collection {collection}"),
+        Target::Postgres { table, .. } => format!("exporting to PostgreSQL table {table}"),
+        _ => format!(
+            "exporting {} to {format} {destination}",
+            index_dir.display()
+        ),
+    })?;
+    let report = match exported.outcome {
+        Outcome::Written(written) => format!("exported {written} chunks"),
+        Outcome::Synced(summary) => describe(summary),
+    };
+    eprintln!(
+        "{report} ({} dimensions, {}) from {} to {format} {}",
+        exported.settings.dimension,
+        exported.settings.model,
+        index_dir.display(),
+        redact_password(destination),
+    );
+    Ok(())
 }
 
 fn describe(summary: Summary) -> String {

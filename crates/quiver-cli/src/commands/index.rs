@@ -3,9 +3,11 @@ use crate::model::{load_embedder, QuantizeArg};
 use crate::progress::IndexBar;
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_embed::{Device, DEFAULT_MODEL};
-use quiver_index::walk::WalkOptions;
-use quiver_index::{Chunking, IndexOptions, IndexReport, Input, Repair, Store};
+use quiver_embed::Device;
+use quiver_index::{
+    Chunking, IndexOptions, IndexReport, Input, Repair, RunModel, Store, DEFAULT_COMMIT_EVERY,
+    DEFAULT_ID_PREFIX, DEFAULT_MAX_FILE_BYTES,
+};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -34,7 +36,7 @@ pub struct IndexArgs {
     reembed: bool,
     /// First part of every chunk id (`--collection` before; `export --collection` names a
     /// Qdrant collection).
-    #[arg(long, alias = "collection", default_value = "default")]
+    #[arg(long, alias = "collection", default_value = DEFAULT_ID_PREFIX)]
     id_prefix: String,
     /// Token budget of a chunk (default: the model's max length less 32 for the header).
     #[arg(long)]
@@ -43,10 +45,10 @@ pub struct IndexArgs {
     #[arg(long)]
     pack_definitions: bool,
     /// Skip files larger than this many bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = DEFAULT_MAX_FILE_BYTES)]
     max_file_size: u64,
     /// Chunks embedded per commit: what a crash can cost at most.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULT_COMMIT_EVERY)]
     commit_every: usize,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
     device: Device,
@@ -93,44 +95,22 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         Store::open_writer(&index_dir)?
     };
     let stored = store.settings()?;
-    let model = args
-        .model
-        .as_deref()
-        .map(recorded_model_id)
-        .or_else(|| stored.as_ref().map(|s| s.model.clone()))
-        .unwrap_or_else(|| DEFAULT_MODEL.to_string());
-    let quantization = args
-        .quantize
-        .map(Into::into)
-        .or_else(|| stored.as_ref().map(|s| s.quantization))
-        .unwrap_or_default();
-    let embedder = load_embedder(&model, args.device, quantization)?;
-    // Keep the index's Matryoshka dimension unless the run names another model or dimension.
-    let dimensions = args.dimensions.or_else(|| {
-        stored
-            .as_ref()
-            .filter(|s| s.model == model && s.dimension != embedder.dimension())
-            .map(|s| s.dimension)
-    });
-    let options = IndexOptions {
-        input: input.clone(),
-        id_prefix: args.id_prefix.clone(),
-        model_id: model,
-        chunk_tokens: args.chunk_tokens,
-        chunking: if args.pack_definitions {
-            Chunking::SyntaxPacked
-        } else {
-            Chunking::Syntax
-        },
-        context_header: true,
-        walk: WalkOptions {
-            max_file_bytes: args.max_file_size,
-            exclude_dir: index_dir.canonicalize().ok(),
-        },
-        reembed: args.reembed,
-        dimensions,
-        batch_chunks: args.commit_every.max(1),
-    };
+    let run = RunModel::resolve(
+        stored.as_ref(),
+        args.model.as_deref(),
+        args.quantize.map(Into::into),
+    );
+    let embedder = load_embedder(&run.model_id, args.device, run.quantization)?;
+    let mut options = IndexOptions::new(input.clone(), run.model_id.clone(), &index_dir);
+    options.dimensions = run.dimensions(stored.as_ref(), args.dimensions, embedder.dimension());
+    options.id_prefix = args.id_prefix.clone();
+    options.chunk_tokens = args.chunk_tokens;
+    if args.pack_definitions {
+        options.chunking = Chunking::SyntaxPacked;
+    }
+    options.walk.max_file_bytes = args.max_file_size;
+    options.reembed = args.reembed;
+    options.batch_chunks = args.commit_every.max(1);
     let progress = IndexBar::new();
     let report = quiver_index::index(&mut store, &embedder, &options, &progress)
         .with_context(|| format!("indexing {} into {}", root.display(), index_dir.display()))?;
@@ -168,16 +148,4 @@ fn print_summary(report: &IndexReport, index_dir: &std::path::Path) -> std::io::
     }
     outln!("index: {} ({:.1} s)", index_dir.display(), report.seconds);
     Ok(())
-}
-
-/// How the index records a model: a local folder by its absolute path, so `quiver search` finds
-/// it from any directory; a hub id as given.
-fn recorded_model_id(spec: &str) -> String {
-    let path = std::path::Path::new(spec);
-    if path.is_dir() {
-        if let Ok(absolute) = std::path::absolute(path) {
-            return absolute.to_string_lossy().into_owned();
-        }
-    }
-    spec.to_string()
 }

@@ -1,6 +1,6 @@
 use crate::location;
 use crate::model::load_embedder;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use quiver_embed::Device;
 use quiver_index::{
@@ -37,12 +37,7 @@ pub struct SearchArgs {
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let index_dir = location::find(args.index.clone())?;
     let store = Store::open(&index_dir)?;
-    let Some(settings) = store.settings()? else {
-        bail!(
-            "the index at {} is empty: run `quiver index` first",
-            index_dir.display()
-        );
-    };
+    let settings = store.indexed_settings()?;
     let filter = SearchFilter::from_names(&args.languages, args.path.as_deref())
         .context("--lang / --path")?;
     let query_vector = match args.mode {

@@ -312,12 +312,7 @@ fn served_model(
         return Ok((asked.unwrap_or(DEFAULT_MODEL).to_string(), None));
     };
     let store = Store::open(dir).with_context(|| format!("opening index {}", dir.display()))?;
-    let settings = store.settings()?.with_context(|| {
-        format!(
-            "the index at {} is empty: run `quiver index` first",
-            dir.display()
-        )
-    })?;
+    let settings = store.indexed_settings()?;
     let quantization = Some(settings.quantization);
     let Some(asked) = asked else {
         return Ok((settings.model, quantization));

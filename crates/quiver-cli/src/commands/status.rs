@@ -1,7 +1,6 @@
 use crate::location;
 use anyhow::bail;
 use clap::Args;
-use quiver_embed::Quantization;
 use quiver_index::Store;
 use std::path::{Path, PathBuf};
 
@@ -25,49 +24,31 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     if args.verify {
         return verify(&store, &index_dir, args.json);
     }
-    let Some(settings) = store.settings()? else {
-        bail!(
-            "the index at {} is empty: run `quiver index` first",
-            index_dir.display()
-        );
-    };
-    let stats = store.stats()?;
-    let root = store.meta("root")?;
+    let status = store.status()?;
     if args.json {
-        let summary = serde_json::json!({
-            "index": index_dir,
-            "root": root,
-            "model": settings.model,
-            "dimension": settings.dimension,
-            "normalize": settings.normalize,
-            "document_prompt": settings.document_prompt,
-            "query_prompt": settings.query_prompt,
-            "quantization": settings.quantization.name(),
-            "chunking": store.meta("chunking")?,
-            "stats": stats,
-        });
-        outln!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
     outln!("index:     {}", index_dir.display());
-    if let Some(root) = root {
+    if let Some(root) = &status.root {
         outln!("root:      {root}");
     }
     outln!(
         "model:     {} ({} dimensions, {})",
-        settings.model,
-        settings.dimension,
-        match settings.quantization {
-            Quantization::None => "f32",
-            other => other.name(),
+        status.model,
+        status.dimension,
+        match status.quantization {
+            "none" => "f32",
+            other => other,
         }
     );
-    if let Some(prompt) = &settings.query_prompt {
+    if let Some(prompt) = &status.query_prompt {
         outln!(
             "prompts:   query {prompt:?}, document {:?}",
-            settings.document_prompt
+            status.document_prompt
         );
     }
+    let stats = &status.stats;
     outln!("files:     {}", stats.files);
     outln!(
         "chunks:    {} ({} distinct vectors)",

@@ -1,0 +1,131 @@
+//! What an indexing run embeds with, decided once from what the caller asks and what the index
+//! already holds: the CLI's `quiver index` and the Python `Index.update` both ask here.
+
+use crate::indexer::{Chunking, IndexOptions, Input};
+use crate::store::IndexSettings;
+use crate::walk::WalkOptions;
+use quiver_embed::{Quantization, DEFAULT_MODEL};
+use std::path::Path;
+
+/// The first part of every chunk id when the caller names none.
+pub const DEFAULT_ID_PREFIX: &str = "default";
+/// Files larger than this are skipped when the caller names no limit.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 20;
+/// Chunks embedded per commit when the caller names no count: what a crash can cost at most.
+pub const DEFAULT_COMMIT_EVERY: usize = 256;
+
+/// The model and number format a run embeds with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunModel {
+    /// How the index records the model ([`recorded_model_id`]).
+    pub model_id: String,
+    pub quantization: Quantization,
+}
+
+impl RunModel {
+    /// What the caller names wins; else what the index holds; else the defaults.
+    pub fn resolve(
+        stored: Option<&IndexSettings>,
+        model: Option<&str>,
+        quantization: Option<Quantization>,
+    ) -> RunModel {
+        RunModel {
+            model_id: model
+                .map(recorded_model_id)
+                .or_else(|| stored.map(|s| s.model.clone()))
+                .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+            quantization: quantization
+                .or_else(|| stored.map(|s| s.quantization))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The Matryoshka width the run stores: the one asked for, else the index's own when the
+    /// run keeps the index's model, else the model's full width (`None`).
+    pub fn dimensions(
+        &self,
+        stored: Option<&IndexSettings>,
+        requested: Option<usize>,
+        model_dimension: usize,
+    ) -> Option<usize> {
+        requested.or_else(|| {
+            stored
+                .filter(|s| s.model == self.model_id && s.dimension != model_dimension)
+                .map(|s| s.dimension)
+        })
+    }
+}
+
+/// How the index records a model: a local folder by its absolute path, so that a search finds
+/// it from any directory; a hub id as given.
+pub fn recorded_model_id(spec: &str) -> String {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        if let Ok(absolute) = std::path::absolute(path) {
+            return absolute.to_string_lossy().into_owned();
+        }
+    }
+    spec.to_string()
+}
+
+impl IndexOptions {
+    /// A run over `input` with `model_id` and every other setting at its default; the index
+    /// directory `index_dir` is left out of the walk when it lies inside the tree.
+    pub fn new(input: Input, model_id: String, index_dir: &Path) -> IndexOptions {
+        IndexOptions {
+            input,
+            id_prefix: DEFAULT_ID_PREFIX.to_string(),
+            model_id,
+            chunk_tokens: None,
+            chunking: Chunking::Syntax,
+            context_header: true,
+            walk: WalkOptions {
+                max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+                exclude_dir: index_dir.canonicalize().ok(),
+            },
+            reembed: false,
+            dimensions: None,
+            batch_chunks: DEFAULT_COMMIT_EVERY,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(model: &str, dimension: usize) -> IndexSettings {
+        IndexSettings {
+            model: model.to_string(),
+            dimension,
+            normalize: true,
+            document_prompt: None,
+            query_prompt: None,
+            quantization: Quantization::Int8,
+        }
+    }
+
+    #[test]
+    fn the_caller_wins_then_the_index_then_the_default() {
+        let held = stored("some/model", 128);
+        let run = RunModel::resolve(Some(&held), None, None);
+        assert_eq!(run.model_id, "some/model");
+        assert_eq!(run.quantization, Quantization::Int8);
+        let run = RunModel::resolve(Some(&held), Some("other/model"), Some(Quantization::None));
+        assert_eq!(run.model_id, "other/model");
+        assert_eq!(run.quantization, Quantization::None);
+        let run = RunModel::resolve(None, None, None);
+        assert_eq!(run.model_id, DEFAULT_MODEL);
+        assert_eq!(run.quantization, Quantization::None);
+    }
+
+    #[test]
+    fn the_index_width_is_kept_only_with_its_model() {
+        let held = stored("some/model", 128);
+        let same = RunModel::resolve(Some(&held), None, None);
+        assert_eq!(same.dimensions(Some(&held), None, 384), Some(128));
+        assert_eq!(same.dimensions(Some(&held), Some(64), 384), Some(64));
+        let other = RunModel::resolve(Some(&held), Some("other/model"), None);
+        assert_eq!(other.dimensions(Some(&held), None, 384), None);
+    }
+}
