@@ -1,4 +1,5 @@
-"""Side-by-side embedding throughput: Quiver vs sentence-transformers vs ONNX Runtime.
+"""Side-by-side embedding throughput: Quiver (CLI, and the Python package with `--systems
+quiver,py,...`) vs sentence-transformers vs ONNX Runtime.
 
     bench/run                      # sets everything up, then calls this
     python bench/compare.py --model models/all-MiniLM-L6-v2 --corpus C.jsonl --quiver target/release/quiver
@@ -125,7 +126,8 @@ def worker_quiver(args, texts):
             f.write(json.dumps({"text": t}) + "\n")
         path = f.name
     command = [args.quiver, "--threads", str(args.threads), "embed", path, "--model", args.model,
-               "--max-length", str(args.max_length), "--output", "/dev/null", "--stats"]
+               "--max-length", str(args.max_length), "--batch-size", str(args.batch_size),
+               "--output", "/dev/null", "--stats"]
     if args.quantize:
         command += ["--quantize", args.quantize]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -134,12 +136,24 @@ def worker_quiver(args, texts):
     return stats["seconds"], stats["peak_rss_mib"]
 
 
+def worker_py(args, texts):
+    """The Python package (`quiver.Model.encode`), in this process."""
+    import quiver
+
+    model = quiver.Model(args.model, quantize=args.quantize, threads=args.threads,
+                         max_seq_length=args.max_length)
+    model.encode(texts[:64], batch_size=args.batch_size)
+    start = time.perf_counter()
+    model.encode(texts, batch_size=args.batch_size)
+    return time.perf_counter() - start
+
+
 def worker_main(args):
     texts = workload_texts(args.corpus, WORKLOADS[args.workload][1])
     if args.worker == "quiver":
         seconds, rss = worker_quiver(args, texts)
     else:
-        seconds = {"st": worker_st, "ort": worker_ort}[args.worker](args, texts)
+        seconds = {"st": worker_st, "ort": worker_ort, "py": worker_py}[args.worker](args, texts)
         rss = peak_rss_mib()
     print(json.dumps({"seconds": seconds, "peak_rss_mib": rss}))
 
@@ -225,7 +239,8 @@ def main():
         export_onnx(args.model, args.onnx)
     ceiling = sgemm_ceiling(args.threads)
     print(f"threads: {args.threads}   SGEMM ceiling (numpy/OpenBLAS, model shapes): {ceiling:.0f} GFLOP/s")
-    label = {"quiver": "Quiver" + (f" ({args.quantize})" if args.quantize else ""),
+    quantized = f" ({args.quantize})" if args.quantize else ""
+    label = {"quiver": "Quiver CLI" + quantized, "py": "Quiver Python" + quantized,
              "st": "sentence-transformers", "ort": "ONNX Runtime fp32"}
     for workload in args.workloads.split(","):
         max_length, how = WORKLOADS[workload]

@@ -346,10 +346,7 @@ impl Index {
     }
 
     /// Every chunk's numeric id (`Hit.uid`) and text vector, read in one pass into two arrays.
-    fn vectors<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<UidsAndMatrix<'py>> {
+    fn vectors<'py>(&self, py: Python<'py>) -> PyResult<UidsAndMatrix<'py>> {
         let store = self.open()?;
         let dimension = store.indexed_settings().map_err(index_error)?.dimension;
         let (uids, flat) = py

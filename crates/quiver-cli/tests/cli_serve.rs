@@ -176,6 +176,38 @@ fn tokenize_reports_offsets_in_the_input() {
     assert_eq!(bare.body[0].as_array().unwrap().len(), 2);
 }
 
+/// A model that lowercases its input (sentence-transformers' `do_lower_case`) on text whose
+/// lowercase form has another length: offsets still point into the input as sent.
+#[test]
+fn tokenize_offsets_survive_lowercasing_of_non_ascii_text() {
+    let dir = temp_dir("lowercasing-model");
+    copy_tree(&model_dir(), &dir);
+    std::fs::write(
+        dir.join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 256, "do_lower_case": true}"#,
+    )
+    .unwrap();
+    let server = start(&["--model", dir.to_str().unwrap()], &[]);
+    let input = "ẞẞẞ Hello Wörld 東京";
+    let reply = server.post("/tokenize", &json!({"inputs": input}).to_string());
+    let tokens = reply.body[0].as_array().expect("tokens");
+    let span = |wanted: &str| {
+        let token = tokens
+            .iter()
+            .find(|t| t["text"] == wanted)
+            .unwrap_or_else(|| panic!("no token {wanted} in {tokens:?}"));
+        let (start, stop) = (
+            token["start"].as_u64().unwrap(),
+            token["stop"].as_u64().unwrap(),
+        );
+        &input[start as usize..stop as usize]
+    };
+    assert_eq!(span("hello"), "Hello");
+    assert_eq!(span("東"), "東");
+    assert_eq!(span("京"), "京");
+    assert_eq!(span("world"), "Wörld");
+}
+
 #[test]
 fn bad_requests_get_a_json_error_naming_the_problem() {
     let server = serve(&["--max-client-batch-size", "4", "--payload-limit", "20000"]);

@@ -24,6 +24,10 @@ pub struct EmbedderOptions {
     pub quantization: Quantization,
 }
 
+/// [`Embedder::embed_until`] tokenises and embeds this many texts at a time: enough for
+/// batches of similar lengths, few enough that tokenising them takes a fraction of a second.
+const TEXTS_PER_ROUND: usize = 4096;
+
 /// How one call turns texts into vectors.
 #[derive(Debug, Clone)]
 pub struct EmbedOptions {
@@ -224,13 +228,21 @@ impl Embedder {
         H: FnMut(usize) -> ControlFlow<()>,
     {
         let output = self.output_options(options)?;
-        let encoded = self.encode(texts, options)?;
-        let sequences: Vec<&[u32]> = encoded.token_ids.iter().map(Vec::as_slice).collect();
-        let setups = vec![encoded.setup; sequences.len()];
         let budget = BatchBudget::from(options);
-        let mut vectors = self.pool(&sequences, &setups, budget, hook)?;
-        for vector in &mut vectors {
-            output.apply(vector);
+        let mut hook = hook;
+        let mut vectors = Vec::with_capacity(texts.len());
+        // A round of texts is tokenised, then embedded in length-sorted batches: the hook is
+        // heard at least once per round, so a stop never waits for a whole large input to be
+        // tokenised, and token ids are held for one round only.
+        for round in texts.chunks(TEXTS_PER_ROUND) {
+            let encoded = self.encode(round, options)?;
+            let sequences: Vec<&[u32]> = encoded.token_ids.iter().map(Vec::as_slice).collect();
+            let setups = vec![encoded.setup; sequences.len()];
+            let mut pooled = self.pool(&sequences, &setups, budget, &mut hook)?;
+            for vector in &mut pooled {
+                output.apply(vector);
+            }
+            vectors.append(&mut pooled);
         }
         Ok(vectors)
     }
@@ -321,10 +333,17 @@ impl Embedder {
         Ok(vectors)
     }
 
-    /// The text the tokenizer sees for `text` under `options`: with the prompt, lowercased if
-    /// the model asks for it.
-    pub fn input_text<'t>(&self, text: &'t str, options: &EmbedOptions) -> Result<Cow<'t, str>> {
-        Ok(self.prepare_text(self.prompt_text(options)?, text))
+    /// The text the tokenizer sees for `text` under `options` (with the prompt, lowercased if
+    /// the model asks for it), and the way from its byte offsets back to `text`'s.
+    pub fn input_text(&self, text: &str, options: &EmbedOptions) -> Result<InputText> {
+        let prompt = self.prompt_text(options)?;
+        let prepared = self.prepare_text(prompt, text).into_owned();
+        Ok(InputText::new(
+            prepared,
+            prompt.unwrap_or(""),
+            text,
+            self.config.do_lower_case,
+        ))
     }
 
     /// Matryoshka width and normalisation for `options`, checked against this model.
@@ -409,6 +428,62 @@ impl Embedder {
     }
 }
 
+/// What the tokenizer sees for a caller's text, with the way back to the caller's offsets.
+#[derive(Debug, Clone)]
+pub struct InputText {
+    /// The prompt, then the caller's text, lowercased when the model asks for it.
+    pub text: String,
+    /// Where the caller's text begins in `text`.
+    start: usize,
+    /// For each character of the caller's text: where its (lowercased) form begins in `text`,
+    /// and where it begins in the caller's text. Lowercasing can change a character's length
+    /// (`ẞ` is 3 bytes, `ß` 2), so no single shift maps one onto the other.
+    origins: Vec<(usize, usize)>,
+    original_len: usize,
+}
+
+impl InputText {
+    fn new(text: String, prompt: &str, original: &str, lowercased: bool) -> InputText {
+        let width = |c: char| -> usize {
+            if lowercased {
+                c.to_lowercase().map(char::len_utf8).sum()
+            } else {
+                c.len_utf8()
+            }
+        };
+        let start: usize = prompt.chars().map(width).sum();
+        let mut at = start;
+        let origins = original
+            .char_indices()
+            .map(|(offset, c)| {
+                let origin = (at, offset);
+                at += width(c);
+                origin
+            })
+            .collect();
+        InputText {
+            text,
+            start,
+            origins,
+            original_len: original.len(),
+        }
+    }
+
+    /// The caller's byte offset for byte `offset` of [`InputText::text`]: `None` inside the
+    /// prompt; an offset inside the lowercased form of one character maps to that character.
+    pub fn original_offset(&self, offset: usize) -> Option<usize> {
+        if offset < self.start {
+            return None;
+        }
+        if offset >= self.text.len() {
+            return Some(self.original_len);
+        }
+        let next = self.origins.partition_point(|&(at, _)| at <= offset);
+        let (_, original) = self.origins.get(next.checked_sub(1)?)?;
+        Some(*original)
+    }
+}
+
 /// Groups sequence indices into forward passes: longest first, so each batch holds sequences
 /// of similar length, bounded by a token budget and a sequence count.
 fn plan_batches(token_ids: &[&[u32]], budget: BatchBudget) -> Vec<Vec<usize>> {
@@ -437,6 +512,37 @@ fn plan_batches(token_ids: &[&[u32]], budget: BatchBudget) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_offsets_survive_lowercasing_that_changes_lengths() {
+        let original = "ẞig İstanbul CAFÉ 東京 Straße";
+        let prompt = "Query: ";
+        let text = format!("{prompt}{original}").to_lowercase();
+        let input = InputText::new(text.clone(), prompt, original, true);
+        assert_eq!(input.original_offset(0), None);
+        assert_eq!(input.original_offset(prompt.len() - 1), None);
+        // Every word of the lowercased text maps back onto the same word of the original.
+        for word in ["ßig", "stanbul", "café", "東京", "straße"] {
+            let at = text.find(word).expect(word);
+            let start = input.original_offset(at).unwrap();
+            let stop = input.original_offset(at + word.len()).unwrap();
+            let back = original[start..stop].to_lowercase();
+            assert!(
+                back.starts_with(word.chars().next().unwrap()),
+                "{word}: {back}"
+            );
+            assert_eq!(back.chars().count(), word.chars().count(), "{word}: {back}");
+        }
+        assert_eq!(input.original_offset(text.len()), Some(original.len()));
+        // `İ` lowercases to two characters (`i` and a combining dot): both map back to it.
+        let dotted = text.find('\u{307}').unwrap();
+        let capital = original.find('İ').unwrap();
+        assert_eq!(input.original_offset(dotted), Some(capital));
+        assert_eq!(input.original_offset(dotted - 1), Some(capital));
+        // Without lowercasing: a plain shift by the prompt.
+        let plain = InputText::new(format!("{prompt}{original}"), prompt, original, false);
+        assert_eq!(plain.original_offset(prompt.len() + 4), Some(4));
+    }
 
     #[test]
     fn batches_respect_token_budget_and_count() {

@@ -19,7 +19,7 @@ pub mod testing;
 mod tokenize;
 
 pub use embedder::{
-    BatchBudget, EmbedOptions, Embedder, EmbedderOptions, EncodedTexts, OutputOptions,
+    BatchBudget, EmbedOptions, Embedder, EmbedderOptions, EncodedTexts, InputText, OutputOptions,
     SequenceSetup,
 };
 pub use error::EmbedError;

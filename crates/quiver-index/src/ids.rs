@@ -65,4 +65,31 @@ mod tests {
         // SHA-256("abc") starts ba7816bf8f01cfea...
         assert_eq!(&content_hash(b"abc")[..16], "ba7816bf8f01cfea");
     }
+
+    /// Qdrant points and PostgreSQL rows are keyed on these forms: a change here would orphan
+    /// every point exported before it. The literals were computed apart from this code
+    /// (Python's hashlib, by the rule in the doc comments).
+    #[test]
+    fn exported_id_forms_are_pinned() {
+        for (id, numeric, uuid_form) in [
+            (
+                "default:quiver:src/main.rs:chunk:3",
+                3575244229327454750,
+                "b19dd1af-2254-821e-bdce-5aa38172db6a",
+            ),
+            (
+                "default:quiver:src/main.rs:chunk:0",
+                1468225479213108497,
+                "94602f4b-5aac-8d11-b6db-a6bf98d54dd3",
+            ),
+            (
+                "docs:handbook:guide/intro.md:chunk:12",
+                3791661695157830922,
+                "349eb039-0056-850a-84eb-725ec2a4009e",
+            ),
+        ] {
+            assert_eq!(numeric_id(id), numeric, "{id}");
+            assert_eq!(uuid(id), uuid_form, "{id}");
+        }
+    }
 }

@@ -51,10 +51,6 @@ impl SkipCounts {
         *self.0.entry(reason).or_default() += 1;
     }
 
-    pub fn total(&self) -> usize {
-        self.0.values().sum()
-    }
-
     pub fn get(&self, reason: SkipReason) -> usize {
         self.0.get(&reason).copied().unwrap_or(0)
     }

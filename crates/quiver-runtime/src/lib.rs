@@ -9,7 +9,7 @@
 //! offsets marking where each sequence starts. Dense layers see one `[tokens, hidden]` matrix
 //! with no padding; attention runs per sequence. This is the layout the throughput goal needs.
 //!
-//! Entry points: [`models::load_model`] (from a model folder) and [`EncoderModel::forward`].
+//! Entry points: [`models::load_model_with`] (from a model folder) and [`EncoderModel::forward`].
 
 pub mod backend;
 pub mod batch;
@@ -23,9 +23,7 @@ pub mod weights;
 pub use backend::Device;
 pub use batch::PackedBatch;
 pub use error::RuntimeError;
-pub use models::{
-    load_model, load_model_with, EncoderModel, LoadOptions, ModelConfig, Quantization,
-};
+pub use models::{load_model_with, EncoderModel, LoadOptions, ModelConfig, Quantization};
 pub use pooling::Pooling;
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;

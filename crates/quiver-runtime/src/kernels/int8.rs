@@ -213,14 +213,6 @@ impl QuantizedMatrix {
         }
     }
 
-    pub fn in_features(&self) -> usize {
-        self.k
-    }
-
-    pub fn out_features(&self) -> usize {
-        self.n
-    }
-
     fn block(&self, b: usize) -> &[i8] {
         &self.data[b * self.k4 * COLS..(b + 1) * self.k4 * COLS]
     }

@@ -62,14 +62,6 @@ impl<'a> MatRef<'a> {
             col_stride: self.row_stride,
         }
     }
-
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
 }
 
 impl<'a> MatMut<'a> {

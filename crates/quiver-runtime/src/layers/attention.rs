@@ -86,10 +86,6 @@ impl RelativePositionBias {
         }
     }
 
-    pub fn span(&self) -> usize {
-        self.span
-    }
-
     /// Adds the bias to one head's scores of queries from `first_query` on against `keys`
     /// (`scores` is row-major, `keys.len()` wide).
     fn add(&self, head: usize, first_query: usize, keys: Range<usize>, scores: &mut [f32]) {

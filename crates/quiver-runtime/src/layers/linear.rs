@@ -147,10 +147,6 @@ impl Linear {
         self
     }
 
-    pub fn out_features(&self) -> usize {
-        self.out_features
-    }
-
     /// Writes `rows × out_features` values into `output`, resizing it.
     pub fn forward(&self, input: &[f32], rows: usize, output: &mut Vec<f32>) {
         self.forward_then(input, rows, output, |_, _| {});

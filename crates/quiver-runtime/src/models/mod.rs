@@ -1,7 +1,7 @@
 //! One file per architecture. Each starts with a `Config` that deserialises the Hugging Face
 //! `config.json` as it is, and implements [`EncoderModel`].
 //!
-//! Adding an architecture: a new file here, one arm in [`load_model`], one entry in
+//! Adding an architecture: a new file here, one arm in [`load_model_with`], one entry in
 //! [`SUPPORTED_ARCHITECTURES`], and a parity test with its fixture.
 
 pub mod bert;
@@ -158,12 +158,8 @@ impl Quantization {
     }
 }
 
-/// Loads the model in `dir` (config.json + safetensors weights) for the CPU backend.
-pub fn load_model(dir: &Path) -> Result<Box<dyn EncoderModel>> {
-    load_model_with(dir, LoadOptions::default())
-}
-
-/// [`load_model`] with layout options.
+/// Loads the model in `dir` (config.json + safetensors weights) for the CPU backend, laid out
+/// as `options` say.
 pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn EncoderModel>> {
     let config = ModelConfig::read(dir)?;
     let files = WeightFiles::open(dir)?;

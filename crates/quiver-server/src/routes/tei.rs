@@ -156,20 +156,23 @@ pub async fn tokenize(
             .0
             .iter()
             .map(|text| {
-                let prepared = embedder.input_text(text, &options)?;
-                // Offsets are reported in the input as sent, so a prompt's bytes are taken off.
-                let shift = prepared.len().saturating_sub(text.len());
-                let tokens = embedder.tokenizer().tokens(&prepared, add_special)?;
+                // Offsets are reported in the input as sent: outside the prompt, and back
+                // through any lowercasing.
+                let input = embedder.input_text(text, &options)?;
+                let tokens = embedder.tokenizer().tokens(&input.text, add_special)?;
                 Ok(tokens
                     .into_iter()
                     .map(|token| {
-                        let inside = !token.special && token.start >= shift;
+                        let span = (!token.special)
+                            .then(|| input.original_offset(token.start))
+                            .flatten()
+                            .zip(input.original_offset(token.end));
                         TokenView {
                             id: token.id,
                             text: token.text,
                             special: token.special,
-                            start: inside.then(|| token.start - shift),
-                            stop: inside.then(|| token.end - shift),
+                            start: span.map(|(start, _)| start),
+                            stop: span.map(|(_, stop)| stop),
                         }
                     })
                     .collect())
