@@ -47,6 +47,10 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Build an index from a NumPy export (`quiver export --to npy`), without embedding again.
     Import(commands::import::ImportArgs),
+    /// Index a tree, then keep the index fresh as files change.
+    Watch(commands::watch::WatchArgs),
+    /// Serve an index to coding agents over MCP (stdio, or streamable HTTP with --http).
+    Mcp(commands::mcp::McpArgs),
     /// Serve embeddings (OpenAI /v1/embeddings, TEI /embed) and search over HTTP.
     Serve(commands::serve::ServeArgs),
     /// Known models (`list`) and what one model is (`info ID`).
@@ -98,6 +102,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => commands::export::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Watch(args) => commands::watch::run(args),
+        Command::Mcp(args) => commands::mcp::run(args),
         Command::Models(args) => commands::models::run(args),
     }
 }

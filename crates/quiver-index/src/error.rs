@@ -78,6 +78,12 @@ pub enum IndexError {
     /// committed before stays.
     #[error("interrupted; the batches committed so far are kept: run again to finish")]
     Interrupted,
+    #[error("cannot watch {path} for changes: {message}")]
+    Watch { path: PathBuf, message: String },
+    #[error("no indexed chunk holds {path}:{line}")]
+    NoChunkAt { path: String, line: usize },
+    #[error("the index holds no chunk {id:?}")]
+    UnknownChunk { id: String },
     #[error(transparent)]
     Embed(quiver_embed::EmbedError),
     #[error(transparent)]

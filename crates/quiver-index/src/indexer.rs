@@ -98,6 +98,9 @@ pub struct IndexReport {
     pub files_changed: usize,
     pub files_unchanged: usize,
     pub files_removed: usize,
+    /// Paths of the files changed, added and removed: the first [`LISTED_FILES`] of each.
+    pub changed_files: Vec<String>,
+    pub removed_files: Vec<String>,
     pub chunks_written: usize,
     pub chunks_embedded: usize,
     pub chunks_reused: usize,
@@ -107,6 +110,9 @@ pub struct IndexReport {
     pub chunk_tokens: usize,
     pub seconds: f64,
 }
+
+/// How many changed and removed paths a report lists (a first run changes every file).
+pub const LISTED_FILES: usize = 100;
 
 /// Hooks for a progress display.
 pub trait IndexProgress {
@@ -125,7 +131,7 @@ pub struct NoProgress;
 impl IndexProgress for NoProgress {}
 
 /// The model's tokenizer as the chunker's token counter.
-struct ModelTokens<'a>(&'a Embedder);
+pub struct ModelTokens<'a>(pub &'a Embedder);
 
 impl TokenCounter for ModelTokens<'_> {
     fn token_starts(&self, text: &str) -> std::result::Result<Vec<usize>, ChunkError> {
@@ -263,11 +269,13 @@ pub fn index(
         .cloned()
         .collect();
     run.report.files_removed = removed.len();
+    run.report.removed_files = removed.iter().take(LISTED_FILES).cloned().collect();
     run.report.files_indexed = kept.len();
     let mut report = run.report;
     store.remove_files(&removed)?;
     store.collect_garbage()?;
     store.set_meta("chunking", &chunking)?;
+    store.set_meta("id_prefix", &options.id_prefix)?;
     store.set_meta("root", &options.input.root().display().to_string())?;
     store.set_meta("last_indexed_unix", &now_unix_seconds())?;
     report.skipped = skips.0.iter().map(|(r, n)| (r.name(), *n)).collect();
@@ -312,6 +320,9 @@ impl Run<'_> {
     fn take_changed(&mut self, record: FileRecord, chunks: Vec<PreparedChunk>) -> Result<()> {
         self.batch_files += 1;
         self.report.files_changed += 1;
+        if self.report.changed_files.len() < LISTED_FILES {
+            self.report.changed_files.push(record.path.clone());
+        }
         let hashes: Vec<&str> = chunks
             .iter()
             .flat_map(|c| {

@@ -11,6 +11,7 @@
 //! that answers many searches.
 
 pub mod chunk_files;
+mod definition;
 mod error;
 pub mod ids;
 mod indexer;
@@ -20,11 +21,15 @@ mod run;
 mod search;
 mod store;
 pub mod walk;
+mod watch;
 
+pub use definition::{
+    chunk_at, definition_of, pack, Definition, Packed, PackedDefinition, PACK_CANDIDATES,
+};
 pub use error::{IndexError, Result};
 pub use indexer::{
-    index, settings_for, Chunking, IndexOptions, IndexProgress, IndexReport, Input, NoProgress,
-    HEADER_RESERVE_TOKENS,
+    index, settings_for, Chunking, IndexOptions, IndexProgress, IndexReport, Input, ModelTokens,
+    NoProgress, HEADER_RESERVE_TOKENS, LISTED_FILES,
 };
 pub use reader::{IndexReader, Snapshot};
 pub use run::{
@@ -38,6 +43,7 @@ pub use store::{
     Batch, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, Repair, Store,
     StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
 };
+pub use watch::{watch, IndexUpdater, UpdateState, WatchOptions, Watcher};
 
 /// Name of the index directory created under an indexed root when `--index` is not given.
 pub const DEFAULT_INDEX_DIR: &str = ".quiver";

@@ -88,13 +88,19 @@ impl IndexReader {
         snapshot: &Snapshot,
         request: &SearchRequest<'_>,
     ) -> Result<Vec<SearchHit>> {
+        self.read(|store| search_with(store, Some(&snapshot.vectors), request))
+    }
+
+    /// Runs `read` on a read-only connection of its own (blocking), for what a search does not
+    /// cover: whole definitions, symbols, status.
+    pub fn read<T>(&self, read: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
         let store = match lock(&self.idle).pop() {
             Some(store) => store,
             None => Store::open(&self.dir)?,
         };
-        let hits = search_with(&store, Some(&snapshot.vectors), request);
+        let outcome = read(&store);
         lock(&self.idle).push(store);
-        hits
+        outcome
     }
 }
 

@@ -1,8 +1,9 @@
 //! What an indexing run embeds with, decided once from what the caller asks and what the index
 //! already holds: the CLI's `quiver index` and the Python `Index.update` both ask here.
 
+use crate::error::Result;
 use crate::indexer::{Chunking, IndexOptions, Input};
-use crate::store::IndexSettings;
+use crate::store::{IndexSettings, Store};
 use crate::walk::WalkOptions;
 use quiver_embed::{Quantization, DEFAULT_MODEL};
 use std::path::Path;
@@ -87,6 +88,38 @@ impl IndexOptions {
             dimensions: None,
             batch_chunks: DEFAULT_COMMIT_EVERY,
         }
+    }
+}
+
+impl IndexOptions {
+    /// These options with the chunking and chunk-id prefix the index's last run used, so that
+    /// a run started without the original flags (a watcher's) changes only what changed.
+    pub fn like_last_run(mut self, store: &Store) -> Result<IndexOptions> {
+        if let Some(prefix) = store.meta("id_prefix")? {
+            self.id_prefix = prefix;
+        }
+        if let Some(fingerprint) = store.meta("chunking")? {
+            for part in fingerprint.split(';') {
+                match part.split_once('=') {
+                    Some(("tokens", tokens)) => self.chunk_tokens = tokens.parse().ok(),
+                    Some(("header", header)) => self.context_header = header != "none",
+                    _ if part.starts_with("syntax-packed") => {
+                        self.chunking = Chunking::SyntaxPacked
+                    }
+                    _ if part.starts_with("syntax-per-definition") => {
+                        self.chunking = Chunking::Syntax
+                    }
+                    _ => {
+                        if let Some(lines) =
+                            part.strip_prefix("lines-").and_then(|n| n.parse().ok())
+                        {
+                            self.chunking = Chunking::FixedLines(lines);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(self)
     }
 }
 

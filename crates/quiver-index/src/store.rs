@@ -796,6 +796,66 @@ impl Store {
             .collect()
     }
 
+    /// The chunk with this id, if the index holds it.
+    pub fn chunk_by_chunk_id(&self, chunk_id: &str) -> Result<Option<ChunkRecord>> {
+        Ok(self
+            .chunks_matching("WHERE chunk_id = ?1", params![chunk_id])?
+            .pop())
+    }
+
+    /// The chunks of one indexed file (its [`FileRecord`] key), in file order.
+    pub fn chunks_of_file(&self, file: &str) -> Result<Vec<ChunkRecord>> {
+        self.chunks_matching("WHERE file = ?1 ORDER BY seq", params![file])
+    }
+
+    /// The chunks that hold `line` of the source file shown as `path`, in file order.
+    pub fn chunks_at_line(&self, path: &str, line: usize) -> Result<Vec<ChunkRecord>> {
+        self.chunks_matching(
+            "WHERE path = ?1 AND start_line <= ?2 AND end_line >= ?2 ORDER BY seq",
+            params![path, line as i64],
+        )
+    }
+
+    /// Chunks whose symbol is `name` (or starts with it, with `prefix`), or whose
+    /// qualified name (`parent.symbol`) is, at most `limit`, in path order.
+    pub fn chunks_named(&self, name: &str, prefix: bool, limit: usize) -> Result<Vec<ChunkRecord>> {
+        let (clause, pattern) = if prefix {
+            let escaped = name
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            (
+                "WHERE symbol LIKE ?1 ESCAPE '\\' OR (parent || '.' || symbol) LIKE ?1 ESCAPE '\\'",
+                format!("{escaped}%"),
+            )
+        } else {
+            (
+                "WHERE symbol = ?1 OR (parent || '.' || symbol) = ?1",
+                name.to_string(),
+            )
+        };
+        self.chunks_matching(
+            &format!("{clause} ORDER BY path, seq LIMIT ?2"),
+            params![pattern, limit as i64],
+        )
+    }
+
+    fn chunks_matching(
+        &self,
+        clause: &str,
+        parameters: impl rusqlite::Params,
+    ) -> Result<Vec<ChunkRecord>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!("{CHUNK_COLUMNS} {clause}"))
+            .map_err(|e| self.db_error(e))?;
+        let rows: Vec<StoredChunk> = statement
+            .query_map(parameters, read_chunk)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.db_error(e))?;
+        rows.into_iter().map(|row| self.checked(row)).collect()
+    }
+
     /// Every chunk in file order, for checks and exports.
     pub fn all_chunks(&self) -> Result<Vec<ChunkRecord>> {
         let mut statement = self

@@ -102,9 +102,7 @@ pub fn discover(root: &Path, options: &WalkOptions) -> (Vec<SourceFile>, SkipCou
                 return true;
             }
             let name = entry.file_name().to_string_lossy();
-            if matches!(name.as_ref(), ".git" | ".hg" | ".svn" | ".quiver")
-                || exclude.as_deref() == Some(entry.path())
-            {
+            if is_never_walked(&name) || exclude.as_deref() == Some(entry.path()) {
                 return false;
             }
             if is_vendored_dir(&name) {
@@ -183,6 +181,73 @@ pub fn relative_path(root: &Path, path: &Path) -> String {
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// Directories the walk never enters: version control and indexes.
+fn is_never_walked(name: &str) -> bool {
+    matches!(name, ".git" | ".hg" | ".svn" | ".quiver")
+}
+
+/// Which changed paths under a root the walk could index, for a watcher deciding whether a
+/// file-system event is worth a run: not under a directory the walk never enters or skips as
+/// vendored, nor matched by the root's `.gitignore`, `.ignore` or `.quiverignore`. (Ignore
+/// files deeper in the tree are honoured by the run itself; here they would only save a run.)
+pub struct PathFilter {
+    root: PathBuf,
+    exclude_dir: Option<PathBuf>,
+    ignored: ignore::gitignore::Gitignore,
+}
+
+impl PathFilter {
+    pub fn new(root: &Path, options: &WalkOptions) -> PathFilter {
+        let mut builder = ignore::gitignore::GitignoreBuilder::new(root);
+        for name in [".gitignore", ".ignore", ".quiverignore"] {
+            let file = root.join(name);
+            if file.is_file() {
+                if let Some(error) = builder.add(&file) {
+                    tracing::warn!("{}: {error}", file.display());
+                }
+            }
+        }
+        PathFilter {
+            root: root.to_path_buf(),
+            exclude_dir: options.exclude_dir.clone(),
+            ignored: builder
+                .build()
+                .unwrap_or_else(|_| ignore::gitignore::Gitignore::empty()),
+        }
+    }
+
+    /// Whether a change at `path` (absolute) may change what the walk finds.
+    pub fn may_matter(&self, path: &Path) -> bool {
+        if self
+            .exclude_dir
+            .as_deref()
+            .is_some_and(|dir| path.starts_with(dir))
+        {
+            return false;
+        }
+        let Ok(relative) = path.strip_prefix(&self.root) else {
+            return false;
+        };
+        let mut components: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        // The last component is the file (or a directory created or removed whole).
+        components.pop();
+        if components
+            .iter()
+            .any(|name| is_never_walked(name) || is_vendored_dir(name))
+        {
+            return false;
+        }
+        let is_dir = path.is_dir();
+        !self
+            .ignored
+            .matched_path_or_any_parents(relative, is_dir)
+            .is_ignore()
+    }
 }
 
 /// Directories of dependencies, build output and tool caches.

@@ -174,61 +174,94 @@ impl Server {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let check = match &self.state.api_key {
-            // A page in the user's browser cannot present a key it does not know: rebinding a
-            // name to this address gets it nothing.
-            Some(_) => None,
-            None => HostCheck::new(listener.local_addr()?, &self.allowed_hosts),
+        let connection = Connection {
+            authenticated: self.state.api_key.is_some(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            timeouts: self.timeouts,
+            payload_limit: self.state.limits.payload_limit,
         };
-        let body_timeout = self.timeouts.body;
-        let payload_limit = self.state.limits.payload_limit;
-        let app = self
-            .router()
-            .layer(middleware::from_fn(move |request, next| {
-                read_body_in_time(request, next, body_timeout, payload_limit)
-            }))
-            .layer(middleware::from_fn_with_state(
-                check.map(Arc::new),
-                check_host,
-            ));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(error) => {
-                            // Out of file descriptors, usually: wait for some to close.
-                            tracing::warn!("accepting a connection failed: {error}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(self.timeouts.header)
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!("connection closed: {error}");
-                        }
-                    });
-                }
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
-        graceful.shutdown().await;
-        // Dropping the last queue sender (the router holds the state too) lets the model
+        serve(self.router(), listener, &connection, shutdown).await?;
+        // Dropping the last queue sender (the router held the state too) lets the model
         // thread finish its loop.
-        drop(app);
         drop(self.state);
         let _ = tokio::task::spawn_blocking(move || self.model_thread.join()).await;
         Ok(())
     }
+}
+
+/// What every HTTP front end (this server, `quiver mcp --http`) asks of its connections.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Whether the routes require an API key; without one, `Host` headers are checked.
+    pub authenticated: bool,
+    /// See [`HostCheck`].
+    pub allowed_hosts: Vec<String>,
+    pub timeouts: Timeouts,
+    /// Largest request body, in bytes.
+    pub payload_limit: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then finishes the requests in flight
+/// and returns. Each connection is HTTP/1.1 with the [`Timeouts`]; a body must arrive whole
+/// within its timeout and limit; without an API key, `Host` headers are checked
+/// ([`HostCheck`]).
+pub async fn serve<F>(
+    app: Router,
+    listener: tokio::net::TcpListener,
+    connection: &Connection,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let check = match connection.authenticated {
+        // A page in the user's browser cannot present a key it does not know: rebinding a
+        // name to this address gets it nothing.
+        true => None,
+        false => HostCheck::new(listener.local_addr()?, &connection.allowed_hosts),
+    };
+    let body_timeout = connection.timeouts.body;
+    let payload_limit = connection.payload_limit;
+    let app = app
+        .layer(middleware::from_fn(move |request, next| {
+            read_body_in_time(request, next, body_timeout, payload_limit)
+        }))
+        .layer(middleware::from_fn_with_state(
+            check.map(Arc::new),
+            check_host,
+        ));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors, usually: wait for some to close.
+                        tracing::warn!("accepting a connection failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(connection.timeouts.header)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!("connection closed: {error}");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Reads a request's whole body within `timeout` (a client sending a byte a second is cut
@@ -397,16 +430,9 @@ async fn authenticate(
     if request.uri().path() == "/health" {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => {
-            next.run(request).await
-        }
-        _ => {
+    match presents_key(request.headers(), key) {
+        true => next.run(request).await,
+        false => {
             let error = ApiError::unauthorized();
             let flavored = if request.uri().path().starts_with("/v1/") {
                 error.flavored(Flavor::OpenAi)
@@ -416,6 +442,15 @@ async fn authenticate(
             flavored.into_response()
         }
     }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <key>`.
+pub fn presents_key(headers: &axum::http::HeaderMap, key: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|token| constant_time_eq(token.as_bytes(), key.as_bytes()))
 }
 
 /// Compares without stopping at the first difference, so timing does not reveal the key.

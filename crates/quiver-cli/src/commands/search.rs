@@ -1,10 +1,11 @@
 use crate::location;
 use crate::model::load_embedder;
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 use quiver_embed::Device;
 use quiver_index::{
-    search, SearchFilter, SearchHit, SearchMode, SearchRequest, Store, DEFAULT_KEYWORD_WEIGHT,
+    pack, search, ModelTokens, SearchFilter, SearchHit, SearchMode, SearchRequest, Store,
+    DEFAULT_KEYWORD_WEIGHT, PACK_CANDIDATES,
 };
 use std::path::PathBuf;
 
@@ -27,6 +28,11 @@ pub struct SearchArgs {
     /// Index directory (default: .quiver/ here or in a parent directory).
     #[arg(long, value_name = "DIR")]
     index: Option<PathBuf>,
+    /// Return whole definitions instead of chunks, best first and without repeats (a method
+    /// inside its class's hit, overlapping hits merged), until N tokens of the model's
+    /// tokenizer are used; in place of -k.
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<usize>,
     /// Print results as JSON.
     #[arg(long)]
     json: bool,
@@ -40,13 +46,23 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let settings = store.indexed_settings()?;
     let filter = SearchFilter::from_names(&args.languages, args.path.as_deref())
         .context("--lang / --path")?;
-    let query_vector = match args.mode {
-        SearchMode::Keyword => None,
-        _ => {
-            let embedder = load_embedder(&settings.model, args.device, settings.quantization)?;
-            let mut vectors = embedder.embed(&[args.query.as_str()], &settings.query_options())?;
-            vectors.pop()
-        }
+    if args.max_tokens == Some(0) {
+        bail!("--max-tokens must be at least 1");
+    }
+    // Packing counts tokens with the model's tokenizer, so it needs the model in any mode.
+    let embedder = match (args.mode, args.max_tokens) {
+        (SearchMode::Keyword, None) => None,
+        _ => Some(load_embedder(
+            &settings.model,
+            args.device,
+            settings.quantization,
+        )?),
+    };
+    let query_vector = match (args.mode, &embedder) {
+        (SearchMode::Keyword, _) | (_, None) => None,
+        (_, Some(embedder)) => embedder
+            .embed(&[args.query.as_str()], &settings.query_options())?
+            .pop(),
     };
     let hits = search(
         &store,
@@ -54,11 +70,44 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             query: &args.query,
             query_vector: query_vector.as_deref(),
             mode: args.mode,
-            k: args.k,
+            k: if args.max_tokens.is_some() {
+                PACK_CANDIDATES
+            } else {
+                args.k
+            },
             filter: &filter,
             keyword_weight: DEFAULT_KEYWORD_WEIGHT,
         },
     )?;
+    if let (Some(max_tokens), Some(embedder)) = (args.max_tokens, &embedder) {
+        let packed = pack(&store, &hits, max_tokens, &ModelTokens(embedder))?;
+        if args.json {
+            outln!("{}", serde_json::to_string_pretty(&packed)?);
+            return Ok(());
+        }
+        for entry in &packed.definitions {
+            let definition = &entry.definition;
+            outln!(
+                "{}:{}-{}  {}  ({:.4}, {} tokens)",
+                definition.path,
+                definition.start_line,
+                definition.end_line,
+                definition.label(),
+                entry.score,
+                entry.tokens
+            );
+            for line in definition.text.lines() {
+                outln!("    {line}");
+            }
+            outln!();
+        }
+        outln!(
+            "{} definitions, {} of {max_tokens} tokens",
+            packed.definitions.len(),
+            packed.tokens
+        );
+        return Ok(());
+    }
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&hits)?);
     } else if hits.is_empty() {

@@ -334,7 +334,7 @@ fn served_model(
 }
 
 /// Ctrl-C, or SIGTERM where there is one.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

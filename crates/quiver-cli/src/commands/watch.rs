@@ -1,0 +1,134 @@
+//! `quiver watch`: index a tree, then keep its index fresh as files change. Also the
+//! tree-and-model flags `quiver mcp` shares, and the updater both build from them.
+
+use crate::location;
+use crate::model::{load_embedder, QuantizeArg};
+use crate::progress::IndexBar;
+use anyhow::{bail, Context};
+use clap::Args;
+use quiver_embed::Device;
+use quiver_index::{
+    watch, IndexError, IndexOptions, IndexReport, IndexUpdater, Input, RunModel, Store,
+    WatchOptions,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The tree to keep indexed, and how.
+#[derive(Args)]
+pub struct TreeArgs {
+    /// The codebase or document tree.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Index directory (default: .quiver/ under the tree).
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Model folder or hub id (default: the index's model, else all-MiniLM-L6-v2).
+    #[arg(long, short, env = "QUIVER_MODEL")]
+    pub model: Option<String>,
+    /// Number format of the model's dense layers for a new index: none (f32) or int8
+    /// (default: the index's, else none).
+    #[arg(long, value_enum)]
+    pub quantize: Option<QuantizeArg>,
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    pub device: Device,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    tree: TreeArgs,
+}
+
+/// An updater for the tree: the index's model and chunking when it exists, the flags' (or the
+/// defaults) for a new one. A model other than the index's is refused: re-embedding is
+/// `quiver index --reembed`'s decision.
+pub fn updater(args: &TreeArgs) -> anyhow::Result<Arc<IndexUpdater>> {
+    if !args.path.is_dir() {
+        bail!("{} is not a directory", args.path.display());
+    }
+    let root = args
+        .path
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.path.display()))?;
+    let index_dir = location::for_root(args.index.clone(), &root);
+    let store = match Store::open(&index_dir) {
+        Ok(store) => Some(store),
+        Err(IndexError::NoIndex(_)) => None,
+        Err(error) => return Err(error.into()),
+    };
+    let stored = store.as_ref().map(Store::settings).transpose()?.flatten();
+    let run = RunModel::resolve(
+        stored.as_ref(),
+        args.model.as_deref(),
+        args.quantize.map(Into::into),
+    );
+    if let Some(stored) = &stored {
+        if stored.model != run.model_id || stored.quantization != run.quantization {
+            bail!(
+                "the index at {} holds vectors of {} ({}); this asks for {} ({}). Run `quiver \
+                 index --reembed` with the new model first, or leave --model/--quantize out",
+                index_dir.display(),
+                stored.model,
+                stored.quantization.name(),
+                run.model_id,
+                run.quantization.name()
+            );
+        }
+    }
+    let embedder = load_embedder(&run.model_id, args.device, run.quantization)?;
+    let mut options = IndexOptions::new(Input::Tree { root }, run.model_id.clone(), &index_dir);
+    options.dimensions = run.dimensions(stored.as_ref(), None, embedder.dimension());
+    if let Some(store) = &store {
+        options = options.like_last_run(store)?;
+    }
+    Ok(Arc::new(IndexUpdater::new(
+        Arc::new(embedder),
+        options,
+        &index_dir,
+    )))
+}
+
+pub fn run(args: WatchArgs) -> anyhow::Result<()> {
+    let updater = updater(&args.tree)?;
+    let root = updater.options().input.root().display().to_string();
+    let progress = IndexBar::new();
+    let report = updater
+        .update(&progress)
+        .with_context(|| format!("indexing {root}"))?;
+    progress.finish();
+    eprintln!("quiver: {}", summary(&report));
+    eprintln!("quiver: watching {root} for changes (Ctrl-C to stop)");
+    let _watcher = watch(updater, WatchOptions::default(), |outcome| match outcome {
+        Ok(report) => eprintln!("quiver: {}", summary(report)),
+        Err(error) => eprintln!("quiver: updating the index failed: {error}"),
+    })?;
+    // Every run commits a batch at a time, so Ctrl-C (the default action: exit) loses nothing
+    // committed.
+    loop {
+        std::thread::park();
+    }
+}
+
+/// One line for a run: what changed, and in how long.
+pub fn summary(report: &IndexReport) -> String {
+    let mut line = format!(
+        "{} changed, {} removed, {} unchanged; {} chunks embedded ({:.1} s)",
+        report.files_changed,
+        report.files_removed,
+        report.files_unchanged,
+        report.chunks_embedded,
+        report.seconds
+    );
+    let named: Vec<&str> = report
+        .changed_files
+        .iter()
+        .chain(&report.removed_files)
+        .take(5)
+        .map(String::as_str)
+        .collect();
+    if !named.is_empty() && report.files_changed + report.files_removed <= 5 {
+        line.push_str(&format!(": {}", named.join(", ")));
+    }
+    line
+}
