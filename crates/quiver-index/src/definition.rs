@@ -137,6 +137,132 @@ fn definition_span(chunks: &[ChunkRecord], at: usize) -> (usize, usize) {
     (start, end.max(at))
 }
 
+/// A definition found by name ([`find_symbols`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FoundSymbol {
+    pub symbol: String,
+    /// `None` for a definition known only as what encloses others (a class whose head was
+    /// chunked with its first member).
+    pub kind: Option<String>,
+    pub parent: Option<String>,
+    pub path: String,
+    pub language: String,
+    pub start_line: usize,
+    pub end_line: usize,
+    /// The chunk the definition starts in.
+    pub chunk_id: String,
+}
+
+/// Rows looked at per search: more than any name has definitions in a sane codebase.
+const SYMBOL_CANDIDATES: usize = 5_000;
+
+/// Definitions named `name` (or, with `prefix`, whose name starts with it, ASCII case
+/// ignored), at most `limit`, in path order. `Outer.name` names a member. A name is found as a
+/// chunk's own symbol, or as a definition enclosing chunks (the chunker records a class whose
+/// members were split apart only as their parent).
+pub fn find_symbols(
+    store: &Store,
+    name: &str,
+    prefix: bool,
+    limit: usize,
+) -> Result<Vec<FoundSymbol>> {
+    let wanted: Vec<&str> = name.split('.').filter(|s| !s.is_empty()).collect();
+    let Some(last) = wanted.last() else {
+        return Ok(Vec::new());
+    };
+    let matches = |qualified: &[&str]| {
+        if qualified.len() < wanted.len() {
+            return false;
+        }
+        let tail = &qualified[qualified.len() - wanted.len()..];
+        let (own, outer) = tail.split_last().expect("wanted is not empty");
+        let own_matches = if prefix {
+            own.len() >= last.len() && own[..last.len()].eq_ignore_ascii_case(last)
+        } else {
+            own == last
+        };
+        own_matches && outer == &wanted[..wanted.len() - 1]
+    };
+    let mut found: Vec<FoundSymbol> = Vec::new();
+    for chunk in store.chunks_mentioning(last, SYMBOL_CANDIDATES)? {
+        if found.len() == limit {
+            break;
+        }
+        let Some(symbol) = &chunk.symbol else {
+            continue;
+        };
+        let mut qualified: Vec<&str> = chunk
+            .parent
+            .as_deref()
+            .map_or_else(Vec::new, |p| p.split('.').collect());
+        qualified.push(symbol);
+        // The chunk's own definition, then each definition enclosing it, innermost first.
+        for depth in (1..=qualified.len()).rev() {
+            let names = &qualified[..depth];
+            if !matches(names) {
+                continue;
+            }
+            let (own, outer) = names.split_last().expect("depth is at least 1");
+            let parent = (!outer.is_empty()).then(|| outer.join("."));
+            let seen = found
+                .iter()
+                .any(|f| f.path == chunk.path && f.symbol == *own && f.parent == parent);
+            if seen || found.len() == limit {
+                continue;
+            }
+            // Later pieces of a split definition come after its first, and are `seen`.
+            let own_chunk = depth == qualified.len();
+            let (start_line, end_line, chunk_id) = if own_chunk {
+                let whole = definition_of(store, &chunk)?;
+                (whole.start_line, whole.end_line, chunk.chunk_id.clone())
+            } else {
+                enclosing_span(store, &chunk, &names.join("."))?
+            };
+            found.push(FoundSymbol {
+                symbol: own.to_string(),
+                kind: if own_chunk { chunk.kind.clone() } else { None },
+                parent,
+                path: chunk.path.clone(),
+                language: chunk.language.clone(),
+                start_line,
+                end_line,
+                chunk_id,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// Lines and first chunk of the run of chunks around `chunk` enclosed by `qualified`.
+fn enclosing_span(
+    store: &Store,
+    chunk: &ChunkRecord,
+    qualified: &str,
+) -> Result<(usize, usize, String)> {
+    let inside = |c: &ChunkRecord| {
+        c.parent
+            .as_deref()
+            .is_some_and(|p| p == qualified || p.starts_with(&format!("{qualified}.")))
+    };
+    let chunks = store.chunks_of_file(&chunk.file)?;
+    let Some(at) = chunks.iter().position(|c| c.chunk_id == chunk.chunk_id) else {
+        return Ok((chunk.start_line, chunk.end_line, chunk.chunk_id.clone()));
+    };
+    let mut start = at;
+    while start > 0 && inside(&chunks[start - 1]) {
+        start -= 1;
+    }
+    let mut end = at;
+    while end + 1 < chunks.len() && inside(&chunks[end + 1]) {
+        end += 1;
+    }
+    Ok((
+        chunks[start].start_line,
+        chunks[end].end_line,
+        chunks[start].chunk_id.clone(),
+    ))
+}
+
 /// Hits a packed search draws from: enough to fill a large budget after merging.
 pub const PACK_CANDIDATES: usize = 100;
 

@@ -24,7 +24,8 @@ pub mod walk;
 mod watch;
 
 pub use definition::{
-    chunk_at, definition_of, pack, Definition, Packed, PackedDefinition, PACK_CANDIDATES,
+    chunk_at, definition_of, find_symbols, pack, Definition, FoundSymbol, Packed, PackedDefinition,
+    PACK_CANDIDATES,
 };
 pub use error::{IndexError, Result};
 pub use indexer::{

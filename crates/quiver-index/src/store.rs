@@ -816,27 +816,17 @@ impl Store {
         )
     }
 
-    /// Chunks whose symbol is `name` (or starts with it, with `prefix`), or whose
-    /// qualified name (`parent.symbol`) is, at most `limit`, in path order.
-    pub fn chunks_named(&self, name: &str, prefix: bool, limit: usize) -> Result<Vec<ChunkRecord>> {
-        let (clause, pattern) = if prefix {
-            let escaped = name
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            (
-                "WHERE symbol LIKE ?1 ESCAPE '\\' OR (parent || '.' || symbol) LIKE ?1 ESCAPE '\\'",
-                format!("{escaped}%"),
-            )
-        } else {
-            (
-                "WHERE symbol = ?1 OR (parent || '.' || symbol) = ?1",
-                name.to_string(),
-            )
-        };
+    /// Chunks whose symbol or enclosing definitions mention `word` (ASCII case ignored), at
+    /// most `limit`, in path order: the candidates of [`crate::find_symbols`].
+    pub fn chunks_mentioning(&self, word: &str, limit: usize) -> Result<Vec<ChunkRecord>> {
+        let escaped = word
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         self.chunks_matching(
-            &format!("{clause} ORDER BY path, seq LIMIT ?2"),
-            params![pattern, limit as i64],
+            "WHERE symbol LIKE ?1 ESCAPE '\\' OR parent LIKE ?1 ESCAPE '\\'
+             ORDER BY path, seq LIMIT ?2",
+            params![format!("%{escaped}%"), limit as i64],
         )
     }
 

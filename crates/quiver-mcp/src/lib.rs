@@ -234,8 +234,12 @@ impl IndexProgress for Progress<'_> {
     }
 
     fn files_done(&self, count: usize) {
-        lock(&self.state).done += count;
-        self.report(false);
+        let finished = {
+            let mut state = lock(&self.state);
+            state.done += count;
+            state.done >= state.total
+        };
+        self.report(finished);
     }
 
     fn chunks_embedded(&self, count: usize) {

@@ -2,9 +2,9 @@
 
 use crate::{McpServer, Progress};
 use quiver_index::{
-    chunk_at, definition_of, pack, ChunkRecord, Definition, IndexReport, IndexStatus, ModelTokens,
-    SearchFilter, SearchHit, SearchMode, SearchRequest, UpdateState, DEFAULT_KEYWORD_WEIGHT,
-    PACK_CANDIDATES,
+    chunk_at, definition_of, find_symbols, pack, ChunkRecord, Definition, IndexReport, IndexStatus,
+    ModelTokens, SearchFilter, SearchHit, SearchMode, SearchRequest, UpdateState,
+    DEFAULT_KEYWORD_WEIGHT, PACK_CANDIDATES,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -329,18 +329,6 @@ struct FindSymbolArgs {
     k: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct FoundSymbol {
-    symbol: String,
-    kind: Option<String>,
-    parent: Option<String>,
-    path: String,
-    language: String,
-    start_line: usize,
-    end_line: usize,
-    chunk_id: String,
-}
-
 fn find_symbol(server: &McpServer, args: FindSymbolArgs) -> Result<ToolOutput, ToolError> {
     if args.name.trim().is_empty() {
         return Err(ToolError::Failed("find_symbol: `name` is empty".into()));
@@ -362,34 +350,7 @@ fn find_symbol(server: &McpServer, args: FindSymbolArgs) -> Result<ToolOutput, T
     }
     let reader = server.reader()?;
     let found = reader
-        .read(|store| {
-            // Pieces of one split definition share its name: each definition once, by the
-            // piece that starts it.
-            let mut found: Vec<FoundSymbol> = Vec::new();
-            for chunk in store.chunks_named(&args.name, prefix, k * 4)? {
-                let Some(symbol) = chunk.symbol.clone() else {
-                    continue;
-                };
-                let seen = found.iter().any(|f| {
-                    f.path == chunk.path && f.symbol == symbol && f.parent == chunk.parent
-                });
-                if seen || found.len() == k {
-                    continue;
-                }
-                let whole = definition_of(store, &chunk)?;
-                found.push(FoundSymbol {
-                    symbol,
-                    kind: chunk.kind.clone(),
-                    parent: chunk.parent.clone(),
-                    path: chunk.path.clone(),
-                    language: chunk.language.clone(),
-                    start_line: whole.start_line,
-                    end_line: whole.end_line,
-                    chunk_id: chunk.chunk_id.clone(),
-                });
-            }
-            Ok(found)
-        })
+        .read(|store| find_symbols(store, &args.name, prefix, k))
         .map_err(ToolError::failed)?;
     let mut text = String::new();
     for f in &found {
@@ -398,7 +359,14 @@ fn find_symbol(server: &McpServer, args: FindSymbolArgs) -> Result<ToolOutput, T
             f.path,
             f.start_line,
             f.end_line,
-            quiver_chunk::symbol_label(f.kind.as_deref(), f.parent.as_deref(), &f.symbol),
+            match &f.kind {
+                Some(kind) =>
+                    quiver_chunk::symbol_label(Some(kind), f.parent.as_deref(), &f.symbol),
+                None => format!(
+                    "{} (encloses others)",
+                    quiver_chunk::symbol_label(None, f.parent.as_deref(), &f.symbol)
+                ),
+            },
             f.chunk_id
         ));
     }
