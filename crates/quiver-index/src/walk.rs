@@ -234,8 +234,11 @@ impl PathFilter {
             .components()
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect();
-        // The last component is the file (or a directory created or removed whole).
-        components.pop();
+        // The last component is a file, unless it is a directory the walk skips (being
+        // created or removed whole).
+        if path.is_file() {
+            components.pop();
+        }
         if components
             .iter()
             .any(|name| is_never_walked(name) || is_vendored_dir(name))

@@ -95,7 +95,7 @@ async fn guard(State(state): State<Arc<HttpState>>, request: Request, next: Next
     next.run(request).await
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 

@@ -11,6 +11,14 @@ pub fn model_dir() -> PathBuf {
     quiver_embed::testing::fetched_model_dir("all-MiniLM-L6-v2")
 }
 
+/// A tiny random-weight model (`quiver-embed`'s fixtures): fast where only the pipeline
+/// matters, not the vectors' quality.
+pub fn tiny_model(architecture: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../quiver-embed/tests/fixtures/tiny")
+        .join(architecture)
+}
+
 pub fn quiver(args: &[&str], stdin: &str) -> Output {
     quiver_with_env(args, stdin, &[])
 }
