@@ -236,3 +236,59 @@ fn search_max_tokens_packs_whole_definitions_into_the_budget() {
     assert!(!zero.status.success());
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--max-tokens"));
 }
+
+#[test]
+fn serve_with_watch_answers_searches_with_code_written_after_it_started() {
+    let root = temp_dir("serve-watch");
+    write(&root, "net.py", "def open_socket(host):\n    return host\n");
+    let model = tiny_model("roberta");
+    let indexed = quiver(
+        &[
+            "index",
+            root.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        indexed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&indexed.stderr)
+    );
+    let index = root.join(".quiver");
+    let server = common::server::start(&["--index", index.to_str().unwrap(), "--watch"], &[]);
+    let paths = |query: &str| {
+        let reply = server.post(
+            "/search",
+            &serde_json::json!({"query": query, "mode": "keyword"}).to_string(),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|hit| hit["chunk"]["path"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(paths("open_socket"), ["net.py"]);
+    write(
+        &root,
+        "sort.py",
+        "def bubble_sort(items):\n    return sorted(items)\n",
+    );
+    let written = Instant::now();
+    while paths("bubble_sort").is_empty() {
+        assert!(
+            written.elapsed() < Duration::from_secs(3),
+            "the new file was not searchable within 3 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (The tiny model's short budget cuts even this file in two chunks.)
+    assert!(paths("bubble_sort").iter().all(|path| path == "sort.py"));
+    // --watch needs an index to follow.
+    let refused = quiver(&["serve", "--watch", "--port", "0"], "");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--index"));
+}

@@ -28,8 +28,8 @@ pub struct McpArgs {
     allowed_hosts: Vec<String>,
     /// Follow file edits (re-index in the background after changes settle). On by default;
     /// `--watch false` leaves updates to the `reindex` tool.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    watch: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    watch: Option<bool>,
 }
 
 pub fn run(args: McpArgs) -> anyhow::Result<()> {
@@ -43,7 +43,7 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     {
         let server = server.clone();
         let watcher = watcher.clone();
-        let watching = args.watch;
+        let watching = args.watch.unwrap_or(true);
         std::thread::spawn(move || {
             match updater.update(&quiver_index::NoProgress) {
                 Ok(report) => eprintln!("quiver mcp: index up to date: {}", summary(&report)),

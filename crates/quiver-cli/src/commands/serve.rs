@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Index directory to serve `POST /search` from.
     #[arg(long, env = "QUIVER_INDEX", value_name = "DIR")]
     index: Option<PathBuf>,
+    /// With --index: keep the index fresh, re-indexing its tree (the one it was built from) in
+    /// the background as files change; searches follow each commit.
+    #[arg(long, env = "QUIVER_WATCH", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    watch: Option<bool>,
     #[arg(long, env = "QUIVER_DEVICE")]
     device: Option<Device>,
     /// Truncate inputs at this many tokens (default: the model's max_seq_length).
@@ -97,6 +101,7 @@ struct FileSettings {
     host: Option<String>,
     port: Option<u16>,
     index: Option<PathBuf>,
+    watch: Option<bool>,
     device: Option<String>,
     max_length: Option<usize>,
     max_batch_tokens: Option<usize>,
@@ -143,6 +148,7 @@ impl ServeArgs {
         self.host = self.host.or(file.host);
         self.port = self.port.or(file.port);
         self.index = self.index.or(file.index.map(|dir| relative_to(&path, dir)));
+        self.watch = self.watch.or(file.watch);
         self.device = self.device.or(device);
         self.max_length = self.max_length.or(file.max_length);
         self.max_batch_tokens = self.max_batch_tokens.or(file.max_batch_tokens);
@@ -177,6 +183,10 @@ fn relative_to(config: &Path, dir: PathBuf) -> PathBuf {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
+    let watch = args.watch.unwrap_or(false);
+    if watch && args.index.is_none() {
+        bail!("--watch follows the tree of --index: give --index DIR");
+    }
     // clap drops an empty environment variable as if unset; an empty key must not silently
     // mean "no authentication" either way.
     let empty_env = std::env::var_os("QUIVER_API_KEY").is_some_and(|v| v.is_empty());
@@ -251,6 +261,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         timeouts,
     };
     let has_index = options.index.is_some();
+    let watched = match (watch, &options.index) {
+        (true, Some(index)) => Some(watch_index(index, device)?),
+        _ => None,
+    };
     let server = Server::new(embedder, options).context("starting the server")?;
     let host = args.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
     let port = args.port.unwrap_or(DEFAULT_PORT);
@@ -265,9 +279,43 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         eprintln!("quiver: serving {model} on http://{address}");
         server.run(listener, shutdown_signal()).await?;
+        drop(watched);
         eprintln!("quiver: stopped");
         Ok(())
     })
+}
+
+/// Brings the index up to date with the tree it was built from, then watches that tree. The
+/// updater loads the index's model once more for itself: the server's copy may run with
+/// settings (a shorter --max-length) that would change how files are chunked.
+fn watch_index(index: &Path, device: Device) -> anyhow::Result<quiver_index::Watcher> {
+    let root = Store::open(index)?
+        .status()?
+        .root
+        .with_context(|| format!("{} records no tree to watch", index.display()))?;
+    let updater = super::watch::updater(&super::watch::TreeArgs {
+        path: PathBuf::from(&root),
+        index: Some(index.to_path_buf()),
+        model: None,
+        quantize: None,
+        device,
+    })?;
+    let report = updater
+        .update(&quiver_index::NoProgress)
+        .with_context(|| format!("updating {} from {root}", index.display()))?;
+    eprintln!(
+        "quiver: index up to date: {}",
+        super::watch::summary(&report)
+    );
+    eprintln!("quiver: watching {root} for changes");
+    Ok(quiver_index::watch(
+        updater,
+        quiver_index::WatchOptions::default(),
+        |outcome| match outcome {
+            Ok(report) => eprintln!("quiver: {}", super::watch::summary(report)),
+            Err(error) => eprintln!("quiver: updating the index failed: {error}"),
+        },
+    )?)
 }
 
 /// What to shout when a server without a key listens where others can reach it.
