@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{json_of, model_dir, quiver, temp_dir, tiny_model, write};
+use common::{index, index_with, json_of, quiver, search, temp_dir, tiny_model, write};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -78,18 +78,7 @@ impl Drop for Watching {
 }
 
 fn keyword_paths(root: &Path, query: &str) -> Vec<String> {
-    let index = root.join(".quiver");
-    let hits = json_of(&[
-        "search",
-        query,
-        "--mode",
-        "keyword",
-        "--json",
-        "--index",
-        index.to_str().unwrap(),
-    ]);
-    hits.as_array()
-        .unwrap()
+    search(root, query, &["--mode", "keyword"])
         .iter()
         .map(|hit| hit["chunk"]["path"].as_str().unwrap().to_string())
         .collect()
@@ -170,25 +159,9 @@ fn search_max_tokens_packs_whole_definitions_into_the_budget() {
              def ledger_summary(entries):\n    return len(entries)\n"
         ),
     );
-    let model = model_dir();
+    index(&root, &["--chunk-tokens", "256"]);
     let index = root.join(".quiver");
-    let indexed = quiver(
-        &[
-            "index",
-            root.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--chunk-tokens",
-            "256",
-        ],
-        "",
-    );
-    assert!(
-        indexed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&indexed.stderr)
-    );
-    let search = |budget: &str| {
+    let packed_search = |budget: &str| {
         json_of(&[
             "search",
             "reconcile ledger entries",
@@ -199,7 +172,7 @@ fn search_max_tokens_packs_whole_definitions_into_the_budget() {
             "--json",
         ])
     };
-    let packed = search("100000");
+    let packed = packed_search("100000");
     let definitions = packed["definitions"].as_array().unwrap();
     // The long function was cut into pieces; the pack gives it whole, once.
     let reconcile: Vec<_> = definitions
@@ -213,7 +186,7 @@ fn search_max_tokens_packs_whole_definitions_into_the_budget() {
     assert!(text.contains("total_119 = parse_ledger_entry(entries[119])"));
     assert!(packed["tokens"].as_u64().unwrap() <= 100000);
     // A budget the long function does not fit leaves it out and keeps what fits.
-    let small = search("40");
+    let small = packed_search("40");
     assert!(small["tokens"].as_u64().unwrap() <= 40);
     let symbols: Vec<&str> = small["definitions"]
         .as_array()
@@ -241,21 +214,7 @@ fn search_max_tokens_packs_whole_definitions_into_the_budget() {
 fn serve_with_watch_answers_searches_with_code_written_after_it_started() {
     let root = temp_dir("serve-watch");
     write(&root, "net.py", "def open_socket(host):\n    return host\n");
-    let model = tiny_model("roberta");
-    let indexed = quiver(
-        &[
-            "index",
-            root.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert!(
-        indexed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&indexed.stderr)
-    );
+    index_with(&tiny_model("roberta"), &root, &[]);
     let index = root.join(".quiver");
     let server = common::server::start(&["--index", index.to_str().unwrap(), "--watch"], &[]);
     let paths = |query: &str| {

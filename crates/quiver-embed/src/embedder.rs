@@ -1,3 +1,4 @@
+use crate::dense::Dense;
 use crate::postprocess::{l2_normalize, truncate_dimensions};
 use crate::{EmbedError, Result, SentenceTransformerConfig, TextTokenizer, TruncationSide};
 use quiver_runtime::{
@@ -123,6 +124,8 @@ impl OutputOptions {
 /// A model ready to embed: weights, tokenizer and sentence-transformers pipeline settings.
 pub struct Embedder {
     model: Box<dyn EncoderModel>,
+    /// sentence-transformers `Dense` modules, run on each pooled vector in order.
+    dense: Vec<Dense>,
     tokenizer: TextTokenizer,
     config: SentenceTransformerConfig,
     dir: PathBuf,
@@ -153,8 +156,24 @@ impl Embedder {
             return Err(EmbedError::MaxLength(max_length));
         }
         let tokenizer = TextTokenizer::load(dir, max_length)?;
+        let mut width = model.hidden_size();
+        let mut dense = Vec::with_capacity(config.dense.len());
+        for spec in &config.dense {
+            if spec.in_features != width {
+                return Err(EmbedError::Config {
+                    path: spec.dir.join("config.json"),
+                    message: format!(
+                        "field `in_features` is {}, but the vectors reaching this module have {width} dimensions",
+                        spec.in_features
+                    ),
+                });
+            }
+            width = spec.out_features;
+            dense.push(Dense::load(spec)?);
+        }
         Ok(Embedder {
             model,
+            dense,
             tokenizer,
             config,
             dir: dir.to_path_buf(),
@@ -172,8 +191,11 @@ impl Embedder {
     }
 
     /// Width of the vectors before any Matryoshka truncation.
+    /// Width of the vectors handed out: the model's hidden size, or the last `Dense` module's.
     pub fn dimension(&self) -> usize {
-        self.model.hidden_size()
+        self.dense
+            .last()
+            .map_or(self.model.hidden_size(), Dense::out_features)
     }
 
     pub fn max_length(&self) -> usize {
@@ -315,10 +337,13 @@ impl Embedder {
                 batch.adapters = batch_indices.iter().map(|&i| setups[i].adapter).collect();
             }
             let hidden = self.model.forward(&batch)?;
-            let pooled =
+            let mut pooled =
                 self.config
                     .pooling
                     .pool(&hidden, self.model.hidden_size(), &batch, &batch_skips);
+            if !self.dense.is_empty() {
+                pooled = self.project(pooled);
+            }
             for (index, vector) in batch_indices.into_iter().zip(pooled) {
                 // Never hand out NaN (`null` in JSON) as if it were a vector.
                 if vector.iter().any(|x| !x.is_finite()) {
@@ -331,6 +356,17 @@ impl Embedder {
             }
         }
         Ok(vectors)
+    }
+
+    /// Pooled vectors through the `Dense` modules, as one matrix per module.
+    fn project(&self, pooled: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+        let rows = pooled.len();
+        let mut matrix: Vec<f32> = pooled.into_iter().flatten().collect();
+        for dense in &self.dense {
+            matrix = dense.forward(&matrix, rows);
+        }
+        let width = self.dimension();
+        matrix.chunks_exact(width).map(<[f32]>::to_vec).collect()
     }
 
     /// The text the tokenizer sees for `text` under `options` (with the prompt, lowercased if

@@ -2,13 +2,14 @@
 //!
 //! What it does: finds a model folder ([`resolve_model`]: a path, the Hugging Face cache, or a
 //! hub download), reads its sentence-transformers configuration ([`SentenceTransformerConfig`]:
-//! pooling, normalisation, max length, named prompts), tokenises, sorts and batches texts by a
-//! token budget, runs the model through `quiver-runtime`, then pools, truncates (Matryoshka) and
-//! normalises.
+//! pooling, `Dense` modules, normalisation, max length, named prompts), tokenises, sorts and batches texts by a
+//! token budget, runs the model through `quiver-runtime`, then pools, projects (`Dense`),
+//! truncates (Matryoshka) and normalises.
 //! What it does not: walk files, chunk code or store vectors (those are the index's job).
 //!
 //! Entry point: [`Embedder::load`] then [`Embedder::embed`].
 
+mod dense;
 mod embedder;
 mod error;
 mod postprocess;
@@ -18,6 +19,7 @@ mod st_config;
 pub mod testing;
 mod tokenize;
 
+pub use dense::{DenseActivation, DenseSpec};
 pub use embedder::{
     BatchBudget, EmbedOptions, Embedder, EmbedderOptions, EncodedTexts, InputText, OutputOptions,
     SequenceSetup,

@@ -4,6 +4,7 @@
 //! A plain Hugging Face folder without them gets sentence-transformers' own defaults for a bare
 //! transformer: mean pooling, no normalisation, no prompts.
 
+use crate::dense::DenseSpec;
 use crate::{EmbedError, Result};
 use quiver_runtime::Pooling;
 use serde::Deserialize;
@@ -15,6 +16,8 @@ pub struct SentenceTransformerConfig {
     pub pooling: Pooling,
     /// Whether prompt tokens count in the pooled mean (`include_prompt` in the pooling config).
     pub include_prompt: bool,
+    /// `Dense` modules after pooling, in order.
+    pub dense: Vec<DenseSpec>,
     /// A `Normalize` module closes the pipeline.
     pub normalize: bool,
     pub max_seq_length: Option<usize>,
@@ -29,6 +32,7 @@ impl Default for SentenceTransformerConfig {
         SentenceTransformerConfig {
             pooling: Pooling::Mean,
             include_prompt: true,
+            dense: Vec::new(),
             normalize: false,
             max_seq_length: None,
             do_lower_case: false,
@@ -126,12 +130,13 @@ impl SentenceTransformerConfig {
                         })?;
                         config.include_prompt = file.include_prompt.unwrap_or(true);
                     }
+                    "Dense" => config.dense.push(DenseSpec::read(&dir.join(&module.path))?),
                     "Normalize" => config.normalize = true,
                     other => {
                         return Err(EmbedError::Config {
                             path: modules_path,
                             message: format!(
-                                "module `{other}` ({}) is not supported yet; supported: Transformer, Pooling, Normalize",
+                                "module `{other}` ({}) is not supported yet; supported: Transformer, Pooling, Dense, Normalize",
                                 module.module_type
                             ),
                         })

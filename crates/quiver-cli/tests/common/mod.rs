@@ -89,7 +89,11 @@ pub fn json_of(args: &[&str]) -> Value {
 }
 
 pub fn index(root: &Path, extra: &[&str]) -> Value {
-    let model = model_dir();
+    index_with(&model_dir(), root, extra)
+}
+
+/// `quiver index ROOT --model MODEL --json EXTRA...`, its report.
+pub fn index_with(model: &Path, root: &Path, extra: &[&str]) -> Value {
     let mut args = vec![
         "index",
         root.to_str().expect("utf-8"),

@@ -17,6 +17,11 @@ impl RmsNorm {
         })
     }
 
+    /// From weights already in hand (Gemma's `1 + weight` form, say).
+    pub fn new(weight: Vec<f32>, eps: f32) -> Self {
+        RmsNorm { weight, eps }
+    }
+
     /// Normalises every row of `values` in place.
     pub fn forward(&self, values: &mut [f32]) {
         kernels::rms_norm(values, &self.weight, self.eps);

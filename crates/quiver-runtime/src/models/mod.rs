@@ -5,6 +5,7 @@
 //! [`SUPPORTED_ARCHITECTURES`], and a parity test with its fixture.
 
 pub mod bert;
+pub mod gemma3;
 pub mod jina_v3;
 pub mod modernbert;
 pub mod mpnet;
@@ -23,6 +24,7 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "roberta",
     "xlm-roberta",
     "camembert",
+    "gemma3_text",
     "jina_embeddings_v3",
     "modernbert",
     "mpnet",
@@ -187,6 +189,7 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
         "nomic_bert" => Ok(Box::new(nomic_bert::NomicBertModel::load(
             &config, &mut store,
         )?)),
+        "gemma3_text" => Ok(Box::new(gemma3::Gemma3Model::load(&config, &mut store)?)),
         "qwen2" | "qwen3" => Ok(Box::new(qwen2::Qwen2Model::load(&config, &mut store)?)),
         other => Err(RuntimeError::UnsupportedArchitecture {
             found: other.to_string(),
