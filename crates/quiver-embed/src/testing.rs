@@ -1,5 +1,6 @@
 //! Finding the real models that `scripts/fetch-test-models` put in place, for the tests of every
-//! crate: `$QUIVER_TEST_MODELS/<name>`, else `models/<name>` at the repository root.
+//! crate: `$QUIVER_TEST_MODELS/<name>`, else `models/<name>` at the repository root; and
+//! EmbeddingGemma, which `scripts/fetch-embeddinggemma` caches outside the clone.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,38 @@ pub fn fetched_model_dir(name: &str) -> PathBuf {
     assert!(
         dir.join("model.safetensors").is_file(),
         "{} has no model.safetensors: run scripts/fetch-test-models first",
+        dir.display()
+    );
+    dir
+}
+
+/// The sha256 of EmbeddingGemma's `model.safetensors`, whose first 16 digits name the folder
+/// `scripts/fetch-embeddinggemma` caches it in.
+const EMBEDDINGGEMMA_SHA256: &str =
+    "cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb4ba0694214f36123f2fd2";
+
+/// google/embeddinggemma-300m as `scripts/fetch-embeddinggemma` caches it: `$QUIVER_EMBEDDINGGEMMA`,
+/// else its folder under `$QUIVER_MODEL_CACHE` or `~/.cache/quiver/models`. Panics with the
+/// command to run when it is missing.
+pub fn embeddinggemma_dir() -> PathBuf {
+    let dir = std::env::var_os("QUIVER_EMBEDDINGGEMMA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("QUIVER_MODEL_CACHE")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME")
+                        .map(|dir| PathBuf::from(dir).join("quiver/models"))
+                })
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/quiver/models"))
+                })
+                .unwrap_or_default();
+            cache.join(format!("embeddinggemma-300m-{}", &EMBEDDINGGEMMA_SHA256[..16]))
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors: run scripts/fetch-embeddinggemma first",
         dir.display()
     );
     dir

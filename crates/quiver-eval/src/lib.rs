@@ -156,6 +156,7 @@ fn evaluate_system(
         reembed: true,
         dimensions: None,
         batch_chunks: 256,
+        query_prompt: None,
     };
     let report = quiver_index::index(&mut store, embedder, &options, progress)?;
     let figures_path = index_dir.join(BUILD_FIGURES);

@@ -82,6 +82,9 @@ pub struct IndexOptions {
     pub dimensions: Option<usize>,
     /// Chunks embedded per commit.
     pub batch_chunks: usize,
+    /// The model's named prompt that queries searching the index are embedded with (recorded
+    /// in the index); `None`: the one an earlier run chose, else the model's `query` prompt.
+    pub query_prompt: Option<String>,
 }
 
 /// Tokens kept free for the context header and the special tokens when the chunk budget is
@@ -175,7 +178,19 @@ pub fn index(
     progress: &dyn IndexProgress,
 ) -> Result<IndexReport> {
     let started = Instant::now();
-    let settings = settings_for(&options.model_id, embedder, options.dimensions);
+    let mut settings = settings_for(&options.model_id, embedder, options.dimensions);
+    match &options.query_prompt {
+        Some(name) => {
+            embedder.config().prompt(name)?;
+            settings.query_prompt = Some(name.clone());
+        }
+        // A query prompt chosen by an earlier run stays until a run names another.
+        None => {
+            if let Some(stored) = store.settings()?.filter(|s| s.model == settings.model) {
+                settings.query_prompt = stored.query_prompt;
+            }
+        }
+    }
     let embed_options = settings.document_options();
     // One text embedded as the run will embed them, before anything in the index changes: a
     // width the model cannot give, or a model that cannot run or gives non-finite vectors

@@ -87,6 +87,7 @@ impl IndexOptions {
             reembed: false,
             dimensions: None,
             batch_chunks: DEFAULT_COMMIT_EVERY,
+            query_prompt: None,
         }
     }
 }

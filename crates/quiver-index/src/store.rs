@@ -498,6 +498,18 @@ impl Store {
     pub fn adopt_settings(&mut self, settings: &IndexSettings, reembed: bool) -> Result<()> {
         match self.settings()? {
             Some(stored) if stored == *settings => return Ok(()),
+            // The query prompt touches no stored vector: it is recorded, nothing re-embedded.
+            Some(stored)
+                if IndexSettings {
+                    query_prompt: settings.query_prompt.clone(),
+                    ..stored.clone()
+                } == *settings =>
+            {
+                return self.set_meta(
+                    "query_prompt",
+                    settings.query_prompt.as_deref().unwrap_or_default(),
+                );
+            }
             Some(stored) if !reembed => {
                 return Err(IndexError::SettingsChanged {
                     path: self.dir.clone(),

@@ -31,6 +31,11 @@ pub struct IndexArgs {
     /// else none). Searches of the index embed their queries the same way.
     #[arg(long, value_enum)]
     quantize: Option<QuantizeArg>,
+    /// The model's named prompt that searches of this index embed their queries with
+    /// (EmbeddingGemma: `InstructionRetrieval` for code search); recorded in the index, kept by
+    /// later runs. Default: the model's `query` prompt. Changing it re-embeds nothing.
+    #[arg(long, value_name = "NAME")]
+    query_prompt_name: Option<String>,
     /// Embed everything again if the model, dimension or number format differ from the index's.
     #[arg(long)]
     reembed: bool,
@@ -111,6 +116,7 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     options.walk.max_file_bytes = args.max_file_size;
     options.reembed = args.reembed;
     options.batch_chunks = args.commit_every.max(1);
+    options.query_prompt = args.query_prompt_name.clone();
     let progress = IndexBar::new();
     let report = quiver_index::index(&mut store, &embedder, &options, &progress)
         .with_context(|| format!("indexing {} into {}", root.display(), index_dir.display()))?;

@@ -28,6 +28,10 @@ pub struct SearchArgs {
     /// Index directory (default: .quiver/ here or in a parent directory).
     #[arg(long, value_name = "DIR")]
     index: Option<PathBuf>,
+    /// Embed the query with this named prompt of the model instead of the one the index
+    /// records (see `quiver index --query-prompt-name`).
+    #[arg(long, value_name = "NAME")]
+    prompt_name: Option<String>,
     /// Return whole definitions instead of chunks, best first and without repeats (a method
     /// inside its class's hit, overlapping hits merged), until N tokens of the model's
     /// tokenizer are used; in place of -k.
@@ -60,9 +64,13 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     };
     let query_vector = match (args.mode, &embedder) {
         (SearchMode::Keyword, _) | (_, None) => None,
-        (_, Some(embedder)) => embedder
-            .embed(&[args.query.as_str()], &settings.query_options())?
-            .pop(),
+        (_, Some(embedder)) => {
+            let mut options = settings.query_options();
+            if args.prompt_name.is_some() {
+                options.prompt_name.clone_from(&args.prompt_name);
+            }
+            embedder.embed(&[args.query.as_str()], &options)?.pop()
+        }
     };
     let hits = search(
         &store,
