@@ -697,6 +697,42 @@ fn a_model_with_task_adapters_indexes_passages_and_searches_queries() {
 }
 
 #[test]
+fn a_chosen_query_prompt_is_recorded_kept_and_re_embeds_nothing() {
+    let model = common::tiny_model("jina-v3");
+    let root = temp_dir("query-prompt");
+    write(&root, "add.py", "def add(a, b):\n    return a + b\n");
+    let index_with = |extra: &[&str]| common::index_with(&model, &root, extra);
+    assert_eq!(index_with(&[])["chunks_embedded"], 1);
+    let report = index_with(&["--query-prompt-name", "text-matching"]);
+    assert_eq!(report["chunks_embedded"], 0, "{report}");
+    assert_eq!(report["chunks_reused"], 0, "{report}");
+    assert_eq!(index_status(&root)["query_prompt"], "text-matching");
+    // A later run that names none keeps it.
+    index_with(&[]);
+    assert_eq!(index_status(&root)["query_prompt"], "text-matching");
+    // A search may embed its query with another of the model's prompts, once.
+    let hits = search(&root, "add numbers", &["--prompt-name", "retrieval.query"]);
+    assert_eq!(hits.len(), 1);
+    // A name the model does not have is refused, listing those it has.
+    let refused = quiver(
+        &[
+            "index",
+            root.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--query-prompt-name",
+            "InstructionRetrieval",
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("InstructionRetrieval"), "{message}");
+    assert!(message.contains("retrieval.query"), "{message}");
+    assert_eq!(index_status(&root)["query_prompt"], "text-matching");
+}
+
+#[test]
 fn the_chunk_id_prefix_has_one_name_and_the_old_spelling_still_works() {
     for (flag, prefix) in [("--id-prefix", "mine"), ("--collection", "old")] {
         let root = temp_dir(&format!("id-prefix-{prefix}"));
