@@ -37,10 +37,14 @@ pub fn embeddinggemma_dir() -> PathBuf {
                         .map(|dir| PathBuf::from(dir).join("quiver/models"))
                 })
                 .or_else(|| {
-                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/quiver/models"))
+                    std::env::var_os("HOME")
+                        .map(|home| PathBuf::from(home).join(".cache/quiver/models"))
                 })
                 .unwrap_or_default();
-            cache.join(format!("embeddinggemma-300m-{}", &EMBEDDINGGEMMA_SHA256[..16]))
+            cache.join(format!(
+                "embeddinggemma-300m-{}",
+                &EMBEDDINGGEMMA_SHA256[..16]
+            ))
         });
     assert!(
         dir.join("model.safetensors").is_file(),
@@ -79,4 +83,34 @@ fn copy_as_links(source: &Path, target: &Path, skip: &Path) {
             copy_as_links(&entry.path(), &target.join(&name), parts.as_path());
         }
     }
+}
+
+/// Cosine similarity, accumulated in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// The parity bar: every vector of `got` has `want`'s width and a cosine of at least 0.9999 to
+/// it; a failure names `label` and the text.
+pub fn assert_parity(label: &str, texts: &[String], got: &[Vec<f32>], want: &[Vec<f32>]) {
+    assert_eq!(got.len(), want.len(), "{label}: vector count");
+    for (index, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.len(), w.len(), "{label}: dimension of text {index}");
+        let similarity = cosine(g, w);
+        assert!(
+            similarity >= 0.9999,
+            "{label}: text {index} {:?} has cosine {similarity} to the reference",
+            texts[index].chars().take(40).collect::<String>()
+        );
+    }
+}
+
+/// The largest element-wise difference of two runs' vectors.
+pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
 }

@@ -5,6 +5,7 @@
 //! `fixtures/make_reference.py`. The weights come from `scripts/fetch-test-models` (PyPI, no hub).
 //! Every check runs for every model (`parity_tests!` at the end).
 
+use quiver_embed::testing::{cosine, max_abs_diff};
 use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions, Quantization};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -77,22 +78,10 @@ impl Case {
     }
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
+/// [`quiver_embed::testing::assert_parity`], and every vector normalised.
 fn assert_parity(label: &str, texts: &[String], got: &[Vec<f32>], want: &[Vec<f32>]) {
-    assert_eq!(got.len(), want.len(), "{label}: vector count");
-    for (index, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g.len(), w.len(), "{label}: dimension of text {index}");
-        let similarity = cosine(g, w);
-        assert!(
-            similarity >= 0.9999,
-            "{label}: text {index} {:?} has cosine {similarity} to sentence-transformers",
-            texts[index].chars().take(40).collect::<String>()
-        );
+    quiver_embed::testing::assert_parity(label, texts, got, want);
+    for (index, g) in got.iter().enumerate() {
         let norm: f32 = g.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!(
             (norm - 1.0).abs() < 1e-4,
@@ -177,17 +166,11 @@ fn batching_does_not_change_vectors(case: Case) {
         ..EmbedOptions::default()
     };
     let alone = embedder.embed(texts, &one_at_a_time).unwrap();
-    for (a, b) in together.iter().zip(&alone) {
-        let max_diff = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(
-            max_diff < 1e-5,
-            "packed and single batches differ by {max_diff}"
-        );
-    }
+    let max_diff = max_abs_diff(&together, &alone);
+    assert!(
+        max_diff < 1e-5,
+        "packed and single batches differ by {max_diff}"
+    );
 }
 
 /// int8 dense layers: the bar is a mean cosine of 0.99 to f32; every text is held to
@@ -254,19 +237,13 @@ fn few_row_kernels_give_the_same_vectors(case: Case) {
     let want = plain.embed(texts, &one_at_a_time).unwrap();
     let got = packed.embed(texts, &one_at_a_time).unwrap();
     assert_parity("few-row kernels", texts, &got, &reference.embeddings[..30]);
-    for (a, b) in got.iter().zip(&want) {
-        let max_diff = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        // The few-row panels hold the weights in half precision: within the 1e-4 the project
-        // allows on a pooled vector (they measured 5.6e-5 and 6.2e-5 here).
-        assert!(
-            max_diff <= 1e-4,
-            "few-row and gemm paths differ by {max_diff}"
-        );
-    }
+    let max_diff = max_abs_diff(&got, &want);
+    // The few-row panels hold the weights in half precision: within the 1e-4 the project
+    // allows on a pooled vector (they measured 5.6e-5 and 6.2e-5 here).
+    assert!(
+        max_diff <= 1e-4,
+        "few-row and gemm paths differ by {max_diff}"
+    );
 }
 
 /// The model folder again, but with `include_prompt: false` in its pooling config, as

