@@ -93,6 +93,44 @@ fn scores_quiver_and_the_baseline() {
 }
 
 #[test]
+fn queries_can_take_another_of_the_models_prompts() {
+    let dir = tiny_dataset();
+    let model = common::tiny_model("jina-v3");
+    let run = |prompt: &str| {
+        quiver(
+            &[
+                "eval",
+                dir.to_str().expect("utf-8"),
+                "--model",
+                model.to_str().expect("utf-8"),
+                "--no-baseline",
+                "--mode",
+                "vector",
+                "--query-prompt-name",
+                prompt,
+            ],
+            "",
+        )
+    };
+    let scored = run("text-matching");
+    assert!(
+        scored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scored.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&scored.stdout).contains("queries with its text-matching prompt")
+    );
+    let refused = run("InstructionRetrieval");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("InstructionRetrieval") && stderr.contains("retrieval.query"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_folder_without_a_corpus_is_a_clear_error() {
     let dir = temp_dir("eval-not-a-dataset");
     let output = quiver(

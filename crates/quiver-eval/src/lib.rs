@@ -101,17 +101,24 @@ pub struct SystemReport {
 const BUILD_FIGURES: &str = "build-figures.json";
 const DEPTH: usize = 10;
 
-/// Scores every system on the dataset with the model `model_id` (already loaded as `embedder`).
+/// Scores every system on the dataset with the model `model_id` (already loaded as `embedder`);
+/// `query_prompt` names another of the model's prompts for the queries (as
+/// `quiver index --query-prompt-name` records one).
 pub fn evaluate(
     dataset: &Dataset,
     embedder: &Embedder,
     model_id: &str,
     systems: &[System],
+    query_prompt: Option<&str>,
     progress: &dyn IndexProgress,
 ) -> Result<Vec<SystemReport>> {
     // Queries are embedded by the rule of the indexes the systems build (the same model and
     // width for all), as `quiver search` would embed them.
-    let rule = settings_for(model_id, embedder, None);
+    let mut rule = settings_for(model_id, embedder, None);
+    if let Some(name) = query_prompt {
+        embedder.config().prompt(name)?;
+        rule.query_prompt = Some(name.to_string());
+    }
     let texts: Vec<&str> = dataset.queries.iter().map(|q| q.query.as_str()).collect();
     let query_vectors = embedder.embed(&texts, &rule.query_options())?;
     systems

@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// Score Quiver only.
     #[arg(long)]
     no_baseline: bool,
+    /// Embed the queries with this named prompt of the model instead of its `query` prompt
+    /// (as `quiver index --query-prompt-name` does); the indexes are reused.
+    #[arg(long, value_name = "NAME")]
+    query_prompt_name: Option<String>,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
     device: Device,
     /// Number format of the dense layers: none (f32) or int8 (its indexes are kept apart).
@@ -104,8 +108,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         });
     }
     let progress = IndexBar::new();
-    let reports = evaluate(&dataset, &embedder, &model_id, &systems, &progress)
-        .with_context(|| format!("evaluating on {}", args.dataset.display()))?;
+    let reports = evaluate(
+        &dataset,
+        &embedder,
+        &model_id,
+        &systems,
+        args.query_prompt_name.as_deref(),
+        &progress,
+    )
+    .with_context(|| format!("evaluating on {}", args.dataset.display()))?;
     progress.finish();
     if let Some(path) = &args.ranks {
         write_ranks(path, &reports).with_context(|| format!("writing {}", path.display()))?;
@@ -113,7 +124,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
-        print_table(&reports, dataset.queries.len(), &model_id)?;
+        let model = match &args.query_prompt_name {
+            Some(prompt) => format!("{model_id}, queries with its {prompt} prompt"),
+            None => model_id.clone(),
+        };
+        print_table(&reports, dataset.queries.len(), &model)?;
     }
     Ok(())
 }
