@@ -11,7 +11,7 @@ pub use attention::{self_attention, AttentionShape, RelativePositionBias, Visibi
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, FEW_ROWS};
 pub use lora::{AdapterShape, EmbeddingLora, Lora};
-pub use rms_norm::RmsNorm;
+pub use rms_norm::{normalize_heads, RmsNorm};
 pub use rotary::Rotary;
 
 /// How many threads the large matrix products may use: the rayon pool's size.

@@ -14,7 +14,8 @@
 use super::{EncoderModel, ModelConfig};
 use crate::kernels::{add_residual, gated_linear_unit, Activation};
 use crate::layers::{
-    embedding_rows, self_attention, AttentionShape, Linear, RmsNorm, Rotary, Visibility,
+    embedding_rows, normalize_heads, self_attention, AttentionShape, Linear, RmsNorm, Rotary,
+    Visibility,
 };
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -312,20 +313,15 @@ fn load_layer(
 }
 
 impl Gemma3Model {
-    /// Normalises every query and key head (and scales the queries when the score scale is
-    /// not the kernel's), in a fused `[tokens, qkv_width]` buffer.
-    fn prepare_heads(&self, layer: &Layer, qkv: &mut [f32]) {
+    /// Multiplies every query head by [`Gemma3Model::query_scale`], where the config asks for
+    /// a score scale other than the attention kernel's.
+    fn scale_queries(&self, qkv: &mut [f32]) {
+        let Some(scale) = self.query_scale else {
+            return;
+        };
         let queries = self.shape.num_heads * self.shape.head_dim;
-        let keys = self.shape.num_kv_heads * self.shape.head_dim;
         qkv.par_chunks_mut(self.shape.qkv_width())
-            .for_each(|token| {
-                let (q, rest) = token.split_at_mut(queries);
-                layer.q_norm.forward(q);
-                layer.k_norm.forward(&mut rest[..keys]);
-                if let Some(scale) = self.query_scale {
-                    q.iter_mut().for_each(|x| *x *= scale);
-                }
-            });
+            .for_each(|token| token[..queries].iter_mut().for_each(|x| *x *= scale));
     }
 }
 
@@ -365,7 +361,8 @@ impl EncoderModel for Gemma3Model {
             normed.clone_from(&hidden);
             layer.input_norm.forward(&mut normed);
             layer.qkv.forward(&normed, tokens, &mut qkv);
-            self.prepare_heads(layer, &mut qkv);
+            normalize_heads(&mut qkv, self.shape, &layer.q_norm, &layer.k_norm);
+            self.scale_queries(&mut qkv);
             rotary.apply(&mut qkv, batch, self.shape);
             self_attention(&qkv, batch, self.shape, *visibility, None, &mut context);
             layer

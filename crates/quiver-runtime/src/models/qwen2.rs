@@ -13,11 +13,11 @@
 use super::{EncoderModel, ModelConfig};
 use crate::kernels::{add_residual, gated_linear_unit, Activation};
 use crate::layers::{
-    embedding_rows, self_attention, AttentionShape, Linear, RmsNorm, Rotary, Visibility,
+    embedding_rows, normalize_heads, self_attention, AttentionShape, Linear, RmsNorm, Rotary,
+    Visibility,
 };
 use crate::weights::TensorStore;
 use crate::{PackedBatch, Result, RuntimeError};
-use rayon::prelude::*;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,18 +238,6 @@ fn load_layer(
             false,
         )?,
     })
-}
-
-/// Normalises every query head with `q_norm` and every key head with `k_norm`, in a fused
-/// `[tokens, qkv_width]` buffer.
-fn normalize_heads(qkv: &mut [f32], shape: AttentionShape, q_norm: &RmsNorm, k_norm: &RmsNorm) {
-    let queries = shape.num_heads * shape.head_dim;
-    let keys = shape.num_kv_heads * shape.head_dim;
-    qkv.par_chunks_mut(shape.qkv_width()).for_each(|token| {
-        let (q, rest) = token.split_at_mut(queries);
-        q_norm.forward(q);
-        k_norm.forward(&mut rest[..keys]);
-    });
 }
 
 impl EncoderModel for Qwen2Model {
