@@ -114,6 +114,33 @@ pub struct IndexReport {
     pub seconds: f64,
 }
 
+impl IndexReport {
+    /// One line for a run: what changed, and in how long; the files by name when five or
+    /// fewer changed.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{} changed, {} removed, {} unchanged; {} chunks embedded ({:.1} s)",
+            self.files_changed,
+            self.files_removed,
+            self.files_unchanged,
+            self.chunks_embedded,
+            self.seconds
+        );
+        if self.files_changed + self.files_removed <= 5 {
+            let named: Vec<&str> = self
+                .changed_files
+                .iter()
+                .chain(&self.removed_files)
+                .map(String::as_str)
+                .collect();
+            if !named.is_empty() {
+                line.push_str(&format!(": {}", named.join(", ")));
+            }
+        }
+        line
+    }
+}
+
 /// How many changed and removed paths a report lists (a first run changes every file).
 pub const LISTED_FILES: usize = 100;
 

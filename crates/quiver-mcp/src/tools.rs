@@ -412,15 +412,7 @@ fn reindex(server: &McpServer, progress: &Progress<'_>) -> Result<ToolOutput, To
         .updater()
         .update(progress)
         .map_err(ToolError::failed)?;
-    let mut text = format!(
-        "{} files changed, {} removed, {} unchanged; {} chunks embedded, {} reused ({:.1} s)\n",
-        report.files_changed,
-        report.files_removed,
-        report.files_unchanged,
-        report.chunks_embedded,
-        report.chunks_reused,
-        report.seconds
-    );
+    let mut text = format!("{}\n", report.summary());
     for path in &report.changed_files {
         text.push_str(&format!("changed: {path}\n"));
     }

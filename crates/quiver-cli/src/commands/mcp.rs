@@ -2,7 +2,7 @@
 //! agents start local servers) or streamable HTTP (`--http PORT`). The index is brought up to
 //! date in the background as the server starts, then kept fresh by a watcher.
 
-use super::watch::{summary, updater, TreeArgs};
+use super::watch::{updater, TreeArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use quiver_index::{watch, WatchOptions, Watcher};
@@ -46,14 +46,14 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
         let watching = args.watch.unwrap_or(true);
         std::thread::spawn(move || {
             match updater.update(&quiver_index::NoProgress) {
-                Ok(report) => eprintln!("quiver mcp: index up to date: {}", summary(&report)),
+                Ok(report) => eprintln!("quiver mcp: index up to date: {}", report.summary()),
                 Err(error) => eprintln!("quiver mcp: updating the index failed: {error}"),
             }
             if !watching {
                 return;
             }
             match watch(updater, WatchOptions::default(), |outcome| match outcome {
-                Ok(report) => eprintln!("quiver mcp: {}", summary(report)),
+                Ok(report) => eprintln!("quiver mcp: {}", report.summary()),
                 Err(error) => eprintln!("quiver mcp: updating the index failed: {error}"),
             }) {
                 Ok(started) => {

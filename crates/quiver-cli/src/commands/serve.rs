@@ -303,16 +303,13 @@ fn watch_index(index: &Path, device: Device) -> anyhow::Result<quiver_index::Wat
     let report = updater
         .update(&quiver_index::NoProgress)
         .with_context(|| format!("updating {} from {root}", index.display()))?;
-    eprintln!(
-        "quiver: index up to date: {}",
-        super::watch::summary(&report)
-    );
+    eprintln!("quiver: index up to date: {}", report.summary());
     eprintln!("quiver: watching {root} for changes");
     Ok(quiver_index::watch(
         updater,
         quiver_index::WatchOptions::default(),
         |outcome| match outcome {
-            Ok(report) => eprintln!("quiver: {}", super::watch::summary(report)),
+            Ok(report) => eprintln!("quiver: {}", report.summary()),
             Err(error) => eprintln!("quiver: updating the index failed: {error}"),
         },
     )?)

@@ -8,8 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use quiver_embed::Device;
 use quiver_index::{
-    watch, IndexError, IndexOptions, IndexReport, IndexUpdater, Input, RunModel, Store,
-    WatchOptions,
+    watch, IndexError, IndexOptions, IndexUpdater, Input, RunModel, Store, WatchOptions,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,10 +96,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         .update(&progress)
         .with_context(|| format!("indexing {root}"))?;
     progress.finish();
-    eprintln!("quiver: {}", summary(&report));
+    eprintln!("quiver: {}", report.summary());
     eprintln!("quiver: watching {root} for changes (Ctrl-C to stop)");
     let _watcher = watch(updater, WatchOptions::default(), |outcome| match outcome {
-        Ok(report) => eprintln!("quiver: {}", summary(report)),
+        Ok(report) => eprintln!("quiver: {}", report.summary()),
         Err(error) => eprintln!("quiver: updating the index failed: {error}"),
     })?;
     // Every run commits a batch at a time, so Ctrl-C (the default action: exit) loses nothing
@@ -108,27 +107,4 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     loop {
         std::thread::park();
     }
-}
-
-/// One line for a run: what changed, and in how long.
-pub fn summary(report: &IndexReport) -> String {
-    let mut line = format!(
-        "{} changed, {} removed, {} unchanged; {} chunks embedded ({:.1} s)",
-        report.files_changed,
-        report.files_removed,
-        report.files_unchanged,
-        report.chunks_embedded,
-        report.seconds
-    );
-    let named: Vec<&str> = report
-        .changed_files
-        .iter()
-        .chain(&report.removed_files)
-        .take(5)
-        .map(String::as_str)
-        .collect();
-    if !named.is_empty() && report.files_changed + report.files_removed <= 5 {
-        line.push_str(&format!(": {}", named.join(", ")));
-    }
-    line
 }
