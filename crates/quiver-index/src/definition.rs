@@ -9,6 +9,7 @@ use crate::error::{IndexError, Result};
 use crate::search::SearchHit;
 use crate::store::{ChunkRecord, Store};
 use quiver_chunk::TokenCounter;
+use std::collections::hash_map::{Entry, HashMap};
 
 /// A run of consecutive chunks of one file: a whole definition, or several merged.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -81,13 +82,17 @@ impl Definition {
 /// it, or for the head of a type (a class whose members were cut apart), the type with every
 /// member. A chunk that defines nothing is returned alone.
 pub fn definition_of(store: &Store, chunk: &ChunkRecord) -> Result<Definition> {
-    let chunks = store.chunks_of_file(&chunk.file)?;
+    Ok(definition_in(&store.chunks_of_file(&chunk.file)?, chunk))
+}
+
+/// [`definition_of`] among `chunks`, the stored chunks of `chunk`'s file in order.
+fn definition_in(chunks: &[ChunkRecord], chunk: &ChunkRecord) -> Definition {
     let Some(at) = chunks.iter().position(|c| c.chunk_id == chunk.chunk_id) else {
         // Removed by a commit since the hit was found: the hit alone is all there is.
-        return Ok(Definition::from_chunks(std::slice::from_ref(chunk)));
+        return Definition::from_chunks(std::slice::from_ref(chunk));
     };
-    let (start, end) = definition_span(&chunks, at);
-    Ok(Definition::from_chunks(&chunks[start..=end]))
+    let (start, end) = definition_span(chunks, at);
+    Definition::from_chunks(&chunks[start..=end])
 }
 
 /// The chunk a reader names by `path:line` (the innermost definition holding that line).
@@ -307,8 +312,14 @@ pub fn pack(
         hits_merged: 0,
         hits_left_out: 0,
     };
+    // Each file's chunks are read once per pack: hits cluster in few files.
+    let mut files: HashMap<String, Vec<ChunkRecord>> = HashMap::new();
     for hit in hits {
-        let definition = definition_of(store, &hit.chunk)?;
+        let chunks = match files.entry(hit.chunk.file.clone()) {
+            Entry::Occupied(read) => read.into_mut(),
+            Entry::Vacant(slot) => slot.insert(store.chunks_of_file(&hit.chunk.file)?),
+        };
+        let definition = definition_in(chunks, &hit.chunk);
         let overlapping = packed.definitions.iter().position(|held| {
             held.definition.file == definition.file
                 && definition.seqs.0 <= held.definition.seqs.1
@@ -321,7 +332,7 @@ pub fn pack(
                     packed.hits_merged += 1;
                     continue;
                 }
-                let merged = merge(store, held, &definition)?;
+                let merged = merge(chunks, held, &definition);
                 let tokens = count(&merged.text)?;
                 let grown = packed.tokens - packed.definitions[at].tokens + tokens;
                 if grown > max_tokens {
@@ -354,23 +365,23 @@ pub fn pack(
 }
 
 /// One definition spanning both (same file), named as the one that starts first.
-fn merge(store: &Store, a: &Definition, b: &Definition) -> Result<Definition> {
-    let chunks = store.chunks_of_file(&a.file)?;
+fn merge(chunks: &[ChunkRecord], a: &Definition, b: &Definition) -> Definition {
     let start = a.seqs.0.min(b.seqs.0);
     let end = a.seqs.1.max(b.seqs.1);
     let span: Vec<ChunkRecord> = chunks
-        .into_iter()
+        .iter()
         .filter(|c| (start..=end).contains(&c.seq))
+        .cloned()
         .collect();
     if span.is_empty() {
-        return Ok(a.clone());
+        return a.clone();
     }
     let mut merged = Definition::from_chunks(&span);
     let first = if a.seqs.0 <= b.seqs.0 { a } else { b };
     merged.symbol = first.symbol.clone();
     merged.kind = first.kind.clone();
     merged.parent = first.parent.clone();
-    Ok(merged)
+    merged
 }
 
 #[cfg(test)]

@@ -77,7 +77,10 @@ impl McpServer {
         match IndexReader::open(self.updater.index_dir()) {
             Ok(reader) => Ok(slot.insert(Arc::new(reader)).clone()),
             Err(IndexError::NoIndex(_) | IndexError::EmptyIndex(_))
-                if self.updater.state().running || self.updater.state().runs == 0 =>
+                if {
+                    let state = self.updater.state();
+                    state.running || state.runs == 0
+                } =>
             {
                 Err(ToolError::Failed(
                     "the index is still being built (its first run has not committed yet); \
