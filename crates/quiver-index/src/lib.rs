@@ -48,3 +48,11 @@ pub use watch::{watch, IndexUpdater, UpdateState, WatchOptions, Watcher};
 
 /// Name of the index directory created under an indexed root when `--index` is not given.
 pub const DEFAULT_INDEX_DIR: &str = ".quiver";
+
+/// Locks a mutex whose holders never leave its data half-written, so a panic in one of them
+/// (poisoning) is no reason to fail every later caller. Each mutex says why this holds for it.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -4,10 +4,11 @@
 //! taking a new snapshot once a `quiver index` run has committed.
 
 use crate::error::Result;
+use crate::lock;
 use crate::search::{search_with, SearchHit, SearchRequest, VectorIndex};
 use crate::store::{IndexSettings, Store};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The index as one commit left it: what queries must be embedded with, and the vectors.
 pub struct Snapshot {
@@ -26,6 +27,8 @@ impl Snapshot {
     }
 }
 
+/// Everything behind its locks is replaced whole (a snapshot, a version, a connection pushed or
+/// popped), so a panic while holding one leaves nothing half-written.
 pub struct IndexReader {
     dir: PathBuf,
     /// The connection that notices commits: `PRAGMA data_version` means something only on the
@@ -108,12 +111,4 @@ fn take_snapshot(store: &Store) -> Result<Snapshot> {
     let settings = store.indexed_settings()?;
     let vectors = VectorIndex::load(store)?;
     Ok(Snapshot { settings, vectors })
-}
-
-/// A panic while holding one of these leaves nothing half-written: what they guard is replaced
-/// whole.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -10,13 +10,14 @@
 
 use crate::error::{IndexError, Result};
 use crate::indexer::{index, IndexOptions, IndexProgress, IndexReport};
+use crate::lock;
 use crate::store::Store;
 use crate::walk::PathFilter;
 use notify::Watcher as _;
 use quiver_embed::Embedder;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +27,9 @@ pub struct IndexUpdater {
     options: IndexOptions,
     index_dir: PathBuf,
     /// Held for a whole run: runs asked for at once (a watcher's and a client's) take turns.
+    /// It guards no data, so a run that panicked leaves nothing half-written behind it.
     running: Mutex<()>,
+    /// Written field by field, never left half-updated.
     state: Mutex<UpdateState>,
 }
 
@@ -197,12 +200,4 @@ fn watch_error(root: &Path, error: notify::Error) -> IndexError {
         path: root.to_path_buf(),
         message: error.to_string(),
     }
-}
-
-/// A panic during a run leaves nothing half-written here: the state is replaced field by field
-/// and the run lock guards no data.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

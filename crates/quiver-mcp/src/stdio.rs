@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 pub fn serve_stdio(server: Arc<McpServer>) -> std::io::Result<()> {
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let send = move |message: Value| {
-        let mut out = out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A panic while writing could cut one message short; later ones still go out.
+        let mut out = crate::lock(&out);
         // A client that went away cannot be told anything; the loop ends when stdin closes.
         let _ = writeln!(out, "{message}").and_then(|()| out.flush());
     };
