@@ -15,6 +15,8 @@ pub enum ExportError {
     },
     #[error("unknown export format {0:?}: use jsonl, npy, qdrant or postgres")]
     UnknownFormat(String),
+    #[error("{0} is a file export, not a store to search: use qdrant or postgres")]
+    NotAStore(String),
     #[error(
         "an export to {format} needs a {option} name (`--{option} NAME`; in Python `{option}=`)"
     )]

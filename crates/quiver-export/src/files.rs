@@ -21,6 +21,8 @@ use std::path::Path;
 /// One chunk ready to leave: its UUID, vector and payload.
 pub struct ExportRecord {
     pub id: String,
+    /// [`ChunkRecord::uid`]: the key of its keyword document.
+    pub uid: i64,
     pub vector: Vec<f32>,
     /// The signature vector of a chunk that starts a definition.
     pub signature: Option<Vec<f32>>,
@@ -49,6 +51,7 @@ pub fn export_records(store: &Store) -> Result<(IndexSettings, Vec<ExportRecord>
             };
             Ok(ExportRecord {
                 id: chunk.uuid.clone(),
+                uid: chunk.uid,
                 vector,
                 signature,
                 payload: payload(&chunk, &settings),

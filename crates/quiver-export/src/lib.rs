@@ -11,12 +11,17 @@
 //! Every export is incremental and checked first:
 //! - the destination is created when missing; one that holds vectors of another width or
 //!   another model is refused before anything is written;
-//! - each chunk is stored with a fingerprint (SHA-256 of its payload and vector), so a second
-//!   export sends only chunks that are new or changed, and removes chunks the index no longer
-//!   has;
+//! - each chunk is stored with a fingerprint (SHA-256 of its payload, vectors and the export's
+//!   layout), so a second export sends only chunks that are new or changed, and removes chunks
+//!   the index no longer has;
 //! - PostgreSQL applies the whole change in one transaction (a failed export leaves the table
 //!   as it was); Qdrant has no transactions, so its upserts are idempotent and run before any
 //!   delete: a failed export is finished by running it again.
+//!
+//! Both stores get what Quiver's own search ranks by, so their searches answer as
+//! `quiver search` does: both vectors of a chunk (text and signature; a chunk scores by the
+//! better cosine) and its keyword side (BM25 sparse vectors in Qdrant, a `tsvector` in
+//! PostgreSQL); [`StoreQuery`] runs the documented queries (docs/exports.md).
 
 mod error;
 pub mod files;
@@ -30,10 +35,10 @@ pub mod target;
 pub use npy::{read_npy_f32, write_npy_f32};
 
 pub use error::{ExportError, Result};
-pub use target::{export_index, Exported, Outcome, Target, TargetOptions};
+pub use target::{export_index, Exported, Outcome, StoreClient, Target, TargetOptions};
 
 use crate::files::ExportRecord;
-use quiver_index::IndexSettings;
+use quiver_index::{IndexSettings, SearchMode};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 
@@ -64,12 +69,26 @@ pub struct Summary {
 /// The payload key under which each chunk's fingerprint is stored.
 pub const FINGERPRINT_KEY: &str = "quiver_fingerprint";
 
-/// SHA-256 of a record's payload and vector, hex: equal fingerprints, nothing to send.
-pub fn fingerprint(record: &ExportRecord) -> String {
+/// The shape of what an export sends, part of every fingerprint: exports made before
+/// signature vectors and keywords were sent (layout 1) are sent again whole.
+const LAYOUT: &str = "quiver-export-layout-2";
+
+/// SHA-256 of a record's payload and vectors and of `context` (what else the destination's
+/// copy depends on, e.g. the BM25 average length its keyword weights used), hex: equal
+/// fingerprints, nothing to send.
+pub fn fingerprint(record: &ExportRecord, context: &str) -> String {
     let mut hasher = Sha256::new();
+    hasher.update(LAYOUT.as_bytes());
+    hasher.update(context.as_bytes());
     hasher.update(record.payload.to_string().as_bytes());
     for value in &record.vector {
         hasher.update(value.to_le_bytes());
+    }
+    if let Some(signature) = &record.signature {
+        hasher.update(b"signature");
+        for value in signature {
+            hasher.update(value.to_le_bytes());
+        }
     }
     hasher
         .finalize()
@@ -86,11 +105,16 @@ pub struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    pub fn new(records: &'a [ExportRecord], existing: &HashMap<String, String>) -> Self {
+    /// `context`: see [`fingerprint`].
+    pub fn new(
+        records: &'a [ExportRecord],
+        existing: &HashMap<String, String>,
+        context: &str,
+    ) -> Self {
         let mut upserts = Vec::new();
         let mut unchanged = 0;
         for record in records {
-            let print = fingerprint(record);
+            let print = fingerprint(record, context);
             if existing.get(&record.id) == Some(&print) {
                 unchanged += 1;
             } else {
@@ -123,6 +147,41 @@ impl<'a> Plan<'a> {
 /// Reports how many chunks have been sent so far, out of how many.
 pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
+/// A search of an exported store, run as `quiver search` runs it on the index.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreQuery<'a> {
+    /// The query's text (keyword and hybrid).
+    pub text: &'a str,
+    /// Its embedding, as `quiver search` embeds it (vector and hybrid).
+    pub vector: &'a [f32],
+    pub mode: SearchMode,
+    pub k: usize,
+    /// Hybrid: the keyword ranking's weight (the vector ranking's is 1).
+    pub keyword_weight: f64,
+}
+
+/// One result of a store's search: the chunk id it holds, and the store's score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreHit {
+    pub chunk_id: String,
+    pub score: f64,
+}
+
+/// How Quiver's hybrid fusion rescales one ranking's scores onto 0..1 (best 1, last 0; all 1
+/// when they tie): `(offset, span)` with `(score − offset) / span`, so a chunk absent from the
+/// ranking, scored `offset`, gets 0. `None` for an empty ranking. As `quiver_index::search`.
+pub fn rescale_bounds(scores: &[f64]) -> Option<(f64, f64)> {
+    let best = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let worst = scores.iter().copied().fold(f64::INFINITY, f64::min);
+    scores.first()?;
+    // A ranking whose candidates all tie maps them all to 1 (its absent chunks to 0).
+    Some(if best > worst {
+        (worst, best - worst)
+    } else {
+        (best - 1.0, 1.0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +190,7 @@ mod tests {
     fn record(id: &str, text: &str, vector: Vec<f32>) -> ExportRecord {
         ExportRecord {
             signature: None,
+            uid: 0,
             id: id.into(),
             vector,
             payload: json!({"text": text}),
@@ -146,14 +206,14 @@ mod tests {
         ];
         let existing: HashMap<String, String> = old
             .iter()
-            .map(|record| (record.id.clone(), fingerprint(record)))
+            .map(|record| (record.id.clone(), fingerprint(record, "")))
             .collect();
         let new = [
             record("a", "same", vec![1.0, 0.0]),
             record("b", "new text", vec![0.0, 1.0]),
             record("d", "added", vec![0.2, 0.8]),
         ];
-        let plan = Plan::new(&new, &existing);
+        let plan = Plan::new(&new, &existing, "");
         let sent: Vec<&str> = plan.upserts.iter().map(|(r, _)| r.id.as_str()).collect();
         assert_eq!(sent, ["b", "d"]);
         assert_eq!(plan.deletes, ["c"]);
@@ -171,7 +231,11 @@ mod tests {
     fn a_changed_vector_changes_the_fingerprint() {
         let a = record("a", "x", vec![1.0, 0.0]);
         let b = record("a", "x", vec![1.0, 1e-7]);
-        assert_ne!(fingerprint(&a), fingerprint(&b));
-        assert_eq!(fingerprint(&a), fingerprint(&a));
+        assert_ne!(fingerprint(&a, ""), fingerprint(&b, ""));
+        assert_eq!(fingerprint(&a, ""), fingerprint(&a, ""));
+        assert_ne!(fingerprint(&a, ""), fingerprint(&a, "avgdl=12"));
+        let mut signed = record("a", "x", vec![1.0, 0.0]);
+        signed.signature = Some(vec![0.0, 1.0]);
+        assert_ne!(fingerprint(&a, ""), fingerprint(&signed, ""));
     }
 }

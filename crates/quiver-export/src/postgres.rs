@@ -1,16 +1,29 @@
-//! Export to a PostgreSQL table with a pgvector `vector(N)` column, upserted by chunk id in one
-//! transaction, with an HNSW index for cosine distance (`ORDER BY embedding <=> $1`).
+//! Export to a PostgreSQL table with pgvector columns, upserted by chunk id in one
+//! transaction.
 //!
-//! The table: `id uuid PRIMARY KEY`, `embedding vector(N)`, the payload fields users filter on
-//! as columns (`text`, `path`, `language`, `symbol`, `start_line`, `end_line`, `source_subdir`,
-//! `collection`, `model`), the whole payload as `jsonb`, and the chunk's fingerprint. The
-//! table's comment records the model and width, checked before any later export writes.
+//! The table: `id uuid PRIMARY KEY`, `embedding vector(N)` (the chunk's text) and `signature
+//! vector(N)` (its signature, NULL for a chunk without one), each with an HNSW (or IVFFlat)
+//! index for cosine distance; `keywords tsvector` (Quiver's keyword terms, names weighted `A`
+//! and body `D`) with a GIN index; the payload fields users filter on as columns (`text`,
+//! `path`, `language`, `symbol`, `start_line`, `end_line`, `source_subdir`, `collection`,
+//! `model`), the whole payload as `jsonb`, and the chunk's fingerprint. The table's comment
+//! records the model and width, checked before any later export writes. A table from an
+//! earlier export (no `signature` or `keywords`) gets the new columns, and every row again, in
+//! the export's transaction.
+//!
+//! [`search_sql`] is the SQL docs/exports.md gives for each search mode.
 
 use crate::files::ExportRecord;
-use crate::{ExportError, Plan, Progress, Result, Schema, Summary};
+use crate::{ExportError, Plan, Progress, Result, Schema, StoreHit, StoreQuery, Summary};
 use ::postgres::{Client, NoTls, Transaction};
+use quiver_index::keywords::{self, NAMES_WEIGHT};
+use quiver_index::{SearchMode, FUSION_DEPTH};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+
+/// The text-search configuration of the `keywords` column and of the queries: English
+/// stemming and stop words over the terms Quiver splits identifiers into.
+pub const TEXT_SEARCH_CONFIG: &str = "english";
 
 /// How the vector column is indexed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,18 +81,29 @@ impl PostgresExport {
             .batch_execute("CREATE EXTENSION IF NOT EXISTS vector")
             .map_err(db)?;
         match stored_schema(&mut transaction, &table_sql).map_err(db)? {
-            Some(stored) => check_schema(&table, &stored, schema)?,
+            Some(stored) => {
+                check_schema(&table, &stored, schema)?;
+                if !stored.has_keywords {
+                    tracing::info!(%table, "adding the signature and keywords columns");
+                    add_layout_2_columns(&mut transaction, &table_sql, schema, index)
+                        .map_err(db)?;
+                }
+            }
             None => create_table(&mut transaction, &table_sql, schema, index).map_err(db)?,
         }
         let existing = existing_rows(&mut transaction, &table_sql).map_err(db)?;
-        let plan = Plan::new(records, &existing);
+        let plan = Plan::new(records, &existing, "");
         let upsert = transaction
             .prepare(&format!(
                 "INSERT INTO {table_sql} (id, embedding, text, path, language, symbol, start_line, \
-                 end_line, source_subdir, collection, model, payload, fingerprint) \
+                 end_line, source_subdir, collection, model, payload, fingerprint, signature, \
+                 keywords) \
                  VALUES ($1::text::uuid, $2::real[]::vector, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 $11, $12::text::jsonb, $13) \
+                 $11, $12::text::jsonb, $13, $14::real[]::vector, \
+                 setweight(to_tsvector('{TEXT_SEARCH_CONFIG}', $15), 'A') || \
+                 setweight(to_tsvector('{TEXT_SEARCH_CONFIG}', $16), 'D')) \
                  ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, \
+                 signature = EXCLUDED.signature, keywords = EXCLUDED.keywords, \
                  text = EXCLUDED.text, path = EXCLUDED.path, language = EXCLUDED.language, \
                  symbol = EXCLUDED.symbol, start_line = EXCLUDED.start_line, \
                  end_line = EXCLUDED.end_line, source_subdir = EXCLUDED.source_subdir, \
@@ -91,6 +115,12 @@ impl PostgresExport {
         for (done, (record, print)) in plan.upserts.iter().enumerate() {
             let field = |name: &str| record.payload[name].as_str().map(str::to_string);
             let line = |name: &str| record.payload[name].as_i64().map(|n| n as i32);
+            let text = |name: &str| record.payload[name].as_str().unwrap_or_default();
+            let names = keywords::names(
+                text("path"),
+                record.payload["symbol"].as_str(),
+                record.payload["parent"].as_str(),
+            );
             transaction
                 .execute(
                     &upsert,
@@ -108,6 +138,9 @@ impl PostgresExport {
                         &field("model"),
                         &record.payload.to_string(),
                         print,
+                        &record.signature,
+                        &keywords::terms(&names),
+                        &keywords::terms(text("text")),
                     ],
                 )
                 .map_err(db)?;
@@ -136,7 +169,9 @@ fn stored_schema(
     let row = transaction.query_one(
         "SELECT to_regclass($1)::text, obj_description(to_regclass($1), 'pg_class'), \
          (SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
-          WHERE attrelid = to_regclass($1) AND attname = 'embedding' AND NOT attisdropped)",
+          WHERE attrelid = to_regclass($1) AND attname = 'embedding' AND NOT attisdropped), \
+         EXISTS (SELECT 1 FROM pg_attribute \
+          WHERE attrelid = to_regclass($1) AND attname = 'keywords' AND NOT attisdropped)",
         &[&table_sql],
     )?;
     let exists: Option<String> = row.get(0);
@@ -145,7 +180,12 @@ fn stored_schema(
     }
     let comment: Option<String> = row.get(1);
     let column: Option<String> = row.get(2);
-    Ok(Some(StoredSchema { comment, column }))
+    let has_keywords: bool = row.get(3);
+    Ok(Some(StoredSchema {
+        comment,
+        column,
+        has_keywords,
+    }))
 }
 
 struct StoredSchema {
@@ -153,6 +193,8 @@ struct StoredSchema {
     comment: Option<String>,
     /// `vector(384)`, or another type, or none.
     column: Option<String>,
+    /// Whether it has the `signature` and `keywords` columns (exports before them had not).
+    has_keywords: bool,
 }
 
 fn check_schema(table: &str, stored: &StoredSchema, schema: &Schema) -> Result<()> {
@@ -207,14 +249,12 @@ fn create_table(
         "quiver_version": env!("CARGO_PKG_VERSION"),
     })
     .to_string();
-    let index_method = match index {
-        VectorIndex::Hnsw => "hnsw (embedding vector_cosine_ops)",
-        VectorIndex::IvfFlat => "ivfflat (embedding vector_cosine_ops) WITH (lists = 100)",
-    };
     transaction.batch_execute(&format!(
         "CREATE TABLE {table_sql} (
             id uuid PRIMARY KEY,
             embedding vector({dimension}) NOT NULL,
+            signature vector({dimension}),
+            keywords tsvector,
             text text,
             path text,
             language text,
@@ -227,11 +267,138 @@ fn create_table(
             payload jsonb NOT NULL,
             fingerprint text NOT NULL
         );
-        CREATE INDEX ON {table_sql} USING {index_method};
+        CREATE INDEX ON {table_sql} USING {};
+        CREATE INDEX ON {table_sql} USING {};
+        CREATE INDEX ON {table_sql} USING gin (keywords);
         CREATE INDEX ON {table_sql} (path);
         COMMENT ON TABLE {table_sql} IS {};",
+        index.method("embedding"),
+        index.method("signature"),
         quote_literal(&comment)
     ))
+}
+
+/// Brings a table of an earlier export to this one's columns, marking every row to be sent
+/// again.
+fn add_layout_2_columns(
+    transaction: &mut Transaction<'_>,
+    table_sql: &str,
+    schema: &Schema,
+    index: VectorIndex,
+) -> std::result::Result<(), ::postgres::Error> {
+    let dimension = schema.dimension;
+    transaction.batch_execute(&format!(
+        "ALTER TABLE {table_sql} ADD COLUMN IF NOT EXISTS signature vector({dimension}),
+             ADD COLUMN IF NOT EXISTS keywords tsvector;
+         CREATE INDEX ON {table_sql} USING {};
+         CREATE INDEX ON {table_sql} USING gin (keywords);
+         UPDATE {table_sql} SET fingerprint = 'layout 1';",
+        index.method("signature"),
+    ))
+}
+
+impl VectorIndex {
+    /// The index's `USING` clause for a vector column.
+    fn method(self, column: &str) -> String {
+        match self {
+            VectorIndex::Hnsw => format!("hnsw ({column} vector_cosine_ops)"),
+            VectorIndex::IvfFlat => {
+                format!("ivfflat ({column} vector_cosine_ops) WITH (lists = 100)")
+            }
+        }
+    }
+}
+
+/// The SQL that searches an exported table as `quiver search --mode MODE` searches the index
+/// (docs/exports.md prints it for a table named `chunks`). Parameters: vector mode `$1` the
+/// query's embedding (`real[]`), `$2` k; keyword mode `$1` the query's terms
+/// ([`keywords::terms`], or the query's own words), `$2` k; hybrid `$1` embedding, `$2` terms,
+/// `$3` the keyword weight, `$4` k. Each row: `chunk_id`, `score`.
+///
+/// Vector: the better of the text and signature cosines, from the best k of each column's
+/// index. Keyword: `ts_rank` with the names weighted as Quiver's BM25 weighs them, normalised
+/// by the log of the chunk's length (PostgreSQL has no BM25). Hybrid: Quiver's fusion (each
+/// ranking's best 100 rescaled to 0..1 and added, the keyword side weighted).
+pub fn search_sql(mode: SearchMode, table_sql: &str) -> String {
+    let vector = |query: &str, limit: &str| {
+        format!(
+            "SELECT id, max(score) AS score FROM (
+    (SELECT id, 1 - (embedding <=> {query}) AS score FROM {table_sql}
+     ORDER BY embedding <=> {query} LIMIT {limit})
+    UNION ALL
+    (SELECT id, 1 - (signature <=> {query}) AS score FROM {table_sql}
+     WHERE signature IS NOT NULL ORDER BY signature <=> {query} LIMIT {limit})
+  ) best GROUP BY id ORDER BY score DESC LIMIT {limit}"
+        )
+    };
+    let body_weight = 1.0 / NAMES_WEIGHT;
+    let keyword = |terms: &str, limit: &str| {
+        format!(
+            "SELECT id, ts_rank('{{{body_weight:.6}, 0, 0, 1}}', keywords, query, 1)::float8 AS score
+  FROM {table_sql},
+       (SELECT replace(plainto_tsquery('{TEXT_SEARCH_CONFIG}', {terms})::text, '&', '|')::tsquery
+        AS query) q
+  WHERE keywords @@ query ORDER BY score DESC LIMIT {limit}"
+        )
+    };
+    let chunk_ids = |ranking: &str| {
+        format!(
+            "SELECT t.payload->>'chunk_id' AS chunk_id, r.score::float8 AS score
+FROM ({ranking}) r JOIN {table_sql} t USING (id) ORDER BY r.score DESC"
+        )
+    };
+    match mode {
+        SearchMode::Vector => chunk_ids(&vector("$1::real[]::vector", "$2")),
+        SearchMode::Keyword => chunk_ids(&keyword("$1", "$2")),
+        SearchMode::Hybrid => {
+            let depth = FUSION_DEPTH.to_string();
+            format!(
+                "WITH v AS ({}),
+k AS ({}),
+rescaled AS (
+  SELECT id, CASE WHEN max(score) OVER () > min(score) OVER ()
+    THEN (score - min(score) OVER ()) / (max(score) OVER () - min(score) OVER ())
+    ELSE 1 END AS part FROM v
+  UNION ALL
+  SELECT id, $3 * CASE WHEN max(score) OVER () > min(score) OVER ()
+    THEN (score - min(score) OVER ()) / (max(score) OVER () - min(score) OVER ())
+    ELSE 1 END FROM k),
+fused AS (SELECT id, sum(part) AS score FROM rescaled GROUP BY id ORDER BY score DESC LIMIT $4)
+{}",
+                vector("$1::real[]::vector", &depth),
+                keyword("$2", &depth),
+                chunk_ids("SELECT id, score FROM fused")
+            )
+        }
+    }
+}
+
+impl PostgresExport {
+    /// Runs [`search_sql`] for `query`; the best `query.k` chunks, best first.
+    pub fn search(&mut self, query: &StoreQuery<'_>) -> Result<Vec<StoreHit>> {
+        let sql = search_sql(query.mode, &self.table_sql);
+        let k = query.k as i64;
+        let terms = keywords::terms(query.text);
+        let vector: Vec<f32> = query.vector.to_vec();
+        let rows = match query.mode {
+            SearchMode::Vector => self.client.query(&sql, &[&vector, &k]),
+            SearchMode::Keyword => self.client.query(&sql, &[&terms, &k]),
+            SearchMode::Hybrid => self
+                .client
+                .query(&sql, &[&vector, &terms, &query.keyword_weight, &k]),
+        };
+        let rows = rows.map_err(|source| ExportError::Postgres {
+            table: self.table.clone(),
+            source,
+        })?;
+        Ok(rows
+            .iter()
+            .map(|row| StoreHit {
+                chunk_id: row.get(0),
+                score: row.get(1),
+            })
+            .collect())
+    }
 }
 
 fn existing_rows(
@@ -304,6 +471,7 @@ mod tests {
             dimension: 3,
         };
         let stored = |column: &str, model: &str| StoredSchema {
+            has_keywords: true,
             column: Some(column.into()),
             comment: Some(json!({ "quiver_model": model }).to_string()),
         };
@@ -319,6 +487,7 @@ mod tests {
             "{wrong_model}"
         );
         let foreign = StoredSchema {
+            has_keywords: true,
             column: Some("vector(3)".into()),
             comment: None,
         };

@@ -1,13 +1,35 @@
 //! Export to a Qdrant collection through Qdrant's REST API (`/collections/...`), as documented
-//! by Qdrant: one unnamed dense vector per point, cosine distance, the chunk's UUID as point id,
-//! its payload (plus [`FINGERPRINT_KEY`]) as point payload, keyword payload indexes on the
-//! fields users filter by.
+//! by Qdrant. Each point is a chunk: its UUID as point id, its payload (plus
+//! [`FINGERPRINT_KEY`]) as payload, and two named vectors:
+//! - [`VECTOR`]: a multivector `[text, signature]` (the text alone for a chunk without a
+//!   signature), cosine, compared by `max_sim`: for one query vector that is the better of the
+//!   two cosines, which is how `quiver search --mode vector` scores a chunk;
+//! - [`KEYWORD`]: a sparse vector of the chunk's BM25 term weights over Quiver's keyword tokens
+//!   ([`quiver_index::keywords`]), with Qdrant's `idf` modifier: a query of weight 1 per token
+//!   scores BM25 as `--mode keyword` does, up to Qdrant's IDF formula.
+//!
+//! The collection's metadata records the model, the width and the average chunk length the
+//! BM25 weights used (kept while the index's own stays within 10 %, so an update sends only
+//! what changed). Keyword payload indexes cover the fields users filter by.
 
 use crate::files::ExportRecord;
-use crate::{ExportError, Plan, Progress, Result, Schema, Summary, FINGERPRINT_KEY};
+use crate::{
+    rescale_bounds, ExportError, Plan, Progress, Result, Schema, StoreHit, StoreQuery, Summary,
+    FINGERPRINT_KEY,
+};
+use quiver_index::keywords::{self, SparseVector};
+use quiver_index::{KeywordDocuments, SearchMode, FUSION_DEPTH};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
+
+/// The dense multivector's name: text and signature vectors.
+pub const VECTOR: &str = "vector";
+/// The sparse vector's name: BM25 keyword weights.
+pub const KEYWORD: &str = "keyword";
+/// How far the index's average chunk length may drift from the one the collection's keyword
+/// weights used before they are all computed again.
+const AVERAGE_LENGTH_DRIFT: f64 = 0.1;
 
 /// Payload fields that get a keyword index, so filtered searches stay fast.
 pub const INDEXED_FIELDS: &[&str] = &["path", "language", "source_subdir"];
@@ -74,18 +96,29 @@ impl QdrantExport {
         &self,
         schema: &Schema,
         records: &[ExportRecord],
+        keywords: &KeywordDocuments,
         progress: Progress<'_>,
     ) -> Result<Summary> {
-        self.ensure_collection(schema)?;
+        let average_length = self.ensure_collection(schema, keywords.average_length)?;
         let existing = self.existing_points(schema)?;
-        let plan = Plan::new(records, &existing);
+        let plan = Plan::new(
+            records,
+            &existing,
+            &format!("keyword-average-length={average_length}"),
+        );
         self.ensure_payload_indexes()?;
         let total = plan.upserts.len();
         let mut sent = 0;
         for batch in plan.upserts.chunks(self.options.batch_size.max(1)) {
             let points: Vec<Value> = batch
                 .iter()
-                .map(|(record, print)| point(record, print))
+                .map(|(record, print)| {
+                    let keyword = keywords
+                        .documents
+                        .get(&record.uid)
+                        .map(|document| document.bm25_vector(average_length));
+                    point(record, keyword, print)
+                })
                 .collect();
             self.request(
                 "PUT",
@@ -105,31 +138,75 @@ impl QdrantExport {
         Ok(plan.summary())
     }
 
-    fn ensure_collection(&self, schema: &Schema) -> Result<()> {
+    /// Creates the collection when missing, checks it when not; returns the average chunk
+    /// length its keyword weights use (recording the index's `average_length` when it is new
+    /// or has drifted).
+    fn ensure_collection(&self, schema: &Schema, average_length: f64) -> Result<f64> {
         let path = format!("/collections/{}", self.collection);
-        match self.request_optional("GET", &path, None)? {
-            Some(info) => self.check_vector_size(&info, schema),
-            None => {
-                tracing::info!(collection = %self.collection, "creating Qdrant collection");
+        let metadata = |average_length: f64| {
+            json!({ "quiver": {
+                "model": schema.model,
+                "dimension": schema.dimension,
+                "keyword_average_length": average_length,
+                "quiver_version": env!("CARGO_PKG_VERSION"),
+            }})
+        };
+        let Some(info) = self.request_optional("GET", &path, None)? else {
+            tracing::info!(collection = %self.collection, "creating Qdrant collection");
+            self.request(
+                "PUT",
+                &path,
+                Some(json!({
+                    "vectors": { VECTOR: {
+                        "size": schema.dimension,
+                        "distance": "Cosine",
+                        "multivector_config": { "comparator": "max_sim" },
+                    }},
+                    "sparse_vectors": { KEYWORD: { "modifier": "idf" } },
+                    "metadata": metadata(average_length),
+                })),
+            )?;
+            return Ok(average_length);
+        };
+        self.check_layout(&info["result"]["config"], schema)?;
+        let recorded = info["result"]["config"]["metadata"]["quiver"]["keyword_average_length"]
+            .as_f64()
+            .filter(|&recorded| recorded > 0.0);
+        match recorded {
+            Some(recorded) if (average_length / recorded - 1.0).abs() <= AVERAGE_LENGTH_DRIFT => {
+                Ok(recorded)
+            }
+            _ => {
                 self.request(
-                    "PUT",
+                    "PATCH",
                     &path,
-                    Some(json!({
-                        "vectors": { "size": schema.dimension, "distance": "Cosine" }
-                    })),
-                )
-                .map(drop)
+                    Some(json!({ "metadata": metadata(average_length) })),
+                )?;
+                Ok(average_length)
             }
         }
     }
 
-    fn check_vector_size(&self, info: &Value, schema: &Schema) -> Result<()> {
-        let vectors = &info["result"]["config"]["params"]["vectors"];
-        let Some(size) = vectors["size"].as_u64() else {
-            return Err(self.refused(
-                "the collection uses named vectors; Quiver writes one unnamed vector per point"
-                    .into(),
-            ));
+    /// Refuses a collection Quiver would not have made for this index, saying how to go on.
+    fn check_layout(&self, config: &Value, schema: &Schema) -> Result<()> {
+        let params = &config["params"];
+        let recreate = format!(
+            "delete it (`curl -X DELETE {}/collections/{}`) and export again, or export to a \
+             new --collection",
+            self.base, self.collection
+        );
+        if params["vectors"]["size"].is_u64() {
+            return Err(self.refused(format!(
+                "the collection holds one unnamed vector per point, as earlier Quiver exports \
+                 made it (text vectors only, no keywords); this export writes the named \
+                 vectors {VECTOR:?} and {KEYWORD:?}: {recreate}"
+            )));
+        }
+        let vector = &params["vectors"][VECTOR];
+        let Some(size) = vector["size"].as_u64() else {
+            return Err(self.refused(format!(
+                "the collection has no {VECTOR:?} vector: not one Quiver exported; {recreate}"
+            )));
         };
         if size as usize != schema.dimension {
             return Err(self.refused(format!(
@@ -137,7 +214,98 @@ impl QdrantExport {
                 schema.dimension, schema.model
             )));
         }
+        let max_sim = vector["multivector_config"]["comparator"].as_str() == Some("max_sim");
+        let idf = params["sparse_vectors"][KEYWORD]["modifier"].as_str() == Some("idf");
+        if !max_sim || !idf {
+            return Err(self.refused(format!(
+                "its {VECTOR:?} vector is not a max_sim multivector or its {KEYWORD:?} sparse \
+                 vector lacks the idf modifier: not one Quiver exported; {recreate}"
+            )));
+        }
         Ok(())
+    }
+
+    /// Runs `query` as docs/exports.md writes it for Qdrant's query API; returns the chunk ids
+    /// of the best `query.k` points, best first.
+    pub fn search(&self, query: &StoreQuery<'_>) -> Result<Vec<StoreHit>> {
+        let sparse = keywords::query_vector(query.text).map_err(|error| {
+            self.error(format!("reading the keywords of {:?}: {error}", query.text))
+        })?;
+        let dense = json!({ "query": query.vector, "using": VECTOR });
+        let keyword = json!({ "query": sparse, "using": KEYWORD });
+        let path = format!("/collections/{}/points/query", self.collection);
+        let body = match query.mode {
+            SearchMode::Vector => with_limit(dense, query.k),
+            SearchMode::Keyword if sparse.indices.is_empty() => return Ok(Vec::new()),
+            SearchMode::Keyword => with_limit(keyword, query.k),
+            SearchMode::Hybrid => {
+                let prefetch = if sparse.indices.is_empty() {
+                    vec![with_limit(dense, FUSION_DEPTH)]
+                } else {
+                    vec![
+                        with_limit(dense, FUSION_DEPTH),
+                        with_limit(keyword, FUSION_DEPTH),
+                    ]
+                };
+                match self.fusion(&prefetch, query.keyword_weight)? {
+                    Some(formula) => json!({
+                        "prefetch": prefetch,
+                        "query": formula,
+                        "limit": query.k,
+                    }),
+                    None => return Ok(Vec::new()),
+                }
+            }
+        };
+        let mut body = body;
+        body["with_payload"] = json!(["chunk_id"]);
+        let answer = self.request("POST", &path, Some(body))?;
+        answer["result"]["points"]
+            .as_array()
+            .map(|points| {
+                points
+                    .iter()
+                    .filter_map(|point| {
+                        Some(StoreHit {
+                            chunk_id: point["payload"]["chunk_id"].as_str()?.to_string(),
+                            score: point["score"].as_f64()?,
+                        })
+                    })
+                    .collect()
+            })
+            .ok_or_else(|| self.error(format!("POST {path}: no points in the answer")))
+    }
+
+    /// Quiver's hybrid fusion as a Qdrant formula over the prefetches' scores: each ranking
+    /// rescaled by its best and last score (read first, in one batch request) and added, the
+    /// keyword side times `keyword_weight`; a point one ranking missed gets 0 from it.
+    fn fusion(&self, prefetch: &[Value], keyword_weight: f64) -> Result<Option<Value>> {
+        let answer = self.request(
+            "POST",
+            &format!("/collections/{}/points/query/batch", self.collection),
+            Some(json!({ "searches": prefetch })),
+        )?;
+        let rankings = answer["result"].as_array().cloned().unwrap_or_default();
+        let mut terms = Vec::new();
+        let mut defaults = serde_json::Map::new();
+        for (i, ranking) in rankings.iter().enumerate() {
+            let scores: Vec<f64> = ranking["points"]
+                .as_array()
+                .map(|points| points.iter().filter_map(|p| p["score"].as_f64()).collect())
+                .unwrap_or_default();
+            let Some((offset, span)) = rescale_bounds(&scores) else {
+                continue;
+            };
+            let variable = format!("$score[{i}]");
+            let weight = if i == 0 { 1.0 } else { keyword_weight };
+            terms.push(json!({ "mult": [weight, { "div": {
+                "left": { "sum": [variable, -offset] },
+                "right": span,
+            }}]}));
+            defaults.insert(variable, json!(offset));
+        }
+        Ok((!terms.is_empty())
+            .then(|| json!({ "formula": { "sum": terms }, "defaults": defaults })))
     }
 
     /// Every point's id and fingerprint, paging through the collection; refuses a collection
@@ -263,8 +431,20 @@ impl QdrantExport {
     }
 }
 
-fn point(record: &ExportRecord, print: &str) -> Value {
+fn point(record: &ExportRecord, keyword: Option<SparseVector>, print: &str) -> Value {
     let mut payload = record.payload.clone();
     payload[FINGERPRINT_KEY] = Value::from(print);
-    json!({ "id": record.id, "vector": record.vector, "payload": payload })
+    let mut dense = vec![&record.vector];
+    dense.extend(&record.signature);
+    let mut vectors = json!({ VECTOR: dense });
+    // Qdrant refuses an empty sparse vector; a chunk with no keyword tokens has none.
+    if let Some(keyword) = keyword.filter(|k| !k.indices.is_empty()) {
+        vectors[KEYWORD] = json!(keyword);
+    }
+    json!({ "id": record.id, "vector": vectors, "payload": payload })
+}
+
+fn with_limit(mut query: Value, limit: usize) -> Value {
+    query["limit"] = json!(limit);
+    query
 }

@@ -5,7 +5,7 @@
 use crate::files::{export_records, write_jsonl, write_npy_dir};
 use crate::postgres::{PostgresExport, VectorIndex};
 use crate::qdrant::{QdrantExport, QdrantOptions};
-use crate::{ExportError, Progress, Result, Schema, Summary};
+use crate::{ExportError, Progress, Result, Schema, StoreHit, StoreQuery, Summary};
 use quiver_index::{IndexSettings, Store};
 use std::path::PathBuf;
 
@@ -86,22 +86,50 @@ pub fn export_index(store: &Store, target: &Target, progress: Progress<'_>) -> R
     let outcome = match target {
         Target::Jsonl(path) => Outcome::Written(write_jsonl(path, &records)?),
         Target::Npy(dir) => Outcome::Written(write_npy_dir(dir, &settings, &records)?),
-        Target::Qdrant {
-            url,
-            collection,
-            options,
-        } => {
-            let export = QdrantExport::new(url, collection, options.clone())?;
-            Outcome::Synced(export.sync(&schema, &records, progress)?)
-        }
-        Target::Postgres {
-            url,
-            table,
-            vector_index,
-        } => {
-            let mut export = PostgresExport::connect(url, table, *vector_index)?;
-            Outcome::Synced(export.sync(&schema, &records, progress)?)
+        Target::Qdrant { .. } | Target::Postgres { .. } => {
+            Outcome::Synced(match StoreClient::connect(target)? {
+                StoreClient::Qdrant(export) => {
+                    let keywords = store.keyword_documents()?;
+                    export.sync(&schema, &records, &keywords, progress)?
+                }
+                StoreClient::Postgres(mut export) => export.sync(&schema, &records, progress)?,
+            })
         }
     };
     Ok(Exported { settings, outcome })
+}
+
+/// A connection to a store an index was exported to.
+pub enum StoreClient {
+    Qdrant(QdrantExport),
+    Postgres(PostgresExport),
+}
+
+impl StoreClient {
+    /// Connects to the store `target` names.
+    pub fn connect(target: &Target) -> Result<StoreClient> {
+        Ok(match target {
+            Target::Jsonl(path) | Target::Npy(path) => {
+                return Err(ExportError::NotAStore(path.display().to_string()))
+            }
+            Target::Qdrant {
+                url,
+                collection,
+                options,
+            } => StoreClient::Qdrant(QdrantExport::new(url, collection, options.clone())?),
+            Target::Postgres {
+                url,
+                table,
+                vector_index,
+            } => StoreClient::Postgres(PostgresExport::connect(url, table, *vector_index)?),
+        })
+    }
+
+    /// Searches the store with its own query (docs/exports.md), as Quiver would search.
+    pub fn search(&mut self, query: &StoreQuery<'_>) -> Result<Vec<StoreHit>> {
+        match self {
+            StoreClient::Qdrant(export) => export.search(query),
+            StoreClient::Postgres(export) => export.search(query),
+        }
+    }
 }

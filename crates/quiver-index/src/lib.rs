@@ -38,11 +38,11 @@ pub use run::{
 };
 pub use search::{
     search, search_with, SearchFilter, SearchHit, SearchMode, SearchRequest, VectorIndex,
-    DEFAULT_KEYWORD_WEIGHT,
+    DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH,
 };
 pub use store::{
-    Batch, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, Repair, Store,
-    StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
+    Batch, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, KeywordDocuments,
+    Repair, Store, StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
 };
 pub use watch::{watch, IndexUpdater, UpdateState, WatchOptions, Watcher};
 

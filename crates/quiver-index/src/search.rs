@@ -78,7 +78,7 @@ impl SearchFilter {
 /// to 0..1); chosen with `quiver eval` (docs/evaluation.md).
 pub const DEFAULT_KEYWORD_WEIGHT: f64 = 0.5;
 /// Candidates each ranking contributes to a hybrid search.
-const FUSION_DEPTH: usize = 100;
+pub const FUSION_DEPTH: usize = 100;
 
 pub struct SearchRequest<'a> {
     pub query: &'a str,

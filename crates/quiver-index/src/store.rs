@@ -29,9 +29,15 @@ pub const DATABASE_FILE: &str = "index.sqlite";
 /// Locked by the one process writing the index; holds its pid.
 pub const LOCK_FILE: &str = "index.lock";
 const SCHEMA_VERSION: &str = "2";
-/// BM25 weight of a chunk's names (path, symbol, parent) against its body's 1.0: an identifier
-/// named in the query is strong evidence. Chosen with `quiver eval` (docs/evaluation.md).
-const NAMES_WEIGHT: f64 = 3.0;
+
+/// The keyword side of an index, as [`Store::keyword_documents`] reads it.
+#[derive(Debug, Clone, Default)]
+pub struct KeywordDocuments {
+    /// By [`ChunkRecord::uid`]; a chunk with no tokens has no entry.
+    pub documents: HashMap<i64, keywords::KeywordDocument>,
+    /// Tokens per chunk over the whole index: BM25's average document length.
+    pub average_length: f64,
+}
 
 /// What every vector in an index was made with. Two runs with different settings must not
 /// mix their vectors.
@@ -283,7 +289,7 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(30))
             .map_err(|e| self.db_error(e))?;
         self.conn
-            .execute_batch(
+            .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
                  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -319,8 +325,9 @@ impl Store {
                  CREATE INDEX IF NOT EXISTS chunks_by_embed_hash ON chunks(embed_hash);
                  CREATE TABLE IF NOT EXISTS vectors (embed_hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
                  CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts
-                     USING fts5(names, body, tokenize = \"porter unicode61 tokenchars '_'\");",
-            )
+                     USING fts5(names, body, tokenize = \"{}\");",
+                keywords::TOKENIZER
+            ))
             .map_err(|e| self.db_error(e))?;
         // Indexes made before signature vectors lack their column; their chunks get signatures
         // when they are next re-chunked, and search does without until then.
@@ -766,9 +773,10 @@ impl Store {
         let mut statement = self
             .conn
             .prepare_cached(&format!(
-                "SELECT c.id, c.language, c.path, -bm25(chunks_fts, {NAMES_WEIGHT}, 1.0) AS score
+                "SELECT c.id, c.language, c.path, -bm25(chunks_fts, {}, 1.0) AS score
                      FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid
-                     WHERE chunks_fts MATCH ?1 ORDER BY score DESC LIMIT ?2"
+                     WHERE chunks_fts MATCH ?1 ORDER BY score DESC LIMIT ?2",
+                keywords::NAMES_WEIGHT
             ))
             .map_err(|e| self.db_error(e))?;
         statement
@@ -869,6 +877,42 @@ impl Store {
             .and_then(|rows| rows.collect())
             .map_err(|e| self.db_error(e))?;
         rows.into_iter().map(|row| self.checked(row)).collect()
+    }
+
+    /// Every chunk's keyword tokens as the FTS5 index holds them, by [`ChunkRecord::uid`], with
+    /// the index's average row length: what the store exports turn into BM25 sparse vectors.
+    pub fn keyword_documents(&self) -> Result<KeywordDocuments> {
+        let db = |e| self.db_error(e);
+        self.conn
+            .execute_batch(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_fts_tokens
+                     USING fts5vocab(main, chunks_fts, instance);",
+            )
+            .map_err(db)?;
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT c.uid, t.term, t.col = 'names' FROM temp.chunks_fts_tokens t
+                     JOIN chunks c ON c.id = t.doc",
+            )
+            .map_err(db)?;
+        let mut documents: HashMap<i64, keywords::KeywordDocument> = HashMap::new();
+        let mut rows = statement.query([]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let uid: i64 = row.get(0).map_err(db)?;
+            let token: String = row.get(1).map_err(db)?;
+            let names: bool = row.get(2).map_err(db)?;
+            documents.entry(uid).or_default().add(&token, names);
+        }
+        let rows: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0))
+            .map_err(db)?;
+        let tokens: usize = documents.values().map(|d| d.length).sum();
+        Ok(KeywordDocuments {
+            average_length: tokens as f64 / rows.max(1) as f64,
+            documents,
+        })
     }
 
     /// The stored vector of a chunk.
@@ -1354,11 +1398,10 @@ fn insert_chunk(tx: &rusqlite::Transaction<'_>, chunk: &ChunkRecord) -> rusqlite
         ],
     )?;
     let id = tx.last_insert_rowid();
-    let names = format!(
-        "{} {} {}",
-        chunk.path,
-        chunk.symbol.as_deref().unwrap_or(""),
-        chunk.parent.as_deref().unwrap_or(""),
+    let names = keywords::names(
+        &chunk.path,
+        chunk.symbol.as_deref(),
+        chunk.parent.as_deref(),
     );
     tx.execute(
         "INSERT INTO chunks_fts(rowid, names, body) VALUES (?1, ?2, ?3)",

@@ -1,8 +1,7 @@
-//! A stand-in for a Qdrant server, for tests on machines where none can be installed: the
-//! REST endpoints `quiver export --to qdrant` calls, with the request and answer shapes of
-//! Qdrant's API reference (collections, payload indexes, points upsert / scroll / delete). It
-//! validates vector sizes as Qdrant does and can be told to fail upserts with 503 to exercise
-//! retries. Real-server behaviour is checked by the test that runs when QDRANT_URL is set.
+//! A stand-in for a Qdrant server, for what a real one will not do on demand: fail upserts with
+//! 503, to exercise retries. It answers the REST endpoints `quiver export --to qdrant` calls
+//! with the shapes of Qdrant's API reference (collections with a named multivector, payload
+//! indexes, points upsert / scroll / delete). Everything else is tested against a real server.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -14,9 +13,10 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 pub struct Collection {
-    pub size: usize,
-    pub distance: String,
-    pub points: BTreeMap<String, (Vec<f32>, Value)>,
+    /// The creation request's body, answered back as the collection's configuration.
+    pub config: Value,
+    /// Per point: its multivector (text, then signature) and payload.
+    pub points: BTreeMap<String, (Vec<Vec<f32>>, Value)>,
     pub payload_indexes: Vec<String>,
 }
 
@@ -54,7 +54,9 @@ pub fn start() -> FakeQdrant {
     let app = Router::new()
         .route(
             "/collections/{name}",
-            get(get_collection).put(create_collection),
+            get(get_collection)
+                .put(create_collection)
+                .patch(update_collection),
         )
         .route("/collections/{name}/index", put(create_index))
         .route("/collections/{name}/points", put(upsert))
@@ -83,7 +85,13 @@ async fn get_collection(State(state): State<Shared>, Path(name): Path<String>) -
         Some(c) => ok(json!({
             "status": "green",
             "points_count": c.points.len(),
-            "config": {"params": {"vectors": {"size": c.size, "distance": c.distance}}},
+            "config": {
+                "params": {
+                    "vectors": c.config["vectors"],
+                    "sparse_vectors": c.config["sparse_vectors"],
+                },
+                "metadata": c.config["metadata"],
+            },
         })),
         None => error(
             StatusCode::NOT_FOUND,
@@ -104,20 +112,26 @@ async fn create_collection(
             &format!("Wrong input: Collection `{name}` already exists!"),
         );
     }
-    let Some(size) = body["vectors"]["size"].as_u64() else {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "vectors.size missing");
-    };
     state.collections.insert(
         name,
         Collection {
-            size: size as usize,
-            distance: body["vectors"]["distance"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
+            config: body,
             ..Collection::default()
         },
     );
+    ok(json!(true))
+}
+
+async fn update_collection(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> Reply {
+    let mut state = state.lock().expect("lock");
+    let Some(collection) = state.collections.get_mut(&name) else {
+        return error(StatusCode::NOT_FOUND, "no collection");
+    };
+    collection.config["metadata"] = body["metadata"].clone();
     ok(json!(true))
 }
 
@@ -157,16 +171,16 @@ async fn upsert(
     let Some(collection) = state.collections.get_mut(&name) else {
         return error(StatusCode::NOT_FOUND, "no collection");
     };
+    let size = collection.config["vectors"]["vector"]["size"]
+        .as_u64()
+        .unwrap_or(0) as usize;
     for point in points {
-        let vector: Vec<f32> = serde_json::from_value(point["vector"].clone()).unwrap_or_default();
-        if vector.len() != collection.size {
+        let vectors: Vec<Vec<f32>> =
+            serde_json::from_value(point["vector"]["vector"].clone()).unwrap_or_default();
+        if vectors.is_empty() || vectors.iter().any(|v| v.len() != size) {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!(
-                    "Wrong input: Vector dimension error: expected dim: {}, got {}",
-                    collection.size,
-                    vector.len()
-                ),
+                &format!("Wrong input: Vector dimension error: expected dim: {size}"),
             );
         }
         let Some(id) = point["id"].as_str() else {
@@ -174,7 +188,7 @@ async fn upsert(
         };
         collection
             .points
-            .insert(id.to_string(), (vector, point["payload"].clone()));
+            .insert(id.to_string(), (vectors, point["payload"].clone()));
     }
     ok(json!({"operation_id": 1, "status": "completed"}))
 }
