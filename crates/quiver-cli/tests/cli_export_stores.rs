@@ -413,6 +413,24 @@ fn exported_stores_rank_as_quiver_does() {
         &["postgres", &postgres],
         &["--table", &table],
     ));
+    // Nothing changed: nothing sent (the keyword weights' average length is kept).
+    let again = succeeded(&export(
+        &root,
+        &["qdrant", &qdrant],
+        &["--collection", &collection],
+    ));
+    assert!(again.contains("sent 0 new or changed chunks"), "{again}");
+    // An index of another width is refused before anything is written.
+    let narrow = tree("export-qdrant-narrow");
+    index(&narrow, &["--dimensions", "128"]);
+    let refused = export(
+        &narrow,
+        &["qdrant", &qdrant],
+        &["--collection", &collection],
+    );
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("384-dimensional"), "{message}");
 
     let model = model_dir();
     let embedded = quiver(
