@@ -6,9 +6,9 @@ engine; ``quiver.Index`` updates, searches and exports a Quiver index as the ``q
 does. Both are thin layers over the same library calls as the command line.
 """
 
-from ._quiver import DEFAULT_MODEL, QuiverError
+from ._quiver import DEFAULT_MODEL, QuiverError, keyword_vector
 from .index import Chunk, Hit, Index
 from .model import Model
 
-__all__ = ["DEFAULT_MODEL", "Chunk", "Hit", "Index", "Model", "QuiverError"]
+__all__ = ["DEFAULT_MODEL", "Chunk", "Hit", "Index", "Model", "QuiverError", "keyword_vector"]
 __version__ = "0.1.0"

@@ -14,10 +14,23 @@ mod model;
 
 use pyo3::prelude::*;
 
+/// The keyword vector of `text`: `{"indices": [...], "values": [...]}`, the sparse query vector
+/// for the `keyword` vector of a Qdrant export (as `quiver embed --keywords` prints it).
+#[pyfunction]
+fn keyword_vector(py: Python<'_>, text: &str) -> PyResult<Py<pyo3::types::PyDict>> {
+    let vector = quiver_index::keywords::query_vector(text)
+        .map_err(|error| errors::QuiverError::new_err(error.to_string()))?;
+    let dict = pyo3::types::PyDict::new(py);
+    dict.set_item("indices", vector.indices)?;
+    dict.set_item("values", vector.values)?;
+    Ok(dict.unbind())
+}
+
 #[pymodule]
 fn _quiver(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_class::<index::Index>()?;
+    m.add_function(wrap_pyfunction!(keyword_vector, m)?)?;
     m.add("QuiverError", m.py().get_type::<errors::QuiverError>())?;
     m.add("DEFAULT_MODEL", quiver_embed::DEFAULT_MODEL)?;
     Ok(())

@@ -1,5 +1,6 @@
 """quiver.Index: incremental updates, search, status, exports, vectors and Ctrl-C."""
 
+import hashlib
 import json
 import pathlib
 import shutil
@@ -140,3 +141,14 @@ def test_ctrl_c_during_update_keeps_the_index_consistent(tmp_path, minilm):
     assert index.status()["stats"]["files"] == len(sources)
     hits = index.search("the caller asked the run to stop", k=5, mode="keyword")
     assert any(h.path.endswith("error.rs") for h in hits)
+
+
+def test_keyword_vector_is_the_qdrant_query_of_an_export():
+    # Porter stems as the index's FTS5 tokenizer makes them, ids from the first four bytes of
+    # the stem's SHA-256 (docs/exports.md): computable without Quiver, checked here.
+    vector = quiver.keyword_vector("connections parseHttp")
+    stems = ["connect", "parsehttp", "pars", "http"]
+    expected = sorted(int.from_bytes(hashlib.sha256(s.encode()).digest()[:4], "little") for s in stems)
+    assert vector["indices"] == expected
+    assert vector["values"] == [1.0] * 4
+    assert quiver.keyword_vector("+-*") == {"indices": [], "values": []}

@@ -2,11 +2,11 @@
 
 mod common;
 
-use common::{model_dir, quiver, temp_dir};
+use common::{model_dir, postgres_url, qdrant_url, quiver, temp_dir};
 use serde_json::Value;
 
-fn tiny_dataset() -> std::path::PathBuf {
-    let dir = temp_dir("eval-dataset");
+fn tiny_dataset(name: &str) -> std::path::PathBuf {
+    let dir = temp_dir(name);
     let corpus = dir.join("corpus/python/pkg");
     std::fs::create_dir_all(&corpus).expect("mkdir");
     // Docstrings blanked, as the builder leaves them: line numbers unchanged.
@@ -40,7 +40,7 @@ fn tiny_dataset() -> std::path::PathBuf {
 
 #[test]
 fn scores_quiver_and_the_baseline() {
-    let dir = tiny_dataset();
+    let dir = tiny_dataset("eval-dataset-1");
     let model = model_dir();
     let args = [
         "eval",
@@ -94,7 +94,7 @@ fn scores_quiver_and_the_baseline() {
 
 #[test]
 fn queries_can_take_another_of_the_models_prompts() {
-    let dir = tiny_dataset();
+    let dir = tiny_dataset("eval-dataset-2");
     let model = common::tiny_model("jina-v3");
     let run = |prompt: &str| {
         quiver(
@@ -148,4 +148,81 @@ fn a_folder_without_a_corpus_is_a_clear_error() {
         stderr.contains("is not a dataset") && stderr.contains("build_dataset.py"),
         "{stderr}"
     );
+}
+
+#[test]
+fn scores_the_search_of_an_exported_store() {
+    let dir = tiny_dataset("eval-dataset-3");
+    let model = model_dir();
+    let postgres = postgres_url();
+    let table = format!("eval_{}", std::process::id());
+    let collection = format!("quiver_eval_{}", std::process::id());
+    let ranks = dir.join("ranks.jsonl");
+    let mut args = vec![
+        "eval",
+        dir.to_str().expect("utf-8"),
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--no-baseline",
+        "--json",
+        "--ranks",
+        ranks.to_str().expect("utf-8"),
+        "--store",
+        "postgres",
+        &postgres,
+        "--table",
+        &table,
+        "--collection",
+        &collection,
+    ];
+    let qdrant = qdrant_url();
+    if let Some(url) = &qdrant {
+        args.extend(["--store", "qdrant", url.as_str()]);
+    }
+    let output = quiver(&args, "");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let reports = reports.as_array().expect("one report per system");
+    let mut names = vec![format!("postgres:{table} <- ")];
+    if qdrant.is_some() {
+        names.push(format!("qdrant:{collection} <- "));
+    }
+    assert_eq!(reports.len(), 1 + names.len(), "{reports:?}");
+    let ours = &reports[0]["modes"];
+    let tops = |system: &str, mode: &str| -> Vec<String> {
+        std::fs::read_to_string(&ranks)
+            .expect("ranks")
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("JSON"))
+            .filter(|line| line["system"] == system && line["mode"] == mode)
+            .map(|line| line["top"].to_string())
+            .collect()
+    };
+    let our_name = reports[0]["name"].as_str().expect("name");
+    for (report, prefix) in reports[1..].iter().zip(&names) {
+        let name = report["name"].as_str().expect("name");
+        assert!(name.starts_with(prefix.as_str()), "{name}");
+        let theirs = report["modes"].as_array().expect("modes");
+        assert_eq!(theirs.len(), 3);
+        // The store's vector search is Quiver's: the same scores, the same top chunk per query.
+        assert_eq!(theirs[0]["mode"], "vector");
+        assert_eq!(theirs[0]["overall"], ours[0]["overall"], "{name}");
+        assert_eq!(tops(name, "vector"), tops(our_name, "vector"));
+        for mode in theirs {
+            assert_eq!(mode["overall"]["queries"], 2, "{name}: {mode}");
+        }
+    }
+    let mut client = postgres::Client::connect(&postgres, postgres::NoTls).expect("connect");
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .expect("the export made the table");
+    if let Some(url) = qdrant {
+        ureq::delete(&format!("{url}/collections/{collection}"))
+            .call()
+            .expect("the export made the collection");
+    }
 }

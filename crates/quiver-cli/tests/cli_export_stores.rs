@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{fake_qdrant, index, model_dir, quiver, search, temp_dir, write};
+use common::{
+    fake_qdrant, index, model_dir, postgres_url, qdrant_url, quiver, search, temp_dir, write,
+};
 use postgres::{Client, NoTls};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -94,26 +96,6 @@ fn query_vector(text: &str) -> Vec<f32> {
     assert!(output.status.success());
     let line: Value = serde_json::from_slice(&output.stdout).expect("JSON line");
     serde_json::from_value(line["embedding"].clone()).expect("vector")
-}
-
-fn postgres_url() -> String {
-    if let Ok(url) = std::env::var("QUIVER_TEST_POSTGRES_URL") {
-        return url;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-postgres");
-    let output = std::process::Command::new(script)
-        .arg("start")
-        .output()
-        .expect("run scripts/test-postgres");
-    assert!(
-        output.status.success(),
-        "scripts/test-postgres start: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string()
 }
 
 fn chunk_ids_in(client: &mut Client, table: &str) -> BTreeSet<String> {
@@ -250,37 +232,6 @@ fn qdrant_export_retries_what_a_retry_can_fix() {
         .collect();
     drop(state);
     assert_eq!(stored, index_chunk_ids(&root));
-}
-
-/// The Qdrant server `scripts/test-qdrant` starts (from ../shared/qdrant/ or
-/// QUIVER_QDRANT_BIN), or the one QDRANT_URL names; `None` when there is neither.
-fn qdrant_url() -> Option<String> {
-    if let Ok(url) = std::env::var("QDRANT_URL") {
-        return Some(url);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-qdrant");
-    let output = std::process::Command::new(script)
-        .arg("start")
-        .output()
-        .expect("run scripts/test-qdrant");
-    if output.status.code() == Some(3) {
-        eprintln!(
-            "no Qdrant server (QDRANT_URL unset, no binary): {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        return None;
-    }
-    assert!(
-        output.status.success(),
-        "scripts/test-qdrant start: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(
-        String::from_utf8(output.stdout)
-            .expect("utf-8")
-            .trim()
-            .to_string(),
-    )
 }
 
 const FIDELITY_QUERIES: [&str; 20] = [

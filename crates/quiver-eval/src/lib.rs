@@ -7,7 +7,8 @@
 //! and reports [`Metrics`] overall and per language with the indexing throughput.
 //! What it does not: build datasets (`bench/eval/build_dataset.py` does) or print (the CLI does).
 //!
-//! Entry point: [`evaluate`].
+//! Entry point: [`evaluate`]. An [`ExternalSearch`] (an exported store) is scored on the same
+//! index, so the difference from Quiver's own search is measured.
 
 mod dataset;
 mod metrics;
@@ -18,8 +19,8 @@ pub use metrics::Metrics;
 use quiver_embed::Embedder;
 use quiver_index::walk::WalkOptions;
 use quiver_index::{
-    search_with, settings_for, Chunking, IndexOptions, IndexProgress, Input, SearchFilter,
-    SearchMode, SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
+    search_with, settings_for, ChunkRecord, Chunking, IndexOptions, IndexProgress, Input,
+    SearchFilter, SearchMode, SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,7 +45,32 @@ pub enum EvalError {
     Index(#[from] quiver_index::IndexError),
     #[error(transparent)]
     Embed(#[from] quiver_embed::EmbedError),
+    #[error("{name}: {source}")]
+    External {
+        name: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
+
+/// A search outside Quiver over a copy of a system's index (an exported store), scored on the
+/// same queries.
+pub trait ExternalSearch {
+    /// How the report names it.
+    fn name(&self) -> String;
+    /// Brings the copy up to `store` (an export), before any query.
+    fn prepare(&mut self, store: &Store) -> std::result::Result<(), BoxError>;
+    /// The chunk ids of the best `k` chunks for a query, best first.
+    fn search(
+        &mut self,
+        query: &str,
+        vector: &[f32],
+        mode: SearchMode,
+        keyword_weight: f64,
+        k: usize,
+    ) -> std::result::Result<Vec<String>, BoxError>;
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub type Result<T> = std::result::Result<T, EvalError>;
 
@@ -58,6 +84,8 @@ pub struct System {
     pub modes: Vec<SearchMode>,
     /// Keyword weights to score hybrid search with (one row each).
     pub keyword_weights: Vec<f64>,
+    /// Score the [`ExternalSearch`]es on this system's index too.
+    pub external: bool,
 }
 
 /// How long building a system's index took, when this or an earlier run built it.
@@ -110,6 +138,7 @@ pub fn evaluate(
     model_id: &str,
     systems: &[System],
     query_prompt: Option<&str>,
+    externals: &mut [Box<dyn ExternalSearch>],
     progress: &dyn IndexProgress,
 ) -> Result<Vec<SystemReport>> {
     // Queries are embedded by the rule of the indexes the systems build (the same model and
@@ -121,19 +150,67 @@ pub fn evaluate(
     }
     let texts: Vec<&str> = dataset.queries.iter().map(|q| q.query.as_str()).collect();
     let query_vectors = embedder.embed(&texts, &rule.query_options())?;
-    systems
-        .iter()
-        .map(|system| {
-            evaluate_system(
-                dataset,
-                embedder,
-                model_id,
-                system,
-                &query_vectors,
-                progress,
-            )
-        })
-        .collect()
+    let mut reports = Vec::new();
+    for system in systems {
+        let (report, store) = evaluate_system(
+            dataset,
+            embedder,
+            model_id,
+            system,
+            &query_vectors,
+            progress,
+        )?;
+        let mut scored = Vec::new();
+        let externals = if system.external {
+            &mut externals[..]
+        } else {
+            &mut []
+        };
+        for external in externals.iter_mut() {
+            let name = external.name();
+            let failed = |source| EvalError::External {
+                name: name.clone(),
+                source,
+            };
+            external.prepare(&store).map_err(failed)?;
+            let modes = mode_runs(system)
+                .into_iter()
+                .map(|(mode, weight)| {
+                    score_mode(dataset, mode, weight, &query_vectors, |query, vector| {
+                        let ids = external
+                            .search(&query.query, vector, mode, weight, DEPTH)
+                            .map_err(failed)?;
+                        let chunks = ids
+                            .iter()
+                            .map(|id| store.chunk_by_chunk_id(id))
+                            .collect::<quiver_index::Result<Vec<_>>>()?;
+                        Ok(chunks.into_iter().flatten().collect())
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            scored.push(SystemReport {
+                name: format!("{name} <- {}", report.name),
+                indexing: None,
+                modes,
+                ..report.clone()
+            });
+        }
+        reports.push(report);
+        reports.extend(scored);
+    }
+    Ok(reports)
+}
+
+/// The (mode, keyword weight) pairs a system is scored with: one row per hybrid weight.
+fn mode_runs(system: &System) -> Vec<(SearchMode, f64)> {
+    let mut runs = Vec::new();
+    for &mode in &system.modes {
+        match mode {
+            SearchMode::Hybrid => runs.extend(system.keyword_weights.iter().map(|&w| (mode, w))),
+            _ => runs.push((mode, DEFAULT_KEYWORD_WEIGHT)),
+        }
+    }
+    runs
 }
 
 fn evaluate_system(
@@ -143,7 +220,7 @@ fn evaluate_system(
     system: &System,
     query_vectors: &[Vec<f32>],
     progress: &dyn IndexProgress,
-) -> Result<SystemReport> {
+) -> Result<(SystemReport, Store)> {
     let index_dir = dataset
         .dir
         .join("indexes")
@@ -187,65 +264,63 @@ fn evaluate_system(
             .and_then(|text| serde_json::from_str(&text).ok())
     };
     let vectors = VectorIndex::load(&store)?;
-    let mut runs = Vec::new();
-    for &mode in &system.modes {
-        match mode {
-            SearchMode::Hybrid => runs.extend(system.keyword_weights.iter().map(|&w| (mode, w))),
-            _ => runs.push((mode, DEFAULT_KEYWORD_WEIGHT)),
-        }
-    }
-    let modes = runs
+    let filter = SearchFilter::default();
+    let modes = mode_runs(system)
         .into_iter()
-        .map(|(mode, weight)| score_mode(dataset, &store, &vectors, mode, weight, query_vectors))
+        .map(|(mode, weight)| {
+            score_mode(dataset, mode, weight, query_vectors, |query, vector| {
+                let hits = search_with(
+                    &store,
+                    Some(&vectors),
+                    &SearchRequest {
+                        query: &query.query,
+                        query_vector: Some(vector),
+                        mode,
+                        k: DEPTH,
+                        filter: &filter,
+                        keyword_weight: weight,
+                    },
+                )?;
+                Ok(hits.into_iter().map(|hit| hit.chunk).collect())
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
-    Ok(SystemReport {
+    let report = SystemReport {
         name: system.name.clone(),
         chunk_tokens: report.chunk_tokens,
         context_header: system.context_header,
         indexing,
         modes,
-    })
+    };
+    Ok((report, store))
 }
 
+/// Scores one mode: `rank` gives each query's best chunks, best first.
 fn score_mode(
     dataset: &Dataset,
-    store: &Store,
-    vectors: &VectorIndex,
     mode: SearchMode,
     keyword_weight: f64,
     query_vectors: &[Vec<f32>],
+    mut rank: impl FnMut(&Query, &[f32]) -> Result<Vec<ChunkRecord>>,
 ) -> Result<ModeReport> {
-    let filter = SearchFilter::default();
     let mut ranks: Vec<(String, Option<usize>)> = Vec::with_capacity(dataset.queries.len());
     let mut outcomes = Vec::with_capacity(dataset.queries.len());
     for (query, vector) in dataset.queries.iter().zip(query_vectors) {
-        let hits = search_with(
-            store,
-            Some(vectors),
-            &SearchRequest {
-                query: &query.query,
-                query_vector: Some(vector),
-                mode,
-                k: DEPTH,
-                filter: &filter,
-                keyword_weight,
-            },
-        )?;
-        let rank = hits
+        let chunks = rank(query, vector)?;
+        let rank = chunks
             .iter()
-            .position(|hit| {
-                hit.chunk.path == query.path
-                    && hit.chunk.start_line <= query.line
-                    && query.line <= hit.chunk.end_line
+            .position(|chunk| {
+                chunk.path == query.path
+                    && chunk.start_line <= query.line
+                    && query.line <= chunk.end_line
             })
             .map(|i| i + 1);
         outcomes.push(QueryOutcome {
             id: query.id.clone(),
             rank,
-            top: hits.first().map(|hit| {
-                let c = &hit.chunk;
-                format!("{}:{}-{}", c.path, c.start_line, c.end_line)
-            }),
+            top: chunks
+                .first()
+                .map(|c| format!("{}:{}-{}", c.path, c.start_line, c.end_line)),
         });
         ranks.push((query.language.clone(), rank));
     }

@@ -336,15 +336,16 @@ pub fn search_sql(mode: SearchMode, table_sql: &str) -> String {
         format!(
             "SELECT id, ts_rank('{{{body_weight:.6}, 0, 0, 1}}', keywords, query, 1)::float8 AS score
   FROM {table_sql},
-       (SELECT replace(plainto_tsquery('{TEXT_SEARCH_CONFIG}', {terms})::text, '&', '|')::tsquery
-        AS query) q
+    (SELECT replace(plainto_tsquery('{TEXT_SEARCH_CONFIG}', {terms})::text, '&', '|')::tsquery
+     AS query) q
   WHERE keywords @@ query ORDER BY score DESC LIMIT {limit}"
         )
     };
     let chunk_ids = |ranking: &str| {
         format!(
-            "SELECT t.payload->>'chunk_id' AS chunk_id, r.score::float8 AS score
-FROM ({ranking}) r JOIN {table_sql} t USING (id) ORDER BY r.score DESC"
+            "SELECT t.payload->>'chunk_id' AS chunk_id, r.score::float8 AS score FROM (
+  {ranking}
+) r JOIN {table_sql} t USING (id) ORDER BY r.score DESC"
         )
     };
     match mode {
@@ -451,6 +452,18 @@ fn quote_literal(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_give_the_sql_the_search_runs() {
+        let docs = include_str!("../../../docs/exports.md");
+        for mode in [SearchMode::Vector, SearchMode::Keyword, SearchMode::Hybrid] {
+            let sql = search_sql(mode, "chunks");
+            assert!(
+                docs.contains(&sql),
+                "docs/exports.md lacks the {mode:?} query:\n{sql}"
+            );
+        }
+    }
 
     #[test]
     fn table_names_are_checked_and_quoted() {

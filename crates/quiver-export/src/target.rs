@@ -102,7 +102,7 @@ pub fn export_index(store: &Store, target: &Target, progress: Progress<'_>) -> R
 /// A connection to a store an index was exported to.
 pub enum StoreClient {
     Qdrant(QdrantExport),
-    Postgres(PostgresExport),
+    Postgres(Box<PostgresExport>),
 }
 
 impl StoreClient {
@@ -121,7 +121,11 @@ impl StoreClient {
                 url,
                 table,
                 vector_index,
-            } => StoreClient::Postgres(PostgresExport::connect(url, table, *vector_index)?),
+            } => StoreClient::Postgres(Box::new(PostgresExport::connect(
+                url,
+                table,
+                *vector_index,
+            )?)),
         })
     }
 

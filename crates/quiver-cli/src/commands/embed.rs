@@ -63,6 +63,10 @@ pub struct EmbedArgs {
     /// Print one JSON line of throughput figures to standard error (for benchmarks).
     #[arg(long)]
     stats: bool,
+    /// Print each text's keyword vector instead of its embedding: the sparse query vector for
+    /// the `keyword` vector of a Qdrant export (docs/exports.md). Loads no model.
+    #[arg(long, conflicts_with_all = ["prompt_name", "prompt", "dimensions", "stats"])]
+    keywords: bool,
 }
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
@@ -75,6 +79,9 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let texts = read_texts(args.input.as_deref()).with_context(|| format!("reading {source}"))?;
     if texts.is_empty() {
         bail!("no input texts in {source}");
+    }
+    if args.keywords {
+        return write_keyword_vectors(&texts, args.format, args.output.as_ref());
     }
     let embedder = load_embedder_with(
         &args.model,
@@ -137,6 +144,28 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+fn write_keyword_vectors(
+    texts: &[String],
+    format: OutputFormat,
+    output: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    if matches!(format, OutputFormat::Npy) {
+        bail!("--keywords writes sparse vectors as JSON lines: drop --format npy");
+    }
+    let mut writer = Output::create(output.map_or(Path::new("-"), PathBuf::as_path))?;
+    for (index, text) in texts.iter().enumerate() {
+        let vector = quiver_index::keywords::query_vector(text)
+            .with_context(|| format!("reading the keywords of text {index}"))?;
+        serde_json::to_writer(
+            &mut writer,
+            &serde_json::json!({ "index": index, "keywords": vector }),
+        )?;
+        writer.write_all(b"\n")?;
+    }
+    writer.finish()?;
+    Ok(())
 }
 
 fn write_vectors(

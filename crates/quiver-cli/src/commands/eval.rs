@@ -3,8 +3,9 @@ use crate::progress::IndexBar;
 use anyhow::Context;
 use clap::Args;
 use quiver_embed::{Device, EmbedderOptions, DEFAULT_MODEL};
-use quiver_eval::{evaluate, Dataset, Metrics, System, SystemReport};
-use quiver_index::{Chunking, SearchMode, DEFAULT_KEYWORD_WEIGHT};
+use quiver_eval::{evaluate, BoxError, Dataset, ExternalSearch, Metrics, System, SystemReport};
+use quiver_export::{export_index, StoreClient, StoreQuery, Target, TargetOptions};
+use quiver_index::{Chunking, SearchMode, Store, DEFAULT_KEYWORD_WEIGHT};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -50,10 +51,80 @@ pub struct EvalArgs {
     /// to this JSONL file, to see which queries fail.
     #[arg(long, value_name = "FILE")]
     ranks: Option<PathBuf>,
+    /// Also export Quiver's index to this store (`qdrant URL` or `postgres URL`) and score the
+    /// store's own search (docs/exports.md) on the same queries (repeatable).
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "URL"], action = clap::ArgAction::Append)]
+    store: Vec<String>,
+    /// The Qdrant collection `--store qdrant` exports to.
+    #[arg(long, default_value = "quiver_eval")]
+    collection: String,
+    /// The PostgreSQL table `--store postgres` exports to.
+    #[arg(long, default_value = "quiver_eval")]
+    table: String,
+}
+
+/// An exported store, scored by `quiver eval --store`.
+struct StoreUnderTest {
+    name: String,
+    target: Target,
+    client: Option<StoreClient>,
+}
+
+impl ExternalSearch for StoreUnderTest {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn prepare(&mut self, store: &Store) -> Result<(), BoxError> {
+        export_index(store, &self.target, &|_, _| {})?;
+        self.client = Some(StoreClient::connect(&self.target)?);
+        Ok(())
+    }
+
+    fn search(
+        &mut self,
+        query: &str,
+        vector: &[f32],
+        mode: SearchMode,
+        keyword_weight: f64,
+        k: usize,
+    ) -> Result<Vec<String>, BoxError> {
+        let client = self.client.as_mut().ok_or("searched before the export")?;
+        let hits = client.search(&StoreQuery {
+            text: query,
+            vector,
+            mode,
+            k,
+            keyword_weight,
+        })?;
+        Ok(hits.into_iter().map(|hit| hit.chunk_id).collect())
+    }
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let dataset = Dataset::load(&args.dataset)?;
+    let mut stores: Vec<Box<dyn ExternalSearch>> = Vec::new();
+    for pair in args.store.chunks(2) {
+        let [format, url] = pair else {
+            anyhow::bail!("--store takes a format and a URL: --store qdrant http://localhost:6333");
+        };
+        let options = TargetOptions {
+            collection: Some(args.collection.clone()),
+            table: Some(args.table.clone()),
+            ..TargetOptions::default()
+        };
+        let target = Target::parse(format, url, options).with_context(|| "--store")?;
+        let name = match &target {
+            Target::Qdrant { collection, .. } => format!("qdrant:{collection}"),
+            Target::Postgres { table, .. } => format!("postgres:{table}"),
+            _ => anyhow::bail!("--store {format}: use qdrant or postgres"),
+        };
+        stores.push(Box::new(StoreUnderTest {
+            name,
+            target,
+            client: None,
+        }));
+    }
     let embedder = load_embedder_with(
         &args.model,
         &EmbedderOptions {
@@ -96,6 +167,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         } else {
             args.keyword_weights.clone()
         },
+        external: true,
     }];
     if !args.no_baseline {
         systems.push(System {
@@ -105,6 +177,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             chunk_tokens: None,
             modes: vec![SearchMode::Vector],
             keyword_weights: Vec::new(),
+            external: false,
         });
     }
     let progress = IndexBar::new();
@@ -114,6 +187,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &model_id,
         &systems,
         args.query_prompt_name.as_deref(),
+        &mut stores,
         &progress,
     )
     .with_context(|| format!("evaluating on {}", args.dataset.display()))?;

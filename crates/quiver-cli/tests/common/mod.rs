@@ -118,3 +118,56 @@ pub fn search(root: &Path, query: &str, extra: &[&str]) -> Vec<Value> {
     json_of(&args).as_array().expect("an array of hits").clone()
 }
 pub mod fake_qdrant;
+
+/// The PostgreSQL with pgvector `scripts/test-postgres` starts, or the one
+/// QUIVER_TEST_POSTGRES_URL names.
+pub fn postgres_url() -> String {
+    if let Ok(url) = std::env::var("QUIVER_TEST_POSTGRES_URL") {
+        return url;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-postgres");
+    let output = std::process::Command::new(script)
+        .arg("start")
+        .output()
+        .expect("run scripts/test-postgres");
+    assert!(
+        output.status.success(),
+        "scripts/test-postgres start: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+/// The Qdrant server `scripts/test-qdrant` starts (from ../shared/qdrant/ or
+/// QUIVER_QDRANT_BIN), or the one QDRANT_URL names; `None` when there is neither.
+pub fn qdrant_url() -> Option<String> {
+    if let Ok(url) = std::env::var("QDRANT_URL") {
+        return Some(url);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-qdrant");
+    let output = std::process::Command::new(script)
+        .arg("start")
+        .output()
+        .expect("run scripts/test-qdrant");
+    if output.status.code() == Some(3) {
+        eprintln!(
+            "no Qdrant server (QDRANT_URL unset, no binary): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    assert!(
+        output.status.success(),
+        "scripts/test-qdrant start: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(
+        String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string(),
+    )
+}
