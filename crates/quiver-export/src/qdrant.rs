@@ -27,6 +27,10 @@ use std::time::Duration;
 pub const VECTOR: &str = "vector";
 /// The sparse vector's name: BM25 keyword weights.
 pub const KEYWORD: &str = "keyword";
+/// Candidates Qdrant's HNSW search keeps (its default is the collection's `ef_construct`, 100):
+/// measured with `quiver eval --store`, a wider search brings Qdrant's vector ranking to
+/// Quiver's exact one (docs/exports.md).
+pub const SEARCH_EF: usize = 400;
 /// How far the index's average chunk length may drift from the one the collection's keyword
 /// weights used before they are all computed again.
 const AVERAGE_LENGTH_DRIFT: f64 = 0.1;
@@ -231,7 +235,11 @@ impl QdrantExport {
         let sparse = keywords::query_vector(query.text).map_err(|error| {
             self.error(format!("reading the keywords of {:?}: {error}", query.text))
         })?;
-        let dense = json!({ "query": query.vector, "using": VECTOR });
+        let dense = json!({
+            "query": query.vector,
+            "using": VECTOR,
+            "params": { "hnsw_ef": SEARCH_EF },
+        });
         let keyword = json!({ "query": sparse, "using": KEYWORD });
         let path = format!("/collections/{}/points/query", self.collection);
         let body = match query.mode {
