@@ -27,7 +27,7 @@ use std::time::Duration;
 pub const VECTOR: &str = "vector";
 /// The sparse vector's name: BM25 keyword weights.
 pub const KEYWORD: &str = "keyword";
-/// Candidates Qdrant's HNSW search keeps (its default is the collection's `ef_construct`, 100):
+/// Candidates Qdrant's HNSW search keeps (`hnsw_ef`; unset, Qdrant searches narrower):
 /// measured with `quiver eval --store`, a wider search brings Qdrant's vector ranking to
 /// Quiver's exact one (docs/exports.md).
 pub const SEARCH_EF: usize = 400;
