@@ -7,10 +7,12 @@ root = Path.expand("../..", __DIR__)
 texts =
   Path.wildcard(Path.join(root, "crates/*/src/**/*.rs"))
   |> Enum.sort()
-  |> Enum.flat_map(fn file -> file |> File.read!() |> String.split("\n") |> Enum.chunk_every(12) end)
+  |> Enum.flat_map(fn file -> file |> File.read!() |> String.split("\n") |> Enum.chunk_every(8) end)
   |> Enum.map(&Enum.join(&1, "\n"))
   |> Enum.reject(&(String.trim(&1) == ""))
   |> Enum.take(count)
+
+count = length(texts)
 
 seconds = fn work ->
   started = System.monotonic_time(:microsecond)
@@ -41,7 +43,9 @@ end
 File.write!(input, Enum.map_join(texts, "", &("{\"text\": \"" <> escape.(&1) <> "\"}\n")))
 
 {cli_output, 0} =
-  System.cmd(cli, ["embed", input, "--model", model, "--stats", "--output", Path.join(dir, "out.jsonl")],
+  System.cmd(
+    cli,
+    ["embed", input, "--model", model, "--stats", "--output", Path.join(dir, "out.jsonl")],
     stderr_to_stdout: true
   )
 
@@ -54,6 +58,7 @@ port = 18_000 + :rand.uniform(1000)
 server =
   Port.open({:spawn_executable, cli}, [
     :binary,
+    :stderr_to_stdout,
     args: ["serve", "--model", model, "--port", Integer.to_string(port)]
   ])
 
@@ -61,7 +66,10 @@ server =
 url = ~c"http://127.0.0.1:#{port}/embed"
 
 post = fn batch ->
-  body = "{\"inputs\": [" <> Enum.map_join(batch, ",", &("\"" <> escape.(&1) <> "\"")) <> "], \"truncate\": true}"
+  body =
+    "{\"inputs\": [" <>
+      Enum.map_join(batch, ",", &("\"" <> escape.(&1) <> "\"")) <> "], \"truncate\": true}"
+
   {:ok, {{_, 200, _}, _, _}} = :httpc.request(:post, {url, [], ~c"application/json", body}, [], [])
 end
 
@@ -84,10 +92,12 @@ post.(Enum.take(texts, 8))
     |> Stream.run()
   end)
 
-Port.close(server)
+# Closing a port does not stop the program behind it.
+{:os_pid, server_pid} = Port.info(server, :os_pid)
+System.cmd("kill", [Integer.to_string(server_pid)])
 
 IO.puts("""
-#{count} texts (12-line pieces of crates/*/src), model #{Path.basename(model)}, one run:
+#{count} texts (8-line pieces of crates/*/src), model #{Path.basename(model)}, one run:
   Elixir Quiver.embed_batch   #{Float.round(nif_s, 2)} s  #{Float.round(count / nif_s, 1)} texts/s
   quiver embed (CLI, --stats)  #{Float.round(cli_s, 2)} s  #{Float.round(count / cli_s, 1)} texts/s
   quiver serve over HTTP       #{Float.round(http_s, 2)} s  #{Float.round(count / http_s, 1)} texts/s  (32 texts a request, 4 in flight)
