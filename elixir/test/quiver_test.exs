@@ -3,9 +3,8 @@ defmodule QuiverTest do
   # `quiver` CLI built by cargo: vectors, concurrency, errors, search.
   use ExUnit.Case, async: false
 
-  @root Path.expand("../..", __DIR__)
-  @model System.get_env("QUIVER_TEST_MODEL") || Path.join(@root, "models/all-MiniLM-L6-v2")
-  @cli System.get_env("QUIVER_BIN") || Path.join(@root, "target/debug/quiver")
+  @model System.get_env("QUIVER_TEST_MODEL", Path.expand("../../models/all-MiniLM-L6-v2", __DIR__))
+  @cli System.get_env("QUIVER_BIN", Path.expand("../../target/debug/quiver", __DIR__))
 
   @texts [
     "Retries a failed network request with exponential backoff.",
