@@ -8,7 +8,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
 use quiver_embed::Quantization;
-use quiver_export::postgres::VectorIndex;
+use quiver_export::postgres::IndexMethod;
 use quiver_export::qdrant::QdrantOptions;
 use quiver_export::{export_index, Outcome, Target, TargetOptions};
 use quiver_index::{
@@ -286,8 +286,8 @@ impl Index {
         vector_index: &str,
     ) -> PyResult<String> {
         let vector_index = match vector_index {
-            "hnsw" => VectorIndex::Hnsw,
-            "ivfflat" => VectorIndex::IvfFlat,
+            "hnsw" => IndexMethod::Hnsw,
+            "ivfflat" => IndexMethod::IvfFlat,
             other => {
                 return Err(PyValueError::new_err(format!(
                     "unknown vector_index={other:?}: use \"hnsw\" or \"ivfflat\""

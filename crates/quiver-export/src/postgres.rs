@@ -31,9 +31,9 @@ pub const SEARCH_EF: usize = 400;
 /// one): a tenth of the lists.
 pub const IVFFLAT_PROBES: usize = 10;
 
-/// How the vector column is indexed.
+/// How the vector columns are indexed: the PostgreSQL index access method (`--vector-index`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VectorIndex {
+pub enum IndexMethod {
     /// Graph index: best recall/speed, slower to build. pgvector ≥ 0.5.
     #[default]
     Hnsw,
@@ -47,12 +47,12 @@ pub struct PostgresExport {
     table_sql: String,
     /// As the user gave it, for messages.
     table: String,
-    index: VectorIndex,
+    index: IndexMethod,
 }
 
 impl PostgresExport {
     /// `url`: a libpq-style URL or key=value string (`postgres://user@host:5432/db`).
-    pub fn connect(url: &str, table: &str, index: VectorIndex) -> Result<Self> {
+    pub fn connect(url: &str, table: &str, index: IndexMethod) -> Result<Self> {
         let table_sql = quote_table_name(table)?;
         let client = Client::connect(url, NoTls).map_err(|source| ExportError::Postgres {
             table: table.to_string(),
@@ -246,7 +246,7 @@ fn create_table(
     transaction: &mut Transaction<'_>,
     table_sql: &str,
     schema: &Schema,
-    index: VectorIndex,
+    index: IndexMethod,
 ) -> std::result::Result<(), ::postgres::Error> {
     let dimension = schema.dimension;
     let comment = json!({
@@ -290,7 +290,7 @@ fn add_layout_2_columns(
     transaction: &mut Transaction<'_>,
     table_sql: &str,
     schema: &Schema,
-    index: VectorIndex,
+    index: IndexMethod,
 ) -> std::result::Result<(), ::postgres::Error> {
     let dimension = schema.dimension;
     transaction.batch_execute(&format!(
@@ -303,17 +303,17 @@ fn add_layout_2_columns(
     ))
 }
 
-impl VectorIndex {
+impl IndexMethod {
     /// The index's `USING` clause for a vector column.
     fn method(self, column: &str) -> String {
         match self {
             // Wider than pgvector's defaults (m 16, ef_construction 64): query embeddings lie
             // apart from the chunks', and on the eval corpus (EmbeddingGemma, 5,825 chunks) the
             // defaults found 92.5 % of the exact top 10 even at ef_search 400; these, 100 %.
-            VectorIndex::Hnsw => {
+            IndexMethod::Hnsw => {
                 format!("hnsw ({column} vector_cosine_ops) WITH (m = 32, ef_construction = 200)")
             }
-            VectorIndex::IvfFlat => {
+            IndexMethod::IvfFlat => {
                 format!("ivfflat ({column} vector_cosine_ops) WITH (lists = 100)")
             }
         }

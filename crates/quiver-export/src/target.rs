@@ -3,7 +3,7 @@
 //! and Python's `Index.export` both call [`export_index`].
 
 use crate::files::{export_records, write_jsonl, write_npy_dir};
-use crate::postgres::{PostgresExport, VectorIndex};
+use crate::postgres::{IndexMethod, PostgresExport};
 use crate::qdrant::{QdrantExport, QdrantOptions};
 use crate::{ExportError, Progress, Result, Schema, StoreHit, StoreQuery, Summary};
 use quiver_index::{IndexSettings, Store};
@@ -22,7 +22,7 @@ pub enum Target {
     Postgres {
         url: String,
         table: String,
-        vector_index: VectorIndex,
+        vector_index: IndexMethod,
     },
 }
 
@@ -34,7 +34,7 @@ pub struct TargetOptions {
     /// PostgreSQL: the table (`name` or `schema.name`) to create or update.
     pub table: Option<String>,
     pub qdrant: QdrantOptions,
-    pub vector_index: VectorIndex,
+    pub vector_index: IndexMethod,
 }
 
 impl Target {

@@ -1,7 +1,7 @@
 use crate::{location, progress};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use quiver_export::postgres::VectorIndex;
+use quiver_export::postgres::IndexMethod;
 use quiver_export::qdrant::QdrantOptions;
 use quiver_export::{export_index, Outcome, Summary, Target, TargetOptions};
 use quiver_index::Store;
@@ -61,8 +61,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
                 ..QdrantOptions::default()
             },
             vector_index: match args.vector_index {
-                IndexKind::Hnsw => VectorIndex::Hnsw,
-                IndexKind::Ivfflat => VectorIndex::IvfFlat,
+                IndexKind::Hnsw => IndexMethod::Hnsw,
+                IndexKind::Ivfflat => IndexMethod::IvfFlat,
             },
         },
     )?;
