@@ -167,21 +167,6 @@ pub struct StoreHit {
     pub score: f64,
 }
 
-/// How Quiver's hybrid fusion rescales one ranking's scores onto 0..1 (best 1, last 0; all 1
-/// when they tie): `(offset, span)` with `(score − offset) / span`, so a chunk absent from the
-/// ranking, scored `offset`, gets 0. `None` for an empty ranking. As `quiver_index::search`.
-pub fn rescale_bounds(scores: &[f64]) -> Option<(f64, f64)> {
-    let best = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let worst = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    scores.first()?;
-    // A ranking whose candidates all tie maps them all to 1 (its absent chunks to 0).
-    Some(if best > worst {
-        (worst, best - worst)
-    } else {
-        (best - 1.0, 1.0)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,10 +54,17 @@ impl PostgresExport {
     /// `url`: a libpq-style URL or key=value string (`postgres://user@host:5432/db`).
     pub fn connect(url: &str, table: &str, index: IndexMethod) -> Result<Self> {
         let table_sql = quote_table_name(table)?;
-        let client = Client::connect(url, NoTls).map_err(|source| ExportError::Postgres {
+        let failed = |source| ExportError::Postgres {
             table: table.to_string(),
             source,
-        })?;
+        };
+        let mut client = Client::connect(url, NoTls).map_err(failed)?;
+        // The search effort of this session's queries (an export runs none).
+        client
+            .batch_execute(&format!(
+                "SET hnsw.ef_search = {SEARCH_EF}; SET ivfflat.probes = {IVFFLAT_PROBES}"
+            ))
+            .map_err(failed)?;
         Ok(PostgresExport {
             client,
             table_sql,
@@ -389,14 +396,6 @@ impl PostgresExport {
     /// Runs [`search_sql`] for `query`; the best `query.k` chunks, best first.
     pub fn search(&mut self, query: &StoreQuery<'_>) -> Result<Vec<StoreHit>> {
         let sql = search_sql(query.mode, &self.table_sql);
-        self.client
-            .batch_execute(&format!(
-                "SET hnsw.ef_search = {SEARCH_EF}; SET ivfflat.probes = {IVFFLAT_PROBES}"
-            ))
-            .map_err(|source| ExportError::Postgres {
-                table: self.table.clone(),
-                source,
-            })?;
         let k = query.k as i64;
         let terms = keywords::terms(query.text);
         let vector: Vec<f32> = query.vector.to_vec();

@@ -14,11 +14,10 @@
 
 use crate::files::ExportRecord;
 use crate::{
-    rescale_bounds, ExportError, Plan, Progress, Result, Schema, StoreHit, StoreQuery, Summary,
-    FINGERPRINT_KEY,
+    ExportError, Plan, Progress, Result, Schema, StoreHit, StoreQuery, Summary, FINGERPRINT_KEY,
 };
 use quiver_index::keywords::{self, SparseVector};
-use quiver_index::{KeywordDocuments, SearchMode, FUSION_DEPTH};
+use quiver_index::{rescale_bounds, KeywordDocuments, SearchMode, FUSION_DEPTH};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -232,9 +231,13 @@ impl QdrantExport {
     /// Runs `query` as docs/exports.md writes it for Qdrant's query API; returns the chunk ids
     /// of the best `query.k` points, best first.
     pub fn search(&self, query: &StoreQuery<'_>) -> Result<Vec<StoreHit>> {
-        let sparse = keywords::query_vector(query.text).map_err(|error| {
-            self.error(format!("reading the keywords of {:?}: {error}", query.text))
-        })?;
+        // The keyword vector only where the mode ranks by keywords.
+        let sparse = match query.mode {
+            SearchMode::Vector => SparseVector::default(),
+            _ => keywords::query_vector(query.text).map_err(|error| {
+                self.error(format!("reading the keywords of {:?}: {error}", query.text))
+            })?,
+        };
         let dense = json!({
             "query": query.vector,
             "using": VECTOR,
@@ -301,7 +304,7 @@ impl QdrantExport {
                 .as_array()
                 .map(|points| points.iter().filter_map(|p| p["score"].as_f64()).collect())
                 .unwrap_or_default();
-            let Some((offset, span)) = rescale_bounds(&scores) else {
+            let Some((offset, span)) = rescale_bounds(scores) else {
                 continue;
             };
             let variable = format!("$score[{i}]");

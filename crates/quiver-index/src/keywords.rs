@@ -138,15 +138,16 @@ pub fn stemmed_tokens(text: &str) -> rusqlite::Result<Vec<String>> {
 /// A query's sparse vector: weight 1 for each distinct query term (see [`match_expression`]),
 /// on its stemmed token, so two terms with one stem count twice as FTS5's two phrases do.
 pub fn query_vector(query: &str) -> rusqlite::Result<SparseVector> {
+    let terms = terms(query);
     let mut seen = std::collections::BTreeSet::new();
+    let distinct: Vec<&str> = terms
+        .split(' ')
+        .filter(|t| !t.is_empty() && seen.insert(*t))
+        .collect();
+    // Tokenised together: spaces separate tokens, so each term gives the tokens it gives alone.
     let mut weights: BTreeMap<u32, f32> = BTreeMap::new();
-    for term in terms(query).split(' ').filter(|t| !t.is_empty()) {
-        if !seen.insert(term.to_string()) {
-            continue;
-        }
-        for token in stemmed_tokens(term)? {
-            *weights.entry(term_id(&token)).or_default() += 1.0;
-        }
+    for token in stemmed_tokens(&distinct.join(" "))? {
+        *weights.entry(term_id(&token)).or_default() += 1.0;
     }
     Ok(SparseVector {
         indices: weights.keys().copied().collect(),

@@ -37,8 +37,8 @@ pub use run::{
     recorded_model_id, RunModel, DEFAULT_COMMIT_EVERY, DEFAULT_ID_PREFIX, DEFAULT_MAX_FILE_BYTES,
 };
 pub use search::{
-    search, search_with, SearchFilter, SearchHit, SearchMode, SearchRequest, VectorIndex,
-    DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH,
+    rescale_bounds, search, search_with, SearchFilter, SearchHit, SearchMode, SearchRequest,
+    VectorIndex, DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH,
 };
 pub use store::{
     Batch, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, KeywordDocuments,

@@ -323,16 +323,28 @@ fn fuse(
 
 /// A ranking's scores mapped onto 0..1: the best candidate 1, the last 0 (all 1 when they tie).
 fn rescaled(ranking: &[(i64, f64)]) -> impl Iterator<Item = (i64, f64)> + '_ {
-    let best = ranking.first().map_or(0.0, |r| r.1);
-    let worst = ranking.last().map_or(0.0, |r| r.1);
-    let span = best - worst;
-    ranking.iter().map(move |&(id, score)| {
-        let scaled = if span > 0.0 {
-            (score - worst) / span
-        } else {
-            1.0
-        };
-        (id, scaled)
+    let (offset, span) =
+        rescale_bounds(ranking.iter().map(|&(_, score)| score)).unwrap_or((0.0, 1.0));
+    ranking
+        .iter()
+        .map(move |&(id, score)| (id, (score - offset) / span))
+}
+
+/// How hybrid fusion rescales one ranking's scores onto 0..1 (best 1, last 0; all 1 when they
+/// tie): `(offset, span)` with `(score − offset) / span`, so a chunk absent from the ranking,
+/// scored `offset`, gets 0. `None` for an empty ranking. Stores that fuse the two rankings
+/// themselves (the Qdrant export's formula query) take their constants from here.
+pub fn rescale_bounds(scores: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+    let (best, worst) = scores
+        .into_iter()
+        .fold(None, |bounds, score| match bounds {
+            None => Some((score, score)),
+            Some((best, worst)) => Some((f64::max(best, score), f64::min(worst, score))),
+        })?;
+    Some(if best > worst {
+        (worst, best - worst)
+    } else {
+        (best - 1.0, 1.0)
     })
 }
 
