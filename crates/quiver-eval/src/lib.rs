@@ -263,7 +263,7 @@ fn evaluate_system(
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
     };
-    let vectors = VectorIndex::load(&store)?;
+    let vectors = VectorIndex::open(&store)?;
     let filter = SearchFilter::default();
     let modes = mode_runs(system)
         .into_iter()

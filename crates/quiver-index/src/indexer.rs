@@ -320,6 +320,7 @@ pub fn index(
     store.set_meta("id_prefix", &options.id_prefix)?;
     store.set_meta("root", &options.input.root().display().to_string())?;
     store.set_meta("last_indexed_unix", &now_unix_seconds())?;
+    crate::vectors::sync(store)?;
     report.skipped = skips.0.iter().map(|(r, n)| (r.name(), *n)).collect();
     report.chunk_tokens = chunk_tokens;
     report.seconds = started.elapsed().as_secs_f64();

@@ -20,6 +20,7 @@ mod reader;
 mod run;
 mod search;
 mod store;
+mod vectors;
 pub mod walk;
 mod watch;
 
@@ -38,12 +39,13 @@ pub use run::{
 };
 pub use search::{
     rescale_bounds, search, search_with, SearchFilter, SearchHit, SearchMode, SearchRequest,
-    VectorIndex, DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH,
+    DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH,
 };
 pub use store::{
     Batch, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, KeywordDocuments,
     Repair, Store, StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
 };
+pub use vectors::{sync as sync_vectors, Synced, VectorIndex, DIR as VECTORS_DIR};
 pub use watch::{watch, IndexUpdater, UpdateState, WatchOptions, Watcher};
 
 /// Name of the index directory created under an indexed root when `--index` is not given.

@@ -5,8 +5,9 @@
 
 use crate::error::Result;
 use crate::lock;
-use crate::search::{search_with, SearchHit, SearchRequest, VectorIndex};
+use crate::search::{search_with, SearchHit, SearchRequest};
 use crate::store::{IndexSettings, Store};
+use crate::vectors::VectorIndex;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -63,7 +64,12 @@ impl IndexReader {
     pub fn current(&self) -> Result<Arc<Snapshot>> {
         let mut watch = lock(&self.watch);
         let version = watch.0.data_version()?;
-        if version != watch.1 {
+        // A snapshot read from the database (its vector files were being written) gives way
+        // to the files once they are ready.
+        let files_now_ready = || -> Result<bool> {
+            Ok(!self.latest().vectors.is_mapped() && VectorIndex::files_ready(&watch.0)?)
+        };
+        if version != watch.1 || files_now_ready()? {
             tracing::info!("index {} changed; reading it again", self.dir.display());
             let snapshot = Arc::new(take_snapshot(&watch.0)?);
             *self
@@ -109,6 +115,6 @@ impl IndexReader {
 
 fn take_snapshot(store: &Store) -> Result<Snapshot> {
     let settings = store.indexed_settings()?;
-    let vectors = VectorIndex::load(store)?;
+    let vectors = VectorIndex::open(store)?;
     Ok(Snapshot { settings, vectors })
 }

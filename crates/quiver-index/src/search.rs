@@ -7,6 +7,7 @@
 use crate::error::{IndexError, Result};
 use crate::keywords;
 use crate::store::{ChunkRecord, Store};
+use crate::vectors::VectorIndex;
 use globset::{Glob, GlobMatcher};
 use std::collections::HashMap;
 
@@ -69,8 +70,11 @@ impl SearchFilter {
     }
 
     fn accepts(&self, language: &str, path: &str) -> bool {
-        (self.languages.is_empty() || self.languages.iter().any(|l| l == language))
-            && self.path.as_ref().is_none_or(|glob| glob.is_match(path))
+        self.accepts_language(language) && self.path.as_ref().is_none_or(|glob| glob.is_match(path))
+    }
+
+    pub(crate) fn accepts_language(&self, language: &str) -> bool {
+        self.languages.is_empty() || self.languages.iter().any(|l| l == language)
     }
 }
 
@@ -100,139 +104,11 @@ pub struct SearchHit {
     pub chunk: ChunkRecord,
 }
 
-/// Every chunk's unit vectors held in memory, so that many queries read the index once.
-///
-/// A chunk that starts a definition has two: its text's and its signature's. Its score is the
-/// better of the two cosines, as multi-vector retrieval scores a document by its best vector:
-/// on the code-search eval (docs/evaluation.md) that lifted vector search from 0.426 to 0.464
-/// nDCG@10, where averaging the two (signature weighted 0.5) reached 0.438.
-pub struct VectorIndex {
-    ids: Vec<i64>,
-    languages: Vec<String>,
-    paths: Vec<String>,
-    vectors: Vec<f32>,
-    /// Per chunk: its row in `signatures`, if it has a signature vector.
-    signature_rows: Vec<Option<u32>>,
-    signatures: Vec<f32>,
-    dimension: usize,
-}
-
-impl VectorIndex {
-    pub fn load(store: &Store) -> Result<Self> {
-        let mut index = VectorIndex::empty();
-        store.for_each_vector(|stored| {
-            index.push(
-                stored.row,
-                stored.language,
-                stored.path,
-                stored.vector,
-                stored.signature,
-            );
-        })?;
-        Ok(index)
-    }
-
-    fn empty() -> Self {
-        VectorIndex {
-            ids: Vec::new(),
-            languages: Vec::new(),
-            paths: Vec::new(),
-            vectors: Vec::new(),
-            signature_rows: Vec::new(),
-            signatures: Vec::new(),
-            dimension: 0,
-        }
-    }
-
-    fn push(
-        &mut self,
-        id: i64,
-        language: &str,
-        path: &str,
-        vector: &[f32],
-        signature: Option<&[f32]>,
-    ) {
-        if self.dimension == 0 {
-            self.dimension = vector.len();
-        }
-        if vector.len() != self.dimension {
-            return;
-        }
-        self.ids.push(id);
-        self.languages.push(language.to_string());
-        self.paths.push(path.to_string());
-        self.vectors.extend(unit(vector));
-        // A signature of another width (a foreign index) is left out, not mixed in.
-        let row = signature
-            .filter(|s| s.len() == self.dimension)
-            .and_then(|s| {
-                let row = u32::try_from(self.signatures.len() / self.dimension).ok()?;
-                self.signatures.extend(unit(s));
-                Some(row)
-            });
-        self.signature_rows.push(row);
-    }
-
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    fn signature(&self, row: u32) -> &[f32] {
-        let start = row as usize * self.dimension;
-        &self.signatures[start..start + self.dimension]
-    }
-
-    /// Width of the vectors (0 when there are none).
-    pub fn dimension(&self) -> usize {
-        self.dimension
-    }
-
-    /// The `depth` chunks most similar (cosine, the better of text and signature) to the query.
-    /// A query of another width is an error, never an empty answer.
-    fn rank(&self, query: &[f32], depth: usize, filter: &SearchFilter) -> Result<Vec<(i64, f64)>> {
-        if self.is_empty() {
-            return Ok(Vec::new());
-        }
-        if query.len() != self.dimension {
-            return Err(IndexError::QueryWidth {
-                query: query.len(),
-                index: self.dimension,
-            });
-        }
-        let query_norm = dot(query, query).sqrt().max(f32::MIN_POSITIVE);
-        let mut scored: Vec<(i64, f64)> = self
-            .vectors
-            .chunks_exact(self.dimension)
-            .enumerate()
-            .filter(|(i, _)| filter.accepts(&self.languages[*i], &self.paths[*i]))
-            .map(|(i, vector)| {
-                let text = dot(query, vector);
-                let best = match self.signature_rows[i] {
-                    Some(row) => text.max(dot(query, self.signature(row))),
-                    None => text,
-                };
-                (self.ids[i], f64::from(best / query_norm))
-            })
-            .collect();
-        let keep = depth.min(scored.len());
-        if keep < scored.len() {
-            scored.select_nth_unstable_by(keep, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            scored.truncate(keep);
-        }
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(scored)
-    }
-}
-
-/// Searches `store`, reading its vectors once for this query.
+/// Searches `store`, opening its vectors for this query.
 pub fn search(store: &Store, request: &SearchRequest<'_>) -> Result<Vec<SearchHit>> {
     let vectors = match request.mode {
         SearchMode::Keyword => None,
-        _ => Some(VectorIndex::load(store)?),
+        _ => Some(VectorIndex::open(store)?),
     };
     search_with(store, vectors.as_ref(), request)
 }
@@ -348,15 +224,6 @@ pub fn rescale_bounds(scores: impl IntoIterator<Item = f64>) -> Option<(f64, f64
     })
 }
 
-fn unit(v: &[f32]) -> impl Iterator<Item = f32> + '_ {
-    let norm = dot(v, v).sqrt().max(f32::MIN_POSITIVE);
-    v.iter().map(move |x| x / norm)
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// The `depth` best BM25 matches that pass the filter.
 fn keyword_ranking(
     store: &Store,
@@ -405,29 +272,6 @@ mod tests {
         assert!((fused[0].1 - 1.0).abs() < 1e-9, "{fused:?}");
         // With the keyword side weighted fully, agreement between the two wins.
         assert_eq!(fuse(&vector, &keyword, 1.0)[0].0, 2);
-    }
-
-    #[test]
-    fn a_chunk_scores_by_its_better_vector() {
-        let mut index = VectorIndex::empty();
-        index.push(1, "rust", "a.rs", &[3.0, 0.0], Some(&[0.0, 2.0]));
-        index.push(2, "rust", "b.rs", &[0.6, 0.8], None);
-        // A signature of another width is ignored.
-        index.push(3, "rust", "c.rs", &[1.0, 0.0], Some(&[1.0]));
-        let all = SearchFilter::default();
-        let ranked = index.rank(&[0.0, 1.0], 3, &all).unwrap();
-        assert_eq!(ranked[0].0, 1, "its signature matches: {ranked:?}");
-        assert!((ranked[0].1 - 1.0).abs() < 1e-6);
-        assert!((ranked[1].1 - 0.8).abs() < 1e-6, "{ranked:?}");
-        assert_eq!(ranked[2], (3, 0.0));
-        let by_text = index.rank(&[1.0, 0.0], 3, &all).unwrap();
-        assert!(
-            (by_text[0].1 - 1.0).abs() < 1e-6 && by_text[0].0 == 1,
-            "{by_text:?}"
-        );
-        // A query of another width is an error, not an empty ranking.
-        let error = index.rank(&[1.0, 0.0, 0.0], 3, &all).unwrap_err();
-        assert!(error.to_string().contains("3 dimensions"), "{error}");
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub const DATABASE_FILE: &str = "index.sqlite";
 /// Locked by the one process writing the index; holds its pid.
 pub const LOCK_FILE: &str = "index.lock";
 const SCHEMA_VERSION: &str = "2";
+/// Meta keys of [`Store::vector_generation`]: a random id given to each new database, and a
+/// counter every transaction that changes chunks or vectors increments.
+const STORE_ID: &str = "store_id";
+const GENERATION: &str = "generation";
 
 /// The keyword side of an index, as [`Store::keyword_documents`] reads it.
 #[derive(Debug, Clone, Default)]
@@ -333,6 +337,9 @@ impl Store {
         // when they are next re-chunked, and search does without until then.
         self.add_column("chunks", "signature_hash", "TEXT")?;
         self.add_checksums()?;
+        if self.meta(STORE_ID)?.is_none() {
+            self.set_meta(STORE_ID, &new_store_id())?;
+        }
         match self.meta("schema_version")? {
             None => self.set_meta("schema_version", SCHEMA_VERSION),
             Some(_) => self.check_schema(),
@@ -441,6 +448,29 @@ impl Store {
             .map_err(|e| self.db_error(e))
     }
 
+    /// Which database this is and how many times its chunks or vectors have changed: the
+    /// vector files ([`crate::VectorIndex`]) record the pair they were written from, so a
+    /// search knows whether they still hold what the database holds.
+    pub fn vector_generation(&self) -> Result<(String, i64)> {
+        let id = self.meta(STORE_ID)?.unwrap_or_default();
+        let generation = self
+            .meta(GENERATION)?
+            .map(|value| {
+                value.parse().map_err(|_| IndexError::BadMetadata {
+                    field: GENERATION,
+                    value,
+                })
+            })
+            .transpose()?
+            .unwrap_or(0);
+        Ok((id, generation))
+    }
+
+    /// Whether this store holds the writer's lock.
+    pub fn is_writer(&self) -> bool {
+        self.lock.is_some()
+    }
+
     /// A number that changes whenever another connection commits to the database: a long-lived
     /// reader (the server) compares it to know when to reload.
     pub fn data_version(&self) -> Result<i64> {
@@ -532,6 +562,7 @@ impl Store {
             .map_err(|e| db_error(&self.dir, e))?;
         let run = || -> rusqlite::Result<()> {
             tx.execute_batch("DELETE FROM chunks; DELETE FROM chunks_fts; DELETE FROM vectors; DELETE FROM files;")?;
+            bump_generation(&tx)?;
             let pairs = [
                 ("model", settings.model.clone()),
                 ("dimension", settings.dimension.to_string()),
@@ -646,6 +677,7 @@ impl Store {
         for file in &batch.touched {
             upsert_file(&tx, file).map_err(|e| db_error(&self.dir, e))?;
         }
+        bump_generation(&tx).map_err(|e| db_error(&self.dir, e))?;
         tx.commit().map_err(|e| db_error(&self.dir, e))
     }
 
@@ -660,6 +692,7 @@ impl Store {
             tx.execute("DELETE FROM files WHERE path = ?1", [path])
                 .map_err(|e| db_error(&self.dir, e))?;
         }
+        bump_generation(&tx).map_err(|e| db_error(&self.dir, e))?;
         tx.commit().map_err(|e| db_error(&self.dir, e))
     }
 
@@ -711,17 +744,71 @@ impl Store {
 
     /// Every chunk's row id, language, path, vector and signature vector (when it has one),
     /// for exhaustive vector search.
-    pub fn for_each_vector(&self, mut visit: impl FnMut(StoredVector<'_>)) -> Result<()> {
+    pub fn for_each_vector(&self, visit: impl FnMut(StoredVector<'_>)) -> Result<()> {
+        self.vectors_where("", [], visit)
+    }
+
+    /// [`Store::for_each_vector`] for the chunks of these row ids only (those with a vector).
+    pub fn for_each_vector_of(
+        &self,
+        rows: &[i64],
+        mut visit: impl FnMut(StoredVector<'_>),
+    ) -> Result<()> {
+        // One statement per slice keeps each under SQLite's limit on bound parameters.
+        for slice in rows.chunks(500) {
+            let marks = vec!["?"; slice.len()].join(",");
+            self.vectors_where(
+                &format!("WHERE c.id IN ({marks})"),
+                rusqlite::params_from_iter(slice),
+                &mut visit,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every chunk with a vector, as `(row id, fingerprint)`: the fingerprint changes whenever
+    /// what the vector files hold for the chunk would (its vectors, language or path), so
+    /// they can be brought up to date by difference.
+    pub(crate) fn for_each_vector_key(&self, mut visit: impl FnMut(i64, u64)) -> Result<()> {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT c.id, c.language, c.path, v.vector, s.vector, v.checksum, s.checksum, c.uid
+                "SELECT c.id, c.embed_hash, s.embed_hash, c.language, c.path
                  FROM chunks c
                  JOIN vectors v ON v.embed_hash = c.embed_hash
                  LEFT JOIN vectors s ON s.embed_hash = c.signature_hash",
             )
             .map_err(|e| self.db_error(e))?;
         let mut rows = statement.query([]).map_err(|e| self.db_error(e))?;
+        let error = |e| db_error(&self.dir, e);
+        while let Some(row) = rows.next().map_err(error)? {
+            let mut fingerprint = Fnv64::default();
+            for column in 1..5 {
+                let value = row.get_ref(column).map_err(error)?;
+                fingerprint.write(value.as_str_or_null().map_err(|e| error(e.into()))?);
+            }
+            visit(row.get(0).map_err(error)?, fingerprint.0);
+        }
+        Ok(())
+    }
+
+    fn vectors_where(
+        &self,
+        clause: &str,
+        params: impl rusqlite::Params,
+        mut visit: impl FnMut(StoredVector<'_>),
+    ) -> Result<()> {
+        let mut statement = self
+            .conn
+            .prepare(&format!(
+                "SELECT c.id, c.language, c.path, v.vector, s.vector, v.checksum, s.checksum, c.uid
+                 FROM chunks c
+                 JOIN vectors v ON v.embed_hash = c.embed_hash
+                 LEFT JOIN vectors s ON s.embed_hash = c.signature_hash
+                 {clause}"
+            ))
+            .map_err(|e| self.db_error(e))?;
+        let mut rows = statement.query(params).map_err(|e| self.db_error(e))?;
         let (mut vector, mut signature) = (Vec::new(), Vec::new());
         let error = |e| db_error(&self.dir, e);
         while let Some(row) = rows.next().map_err(error)? {
@@ -1134,6 +1221,7 @@ impl Store {
             )?;
             // A changed chunking fingerprint makes the next run re-chunk every file.
             tx.execute("DELETE FROM meta WHERE key = 'chunking'", [])?;
+            bump_generation(&tx)?;
             tx.commit()
         };
         run().map_err(|e| self.db_error(e))?;
@@ -1346,6 +1434,49 @@ fn db_error(dir: &Path, source: rusqlite::Error) -> IndexError {
 }
 
 /// Vectors are stored as little-endian float32 BLOBs.
+/// FNV-1a over optional strings (a `None` and each end marked), for fingerprints that must
+/// stay the same across builds, which `std`'s hashers do not promise.
+#[derive(Clone, Copy)]
+struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    fn write(&mut self, text: Option<&str>) {
+        let bytes = text.map(str::as_bytes).unwrap_or(&[0xff]);
+        for &byte in bytes.iter().chain(&[0]) {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+fn bump_generation(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, '1')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [GENERATION],
+    )
+    .map(|_| ())
+}
+
+/// An id no other database will have: a rebuilt database restarts its generation count, and
+/// vector files written from the one before must not look current for it.
+fn new_store_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
 fn vector_bytes(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

@@ -20,6 +20,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let mut store = Store::open_writer(&index_dir)?;
     let report = import_npy_dir(&args.from, &mut store)
         .with_context(|| format!("importing {}", args.from.display()))?;
+    quiver_index::sync_vectors(&store)
+        .with_context(|| format!("writing the vector files of {}", index_dir.display()))?;
     eprintln!(
         "imported {} chunks of {} files from {} into {}",
         report.chunks,

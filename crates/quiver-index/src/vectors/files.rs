@@ -1,0 +1,699 @@
+//! The vector files of an index (`vectors/` in the index directory): what vector search reads,
+//! memory-mapped, instead of every vector row of the database.
+//!
+//! - `rows-E.bin`: one fixed-size [`Row`] per vector (a chunk's text vector, then its
+//!   signature vector when it has one, always adjacent);
+//! - `vectors-E.f32`: the rows' unit vectors, little-endian f32, in the same order;
+//! - `paths-E.jsonl`: the paths rows name, one JSON string a line;
+//! - `ann-E-N.usearch`: the HNSW graph of the first N rows (large indexes only, [`super::ann`]);
+//! - `manifest.json`: which of those are valid, how many rows and paths, which rows are
+//!   deleted, and the database state ([`Store::vector_generation`]) they were written from.
+//!
+//! The database stays the truth: the files are derived from it, and anything wrong with them
+//! (missing, stale, damaged) is mended by writing them again from it. Writes follow the
+//! database's discipline: rows are appended past what the manifest counts, flushed, and only
+//! then does a new manifest (written aside and renamed over the old one) count them, so a
+//! crash leaves the last manifest describing files that are whole. A rebuild writes files of
+//! a new epoch E and switches the manifest to them; readers that mapped the old ones keep them
+//! until they let go. Files are only ever truncated past the manifest's counts, which no
+//! reader maps.
+
+use super::ann::{self, Ann};
+use crate::error::{IndexError, Result};
+use crate::store::{Store, StoredVector};
+use bytemuck::{Pod, Zeroable};
+use memmap2::MmapOptions;
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The directory, under the index directory, of the vector files.
+pub const DIR: &str = "vectors";
+const MANIFEST: &str = "manifest.json";
+const FORMAT: u32 = 1;
+/// A file set with more deleted rows than this share of all is written anew, compact.
+const MAX_DELETED_SHARE: f64 = 0.25;
+
+/// One vector's row.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug)]
+pub struct Row {
+    /// The chunk's row id in the database.
+    pub chunk: i64,
+    /// What the database held for the chunk when the row was written
+    /// (`Store::for_each_vector_key`); a changed chunk gets new rows.
+    pub fingerprint: u64,
+    pub path: u32,
+    pub language: u16,
+    /// 1 for a chunk's signature vector, 0 for its text's.
+    pub signature: u16,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+struct Manifest {
+    format: u32,
+    store: String,
+    generation: i64,
+    dimension: usize,
+    epoch: u64,
+    rows: usize,
+    paths: usize,
+    languages: Vec<String>,
+    /// Rows whose chunk changed or left, ascending; they are never searched.
+    deleted: Vec<u32>,
+    /// The graph file and how many rows it covers; rows past that are scanned exactly.
+    ann: Option<AnnFile>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+struct AnnFile {
+    file: String,
+    rows: usize,
+}
+
+/// Rows, memory-mapped or (for vectors read straight from the database) held.
+pub enum Slab<T: Pod> {
+    Mapped(memmap2::Mmap, std::marker::PhantomData<T>),
+    Held(Vec<T>),
+}
+
+impl<T: Pod> Slab<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            // The map starts at offset 0 (page-aligned) and spans whole `T`s.
+            Slab::Mapped(map, _) => bytemuck::cast_slice(map),
+            Slab::Held(items) => items,
+        }
+    }
+
+    /// The first `count` items of `path`.
+    fn map(path: &Path, count: usize) -> std::io::Result<Slab<T>> {
+        let bytes = count * std::mem::size_of::<T>();
+        if bytes == 0 {
+            return Ok(Slab::Held(Vec::new()));
+        }
+        let file = File::open(path)?;
+        if file.metadata()?.len() < bytes as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("shorter than the {bytes} bytes the manifest counts"),
+            ));
+        }
+        // SAFETY: writers only append past the manifest's counts, or truncate past them, and
+        // replace files by writing new ones; the mapped range is never changed while mapped.
+        let map = unsafe { MmapOptions::new().len(bytes).map(&file)? };
+        Ok(Slab::Mapped(map, std::marker::PhantomData))
+    }
+}
+
+/// The vectors of an index as search reads them.
+pub struct VectorSet {
+    pub dimension: usize,
+    pub rows: Slab<Row>,
+    pub vectors: Slab<f32>,
+    pub paths: Vec<String>,
+    pub languages: Vec<String>,
+    pub deleted: Vec<bool>,
+    pub ann: Option<Ann>,
+    /// Rows past the graph's (appended since it was saved), scanned exactly.
+    pub ann_rows: usize,
+    /// Live chunks (rows of text vectors not deleted).
+    pub chunks: usize,
+}
+
+impl VectorSet {
+    fn new(
+        dimension: usize,
+        rows: Slab<Row>,
+        vectors: Slab<f32>,
+        paths: Vec<String>,
+        languages: Vec<String>,
+        deleted_rows: &[u32],
+    ) -> VectorSet {
+        let mut deleted = vec![false; rows.as_slice().len()];
+        for &row in deleted_rows {
+            if let Some(flag) = deleted.get_mut(row as usize) {
+                *flag = true;
+            }
+        }
+        let chunks = rows
+            .as_slice()
+            .iter()
+            .zip(&deleted)
+            .filter(|(row, deleted)| row.signature == 0 && !**deleted)
+            .count();
+        VectorSet {
+            dimension,
+            rows,
+            vectors,
+            paths,
+            languages,
+            deleted,
+            ann: None,
+            ann_rows: 0,
+            chunks,
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn rows_file(dir: &Path, epoch: u64) -> PathBuf {
+    dir.join(format!("rows-{epoch}.bin"))
+}
+
+fn vectors_file(dir: &Path, epoch: u64) -> PathBuf {
+    dir.join(format!("vectors-{epoch}.f32"))
+}
+
+fn paths_file(dir: &Path, epoch: u64) -> PathBuf {
+    dir.join(format!("paths-{epoch}.jsonl"))
+}
+
+fn read_manifest(dir: &Path) -> Option<Manifest> {
+    let path = dir.join(MANIFEST);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<Manifest>(&bytes) {
+        Ok(manifest) if manifest.format == FORMAT => Some(manifest),
+        Ok(_) => None,
+        Err(error) => {
+            tracing::warn!(
+                "{}: {error}; the vector files will be rewritten",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// The manifest when it describes what `store` holds now.
+fn current_manifest(store: &Store, dimension: usize) -> Result<Option<Manifest>> {
+    let (id, generation) = store.vector_generation()?;
+    Ok(read_manifest(&store.dir().join(DIR)).filter(|manifest| {
+        manifest.store == id && manifest.generation == generation && manifest.dimension == dimension
+    }))
+}
+
+pub fn is_current(store: &Store, dimension: usize) -> Result<bool> {
+    Ok(current_manifest(store, dimension)?.is_some())
+}
+
+/// The first `count` paths of a paths file, and the byte length they take.
+fn read_paths(path: &Path, count: usize) -> std::io::Result<(Vec<String>, u64)> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let (mut paths, mut bytes, mut line) = (Vec::with_capacity(count), 0u64, String::new());
+    while paths.len() < count {
+        line.clear();
+        let read = reader.read_line(&mut line)?;
+        if read == 0 || !line.ends_with('\n') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "holds {} of the {count} paths the manifest counts",
+                    paths.len()
+                ),
+            ));
+        }
+        bytes += read as u64;
+        paths.push(serde_json::from_str(line.trim_end()).map_err(std::io::Error::other)?);
+    }
+    Ok((paths, bytes))
+}
+
+/// The vector files of `store`, mapped, when they hold what it holds now; `None` when they
+/// are missing, stale or unreadable (a warning says which), and must be written anew.
+pub fn open_current(store: &Store, dimension: usize) -> Result<Option<VectorSet>> {
+    let Some(manifest) = current_manifest(store, dimension)? else {
+        return Ok(None);
+    };
+    let dir = store.dir().join(DIR);
+    let epoch = manifest.epoch;
+    let opened = (|| -> std::io::Result<VectorSet> {
+        let rows = Slab::map(&rows_file(&dir, epoch), manifest.rows)?;
+        let vectors = Slab::map(&vectors_file(&dir, epoch), manifest.rows * dimension)?;
+        let (paths, _) = read_paths(&paths_file(&dir, epoch), manifest.paths)?;
+        let mut set = VectorSet::new(
+            dimension,
+            rows,
+            vectors,
+            paths,
+            manifest.languages.clone(),
+            &manifest.deleted,
+        );
+        if let Some(graph) = &manifest.ann {
+            let ann = Ann::view(&dir.join(&graph.file), dimension)
+                .map_err(|message| std::io::Error::other(format!("{}: {message}", graph.file)))?;
+            set.ann_rows = graph.rows.min(manifest.rows);
+            set.ann = Some(ann);
+        }
+        Ok(set)
+    })();
+    match opened {
+        Ok(set) => Ok(Some(set)),
+        Err(error) => {
+            tracing::warn!(
+                "the vector files in {} are unreadable ({error}); they will be rewritten",
+                dir.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Reads the vectors of `store` straight from the database into memory, for a reader that
+/// cannot bring the files up to date (another process is indexing, or the index is read-only).
+pub fn read_into_memory(store: &Store, dimension: usize) -> Result<VectorSet> {
+    let mut writer = RowWriter::new(dimension, Vec::new(), Vec::new(), Vec::new());
+    let mut failure = None;
+    store.for_each_vector(|stored| {
+        if failure.is_none() {
+            failure = writer.push(&stored, 0).err();
+        }
+    })?;
+    if let Some(source) = failure {
+        return Err(IndexError::Io {
+            path: store.dir().to_path_buf(),
+            source,
+        });
+    }
+    let RowWriter {
+        rows,
+        vectors,
+        path_ids,
+        languages,
+        ..
+    } = writer;
+    let mut paths = vec![String::new(); path_ids.len()];
+    for (path, id) in path_ids {
+        paths[id as usize] = path;
+    }
+    Ok(VectorSet::new(
+        dimension,
+        Slab::Held(bytemuck::pod_collect_to_vec(&rows)),
+        Slab::Held(bytemuck::pod_collect_to_vec(&vectors)),
+        paths,
+        languages,
+        &[],
+    ))
+}
+
+/// Appends rows: to files for [`sync`], to memory for [`read_into_memory`].
+struct RowWriter<W: Write> {
+    dimension: usize,
+    rows: W,
+    vectors: W,
+    paths: W,
+    path_ids: HashMap<String, u32>,
+    languages: Vec<String>,
+    count: usize,
+}
+
+impl<W: Write> RowWriter<W> {
+    fn new(dimension: usize, rows: W, vectors: W, paths: W) -> Self {
+        RowWriter {
+            dimension,
+            rows,
+            vectors,
+            paths,
+            path_ids: HashMap::new(),
+            languages: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Appends a chunk's rows; a vector of another width than the index's is left out.
+    fn push(&mut self, stored: &StoredVector<'_>, fingerprint: u64) -> std::io::Result<()> {
+        if stored.vector.len() != self.dimension {
+            return Ok(());
+        }
+        let path = match self.path_ids.get(stored.path) {
+            Some(&id) => id,
+            None => {
+                let id = u32::try_from(self.path_ids.len()).map_err(std::io::Error::other)?;
+                serde_json::to_writer(&mut self.paths, stored.path)?;
+                self.paths.write_all(b"\n")?;
+                self.path_ids.insert(stored.path.to_string(), id);
+                id
+            }
+        };
+        let language = match self.languages.iter().position(|l| l == stored.language) {
+            Some(index) => index,
+            None => {
+                self.languages.push(stored.language.to_string());
+                self.languages.len() - 1
+            }
+        };
+        let language = u16::try_from(language).map_err(std::io::Error::other)?;
+        let signature = stored.signature.filter(|s| s.len() == self.dimension);
+        for (kind, vector) in [Some(stored.vector), signature]
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let row = Row {
+                chunk: stored.row,
+                fingerprint,
+                path,
+                language,
+                signature: kind as u16,
+            };
+            self.rows.write_all(bytemuck::bytes_of(&row))?;
+            let norm = super::dot(vector, vector).sqrt().max(f32::MIN_POSITIVE);
+            for x in vector {
+                self.vectors.write_all(&(x / norm).to_le_bytes())?;
+            }
+            self.count += 1;
+        }
+        Ok(())
+    }
+}
+
+impl RowWriter<BufWriter<File>> {
+    fn finish(self, dir: &Path) -> Result<(HashMap<String, u32>, Vec<String>, usize)> {
+        for writer in [self.rows, self.vectors, self.paths] {
+            let file = writer.into_inner().map_err(|e| IndexError::Io {
+                path: dir.to_path_buf(),
+                source: e.into_error(),
+            })?;
+            file.sync_all().map_err(io_error(dir))?;
+        }
+        Ok((self.path_ids, self.languages, self.count))
+    }
+}
+
+/// What [`sync`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// The files already held what the database holds.
+    Current,
+    /// Rows were appended (and deleted).
+    Updated { added: usize, deleted: usize },
+    /// The files were written anew.
+    Rewritten { rows: usize },
+    /// The index has no settings yet, so no vectors.
+    Empty,
+}
+
+/// Brings the vector files of `store` (opened for writing) up to date with its database: by
+/// difference when they exist, anew when they are missing, damaged, or mostly deleted rows.
+pub fn sync(store: &Store) -> Result<Synced> {
+    if !store.is_writer() {
+        return Err(IndexError::NotWriter);
+    }
+    let dir = store.dir().join(DIR);
+    let Some(settings) = store.settings()? else {
+        return Ok(Synced::Empty);
+    };
+    let dimension = settings.dimension;
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    // Files that claim to be current but cannot be opened are damaged: written anew.
+    let damaged = match current_manifest(store, dimension)? {
+        Some(_) if open_current(store, dimension)?.is_some() => return Ok(Synced::Current),
+        Some(_) => true,
+        None => false,
+    };
+    let (id, generation) = store.vector_generation()?;
+    let mut keys = HashMap::new();
+    store.for_each_vector_key(|row, fingerprint| {
+        keys.insert(row, fingerprint);
+    })?;
+    let previous = read_manifest(&dir)
+        .filter(|m| !damaged && m.store == id && m.dimension == dimension)
+        .and_then(|manifest| {
+            let rows = Slab::<Row>::map(&rows_file(&dir, manifest.epoch), manifest.rows).ok()?;
+            Some((manifest, rows))
+        });
+    let outcome = match previous {
+        Some((manifest, rows)) => {
+            let mut deleted: HashSet<u32> = manifest.deleted.iter().copied().collect();
+            let mut present = HashSet::new();
+            for (index, row) in rows.as_slice().iter().enumerate() {
+                let index = index as u32;
+                if deleted.contains(&index) {
+                    continue;
+                }
+                match keys.get(&row.chunk) {
+                    Some(&fingerprint) if fingerprint == row.fingerprint => {
+                        present.insert(row.chunk);
+                    }
+                    _ => {
+                        deleted.insert(index);
+                    }
+                }
+            }
+            let newly_deleted = deleted.len() - manifest.deleted.len();
+            let mut added: Vec<i64> = keys
+                .keys()
+                .filter(|chunk| !present.contains(chunk))
+                .copied()
+                .collect();
+            added.sort_unstable();
+            drop(rows);
+            if (deleted.len() as f64) > MAX_DELETED_SHARE * manifest.rows as f64 {
+                None
+            } else {
+                let mut deleted: Vec<u32> = deleted.into_iter().collect();
+                deleted.sort_unstable();
+                append(store, &keys, manifest, &added, deleted, generation)?;
+                Some(Synced::Updated {
+                    added: added.len(),
+                    deleted: newly_deleted,
+                })
+            }
+        }
+        None => None,
+    };
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => Synced::Rewritten {
+            rows: rewrite(store, &keys, &id, generation, dimension)?,
+        },
+    };
+    remove_unused(&dir);
+    Ok(outcome)
+}
+
+/// Writes the files anew under a new epoch; returns the rows written.
+fn rewrite(
+    store: &Store,
+    keys: &HashMap<i64, u64>,
+    id: &str,
+    generation: i64,
+    dimension: usize,
+) -> Result<usize> {
+    let dir = store.dir().join(DIR);
+    let epoch = next_epoch(&dir);
+    let create = |path: PathBuf| -> Result<BufWriter<File>> {
+        File::create(&path)
+            .map(|file| BufWriter::with_capacity(1 << 20, file))
+            .map_err(io_error(&path))
+    };
+    let mut writer = RowWriter::new(
+        dimension,
+        create(rows_file(&dir, epoch))?,
+        create(vectors_file(&dir, epoch))?,
+        create(paths_file(&dir, epoch))?,
+    );
+    let mut failure = None;
+    store.for_each_vector(|stored| {
+        if failure.is_none() {
+            let fingerprint = keys.get(&stored.row).copied().unwrap_or_default();
+            failure = writer.push(&stored, fingerprint).err();
+        }
+    })?;
+    if let Some(source) = failure {
+        return Err(IndexError::Io { path: dir, source });
+    }
+    let (path_ids, languages, rows) = writer.finish(&dir)?;
+    let mut manifest = Manifest {
+        format: FORMAT,
+        store: id.to_string(),
+        generation,
+        dimension,
+        epoch,
+        rows,
+        paths: path_ids.len(),
+        languages,
+        deleted: Vec::new(),
+        ann: None,
+    };
+    manifest.ann = graph(&dir, &manifest, None)?;
+    write_manifest(&dir, &manifest)?;
+    Ok(rows)
+}
+
+/// Appends the rows of `added` chunks to the files of `manifest`, marks `deleted`, and
+/// extends the graph.
+fn append(
+    store: &Store,
+    keys: &HashMap<i64, u64>,
+    manifest: Manifest,
+    added: &[i64],
+    deleted: Vec<u32>,
+    generation: i64,
+) -> Result<()> {
+    let dir = store.dir().join(DIR);
+    let epoch = manifest.epoch;
+    let row_size = std::mem::size_of::<Row>() as u64;
+    let paths_path = paths_file(&dir, epoch);
+    let (paths, paths_bytes) =
+        read_paths(&paths_path, manifest.paths).map_err(io_error(&paths_path))?;
+    // Past the manifest's counts lies only what a run that did not finish wrote.
+    let open = |path: PathBuf, keep: u64| -> Result<BufWriter<File>> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        file.set_len(keep).map_err(io_error(&path))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io_error(&path))?;
+        Ok(BufWriter::with_capacity(1 << 20, file))
+    };
+    let mut writer = RowWriter::new(
+        manifest.dimension,
+        open(rows_file(&dir, epoch), manifest.rows as u64 * row_size)?,
+        open(
+            vectors_file(&dir, epoch),
+            (manifest.rows * manifest.dimension * 4) as u64,
+        )?,
+        open(paths_path, paths_bytes)?,
+    );
+    writer.path_ids = paths
+        .into_iter()
+        .enumerate()
+        .map(|(id, path)| (path, id as u32))
+        .collect();
+    writer.languages = manifest.languages.clone();
+    let mut failure = None;
+    store.for_each_vector_of(added, |stored| {
+        if failure.is_none() {
+            let fingerprint = keys.get(&stored.row).copied().unwrap_or_default();
+            failure = writer.push(&stored, fingerprint).err();
+        }
+    })?;
+    if let Some(source) = failure {
+        return Err(IndexError::Io { path: dir, source });
+    }
+    let (path_ids, languages, appended) = writer.finish(&dir)?;
+    let previous_graph = manifest.ann.clone();
+    let mut next = Manifest {
+        generation,
+        rows: manifest.rows + appended,
+        paths: path_ids.len(),
+        languages,
+        deleted,
+        ann: None,
+        ..manifest
+    };
+    next.ann = graph(&dir, &next, previous_graph.as_ref())?;
+    write_manifest(&dir, &next)
+}
+
+/// The graph for `manifest`'s rows: `None` below [`ann::MIN_ROWS`] searchable rows; else the
+/// previous graph extended with the rows since, or a new one.
+fn graph(dir: &Path, manifest: &Manifest, previous: Option<&AnnFile>) -> Result<Option<AnnFile>> {
+    let live = manifest.rows - manifest.deleted.len();
+    if live < ann::MIN_ROWS {
+        return Ok(None);
+    }
+    let previous = previous.filter(|p| p.rows <= manifest.rows && dir.join(&p.file).is_file());
+    if let Some(previous) = previous.filter(|p| p.rows == manifest.rows) {
+        return Ok(Some(previous.clone()));
+    }
+    let vectors_path = vectors_file(dir, manifest.epoch);
+    let vectors = Slab::<f32>::map(&vectors_path, manifest.rows * manifest.dimension)
+        .map_err(io_error(&vectors_path))?;
+    let deleted: HashSet<u32> = manifest.deleted.iter().copied().collect();
+    let file = format!("ann-{}-{}.usearch", manifest.epoch, manifest.rows);
+    let start = previous.map_or(0, |p| p.rows);
+    tracing::info!(
+        "building the nearest-neighbour graph of {} rows ({} new)",
+        live,
+        manifest.rows - start
+    );
+    let to = dir.join(&file);
+    Ann::extend(
+        previous.map(|p| dir.join(&p.file)).as_deref(),
+        &to,
+        vectors.as_slice(),
+        manifest.dimension,
+        start..manifest.rows,
+        |row| !deleted.contains(&(row as u32)),
+    )
+    .map_err(|message| IndexError::BadFile {
+        path: to.clone(),
+        message,
+    })?;
+    File::open(&to)
+        .and_then(|file| file.sync_all())
+        .map_err(io_error(&to))?;
+    Ok(Some(AnnFile {
+        file,
+        rows: manifest.rows,
+    }))
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let path = dir.join(MANIFEST);
+    let aside = dir.join(format!("{MANIFEST}.new"));
+    let bytes = serde_json::to_vec(manifest).map_err(|e| IndexError::Io {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    (|| {
+        let mut file = File::create(&aside)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&aside, &path)?;
+        File::open(dir)?.sync_all()
+    })()
+    .map_err(io_error(&path))
+}
+
+/// One past the highest epoch of any file in `dir`, so a rewrite never reuses a name a
+/// reader may have mapped.
+fn next_epoch(dir: &Path) -> u64 {
+    let highest = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| epoch_of(&entry.file_name().to_string_lossy()))
+        .max()
+        .unwrap_or(0);
+    highest + 1
+}
+
+fn epoch_of(name: &str) -> Option<u64> {
+    let (_, rest) = name.split_once('-')?;
+    rest.split(['-', '.']).next()?.parse().ok()
+}
+
+/// Deletes files the manifest no longer names (an old epoch, an older graph, a write that
+/// did not finish). Readers that mapped them keep them until they let go.
+fn remove_unused(dir: &Path) {
+    let Some(manifest) = read_manifest(dir) else {
+        return;
+    };
+    let keep: HashSet<String> = [
+        MANIFEST.to_string(),
+        format!("rows-{}.bin", manifest.epoch),
+        format!("vectors-{}.f32", manifest.epoch),
+        format!("paths-{}.jsonl", manifest.epoch),
+    ]
+    .into_iter()
+    .chain(manifest.ann.map(|graph| graph.file))
+    .collect();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            if let Err(error) = std::fs::remove_file(entry.path()) {
+                tracing::debug!("{}: {error}", entry.path().display());
+            }
+        }
+    }
+}

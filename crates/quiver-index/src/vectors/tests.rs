@@ -1,0 +1,373 @@
+use super::*;
+use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings};
+use std::path::{Path, PathBuf};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("quiver-vectors-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn settings(dimension: usize) -> IndexSettings {
+    IndexSettings {
+        model: "test".into(),
+        dimension,
+        normalize: true,
+        document_prompt: None,
+        query_prompt: None,
+        quantization: Default::default(),
+    }
+}
+
+/// One file's chunk: its text vector and, when given, its signature vector.
+struct Chunk<'a> {
+    path: &'a str,
+    language: &'a str,
+    vector: Vec<f32>,
+    signature: Option<Vec<f32>>,
+}
+
+fn commit(store: &mut Store, chunks: &[Chunk<'_>]) {
+    let mut batch = Batch {
+        files: Vec::new(),
+        touched: Vec::new(),
+        vectors: Vec::new(),
+    };
+    for chunk in chunks {
+        // The vector's bits name its text, so a changed vector is a changed chunk.
+        let key: String = chunk
+            .vector
+            .iter()
+            .chain(chunk.signature.iter().flatten())
+            .map(|x| format!("{:08x}", x.to_bits()))
+            .collect();
+        let embed_hash = format!("t{key}");
+        let signature_hash = chunk.signature.as_ref().map(|_| format!("s{key}"));
+        batch
+            .vectors
+            .push((embed_hash.clone(), chunk.vector.clone()));
+        if let (Some(hash), Some(vector)) = (&signature_hash, &chunk.signature) {
+            batch.vectors.push((hash.clone(), vector.clone()));
+        }
+        let record = ChunkRecord {
+            chunk_id: format!("{}:0", chunk.path),
+            uid: 1,
+            uuid: String::new(),
+            file: chunk.path.into(),
+            path: chunk.path.into(),
+            seq: 0,
+            source: "repo".into(),
+            language: chunk.language.into(),
+            symbol: None,
+            kind: None,
+            parent: None,
+            start_line: 1,
+            end_line: 1,
+            start_byte: 0,
+            end_byte: 1,
+            content_hash: key.clone(),
+            text: key,
+            embed_hash,
+            signature_hash,
+            metadata: None,
+        };
+        let file = FileRecord {
+            path: chunk.path.into(),
+            size: 1,
+            mtime_ns: 1,
+            content_hash: "h".into(),
+        };
+        batch.files.push((file, vec![record]));
+    }
+    store.commit(&batch).unwrap();
+}
+
+fn chunk<'a>(path: &'a str, vector: &[f32]) -> Chunk<'a> {
+    Chunk {
+        path,
+        language: "rust",
+        vector: vector.to_vec(),
+        signature: None,
+    }
+}
+
+fn writer(dir: &Path, dimension: usize) -> Store {
+    let mut store = Store::open_writer(dir).unwrap();
+    store.adopt_settings(&settings(dimension), false).unwrap();
+    store
+}
+
+/// The paths of the `k` best chunks for `query`, through `index`.
+fn ranked_paths(store: &Store, index: &VectorIndex, query: &[f32], k: usize) -> Vec<String> {
+    let all = SearchFilter::default();
+    let ids: Vec<i64> = index
+        .rank(query, k, &all)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    store
+        .chunks_by_id(&ids)
+        .unwrap()
+        .into_iter()
+        .map(|chunk| chunk.unwrap().path)
+        .collect()
+}
+
+#[test]
+fn a_chunk_scores_by_its_better_vector() {
+    let dir = scratch("better");
+    let mut store = writer(&dir, 2);
+    commit(
+        &mut store,
+        &[
+            Chunk {
+                signature: Some(vec![0.0, 2.0]),
+                ..chunk("a.rs", &[3.0, 0.0])
+            },
+            chunk("b.rs", &[0.6, 0.8]),
+            // A signature of another width is ignored.
+            Chunk {
+                signature: Some(vec![1.0]),
+                ..chunk("c.rs", &[1.0, 0.0])
+            },
+        ],
+    );
+    let index = VectorIndex::open(&store).unwrap();
+    assert!(index.is_mapped());
+    assert_eq!(index.len(), 3);
+    let all = SearchFilter::default();
+    let ranked = index.rank(&[0.0, 1.0], 3, &all).unwrap();
+    assert_eq!(ranked_paths(&store, &index, &[0.0, 1.0], 3)[0], "a.rs");
+    assert!((ranked[0].1 - 1.0).abs() < 1e-6, "{ranked:?}");
+    assert!((ranked[1].1 - 0.8).abs() < 1e-6, "{ranked:?}");
+    assert!(ranked[2].1.abs() < 1e-6, "{ranked:?}");
+    let by_text = index.rank(&[1.0, 0.0], 3, &all).unwrap();
+    assert!((by_text[0].1 - 1.0).abs() < 1e-6, "{by_text:?}");
+    // A query of another width is an error, not an empty ranking.
+    let error = index.rank(&[1.0, 0.0, 0.0], 3, &all).unwrap_err();
+    assert!(error.to_string().contains("3 dimensions"), "{error}");
+}
+
+#[test]
+fn the_files_follow_each_commit_by_difference() {
+    let dir = scratch("follow");
+    let mut store = writer(&dir, 2);
+    // Others enough that two deleted rows do not call for a rewrite.
+    let others: Vec<String> = (0..10).map(|i| format!("other/{i}.rs")).collect();
+    let mut chunks: Vec<Chunk<'_>> = others.iter().map(|p| chunk(p, &[-0.5, -0.5])).collect();
+    chunks.extend([
+        chunk("a.rs", &[1.0, 0.0]),
+        chunk("b.rs", &[0.0, 1.0]),
+        chunk("c.rs", &[0.7, 0.7]),
+    ]);
+    commit(&mut store, &chunks);
+    assert_eq!(sync(&store).unwrap(), Synced::Rewritten { rows: 13 });
+    assert_eq!(sync(&store).unwrap(), Synced::Current);
+    // b.rs changes, c.rs leaves, d.rs arrives.
+    commit(
+        &mut store,
+        &[chunk("b.rs", &[-1.0, 0.0]), chunk("d.rs", &[0.0, 1.0])],
+    );
+    store.remove_files(&["c.rs".to_string()]).unwrap();
+    assert_eq!(
+        sync(&store).unwrap(),
+        Synced::Updated {
+            added: 2,
+            deleted: 2
+        }
+    );
+    let reader = Store::open(&dir).unwrap();
+    let index = VectorIndex::open(&reader).unwrap();
+    assert!(index.is_mapped());
+    assert_eq!(index.len(), 13);
+    assert_eq!(
+        ranked_paths(&reader, &index, &[0.0, 1.0], 3),
+        ["d.rs", "a.rs", "b.rs"]
+    );
+    assert_eq!(ranked_paths(&reader, &index, &[-1.0, 0.0], 1), ["b.rs"]);
+}
+
+#[test]
+fn damaged_files_are_written_again_and_a_torn_append_is_ignored() {
+    let dir = scratch("damaged");
+    let mut store = writer(&dir, 2);
+    commit(
+        &mut store,
+        &[chunk("a.rs", &[1.0, 0.0]), chunk("b.rs", &[0.0, 1.0])],
+    );
+    sync(&store).unwrap();
+    let vectors_dir = dir.join(DIR);
+    let file = |prefix: &str| {
+        std::fs::read_dir(&vectors_dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(prefix)
+            })
+            .unwrap()
+    };
+    // A run that died mid-append left bytes past the manifest's counts.
+    use std::io::Write;
+    let mut rows = std::fs::OpenOptions::new()
+        .append(true)
+        .open(file("rows-"))
+        .unwrap();
+    rows.write_all(&[7; 13]).unwrap();
+    let index = VectorIndex::open(&store).unwrap();
+    assert!(index.is_mapped());
+    assert_eq!(index.len(), 2);
+    commit(&mut store, &[chunk("c.rs", &[0.6, 0.8])]);
+    assert_eq!(
+        sync(&store).unwrap(),
+        Synced::Updated {
+            added: 1,
+            deleted: 0
+        }
+    );
+    let index = VectorIndex::open(&store).unwrap();
+    assert_eq!(ranked_paths(&store, &index, &[0.6, 0.8], 1), ["c.rs"]);
+    // A vectors file cut short is found out, and the files written anew.
+    let vectors = file("vectors-");
+    let length = std::fs::metadata(&vectors).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&vectors)
+        .unwrap()
+        .set_len(length - 4)
+        .unwrap();
+    let index = VectorIndex::open(&store).unwrap();
+    assert!(index.is_mapped());
+    assert_eq!(ranked_paths(&store, &index, &[0.6, 0.8], 3)[0], "c.rs");
+    assert!(!vectors.exists(), "the old epoch's files are removed");
+    // An unreadable manifest too.
+    std::fs::write(vectors_dir.join("manifest.json"), b"{not json").unwrap();
+    assert!(matches!(
+        sync(&store).unwrap(),
+        Synced::Rewritten { rows: 3 }
+    ));
+}
+
+#[test]
+fn a_reader_that_cannot_write_reads_the_database() {
+    let dir = scratch("locked");
+    let mut store = writer(&dir, 2);
+    commit(
+        &mut store,
+        &[chunk("a.rs", &[1.0, 0.0]), chunk("b.rs", &[0.0, 1.0])],
+    );
+    // The writer holds the lock and has not brought the files up to date.
+    let reader = Store::open(&dir).unwrap();
+    let index = VectorIndex::open(&reader).unwrap();
+    assert!(!index.is_mapped());
+    assert!(!VectorIndex::files_ready(&reader).unwrap());
+    assert_eq!(
+        ranked_paths(&reader, &index, &[0.0, 1.0], 2),
+        ["b.rs", "a.rs"]
+    );
+    sync(&store).unwrap();
+    assert!(VectorIndex::files_ready(&reader).unwrap());
+    drop(store);
+    // With the writer gone, a reader brings stale files up to date itself.
+    let mut store = writer(&dir, 2);
+    commit(&mut store, &[chunk("c.rs", &[-1.0, 0.0])]);
+    drop(store);
+    let index = VectorIndex::open(&reader).unwrap();
+    assert!(index.is_mapped());
+    assert_eq!(ranked_paths(&reader, &index, &[-1.0, 0.0], 1), ["c.rs"]);
+}
+
+/// Clustered unit-ish vectors from a fixed seed.
+fn clustered(count: usize, dimension: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let centres: Vec<Vec<f32>> = (0..64)
+        .map(|_| (0..dimension).map(|_| next()).collect())
+        .collect();
+    (0..count)
+        .map(|i| {
+            let centre = &centres[i % centres.len()];
+            centre.iter().map(|c| c + 0.3 * next()).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_large_index_searches_its_graph_and_filters_keep_recall() {
+    let dir = scratch("graph");
+    let dimension = 64;
+    let mut store = writer(&dir, dimension);
+    let count = ann::MIN_ROWS + 5_000;
+    let vectors = clustered(count, dimension, 7);
+    let paths: Vec<String> = (0..count).map(|i| format!("src/{i}.rs")).collect();
+    // One in fifty chunks is Python: a filter that leaves too few rows for the graph.
+    let chunks: Vec<Chunk<'_>> = vectors
+        .iter()
+        .zip(&paths)
+        .enumerate()
+        .map(|(i, (vector, path))| Chunk {
+            language: if i % 50 == 0 { "python" } else { "rust" },
+            ..chunk(path, vector)
+        })
+        .collect();
+    commit(&mut store, &chunks);
+    sync(&store).unwrap();
+    let index = VectorIndex::open(&store).unwrap();
+    assert!(index.has_graph());
+    // Queries near indexed chunks, as real queries land near what they are after.
+    let noise = clustered(50, dimension, 99);
+    let queries: Vec<Vec<f32>> = noise
+        .iter()
+        .enumerate()
+        .map(|(i, noise)| {
+            let near = &vectors[i * 397 % count];
+            near.iter().zip(noise).map(|(x, n)| x + 0.1 * n).collect()
+        })
+        .collect();
+    let exact = |query: &[f32], filter: &SearchFilter| {
+        let accepted = Accepted::new(&index.set, filter);
+        let rows = index.set.rows.as_slice().len();
+        index.scan(query, 0..rows, 10, &|row| accepted.row(row))
+    };
+    let unit = |query: &[f32]| -> Vec<f32> {
+        let norm = dot(query, query).sqrt();
+        query.iter().map(|x| x / norm).collect()
+    };
+    let recall = |filter: &SearchFilter| {
+        let mut found = 0;
+        for query in &queries {
+            let truth: Vec<i64> = exact(&unit(query), filter).iter().map(|h| h.0).collect();
+            let got = index.rank(query, 10, filter).unwrap();
+            found += got.iter().filter(|hit| truth.contains(&hit.0)).count();
+        }
+        found as f64 / (10 * queries.len()) as f64
+    };
+    let all = SearchFilter::default();
+    let whole = recall(&all);
+    assert!(whole >= 0.9, "recall@10 through the graph: {whole}");
+    let python = SearchFilter::new(vec!["python".into()], None).unwrap();
+    assert_eq!(recall(&python), 1.0, "a narrow filter is answered exactly");
+    let got = index.rank(&queries[0], 10, &python).unwrap();
+    let ids: Vec<i64> = got.iter().map(|hit| hit.0).collect();
+    for chunk in store.chunks_by_id(&ids).unwrap() {
+        assert_eq!(chunk.unwrap().language, "python");
+    }
+    let rust = SearchFilter::new(vec!["rust".into()], Some("src/1*.rs")).unwrap();
+    let filtered = recall(&rust);
+    assert!(filtered >= 0.9, "recall@10 with a filter: {filtered}");
+    // Rows appended after the graph was saved are searched too: a new chunk equal to a query
+    // is its best match.
+    commit(&mut store, &[chunk("new.rs", &queries[1])]);
+    sync(&store).unwrap();
+    let index = VectorIndex::open(&store).unwrap();
+    assert_eq!(ranked_paths(&store, &index, &queries[1], 1), ["new.rs"]);
+}
