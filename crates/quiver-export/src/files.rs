@@ -15,6 +15,7 @@ use crate::output::Output;
 use quiver_index::{ChunkRecord, IndexError, IndexSettings, Result, Store};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
@@ -199,6 +200,19 @@ fn stage(
 /// The form `model_info.json` records a file's digest in.
 pub fn file_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+/// [`file_digest`] of a file, read a piece at a time.
+pub fn file_digest_of(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let (mut hasher, mut file) = (Sha256::new(), File::open(path)?);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buffer)? {
+            0 => return Ok(format!("sha256:{}", hex(&hasher.finalize()))),
+            read => hasher.update(&buffer[..read]),
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -4,16 +4,18 @@
 //! The folder's `model_info.json` becomes the index's settings (an existing index with other
 //! settings is refused), `metadata.json` its chunks, `embeddings.npy` their vectors and
 //! `signature_embeddings.npy` (when the export has it) their signature vectors, all in one
-//! transaction. Files are keyed by the chunks' `path`; their content hash is not known, so a
+//! transaction, read a row at a time. Files are keyed by the chunks' `path`; their content hash is not known, so a
 //! later `quiver index` of the source tree re-chunks and re-embeds them.
 
-use crate::files::{file_digest, EMBEDDINGS_FILE, INFO_FILE, METADATA_FILE, SIGNATURE_FILE};
-use crate::npy::read_npy_f32;
+use crate::files::{file_digest_of, EMBEDDINGS_FILE, INFO_FILE, METADATA_FILE, SIGNATURE_FILE};
+use crate::npy::{read_npy_header, read_npy_row};
 use quiver_embed::Quantization;
 use quiver_index::ids::{content_hash, numeric_id};
 use quiver_index::{Batch, ChunkRecord, FileRecord, IndexError, IndexSettings, Result, Store};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::Path;
 
 /// What an import added.
@@ -23,89 +25,275 @@ pub struct ImportReport {
     pub chunks: usize,
 }
 
+/// Chunks per batch handed to the store: memory stays bounded by one batch, whatever the
+/// export's size.
+const BATCH_CHUNKS: usize = 4096;
+
+/// Imports the export in `dir` into `store`, in one transaction: a bad row anywhere leaves the
+/// index as it was. Reads each file a piece at a time, so memory does not grow with the
+/// export.
 pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
     let info = parse_json(dir, INFO_FILE, &read_file(dir, INFO_FILE)?)?;
     let settings = settings_from(&info, dir)?;
     let digests = Digests::from_info(&info, dir)?;
-    let metadata_bytes = read_file(dir, METADATA_FILE)?;
-    digests.check(dir, METADATA_FILE, &metadata_bytes)?;
-    let metadata = parse_json(dir, METADATA_FILE, &metadata_bytes)?;
-    let Value::Array(payloads) = metadata else {
-        return Err(bad(dir, METADATA_FILE, 0, "expected an array of payloads"));
-    };
-    if let Some(chunks) = info["chunks"]
-        .as_u64()
-        .filter(|&n| n as usize != payloads.len())
-    {
-        return Err(bad(
-            dir,
-            METADATA_FILE,
-            0,
-            &format!(
-                "{} payloads, but {INFO_FILE} says the export has {chunks} chunks",
-                payloads.len()
-            ),
-        ));
-    }
-    let vectors = read_rows(dir, EMBEDDINGS_FILE, payloads.len(), &digests)?;
+    digests.check(dir, METADATA_FILE)?;
+    let expected = info["chunks"].as_u64().map(|n| n as usize);
+    let mut vectors = Rows::open(dir, EMBEDDINGS_FILE, &digests, settings.dimension)?;
     // Exports by Quiver before signature vectors have none: those chunks search by text alone.
-    let signatures = if dir.join(SIGNATURE_FILE).exists() || digests.lists(SIGNATURE_FILE) {
-        read_rows(dir, SIGNATURE_FILE, payloads.len(), &digests)?
-    } else {
-        vec![Vec::new(); payloads.len()]
-    };
-    if let Some(row) = vectors
-        .first()
-        .filter(|row| row.len() != settings.dimension)
-    {
-        return Err(bad(
+    let mut signatures = if dir.join(SIGNATURE_FILE).exists() || digests.lists(SIGNATURE_FILE) {
+        Some(Rows::open(
             dir,
-            EMBEDDINGS_FILE,
-            0,
-            &format!(
-                "rows of {} values, {INFO_FILE} says dimension {}",
-                row.len(),
-                settings.dimension
-            ),
-        ));
-    }
-    let mut by_file: BTreeMap<String, Vec<ChunkRecord>> = BTreeMap::new();
-    let mut batch = Batch::default();
-    for (row, ((payload, vector), signature)) in
-        payloads.iter().zip(vectors).zip(signatures).enumerate()
-    {
-        let mut chunk =
-            chunk_from(payload).map_err(|message| bad(dir, "metadata.json", row + 1, &message))?;
-        chunk.embed_hash = format!("imported:{}", vector_hash(&vector));
-        batch.vectors.push((chunk.embed_hash.clone(), vector));
-        if signature.iter().any(|&x| x != 0.0) {
-            let hash = format!("imported:{}", vector_hash(&signature));
-            chunk.signature_hash = Some(hash.clone());
-            batch.vectors.push((hash, signature));
-        }
-        let siblings = by_file.entry(chunk.path.clone()).or_default();
-        chunk.seq = siblings.len();
-        chunk.file = chunk.path.clone();
-        siblings.push(chunk);
-    }
+            SIGNATURE_FILE,
+            &digests,
+            settings.dimension,
+        )?)
+    } else {
+        None
+    };
     store.adopt_settings(&settings, false)?;
-    let chunks = payloads.len();
-    let files = by_file.len();
-    batch.files = by_file
-        .into_iter()
-        .map(|(path, chunks)| {
-            let hashes: String = chunks.iter().map(|c| c.content_hash.as_str()).collect();
+    let metadata_path = dir.join(METADATA_FILE);
+    let metadata = File::open(&metadata_path).map_err(|source| IndexError::Io {
+        path: metadata_path.clone(),
+        source,
+    })?;
+    // Each file's chunks are numbered in order, and its record's hash covers their hashes.
+    let mut files: BTreeMap<String, (usize, Sha256)> = BTreeMap::new();
+    let mut chunks = 0;
+    store.commit_batches(|sink| {
+        let mut batch = Batch::default();
+        let mut each = |row: usize, payload: Value| -> Result<()> {
+            let mut chunk = chunk_from(&payload)
+                .map_err(|message| bad(dir, METADATA_FILE, row + 1, &message))?;
+            let vector = vectors.next(row + 1)?;
+            chunk.embed_hash = format!("imported:{}", vector_hash(&vector));
+            batch.vectors.push((chunk.embed_hash.clone(), vector));
+            if let Some(signature) = signatures.as_mut().map(|s| s.next(row + 1)).transpose()? {
+                if signature.iter().any(|&x| x != 0.0) {
+                    let hash = format!("imported:{}", vector_hash(&signature));
+                    chunk.signature_hash = Some(hash.clone());
+                    batch.vectors.push((hash, signature));
+                }
+            }
+            let (seq, hasher) = files
+                .entry(chunk.path.clone())
+                .or_insert_with(|| (0, Sha256::new()));
+            chunk.seq = *seq;
+            *seq += 1;
+            hasher.update(chunk.content_hash.as_bytes());
+            chunk.file = chunk.path.clone();
+            // The file's record is written whole once every chunk of it is in.
             let file = FileRecord {
-                path,
+                path: chunk.path.clone(),
                 size: 0,
                 mtime_ns: 0,
-                content_hash: format!("imported:{}", content_hash(hashes.as_bytes())),
+                content_hash: String::new(),
             };
-            (file, chunks)
+            match batch.files.last_mut() {
+                Some((last, siblings)) if last.path == file.path => siblings.push(chunk),
+                _ => batch.files.push((file, vec![chunk])),
+            }
+            chunks += 1;
+            if batch.vectors.len() >= BATCH_CHUNKS {
+                sink.apply(&std::mem::take(&mut batch))?;
+            }
+            Ok(())
+        };
+        for_each_payload(&metadata_path, metadata, &mut each)?;
+        sink.apply(&batch)?;
+        if let Some(expected) = expected.filter(|&n| n != chunks) {
+            return Err(bad(
+                dir,
+                METADATA_FILE,
+                0,
+                &format!(
+                    "{chunks} payloads, but {INFO_FILE} says the export has {expected} chunks"
+                ),
+            ));
+        }
+        for rows in std::iter::once(&vectors).chain(signatures.as_ref()) {
+            rows.finish(chunks)?;
+        }
+        let touched = files
+            .iter()
+            .map(|(path, (_, hasher))| FileRecord {
+                path: path.clone(),
+                size: 0,
+                mtime_ns: 0,
+                content_hash: format!("imported:{}", hex(&hasher.clone().finalize())),
+            })
+            .collect();
+        sink.apply(&Batch {
+            touched,
+            ..Batch::default()
         })
-        .collect();
-    store.commit(&batch)?;
-    Ok(ImportReport { files, chunks })
+    })?;
+    Ok(ImportReport {
+        files: files.len(),
+        chunks,
+    })
+}
+
+/// Calls `each` with every payload of the JSON array in `metadata`, one at a time.
+fn for_each_payload(
+    path: &Path,
+    metadata: File,
+    each: &mut dyn FnMut(usize, Value) -> Result<()>,
+) -> Result<()> {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    struct Payloads<'a> {
+        each: &'a mut dyn FnMut(usize, Value) -> Result<()>,
+        /// What `each` failed with: serde's error type cannot carry it.
+        failure: &'a mut Option<IndexError>,
+    }
+    impl<'de> Visitor<'de> for Payloads<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of payloads")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            let mut row = 0;
+            while let Some(payload) = seq.next_element::<Value>()? {
+                if let Err(error) = (self.each)(row, payload) {
+                    *self.failure = Some(error);
+                    return Err(serde::de::Error::custom("stopped"));
+                }
+                row += 1;
+            }
+            Ok(())
+        }
+    }
+    let mut failure = None;
+    let mut deserializer =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, metadata));
+    let parsed = deserializer
+        .deserialize_seq(Payloads {
+            each,
+            failure: &mut failure,
+        })
+        .and_then(|()| deserializer.end());
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    parsed.map_err(|error| IndexError::BadChunkFile {
+        path: path.to_path_buf(),
+        line: error.line(),
+        message: error.to_string(),
+    })
+}
+
+/// The rows of one `.npy` file of an export, read one at a time in payload order.
+struct Rows<'a> {
+    dir: &'a Path,
+    file: &'static str,
+    reader: std::io::BufReader<File>,
+    rows: usize,
+    dimension: usize,
+    read: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// Opens `dir/file`, checking its digest and that its rows are `dimension` wide.
+    fn open(
+        dir: &'a Path,
+        file: &'static str,
+        digests: &Digests,
+        dimension: usize,
+    ) -> Result<Rows<'a>> {
+        digests.check(dir, file)?;
+        let path = dir.join(file);
+        let opened = File::open(&path).map_err(|source| IndexError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let length = opened.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, opened);
+        let (rows, cols) = read_npy_header(&mut reader).map_err(|m| bad(dir, file, 0, &m))?;
+        let header =
+            std::io::Seek::stream_position(&mut reader).map_err(|source| IndexError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if length != header + (rows * cols * 4) as u64 {
+            return Err(bad(
+                dir,
+                file,
+                0,
+                &format!(
+                    "shape ({rows}, {cols}) needs {} data bytes, the file has {}",
+                    rows * cols * 4,
+                    length.saturating_sub(header)
+                ),
+            ));
+        }
+        if rows > 0 && cols != dimension {
+            return Err(bad(
+                dir,
+                file,
+                0,
+                &format!("rows of {cols} values, {INFO_FILE} says dimension {dimension}"),
+            ));
+        }
+        Ok(Rows {
+            dir,
+            file,
+            reader,
+            rows,
+            dimension,
+            read: 0,
+        })
+    }
+
+    /// The row for payload `payload` (from 1): finite, or refused.
+    fn next(&mut self, payload: usize) -> Result<Vec<f32>> {
+        if self.read == self.rows {
+            return Err(bad(
+                self.dir,
+                self.file,
+                0,
+                &format!("{} rows, but {METADATA_FILE} has more payloads", self.rows),
+            ));
+        }
+        let mut row = Vec::with_capacity(self.dimension);
+        read_npy_row(&mut self.reader, self.dimension, &mut row).map_err(|source| {
+            IndexError::Io {
+                path: self.dir.join(self.file),
+                source,
+            }
+        })?;
+        self.read += 1;
+        if row.iter().any(|value| !value.is_finite()) {
+            return Err(bad(
+                self.dir,
+                self.file,
+                0,
+                &format!(
+                    "row {} holds a NaN or infinite value (payload {payload})",
+                    self.read - 1
+                ),
+            ));
+        }
+        Ok(row)
+    }
+
+    /// Refuses rows left over once every payload has had one.
+    fn finish(&self, payloads: usize) -> Result<()> {
+        if self.rows != payloads {
+            return Err(bad(
+                self.dir,
+                self.file,
+                0,
+                &format!(
+                    "{} rows, but {METADATA_FILE} has {payloads} payloads",
+                    self.rows
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The SHA-256 of each file that `model_info.json` records (Quiver 0.1 exports since the
@@ -127,9 +315,9 @@ impl Digests {
             .is_some_and(|files| files.contains_key(file))
     }
 
-    /// Refuses `bytes` as `file` unless they are what the export wrote beside this
-    /// `model_info.json`: a mix of two exports would pair chunks with other chunks' vectors.
-    fn check(&self, dir: &Path, file: &str, bytes: &[u8]) -> Result<()> {
+    /// Refuses `file` unless it is what the export wrote beside this `model_info.json`: a mix
+    /// of two exports would pair chunks with other chunks' vectors.
+    fn check(&self, dir: &Path, file: &str) -> Result<()> {
         let Some(files) = &self.0 else {
             return Ok(());
         };
@@ -141,7 +329,9 @@ impl Digests {
                 &format!("field `files` has no digest for {file}"),
             ));
         };
-        if file_digest(bytes) != expected {
+        let path = dir.join(file);
+        let digest = file_digest_of(&path).map_err(|source| IndexError::Io { path, source })?;
+        if digest != expected {
             return Err(bad(
                 dir,
                 file,
@@ -154,36 +344,6 @@ impl Digests {
         }
         Ok(())
     }
-}
-
-/// The rows of `dir/file`, which must number `expected` (one per payload) and be finite.
-fn read_rows(dir: &Path, file: &str, expected: usize, digests: &Digests) -> Result<Vec<Vec<f32>>> {
-    let bytes = read_file(dir, file)?;
-    digests.check(dir, file, &bytes)?;
-    let rows = read_npy_f32(&bytes).map_err(|message| bad(dir, file, 0, &message))?;
-    if rows.len() != expected {
-        return Err(bad(
-            dir,
-            file,
-            0,
-            &format!(
-                "{} rows, but {METADATA_FILE} has {expected} payloads",
-                rows.len()
-            ),
-        ));
-    }
-    if let Some(row) = rows
-        .iter()
-        .position(|row| row.iter().any(|value| !value.is_finite()))
-    {
-        return Err(bad(
-            dir,
-            file,
-            0,
-            &format!("row {row} holds a NaN or infinite value"),
-        ));
-    }
-    Ok(rows)
 }
 
 fn read_file(dir: &Path, file: &str) -> Result<Vec<u8>> {

@@ -3,7 +3,7 @@
 //! The format is a fixed magic string, a Python-dict header padded to 64 bytes, then raw
 //! little-endian data; a dependency for that would be larger than the code.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 pub fn write_npy_f32<W: Write + ?Sized, R: AsRef<[f32]>>(
     writer: &mut W,
@@ -36,25 +36,32 @@ pub fn write_npy_f32<W: Write + ?Sized, R: AsRef<[f32]>>(
     Ok(())
 }
 
-/// Reads a little-endian float32, C-order, two-dimensional `.npy` matrix: its rows.
-pub fn read_npy_f32(bytes: &[u8]) -> Result<Vec<Vec<f32>>, String> {
-    let magic = b"\x93NUMPY";
-    if bytes.len() < 10 || &bytes[..6] != magic {
+/// Reads the header of a little-endian float32, C-order, two-dimensional `.npy` matrix from
+/// the start of `reader`, leaving it at the first value: the matrix's (rows, columns).
+pub fn read_npy_header<R: Read + ?Sized>(reader: &mut R) -> Result<(usize, usize), String> {
+    let mut start = [0u8; 10];
+    reader
+        .read_exact(&mut start)
+        .map_err(|_| "not a .npy file (no \\x93NUMPY magic)".to_string())?;
+    if &start[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (no \\x93NUMPY magic)".into());
     }
-    let (header_len, header_start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
+    let header_len = match start[6] {
+        1 => u16::from_le_bytes([start[8], start[9]]) as usize,
+        2 | 3 => {
+            let mut high = [0u8; 2];
+            reader
+                .read_exact(&mut high)
+                .map_err(|_| "truncated header".to_string())?;
+            u32::from_le_bytes([start[8], start[9], high[0], high[1]]) as usize
+        }
         version => return Err(format!("unsupported .npy version {version}")),
     };
-    let data_start = header_start + header_len;
-    let header = bytes
-        .get(header_start..data_start)
-        .map(String::from_utf8_lossy)
-        .ok_or("truncated header")?;
+    let mut header = vec![0u8; header_len];
+    reader
+        .read_exact(&mut header)
+        .map_err(|_| "truncated header".to_string())?;
+    let header = String::from_utf8_lossy(&header);
     if !header.contains("'descr': '<f4'") {
         return Err(format!(
             "expected float32 ('<f4') data, header says {header}"
@@ -77,7 +84,30 @@ pub fn read_npy_f32(bytes: &[u8]) -> Result<Vec<Vec<f32>>, String> {
     let [rows, cols] = dims[..] else {
         return Err(format!("expected a 2-D matrix, shape is ({shape})"));
     };
-    let data = &bytes[data_start..];
+    Ok((rows, cols))
+}
+
+/// Reads one row of `cols` values from a `.npy` stream past its header.
+pub fn read_npy_row<R: Read + ?Sized>(
+    reader: &mut R,
+    cols: usize,
+    row: &mut Vec<f32>,
+) -> std::io::Result<()> {
+    let mut bytes = vec![0u8; cols * 4];
+    reader.read_exact(&mut bytes)?;
+    row.clear();
+    row.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+    );
+    Ok(())
+}
+
+/// Reads a little-endian float32, C-order, two-dimensional `.npy` matrix: its rows.
+pub fn read_npy_f32(bytes: &[u8]) -> Result<Vec<Vec<f32>>, String> {
+    let mut data = bytes;
+    let (rows, cols) = read_npy_header(&mut data)?;
     if data.len() != rows * cols * 4 {
         return Err(format!(
             "shape ({rows}, {cols}) needs {} data bytes, the file has {}",

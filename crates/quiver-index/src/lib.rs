@@ -42,8 +42,8 @@ pub use search::{
     DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH,
 };
 pub use store::{
-    Batch, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, KeywordDocuments,
-    Repair, Store, StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
+    Batch, BatchSink, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus,
+    KeywordDocuments, Repair, Store, StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
 };
 pub use vectors::{sync as sync_vectors, Synced, VectorIndex, DIR as VECTORS_DIR};
 pub use watch::{watch, IndexUpdater, UpdateState, WatchOptions, Watcher};

@@ -628,57 +628,26 @@ impl Store {
     /// Applies a batch atomically. A vector with a NaN or infinite value is refused, and
     /// nothing of the batch is written.
     pub fn commit(&mut self, batch: &Batch) -> Result<()> {
-        if let Some((hash, _)) = batch
-            .vectors
-            .iter()
-            .find(|(_, vector)| vector.iter().any(|x| !x.is_finite()))
-        {
-            let chunk = batch
-                .files
-                .iter()
-                .flat_map(|(_, chunks)| chunks)
-                .find(|c| c.embed_hash == *hash || c.signature_hash.as_ref() == Some(hash));
-            return Err(IndexError::NonFinite {
-                what: match chunk {
-                    Some(chunk) => format!("the vector of chunk {}", chunk.chunk_id),
-                    None => format!("the vector of text {hash}"),
-                },
-            });
-        }
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| db_error(&self.dir, e))?;
-        for (hash, vector) in &batch.vectors {
-            let bytes = vector_bytes(vector);
-            tx.execute(
-                "INSERT OR IGNORE INTO vectors(embed_hash, vector, checksum) VALUES (?1, ?2, ?3)",
-                params![hash, bytes, crc32fast::hash(&bytes)],
-            )
-            .map_err(|e| db_error(&self.dir, e))?;
-        }
-        for (file, chunks) in &batch.files {
-            delete_file_chunks(&tx, &file.path).map_err(|e| db_error(&self.dir, e))?;
-            for chunk in chunks {
-                insert_chunk(&tx, chunk).map_err(|e| match e {
-                    rusqlite::Error::SqliteFailure(f, _)
-                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                    {
-                        IndexError::DuplicateChunkId {
-                            id: chunk.chunk_id.clone(),
-                            path: PathBuf::from(&chunk.file),
-                        }
-                    }
-                    e => db_error(&self.dir, e),
-                })?;
-            }
-            upsert_file(&tx, file).map_err(|e| db_error(&self.dir, e))?;
-        }
-        for file in &batch.touched {
-            upsert_file(&tx, file).map_err(|e| db_error(&self.dir, e))?;
-        }
-        bump_generation(&tx).map_err(|e| db_error(&self.dir, e))?;
-        tx.commit().map_err(|e| db_error(&self.dir, e))
+        self.commit_batches(|sink| sink.apply(batch))
+    }
+
+    /// Applies every batch `fill` hands its sink as one transaction: all of them, or (when
+    /// `fill` or a batch fails) none. For input too large to hold as one batch (an import);
+    /// a file's chunks may arrive over several batches.
+    pub fn commit_batches(
+        &mut self,
+        fill: impl FnOnce(&mut BatchSink<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let dir = self.dir.clone();
+        let tx = self.conn.transaction().map_err(|e| db_error(&dir, e))?;
+        let mut sink = BatchSink {
+            tx: &tx,
+            dir: &dir,
+            replaced: HashSet::new(),
+        };
+        fill(&mut sink)?;
+        bump_generation(&tx).map_err(|e| db_error(&dir, e))?;
+        tx.commit().map_err(|e| db_error(&dir, e))
     }
 
     /// Drops files (and their chunks) in one transaction.
@@ -1434,6 +1403,70 @@ fn db_error(dir: &Path, source: rusqlite::Error) -> IndexError {
 }
 
 /// Vectors are stored as little-endian float32 BLOBs.
+/// Where [`Store::commit_batches`] applies batches, inside its transaction.
+pub struct BatchSink<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    dir: &'a Path,
+    /// Files whose old chunks this transaction has already deleted: their later chunks add to
+    /// the new ones.
+    replaced: HashSet<String>,
+}
+
+impl BatchSink<'_> {
+    pub fn apply(&mut self, batch: &Batch) -> Result<()> {
+        if let Some((hash, _)) = batch
+            .vectors
+            .iter()
+            .find(|(_, vector)| vector.iter().any(|x| !x.is_finite()))
+        {
+            let chunk = batch
+                .files
+                .iter()
+                .flat_map(|(_, chunks)| chunks)
+                .find(|c| c.embed_hash == *hash || c.signature_hash.as_ref() == Some(hash));
+            return Err(IndexError::NonFinite {
+                what: match chunk {
+                    Some(chunk) => format!("the vector of chunk {}", chunk.chunk_id),
+                    None => format!("the vector of text {hash}"),
+                },
+            });
+        }
+        let error = |e| db_error(self.dir, e);
+        for (hash, vector) in &batch.vectors {
+            let bytes = vector_bytes(vector);
+            self.tx
+                .execute(
+                    "INSERT OR IGNORE INTO vectors(embed_hash, vector, checksum) VALUES (?1, ?2, ?3)",
+                    params![hash, bytes, crc32fast::hash(&bytes)],
+                )
+                .map_err(error)?;
+        }
+        for (file, chunks) in &batch.files {
+            if self.replaced.insert(file.path.clone()) {
+                delete_file_chunks(self.tx, &file.path).map_err(error)?;
+            }
+            for chunk in chunks {
+                insert_chunk(self.tx, chunk).map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        IndexError::DuplicateChunkId {
+                            id: chunk.chunk_id.clone(),
+                            path: PathBuf::from(&chunk.file),
+                        }
+                    }
+                    e => error(e),
+                })?;
+            }
+            upsert_file(self.tx, file).map_err(error)?;
+        }
+        for file in &batch.touched {
+            upsert_file(self.tx, file).map_err(error)?;
+        }
+        Ok(())
+    }
+}
+
 /// FNV-1a over optional strings (a `None` and each end marked), for fingerprints that must
 /// stay the same across builds, which `std`'s hashers do not promise.
 #[derive(Clone, Copy)]
