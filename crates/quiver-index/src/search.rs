@@ -125,7 +125,7 @@ pub fn search_with(
     };
     let vector = match (request.mode, request.query_vector, vectors) {
         (SearchMode::Keyword, ..) | (_, None, _) | (_, _, None) => Vec::new(),
-        (_, Some(query), Some(vectors)) => vectors.rank(query, depth, request.filter)?,
+        (_, Some(query), Some(vectors)) => vectors.nearest(query, depth, request.filter)?,
     };
     let keyword = match request.mode {
         SearchMode::Vector => Vec::new(),

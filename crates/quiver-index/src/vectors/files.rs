@@ -58,6 +58,8 @@ struct Manifest {
     dimension: usize,
     epoch: u64,
     rows: usize,
+    /// Chunks with a live row (so a search need not count them).
+    chunks: usize,
     paths: usize,
     languages: Vec<String>,
     /// Rows whose chunk changed or left, ascending; they are never searched.
@@ -112,9 +114,11 @@ pub struct VectorSet {
     pub dimension: usize,
     pub rows: Slab<Row>,
     pub vectors: Slab<f32>,
-    pub paths: Vec<String>,
+    /// The paths rows name: read from their file only when a search filters by path.
+    paths: Paths,
     pub languages: Vec<String>,
-    pub deleted: Vec<bool>,
+    /// Per row, whether it is deleted; empty when none is.
+    deleted: Vec<bool>,
     pub ann: Option<Ann>,
     /// Rows past the graph's (appended since it was saved), scanned exactly.
     pub ann_rows: usize,
@@ -122,39 +126,77 @@ pub struct VectorSet {
     pub chunks: usize,
 }
 
+enum Paths {
+    Held(Vec<String>),
+    File {
+        path: PathBuf,
+        count: usize,
+        read: std::sync::OnceLock<Vec<String>>,
+    },
+}
+
 impl VectorSet {
-    fn new(
-        dimension: usize,
-        rows: Slab<Row>,
-        vectors: Slab<f32>,
-        paths: Vec<String>,
-        languages: Vec<String>,
-        deleted_rows: &[u32],
-    ) -> VectorSet {
-        let mut deleted = vec![false; rows.as_slice().len()];
+    pub fn empty() -> VectorSet {
+        VectorSet {
+            dimension: 0,
+            rows: Slab::Held(Vec::new()),
+            vectors: Slab::Held(Vec::new()),
+            paths: Paths::Held(Vec::new()),
+            languages: Vec::new(),
+            deleted: Vec::new(),
+            ann: None,
+            ann_rows: 0,
+            chunks: 0,
+        }
+    }
+
+    pub fn is_deleted(&self, row: usize) -> bool {
+        self.deleted.get(row).copied().unwrap_or(false)
+    }
+
+    pub fn has_deletions(&self) -> bool {
+        !self.deleted.is_empty()
+    }
+
+    pub fn deletions(&self) -> usize {
+        self.deleted.iter().filter(|deleted| **deleted).count()
+    }
+
+    /// The paths rows name, by id.
+    pub fn paths(&self) -> Result<&[String]> {
+        match &self.paths {
+            Paths::Held(paths) => Ok(paths),
+            Paths::File { path, count, read } => {
+                if let Some(paths) = read.get() {
+                    return Ok(paths);
+                }
+                let (paths, _) = read_paths(path, *count).map_err(io_error(path))?;
+                Ok(read.get_or_init(|| paths))
+            }
+        }
+    }
+
+    fn with_deleted(mut self, deleted_rows: &[u32]) -> VectorSet {
+        if deleted_rows.is_empty() {
+            return self;
+        }
+        self.deleted = vec![false; self.rows.as_slice().len()];
         for &row in deleted_rows {
-            if let Some(flag) = deleted.get_mut(row as usize) {
+            if let Some(flag) = self.deleted.get_mut(row as usize) {
                 *flag = true;
             }
         }
-        let chunks = rows
-            .as_slice()
-            .iter()
-            .zip(&deleted)
-            .filter(|(row, deleted)| row.signature == 0 && !**deleted)
-            .count();
-        VectorSet {
-            dimension,
-            rows,
-            vectors,
-            paths,
-            languages,
-            deleted,
-            ann: None,
-            ann_rows: 0,
-            chunks,
-        }
+        self
     }
+}
+
+/// Chunks with a live text row.
+fn count_chunks(rows: &[Row], deleted: &[u32]) -> usize {
+    let deleted: HashSet<u32> = deleted.iter().copied().collect();
+    rows.iter()
+        .enumerate()
+        .filter(|(index, row)| row.signature == 0 && !deleted.contains(&(*index as u32)))
+        .count()
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
@@ -235,17 +277,20 @@ pub fn open_current(store: &Store, dimension: usize) -> Result<Option<VectorSet>
     let dir = store.dir().join(DIR);
     let epoch = manifest.epoch;
     let opened = (|| -> std::io::Result<VectorSet> {
-        let rows = Slab::map(&rows_file(&dir, epoch), manifest.rows)?;
-        let vectors = Slab::map(&vectors_file(&dir, epoch), manifest.rows * dimension)?;
-        let (paths, _) = read_paths(&paths_file(&dir, epoch), manifest.paths)?;
-        let mut set = VectorSet::new(
+        let mut set = VectorSet {
             dimension,
-            rows,
-            vectors,
-            paths,
-            manifest.languages.clone(),
-            &manifest.deleted,
-        );
+            rows: Slab::map(&rows_file(&dir, epoch), manifest.rows)?,
+            vectors: Slab::map(&vectors_file(&dir, epoch), manifest.rows * dimension)?,
+            paths: Paths::File {
+                path: paths_file(&dir, epoch),
+                count: manifest.paths,
+                read: std::sync::OnceLock::new(),
+            },
+            languages: manifest.languages.clone(),
+            chunks: manifest.chunks,
+            ..VectorSet::empty()
+        }
+        .with_deleted(&manifest.deleted);
         if let Some(graph) = &manifest.ann {
             let ann = Ann::view(&dir.join(&graph.file), dimension)
                 .map_err(|message| std::io::Error::other(format!("{}: {message}", graph.file)))?;
@@ -293,14 +338,16 @@ pub fn read_into_memory(store: &Store, dimension: usize) -> Result<VectorSet> {
     for (path, id) in path_ids {
         paths[id as usize] = path;
     }
-    Ok(VectorSet::new(
+    let rows: Vec<Row> = bytemuck::pod_collect_to_vec(&rows);
+    Ok(VectorSet {
         dimension,
-        Slab::Held(bytemuck::pod_collect_to_vec(&rows)),
-        Slab::Held(bytemuck::pod_collect_to_vec(&vectors)),
-        paths,
+        chunks: count_chunks(&rows, &[]),
+        rows: Slab::Held(rows),
+        vectors: Slab::Held(bytemuck::pod_collect_to_vec(&vectors)),
+        paths: Paths::Held(paths),
         languages,
-        &[],
-    ))
+        ..VectorSet::empty()
+    })
 }
 
 /// Appends rows: to files for [`sync`], to memory for [`read_into_memory`].
@@ -518,11 +565,13 @@ fn rewrite(
         dimension,
         epoch,
         rows,
+        chunks: 0,
         paths: path_ids.len(),
         languages,
         deleted: Vec::new(),
         ann: None,
     };
+    manifest.chunks = live_chunks(&dir, &manifest)?;
     manifest.ann = graph(&dir, &manifest, None)?;
     write_manifest(&dir, &manifest)?;
     Ok(rows)
@@ -590,6 +639,7 @@ fn append(
         ann: None,
         ..manifest
     };
+    next.chunks = live_chunks(&dir, &next)?;
     next.ann = graph(&dir, &next, previous_graph.as_ref())?;
     write_manifest(&dir, &next)
 }
@@ -636,6 +686,12 @@ fn graph(dir: &Path, manifest: &Manifest, previous: Option<&AnnFile>) -> Result<
         file,
         rows: manifest.rows,
     }))
+}
+
+fn live_chunks(dir: &Path, manifest: &Manifest) -> Result<usize> {
+    let path = rows_file(dir, manifest.epoch);
+    let rows = Slab::<Row>::map(&path, manifest.rows).map_err(io_error(&path))?;
+    Ok(count_chunks(rows.as_slice(), &manifest.deleted))
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {

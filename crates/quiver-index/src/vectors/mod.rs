@@ -67,17 +67,7 @@ impl VectorIndex {
 
     fn empty() -> Self {
         VectorIndex {
-            set: VectorSet {
-                dimension: 0,
-                rows: files::Slab::Held(Vec::new()),
-                vectors: files::Slab::Held(Vec::new()),
-                paths: Vec::new(),
-                languages: Vec::new(),
-                deleted: Vec::new(),
-                ann: None,
-                ann_rows: 0,
-                chunks: 0,
-            },
+            set: VectorSet::empty(),
             mapped: false,
         }
     }
@@ -122,12 +112,35 @@ impl VectorIndex {
     }
 
     /// The `depth` chunks most similar (cosine, the better of text and signature) to the query,
-    /// as (chunk row id, score). A query of another width is an error, never an empty answer.
-    pub(crate) fn rank(
+    /// as (chunk row id, score): through the graph when the index has one and the filter
+    /// leaves enough rows, else by an exact scan. A query of another width is an error, never
+    /// an empty answer.
+    pub fn nearest(
         &self,
         query: &[f32],
         depth: usize,
         filter: &SearchFilter,
+    ) -> Result<Vec<(i64, f64)>> {
+        self.rank(query, depth, filter, true)
+    }
+
+    /// [`VectorIndex::nearest`] by an exact scan of every row, whatever the index's size: what
+    /// the graph's recall is measured against.
+    pub fn nearest_exact(
+        &self,
+        query: &[f32],
+        depth: usize,
+        filter: &SearchFilter,
+    ) -> Result<Vec<(i64, f64)>> {
+        self.rank(query, depth, filter, false)
+    }
+
+    fn rank(
+        &self,
+        query: &[f32],
+        depth: usize,
+        filter: &SearchFilter,
+        graph: bool,
     ) -> Result<Vec<(i64, f64)>> {
         if self.is_empty() || depth == 0 {
             return Ok(Vec::new());
@@ -140,14 +153,14 @@ impl VectorIndex {
         }
         let norm = dot(query, query).sqrt().max(f32::MIN_POSITIVE);
         let query: Vec<f32> = query.iter().map(|x| x / norm).collect();
-        let accepted = Accepted::new(&self.set, filter);
+        let accepted = Accepted::new(&self.set, filter)?;
         let rows = self.set.rows.as_slice();
         let accepts = |row: usize| accepted.row(row);
-        if let Some(ann) = &self.set.ann {
+        if let Some(ann) = self.set.ann.as_ref().filter(|_| graph) {
             let eligible = if accepted.filters {
                 (0..rows.len()).filter(|&row| accepts(row)).count()
             } else {
-                rows.len() - self.set.deleted.iter().filter(|d| **d).count()
+                rows.len() - self.set.deletions()
             };
             // A filter that leaves few rows is answered exactly: a graph walk that must skip
             // nearly every node it meets loses recall.
@@ -169,7 +182,7 @@ impl VectorIndex {
     ) -> Result<Vec<(i64, f64)>> {
         let rows = self.set.rows.as_slice();
         let count = depth * CANDIDATES_PER_RESULT + EXTRA_CANDIDATES;
-        let deletions = self.set.deleted.iter().any(|d| *d);
+        let deletions = self.set.has_deletions();
         let found = ann
             .search(query, count, (filters || deletions).then_some(accepts))
             .map_err(|message| IndexError::BadFile {
@@ -250,30 +263,28 @@ struct Accepted<'a> {
 }
 
 impl<'a> Accepted<'a> {
-    fn new(set: &'a VectorSet, filter: &SearchFilter) -> Self {
+    fn new(set: &'a VectorSet, filter: &SearchFilter) -> Result<Self> {
         let languages = set
             .languages
             .iter()
             .map(|language| filter.accepts_language(language))
             .collect();
-        let paths = filter.path.as_ref().map(|glob| {
-            set.paths
-                .iter()
-                .map(|path| glob.is_match(path))
-                .collect::<Vec<bool>>()
-        });
-        Accepted {
+        let paths = match &filter.path {
+            Some(glob) => Some(set.paths()?.iter().map(|p| glob.is_match(p)).collect()),
+            None => None,
+        };
+        Ok(Accepted {
             set,
             languages,
             paths,
             filters: !filter.languages.is_empty() || filter.path.is_some(),
-        }
+        })
     }
 
     fn row(&self, row: usize) -> bool {
         let record = &self.set.rows.as_slice()[row];
         // An id past its table (a damaged file) matches nothing.
-        !self.set.deleted[row]
+        !self.set.is_deleted(row)
             && self.languages.get(record.language as usize) == Some(&true)
             && self
                 .paths

@@ -101,7 +101,7 @@ fn writer(dir: &Path, dimension: usize) -> Store {
 fn ranked_paths(store: &Store, index: &VectorIndex, query: &[f32], k: usize) -> Vec<String> {
     let all = SearchFilter::default();
     let ids: Vec<i64> = index
-        .rank(query, k, &all)
+        .nearest(query, k, &all)
         .unwrap()
         .into_iter()
         .map(|(id, _)| id)
@@ -137,15 +137,15 @@ fn a_chunk_scores_by_its_better_vector() {
     assert!(index.is_mapped());
     assert_eq!(index.len(), 3);
     let all = SearchFilter::default();
-    let ranked = index.rank(&[0.0, 1.0], 3, &all).unwrap();
+    let ranked = index.nearest(&[0.0, 1.0], 3, &all).unwrap();
     assert_eq!(ranked_paths(&store, &index, &[0.0, 1.0], 3)[0], "a.rs");
     assert!((ranked[0].1 - 1.0).abs() < 1e-6, "{ranked:?}");
     assert!((ranked[1].1 - 0.8).abs() < 1e-6, "{ranked:?}");
     assert!(ranked[2].1.abs() < 1e-6, "{ranked:?}");
-    let by_text = index.rank(&[1.0, 0.0], 3, &all).unwrap();
+    let by_text = index.nearest(&[1.0, 0.0], 3, &all).unwrap();
     assert!((by_text[0].1 - 1.0).abs() < 1e-6, "{by_text:?}");
     // A query of another width is an error, not an empty ranking.
-    let error = index.rank(&[1.0, 0.0, 0.0], 3, &all).unwrap_err();
+    let error = index.nearest(&[1.0, 0.0, 0.0], 3, &all).unwrap_err();
     assert!(error.to_string().contains("3 dimensions"), "{error}");
 }
 
@@ -333,20 +333,12 @@ fn a_large_index_searches_its_graph_and_filters_keep_recall() {
             near.iter().zip(noise).map(|(x, n)| x + 0.1 * n).collect()
         })
         .collect();
-    let exact = |query: &[f32], filter: &SearchFilter| {
-        let accepted = Accepted::new(&index.set, filter);
-        let rows = index.set.rows.as_slice().len();
-        index.scan(query, 0..rows, 10, &|row| accepted.row(row))
-    };
-    let unit = |query: &[f32]| -> Vec<f32> {
-        let norm = dot(query, query).sqrt();
-        query.iter().map(|x| x / norm).collect()
-    };
     let recall = |filter: &SearchFilter| {
         let mut found = 0;
         for query in &queries {
-            let truth: Vec<i64> = exact(&unit(query), filter).iter().map(|h| h.0).collect();
-            let got = index.rank(query, 10, filter).unwrap();
+            let truth = index.nearest_exact(query, 10, filter).unwrap();
+            let truth: Vec<i64> = truth.iter().map(|hit| hit.0).collect();
+            let got = index.nearest(query, 10, filter).unwrap();
             found += got.iter().filter(|hit| truth.contains(&hit.0)).count();
         }
         found as f64 / (10 * queries.len()) as f64
@@ -356,7 +348,7 @@ fn a_large_index_searches_its_graph_and_filters_keep_recall() {
     assert!(whole >= 0.9, "recall@10 through the graph: {whole}");
     let python = SearchFilter::new(vec!["python".into()], None).unwrap();
     assert_eq!(recall(&python), 1.0, "a narrow filter is answered exactly");
-    let got = index.rank(&queries[0], 10, &python).unwrap();
+    let got = index.nearest(&queries[0], 10, &python).unwrap();
     let ids: Vec<i64> = got.iter().map(|hit| hit.0).collect();
     for chunk in store.chunks_by_id(&ids).unwrap() {
         assert_eq!(chunk.unwrap().language, "python");
