@@ -10,7 +10,7 @@
 //! Files go through [`Output`]: written beside their destination and renamed into place, so a
 //! failed export leaves the destination as it was; FIFOs, devices and `-` are streamed into.
 
-use crate::npy::write_npy_f32;
+use crate::npy::{write_npy_header, write_npy_row};
 use crate::output::Output;
 use quiver_index::{ChunkRecord, IndexError, IndexSettings, Result, Store};
 use serde_json::{json, Value};
@@ -30,36 +30,50 @@ pub struct ExportRecord {
     pub payload: Value,
 }
 
-/// Every chunk of the index in file order, with its vector and the index's settings.
+/// Every chunk of the index in file order, with its vector and the index's settings, held in
+/// memory (the store exports compare them with what the store holds).
 pub fn export_records(store: &Store) -> Result<(IndexSettings, Vec<ExportRecord>)> {
-    let settings = store
-        .settings()?
-        .ok_or_else(|| IndexError::NoIndex(store.dir().to_path_buf()))?;
-    let records = store
-        .all_chunks()?
-        .into_iter()
-        .map(|chunk| {
-            let vector =
-                store
-                    .vector_of(&chunk.embed_hash)?
-                    .ok_or_else(|| IndexError::BadMetadata {
-                        field: "vectors",
-                        value: format!("no vector for chunk {}", chunk.chunk_id),
-                    })?;
-            let signature = match &chunk.signature_hash {
-                Some(hash) => store.vector_of(hash)?,
-                None => None,
-            };
-            Ok(ExportRecord {
-                id: chunk.uuid.clone(),
-                uid: chunk.uid,
-                vector,
-                signature,
-                payload: payload(&chunk, &settings),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let settings = settings_of(store)?;
+    let mut records = Vec::new();
+    for_each_record(store, &settings, |record| {
+        records.push(record);
+        Ok(())
+    })?;
     Ok((settings, records))
+}
+
+pub fn settings_of(store: &Store) -> Result<IndexSettings> {
+    store
+        .settings()?
+        .ok_or_else(|| IndexError::NoIndex(store.dir().to_path_buf()))
+}
+
+/// Every chunk of the index in file order with its vectors, one at a time.
+fn for_each_record(
+    store: &Store,
+    settings: &IndexSettings,
+    mut visit: impl FnMut(ExportRecord) -> Result<()>,
+) -> Result<()> {
+    store.for_each_chunk(|chunk| {
+        let vector =
+            store
+                .vector_of(&chunk.embed_hash)?
+                .ok_or_else(|| IndexError::BadMetadata {
+                    field: "vectors",
+                    value: format!("no vector for chunk {}", chunk.chunk_id),
+                })?;
+        let signature = match &chunk.signature_hash {
+            Some(hash) => store.vector_of(hash)?,
+            None => None,
+        };
+        visit(ExportRecord {
+            id: chunk.uuid.clone(),
+            uid: chunk.uid,
+            vector,
+            signature,
+            payload: payload(&chunk, settings),
+        })
+    })
 }
 
 fn payload(chunk: &ChunkRecord, settings: &IndexSettings) -> Value {
@@ -85,28 +99,30 @@ fn payload(chunk: &ChunkRecord, settings: &IndexSettings) -> Value {
     })
 }
 
-/// Writes `records` as JSONL to `path` (see [`Output`] for what a destination may be);
-/// returns how many.
-pub fn write_jsonl(path: &Path, records: &[ExportRecord]) -> Result<usize> {
+/// Writes every chunk of `store` as JSONL to `path` (see [`Output`] for what a destination may
+/// be), a chunk at a time; returns how many.
+pub fn write_jsonl(path: &Path, store: &Store) -> Result<usize> {
+    let settings = settings_of(store)?;
     let mut output = Output::create(path)?;
-    let written = (|| -> std::io::Result<()> {
-        for record in records {
-            let mut line =
-                json!({"id": record.id, "vector": record.vector, "payload": record.payload});
-            if let Some(signature) = &record.signature {
-                line["signature_vector"] = json!(signature);
-            }
-            serde_json::to_writer(&mut output, &line)?;
-            output.write_all(b"\n")?;
-        }
-        Ok(())
-    })();
-    written.map_err(|source| IndexError::Io {
+    let io_error = |source| IndexError::Io {
         path: path.to_path_buf(),
         source,
+    };
+    let mut written = 0;
+    for_each_record(store, &settings, |record| {
+        let mut line = json!({"id": record.id, "vector": record.vector, "payload": record.payload});
+        if let Some(signature) = &record.signature {
+            line["signature_vector"] = json!(signature);
+        }
+        serde_json::to_writer(&mut output, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| output.write_all(b"\n"))
+            .map_err(io_error)?;
+        written += 1;
+        Ok(())
     })?;
     output.finish()?;
-    Ok(records.len())
+    Ok(written)
 }
 
 /// The NumPy export's files. `model_info.json` records the SHA-256 of the other three under
@@ -121,29 +137,51 @@ pub const INFO_FILE: &str = "model_info.json";
 /// into `dir`. Every file is complete before any is renamed into place, and `model_info.json`
 /// goes last with the others' digests: a run that fails leaves the old export, and one killed
 /// between renames leaves files whose digests disagree, which `quiver import` refuses.
-pub fn write_npy_dir(
-    dir: &Path,
-    settings: &IndexSettings,
-    records: &[ExportRecord],
-) -> Result<usize> {
+pub fn write_npy_dir(dir: &Path, store: &Store) -> Result<usize> {
     std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    let rows: Vec<&[f32]> = records.iter().map(|r| r.vector.as_slice()).collect();
-    let zeros = vec![0.0; settings.dimension];
-    let signatures: Vec<&[f32]> = records
-        .iter()
-        .map(|r| r.signature.as_deref().unwrap_or(&zeros))
-        .collect();
-    let metadata = json!(records.iter().map(|r| &r.payload).collect::<Vec<_>>());
-    let staged = [
-        stage(dir, EMBEDDINGS_FILE, |w| write_npy_f32(w, &rows))?,
-        stage(dir, SIGNATURE_FILE, |w| write_npy_f32(w, &signatures))?,
-        stage(dir, METADATA_FILE, |w| {
-            serde_json::to_writer_pretty(w, &metadata).map_err(std::io::Error::from)
-        })?,
-    ];
+    let settings = settings_of(store)?;
+    // The count goes in the headers before the rows: both from one commit.
+    let (staged, chunks) = store.in_one_snapshot(|store| {
+        let chunks = store.stats()?.chunks;
+        let mut embeddings = Staging::create(dir, EMBEDDINGS_FILE)?;
+        let mut signatures = Staging::create(dir, SIGNATURE_FILE)?;
+        let mut metadata = Staging::create(dir, METADATA_FILE)?;
+        for staging in [&mut embeddings, &mut signatures] {
+            staging.write(|w| write_npy_header(w, chunks, settings.dimension))?;
+        }
+        metadata.write(|w| w.write_all(b"["))?;
+        let zeros = vec![0.0; settings.dimension];
+        let mut written = 0;
+        for_each_record(store, &settings, |record| {
+            embeddings.write(|w| write_npy_row(w, &record.vector))?;
+            let signature = record.signature.as_deref().unwrap_or(&zeros);
+            signatures.write(|w| write_npy_row(w, signature))?;
+            metadata.write(|w| {
+                w.write_all(if written == 0 { b"\n" } else { b",\n" })?;
+                serde_json::to_writer(w, &record.payload).map_err(std::io::Error::from)
+            })?;
+            written += 1;
+            Ok(())
+        })?;
+        if written != chunks {
+            return Err(IndexError::BadMetadata {
+                field: "chunks",
+                value: format!("{chunks} counted, {written} read"),
+            });
+        }
+        metadata.write(|w| w.write_all(b"\n]\n"))?;
+        Ok((
+            [
+                embeddings.finish()?,
+                signatures.finish()?,
+                metadata.finish()?,
+            ],
+            chunks,
+        ))
+    })?;
     let files: serde_json::Map<String, Value> = staged
         .iter()
         .map(|file| (file.name.to_string(), json!(file.digest)))
@@ -155,7 +193,7 @@ pub fn write_npy_dir(
         "document_prompt": settings.document_prompt,
         "query_prompt": settings.query_prompt,
         "quantization": settings.quantization.name(),
-        "chunks": records.len(),
+        "chunks": chunks,
         "files": files,
         "quiver_version": env!("CARGO_PKG_VERSION"),
     });
@@ -165,7 +203,7 @@ pub fn write_npy_dir(
     for file in staged.into_iter().chain([info]) {
         file.output.finish()?;
     }
-    Ok(records.len())
+    Ok(chunks)
 }
 
 /// A file of an export written in full beside its destination, not yet in place.
@@ -181,20 +219,52 @@ fn stage(
     name: &'static str,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<Staged> {
-    let path = dir.join(name);
-    let output = Output::create(&path)?;
-    let mut digesting = Digesting {
-        inner: output,
-        hasher: Sha256::new(),
-    };
-    fill(&mut digesting)
-        .and_then(|()| digesting.flush())
-        .map_err(|source| IndexError::Io { path, source })?;
-    Ok(Staged {
-        name,
-        output: digesting.inner,
-        digest: format!("sha256:{}", hex(&digesting.hasher.finalize())),
-    })
+    let mut staging = Staging::create(dir, name)?;
+    staging.write(fill)?;
+    staging.finish()
+}
+
+/// A file of an export being written beside its destination, hashed as it goes.
+struct Staging {
+    name: &'static str,
+    path: std::path::PathBuf,
+    writer: Digesting,
+}
+
+impl Staging {
+    fn create(dir: &Path, name: &'static str) -> Result<Staging> {
+        let path = dir.join(name);
+        let output = Output::create(&path)?;
+        Ok(Staging {
+            name,
+            path,
+            writer: Digesting {
+                inner: std::io::BufWriter::with_capacity(1 << 20, output),
+                hasher: Sha256::new(),
+            },
+        })
+    }
+
+    fn write(&mut self, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+        fill(&mut self.writer).map_err(|source| IndexError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn finish(self) -> Result<Staged> {
+        let Staging { name, path, writer } = self;
+        let Digesting { inner, hasher } = writer;
+        let output = inner.into_inner().map_err(|e| IndexError::Io {
+            path,
+            source: e.into_error(),
+        })?;
+        Ok(Staged {
+            name,
+            output,
+            digest: format!("sha256:{}", hex(&hasher.finalize())),
+        })
+    }
 }
 
 /// The form `model_info.json` records a file's digest in.
@@ -221,7 +291,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A writer that hashes what passes through it.
 struct Digesting {
-    inner: Output,
+    inner: std::io::BufWriter<Output>,
     hasher: Sha256,
 }
 

@@ -446,3 +446,85 @@ fn vector_hash(vector: &[f32]) -> String {
     let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
     content_hash(&bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::write_npy_dir;
+    use crate::npy::write_npy_f32;
+    use serde_json::json;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("quiver-import-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// An export of `n` chunks whose files' chunks are interleaved (a.py, b.py, a.py, ...).
+    fn export(dir: &Path, n: usize, poison_last: bool) {
+        let payloads: Vec<Value> = (0..n)
+            .map(|i| {
+                let path = format!("{}.py", ["a", "b", "c"][i % 3]);
+                json!({"chunk_id": format!("{path}:{i}"), "path": path, "text": format!("def f{i}(): pass")})
+            })
+            .collect();
+        let mut rows: Vec<Vec<f32>> = (0..n).map(|i| vec![i as f32, 1.0]).collect();
+        if poison_last {
+            rows[n - 1][0] = f32::NAN;
+        }
+        let mut bytes = Vec::new();
+        write_npy_f32(&mut bytes, &rows).unwrap();
+        std::fs::write(dir.join(EMBEDDINGS_FILE), bytes).unwrap();
+        std::fs::write(
+            dir.join(METADATA_FILE),
+            serde_json::to_vec(&payloads).unwrap(),
+        )
+        .unwrap();
+        let info = json!({"model": "m", "dimension": 2, "normalized": true, "chunks": n});
+        std::fs::write(dir.join(INFO_FILE), info.to_string()).unwrap();
+    }
+
+    #[test]
+    fn a_large_export_streams_in_and_out_and_a_bad_last_row_keeps_the_index() {
+        let n = BATCH_CHUNKS * 2 + 100;
+        let root = scratch("stream");
+        let (first, index) = (root.join("first"), root.join("index"));
+        std::fs::create_dir_all(&first).unwrap();
+        export(&first, n, false);
+        let mut store = Store::open_writer(&index).unwrap();
+        let report = import_npy_dir(&first, &mut store).unwrap();
+        assert_eq!((report.files, report.chunks), (3, n));
+        let chunks = store.chunks_of_file("b.py").unwrap();
+        assert_eq!(chunks.len(), n / 3 + usize::from(n % 3 > 1));
+        // A file's chunks keep their export order across batches.
+        let seqs: Vec<usize> = chunks.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, (0..chunks.len()).collect::<Vec<_>>());
+        assert_eq!(chunks[1].text, "def f4(): pass");
+
+        // Written out a chunk at a time and read back, it is the same index.
+        let again = root.join("again");
+        assert_eq!(write_npy_dir(&again, &store).unwrap(), n);
+        let copy = root.join("copy");
+        let mut copy_store = Store::open_writer(&copy).unwrap();
+        assert_eq!(import_npy_dir(&again, &mut copy_store).unwrap().chunks, n);
+        assert_eq!(
+            copy_store.all_chunks().unwrap().len(),
+            store.all_chunks().unwrap().len()
+        );
+
+        // A NaN in the very last row, after two full batches: nothing of the import is kept.
+        let poisoned = root.join("poisoned");
+        std::fs::create_dir_all(&poisoned).unwrap();
+        export(&poisoned, n + 3, true);
+        let error = import_npy_dir(&poisoned, &mut store)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("NaN"), "{error}");
+        assert_eq!(store.all_chunks().unwrap().len(), n);
+        assert_eq!(
+            store.chunks_of_file("a.py").unwrap()[0].text,
+            "def f0(): pass"
+        );
+    }
+}

@@ -16,22 +16,33 @@ pub fn write_npy_f32<W: Write + ?Sized, R: AsRef<[f32]>>(
             "rows of different lengths cannot form a matrix",
         ));
     }
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-        rows.len(),
-        cols
-    );
+    write_npy_header(writer, rows.len(), cols)?;
+    for row in rows {
+        write_npy_row(writer, row.as_ref())?;
+    }
+    Ok(())
+}
+
+/// The header of a `rows` × `cols` float32 matrix, for rows written after it one at a time.
+pub fn write_npy_header<W: Write + ?Sized>(
+    writer: &mut W,
+    rows: usize,
+    cols: usize,
+) -> std::io::Result<()> {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Magic (6) + version (2) + length (2) + header + newline must be a multiple of 64.
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
     writer.write_all(b"\x93NUMPY\x01\x00")?;
     writer.write_all(&(header.len() as u16).to_le_bytes())?;
-    writer.write_all(header.as_bytes())?;
-    for row in rows {
-        for value in row.as_ref() {
-            writer.write_all(&value.to_le_bytes())?;
-        }
+    writer.write_all(header.as_bytes())
+}
+
+pub fn write_npy_row<W: Write + ?Sized>(writer: &mut W, row: &[f32]) -> std::io::Result<()> {
+    for value in row {
+        writer.write_all(&value.to_le_bytes())?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! `postgres URL`), and the one routine that sends an index there: the CLI's `quiver export`
 //! and Python's `Index.export` both call [`export_index`].
 
-use crate::files::{export_records, write_jsonl, write_npy_dir};
+use crate::files::{export_records, settings_of, write_jsonl, write_npy_dir};
 use crate::postgres::{IndexMethod, PostgresExport};
 use crate::qdrant::{QdrantExport, QdrantOptions};
 use crate::{ExportError, Progress, Result, Schema, StoreHit, StoreQuery, Summary};
@@ -81,12 +81,13 @@ pub enum Outcome {
 /// Sends every chunk of the index in `store` to `target`; `progress` hears (sent, total) from
 /// the store exports.
 pub fn export_index(store: &Store, target: &Target, progress: Progress<'_>) -> Result<Exported> {
-    let (settings, records) = export_records(store)?;
-    let schema = Schema::of(&settings);
     let outcome = match target {
-        Target::Jsonl(path) => Outcome::Written(write_jsonl(path, &records)?),
-        Target::Npy(dir) => Outcome::Written(write_npy_dir(dir, &settings, &records)?),
+        // Files are written a chunk at a time, whatever the index's size.
+        Target::Jsonl(path) => Outcome::Written(write_jsonl(path, store)?),
+        Target::Npy(dir) => Outcome::Written(write_npy_dir(dir, store)?),
         Target::Qdrant { .. } | Target::Postgres { .. } => {
+            let (settings, records) = export_records(store)?;
+            let schema = Schema::of(&settings);
             Outcome::Synced(match StoreClient::connect(target)? {
                 StoreClient::Qdrant(export) => {
                     let keywords = store.keyword_documents()?;
@@ -96,7 +97,10 @@ pub fn export_index(store: &Store, target: &Target, progress: Progress<'_>) -> R
             })
         }
     };
-    Ok(Exported { settings, outcome })
+    Ok(Exported {
+        settings: settings_of(store)?,
+        outcome,
+    })
 }
 
 /// A connection to a store an index was exported to.

@@ -926,17 +926,42 @@ impl Store {
         rows.into_iter().map(|row| self.checked(row)).collect()
     }
 
-    /// Every chunk in file order, for checks and exports.
+    /// Every chunk in file order, for checks.
     pub fn all_chunks(&self) -> Result<Vec<ChunkRecord>> {
+        let mut chunks = Vec::new();
+        self.for_each_chunk(|chunk| {
+            chunks.push(chunk);
+            Ok(())
+        })?;
+        Ok(chunks)
+    }
+
+    /// Every chunk in file order, one at a time (an export of any size); stops at the first
+    /// error `visit` returns.
+    pub fn for_each_chunk(&self, mut visit: impl FnMut(ChunkRecord) -> Result<()>) -> Result<()> {
         let mut statement = self
             .conn
             .prepare(&format!("{CHUNK_COLUMNS} ORDER BY file, seq"))
             .map_err(|e| self.db_error(e))?;
-        let rows: Vec<StoredChunk> = statement
-            .query_map([], read_chunk)
-            .and_then(|rows| rows.collect())
+        let mut rows = statement.query([]).map_err(|e| self.db_error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.db_error(e))? {
+            let stored = read_chunk(row).map_err(|e| self.db_error(e))?;
+            visit(self.checked(stored)?)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `read` inside one read transaction, so every query it makes sees the same commit
+    /// (a count and the rows it counts agree while a run writes the index).
+    pub fn in_one_snapshot<T>(&self, read: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
+        self.conn
+            .execute_batch("BEGIN")
             .map_err(|e| self.db_error(e))?;
-        rows.into_iter().map(|row| self.checked(row)).collect()
+        let outcome = read(self);
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| self.db_error(e))?;
+        outcome
     }
 
     /// Every chunk's keyword tokens as the FTS5 index holds them, by [`ChunkRecord::uid`], with

@@ -59,14 +59,13 @@ impl Ann {
     }
 
     /// Writes to `to` the graph of `base` (a saved graph of the first rows, or none) with
-    /// `rows` added: row `i` is `vectors[i * dimension..]`, added when `keep(i)`.
+    /// `rows` added: `read(row, buffer)` fills a row's vector, or says `false` to leave it out.
     pub fn extend(
         base: Option<&Path>,
         to: &Path,
-        vectors: &[f32],
         dimension: usize,
         rows: std::ops::Range<usize>,
-        keep: impl Fn(usize) -> bool + Sync,
+        read: impl Fn(usize, &mut [f32]) -> Result<bool, String> + Sync,
     ) -> Result<(), String> {
         let index = Index::new(&options(dimension)).map_err(|e| e.to_string())?;
         if let Some(base) = base {
@@ -79,13 +78,16 @@ impl Ann {
         let failure = std::sync::Mutex::new(None);
         std::thread::scope(|scope| {
             for thread in 0..threads {
-                let (index, keep, failure, rows) = (&index, &keep, &failure, rows.clone());
+                let (index, read, failure, rows) = (&index, &read, &failure, rows.clone());
                 scope.spawn(move || {
-                    for row in rows.skip(thread).step_by(threads).filter(|&row| keep(row)) {
-                        let vector = &vectors[row * dimension..(row + 1) * dimension];
-                        if let Err(error) = index.add(row as u64, vector) {
-                            *failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(error.to_string());
+                    let mut vector = vec![0f32; dimension];
+                    for row in rows.skip(thread).step_by(threads) {
+                        let added = read(row, &mut vector).and_then(|keep| match keep {
+                            true => index.add(row as u64, &vector).map_err(|e| e.to_string()),
+                            false => Ok(()),
+                        });
+                        if let Err(error) = added {
+                            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
                             return;
                         }
                     }
