@@ -526,5 +526,7 @@ mod tests {
             store.chunks_of_file("a.py").unwrap()[0].text,
             "def f0(): pass"
         );
+        drop((store, copy_store));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
