@@ -315,18 +315,7 @@ pub fn open_current(store: &Store, dimension: usize) -> Result<Option<VectorSet>
 /// cannot bring the files up to date (another process is indexing, or the index is read-only).
 pub fn read_into_memory(store: &Store, dimension: usize) -> Result<VectorSet> {
     let mut writer = RowWriter::new(dimension, Vec::new(), Vec::new(), Vec::new());
-    let mut failure = None;
-    store.for_each_vector(|stored| {
-        if failure.is_none() {
-            failure = writer.push(&stored, 0).err();
-        }
-    })?;
-    if let Some(source) = failure {
-        return Err(IndexError::Io {
-            path: store.dir().to_path_buf(),
-            source,
-        });
-    }
+    writer.append_from(store, None, &HashMap::new())?;
     let RowWriter {
         rows,
         vectors,
@@ -371,6 +360,34 @@ impl<W: Write> RowWriter<W> {
             path_ids: HashMap::new(),
             languages: Vec::new(),
             count: 0,
+        }
+    }
+
+    /// Appends the rows of every chunk of `store` with a vector (or of `chunks` only), each
+    /// with its fingerprint from `keys`.
+    fn append_from(
+        &mut self,
+        store: &Store,
+        chunks: Option<&[i64]>,
+        keys: &HashMap<i64, u64>,
+    ) -> Result<()> {
+        let mut failure = None;
+        let mut push = |stored: StoredVector<'_>| {
+            if failure.is_none() {
+                let fingerprint = keys.get(&stored.row).copied().unwrap_or_default();
+                failure = self.push(&stored, fingerprint).err();
+            }
+        };
+        match chunks {
+            None => store.for_each_vector(&mut push)?,
+            Some(chunks) => store.for_each_vector_of(chunks, &mut push)?,
+        }
+        match failure {
+            None => Ok(()),
+            Some(source) => Err(IndexError::Io {
+                path: store.dir().join(DIR),
+                source,
+            }),
         }
     }
 
@@ -547,16 +564,7 @@ fn rewrite(
         create(vectors_file(&dir, epoch))?,
         create(paths_file(&dir, epoch))?,
     );
-    let mut failure = None;
-    store.for_each_vector(|stored| {
-        if failure.is_none() {
-            let fingerprint = keys.get(&stored.row).copied().unwrap_or_default();
-            failure = writer.push(&stored, fingerprint).err();
-        }
-    })?;
-    if let Some(source) = failure {
-        return Err(IndexError::Io { path: dir, source });
-    }
+    writer.append_from(store, None, keys)?;
     let (path_ids, languages, rows) = writer.finish(&dir)?;
     let mut manifest = Manifest {
         format: FORMAT,
@@ -618,16 +626,7 @@ fn append(
         .map(|(id, path)| (path, id as u32))
         .collect();
     writer.languages = manifest.languages.clone();
-    let mut failure = None;
-    store.for_each_vector_of(added, |stored| {
-        if failure.is_none() {
-            let fingerprint = keys.get(&stored.row).copied().unwrap_or_default();
-            failure = writer.push(&stored, fingerprint).err();
-        }
-    })?;
-    if let Some(source) = failure {
-        return Err(IndexError::Io { path: dir, source });
-    }
+    writer.append_from(store, Some(added), keys)?;
     let (path_ids, languages, appended) = writer.finish(&dir)?;
     let previous_graph = manifest.ann.clone();
     let mut next = Manifest {
