@@ -45,7 +45,9 @@ pub use store::{
     Batch, BatchSink, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus,
     KeywordDocuments, Repair, Store, StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
 };
-pub use vectors::{sync as sync_vectors, Synced, VectorIndex, DIR as VECTORS_DIR};
+pub use vectors::{
+    sync as sync_vectors, Synced, VectorFilesStatus, VectorIndex, DIR as VECTORS_DIR,
+};
 pub use watch::{watch, IndexUpdater, UpdateState, WatchOptions, Watcher};
 
 /// Name of the index directory created under an indexed root when `--index` is not given.

@@ -196,6 +196,8 @@ pub struct IndexStatus {
     /// How the last run cut files (its fingerprint).
     pub chunking: Option<String>,
     pub stats: IndexStats,
+    /// The memory-mapped vector files search reads (`None` before a run has written them).
+    pub vector_files: Option<crate::VectorFilesStatus>,
 }
 
 pub struct Store {
@@ -527,6 +529,7 @@ impl Store {
             quantization: settings.quantization.name(),
             chunking: self.meta("chunking")?,
             stats: self.stats()?,
+            vector_files: crate::vectors::status(self)?,
         })
     }
 

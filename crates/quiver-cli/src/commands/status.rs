@@ -65,6 +65,23 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         "size:      {:.1} MiB",
         stats.database_bytes as f64 / (1 << 20) as f64
     );
+    if let Some(files) = &status.vector_files {
+        outln!(
+            "vectors:   {} rows ({} deleted), {}, {:.1} MiB{}",
+            files.rows,
+            files.deleted_rows,
+            match files.graph_rows {
+                Some(rows) => format!("HNSW graph of {rows} rows"),
+                None => "scanned exactly".to_string(),
+            },
+            files.bytes as f64 / (1 << 20) as f64,
+            if files.current {
+                ""
+            } else {
+                " (stale: the next search or run rewrites them)"
+            }
+        );
+    }
     Ok(())
 }
 

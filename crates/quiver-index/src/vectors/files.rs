@@ -246,6 +246,41 @@ pub fn is_current(store: &Store, dimension: usize) -> Result<bool> {
     Ok(current_manifest(store, dimension)?.is_some())
 }
 
+/// What `quiver status` says of the vector files.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VectorFilesStatus {
+    /// Whether they hold what the database holds now (else the next search or run mends them).
+    pub current: bool,
+    pub rows: usize,
+    pub deleted_rows: usize,
+    /// Rows the HNSW graph covers; `None` while the index is small enough to scan.
+    pub graph_rows: Option<usize>,
+    pub bytes: u64,
+}
+
+/// The state of `store`'s vector files; `None` when there are none (never written).
+pub fn status(store: &Store) -> Result<Option<VectorFilesStatus>> {
+    let dir = store.dir().join(DIR);
+    let Some(manifest) = read_manifest(&dir) else {
+        return Ok(None);
+    };
+    let (id, generation) = store.vector_generation()?;
+    let bytes = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    Ok(Some(VectorFilesStatus {
+        current: manifest.store == id && manifest.generation == generation,
+        rows: manifest.rows,
+        deleted_rows: manifest.deleted.len(),
+        graph_rows: manifest.ann.map(|graph| graph.rows),
+        bytes,
+    }))
+}
+
 /// The first `count` paths of a paths file, and the byte length they take.
 fn read_paths(path: &Path, count: usize) -> std::io::Result<(Vec<String>, u64)> {
     let mut reader = BufReader::new(File::open(path)?);

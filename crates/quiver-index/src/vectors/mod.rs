@@ -5,7 +5,7 @@
 mod ann;
 mod files;
 
-pub use files::{sync, Synced, DIR};
+pub use files::{status, sync, Synced, VectorFilesStatus, DIR};
 
 use crate::error::{IndexError, Result};
 use crate::search::SearchFilter;

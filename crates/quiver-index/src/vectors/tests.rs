@@ -177,6 +177,13 @@ fn the_files_follow_each_commit_by_difference() {
             deleted: 2
         }
     );
+    let told = status(&store).unwrap().unwrap();
+    assert!(told.current && told.graph_rows.is_none(), "{told:?}");
+    assert_eq!((told.rows, told.deleted_rows), (15, 2));
+    commit(&mut store, &[chunk("e.rs", &[0.1, 0.1])]);
+    assert!(!status(&store).unwrap().unwrap().current);
+    store.remove_files(&["e.rs".to_string()]).unwrap();
+    sync(&store).unwrap();
     let reader = Store::open(&dir).unwrap();
     let index = VectorIndex::open(&reader).unwrap();
     assert!(index.is_mapped());
@@ -323,6 +330,7 @@ fn a_large_index_searches_its_graph_and_filters_keep_recall() {
     sync(&store).unwrap();
     let index = VectorIndex::open(&store).unwrap();
     assert!(index.has_graph());
+    assert_eq!(status(&store).unwrap().unwrap().graph_rows, Some(count));
     // Queries near indexed chunks, as real queries land near what they are after.
     let noise = clustered(50, dimension, 99);
     let queries: Vec<Vec<f32>> = noise
