@@ -361,9 +361,19 @@ fn a_large_index_searches_its_graph_and_filters_keep_recall() {
     for chunk in store.chunks_by_id(&ids).unwrap() {
         assert_eq!(chunk.unwrap().language, "python");
     }
-    let rust = SearchFilter::new(vec!["rust".into()], Some("src/1*.rs")).unwrap();
+    // A filter that leaves more rows than the graph's threshold is applied inside the walk.
+    let rust = SearchFilter::new(vec!["rust".into()], None).unwrap();
     let filtered = recall(&rust);
-    assert!(filtered >= 0.9, "recall@10 with a filter: {filtered}");
+    assert!(
+        filtered >= 0.9,
+        "recall@10 with a filter in the graph: {filtered}"
+    );
+    let narrow = SearchFilter::new(vec!["rust".into()], Some("src/1*.rs")).unwrap();
+    assert_eq!(
+        recall(&narrow),
+        1.0,
+        "a narrow path filter is answered exactly"
+    );
     // Rows appended after the graph was saved are searched too: a new chunk equal to a query
     // is its best match.
     commit(&mut store, &[chunk("new.rs", &queries[1])]);
