@@ -64,7 +64,7 @@ struct Manifest {
     languages: Vec<String>,
     /// Rows whose chunk changed or left, ascending; they are never searched.
     deleted: Vec<u32>,
-    /// The graph file and how many rows it covers; rows past that are scanned exactly.
+    /// The graph file and how many rows it covers (all of them; a new sync extends it).
     ann: Option<AnnFile>,
 }
 
@@ -119,9 +119,8 @@ pub struct VectorSet {
     pub languages: Vec<String>,
     /// Per row, whether it is deleted; empty when none is.
     deleted: Vec<bool>,
+    /// Over every row: each sync extends the graph to the rows it appends.
     pub ann: Option<Ann>,
-    /// Rows past the graph's (appended since it was saved), scanned exactly.
-    pub ann_rows: usize,
     /// Live chunks (rows of text vectors not deleted).
     pub chunks: usize,
 }
@@ -145,7 +144,6 @@ impl VectorSet {
             languages: Vec::new(),
             deleted: Vec::new(),
             ann: None,
-            ann_rows: 0,
             chunks: 0,
         }
     }
@@ -327,9 +325,14 @@ pub fn open_current(store: &Store, dimension: usize) -> Result<Option<VectorSet>
         }
         .with_deleted(&manifest.deleted);
         if let Some(graph) = &manifest.ann {
+            if graph.rows != manifest.rows {
+                return Err(std::io::Error::other(format!(
+                    "{} covers {} of the {} rows",
+                    graph.file, graph.rows, manifest.rows
+                )));
+            }
             let ann = Ann::view(&dir.join(&graph.file), dimension)
                 .map_err(|message| std::io::Error::other(format!("{}: {message}", graph.file)))?;
-            set.ann_rows = graph.rows.min(manifest.rows);
             set.ann = Some(ann);
         }
         Ok(set)

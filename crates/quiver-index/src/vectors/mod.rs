@@ -171,7 +171,7 @@ impl VectorIndex {
         Ok(self.scan(&query, 0..rows.len(), depth, &accepts))
     }
 
-    /// Candidates from the graph, plus the rows appended since it was saved, rescored exactly.
+    /// Candidates from the graph, rescored exactly.
     fn rank_by_graph(
         &self,
         ann: &ann::Ann,
@@ -206,16 +206,10 @@ impl VectorIndex {
                 }
             }
         }
-        let mut ranked: Vec<(i64, f64)> = best
+        let ranked: Vec<(i64, f64)> = best
             .into_iter()
             .map(|(chunk, score)| (chunk, f64::from(score)))
             .collect();
-        ranked.extend(self.scan(
-            query,
-            self.set.ann_rows.min(rows.len())..rows.len(),
-            depth,
-            accepts,
-        ));
         Ok(top(ranked, depth))
     }
 

@@ -374,7 +374,7 @@ fn a_large_index_searches_its_graph_and_filters_keep_recall() {
         1.0,
         "a narrow path filter is answered exactly"
     );
-    // Rows appended after the graph was saved are searched too: a new chunk equal to a query
+    // Rows appended after the graph was built are added to it: a new chunk equal to a query
     // is its best match.
     commit(&mut store, &[chunk("new.rs", &queries[1])]);
     sync(&store).unwrap();
