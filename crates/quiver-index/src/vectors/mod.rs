@@ -190,7 +190,8 @@ impl VectorIndex {
                 message,
             })?;
         let mut best: HashMap<i64, f32> = HashMap::new();
-        for row in found {
+        // A key past the rows (a damaged graph file) is skipped, not indexed.
+        for row in found.into_iter().filter(|&row| row < rows.len()) {
             // Both rows of the found row's chunk: its other vector may score higher.
             let chunk = rows[row].chunk;
             let first = if row > 0 && rows[row - 1].chunk == chunk {
