@@ -63,6 +63,14 @@ class OpenAIClientTest(unittest.TestCase):
         self.assertEqual(default.usage.prompt_tokens, default.usage.total_tokens)
         self.assertAlmostEqual(sum(x * x for x in floats.data[0].embedding), 1.0, places=4)
 
+    def test_token_id_input_embeds_like_its_text(self):
+        text = self.client.embeddings.create(input="hello world", model="m", encoding_format="float")
+        # [CLS] hello world [SEP] in all-MiniLM-L6-v2's vocabulary.
+        ids = self.client.embeddings.create(input=[[101, 7592, 2088, 102]], model="m",
+                                            encoding_format="float")
+        self.assertGreater(cosine(text.data[0].embedding, ids.data[0].embedding), 0.99999)
+        self.assertEqual(ids.usage.prompt_tokens, 4)
+
     def test_dimensions_and_single_string(self):
         reply = self.client.embeddings.create(input="hello", model="m", dimensions=128)
         self.assertEqual(len(reply.data), 1)
@@ -70,8 +78,11 @@ class OpenAIClientTest(unittest.TestCase):
 
     def test_errors_arrive_as_openai_exceptions(self):
         with self.assertRaises(openai.BadRequestError) as caught:
-            self.client.embeddings.create(input=["fine", ""], model="m")
-        self.assertIn("input[1]", str(caught.exception))
+            self.client.embeddings.create(input=["fine"], model="m", dimensions=9999)
+        self.assertIn("9999", str(caught.exception))
+        with self.assertRaises(openai.UnprocessableEntityError) as caught:
+            self.client.embeddings.create(input=[[101, 999999, 102]], model="m")
+        self.assertIn("999999", str(caught.exception))
         wrong = openai.OpenAI(base_url=self.base + "/v1", api_key="wrong", max_retries=0)
         with self.assertRaises(openai.AuthenticationError):
             wrong.embeddings.create(input="x", model="m")

@@ -154,9 +154,106 @@ fn embedding_routes_give_the_offline_vectors() {
     assert!((scores[0] - 1.0).abs() < 1e-4, "{scores:?}");
     assert!((scores[1] - cosine(&offline[0], &offline[2])).abs() < 1e-4);
 
+    let none = server.post(
+        "/similarity",
+        &json!({"inputs": {"source_sentence": "a", "sentences": []}, "parameters": {"truncation_direction": "Left"}})
+            .to_string(),
+    );
+    assert_eq!((none.status, none.body.clone()), (200, json!([])));
+    let no_tokens = server.post("/tokenize", &json!({"inputs": []}).to_string());
+    assert_eq!((no_tokens.status, no_tokens.body.clone()), (200, json!([])));
+    // An empty text is embedded as sentence-transformers embeds it: its special tokens.
+    let empty = server.post("/embed", &json!({"inputs": ""}).to_string());
+    assert_eq!(empty.status, 200, "{}", empty.body);
+    assert!(cosine(&vectors(&empty.body)[0], &offline_vectors(&[""], &[])[0]) > 0.99999);
+
+    // TEI's compat route: a client posting to the server's own URL.
+    let compat = server.post("/", &json!({"inputs": [TEXTS[2]]}).to_string());
+    assert!(cosine(&vectors(&compat.body)[0], &offline[2]) > 0.99999);
+    let compat_similarity = server.post(
+        "/",
+        &json!({"inputs": {"source_sentence": TEXTS[0], "sentences": [TEXTS[2]]}, "parameters": {}})
+            .to_string(),
+    );
+    let compat_scores: Vec<f32> = serde_json::from_value(compat_similarity.body).expect("scores");
+    assert!((compat_scores[0] - scores[1]).abs() < 1e-5);
+
     let info = server.get("/info");
     assert_eq!(info.body["dimensions"], 384);
     assert_eq!(info.body["max_input_length"], 256);
+    // TEI's `Info` fields.
+    assert_eq!(
+        info.body["model_type"],
+        json!({"embedding": {"pooling": "mean"}})
+    );
+    assert_eq!(info.body["model_dtype"], "float32");
+    assert!(info.body["tokenization_workers"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn token_ids_decode_and_token_states() {
+    let server = serve(&[]);
+    let text = TEXTS[2];
+    let tokens = server.post("/tokenize", &json!({"inputs": text}).to_string());
+    let ids: Vec<u64> = tokens.body[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect();
+    let by_text = vectors(
+        &server
+            .post("/embed", &json!({"inputs": text}).to_string())
+            .body,
+    );
+    let by_ids = vectors(
+        &server
+            .post("/embed", &json!({"inputs": ids}).to_string())
+            .body,
+    );
+    assert!(cosine(&by_text[0], &by_ids[0]) > 0.99999);
+    let openai = server.post("/v1/embeddings", &json!({"input": [ids]}).to_string());
+    let openai_vector: Vec<f32> =
+        serde_json::from_value(openai.body["data"][0]["embedding"].clone()).unwrap();
+    assert!(cosine(&openai_vector, &by_text[0]) > 0.99999);
+    assert_eq!(
+        openai.body["usage"]["prompt_tokens"].as_u64().unwrap() as usize,
+        ids.len()
+    );
+    // Ids past the max length are cut like text, or refused without `truncate`.
+    let long: Vec<u64> = std::iter::repeat_n(2023, 300).collect();
+    assert_error(
+        &server.post("/embed", &json!({"inputs": long}).to_string()),
+        413,
+        "256 tokens",
+    );
+    let cut = server.post(
+        "/embed",
+        &json!({"inputs": long, "truncate": true}).to_string(),
+    );
+    assert_eq!(cut.status, 200);
+
+    let decoded = server.post(
+        "/decode",
+        &json!({"ids": [ids.clone(), ids.clone()], "skip_special_tokens": false}).to_string(),
+    );
+    let texts: Vec<String> = serde_json::from_value(decoded.body).unwrap();
+    assert_eq!(texts.len(), 2);
+    assert!(texts[0].starts_with("[CLS] how do i parse"), "{}", texts[0]);
+    let plain = server.post("/decode", &json!({"ids": ids}).to_string());
+    assert_eq!(plain.body, json!(["how do i parse a config file?"]));
+
+    let states = server.post("/embed_all", &json!({"inputs": [text, "x"]}).to_string());
+    let states: Vec<Vec<Vec<f32>>> = serde_json::from_value(states.body).unwrap();
+    assert_eq!(states.len(), 2);
+    assert_eq!(states[0].len(), ids.len());
+    assert!(states[0].iter().all(|row| row.len() == 384));
+    // Mean pooling of the token states is the embedding.
+    let mut mean = vec![0.0f32; 384];
+    for row in &states[0] {
+        mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+    }
+    assert!(cosine(&mean, &by_text[0]) > 0.99999);
 }
 
 #[test]
@@ -211,21 +308,31 @@ fn tokenize_offsets_survive_lowercasing_of_non_ascii_text() {
 #[test]
 fn bad_requests_get_a_json_error_naming_the_problem() {
     let server = serve(&["--max-client-batch-size", "4", "--payload-limit", "20000"]);
+    // TEI's routes answer 422 for every refused request but an oversized one (TEI's
+    // contract); /v1/embeddings answers OpenAI's 400 for a malformed one.
     let cases: &[(&str, &str, u16, &str)] = &[
-        ("/embed", r#"{"inputs": "#, 400, "invalid JSON"),
-        ("/embed", "", 400, "empty"),
-        ("/embed", r#"{"inputs": ["a", 7]}"#, 422, "inputs[1]"),
+        ("/embed", r#"{"inputs": "#, 422, "invalid JSON"),
+        ("/embed", "", 422, "empty"),
+        ("/embed", r#"{"inputs": ["a", 7]}"#, 422, "mixes token ids"),
         ("/embed", r#"{"input": "a"}"#, 422, "missing field `inputs`"),
+        ("/embed", r#"{"inputs": []}"#, 422, "empty list"),
+        ("/embed", r#"{"inputs": [[]]}"#, 422, "no tokens"),
+        (
+            "/embed",
+            r#"{"inputs": "a", "normalize": null}"#,
+            422,
+            "normalize",
+        ),
         (
             "/embed",
             r#"{"inputs": "a", "dimensions": 999}"#,
-            400,
+            422,
             "999",
         ),
         (
             "/embed",
             r#"{"inputs": "a", "prompt_name": "query"}"#,
-            400,
+            422,
             "query",
         ),
         (
@@ -234,8 +341,27 @@ fn bad_requests_get_a_json_error_naming_the_problem() {
             422,
             "truncation direction",
         ),
-        ("/v1/embeddings", r#"{"input": ["a", ""]}"#, 400, "input[1]"),
-        ("/v1/embeddings", r#"{"input": [[1, 2]]}"#, 422, "input[0]"),
+        ("/decode", r#"{"ids": [101, 40000]}"#, 422, "ids[0][1]"),
+        ("/decode", r#"{"ids": ["a"]}"#, 422, "holds a string"),
+        (
+            "/similarity",
+            r#"{"inputs": {"source_sentence": "a", "sentences": "b"}}"#,
+            422,
+            "inputs.sentences",
+        ),
+        ("/v1/embeddings", r#"{"input": "#, 400, "invalid JSON"),
+        (
+            "/v1/embeddings",
+            r#"{"input": ["a", [1, 99999]]}"#,
+            422,
+            "99999",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": [[1, -2]]}"#,
+            422,
+            "input[0][1]",
+        ),
         ("/v1/embeddings", r#"{"input": []}"#, 400, "empty list"),
     ];
     for (route, body, status, needle) in cases {

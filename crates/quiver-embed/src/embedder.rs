@@ -67,6 +67,20 @@ impl Default for EmbedOptions {
     }
 }
 
+/// One input to embed: a text, or token ids the model runs exactly as sent (no prompt, no
+/// special tokens added), as TEI's and OpenAI's APIs accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbedInput {
+    Text(String),
+    TokenIds(Vec<u32>),
+}
+
+impl From<String> for EmbedInput {
+    fn from(text: String) -> Self {
+        EmbedInput::Text(text)
+    }
+}
+
 /// Texts tokenised for the model: what [`Embedder::pool`] takes.
 #[derive(Debug, Clone)]
 pub struct EncodedTexts {
@@ -312,6 +326,79 @@ impl Embedder {
         })
     }
 
+    /// Like [`Embedder::encode`] for inputs that may be token ids. Ids are the model's input
+    /// exactly as sent: checked against the vocabulary, cut at the max length like text (at
+    /// `options.truncation`'s side), never given a prompt, so a request that mixes them with a
+    /// prompt is refused. Any input without tokens is refused too.
+    pub fn encode_inputs(
+        &self,
+        inputs: &[EmbedInput],
+        options: &EmbedOptions,
+    ) -> Result<EncodedTexts> {
+        let texts: Vec<&str> = inputs
+            .iter()
+            .filter_map(|input| match input {
+                EmbedInput::Text(text) => Some(text.as_str()),
+                EmbedInput::TokenIds(_) => None,
+            })
+            .collect();
+        let encoded = if texts.len() == inputs.len() {
+            self.encode(&texts, options)?
+        } else {
+            if let Some(prompt) = self.prompt_text(options)?.filter(|p| !p.is_empty()) {
+                return Err(EmbedError::PromptWithTokenIds {
+                    prompt: options
+                        .prompt_name
+                        .clone()
+                        .or_else(|| self.config.default_prompt_name.clone())
+                        .map_or_else(|| format!("{prompt:?}"), |name| format!("`{name}`")),
+                });
+            }
+            let mut encoded_texts = self.encode(&texts, options)?;
+            let mut from_texts = encoded_texts
+                .token_ids
+                .drain(..)
+                .zip(encoded_texts.truncated.drain(..));
+            let vocab = self.vocab_size();
+            let max_length = self.max_length();
+            let mut token_ids = Vec::with_capacity(inputs.len());
+            let mut truncated = Vec::with_capacity(inputs.len());
+            for (index, input) in inputs.iter().enumerate() {
+                let (ids, cut) = match input {
+                    EmbedInput::Text(_) => from_texts.next().unwrap_or_default(),
+                    EmbedInput::TokenIds(ids) => {
+                        if let Some(position) = ids.iter().position(|&id| id as usize >= vocab) {
+                            return Err(EmbedError::TokenId {
+                                input: index,
+                                position,
+                                id: ids[position],
+                                vocab,
+                            });
+                        }
+                        let cut = ids.len() > max_length;
+                        let kept = match options.truncation {
+                            _ if !cut => &ids[..],
+                            TruncationSide::Right => &ids[..max_length],
+                            TruncationSide::Left => &ids[ids.len() - max_length..],
+                        };
+                        (kept.to_vec(), cut)
+                    }
+                };
+                token_ids.push(ids);
+                truncated.push(cut);
+            }
+            EncodedTexts {
+                token_ids,
+                setup: encoded_texts.setup,
+                truncated,
+            }
+        };
+        if let Some(input) = encoded.token_ids.iter().position(Vec::is_empty) {
+            return Err(EmbedError::NoTokens { input });
+        }
+        Ok(encoded)
+    }
+
     /// Runs the model over token sequences and pools each into one vector of
     /// [`Embedder::dimension`] values, neither truncated nor normalised (see
     /// [`OutputOptions::apply`]). Sequence `i` runs as `setups[i]` says (prompt tokens left out
@@ -322,9 +409,72 @@ impl Embedder {
         sequences: &[&[u32]],
         setups: &[SequenceSetup],
         budget: BatchBudget,
-        mut hook: H,
+        hook: H,
     ) -> Result<Vec<Vec<f32>>> {
-        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); sequences.len()];
+        self.run_batches(sequences, setups, budget, hook, |batch, hidden, skips| {
+            let pooled = self
+                .config
+                .pooling
+                .pool(hidden, self.model.hidden_size(), batch, skips);
+            if self.dense.is_empty() {
+                pooled
+            } else {
+                self.project(pooled)
+            }
+        })
+    }
+
+    /// The model's last hidden state of every token of each sequence (prompt and special
+    /// tokens included), unpooled: the input of late-interaction search. Rows have
+    /// [`Embedder::hidden_size`] values; no `Dense` module or normalisation applies.
+    pub fn token_states(
+        &self,
+        sequences: &[&[u32]],
+        setups: &[SequenceSetup],
+        budget: BatchBudget,
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
+        let width = self.model.hidden_size();
+        let unstopped = |_| ControlFlow::Continue(());
+        self.run_batches(sequences, setups, budget, unstopped, |batch, hidden, _| {
+            batch
+                .ranges()
+                .map(|range| {
+                    hidden[range.start * width..range.end * width]
+                        .chunks_exact(width)
+                        .map(<[f32]>::to_vec)
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    /// Width of the model's hidden states (what [`Embedder::token_states`] gives).
+    pub fn hidden_size(&self) -> usize {
+        self.model.hidden_size()
+    }
+
+    /// Ids the model's embedding table has: every token id it can run is below this.
+    pub fn vocab_size(&self) -> usize {
+        self.model.vocab_size()
+    }
+
+    /// Runs sequences through the model in token-budgeted batches; `finish` turns each batch's
+    /// hidden states into one output per sequence, which comes back in input order. Any
+    /// non-finite value fails the call: NaN (`null` in JSON) is never handed out as a value.
+    fn run_batches<T, H, F>(
+        &self,
+        sequences: &[&[u32]],
+        setups: &[SequenceSetup],
+        budget: BatchBudget,
+        mut hook: H,
+        mut finish: F,
+    ) -> Result<Vec<T>>
+    where
+        T: Default + Clone + Finite,
+        H: FnMut(usize) -> ControlFlow<()>,
+        F: FnMut(&PackedBatch, &[f32], &[usize]) -> Vec<T>,
+    {
+        let mut outputs: Vec<T> = vec![T::default(); sequences.len()];
         for batch_indices in plan_batches(sequences, budget) {
             let batch_sequences: Vec<&[u32]> =
                 batch_indices.iter().map(|&i| sequences[i]).collect();
@@ -337,25 +487,18 @@ impl Embedder {
                 batch.adapters = batch_indices.iter().map(|&i| setups[i].adapter).collect();
             }
             let hidden = self.model.forward(&batch)?;
-            let mut pooled =
-                self.config
-                    .pooling
-                    .pool(&hidden, self.model.hidden_size(), &batch, &batch_skips);
-            if !self.dense.is_empty() {
-                pooled = self.project(pooled);
-            }
-            for (index, vector) in batch_indices.into_iter().zip(pooled) {
-                // Never hand out NaN (`null` in JSON) as if it were a vector.
-                if vector.iter().any(|x| !x.is_finite()) {
+            let finished = finish(&batch, &hidden, &batch_skips);
+            for (index, output) in batch_indices.into_iter().zip(finished) {
+                if !output.is_finite() {
                     return Err(EmbedError::NonFiniteOutput { input: index });
                 }
-                vectors[index] = vector;
+                outputs[index] = output;
             }
             if hook(batch_sequences.len()).is_break() {
                 return Err(EmbedError::Interrupted);
             }
         }
-        Ok(vectors)
+        Ok(outputs)
     }
 
     /// Pooled vectors through the `Dense` modules, as one matrix per module.
@@ -517,6 +660,23 @@ impl InputText {
         let next = self.origins.partition_point(|&(at, _)| at <= offset);
         let (_, original) = self.origins.get(next.checked_sub(1)?)?;
         Some(*original)
+    }
+}
+
+/// Whether every value of a model output is a number.
+trait Finite {
+    fn is_finite(&self) -> bool;
+}
+
+impl Finite for Vec<f32> {
+    fn is_finite(&self) -> bool {
+        self.iter().all(|x| x.is_finite())
+    }
+}
+
+impl Finite for Vec<Vec<f32>> {
+    fn is_finite(&self) -> bool {
+        self.iter().all(Finite::is_finite)
     }
 }
 

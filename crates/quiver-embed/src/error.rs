@@ -27,6 +27,24 @@ pub enum EmbedError {
          activations overflow f32 on that text"
     )]
     NonFiniteOutput { input: usize },
+    #[error(
+        "input {input}: token id {id} at position {position} is outside the model's \
+         vocabulary of {vocab} tokens"
+    )]
+    TokenId {
+        input: usize,
+        position: usize,
+        id: u32,
+        vocab: usize,
+    },
+    /// Token ids are the model's input as sent: no prompt can be put before them.
+    #[error(
+        "a prompt ({prompt}) cannot be applied to token-id inputs: send text, or send the \
+         prompt's tokens as part of the ids"
+    )]
+    PromptWithTokenIds { prompt: String },
+    #[error("input {input} has no tokens")]
+    NoTokens { input: usize },
     #[error("max length must be at least 2 tokens (got {0})")]
     MaxLength(usize),
     /// The caller's hook asked to stop between two forward passes.

@@ -21,8 +21,8 @@ mod tokenize;
 
 pub use dense::{DenseActivation, DenseSpec};
 pub use embedder::{
-    BatchBudget, EmbedOptions, Embedder, EmbedderOptions, EncodedTexts, InputText, OutputOptions,
-    SequenceSetup,
+    BatchBudget, EmbedInput, EmbedOptions, Embedder, EmbedderOptions, EncodedTexts, InputText,
+    OutputOptions, SequenceSetup,
 };
 pub use error::EmbedError;
 pub use postprocess::{l2_normalize, truncate_dimensions};

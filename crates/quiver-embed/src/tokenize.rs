@@ -201,6 +201,28 @@ impl TextTokenizer {
             .collect())
     }
 
+    /// Entries in the vocabulary, added tokens included: every valid id is below this.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The text of token ids, special tokens left out when asked. Ids outside the vocabulary
+    /// are an error naming the first one.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let vocab = self.vocab_size();
+        if let Some(position) = ids.iter().position(|&id| id as usize >= vocab) {
+            return Err(EmbedError::TokenId {
+                input: 0,
+                position,
+                id: ids[position],
+                vocab,
+            });
+        }
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| self.error(e))
+    }
+
     fn error(&self, error: tokenizers::Error) -> EmbedError {
         EmbedError::Tokenizer {
             path: self.path.clone(),

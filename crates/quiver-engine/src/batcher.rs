@@ -27,14 +27,30 @@ pub struct BatchSettings {
     pub max_wait: Duration,
 }
 
-/// Pooled vectors for one request, in order, or why the model failed.
-pub type PooledReply = Result<Vec<Vec<f32>>, String>;
+/// What a request wants of the model for each of its sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// One pooled vector (model width, not normalised).
+    Pooled,
+    /// The hidden state of every token.
+    TokenStates,
+}
 
-/// One request's sequences, pooled vectors coming back on `reply`.
+/// A request's outputs, in order.
+pub enum Outputs {
+    Pooled(Vec<Vec<f32>>),
+    TokenStates(Vec<Vec<Vec<f32>>>),
+}
+
+/// A request's outputs, or why the model failed.
+pub type Reply = Result<Outputs, String>;
+
+/// One request's sequences, outputs coming back on `reply`.
 struct Job {
     sequences: Vec<Vec<u32>>,
     setup: SequenceSetup,
-    reply: oneshot::Sender<PooledReply>,
+    output: Output,
+    reply: oneshot::Sender<Reply>,
 }
 
 impl Job {
@@ -82,17 +98,19 @@ impl Batcher {
         Ok((Batcher { sender, observer }, handle))
     }
 
-    /// Queues sequences for pooling; the vectors (model width, not normalised) come back on
-    /// the returned receiver, in order.
+    /// Queues sequences for the model; their outputs come back on the returned receiver, in
+    /// order.
     pub fn submit(
         &self,
         sequences: Vec<Vec<u32>>,
         setup: SequenceSetup,
-    ) -> Result<oneshot::Receiver<PooledReply>, QueueFull> {
+        output: Output,
+    ) -> Result<oneshot::Receiver<Reply>, QueueFull> {
         let (reply, receiver) = oneshot::channel();
         let job = Job {
             sequences,
             setup,
+            output,
             reply,
         };
         // Counted before sending so the model thread's decrement never runs first.
@@ -161,11 +179,20 @@ impl ModelThread {
     }
 
     fn run_batch(&self, jobs: Vec<Job>) {
-        // A client that went away no longer needs its vectors.
-        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
-        if jobs.is_empty() {
-            return;
+        // A client that went away no longer needs its outputs.
+        let (pooled, token_states): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .filter(|j| !j.reply.is_closed())
+            .partition(|job| job.output == Output::Pooled);
+        for jobs in [pooled, token_states] {
+            if !jobs.is_empty() {
+                self.run_jobs(jobs);
+            }
         }
+    }
+
+    /// One model call for jobs that all want the same output.
+    fn run_jobs(&self, jobs: Vec<Job>) {
         let sequences: Vec<&[u32]> = jobs
             .iter()
             .flat_map(|job| job.sequences.iter().map(Vec::as_slice))
@@ -180,17 +207,24 @@ impl ModelThread {
             max_tokens: self.settings.max_batch_tokens,
         };
         let started = Instant::now();
-        let pooled = self.embedder.pool(&sequences, &setups, budget, |_| {
-            std::ops::ControlFlow::Continue(())
-        });
+        let outputs = match jobs[0].output {
+            Output::Pooled => self
+                .embedder
+                .pool(&sequences, &setups, budget, |_| {
+                    std::ops::ControlFlow::Continue(())
+                })
+                .map(|vectors| split(vectors, &jobs, Outputs::Pooled)),
+            Output::TokenStates => self
+                .embedder
+                .token_states(&sequences, &setups, budget)
+                .map(|states| split(states, &jobs, Outputs::TokenStates)),
+        };
         self.observer
             .batch_ran(sequences.len(), tokens, started.elapsed());
-        match pooled {
-            Ok(vectors) => {
-                let mut vectors = vectors.into_iter();
-                for job in jobs {
-                    let mine: Vec<Vec<f32>> = vectors.by_ref().take(job.sequences.len()).collect();
-                    let _ = job.reply.send(Ok(mine));
+        match outputs {
+            Ok(outputs) => {
+                for (job, output) in jobs.into_iter().zip(outputs) {
+                    let _ = job.reply.send(Ok(output));
                 }
             }
             Err(error) => {
@@ -201,4 +235,12 @@ impl ModelThread {
             }
         }
     }
+}
+
+/// Hands each job its own outputs, in order.
+fn split<T>(outputs: Vec<T>, jobs: &[Job], wrap: fn(Vec<T>) -> Outputs) -> Vec<Outputs> {
+    let mut outputs = outputs.into_iter();
+    jobs.iter()
+        .map(|job| wrap(outputs.by_ref().take(job.sequences.len()).collect()))
+        .collect()
 }

@@ -15,8 +15,8 @@ mod batcher;
 
 pub use batcher::BatchSettings;
 
-use batcher::Batcher;
-use quiver_embed::{EmbedError, EmbedOptions, Embedder, EncodedTexts, OutputOptions};
+use batcher::{Batcher, Output, Outputs};
+use quiver_embed::{EmbedError, EmbedInput, EmbedOptions, Embedder, EncodedTexts, OutputOptions};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -49,6 +49,13 @@ pub struct EmbedRequest {
 #[derive(Debug, Clone)]
 pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+}
+
+/// The hidden state of every token of each of a request's inputs, in order.
+#[derive(Debug, Clone)]
+pub struct TokenStates {
+    pub states: Vec<Vec<Vec<f32>>>,
     pub tokens: usize,
 }
 
@@ -95,21 +102,39 @@ impl Engine {
         texts: Vec<String>,
         request: &EmbedRequest,
     ) -> Result<Embedded, EngineError> {
+        self.embed_inputs(texts.into_iter().map(EmbedInput::Text).collect(), request)
+            .await
+    }
+
+    /// Like [`Engine::embed`] for inputs that may be token ids (see
+    /// [`Embedder::encode_inputs`]).
+    pub async fn embed_inputs(
+        &self,
+        inputs: Vec<EmbedInput>,
+        request: &EmbedRequest,
+    ) -> Result<Embedded, EngineError> {
         // Checked first: a width the model cannot give is refused before any model time.
         let output = self.embedder.output_options(&request.options)?;
-        let bytes: usize = texts.iter().map(String::len).sum();
-        let encoded = if bytes <= INLINE_TOKENIZE_BYTES {
-            self.embedder.encode(&texts, &request.options)?
-        } else {
-            let embedder = self.embedder.clone();
-            let options = request.options.clone();
-            tokio::task::spawn_blocking(move || embedder.encode(&texts, &options))
-                .await
-                .map_err(|_| EngineError::Stopped)??
-        };
-        let (receiver, tokens) = self.submit(encoded, request)?;
-        let pooled = receiver.await.map_err(|_| EngineError::Stopped)?;
-        finish(pooled, tokens, output)
+        let encoded = self.encode(inputs, &request.options).await?;
+        let (receiver, tokens) = self.submit(encoded, request, Output::Pooled)?;
+        let reply = receiver.await.map_err(|_| EngineError::Stopped)?;
+        finish(reply, tokens, output)
+    }
+
+    /// The model's hidden state of every token of each input (see
+    /// [`Embedder::token_states`]): no pooling, projection or normalisation.
+    pub async fn token_states(
+        &self,
+        inputs: Vec<EmbedInput>,
+        request: &EmbedRequest,
+    ) -> Result<TokenStates, EngineError> {
+        let encoded = self.encode(inputs, &request.options).await?;
+        let (receiver, tokens) = self.submit(encoded, request, Output::TokenStates)?;
+        match receiver.await.map_err(|_| EngineError::Stopped)? {
+            Ok(Outputs::TokenStates(states)) => Ok(TokenStates { states, tokens }),
+            Ok(Outputs::Pooled(_)) => Err(EngineError::Model("pooled outputs came back".into())),
+            Err(error) => Err(EngineError::Model(error)),
+        }
     }
 
     /// Embeds `texts` as `request` asks, blocking this thread (not an async runtime's).
@@ -120,16 +145,42 @@ impl Engine {
     ) -> Result<Embedded, EngineError> {
         let output = self.embedder.output_options(&request.options)?;
         let encoded = self.embedder.encode(texts, &request.options)?;
-        let (receiver, tokens) = self.submit(encoded, request)?;
-        let pooled = receiver.blocking_recv().map_err(|_| EngineError::Stopped)?;
-        finish(pooled, tokens, output)
+        let (receiver, tokens) = self.submit(encoded, request, Output::Pooled)?;
+        let reply = receiver.blocking_recv().map_err(|_| EngineError::Stopped)?;
+        finish(reply, tokens, output)
+    }
+
+    /// Tokenises on this thread when the texts are small, else on a blocking thread.
+    async fn encode(
+        &self,
+        inputs: Vec<EmbedInput>,
+        options: &EmbedOptions,
+    ) -> Result<EncodedTexts, EngineError> {
+        let bytes: usize = inputs
+            .iter()
+            .map(|input| match input {
+                EmbedInput::Text(text) => text.len(),
+                EmbedInput::TokenIds(_) => 0,
+            })
+            .sum();
+        if bytes <= INLINE_TOKENIZE_BYTES {
+            return Ok(self.embedder.encode_inputs(&inputs, options)?);
+        }
+        let embedder = self.embedder.clone();
+        let options = options.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || embedder.encode_inputs(&inputs, &options))
+                .await
+                .map_err(|_| EngineError::Stopped)??,
+        )
     }
 
     fn submit(
         &self,
         encoded: EncodedTexts,
         request: &EmbedRequest,
-    ) -> Result<(tokio::sync::oneshot::Receiver<batcher::PooledReply>, usize), EngineError> {
+        output: Output,
+    ) -> Result<(tokio::sync::oneshot::Receiver<batcher::Reply>, usize), EngineError> {
         if !request.truncate {
             if let Some(input) = encoded.truncated.iter().position(|&cut| cut) {
                 return Err(EngineError::TooLong {
@@ -141,7 +192,7 @@ impl Engine {
         let tokens = encoded.token_ids.iter().map(Vec::len).sum();
         let receiver = self
             .batcher
-            .submit(encoded.token_ids, encoded.setup)
+            .submit(encoded.token_ids, encoded.setup, output)
             .map_err(|_| EngineError::Overloaded)?;
         Ok((receiver, tokens))
     }
@@ -149,11 +200,14 @@ impl Engine {
 
 /// Cuts and normalises a request's pooled vectors as it asked.
 fn finish(
-    pooled: batcher::PooledReply,
+    reply: batcher::Reply,
     tokens: usize,
     output: OutputOptions,
 ) -> Result<Embedded, EngineError> {
-    let mut vectors = pooled.map_err(EngineError::Model)?;
+    let mut vectors = match reply.map_err(EngineError::Model)? {
+        Outputs::Pooled(vectors) => vectors,
+        Outputs::TokenStates(_) => return Err(EngineError::Model("token states came back".into())),
+    };
     for vector in &mut vectors {
         output.apply(vector);
     }

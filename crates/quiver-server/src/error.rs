@@ -1,6 +1,7 @@
 //! Errors a request can get back. Every one is a JSON body naming the problem, shaped the way
 //! the API the client speaks expects: OpenAI's `{"error": {"message", "type", ...}}` on `/v1/`
-//! routes, Text Embeddings Inference's `{"error", "error_type"}` elsewhere.
+//! routes, Text Embeddings Inference's `{"error", "error_type"}` elsewhere. TEI's routes also
+//! answer with TEI's status codes (see [`ApiError::status`]).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +11,10 @@ use serde_json::json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     OpenAi,
+    /// TEI's routes: its body and its status codes.
     Tei,
+    /// Quiver's own routes (`/search`): TEI's body, plain HTTP status codes.
+    Quiver,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +86,20 @@ impl ApiError {
         self
     }
 
+    /// The status sent. TEI's published contract documents 422 for every refused request but
+    /// an oversized one (413) and 424 for a failed model call, so its routes answer those
+    /// where others answer 400 and 500.
+    pub fn status(&self) -> StatusCode {
+        match (self.flavor, self.status) {
+            (Flavor::Tei, StatusCode::BAD_REQUEST) => StatusCode::UNPROCESSABLE_ENTITY,
+            (Flavor::Tei, StatusCode::INTERNAL_SERVER_ERROR) => StatusCode::FAILED_DEPENDENCY,
+            (_, status) => status,
+        }
+    }
+
     fn body(&self) -> serde_json::Value {
         match self.flavor {
-            Flavor::Tei => json!({
+            Flavor::Tei | Flavor::Quiver => json!({
                 "error": self.message,
                 "error_type": match self.kind {
                     ErrorKind::Validation => "Validation",
@@ -112,7 +127,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
         if self.kind == ErrorKind::Overloaded {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -140,6 +155,11 @@ impl From<quiver_embed::EmbedError> for ApiError {
             EmbedError::UnknownPrompt { .. }
             | EmbedError::UnknownTask { .. }
             | EmbedError::Dimensions { .. } => ApiError::bad_request(error.to_string()),
+            EmbedError::TokenId { .. }
+            | EmbedError::PromptWithTokenIds { .. }
+            | EmbedError::NoTokens { .. } => {
+                ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+            }
             EmbedError::NonFiniteOutput { .. } => ApiError::backend(error.to_string()),
             other => ApiError::internal("embedding", &other),
         }

@@ -380,8 +380,11 @@ async fn check_host(
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", post(routes::tei::compat))
         .route("/v1/embeddings", post(routes::openai::embeddings))
         .route("/embed", post(routes::tei::embed))
+        .route("/embed_all", post(routes::tei::embed_all))
+        .route("/decode", post(routes::tei::decode))
         .route("/similarity", post(routes::tei::similarity))
         .route("/tokenize", post(routes::tei::tokenize))
         .route("/search", post(routes::search::search))

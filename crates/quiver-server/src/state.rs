@@ -5,8 +5,8 @@ use crate::error::ApiError;
 use crate::input::InputLimits;
 use crate::metrics::Metrics;
 use axum::http::StatusCode;
-use quiver_embed::{EmbedOptions, Embedder, TruncationSide};
-use quiver_engine::{BatchSettings, Embedded, Engine, EngineError};
+use quiver_embed::{EmbedInput, EmbedOptions, Embedder, TruncationSide};
+use quiver_engine::{BatchSettings, Embedded, Engine, EngineError, TokenStates};
 use quiver_index::{IndexReader, IndexSettings};
 use std::sync::Arc;
 
@@ -107,14 +107,35 @@ impl AppState {
         }
     }
 
-    /// Embeds a request's texts through the engine, the server's defaults filled in (its
+    /// Embeds a request's inputs through the engine, the server's defaults filled in (its
     /// `--normalize` and `--auto-truncate`).
     pub async fn embed(
         &self,
-        texts: Vec<String>,
+        inputs: Vec<EmbedInput>,
         request: EmbedRequest,
     ) -> Result<Embedded, ApiError> {
-        let request = quiver_engine::EmbedRequest {
+        let request = self.engine_request(request);
+        self.engine
+            .embed_inputs(inputs, &request)
+            .await
+            .map_err(engine_error)
+    }
+
+    /// The hidden state of every token of each input, through the engine.
+    pub async fn token_states(
+        &self,
+        inputs: Vec<EmbedInput>,
+        request: EmbedRequest,
+    ) -> Result<TokenStates, ApiError> {
+        let request = self.engine_request(request);
+        self.engine
+            .token_states(inputs, &request)
+            .await
+            .map_err(engine_error)
+    }
+
+    fn engine_request(&self, request: EmbedRequest) -> quiver_engine::EmbedRequest {
+        quiver_engine::EmbedRequest {
             options: EmbedOptions {
                 prompt_name: request.prompt_name,
                 task: request.task,
@@ -124,21 +145,21 @@ impl AppState {
                 ..EmbedOptions::default()
             },
             truncate: request.truncate.unwrap_or(self.limits.auto_truncate),
-        };
-        self.engine
-            .embed(texts, &request)
-            .await
-            .map_err(|error| match error {
-                EngineError::TooLong { input, max_length } => ApiError::validation(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "input {input} is longer than the model's {max_length} tokens: send \
-                     \"truncate\": true, or start the server with --auto-truncate"
-                    ),
-                ),
-                EngineError::Overloaded => ApiError::overloaded(),
-                EngineError::Embed(error) => error.into(),
-                other => ApiError::backend(other.to_string()),
-            })
+        }
+    }
+}
+
+fn engine_error(error: EngineError) -> ApiError {
+    match error {
+        EngineError::TooLong { input, max_length } => ApiError::validation(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "input {input} is longer than the model's {max_length} tokens: send \
+                 \"truncate\": true, or start the server with --auto-truncate"
+            ),
+        ),
+        EngineError::Overloaded => ApiError::overloaded(),
+        EngineError::Embed(error) => error.into(),
+        other => ApiError::backend(other.to_string()),
     }
 }

@@ -18,8 +18,9 @@ pub struct ServeArgs {
     /// all-MiniLM-L6-v2).
     #[arg(long, short, env = "QUIVER_MODEL")]
     model: Option<String>,
-    /// Address to listen on; 127.0.0.1 keeps the server to this machine.
-    #[arg(long, env = "QUIVER_HOST")]
+    /// Address to listen on; 127.0.0.1 keeps the server to this machine. `--hostname` (TEI's
+    /// name for it) is accepted too.
+    #[arg(long, env = "QUIVER_HOST", alias = "hostname")]
     host: Option<String>,
     /// Port to listen on (0: any free port, printed at start).
     #[arg(long, env = "QUIVER_PORT")]

@@ -2,7 +2,7 @@
 
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
@@ -26,9 +26,19 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
             "chunks": snapshot.len(),
         })
     });
+    // TEI's `Info` fields first (its schema requires them), then Quiver's own.
     Json(json!({
         "model_id": state.model_id,
-        "model_type": "embedding",
+        "model_sha": null,
+        "model_dtype": match embedder.quantization() {
+            quiver_embed::Quantization::None => "float32",
+            quiver_embed::Quantization::Int8 => "int8",
+        },
+        "model_type": {"embedding": {"pooling": config.pooling.name()}},
+        // Requests tokenise on the async workers that receive them (large ones on blocking
+        // threads): as many as the machine has cores.
+        "tokenization_workers": std::thread::available_parallelism().map_or(1, usize::from),
+        "max_batch_requests": null,
         "dimensions": embedder.dimension(),
         "max_input_length": embedder.max_length(),
         "pooling": config.pooling.name(),
@@ -47,13 +57,20 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
-/// Prometheus text exposition.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// Prometheus text exposition: OpenMetrics to a scraper that asks for it (Prometheus does),
+/// else labelled `text/plain` as TEI's contract documents (the same text parses as both).
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, content_type)],
         state.metrics.render(),
     )
 }

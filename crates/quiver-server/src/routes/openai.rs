@@ -18,6 +18,9 @@ pub struct EmbeddingsRequest {
     /// Accepted and echoed back as the served model: one model is served per process.
     #[allow(dead_code)]
     model: Option<String>,
+    /// Accepted (OpenAI's end-user id); Quiver keeps no per-user state.
+    #[allow(dead_code)]
+    user: Option<String>,
     dimensions: Option<usize>,
     #[serde(default)]
     encoding_format: EncodingFormat,

@@ -1,7 +1,7 @@
 //! `POST /search`: hybrid, vector or keyword search over the index the server was started
 //! with (`--index DIR`), the same search as `quiver search`.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Flavor};
 use crate::input::parse_body;
 use crate::state::{AppState, EmbedRequest};
 use axum::body::Bytes;
@@ -9,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use quiver_embed::EmbedInput;
 use quiver_index::{SearchFilter, SearchHit, SearchMode, SearchRequest, DEFAULT_KEYWORD_WEIGHT};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
@@ -49,6 +50,15 @@ pub async fn search(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SearchResponse>, ApiError> {
+    handle(&state, body)
+        .await
+        .map_err(|error| error.flavored(Flavor::Quiver))
+}
+
+async fn handle(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SearchResponse>, ApiError> {
     let Some(index) = &state.index else {
         return Err(ApiError::validation(
             StatusCode::NOT_FOUND,
@@ -80,7 +90,7 @@ pub async fn search(
             state.follows(settings)?;
             let embedded = state
                 .embed(
-                    vec![request.query.clone()],
+                    vec![EmbedInput::Text(request.query.clone())],
                     EmbedRequest {
                         truncate: Some(true),
                         ..EmbedRequest::from(settings.query_options())

@@ -1,15 +1,18 @@
-//! Hugging Face Text Embeddings Inference routes: `POST /embed`, `POST /similarity`,
-//! `POST /tokenize`, with TEI's request fields and response shapes, so TEI clients (its Python
-//! and JavaScript ones, LangChain's and LlamaIndex's integrations) work unchanged.
+//! Hugging Face Text Embeddings Inference routes: `POST /embed`, `/embed_all`, `/similarity`,
+//! `/tokenize` and `/decode`, with the request fields and response shapes of TEI's published
+//! OpenAPI document (`tests/tei/openapi.json`), so TEI clients (its Python and JavaScript ones,
+//! LangChain's and LlamaIndex's integrations) work unchanged.
 
 use crate::error::ApiError;
-use crate::input::{parse_body, Inputs};
+use crate::input::{parse_body, parse_value, Inputs, Texts};
 use crate::state::{AppState, EmbedRequest};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use quiver_embed::{EmbedOptions, TruncationSide};
+use quiver_embed::{EmbedInput, EmbedOptions, TruncationSide};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 
@@ -25,6 +28,13 @@ fn truncation_side<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Truncat
     }
 }
 
+/// A field that may be left out but is never `null` (TEI's schema does not make it nullable).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
 fn default_true() -> bool {
     true
 }
@@ -33,6 +43,7 @@ fn default_true() -> bool {
 pub struct EmbedBody {
     inputs: Inputs,
     /// Absent: the server's `--normalize`, else true (TEI's default).
+    #[serde(default, deserialize_with = "present")]
     normalize: Option<bool>,
     truncate: Option<bool>,
     #[serde(default, deserialize_with = "truncation_side")]
@@ -40,6 +51,7 @@ pub struct EmbedBody {
     prompt_name: Option<String>,
     /// Extension: the task adapter of models that have them (jina-embeddings-v3).
     task: Option<String>,
+    /// Extension: Matryoshka width.
     dimensions: Option<usize>,
 }
 
@@ -47,7 +59,13 @@ pub async fn embed(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<Vec<f32>>>, ApiError> {
-    let request: EmbedBody = parse_body(body)?;
+    answer_embed(&state, parse_body(body)?).await
+}
+
+async fn answer_embed(
+    state: &AppState,
+    request: EmbedBody,
+) -> Result<Json<Vec<Vec<f32>>>, ApiError> {
     request.inputs.validate("inputs", state.input_limits())?;
     let embedded = state
         .embed(
@@ -66,18 +84,59 @@ pub async fn embed(
 }
 
 #[derive(Deserialize)]
-pub struct SimilarityBody {
-    inputs: SimilarityInputs,
+pub struct EmbedAllBody {
+    inputs: Inputs,
     truncate: Option<bool>,
     #[serde(default, deserialize_with = "truncation_side")]
     truncation_direction: TruncationSide,
     prompt_name: Option<String>,
+    /// Extension: the task adapter of models that have them (jina-embeddings-v3).
+    task: Option<String>,
+}
+
+/// The last hidden state of every token of each input (special and prompt tokens included,
+/// as `/tokenize` lists them): the token vectors late-interaction search scores with.
+pub async fn embed_all(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<Vec<Vec<f32>>>>, ApiError> {
+    let request: EmbedAllBody = parse_body(body)?;
+    request.inputs.validate("inputs", state.input_limits())?;
+    let states = state
+        .token_states(
+            request.inputs.0,
+            EmbedRequest {
+                prompt_name: request.prompt_name,
+                task: request.task,
+                truncate: request.truncate,
+                truncation: request.truncation_direction,
+                ..EmbedRequest::default()
+            },
+        )
+        .await?;
+    Ok(Json(states.states))
+}
+
+#[derive(Deserialize)]
+pub struct SimilarityBody {
+    inputs: SimilarityInputs,
+    parameters: Option<SimilarityParameters>,
 }
 
 #[derive(Deserialize)]
 struct SimilarityInputs {
     source_sentence: String,
-    sentences: Inputs,
+    sentences: Vec<String>,
+}
+
+/// TEI's schema marks `truncation_direction` required here, but `huggingface_hub` sends
+/// `"parameters": {}`, which TEI's own server accepts: so does Quiver.
+#[derive(Deserialize)]
+struct SimilarityParameters {
+    truncate: Option<bool>,
+    #[serde(default, deserialize_with = "truncation_side")]
+    truncation_direction: TruncationSide,
+    prompt_name: Option<String>,
 }
 
 /// Cosine similarity of `source_sentence` to each of `sentences`.
@@ -85,25 +144,34 @@ pub async fn similarity(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<f32>>, ApiError> {
-    let request: SimilarityBody = parse_body(body)?;
+    answer_similarity(&state, parse_body(body)?).await
+}
+
+async fn answer_similarity(
+    state: &AppState,
+    request: SimilarityBody,
+) -> Result<Json<Vec<f32>>, ApiError> {
     let sentences = request.inputs.sentences;
-    sentences.validate("inputs.sentences", state.input_limits())?;
-    if request.inputs.source_sentence.is_empty() {
-        return Err(ApiError::bad_request(
-            "`inputs.source_sentence` is an empty string",
-        ));
+    state
+        .input_limits()
+        .check("inputs.sentences", sentences.len())?;
+    if sentences.is_empty() {
+        return Ok(Json(Vec::new()));
     }
-    let mut texts = Vec::with_capacity(sentences.0.len() + 1);
-    texts.push(request.inputs.source_sentence);
-    texts.extend(sentences.0);
+    let mut inputs = Vec::with_capacity(sentences.len() + 1);
+    inputs.push(EmbedInput::Text(request.inputs.source_sentence));
+    inputs.extend(sentences.into_iter().map(EmbedInput::Text));
+    let parameters = request.parameters;
     let embedded = state
         .embed(
-            texts,
+            inputs,
             EmbedRequest {
-                prompt_name: request.prompt_name,
                 normalize: Some(true),
-                truncate: request.truncate,
-                truncation: request.truncation_direction,
+                truncate: parameters.as_ref().and_then(|p| p.truncate),
+                truncation: parameters
+                    .as_ref()
+                    .map_or(TruncationSide::Right, |p| p.truncation_direction),
+                prompt_name: parameters.and_then(|p| p.prompt_name),
                 ..EmbedRequest::default()
             },
         )
@@ -120,9 +188,92 @@ pub async fn similarity(
     ))
 }
 
+/// `POST /`: TEI's route for clients that post to the server's own URL (`huggingface_hub`'s
+/// `InferenceClient(model=URL)`, LangChain through it): `inputs` holding `source_sentence`
+/// asks for similarity, anything else for embeddings.
+pub async fn compat(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: serde_json::Value = parse_body(body)?;
+    if request["inputs"].is_object() {
+        let request = parse_value(request)?;
+        Ok(answer_similarity(&state, request).await?.into_response())
+    } else {
+        let request = parse_value(request)?;
+        Ok(answer_embed(&state, request).await?.into_response())
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DecodeBody {
+    ids: TokenIdLists,
+    #[serde(default = "default_true")]
+    skip_special_tokens: bool,
+}
+
+/// TEI's `InputIds`: one array of token ids, or a list of them.
+struct TokenIdLists(Vec<Vec<u32>>);
+
+impl<'de> Deserialize<'de> for TokenIdLists {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Inputs::deserialize(deserializer)?.0.as_slice() {
+            [] => Err(serde::de::Error::custom(
+                "is an empty list: send token ids, or lists of them",
+            )),
+            inputs => inputs
+                .iter()
+                .map(|input| match input {
+                    EmbedInput::TokenIds(ids) => Ok(ids.clone()),
+                    EmbedInput::Text(_) => Err(serde::de::Error::custom(
+                        "holds a string: send token ids, or lists of them",
+                    )),
+                })
+                .collect::<Result<_, _>>()
+                .map(TokenIdLists),
+        }
+    }
+}
+
+/// The text of each list of token ids.
+pub async fn decode(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<String>>, ApiError> {
+    let request: DecodeBody = parse_body(body)?;
+    state.input_limits().check("ids", request.ids.0.len())?;
+    let tokenizer = state.embedder.tokenizer();
+    let texts = request
+        .ids
+        .0
+        .iter()
+        .enumerate()
+        .map(|(index, ids)| {
+            tokenizer
+                .decode(ids, request.skip_special_tokens)
+                .map_err(|error| match error {
+                    quiver_embed::EmbedError::TokenId {
+                        position,
+                        id,
+                        vocab,
+                        ..
+                    } => ApiError::validation(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!(
+                            "`ids[{index}][{position}]`: token id {id} is outside the \
+                             vocabulary of {vocab} tokens"
+                        ),
+                    ),
+                    other => ApiError::from(other),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Json(texts))
+}
+
 #[derive(Deserialize)]
 pub struct TokenizeBody {
-    inputs: Inputs,
+    inputs: Texts,
     #[serde(default = "default_true")]
     add_special_tokens: bool,
     prompt_name: Option<String>,
@@ -143,7 +294,9 @@ pub async fn tokenize(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<Vec<TokenView>>>, ApiError> {
     let request: TokenizeBody = parse_body(body)?;
-    request.inputs.validate("inputs", state.input_limits())?;
+    state
+        .input_limits()
+        .check("inputs", request.inputs.0.len())?;
     let embedder = state.embedder.clone();
     let options = EmbedOptions {
         prompt_name: request.prompt_name,
