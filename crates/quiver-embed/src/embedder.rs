@@ -682,7 +682,7 @@ impl Finite for Vec<Vec<f32>> {
 
 /// Groups sequence indices into forward passes: longest first, so each batch holds sequences
 /// of similar length, bounded by a token budget and a sequence count.
-fn plan_batches(token_ids: &[&[u32]], budget: BatchBudget) -> Vec<Vec<usize>> {
+pub(crate) fn plan_batches(token_ids: &[&[u32]], budget: BatchBudget) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..token_ids.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(token_ids[i].len()));
     let max_sequences = budget.max_sequences.max(1);

@@ -140,6 +140,33 @@ impl TextTokenizer {
             .collect())
     }
 
+    /// A (query, text) pair as a cross-encoder reads it, one sequence with the tokenizer's own
+    /// pair framing (`[CLS] q [SEP] t [SEP]`, `<s> q </s></s> t </s>`): ids, each token's
+    /// segment, and whether the pair was cut to the max length (the longer side first).
+    pub fn encode_pair(
+        &self,
+        query: &str,
+        text: &str,
+        side: TruncationSide,
+    ) -> Result<(Vec<u32>, Vec<u8>, bool)> {
+        let tokenizer = match side {
+            TruncationSide::Right => &self.inner,
+            TruncationSide::Left => &self.left_truncating,
+        };
+        let (query, query_cut) = self.within_reach(query, side);
+        let (text, text_cut) = self.within_reach(text, side);
+        let encoding = tokenizer
+            .encode((query, text), true)
+            .map_err(|e| self.error(e))?;
+        let types = encoding
+            .get_type_ids()
+            .iter()
+            .map(|&t| u8::try_from(t).unwrap_or(u8::MAX))
+            .collect();
+        let cut = query_cut || text_cut || !encoding.get_overflowing().is_empty();
+        Ok((encoding.get_ids().to_vec(), types, cut))
+    }
+
     /// The part of `text` that can reach the model when it is cut at `side`: at most
     /// `max_length × BYTES_PER_TOKEN` bytes from the kept end, ending (or starting) at a
     /// whitespace where one is near so no word is split; and whether anything was left out.

@@ -184,3 +184,77 @@ fn jina_v3_task_adapters_match_the_merged_reference() {
 fn modernbert_with_local_and_global_layers_matches_transformers() {
     check("modernbert");
 }
+
+#[derive(Deserialize)]
+struct RerankReference {
+    pairs: Vec<(String, String)>,
+    token_ids: Vec<Vec<u32>>,
+    type_ids: Vec<Vec<u8>>,
+    scores: Vec<f32>,
+}
+
+/// A cross-encoder: pair tokenisation (ids and segments) and the head's logit per pair.
+fn check_reranker(name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tiny")
+        .join(name);
+    let reference: RerankReference =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let reranker = quiver_embed::Reranker::load(&dir, &EmbedderOptions::default()).unwrap();
+    let mut encoded = quiver_embed::EncodedPairs::default();
+    for (query, text) in &reference.pairs {
+        let one = reranker
+            .encode(query, &[text], quiver_embed::TruncationSide::Right)
+            .unwrap();
+        encoded.token_ids.extend(one.token_ids);
+        encoded.token_types.extend(one.token_types);
+        encoded.truncated.extend(one.truncated);
+    }
+    assert_eq!(encoded.token_ids, reference.token_ids, "{name}: token ids");
+    assert_eq!(
+        encoded.token_types, reference.type_ids,
+        "{name}: token types"
+    );
+    // Small batches and one large one: packing pairs of other lengths together changes nothing.
+    for max_tokens in [40, 100_000] {
+        let budget = BatchBudget {
+            max_sequences: 64,
+            max_tokens,
+        };
+        let scores = reranker.score(&encoded, budget).unwrap();
+        let diff = scores
+            .iter()
+            .zip(&reference.scores)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-4, "{name}: scores differ by {diff}");
+    }
+    // Different pairs score differently: a broken head could not pass by chance.
+    let spread = reference.scores.iter().cloned().fold(f32::MIN, f32::max)
+        - reference.scores.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread > 0.1, "{name}: reference scores barely differ");
+}
+
+#[test]
+fn bert_cross_encoder_matches_transformers() {
+    check_reranker("bert-reranker");
+}
+
+#[test]
+fn xlm_roberta_cross_encoder_matches_transformers() {
+    check_reranker("xlm-roberta-reranker");
+}
+
+#[test]
+fn an_embedding_model_is_not_a_reranker() {
+    let (dir, _) = fixture("roberta");
+    let error = quiver_embed::Reranker::load(&dir, &EmbedderOptions::default())
+        .err()
+        .expect("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("BertForSequenceClassification"),
+        "{message}"
+    );
+}

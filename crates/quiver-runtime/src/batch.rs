@@ -11,6 +11,9 @@ pub struct PackedBatch {
     /// The task adapter (LoRA) each sequence runs with, for models that have them
     /// (jina-embeddings-v3); empty when every sequence runs on the base weights.
     pub adapters: Vec<Option<u16>>,
+    /// The segment (token type) of every token, for pairs a cross-encoder reads as one input
+    /// (`[CLS] query [SEP] text [SEP]`); empty when every token is of type 0.
+    pub token_types: Vec<u8>,
 }
 
 impl PackedBatch {
@@ -19,6 +22,7 @@ impl PackedBatch {
             token_ids: Vec::new(),
             offsets: vec![0],
             adapters: Vec::new(),
+            token_types: Vec::new(),
         }
     }
 
@@ -36,6 +40,21 @@ impl PackedBatch {
         }
         self.token_ids.extend_from_slice(ids);
         self.offsets.push(self.token_ids.len());
+        if !self.token_types.is_empty() {
+            self.token_types.resize(self.token_ids.len(), 0);
+        }
+    }
+
+    /// Adds a sequence whose tokens have the segments `types` (one per id; missing ones 0).
+    pub fn push_typed(&mut self, ids: &[u32], types: &[u8]) {
+        let typed = !self.token_types.is_empty() || types.iter().any(|&t| t != 0);
+        let start = self.token_ids.len();
+        self.push(ids);
+        if typed {
+            self.token_types.resize(self.token_ids.len(), 0);
+            let n = types.len().min(ids.len());
+            self.token_types[start..start + n].copy_from_slice(&types[..n]);
+        }
     }
 
     pub fn num_sequences(&self) -> usize {
@@ -91,6 +110,11 @@ impl PackedBatch {
                 "adapters must name one adapter (or none) per sequence".into(),
             ));
         }
+        if !self.token_types.is_empty() && self.token_types.len() != self.token_ids.len() {
+            return Err(RuntimeError::Batch(
+                "token types must name one type per token".into(),
+            ));
+        }
         if let Some(&id) = self.token_ids.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(RuntimeError::Batch(format!(
                 "token id {id} is outside the vocabulary of {vocab_size} entries"
@@ -114,5 +138,20 @@ mod tests {
         assert!(batch.validate(8, 4).is_err());
         let empty_sequence = PackedBatch::from_sequences(&[vec![1], vec![]]);
         assert!(empty_sequence.validate(8, 10).is_err());
+    }
+
+    #[test]
+    fn token_types_follow_their_tokens() {
+        let mut batch = PackedBatch::new();
+        batch.push(&[1, 2]);
+        assert!(batch.token_types.is_empty());
+        batch.push_typed(&[3, 4, 5], &[0, 1, 1]);
+        batch.push(&[6]);
+        assert_eq!(batch.token_types, vec![0, 0, 0, 1, 1, 0]);
+        let mut first = PackedBatch::new();
+        first.push_typed(&[1, 2], &[0, 1]);
+        first.push_typed(&[3], &[0]);
+        assert_eq!(first.token_types, vec![0, 1, 0]);
+        assert!(batch.validate(8, 10).is_ok());
     }
 }

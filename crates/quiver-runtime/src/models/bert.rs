@@ -39,8 +39,9 @@ const DEFAULT_LAYER_NORM_EPS: f64 = 1e-12;
 struct Embeddings {
     word: Vec<f32>,
     position: Vec<f32>,
-    /// Row 0 of the token-type table: single-segment inputs all use type 0.
-    token_type_zero: Vec<f32>,
+    /// The token-type table, `[type_vocab_size, hidden]`: single-segment inputs all use row 0,
+    /// the second text of a cross-encoder's pair row 1.
+    token_types: Vec<f32>,
     norm: LayerNorm,
 }
 
@@ -104,7 +105,7 @@ impl BertModel {
                 "embeddings.position_embeddings.weight",
                 &[config.encoder.max_position_embeddings, h],
             )?,
-            token_type_zero: token_types[..h].to_vec(),
+            token_types,
             norm: LayerNorm::load(store, "embeddings.LayerNorm", h, eps)?,
         };
         let layers = PostNormLayer::load_all(
@@ -124,14 +125,26 @@ impl BertModel {
     }
 
     fn embed(&self, batch: &PackedBatch) -> Vec<f32> {
+        let h = self.config.encoder.hidden_size;
+        let types = &self.embeddings.token_types;
         let mut hidden = sum_embeddings(
             batch,
-            self.config.encoder.hidden_size,
+            h,
             self.first_position,
             &self.embeddings.word,
             &self.embeddings.position,
-            Some(&self.embeddings.token_type_zero),
+            Some(&types[..h]),
         );
+        // Tokens of another segment swap row 0 for their own.
+        for (token, &segment) in batch.token_types.iter().enumerate() {
+            if segment != 0 {
+                let own = &types[segment as usize * h..(segment as usize + 1) * h];
+                let row = &mut hidden[token * h..(token + 1) * h];
+                for ((value, own), zero) in row.iter_mut().zip(own).zip(&types[..h]) {
+                    *value += own - zero;
+                }
+            }
+        }
         self.embeddings.norm.forward(&mut hidden);
         hidden
     }
@@ -152,6 +165,16 @@ impl EncoderModel for BertModel {
 
     fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         batch.validate(self.max_positions(), self.vocab_size())?;
+        if let Some(&segment) = batch
+            .token_types
+            .iter()
+            .find(|&&t| t as usize >= self.config.type_vocab_size)
+        {
+            return Err(RuntimeError::Batch(format!(
+                "token type {segment} is outside the model's {} types",
+                self.config.type_vocab_size
+            )));
+        }
         let mut hidden = self.embed(batch);
         run_layers(
             &self.layers,

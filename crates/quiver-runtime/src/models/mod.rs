@@ -5,6 +5,7 @@
 //! [`SUPPORTED_ARCHITECTURES`], and a parity test with its fixture.
 
 pub mod bert;
+pub mod classifier;
 pub mod gemma3;
 pub mod jina_v3;
 pub mod modernbert;

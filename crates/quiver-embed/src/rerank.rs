@@ -1,0 +1,139 @@
+//! Cross-encoder reranking: a query and each candidate text read together by a
+//! sequence-classification model (bge-reranker, the ms-marco cross-encoders), one relevance
+//! logit per pair. Slower than comparing vectors, since every pair runs the model, and more
+//! accurate: the usual second stage over the top hits of a vector or hybrid search.
+
+use crate::embedder::plan_batches;
+use crate::{BatchBudget, EmbedError, EmbedderOptions, Result, TextTokenizer, TruncationSide};
+use quiver_runtime::{LoadOptions, PackedBatch, SequenceClassifier};
+use std::path::{Path, PathBuf};
+
+/// Pairs tokenised for the model: what [`Reranker::score`] takes.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedPairs {
+    pub token_ids: Vec<Vec<u32>>,
+    pub token_types: Vec<Vec<u8>>,
+    /// Whether each pair was longer than the max length (and so was cut).
+    pub truncated: Vec<bool>,
+}
+
+/// A loaded cross-encoder with its tokenizer.
+pub struct Reranker {
+    classifier: SequenceClassifier,
+    tokenizer: TextTokenizer,
+    dir: PathBuf,
+}
+
+impl Reranker {
+    /// Loads a resolved model folder whose `config.json` names a sequence-classification
+    /// architecture ([`quiver_runtime::CLASSIFIER_ARCHITECTURES`]) with one label.
+    pub fn load(dir: &Path, options: &EmbedderOptions) -> Result<Self> {
+        options.device.ensure_available()?;
+        let classifier = SequenceClassifier::load(
+            dir,
+            LoadOptions {
+                few_row_kernels: options.few_row_kernels,
+                quantization: options.quantization,
+            },
+        )?;
+        if classifier.labels().len() != 1 {
+            return Err(EmbedError::Config {
+                path: dir.join("config.json"),
+                message: format!(
+                    "a reranker has one label; this classifier has {} ({})",
+                    classifier.labels().len(),
+                    classifier.labels().join(", ")
+                ),
+            });
+        }
+        let max_length = options
+            .max_length
+            .or_else(|| declared_max_length(dir))
+            .unwrap_or(usize::MAX)
+            .min(classifier.encoder().max_positions());
+        if max_length < 2 {
+            return Err(EmbedError::MaxLength(max_length));
+        }
+        let tokenizer = TextTokenizer::load(dir, max_length)?;
+        Ok(Reranker {
+            classifier,
+            tokenizer,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.tokenizer.max_length()
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokenises `query` with each of `texts`, cut at `side` when a pair is too long.
+    pub fn encode<S: AsRef<str>>(
+        &self,
+        query: &str,
+        texts: &[S],
+        side: TruncationSide,
+    ) -> Result<EncodedPairs> {
+        let mut pairs = EncodedPairs::default();
+        for text in texts {
+            let (ids, types, cut) = self.tokenizer.encode_pair(query, text.as_ref(), side)?;
+            pairs.token_ids.push(ids);
+            pairs.token_types.push(types);
+            pairs.truncated.push(cut);
+        }
+        Ok(pairs)
+    }
+
+    /// The relevance logit of each pair, in order: higher is more relevant (a sigmoid maps it
+    /// to 0..1, as TEI's `/rerank` reports unless asked for raw scores).
+    pub fn score(&self, pairs: &EncodedPairs, budget: BatchBudget) -> Result<Vec<f32>> {
+        let sequences: Vec<&[u32]> = pairs.token_ids.iter().map(Vec::as_slice).collect();
+        let mut scores = vec![0.0f32; sequences.len()];
+        for batch_indices in plan_batches(&sequences, budget) {
+            let mut batch = PackedBatch::new();
+            for &index in &batch_indices {
+                batch.push_typed(sequences[index], &pairs.token_types[index]);
+            }
+            let logits = self.classifier.forward(&batch)?;
+            for (index, logit) in batch_indices.into_iter().zip(logits) {
+                if !logit.is_finite() {
+                    return Err(EmbedError::NonFiniteOutput { input: index });
+                }
+                scores[index] = logit;
+            }
+        }
+        Ok(scores)
+    }
+}
+
+/// The length the model's tokenizer files declare, as sentence-transformers' `CrossEncoder`
+/// reads it: `tokenizer.json`'s truncation, else `tokenizer_config.json`'s `model_max_length`
+/// (ignoring the huge placeholder some tokenizers carry). A file that cannot be read declares
+/// nothing; loading the tokenizer reports it.
+fn declared_max_length(dir: &Path) -> Option<usize> {
+    let read = |name: &str| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
+    };
+    let truncation =
+        read("tokenizer.json").and_then(|tokenizer| tokenizer["truncation"]["max_length"].as_u64());
+    let configured = || {
+        read("tokenizer_config.json")
+            .and_then(|config| config["model_max_length"].as_u64())
+            .filter(|&length| length <= 1 << 20)
+    };
+    truncation
+        .or_else(configured)
+        .and_then(|length| usize::try_from(length).ok())
+}
+
+/// TEI's score for a logit: the logistic sigmoid.
+pub fn sigmoid(logit: f32) -> f32 {
+    1.0 / (1.0 + (-logit).exp())
+}

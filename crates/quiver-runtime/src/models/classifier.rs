@@ -1,0 +1,159 @@
+//! Sequence classification: an encoder with a head that turns a sequence's first token into
+//! one logit per label. Cross-encoder rerankers are this with one label: a (query, text) pair
+//! read as one sequence, its logit the pair's relevance (bge-reranker: XLM-R; the ms-marco
+//! cross-encoders: BERT).
+//!
+//! The heads are those of `transformers`' `BertForSequenceClassification` (the pooler's dense
+//! layer and tanh, then `classifier`) and `RobertaForSequenceClassification` /
+//! `XLMRobertaForSequenceClassification` (`classifier.dense`, tanh, `classifier.out_proj`).
+
+use super::bert::BertModel;
+use super::{EncoderModel, ModelConfig};
+use crate::layers::Linear;
+use crate::weights::{TensorStore, WeightFiles};
+use crate::{LoadOptions, PackedBatch, Quantization, Result, RuntimeError};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The `architectures` entries Quiver can run as classifiers.
+pub const CLASSIFIER_ARCHITECTURES: &[&str] = &[
+    "BertForSequenceClassification",
+    "RobertaForSequenceClassification",
+    "XLMRobertaForSequenceClassification",
+    "CamembertForSequenceClassification",
+];
+
+enum Head {
+    /// BERT: `pooler.dense` (inside the encoder's prefix), tanh, `classifier`.
+    Pooler { pooler: Linear, classifier: Linear },
+    /// RoBERTa: `classifier.dense`, tanh, `classifier.out_proj`.
+    Classifier { dense: Linear, out_proj: Linear },
+}
+
+/// An encoder with a sequence-classification head.
+pub struct SequenceClassifier {
+    encoder: BertModel,
+    head: Head,
+    /// Label names by index (`config.json`'s `id2label`).
+    labels: Vec<String>,
+}
+
+impl SequenceClassifier {
+    /// Loads a model folder whose `config.json` names one of [`CLASSIFIER_ARCHITECTURES`].
+    pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
+        let config = ModelConfig::read(dir)?;
+        let architecture = config
+            .field::<Vec<String>>(&["architectures"])?
+            .and_then(|names| names.into_iter().next())
+            .unwrap_or_default();
+        if !CLASSIFIER_ARCHITECTURES.contains(&architecture.as_str()) {
+            return Err(RuntimeError::UnsupportedArchitecture {
+                found: if architecture.is_empty() {
+                    format!("{} without a classification head", config.model_type)
+                } else {
+                    architecture
+                },
+                path: config.path.clone(),
+                supported: CLASSIFIER_ARCHITECTURES.join(", "),
+            });
+        }
+        let labels = labels(&config)?;
+        let files = WeightFiles::open(dir)?;
+        let mut store = files.tensors()?;
+        store.set_few_row_panels(options.few_row_kernels);
+        store.set_int8(options.quantization == Quantization::Int8);
+        let encoder = BertModel::load(&config, &mut store)?;
+        let h = encoder.hidden_size();
+        let head = if architecture == "BertForSequenceClassification" {
+            // The encoder left the store at its own prefix (`bert.`), where the pooler is.
+            let pooler = Linear::load(&store, "pooler.dense", h, h, true)?;
+            root(&mut store, "classifier.weight")?;
+            Head::Pooler {
+                pooler,
+                classifier: Linear::load(&store, "classifier", h, labels.len(), true)?,
+            }
+        } else {
+            root(&mut store, "classifier.dense.weight")?;
+            Head::Classifier {
+                dense: Linear::load(&store, "classifier.dense", h, h, true)?,
+                out_proj: Linear::load(&store, "classifier.out_proj", h, labels.len(), true)?,
+            }
+        };
+        Ok(SequenceClassifier {
+            encoder,
+            head,
+            labels,
+        })
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn encoder(&self) -> &dyn EncoderModel {
+        &self.encoder
+    }
+
+    /// One row of logits per sequence, `[sequences, labels]` row-major.
+    pub fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
+        let h = self.encoder.hidden_size();
+        let hidden = self.encoder.forward(batch)?;
+        let first: Vec<f32> = batch
+            .ranges()
+            .flat_map(|range| {
+                hidden[range.start * h..(range.start + 1) * h]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let rows = batch.num_sequences();
+        let (inner, outer) = match &self.head {
+            Head::Pooler { pooler, classifier } => (pooler, classifier),
+            Head::Classifier { dense, out_proj } => (dense, out_proj),
+        };
+        let mut pooled = Vec::new();
+        inner.forward(&first, rows, &mut pooled);
+        pooled.iter_mut().for_each(|x| *x = x.tanh());
+        let mut logits = Vec::new();
+        outer.forward(&pooled, rows, &mut logits);
+        Ok(logits)
+    }
+}
+
+/// Points the store at the checkpoint's root, where heads live (`classifier.*`).
+fn root(store: &mut TensorStore<'_>, probe: &str) -> Result<()> {
+    store.select_prefix(probe, &[""])
+}
+
+/// `id2label` in index order; one unnamed label when the config has none.
+fn labels(config: &ModelConfig) -> Result<Vec<String>> {
+    let Some(id2label) = config.field::<BTreeMap<String, String>>(&["id2label"])? else {
+        let count = config.field::<usize>(&["num_labels"])?.unwrap_or(1);
+        return Ok((0..count).map(|i| format!("LABEL_{i}")).collect());
+    };
+    let mut indexed = id2label
+        .into_iter()
+        .map(|(index, label)| {
+            index
+                .parse::<usize>()
+                .map(|index| (index, label))
+                .map_err(|_| RuntimeError::Config {
+                    path: config.path.clone(),
+                    message: format!("field `id2label`: key `{index}` is not a label index"),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    indexed.sort();
+    if indexed
+        .iter()
+        .enumerate()
+        .any(|(i, (index, _))| i != *index)
+        || indexed.is_empty()
+    {
+        return Err(RuntimeError::Config {
+            path: config.path.clone(),
+            message: "field `id2label`: label indices must run 0, 1, 2, ...".into(),
+        });
+    }
+    Ok(indexed.into_iter().map(|(_, label)| label).collect())
+}
