@@ -24,11 +24,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
 MODEL = pathlib.Path(os.environ.get("QUIVER_TEST_MODELS", ROOT / "models")) / "all-MiniLM-L6-v2"
 CONTRACT = ROOT / "tests" / "tei" / "openapi.json"
+# A tiny random-weight cross-encoder built by transformers (quiver-embed's fixtures).
+RERANKER = ROOT / "crates" / "quiver-embed" / "tests" / "fixtures" / "tiny" / "bert-reranker"
 
-# TEI's routes Quiver serves; the others (/predict, /rerank, /embed_sparse) need a
-# classifier or SPLADE model and are left out of the run.
-SERVED = ["/embed", "/embed_all", "/decode", "/similarity", "/tokenize", "/info", "/health",
-          "/metrics", "/v1/embeddings"]
+# TEI's routes Quiver serves; the others (/predict, /embed_sparse) need a multi-label
+# classifier or a SPLADE model, which Quiver does not run, and are left out of the run.
+SERVED = ["/embed", "/embed_all", "/decode", "/similarity", "/tokenize", "/rerank", "/info",
+          "/health", "/metrics", "/v1/embeddings"]
 
 # OpenAI's error body: what /v1/embeddings answers instead of TEI's `OpenAICompatErrorResponse`,
 # because the official OpenAI clients read that shape (docs/server.md says so).
@@ -74,7 +76,7 @@ class TeiDropInTest(unittest.TestCase):
         env = dict(os.environ, HF_HUB_OFFLINE="1")
         cls.server = subprocess.Popen(
             [BINARY, "serve", "--model", str(MODEL), "--port", "0",
-             "--max-client-batch-size", "64"],
+             "--max-client-batch-size", "64", "--rerank-model", str(RERANKER)],
             env=env,
             stderr=subprocess.PIPE,
             text=True,
@@ -115,7 +117,7 @@ class TeiDropInTest(unittest.TestCase):
             )
         report = run.stdout + run.stderr
         self.assertEqual(run.returncode, 0, report[-20000:])
-        self.assertRegex(report, r"Tested: 9")
+        self.assertRegex(report, rf"Tested: {len(SERVED)}")
 
     def test_token_ids_embed_like_their_text(self):
         tokens = self.post("/tokenize", {"inputs": "where is the config parsed?"}).json()[0]

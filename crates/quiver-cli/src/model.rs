@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::ValueEnum;
-use quiver_embed::{resolve_model, Device, Embedder, EmbedderOptions, Quantization};
+use quiver_embed::{resolve_model, Device, Embedder, EmbedderOptions, Quantization, Reranker};
 
 /// The model for indexing or searching an index: its own length, the index's number format.
 pub fn load_embedder(
@@ -53,4 +53,14 @@ impl From<QuantizeArg> for Quantization {
 pub fn load_embedder_with(spec: &str, options: &EmbedderOptions) -> anyhow::Result<Embedder> {
     let dir = resolve_model(spec).with_context(|| format!("finding model {spec}"))?;
     Embedder::load(&dir, options).with_context(|| format!("loading model {}", dir.display()))
+}
+
+/// A cross-encoder for `--rerank` / `--rerank-model`.
+pub fn load_reranker(spec: &str, device: Device) -> anyhow::Result<Reranker> {
+    let dir = resolve_model(spec).with_context(|| format!("finding reranker {spec}"))?;
+    let options = EmbedderOptions {
+        device,
+        ..EmbedderOptions::default()
+    };
+    Reranker::load(&dir, &options).with_context(|| format!("loading reranker {}", dir.display()))
 }

@@ -23,7 +23,27 @@ fn list_covers_every_model_the_users_named() {
     ] {
         assert!(ids.contains(&wanted), "{wanted} missing from {ids:?}");
     }
-    for card in cards {
+    let (embedders, rerankers): (Vec<&Value>, Vec<&Value>) =
+        cards.iter().partition(|card| card["task"] == "embed");
+    assert!(rerankers.iter().all(|card| card["task"] == "rerank"));
+    for card in &rerankers {
+        for field in [
+            "architecture",
+            "max_tokens",
+            "licence",
+            "checked",
+            "supported",
+        ] {
+            assert!(!card[field].is_null(), "{}: no {field}", card["id"]);
+        }
+    }
+    let bge = rerankers
+        .iter()
+        .find(|c| c["id"] == "BAAI/bge-reranker-base")
+        .expect("bge-reranker-base listed");
+    assert_eq!(bge["supported"], true);
+    assert!(bge["checked"].as_str().unwrap().contains("not tested here"));
+    for card in embedders {
         for field in [
             "architecture",
             "dimensions",

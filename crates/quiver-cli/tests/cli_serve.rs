@@ -793,3 +793,187 @@ fn an_int8_server_stays_close_to_the_f32_vectors() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--quantize none"), "{stderr}");
 }
+
+#[test]
+fn rerank_scores_pairs_as_transformers_does_and_reranks_searches() {
+    let reranker = common::tiny_model("bert-reranker");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(reranker.join("reference.json")).unwrap())
+            .unwrap();
+    // The reference's pairs of its first query, with their logits.
+    let query = reference["pairs"][0][0].as_str().unwrap().to_string();
+    let (texts, logits): (Vec<String>, Vec<f32>) = reference["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(reference["scores"].as_array().unwrap())
+        .filter(|(pair, _)| pair[0] == query.as_str())
+        .map(|(pair, score)| {
+            (
+                pair[1].as_str().unwrap().to_string(),
+                score.as_f64().unwrap() as f32,
+            )
+        })
+        .unzip();
+
+    let root = temp_dir("serve-rerank");
+    std::fs::write(root.join("math.py"), "def add(a, b):\n    return a + b\n").unwrap();
+    std::fs::write(
+        root.join("greet.py"),
+        "def hello():\n    print('hello world')\n",
+    )
+    .unwrap();
+    let model = model();
+    let root_arg = root.to_str().unwrap();
+    let indexed = quiver(&["index", root_arg, "--model", &model], "");
+    assert!(indexed.status.success());
+    let index = root.join(".quiver");
+    let server = start(
+        &[
+            "--index",
+            index.to_str().unwrap(),
+            "--rerank-model",
+            reranker.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let raw = server.post(
+        "/rerank",
+        &json!({"query": query, "texts": texts, "raw_scores": true, "truncate": true}).to_string(),
+    );
+    assert_eq!(raw.status, 200, "{}", raw.body);
+    let ranks = raw.body.as_array().unwrap();
+    assert_eq!(ranks.len(), texts.len());
+    let scores: Vec<f32> = ranks
+        .iter()
+        .map(|rank| rank["score"].as_f64().unwrap() as f32)
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "best first: {scores:?}"
+    );
+    for rank in ranks {
+        let index = rank["index"].as_u64().unwrap() as usize;
+        let score = rank["score"].as_f64().unwrap() as f32;
+        assert!(
+            (score - logits[index]).abs() <= 1e-4,
+            "text {index}: {score}"
+        );
+        assert!(rank.get("text").is_none());
+    }
+    let with_text = server.post(
+        "/rerank",
+        &json!({"query": query, "texts": texts[..2], "return_text": true}).to_string(),
+    );
+    for rank in with_text.body.as_array().unwrap() {
+        let index = rank["index"].as_u64().unwrap() as usize;
+        assert_eq!(rank["text"], texts[index].as_str());
+        let probability = 1.0 / (1.0 + (-logits[index]).exp());
+        assert!((rank["score"].as_f64().unwrap() as f32 - probability).abs() <= 1e-4);
+    }
+    // The fixture's max length is 64 tokens: a longer pair is refused unless truncated.
+    let long = "token ".repeat(100);
+    assert_error(
+        &server.post(
+            "/rerank",
+            &json!({"query": query, "texts": [long]}).to_string(),
+        ),
+        413,
+        "64 tokens",
+    );
+    assert_eq!(server.get("/info").body["rerank_model"], "bert-reranker");
+
+    let searched = server.post(
+        "/search",
+        &json!({"query": "add two numbers", "k": 1, "rerank": true}).to_string(),
+    );
+    assert_eq!(searched.status, 200, "{}", searched.body);
+    let hit = &searched.body["results"][0];
+    assert!(hit["search_rank"].as_u64().is_some(), "{hit}");
+    let score = hit["score"].as_f64().unwrap();
+    assert!(score > 0.0 && score < 1.0, "{score}");
+
+    // Without a reranker: TEI's 424.
+    let plain = serve(&[]);
+    assert_error(
+        &plain.post(
+            "/rerank",
+            &json!({"query": "q", "texts": ["t"]}).to_string(),
+        ),
+        424,
+        "--rerank-model",
+    );
+}
+
+#[test]
+fn search_rerank_reorders_the_top_hits_with_a_cross_encoder() {
+    let reranker = common::tiny_model("xlm-roberta-reranker");
+    let root = temp_dir("search-rerank");
+    for (name, text) in [
+        ("a.py", "def add(a, b):\n    return a + b\n"),
+        (
+            "b.py",
+            "def read_file(path):\n    return open(path).read()\n",
+        ),
+        (
+            "c.py",
+            "class Parser:\n    def parse(self, text):\n        return text.split()\n",
+        ),
+    ] {
+        std::fs::write(root.join(name), text).unwrap();
+    }
+    let model = model();
+    let root_arg = root.to_str().unwrap();
+    assert!(quiver(&["index", root_arg, "--model", &model], "")
+        .status
+        .success());
+    let index = root.join(".quiver");
+    let search = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec![
+            "search",
+            "read a file",
+            "--index",
+            index.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let output = quiver(&args, "");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON hits")
+    };
+    let plain = search(&["-k", "3"]);
+    let reranked = search(&["-k", "2", "--rerank", reranker.to_str().unwrap()]);
+    assert_eq!(reranked.len(), 2);
+    assert!(plain.iter().all(|hit| hit.get("search_rank").is_none()));
+    let scores: Vec<f64> = reranked
+        .iter()
+        .map(|h| h["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores[0] >= scores[1] && scores.iter().all(|s| *s > 0.0 && *s < 1.0));
+    // Each reranked hit names where the search had put it, and is that very chunk.
+    for hit in &reranked {
+        let rank = hit["search_rank"].as_u64().unwrap() as usize;
+        assert_eq!(
+            plain[rank - 1]["chunk"]["chunk_id"],
+            hit["chunk"]["chunk_id"]
+        );
+    }
+    let refused = quiver(
+        &[
+            "search",
+            "x",
+            "--index",
+            index.to_str().unwrap(),
+            "--rerank",
+            root_arg,
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("reranker"), "{message}");
+}

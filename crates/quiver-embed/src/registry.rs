@@ -71,6 +71,65 @@ const EMBEDDINGGEMMA_PROMPTS: &[(&str, &str)] = &[
     ("InstructionRetrieval", "task: code retrieval | query: "),
 ];
 
+/// A cross-encoder reranker (`quiver serve --rerank-model`, `quiver search --rerank`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RerankerCard {
+    pub id: &'static str,
+    /// `architectures[0]` in its config.json.
+    pub architecture: &'static str,
+    pub parameters_millions: u32,
+    pub max_tokens: usize,
+    pub licence: &'static str,
+    pub checked: &'static str,
+    pub note: &'static str,
+}
+
+/// No reranker's real weights can be fetched where Quiver is built and tested (the package
+/// registries carry none), so each architecture is checked on a tiny random-weight model built
+/// by transformers with its reference logits, not on these weights.
+const TINY_RERANKER: &str = "architecture checked on a tiny random-weight model against \
+                             transformers (logits within 1e-4); these weights not tested here";
+
+/// The rerankers code-retrieval users pick.
+pub const KNOWN_RERANKERS: &[RerankerCard] = &[
+    RerankerCard {
+        id: "BAAI/bge-reranker-base",
+        architecture: "XLMRobertaForSequenceClassification",
+        parameters_millions: 278,
+        max_tokens: 512,
+        licence: "MIT",
+        checked: TINY_RERANKER,
+        note: "multilingual; the usual second stage over vector search",
+    },
+    RerankerCard {
+        id: "BAAI/bge-reranker-v2-m3",
+        architecture: "XLMRobertaForSequenceClassification",
+        parameters_millions: 568,
+        max_tokens: 8192,
+        licence: "Apache-2.0",
+        checked: TINY_RERANKER,
+        note: "long inputs; slow on a CPU past a few dozen candidates",
+    },
+    RerankerCard {
+        id: "cross-encoder/ms-marco-MiniLM-L6-v2",
+        architecture: "BertForSequenceClassification",
+        parameters_millions: 23,
+        max_tokens: 512,
+        licence: "Apache-2.0",
+        checked: TINY_RERANKER,
+        note: "English; fast enough for CPU reranking of 50 candidates",
+    },
+    RerankerCard {
+        id: "Qwen/Qwen3-Reranker-0.6B",
+        architecture: "Qwen3ForCausalLM",
+        parameters_millions: 600,
+        max_tokens: 32768,
+        licence: "Apache-2.0",
+        checked: NOT_YET,
+        note: "a decoder scored by its yes/no token logits: not supported yet",
+    },
+];
+
 /// Every model the issues name, and the default.
 pub const KNOWN_MODELS: &[ModelCard] = &[
     ModelCard {

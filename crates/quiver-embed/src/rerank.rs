@@ -133,6 +133,15 @@ fn declared_max_length(dir: &Path) -> Option<usize> {
         .and_then(|length| usize::try_from(length).ok())
 }
 
+impl std::fmt::Debug for Reranker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reranker")
+            .field("dir", &self.dir)
+            .field("max_length", &self.max_length())
+            .finish_non_exhaustive()
+    }
+}
+
 /// TEI's score for a logit: the logistic sigmoid.
 pub fn sigmoid(logit: f32) -> f32 {
     1.0 / (1.0 + (-logit).exp())

@@ -6,14 +6,17 @@
 //! for the model thread, which merges what many callers queued into token-budgeted forward
 //! passes ([`batcher`]), and cut and normalise each request's vectors as it asked. A full queue
 //! is refused at once ([`EngineError::Overloaded`]) rather than held in memory.
+//! [`Reranking`] does the same for a cross-encoder: (query, text) pairs in, relevance logits out.
 //! What it does not: speak HTTP or any other protocol (front ends translate), load models
 //! (`quiver-embed` does), or read indexes.
 //!
 //! Entry point: [`Engine::start`].
 
 mod batcher;
+mod rerank;
 
 pub use batcher::BatchSettings;
+pub use rerank::{RerankRequest, Reranked, Reranking};
 
 use batcher::{Batcher, Output, Outputs};
 use quiver_embed::{EmbedError, EmbedInput, EmbedOptions, Embedder, EncodedTexts, OutputOptions};

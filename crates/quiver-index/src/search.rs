@@ -97,11 +97,47 @@ pub struct SearchRequest<'a> {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SearchHit {
+    /// What the hits are ordered by: the fused (or single) ranking's score, or after
+    /// [`rerank_hits`] the reranker's (0..1).
     pub score: f64,
     /// Rank (from 1) in the vector and keyword rankings, where the chunk appeared.
     pub vector_rank: Option<usize>,
     pub keyword_rank: Option<usize>,
+    /// After [`rerank_hits`]: the rank (from 1) the search gave the chunk before reranking.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_rank: Option<usize>,
     pub chunk: ChunkRecord,
+}
+
+/// Hits a search hands a reranker when the caller does not say: enough that a relevant chunk
+/// the first stage ranked low is still seen, few enough that a CPU cross-encoder scores them
+/// in well under a second.
+pub const RERANK_CANDIDATES: usize = 50;
+
+/// Orders `hits` by a second-stage score of each chunk's text (a cross-encoder's relevance to
+/// the query), best first, and keeps `k`. `score` gets the texts in hit order and returns one
+/// score in 0..1 per text; each hit records the rank it had before (`search_rank`).
+pub fn rerank_hits<E>(
+    hits: Vec<SearchHit>,
+    k: usize,
+    score: impl FnOnce(&[&str]) -> std::result::Result<Vec<f32>, E>,
+) -> std::result::Result<Vec<SearchHit>, E> {
+    let texts: Vec<&str> = hits.iter().map(|hit| hit.chunk.text.as_str()).collect();
+    let scores = score(&texts)?;
+    let mut reranked: Vec<SearchHit> = hits
+        .into_iter()
+        .zip(scores)
+        .enumerate()
+        .map(|(rank, (hit, score))| SearchHit {
+            score: f64::from(score),
+            search_rank: Some(rank + 1),
+            ..hit
+        })
+        .collect();
+    // Stable: equal scores keep the search's order.
+    reranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    reranked.truncate(k);
+    Ok(reranked)
 }
 
 /// Searches `store`, opening its vectors for this query.
@@ -147,6 +183,7 @@ pub fn search_with(
                 score,
                 vector_rank,
                 keyword_rank,
+                search_rank: None,
                 chunk: chunk?,
             })
         })

@@ -81,6 +81,16 @@ impl ApiError {
         }
     }
 
+    /// The route needs a kind of model the server was not started with (TEI's 424).
+    pub fn no_model(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FAILED_DEPENDENCY,
+            kind: ErrorKind::Backend,
+            message: message.into(),
+            flavor: Flavor::Tei,
+        }
+    }
+
     pub fn flavored(mut self, flavor: Flavor) -> Self {
         self.flavor = flavor;
         self

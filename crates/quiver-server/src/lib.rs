@@ -27,8 +27,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use metrics::Metrics;
-use quiver_embed::{EmbedOptions, Embedder};
-use quiver_engine::Engine;
+use quiver_embed::{EmbedOptions, Embedder, Reranker};
+use quiver_engine::{Engine, Reranking};
+
 use quiver_index::IndexReader;
 use state::AppState;
 use std::future::Future;
@@ -42,6 +43,8 @@ use std::time::{Duration, Instant};
 pub struct ServerOptions {
     /// The model as the user named it; responses echo it as `model`.
     pub model_id: String,
+    /// A cross-encoder for `POST /rerank`, with its name as the user gave it.
+    pub reranker: Option<(String, Arc<Reranker>)>,
     pub batching: BatchSettings,
     pub limits: Limits,
     /// Bearer token required on every route but `/health`.
@@ -142,8 +145,12 @@ impl Server {
         let (engine, model_thread) =
             Engine::start(embedder.clone(), options.batching, metrics.clone())
                 .map_err(ServerError::Thread)?;
+        let reranking = options
+            .reranker
+            .map(|(name, reranker)| (name, Reranking::new(reranker, options.batching)));
         let state = Arc::new(AppState {
             model_id: options.model_id,
+            reranking,
             embedder,
             engine,
             limits: options.limits,
@@ -385,6 +392,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/embed", post(routes::tei::embed))
         .route("/embed_all", post(routes::tei::embed_all))
         .route("/decode", post(routes::tei::decode))
+        .route("/rerank", post(routes::tei::rerank))
         .route("/similarity", post(routes::tei::similarity))
         .route("/tokenize", post(routes::tei::tokenize))
         .route("/search", post(routes::search::search))

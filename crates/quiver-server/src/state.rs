@@ -6,7 +6,9 @@ use crate::input::InputLimits;
 use crate::metrics::Metrics;
 use axum::http::StatusCode;
 use quiver_embed::{EmbedInput, EmbedOptions, Embedder, TruncationSide};
-use quiver_engine::{BatchSettings, Embedded, Engine, EngineError, TokenStates};
+use quiver_engine::{
+    BatchSettings, Embedded, Engine, EngineError, RerankRequest, Reranked, Reranking, TokenStates,
+};
 use quiver_index::{IndexReader, IndexSettings};
 use std::sync::Arc;
 
@@ -28,6 +30,8 @@ pub struct AppState {
     pub model_id: String,
     pub embedder: Arc<Embedder>,
     pub engine: Engine,
+    /// The cross-encoder `POST /rerank` runs (`--rerank-model`), with its public name.
+    pub reranking: Option<(String, Reranking)>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub index: Option<Arc<IndexReader>>,
@@ -130,6 +134,26 @@ impl AppState {
         let request = self.engine_request(request);
         self.engine
             .token_states(inputs, &request)
+            .await
+            .map_err(engine_error)
+    }
+
+    /// The relevance logit of each text to `query`, through the reranker; TEI's 424 when the
+    /// server has none.
+    pub async fn rerank(
+        &self,
+        query: String,
+        texts: Vec<String>,
+        request: RerankRequest,
+    ) -> Result<Reranked, ApiError> {
+        let Some((_, reranking)) = &self.reranking else {
+            return Err(ApiError::no_model(
+                "this server has no reranker: start it with --rerank-model MODEL (a \
+                 cross-encoder such as BAAI/bge-reranker-base)",
+            ));
+        };
+        reranking
+            .score(query, texts, request)
             .await
             .map_err(engine_error)
     }

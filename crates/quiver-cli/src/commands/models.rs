@@ -5,9 +5,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use quiver_embed::{
     find_model, resolve_local_model, ModelCard, SentenceTransformerConfig, KNOWN_MODELS,
+    KNOWN_RERANKERS,
 };
 use quiver_runtime::models::SUPPORTED_ARCHITECTURES;
 use quiver_runtime::ModelConfig;
+use quiver_runtime::CLASSIFIER_ARCHITECTURES;
 use serde_json::{json, Value};
 
 #[derive(Args)]
@@ -51,7 +53,20 @@ fn card_json(card: &ModelCard) -> Value {
 
 fn list(as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        let cards: Vec<Value> = KNOWN_MODELS.iter().map(card_json).collect();
+        let mut cards: Vec<Value> = KNOWN_MODELS
+            .iter()
+            .map(|card| {
+                let mut value = card_json(card);
+                value["task"] = json!("embed");
+                value
+            })
+            .collect();
+        cards.extend(KNOWN_RERANKERS.iter().map(|card| {
+            let mut value = serde_json::to_value(card).unwrap_or(Value::Null);
+            value["task"] = json!("rerank");
+            value["supported"] = json!(CLASSIFIER_ARCHITECTURES.contains(&card.architecture));
+            value
+        }));
         outln!("{}", serde_json::to_string_pretty(&cards)?);
         return Ok(());
     }
@@ -77,11 +92,32 @@ fn list(as_json: bool) -> anyhow::Result<()> {
         );
     }
     outln!(
-        "\nArchitectures this build runs: {}",
-        SUPPORTED_ARCHITECTURES.join(", ")
+        "\n{:<58} {:<38} {:>6} supported",
+        "reranker",
+        "architecture",
+        "tokens"
     );
+    for card in KNOWN_RERANKERS {
+        let supported = CLASSIFIER_ARCHITECTURES.contains(&card.architecture);
+        outln!(
+            "{:<58} {:<38} {:>6} {}",
+            card.id,
+            card.architecture,
+            card.max_tokens,
+            if supported { "yes" } else { "not yet" }
+        );
+    }
+    outln!(
+        "\nArchitectures this build runs: {}; rerankers: {}",
+        SUPPORTED_ARCHITECTURES.join(", "),
+        CLASSIFIER_ARCHITECTURES.join(", ")
+    );
+    outln!("Rerankers' real weights are not tested here: {TINY_NOTE}");
     Ok(())
 }
+
+const TINY_NOTE: &str = "each architecture is checked on a tiny random-weight model \
+                         against transformers";
 
 fn device_name(card: &ModelCard) -> &'static str {
     match card.device {

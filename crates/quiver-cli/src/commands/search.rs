@@ -1,11 +1,12 @@
 use crate::location;
-use crate::model::load_embedder;
+use crate::model::{load_embedder, load_reranker};
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_embed::Device;
+use quiver_embed::{sigmoid, Device};
+use quiver_engine::{BatchSettings, RerankRequest, Reranking};
 use quiver_index::{
-    pack, search_with, ModelTokens, SearchFilter, SearchHit, SearchMode, SearchRequest, Store,
-    VectorIndex, DEFAULT_KEYWORD_WEIGHT, PACK_CANDIDATES,
+    pack, rerank_hits, search_with, ModelTokens, SearchFilter, SearchHit, SearchMode,
+    SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT, PACK_CANDIDATES, RERANK_CANDIDATES,
 };
 use std::path::PathBuf;
 
@@ -37,12 +38,27 @@ pub struct SearchArgs {
     /// tokenizer are used; in place of -k.
     #[arg(long, value_name = "N")]
     max_tokens: Option<usize>,
+    /// Rerank the search's top hits with this cross-encoder (a sequence-classification model
+    /// with one label, e.g. BAAI/bge-reranker-base): slower, usually more precise.
+    #[arg(long, value_name = "MODEL")]
+    rerank: Option<String>,
+    /// With --rerank: how many of the search's hits the reranker reads.
+    #[arg(long, value_name = "N", default_value_t = RERANK_CANDIDATES, requires = "rerank")]
+    rerank_candidates: usize,
     /// Print results as JSON.
     #[arg(long)]
     json: bool,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
     device: Device,
 }
+
+/// How the reranker batches one search's candidates.
+const RERANK_BATCHING: BatchSettings = BatchSettings {
+    max_batch_tokens: 16384,
+    max_batch_sequences: 64,
+    max_queued_requests: 1,
+    max_wait: std::time::Duration::ZERO,
+};
 
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let index_dir = location::find(args.index.clone())?;
@@ -53,6 +69,15 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     if args.max_tokens == Some(0) {
         bail!("--max-tokens must be at least 1");
     }
+    if args.rerank.is_some() && args.rerank_candidates == 0 {
+        bail!("--rerank-candidates must be at least 1");
+    }
+    let reranking = args
+        .rerank
+        .as_deref()
+        .map(|spec| load_reranker(spec, args.device))
+        .transpose()?
+        .map(|reranker| Reranking::new(std::sync::Arc::new(reranker), RERANK_BATCHING));
     // The vector files (and the graph of a large index) open while the model loads: on a
     // million chunks each takes about a tenth of a second.
     let vectors = (args.mode != SearchMode::Keyword).then(|| {
@@ -90,15 +115,37 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             query: &args.query,
             query_vector: query_vector.as_deref(),
             mode: args.mode,
-            k: if args.max_tokens.is_some() {
-                PACK_CANDIDATES
-            } else {
-                args.k
+            k: match (&reranking, args.max_tokens) {
+                (_, Some(_)) => PACK_CANDIDATES.max(args.rerank_candidates),
+                (Some(_), None) => args.rerank_candidates.max(args.k),
+                (None, None) => args.k,
             },
             filter: &filter,
             keyword_weight: DEFAULT_KEYWORD_WEIGHT,
         },
     )?;
+    let hits = match &reranking {
+        None => hits,
+        Some(reranking) => {
+            let candidates: Vec<SearchHit> =
+                hits.into_iter().take(args.rerank_candidates).collect();
+            let keep = if args.max_tokens.is_some() {
+                candidates.len()
+            } else {
+                args.k
+            };
+            rerank_hits(candidates, keep, |texts| {
+                let request = RerankRequest {
+                    truncate: true,
+                    ..RerankRequest::default()
+                };
+                reranking
+                    .score_blocking(&args.query, texts, request)
+                    .map(|reranked| reranked.scores.into_iter().map(sigmoid).collect())
+            })
+            .context("reranking")?
+        }
+    };
     if let (Some(max_tokens), Some(embedder)) = (args.max_tokens, &embedder) {
         let packed = pack(&store, &hits, max_tokens, &ModelTokens(embedder))?;
         if args.json {

@@ -2,7 +2,7 @@
 //! precedence), the model loaded before the port opens, and a clean stop on Ctrl-C or SIGTERM
 //! that lets requests in flight finish.
 
-use crate::model::{load_embedder_with, QuantizeArg};
+use crate::model::{load_embedder_with, load_reranker, QuantizeArg};
 use anyhow::{bail, Context};
 use clap::Args;
 use quiver_embed::{resolve_model, Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
@@ -10,6 +10,7 @@ use quiver_index::Store;
 use quiver_server::{BatchSettings, Limits, Server, ServerOptions, Timeouts};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Default)]
@@ -25,6 +26,10 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port, printed at start).
     #[arg(long, env = "QUIVER_PORT")]
     port: Option<u16>,
+    /// A cross-encoder (sequence-classification model with one label: bge-reranker,
+    /// ms-marco cross-encoders) to serve `POST /rerank` with.
+    #[arg(long, env = "QUIVER_RERANK_MODEL", value_name = "MODEL")]
+    rerank_model: Option<String>,
     /// Index directory to serve `POST /search` from.
     #[arg(long, env = "QUIVER_INDEX", value_name = "DIR")]
     index: Option<PathBuf>,
@@ -99,6 +104,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     model: Option<String>,
+    rerank_model: Option<String>,
     host: Option<String>,
     port: Option<u16>,
     index: Option<PathBuf>,
@@ -146,6 +152,7 @@ impl ServeArgs {
             .transpose()
             .with_context(|| format!("config file {}: field `device`", path.display()))?;
         self.model = self.model.or(file.model);
+        self.rerank_model = self.rerank_model.or(file.rerank_model);
         self.host = self.host.or(file.host);
         self.port = self.port.or(file.port);
         self.index = self.index.or(file.index.map(|dir| relative_to(&path, dir)));
@@ -229,8 +236,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..EmbedderOptions::default()
         },
     )?;
+    let reranker = args
+        .rerank_model
+        .as_deref()
+        .map(|spec| load_reranker(spec, device).map(|reranker| (spec, reranker)))
+        .transpose()?;
     let options = ServerOptions {
         model_id: quiver_server::public_model_name(&model),
+        reranker: reranker
+            .map(|(spec, reranker)| (quiver_server::public_model_name(spec), Arc::new(reranker))),
         batching: BatchSettings {
             max_batch_tokens: positive(
                 args.max_batch_tokens,

@@ -53,6 +53,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         "auto_truncate": state.limits.auto_truncate,
         "auth": state.api_key.is_some(),
         "index": index,
+        "rerank_model": state.reranking.as_ref().map(|(name, _)| name),
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }

@@ -9,8 +9,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use quiver_embed::EmbedInput;
-use quiver_index::{SearchFilter, SearchHit, SearchMode, SearchRequest, DEFAULT_KEYWORD_WEIGHT};
+use quiver_embed::{sigmoid, EmbedInput};
+use quiver_engine::RerankRequest;
+use quiver_index::{
+    rerank_hits, SearchFilter, SearchHit, SearchMode, SearchRequest, DEFAULT_KEYWORD_WEIGHT,
+    RERANK_CANDIDATES,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 
@@ -39,6 +43,9 @@ pub struct SearchBody {
     languages: Vec<String>,
     /// Only chunks whose path matches this glob.
     path: Option<String>,
+    /// Rerank the top hits with the server's cross-encoder (`--rerank-model`).
+    #[serde(default)]
+    rerank: bool,
 }
 
 #[derive(Serialize)]
@@ -101,6 +108,7 @@ async fn handle(
         }
     };
     let index = index.clone();
+    let (query, rerank, k) = (request.query.clone(), request.rerank, request.k);
     let hits = tokio::task::spawn_blocking(move || {
         index.search(
             &snapshot,
@@ -108,7 +116,11 @@ async fn handle(
                 query: &request.query,
                 query_vector: query_vector.as_deref(),
                 mode: request.mode,
-                k: request.k,
+                k: if request.rerank {
+                    RERANK_CANDIDATES.max(request.k)
+                } else {
+                    request.k
+                },
                 filter: &filter,
                 keyword_weight: DEFAULT_KEYWORD_WEIGHT,
             },
@@ -116,5 +128,17 @@ async fn handle(
     })
     .await
     .map_err(|e| ApiError::backend(format!("search task failed: {e}")))??;
+    if !rerank {
+        return Ok(Json(SearchResponse { results: hits }));
+    }
+    let texts: Vec<String> = hits.iter().map(|hit| hit.chunk.text.clone()).collect();
+    let options = RerankRequest {
+        truncate: true,
+        ..RerankRequest::default()
+    };
+    let reranked = state.rerank(query, texts, options).await?;
+    let hits = rerank_hits(hits, k, |_| {
+        Ok::<_, ApiError>(reranked.scores.into_iter().map(sigmoid).collect())
+    })?;
     Ok(Json(SearchResponse { results: hits }))
 }

@@ -12,7 +12,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use quiver_embed::{EmbedInput, EmbedOptions, TruncationSide};
+use quiver_embed::{sigmoid, EmbedInput, EmbedOptions, TruncationSide};
+use quiver_engine::RerankRequest;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 
@@ -186,6 +187,69 @@ async fn answer_similarity(
             .map(|v| source.iter().zip(v).map(|(a, b)| a * b).sum())
             .collect(),
     ))
+}
+
+#[derive(Deserialize)]
+pub struct RerankBody {
+    query: String,
+    texts: Vec<String>,
+    #[serde(default)]
+    raw_scores: bool,
+    #[serde(default)]
+    return_text: bool,
+    truncate: Option<bool>,
+    #[serde(default, deserialize_with = "truncation_side")]
+    truncation_direction: TruncationSide,
+}
+
+#[derive(Serialize)]
+pub struct Rank {
+    index: usize,
+    score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+}
+
+/// Each text scored against the query by the server's cross-encoder, best first: TEI's
+/// `/rerank`. Scores are the logit's sigmoid (0..1), or the logit with `raw_scores`.
+pub async fn rerank(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<Rank>>, ApiError> {
+    let request: RerankBody = parse_body(body)?;
+    state.input_limits().check("texts", request.texts.len())?;
+    let reranked = state
+        .rerank(
+            request.query,
+            request.texts.clone(),
+            RerankRequest {
+                truncate: request.truncate.unwrap_or(state.limits.auto_truncate),
+                truncation: request.truncation_direction,
+            },
+        )
+        .await?;
+    let mut texts = request.texts.into_iter().map(Some).collect::<Vec<_>>();
+    let mut ranks: Vec<Rank> = reranked
+        .scores
+        .into_iter()
+        .enumerate()
+        .map(|(index, logit)| Rank {
+            index,
+            score: if request.raw_scores {
+                logit
+            } else {
+                sigmoid(logit)
+            },
+            text: if request.return_text {
+                texts[index].take()
+            } else {
+                None
+            },
+        })
+        .collect();
+    // Stable: equal scores keep the order they were sent in.
+    ranks.sort_by(|a, b| b.score.total_cmp(&a.score));
+    Ok(Json(ranks))
 }
 
 /// `POST /`: TEI's route for clients that post to the server's own URL (`huggingface_hub`'s
