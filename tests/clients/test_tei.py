@@ -24,13 +24,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = os.environ.get("QUIVER_BIN", str(ROOT / "target" / "debug" / "quiver"))
 MODEL = pathlib.Path(os.environ.get("QUIVER_TEST_MODELS", ROOT / "models")) / "all-MiniLM-L6-v2"
 CONTRACT = ROOT / "tests" / "tei" / "openapi.json"
-# A tiny random-weight cross-encoder built by transformers (quiver-embed's fixtures).
-RERANKER = ROOT / "crates" / "quiver-embed" / "tests" / "fixtures" / "tiny" / "bert-reranker"
+# Tiny random-weight models built by transformers (quiver-embed's fixtures): a cross-encoder
+# for /rerank and a SPLADE encoder for /embed_sparse.
+TINY = ROOT / "crates" / "quiver-embed" / "tests" / "fixtures" / "tiny"
+RERANKER = TINY / "bert-reranker"
+SPLADE = TINY / "splade"
 
-# TEI's routes Quiver serves; the others (/predict, /embed_sparse) need a multi-label
-# classifier or a SPLADE model, which Quiver does not run, and are left out of the run.
+# TEI's routes Quiver serves, on the dense model's server (with the cross-encoder beside it) and
+# on the SPLADE model's; /predict needs a multi-label classifier, which Quiver does not run.
 SERVED = ["/embed", "/embed_all", "/decode", "/similarity", "/tokenize", "/rerank", "/info",
           "/health", "/metrics", "/v1/embeddings"]
+SERVED_SPARSE = ["/embed_sparse", "/embed", "/info"]
 
 # OpenAI's error body: what /v1/embeddings answers instead of TEI's `OpenAICompatErrorResponse`,
 # because the official OpenAI clients read that shape (docs/server.md says so).
@@ -70,54 +74,64 @@ def cosine(a, b):
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
+def start_server(*args):
+    """`quiver serve` on a free port; returns the process and its base URL."""
+    server = subprocess.Popen(
+        [BINARY, "serve", "--port", "0", "--max-client-batch-size", "64", *args],
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in server.stderr:
+        if "serving" in line:
+            return server, line.rsplit(" on ", 1)[1].strip()
+    raise RuntimeError("quiver serve exited before listening")
+
+
+def run_schemathesis(base, routes):
+    """Schemathesis with the hooks of tei_checks.py, against `routes` of the contract."""
+    with tempfile.TemporaryDirectory() as scratch:
+        contract = pathlib.Path(scratch) / "openapi.json"
+        contract.write_text(json.dumps(quiver_contract()))
+        paths = "|".join(path.lstrip("/") for path in routes)
+        env = dict(os.environ, SCHEMATHESIS_HOOKS="tei_checks",
+                   PYTHONPATH=str(pathlib.Path(__file__).parent))
+        run = subprocess.run(
+            [sys.executable, "-m", "schemathesis.cli", "run", str(contract),
+             "--url", base,
+             "--include-path-regex", f"^/({paths})$",
+             "--checks", "all",
+             # Replaced by tei_checks.quiver_accepts_valid_requests (see there why).
+             "--exclude-checks", "positive_data_acceptance",
+             "--max-examples", "60", "--seed", "20261205", "--workers", "1",
+             "--suppress-health-check", "all"],
+            env=env, cwd=scratch, capture_output=True, text=True, timeout=900,
+        )
+    return run.returncode, run.stdout + run.stderr
+
+
 class TeiDropInTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        env = dict(os.environ, HF_HUB_OFFLINE="1")
-        cls.server = subprocess.Popen(
-            [BINARY, "serve", "--model", str(MODEL), "--port", "0",
-             "--max-client-batch-size", "64", "--rerank-model", str(RERANKER)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for line in cls.server.stderr:
-            if "serving" in line:
-                cls.base = line.rsplit(" on ", 1)[1].strip()
-                break
-        else:
-            raise RuntimeError("quiver serve exited before listening")
+        cls.server, cls.base = start_server("--model", str(MODEL),
+                                            "--rerank-model", str(RERANKER))
+        cls.sparse_server, cls.sparse_base = start_server("--model", str(SPLADE))
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.terminate()
-        cls.server.wait(timeout=30)
-        cls.server.stderr.close()
+        for server in (cls.server, cls.sparse_server):
+            server.terminate()
+            server.wait(timeout=30)
+            server.stderr.close()
 
     def post(self, route, body):
         return requests.post(self.base + route, json=body, timeout=60)
 
     def test_schemathesis_finds_no_breach_of_the_published_contract(self):
-        with tempfile.TemporaryDirectory() as scratch:
-            contract = pathlib.Path(scratch) / "openapi.json"
-            contract.write_text(json.dumps(quiver_contract()))
-            paths = "|".join(path.lstrip("/") for path in SERVED)
-            env = dict(os.environ, SCHEMATHESIS_HOOKS="tei_checks",
-                       PYTHONPATH=str(pathlib.Path(__file__).parent))
-            run = subprocess.run(
-                [sys.executable, "-m", "schemathesis.cli", "run", str(contract),
-                 "--url", self.base,
-                 "--include-path-regex", f"^/({paths})$",
-                 "--checks", "all",
-                 # Replaced by tei_checks.quiver_accepts_valid_requests (see there why).
-                 "--exclude-checks", "positive_data_acceptance",
-                 "--max-examples", "60", "--seed", "20261205", "--workers", "1",
-                 "--suppress-health-check", "all"],
-                env=env, cwd=scratch, capture_output=True, text=True, timeout=900,
-            )
-        report = run.stdout + run.stderr
-        self.assertEqual(run.returncode, 0, report[-20000:])
-        self.assertRegex(report, rf"Tested: {len(SERVED)}")
+        for base, routes in ((self.base, SERVED), (self.sparse_base, SERVED_SPARSE)):
+            code, report = run_schemathesis(base, routes)
+            self.assertEqual(code, 0, report[-20000:])
+            self.assertRegex(report, rf"Tested: {len(routes)}")
 
     def test_token_ids_embed_like_their_text(self):
         tokens = self.post("/tokenize", {"inputs": "where is the config parsed?"}).json()[0]

@@ -977,3 +977,54 @@ fn search_rerank_reorders_the_top_hits_with_a_cross_encoder() {
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("reranker"), "{message}");
 }
+
+#[test]
+fn embed_sparse_gives_a_splade_models_nonzero_weights() {
+    let splade = common::tiny_model("splade");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(splade.join("reference.json")).unwrap())
+            .unwrap();
+    // The server default, few-row kernels on: SPLADE models are loaded without them.
+    let server = start(&["--model", splade.to_str().unwrap()], &[]);
+    let texts: Vec<&str> = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let reply = server.post("/embed_sparse", &json!({"inputs": texts}).to_string());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let sparse = reply.body.as_array().unwrap();
+    assert_eq!(sparse.len(), 3);
+    for (text, values) in sparse.iter().enumerate() {
+        let want: Vec<f64> = reference["pooled"][text]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let got = values.as_array().unwrap();
+        // Every nonzero weight, by vocabulary index, and nothing else.
+        assert_eq!(got.len(), want.iter().filter(|&&w| w > 0.0).count());
+        for entry in got {
+            let index = entry["index"].as_u64().unwrap() as usize;
+            let value = entry["value"].as_f64().unwrap();
+            assert!(
+                (value - want[index]).abs() <= 1e-4,
+                "text {text}, index {index}"
+            );
+        }
+    }
+    assert_eq!(
+        server.get("/info").body["model_type"],
+        json!({"embedding": {"pooling": "splade"}})
+    );
+    // A dense model has no sparse vectors: TEI's 424.
+    let dense = serve(&[]);
+    assert_error(
+        &dense.post("/embed_sparse", &json!({"inputs": "a"}).to_string()),
+        424,
+        "SPLADE",
+    );
+}

@@ -34,6 +34,7 @@ impl Reranker {
             LoadOptions {
                 few_row_kernels: options.few_row_kernels,
                 quantization: options.quantization,
+                ..LoadOptions::default()
             },
         )?;
         if classifier.labels().len() != 1 {

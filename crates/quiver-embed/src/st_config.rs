@@ -49,6 +49,26 @@ struct ModuleEntry {
     module_type: String,
 }
 
+/// sentence-transformers' `SpladePooling` settings (its defaults when the file is absent).
+#[derive(Deserialize, Default)]
+struct SpladePoolingFile {
+    pooling_strategy: Option<String>,
+    activation_function: Option<String>,
+}
+
+fn splade_from(file: &SpladePoolingFile) -> std::result::Result<Pooling, String> {
+    match (
+        file.pooling_strategy.as_deref().unwrap_or("max"),
+        file.activation_function.as_deref().unwrap_or("relu"),
+    ) {
+        ("max", "relu") => Ok(Pooling::Splade),
+        (strategy, activation) => Err(format!(
+            "fields `pooling_strategy` / `activation_function`: `{strategy}` / `{activation}` \
+             is not supported yet (only `max` / `relu`, standard SPLADE)"
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 struct PoolingFile {
     /// Newer sentence-transformers releases write one `pooling_mode` string.
@@ -113,7 +133,17 @@ impl SentenceTransformerConfig {
         if let Some(modules) = read_json::<Vec<ModuleEntry>>(&modules_path)? {
             for module in modules {
                 match module_kind(&module.module_type) {
-                    "Transformer" | "SentenceTransformer" => {}
+                    "Transformer" | "SentenceTransformer" | "MLMTransformer" => {}
+                    "SpladePooling" => {
+                        let path = dir.join(&module.path).join("config.json");
+                        let file = read_json::<SpladePoolingFile>(&path)?.unwrap_or_default();
+                        config.pooling = splade_from(&file).map_err(|message| {
+                            EmbedError::Config {
+                                path: path.clone(),
+                                message,
+                            }
+                        })?;
+                    }
                     "Pooling" => {
                         let path = dir.join(&module.path).join("config.json");
                         let file = read_json::<PoolingFile>(&path)?.ok_or_else(|| {
@@ -136,7 +166,7 @@ impl SentenceTransformerConfig {
                         return Err(EmbedError::Config {
                             path: modules_path,
                             message: format!(
-                                "module `{other}` ({}) is not supported yet; supported: Transformer, Pooling, Dense, Normalize",
+                                "module `{other}` ({}) is not supported yet; supported: Transformer, MLMTransformer, Pooling, SpladePooling, Dense, Normalize",
                                 module.module_type
                             ),
                         })
@@ -207,8 +237,9 @@ pub fn pooling_by_name(name: &str) -> std::result::Result<Pooling, String> {
         "max" => Ok(Pooling::Max),
         "mean_sqrt_len_tokens" | "mean_sqrt_len" => Ok(Pooling::MeanSqrtLen),
         "lasttoken" | "last_token" | "last" => Ok(Pooling::LastToken),
+        "splade" => Ok(Pooling::Splade),
         other => Err(format!(
-            "pooling mode `{other}` is not supported; supported: cls, mean, max, mean_sqrt_len_tokens, lasttoken"
+            "pooling mode `{other}` is not supported; supported: cls, mean, max, mean_sqrt_len_tokens, lasttoken, splade"
         )),
     }
 }

@@ -258,3 +258,15 @@ fn an_embedding_model_is_not_a_reranker() {
         "{message}"
     );
 }
+
+#[test]
+fn splade_matches_transformers_masked_lm_with_splade_pooling() {
+    check("splade");
+    let (dir, reference) = fixture("splade");
+    let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
+    assert_eq!(embedder.config().pooling, quiver_embed::Pooling::Splade);
+    // One weight per vocabulary entry, none negative, some zero: a sparse vector.
+    assert_eq!(embedder.dimension(), reference.pooled[0].len());
+    assert!(reference.pooled[0].iter().all(|&w| w >= 0.0));
+    assert!(reference.pooled.iter().flatten().any(|&w| w == 0.0));
+}

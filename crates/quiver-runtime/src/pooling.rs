@@ -14,6 +14,10 @@ pub enum Pooling {
     MeanSqrtLen,
     /// The last token's state (decoder embedders).
     LastToken,
+    /// SPLADE: the element-wise maximum over tokens of `log(1 + relu(x))`, for outputs that are
+    /// vocabulary logits (a masked-language-model head): a sparse vector, one weight per
+    /// vocabulary entry.
+    Splade,
 }
 
 impl Pooling {
@@ -25,6 +29,7 @@ impl Pooling {
             Pooling::Max => "max",
             Pooling::MeanSqrtLen => "mean_sqrt_len",
             Pooling::LastToken => "lasttoken",
+            Pooling::Splade => "splade",
         }
     }
 
@@ -70,6 +75,17 @@ impl Pooling {
                                 .zip(row(token))
                                 .for_each(|(m, v)| *m = m.max(*v));
                         }
+                        max
+                    }
+                    Pooling::Splade => {
+                        // log1p is monotonic: the max of the raw logits, transformed once.
+                        let mut max = vec![0.0f32; hidden_size];
+                        for token in kept {
+                            max.iter_mut()
+                                .zip(row(token))
+                                .for_each(|(m, v)| *m = m.max(*v));
+                        }
+                        max.iter_mut().for_each(|m| *m = m.ln_1p());
                         max
                     }
                 }

@@ -391,6 +391,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(routes::openai::embeddings))
         .route("/embed", post(routes::tei::embed))
         .route("/embed_all", post(routes::tei::embed_all))
+        .route("/embed_sparse", post(routes::tei::embed_sparse))
         .route("/decode", post(routes::tei::decode))
         .route("/rerank", post(routes::tei::rerank))
         .route("/similarity", post(routes::tei::similarity))

@@ -8,6 +8,7 @@ pub mod bert;
 pub mod classifier;
 pub mod gemma3;
 pub mod jina_v3;
+pub mod masked_lm;
 pub mod modernbert;
 pub mod mpnet;
 pub mod nomic_bert;
@@ -129,6 +130,9 @@ pub struct LoadOptions {
     pub few_row_kernels: bool,
     /// How dense layers store and multiply their weights.
     pub quantization: Quantization,
+    /// Run the masked-language-model head on every token, so the model's outputs are
+    /// vocabulary logits (SPLADE); BERT-family checkpoints only.
+    pub masked_lm_head: bool,
 }
 
 /// The number format of dense layers.
@@ -178,6 +182,18 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
         "xlm-roberta" if rotary => "jina_embeddings_v3",
         other => other,
     };
+    if options.masked_lm_head {
+        return match architecture {
+            "bert" => Ok(Box::new(masked_lm::MaskedLmModel::load(
+                &config, &mut store,
+            )?)),
+            other => Err(RuntimeError::UnsupportedArchitecture {
+                found: format!("{other} with a masked-language-model head (SPLADE)"),
+                path: config.path.clone(),
+                supported: "bert".into(),
+            }),
+        };
+    }
     match architecture {
         "jina_embeddings_v3" => Ok(Box::new(jina_v3::JinaV3Model::load(&config, &mut store)?)),
         "bert" | "roberta" | "xlm-roberta" | "camembert" => {

@@ -119,6 +119,64 @@ pub async fn embed_all(
 }
 
 #[derive(Deserialize)]
+pub struct EmbedSparseBody {
+    inputs: Inputs,
+    truncate: Option<bool>,
+    #[serde(default, deserialize_with = "truncation_side")]
+    truncation_direction: TruncationSide,
+    prompt_name: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SparseValue {
+    index: usize,
+    value: f32,
+}
+
+/// The nonzero vocabulary weights of each input, by vocabulary index: for a model with SPLADE
+/// pooling (a masked-language-model head, `1_SpladePooling` in its folder); TEI's 424 for
+/// any other.
+pub async fn embed_sparse(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<Vec<SparseValue>>>, ApiError> {
+    let request: EmbedSparseBody = parse_body(body)?;
+    if state.embedder.config().pooling != quiver_embed::Pooling::Splade {
+        return Err(ApiError::no_model(
+            "this server's model has no SPLADE pooling: serve a sparse encoder (a \
+             masked-language-model checkpoint with sentence-transformers' SpladePooling)",
+        ));
+    }
+    request.inputs.validate("inputs", state.input_limits())?;
+    let embedded = state
+        .embed(
+            request.inputs.0,
+            EmbedRequest {
+                prompt_name: request.prompt_name,
+                normalize: Some(false),
+                truncate: request.truncate,
+                truncation: request.truncation_direction,
+                ..EmbedRequest::default()
+            },
+        )
+        .await?;
+    Ok(Json(
+        embedded
+            .vectors
+            .into_iter()
+            .map(|vector| {
+                vector
+                    .into_iter()
+                    .enumerate()
+                    .filter(|&(_, value)| value > 0.0)
+                    .map(|(index, value)| SparseValue { index, value })
+                    .collect()
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
 pub struct SimilarityBody {
     inputs: SimilarityInputs,
     parameters: Option<SimilarityParameters>,

@@ -1,0 +1,93 @@
+//! BERT with its masked-language-model head: every token's hidden state mapped to one logit per
+//! vocabulary entry (`BertForMaskedLM`'s `cls.predictions`: dense, activation, layer norm, then
+//! the word-embedding table as decoder, plus a bias). SPLADE sparse encoders (naver/splade-*,
+//! opensearch neural-sparse) are this, max-pooled ([`crate::Pooling::Splade`]).
+
+use super::bert::{BertModel, Config};
+use super::{EncoderModel, ModelConfig};
+use crate::kernels::Activation;
+use crate::layers::{LayerNorm, Linear};
+use crate::weights::TensorStore;
+use crate::{PackedBatch, Result, RuntimeError};
+
+/// BERT's `layer_norm_eps` when the config leaves it out.
+const DEFAULT_LAYER_NORM_EPS: f64 = 1e-12;
+
+pub struct MaskedLmModel {
+    encoder: BertModel,
+    transform: Linear,
+    activation: Activation,
+    norm: LayerNorm,
+    /// `[hidden] → [vocab]`: the word-embedding table (tied), or the checkpoint's own decoder.
+    decoder: Linear,
+    vocab_size: usize,
+}
+
+impl MaskedLmModel {
+    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+        let config: Config = model_config.parse()?;
+        let encoder = BertModel::load(model_config, store)?;
+        let h = config.encoder.hidden_size;
+        let vocab = config.encoder.vocab_size;
+        // Tied checkpoints store the table once, under the encoder's prefix.
+        let tied = store.get("embeddings.word_embeddings.weight", &[vocab, h])?;
+        store.select_prefix("cls.predictions.transform.dense.weight", &[""])?;
+        let activation =
+            Activation::from_config_name(&config.encoder.hidden_act).ok_or_else(|| {
+                RuntimeError::Config {
+                    path: model_config.path.clone(),
+                    message: format!(
+                        "field `hidden_act`: `{}` is not supported",
+                        config.encoder.hidden_act
+                    ),
+                }
+            })?;
+        let eps = config
+            .encoder
+            .layer_norm_eps
+            .unwrap_or(DEFAULT_LAYER_NORM_EPS) as f32;
+        let bias = match store.get_optional("cls.predictions.bias", &[vocab])? {
+            Some(bias) => bias,
+            None => store.get("cls.predictions.decoder.bias", &[vocab])?,
+        };
+        let weight = match store.get_optional("cls.predictions.decoder.weight", &[vocab, h])? {
+            Some(own) => own,
+            None => tied,
+        };
+        Ok(MaskedLmModel {
+            transform: Linear::load(store, "cls.predictions.transform.dense", h, h, true)?,
+            activation,
+            norm: LayerNorm::load(store, "cls.predictions.transform.LayerNorm", h, eps)?,
+            decoder: Linear::new(weight, Some(bias), h, vocab),
+            encoder,
+            vocab_size: vocab,
+        })
+    }
+}
+
+impl EncoderModel for MaskedLmModel {
+    /// Each token's output is one logit per vocabulary entry.
+    fn hidden_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.encoder.max_positions()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
+        let hidden = self.encoder.forward(batch)?;
+        let rows = batch.num_tokens();
+        let mut transformed = Vec::new();
+        self.transform.forward(&hidden, rows, &mut transformed);
+        self.activation.apply(&mut transformed);
+        self.norm.forward(&mut transformed);
+        let mut logits = Vec::new();
+        self.decoder.forward(&transformed, rows, &mut logits);
+        Ok(logits)
+    }
+}
