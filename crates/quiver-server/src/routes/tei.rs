@@ -84,8 +84,10 @@ async fn answer_embed(
     Ok(Json(embedded.vectors))
 }
 
+/// What `/embed_all` and `/embed_sparse` take: TEI's `EmbedAllRequest` and
+/// `EmbedSparseRequest`, which have the same fields.
 #[derive(Deserialize)]
-pub struct EmbedAllBody {
+pub struct InputsBody {
     inputs: Inputs,
     truncate: Option<bool>,
     #[serde(default, deserialize_with = "truncation_side")]
@@ -95,36 +97,30 @@ pub struct EmbedAllBody {
     task: Option<String>,
 }
 
+impl InputsBody {
+    /// The inputs, checked against the server's limits, and what the request asks of them.
+    fn into_parts(self, state: &AppState) -> Result<(Vec<EmbedInput>, EmbedRequest), ApiError> {
+        self.inputs.validate("inputs", state.input_limits())?;
+        let request = EmbedRequest {
+            prompt_name: self.prompt_name,
+            task: self.task,
+            truncate: self.truncate,
+            truncation: self.truncation_direction,
+            ..EmbedRequest::default()
+        };
+        Ok((self.inputs.0, request))
+    }
+}
+
 /// The last hidden state of every token of each input (special and prompt tokens included,
 /// as `/tokenize` lists them): the token vectors late-interaction search scores with.
 pub async fn embed_all(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<Vec<Vec<f32>>>>, ApiError> {
-    let request: EmbedAllBody = parse_body(body)?;
-    request.inputs.validate("inputs", state.input_limits())?;
-    let states = state
-        .token_states(
-            request.inputs.0,
-            EmbedRequest {
-                prompt_name: request.prompt_name,
-                task: request.task,
-                truncate: request.truncate,
-                truncation: request.truncation_direction,
-                ..EmbedRequest::default()
-            },
-        )
-        .await?;
+    let (inputs, request) = parse_body::<InputsBody>(body)?.into_parts(&state)?;
+    let states = state.token_states(inputs, request).await?;
     Ok(Json(states.states))
-}
-
-#[derive(Deserialize)]
-pub struct EmbedSparseBody {
-    inputs: Inputs,
-    truncate: Option<bool>,
-    #[serde(default, deserialize_with = "truncation_side")]
-    truncation_direction: TruncationSide,
-    prompt_name: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -140,26 +136,19 @@ pub async fn embed_sparse(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<Vec<SparseValue>>>, ApiError> {
-    let request: EmbedSparseBody = parse_body(body)?;
+    let body: InputsBody = parse_body(body)?;
     if state.embedder.config().pooling != quiver_embed::Pooling::Splade {
         return Err(ApiError::no_model(
             "this server's model has no SPLADE pooling: serve a sparse encoder (a \
              masked-language-model checkpoint with sentence-transformers' SpladePooling)",
         ));
     }
-    request.inputs.validate("inputs", state.input_limits())?;
-    let embedded = state
-        .embed(
-            request.inputs.0,
-            EmbedRequest {
-                prompt_name: request.prompt_name,
-                normalize: Some(false),
-                truncate: request.truncate,
-                truncation: request.truncation_direction,
-                ..EmbedRequest::default()
-            },
-        )
-        .await?;
+    let (inputs, request) = body.into_parts(&state)?;
+    let request = EmbedRequest {
+        normalize: Some(false),
+        ..request
+    };
+    let embedded = state.embed(inputs, request).await?;
     Ok(Json(
         embedded
             .vectors
