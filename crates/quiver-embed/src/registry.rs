@@ -125,8 +125,9 @@ pub const KNOWN_RERANKERS: &[RerankerCard] = &[
         parameters_millions: 600,
         max_tokens: 32768,
         licence: "Apache-2.0",
-        checked: NOT_YET,
-        note: "a decoder scored by its yes/no token logits: not supported yet",
+        checked: TINY_RERANKER,
+        note: "a decoder asked \"yes\" or \"no\" in its model card's prompt (default \
+               instruction); a GPU for more than a few candidates",
     },
 ];
 

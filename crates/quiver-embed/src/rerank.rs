@@ -5,7 +5,7 @@
 
 use crate::embedder::plan_batches;
 use crate::{BatchBudget, EmbedError, EmbedderOptions, Result, TextTokenizer, TruncationSide};
-use quiver_runtime::{LoadOptions, PackedBatch, SequenceClassifier};
+use quiver_runtime::{AnswerTokens, LoadOptions, PackedBatch, SequenceClassifier};
 use std::path::{Path, PathBuf};
 
 /// Pairs tokenised for the model: what [`Reranker::score`] takes.
@@ -17,10 +17,33 @@ pub struct EncodedPairs {
     pub truncated: Vec<bool>,
 }
 
+/// How a (query, text) pair becomes one sequence.
+enum Framing {
+    /// The tokenizer's own pair framing (`[CLS] q [SEP] t [SEP]`), with token types.
+    Pair,
+    /// Qwen3-Reranker's chat prompt around an instruction, the query and the text; the text
+    /// is cut to fit.
+    Prompt {
+        prefix: Vec<u32>,
+        suffix: Vec<u32>,
+        instruction: &'static str,
+    },
+}
+
+/// Qwen3-Reranker's prompt, from its model card.
+const QWEN3_PREFIX: &str = "<|im_start|>system\nJudge whether the Document meets the requirements \
+based on the Query and the Instruct provided. Note that the answer can only be \"yes\" or \
+\"no\".<|im_end|>\n<|im_start|>user\n";
+const QWEN3_SUFFIX: &str = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n";
+/// The model card's default instruction.
+const QWEN3_INSTRUCTION: &str =
+    "Given a web search query, retrieve relevant passages that answer the query";
+
 /// A loaded cross-encoder with its tokenizer.
 pub struct Reranker {
     classifier: SequenceClassifier,
     tokenizer: TextTokenizer,
+    framing: Framing,
     dir: PathBuf,
 }
 
@@ -29,6 +52,25 @@ impl Reranker {
     /// architecture ([`quiver_runtime::CLASSIFIER_ARCHITECTURES`]) with one label.
     pub fn load(dir: &Path, options: &EmbedderOptions) -> Result<Self> {
         options.device.ensure_available()?;
+        // A decoder reranker answers "yes" or "no": their ids come from its tokenizer, which
+        // is read first with no length limit (the model's is known only once it is loaded).
+        let answers = if is_decoder(dir) {
+            let tokenizer = TextTokenizer::load(dir, usize::MAX)?;
+            let id = |token: &str| {
+                tokenizer.token_id(token).ok_or_else(|| EmbedError::Config {
+                    path: dir.join("tokenizer.json"),
+                    message: format!(
+                        "a decoder reranker answers {token:?}, which its vocabulary lacks"
+                    ),
+                })
+            };
+            Some(AnswerTokens {
+                yes: id("yes")?,
+                no: id("no")?,
+            })
+        } else {
+            None
+        };
         let classifier = SequenceClassifier::load(
             dir,
             LoadOptions {
@@ -36,6 +78,7 @@ impl Reranker {
                 quantization: options.quantization,
                 ..LoadOptions::default()
             },
+            answers,
         )?;
         if classifier.labels().len() != 1 {
             return Err(EmbedError::Config {
@@ -56,9 +99,20 @@ impl Reranker {
             return Err(EmbedError::MaxLength(max_length));
         }
         let tokenizer = TextTokenizer::load(dir, max_length)?;
+        let framing = if classifier.answers_at_last_token() {
+            let plain = |text| tokenizer.encode_plain(text, usize::MAX, TruncationSide::Right);
+            Framing::Prompt {
+                prefix: plain(QWEN3_PREFIX)?.0,
+                suffix: plain(QWEN3_SUFFIX)?.0,
+                instruction: QWEN3_INSTRUCTION,
+            }
+        } else {
+            Framing::Pair
+        };
         Ok(Reranker {
             classifier,
             tokenizer,
+            framing,
             dir: dir.to_path_buf(),
         })
     }
@@ -84,7 +138,26 @@ impl Reranker {
     ) -> Result<EncodedPairs> {
         let mut pairs = EncodedPairs::default();
         for text in texts {
-            let (ids, types, cut) = self.tokenizer.encode_pair(query, text.as_ref(), side)?;
+            let (ids, types, cut) = match &self.framing {
+                Framing::Pair => self.tokenizer.encode_pair(query, text.as_ref(), side)?,
+                Framing::Prompt {
+                    prefix,
+                    suffix,
+                    instruction,
+                } => {
+                    let body = format!(
+                        "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {}",
+                        text.as_ref()
+                    );
+                    let room = self
+                        .max_length()
+                        .saturating_sub(prefix.len() + suffix.len());
+                    let (body, cut) = self.tokenizer.encode_plain(&body, room, side)?;
+                    let ids: Vec<u32> = [prefix.as_slice(), &body, suffix].concat();
+                    let types = vec![0; ids.len()];
+                    (ids, types, cut)
+                }
+            };
             pairs.token_ids.push(ids);
             pairs.token_types.push(types);
             pairs.truncated.push(cut);
@@ -112,6 +185,15 @@ impl Reranker {
         }
         Ok(scores)
     }
+}
+
+/// Whether the folder holds a causal LM (`*ForCausalLM`), which reranks by its answer tokens.
+fn is_decoder(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|config| config["architectures"][0].as_str().map(str::to_string))
+        .is_some_and(|architecture| architecture.ends_with("ForCausalLM"))
 }
 
 /// The length the model's tokenizer files declare, as sentence-transformers' `CrossEncoder`

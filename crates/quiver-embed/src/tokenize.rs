@@ -167,6 +167,35 @@ impl TextTokenizer {
         Ok((encoding.get_ids().to_vec(), types, cut))
     }
 
+    /// The id of a vocabulary entry (`yes`), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Token ids of `text` without special tokens, cut at `side` to `max_tokens`; and whether
+    /// it was cut. For callers that frame the text themselves (a decoder reranker's prompt).
+    pub fn encode_plain(
+        &self,
+        text: &str,
+        max_tokens: usize,
+        side: TruncationSide,
+    ) -> Result<(Vec<u32>, bool)> {
+        let (text, reach_cut) = self.within_reach(text, side);
+        let encoding = self
+            .untruncated
+            .encode(text, false)
+            .map_err(|e| self.error(e))?;
+        let ids = encoding.get_ids();
+        if ids.len() <= max_tokens {
+            return Ok((ids.to_vec(), reach_cut));
+        }
+        let kept = match side {
+            TruncationSide::Right => &ids[..max_tokens],
+            TruncationSide::Left => &ids[ids.len() - max_tokens..],
+        };
+        Ok((kept.to_vec(), true))
+    }
+
     /// The part of `text` that can reach the model when it is cut at `side`: at most
     /// `max_length × BYTES_PER_TOKEN` bytes from the kept end, ending (or starting) at a
     /// whitespace where one is near so no word is split; and whether anything was left out.

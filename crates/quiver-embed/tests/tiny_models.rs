@@ -270,3 +270,8 @@ fn splade_matches_transformers_masked_lm_with_splade_pooling() {
     assert!(reference.pooled[0].iter().all(|&w| w >= 0.0));
     assert!(reference.pooled.iter().flatten().any(|&w| w == 0.0));
 }
+
+#[test]
+fn qwen3_decoder_reranker_matches_transformers() {
+    check_reranker("qwen3-reranker");
+}

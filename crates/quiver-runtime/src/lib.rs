@@ -23,7 +23,7 @@ pub mod weights;
 pub use backend::Device;
 pub use batch::PackedBatch;
 pub use error::RuntimeError;
-pub use models::classifier::{SequenceClassifier, CLASSIFIER_ARCHITECTURES};
+pub use models::classifier::{AnswerTokens, SequenceClassifier, CLASSIFIER_ARCHITECTURES};
 pub use models::{load_model_with, EncoderModel, LoadOptions, ModelConfig, Quantization};
 pub use pooling::Pooling;
 

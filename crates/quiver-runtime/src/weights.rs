@@ -153,6 +153,11 @@ impl TensorStore<'_> {
         self.views.contains_key(&self.full_name(name))
     }
 
+    /// Whether `name` exists outside any prefix (heads saved beside the base model's weights).
+    pub fn contains_at_root(&self, name: &str) -> bool {
+        self.views.contains_key(name)
+    }
+
     fn full_name(&self, name: &str) -> String {
         format!("{}{}", self.prefix, name)
     }

@@ -5,9 +5,13 @@
 //!
 //! The heads are those of `transformers`' `BertForSequenceClassification` (the pooler's dense
 //! layer and tanh, then `classifier`) and `RobertaForSequenceClassification` /
-//! `XLMRobertaForSequenceClassification` (`classifier.dense`, tanh, `classifier.out_proj`).
+//! `XLMRobertaForSequenceClassification` (`classifier.dense`, tanh, `classifier.out_proj`), on
+//! the first token; and Qwen3-Reranker's: a causal LM (`Qwen3ForCausalLM`) asked to answer
+//! "yes" or "no", whose logit is the last position's "yes" logit less its "no" logit (the
+//! sigmoid of which is the model card's P(yes) over the two).
 
 use super::bert::BertModel;
+use super::qwen2::Qwen2Model;
 use super::{EncoderModel, ModelConfig};
 use crate::layers::Linear;
 use crate::weights::{TensorStore, WeightFiles};
@@ -21,26 +25,38 @@ pub const CLASSIFIER_ARCHITECTURES: &[&str] = &[
     "RobertaForSequenceClassification",
     "XLMRobertaForSequenceClassification",
     "CamembertForSequenceClassification",
+    "Qwen3ForCausalLM",
 ];
+
+/// The vocabulary ids of a decoder reranker's two answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerTokens {
+    pub yes: u32,
+    pub no: u32,
+}
 
 enum Head {
     /// BERT: `pooler.dense` (inside the encoder's prefix), tanh, `classifier`.
     Pooler { pooler: Linear, classifier: Linear },
     /// RoBERTa: `classifier.dense`, tanh, `classifier.out_proj`.
     Classifier { dense: Linear, out_proj: Linear },
+    /// A decoder's language-model rows of its two answers (`lm_head`, or the tied
+    /// `embed_tokens`), read at the last position.
+    Answers { yes: Vec<f32>, no: Vec<f32> },
 }
 
 /// An encoder with a sequence-classification head.
 pub struct SequenceClassifier {
-    encoder: BertModel,
+    encoder: Box<dyn EncoderModel>,
     head: Head,
     /// Label names by index (`config.json`'s `id2label`).
     labels: Vec<String>,
 }
 
 impl SequenceClassifier {
-    /// Loads a model folder whose `config.json` names one of [`CLASSIFIER_ARCHITECTURES`].
-    pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
+    /// Loads a model folder whose `config.json` names one of [`CLASSIFIER_ARCHITECTURES`]. A
+    /// causal LM needs the ids of its answers (from its tokenizer).
+    pub fn load(dir: &Path, options: LoadOptions, answers: Option<AnswerTokens>) -> Result<Self> {
         let config = ModelConfig::read(dir)?;
         let architecture = config
             .field::<Vec<String>>(&["architectures"])?
@@ -62,6 +78,44 @@ impl SequenceClassifier {
         let mut store = files.tensors()?;
         store.set_few_row_panels(options.few_row_kernels);
         store.set_int8(options.quantization == Quantization::Int8);
+        if architecture == "Qwen3ForCausalLM" {
+            let Some(answers) = answers else {
+                return Err(RuntimeError::Config {
+                    path: config.path.clone(),
+                    message: "a causal LM reranks by its \"yes\" and \"no\" tokens, which its \
+                              tokenizer does not have"
+                        .into(),
+                });
+            };
+            let encoder = Qwen2Model::load(&config, &mut store)?;
+            let (h, vocab) = (encoder.hidden_size(), encoder.vocab_size());
+            // Untied checkpoints (Qwen3-Reranker-4B, -8B) have their own `lm_head`; tied ones
+            // (0.6B) read the embedding table, under the decoder's prefix.
+            let table = if store.contains_at_root("lm_head.weight") {
+                root(&mut store, "lm_head.weight")?;
+                store.get("lm_head.weight", &[vocab, h])?
+            } else {
+                store.get("embed_tokens.weight", &[vocab, h])?
+            };
+            let row = |id: u32| -> Result<Vec<f32>> {
+                let id = id as usize;
+                table
+                    .get(id * h..(id + 1) * h)
+                    .map(<[f32]>::to_vec)
+                    .ok_or_else(|| RuntimeError::Config {
+                        path: config.path.clone(),
+                        message: format!("answer token {id} is outside the vocabulary of {vocab}"),
+                    })
+            };
+            return Ok(SequenceClassifier {
+                head: Head::Answers {
+                    yes: row(answers.yes)?,
+                    no: row(answers.no)?,
+                },
+                encoder: Box::new(encoder),
+                labels,
+            });
+        }
         let encoder = BertModel::load(&config, &mut store)?;
         let h = encoder.hidden_size();
         let head = if architecture == "BertForSequenceClassification" {
@@ -80,7 +134,7 @@ impl SequenceClassifier {
             }
         };
         Ok(SequenceClassifier {
-            encoder,
+            encoder: Box::new(encoder),
             head,
             labels,
         })
@@ -91,32 +145,45 @@ impl SequenceClassifier {
     }
 
     pub fn encoder(&self) -> &dyn EncoderModel {
-        &self.encoder
+        self.encoder.as_ref()
     }
 
     /// One row of logits per sequence, `[sequences, labels]` row-major.
     pub fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         let h = self.encoder.hidden_size();
         let hidden = self.encoder.forward(batch)?;
-        let first: Vec<f32> = batch
-            .ranges()
-            .flat_map(|range| {
-                hidden[range.start * h..(range.start + 1) * h]
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        let rows = batch.num_sequences();
+        let row = |token: usize| &hidden[token * h..(token + 1) * h];
         let (inner, outer) = match &self.head {
             Head::Pooler { pooler, classifier } => (pooler, classifier),
             Head::Classifier { dense, out_proj } => (dense, out_proj),
+            Head::Answers { yes, no } => {
+                let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+                return Ok(batch
+                    .ranges()
+                    .map(|range| {
+                        let last = row(range.end - 1);
+                        dot(last, yes) - dot(last, no)
+                    })
+                    .collect());
+            }
         };
+        let first: Vec<f32> = batch
+            .ranges()
+            .flat_map(|range| row(range.start).iter().copied())
+            .collect();
+        let rows = batch.num_sequences();
         let mut pooled = Vec::new();
         inner.forward(&first, rows, &mut pooled);
         pooled.iter_mut().for_each(|x| *x = x.tanh());
         let mut logits = Vec::new();
         outer.forward(&pooled, rows, &mut logits);
         Ok(logits)
+    }
+
+    /// Whether the model reads a whole prompt and answers at its last token (a decoder
+    /// reranker) rather than a sentence pair at its first.
+    pub fn answers_at_last_token(&self) -> bool {
+        matches!(self.head, Head::Answers { .. })
     }
 }
 
