@@ -66,6 +66,22 @@ fn assert_error(reply: &Reply, status: u16, needle: &str) {
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
 }
 
+/// `/embed` of an input over all-MiniLM-L6-v2's 256 tokens: 413 as sent, 200 with `truncate`
+/// (that reply is returned).
+fn refused_unless_truncated(server: &Served, inputs: Value) -> Reply {
+    assert_error(
+        &server.post("/embed", &json!({ "inputs": inputs }).to_string()),
+        413,
+        "256 tokens",
+    );
+    let cut = server.post(
+        "/embed",
+        &json!({"inputs": inputs, "truncate": true}).to_string(),
+    );
+    assert_eq!(cut.status, 200, "{}", cut.body);
+    cut
+}
+
 const TEXTS: [&str; 3] = [
     "def add(a, b):\n    return a + b",
     "fn main() { println!(\"hi\"); }",
@@ -222,16 +238,7 @@ fn token_ids_decode_and_token_states() {
     );
     // Ids past the max length are cut like text, or refused without `truncate`.
     let long: Vec<u64> = std::iter::repeat_n(2023, 300).collect();
-    assert_error(
-        &server.post("/embed", &json!({"inputs": long}).to_string()),
-        413,
-        "256 tokens",
-    );
-    let cut = server.post(
-        "/embed",
-        &json!({"inputs": long, "truncate": true}).to_string(),
-    );
-    assert_eq!(cut.status, 200);
+    refused_unless_truncated(&server, json!(long));
 
     let decoded = server.post(
         "/decode",
@@ -380,16 +387,7 @@ fn bad_requests_get_a_json_error_naming_the_problem() {
     );
 
     let long = "token ".repeat(400);
-    assert_error(
-        &server.post("/embed", &json!({"inputs": long}).to_string()),
-        413,
-        "256 tokens",
-    );
-    let cut = server.post(
-        "/embed",
-        &json!({"inputs": long, "truncate": true}).to_string(),
-    );
-    assert_eq!(cut.status, 200);
+    let cut = refused_unless_truncated(&server, json!(long));
     let left = server.post(
         "/embed",
         &json!({"inputs": format!("{long} tail words differ"), "truncate": true, "truncation_direction": "Left"}).to_string(),
