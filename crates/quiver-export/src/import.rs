@@ -8,7 +8,7 @@
 //! later `quiver index` of the source tree re-chunks and re-embeds them.
 
 use crate::files::{file_digest_of, EMBEDDINGS_FILE, INFO_FILE, METADATA_FILE, SIGNATURE_FILE};
-use crate::npy::{read_npy_header, read_npy_row};
+use crate::npy::{check_npy_data_length, read_npy_header, read_npy_row};
 use quiver_embed::Quantization;
 use quiver_index::ids::{content_hash, numeric_id};
 use quiver_index::{Batch, ChunkRecord, FileRecord, IndexError, IndexSettings, Result, Store};
@@ -213,18 +213,8 @@ impl<'a> Rows<'a> {
                 path: path.clone(),
                 source,
             })?;
-        if length != header + (rows * cols * 4) as u64 {
-            return Err(bad(
-                dir,
-                file,
-                0,
-                &format!(
-                    "shape ({rows}, {cols}) needs {} data bytes, the file has {}",
-                    rows * cols * 4,
-                    length.saturating_sub(header)
-                ),
-            ));
-        }
+        check_npy_data_length(rows, cols, length.saturating_sub(header))
+            .map_err(|m| bad(dir, file, 0, &m))?;
         if rows > 0 && cols != dimension {
             return Err(bad(
                 dir,

@@ -115,17 +115,26 @@ pub fn read_npy_row<R: Read + ?Sized>(
     Ok(())
 }
 
+/// Checks that `data_bytes` after the header hold exactly the float32 matrix the header's
+/// shape says: a file cut short or with bytes appended is refused before any row is read.
+pub fn check_npy_data_length(rows: usize, cols: usize, data_bytes: u64) -> Result<(), String> {
+    let needed = (rows as u64)
+        .checked_mul(cols as u64)
+        .and_then(|values| values.checked_mul(4));
+    if needed != Some(data_bytes) {
+        return Err(format!(
+            "shape ({rows}, {cols}) needs {} data bytes, the file has {data_bytes}",
+            needed.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a little-endian float32, C-order, two-dimensional `.npy` matrix: its rows.
 pub fn read_npy_f32(bytes: &[u8]) -> Result<Vec<Vec<f32>>, String> {
     let mut data = bytes;
     let (rows, cols) = read_npy_header(&mut data)?;
-    if data.len() != rows * cols * 4 {
-        return Err(format!(
-            "shape ({rows}, {cols}) needs {} data bytes, the file has {}",
-            rows * cols * 4,
-            data.len()
-        ));
-    }
+    check_npy_data_length(rows, cols, data.len() as u64)?;
     let values: Vec<f32> = data
         .chunks_exact(4)
         .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
@@ -135,6 +144,21 @@ pub fn read_npy_f32(bytes: &[u8]) -> Result<Vec<Vec<f32>>, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_data_length_other_than_the_shapes_is_refused() {
+        assert!(check_npy_data_length(3, 4, 48).is_ok());
+        assert!(check_npy_data_length(0, 384, 0).is_ok());
+        let short = check_npy_data_length(3, 4, 44).unwrap_err();
+        assert!(
+            short.contains("needs 48 data bytes, the file has 44"),
+            "{short}"
+        );
+        assert!(check_npy_data_length(3, 4, 52).is_err());
+        let huge = check_npy_data_length(usize::MAX, 2, 0).unwrap_err();
+        assert!(huge.contains("more than"), "{huge}");
+    }
+
     use super::*;
 
     #[test]
