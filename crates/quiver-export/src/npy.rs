@@ -144,6 +144,7 @@ pub fn read_npy_f32(bytes: &[u8]) -> Result<Vec<Vec<f32>>, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn a_data_length_other_than_the_shapes_is_refused() {
@@ -158,8 +159,6 @@ mod tests {
         let huge = check_npy_data_length(usize::MAX, 2, 0).unwrap_err();
         assert!(huge.contains("more than"), "{huge}");
     }
-
-    use super::*;
 
     #[test]
     fn reads_back_what_it_writes_and_rejects_other_types() {
