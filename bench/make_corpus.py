@@ -14,6 +14,8 @@ import sysconfig
 
 
 def chunks_of(path, lines_per_chunk):
+    """Windows of `lines_per_chunk` lines of a source file: (first line from 1, text), blank
+    windows left out; nothing for a file that is not UTF-8."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (UnicodeDecodeError, OSError):
@@ -21,7 +23,7 @@ def chunks_of(path, lines_per_chunk):
     for start in range(0, len(lines), lines_per_chunk):
         text = "\n".join(lines[start:start + lines_per_chunk]).strip()
         if text:
-            yield text
+            yield start + 1, text
 
 
 def main():
@@ -35,7 +37,7 @@ def main():
     written = 0
     with open(args.out, "w", encoding="utf-8") as out:
         for path in files:
-            for text in chunks_of(path, args.lines):
+            for _, text in chunks_of(path, args.lines):
                 out.write(json.dumps({"text": text}) + "\n")
                 written += 1
                 if written == args.chunks:

@@ -12,9 +12,13 @@ indexed rows (raw little-endian f32), for bench's recall measurement.
 import argparse
 import json
 import pathlib
+import sys
 import sysconfig
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from make_corpus import chunks_of  # noqa: E402  (bench/make_corpus.py)
 
 
 def windows(lines_per_chunk=3):
@@ -22,14 +26,8 @@ def windows(lines_per_chunk=3):
     files = sorted(root.rglob("*.py"))
     while True:
         for path in files:
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except (UnicodeDecodeError, OSError):
-                continue
-            for start in range(0, len(lines), lines_per_chunk):
-                text = "\n".join(lines[start:start + lines_per_chunk]).strip()
-                if text:
-                    yield str(path.relative_to(root)), start + 1, text
+            for start, text in chunks_of(path, lines_per_chunk):
+                yield str(path.relative_to(root)), start, text
 
 
 def main():
