@@ -157,8 +157,14 @@ impl VectorIndex {
         let rows = self.set.rows.as_slice();
         let accepts = |row: usize| accepted.row(row);
         if let Some(ann) = self.set.ann.as_ref().filter(|_| graph) {
+            // Only whether `MIN_ROWS` rows pass matters, so counting stops there: a wide filter
+            // is settled within its first rows, and a narrow one's full pass is no more than
+            // the exact scan that then answers it.
             let eligible = if accepted.filters {
-                (0..rows.len()).filter(|&row| accepts(row)).count()
+                (0..rows.len())
+                    .filter(|&row| accepts(row))
+                    .take(ann::MIN_ROWS)
+                    .count()
             } else {
                 rows.len() - self.set.deletions()
             };
