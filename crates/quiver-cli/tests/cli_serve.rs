@@ -815,16 +815,13 @@ fn rerank_scores_pairs_as_transformers_does_and_reranks_searches() {
         .unzip();
 
     let root = temp_dir("serve-rerank");
-    std::fs::write(root.join("math.py"), "def add(a, b):\n    return a + b\n").unwrap();
-    std::fs::write(
-        root.join("greet.py"),
+    common::write(&root, "math.py", "def add(a, b):\n    return a + b\n");
+    common::write(
+        &root,
+        "greet.py",
         "def hello():\n    print('hello world')\n",
-    )
-    .unwrap();
-    let model = model();
-    let root_arg = root.to_str().unwrap();
-    let indexed = quiver(&["index", root_arg, "--model", &model], "");
-    assert!(indexed.status.success());
+    );
+    common::index(&root, &[]);
     let index = root.join(".quiver");
     let server = start(
         &[
@@ -907,42 +904,20 @@ fn rerank_scores_pairs_as_transformers_does_and_reranks_searches() {
 fn search_rerank_reorders_the_top_hits_with_a_cross_encoder() {
     let reranker = common::tiny_model("xlm-roberta-reranker");
     let root = temp_dir("search-rerank");
-    for (name, text) in [
-        ("a.py", "def add(a, b):\n    return a + b\n"),
-        (
-            "b.py",
-            "def read_file(path):\n    return open(path).read()\n",
-        ),
-        (
-            "c.py",
-            "class Parser:\n    def parse(self, text):\n        return text.split()\n",
-        ),
-    ] {
-        std::fs::write(root.join(name), text).unwrap();
-    }
-    let model = model();
-    let root_arg = root.to_str().unwrap();
-    assert!(quiver(&["index", root_arg, "--model", &model], "")
-        .status
-        .success());
+    common::write(&root, "a.py", "def add(a, b):\n    return a + b\n");
+    common::write(
+        &root,
+        "b.py",
+        "def read_file(path):\n    return open(path).read()\n",
+    );
+    common::write(
+        &root,
+        "c.py",
+        "class Parser:\n    def parse(self, text):\n        return text.split()\n",
+    );
+    common::index(&root, &[]);
     let index = root.join(".quiver");
-    let search = |extra: &[&str]| -> Vec<Value> {
-        let mut args = vec![
-            "search",
-            "read a file",
-            "--index",
-            index.to_str().unwrap(),
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let output = quiver(&args, "");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("JSON hits")
-    };
+    let search = |extra: &[&str]| common::search(&root, "read a file", extra);
     let plain = search(&["-k", "3"]);
     let reranked = search(&["-k", "2", "--rerank", reranker.to_str().unwrap()]);
     assert_eq!(reranked.len(), 2);
@@ -967,7 +942,7 @@ fn search_rerank_reorders_the_top_hits_with_a_cross_encoder() {
             "--index",
             index.to_str().unwrap(),
             "--rerank",
-            root_arg,
+            root.to_str().unwrap(),
         ],
         "",
     );
