@@ -1,5 +1,6 @@
 use crate::dense::Dense;
 use crate::postprocess::{l2_normalize, truncate_dimensions};
+use crate::tokenize::check_token_ids;
 use crate::{EmbedError, Result, SentenceTransformerConfig, TextTokenizer, TruncationSide};
 use quiver_runtime::{
     load_model_with, Device, EncoderModel, LoadOptions, PackedBatch, Pooling, Quantization,
@@ -371,14 +372,7 @@ impl Embedder {
                 let (ids, cut) = match input {
                     EmbedInput::Text(_) => from_texts.next().unwrap_or_default(),
                     EmbedInput::TokenIds(ids) => {
-                        if let Some(position) = ids.iter().position(|&id| id as usize >= vocab) {
-                            return Err(EmbedError::TokenId {
-                                input: index,
-                                position,
-                                id: ids[position],
-                                vocab,
-                            });
-                        }
+                        check_token_ids(index, ids, vocab)?;
                         let cut = ids.len() > max_length;
                         let kept = match options.truncation {
                             _ if !cut => &ids[..],

@@ -265,15 +265,7 @@ impl TextTokenizer {
     /// The text of token ids, special tokens left out when asked. Ids outside the vocabulary
     /// are an error naming the first one.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        let vocab = self.vocab_size();
-        if let Some(position) = ids.iter().position(|&id| id as usize >= vocab) {
-            return Err(EmbedError::TokenId {
-                input: 0,
-                position,
-                id: ids[position],
-                vocab,
-            });
-        }
+        check_token_ids(0, ids, self.vocab_size())?;
         self.inner
             .decode(ids, skip_special_tokens)
             .map_err(|e| self.error(e))
@@ -305,6 +297,19 @@ impl TextTokenizer {
     pub fn prompt_length(&self, prompt: &str) -> Result<usize> {
         let ids = self.encode_batch(&[prompt])?;
         Ok(ids[0].len().saturating_sub(1))
+    }
+}
+
+/// Refuses token ids of input `input` that are not below `vocab`, naming the first.
+pub(crate) fn check_token_ids(input: usize, ids: &[u32], vocab: usize) -> Result<()> {
+    match ids.iter().position(|&id| id as usize >= vocab) {
+        Some(position) => Err(EmbedError::TokenId {
+            input,
+            position,
+            id: ids[position],
+            vocab,
+        }),
+        None => Ok(()),
     }
 }
 
