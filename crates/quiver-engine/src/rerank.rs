@@ -8,7 +8,7 @@
 //! ([`EngineError::Overloaded`]).
 
 use crate::{BatchSettings, EngineError};
-use quiver_embed::{BatchBudget, Reranker, TruncationSide};
+use quiver_embed::{sigmoid, BatchBudget, Reranker, TruncationSide};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
@@ -20,11 +20,27 @@ pub struct RerankRequest {
     pub truncation: TruncationSide,
 }
 
+impl RerankRequest {
+    /// How a search reranks its hits: a chunk longer than the model reads is cut, not refused.
+    pub const SEARCH: RerankRequest = RerankRequest {
+        truncate: true,
+        truncation: TruncationSide::Right,
+    };
+}
+
 /// The logit of each (query, text) pair, in input order, with the tokens they took.
 #[derive(Debug, Clone)]
 pub struct Reranked {
     pub scores: Vec<f32>,
     pub tokens: usize,
+}
+
+impl Reranked {
+    /// Each score as a probability (the logit's sigmoid, 0..1): what TEI's `/rerank` reports
+    /// unless asked for raw scores, and what reranked searches order by.
+    pub fn probabilities(&self) -> Vec<f32> {
+        self.scores.iter().copied().map(sigmoid).collect()
+    }
 }
 
 /// A loaded cross-encoder, shared by every caller.

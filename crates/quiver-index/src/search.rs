@@ -115,20 +115,14 @@ pub struct SearchHit {
 pub const RERANK_CANDIDATES: usize = 50;
 
 /// Orders `hits` by a second-stage score of each chunk's text (a cross-encoder's relevance to
-/// the query), best first, and keeps `k`. `score` gets the texts in hit order and returns one
-/// score in 0..1 per text; each hit records the rank it had before (`search_rank`).
-pub fn rerank_hits<E>(
-    hits: Vec<SearchHit>,
-    k: usize,
-    score: impl FnOnce(&[&str]) -> std::result::Result<Vec<f32>, E>,
-) -> std::result::Result<Vec<SearchHit>, E> {
-    let texts: Vec<&str> = hits.iter().map(|hit| hit.chunk.text.as_str()).collect();
-    let scores = score(&texts)?;
+/// the query, 0..1; `scores[i]` is `hits[i]`'s), best first, and keeps `k`. Each hit records
+/// the rank it had before (`search_rank`).
+pub fn rerank_hits(hits: Vec<SearchHit>, k: usize, scores: &[f32]) -> Vec<SearchHit> {
     let mut reranked: Vec<SearchHit> = hits
         .into_iter()
         .zip(scores)
         .enumerate()
-        .map(|(rank, (hit, score))| SearchHit {
+        .map(|(rank, (hit, &score))| SearchHit {
             score: f64::from(score),
             search_rank: Some(rank + 1),
             ..hit
@@ -137,7 +131,7 @@ pub fn rerank_hits<E>(
     // Stable: equal scores keep the search's order.
     reranked.sort_by(|a, b| b.score.total_cmp(&a.score));
     reranked.truncate(k);
-    Ok(reranked)
+    reranked
 }
 
 /// Searches `store`, opening its vectors for this query.

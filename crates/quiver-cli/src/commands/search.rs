@@ -2,7 +2,7 @@ use crate::location;
 use crate::model::{load_embedder, load_reranker};
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_embed::{sigmoid, Device};
+use quiver_embed::Device;
 use quiver_engine::{BatchSettings, RerankRequest, Reranking};
 use quiver_index::{
     pack, rerank_hits, search_with, ModelTokens, SearchFilter, SearchHit, SearchMode,
@@ -134,16 +134,12 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             } else {
                 args.k
             };
-            rerank_hits(candidates, keep, |texts| {
-                let request = RerankRequest {
-                    truncate: true,
-                    ..RerankRequest::default()
-                };
-                reranking
-                    .score_blocking(&args.query, texts, request)
-                    .map(|reranked| reranked.scores.into_iter().map(sigmoid).collect())
-            })
-            .context("reranking")?
+            let texts: Vec<&str> = candidates.iter().map(|h| h.chunk.text.as_str()).collect();
+            let scores = reranking
+                .score_blocking(&args.query, &texts, RerankRequest::SEARCH)
+                .context("reranking")?
+                .probabilities();
+            rerank_hits(candidates, keep, &scores)
         }
     };
     if let (Some(max_tokens), Some(embedder)) = (args.max_tokens, &embedder) {

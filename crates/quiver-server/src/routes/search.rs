@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use quiver_embed::{sigmoid, EmbedInput};
+use quiver_embed::EmbedInput;
 use quiver_engine::RerankRequest;
 use quiver_index::{
     rerank_hits, SearchFilter, SearchHit, SearchMode, SearchRequest, DEFAULT_KEYWORD_WEIGHT,
@@ -132,13 +132,10 @@ async fn handle(
         return Ok(Json(SearchResponse { results: hits }));
     }
     let texts: Vec<String> = hits.iter().map(|hit| hit.chunk.text.clone()).collect();
-    let options = RerankRequest {
-        truncate: true,
-        ..RerankRequest::default()
-    };
-    let reranked = state.rerank(query, texts, options).await?;
-    let hits = rerank_hits(hits, k, |_| {
-        Ok::<_, ApiError>(reranked.scores.into_iter().map(sigmoid).collect())
-    })?;
+    let scores = state
+        .rerank(query, texts, RerankRequest::SEARCH)
+        .await?
+        .probabilities();
+    let hits = rerank_hits(hits, k, &scores);
     Ok(Json(SearchResponse { results: hits }))
 }

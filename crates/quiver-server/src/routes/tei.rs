@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use quiver_embed::{sigmoid, EmbedInput, EmbedOptions, TruncationSide};
+use quiver_embed::{EmbedInput, EmbedOptions, TruncationSide};
 use quiver_engine::RerankRequest;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
@@ -265,33 +265,31 @@ pub async fn rerank(
 ) -> Result<Json<Vec<Rank>>, ApiError> {
     let request: RerankBody = parse_body(body)?;
     state.input_limits().check("texts", request.texts.len())?;
+    // The texts go to the reranker; a copy is kept only when the answer repeats them.
+    let returned = request.return_text.then(|| request.texts.clone());
     let reranked = state
         .rerank(
             request.query,
-            request.texts.clone(),
+            request.texts,
             RerankRequest {
                 truncate: request.truncate.unwrap_or(state.limits.auto_truncate),
                 truncation: request.truncation_direction,
             },
         )
         .await?;
-    let mut texts = request.texts.into_iter().map(Some).collect::<Vec<_>>();
-    let mut ranks: Vec<Rank> = reranked
-        .scores
+    let scores = if request.raw_scores {
+        reranked.scores
+    } else {
+        reranked.probabilities()
+    };
+    let mut texts = returned.unwrap_or_default().into_iter();
+    let mut ranks: Vec<Rank> = scores
         .into_iter()
         .enumerate()
-        .map(|(index, logit)| Rank {
+        .map(|(index, score)| Rank {
             index,
-            score: if request.raw_scores {
-                logit
-            } else {
-                sigmoid(logit)
-            },
-            text: if request.return_text {
-                texts[index].take()
-            } else {
-                None
-            },
+            score,
+            text: texts.next(),
         })
         .collect();
     // Stable: equal scores keep the order they were sent in.
