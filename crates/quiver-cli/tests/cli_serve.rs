@@ -921,6 +921,16 @@ fn search_rerank_reorders_the_top_hits_with_a_cross_encoder() {
     let plain = search(&["-k", "3"]);
     let reranked = search(&["-k", "2", "--rerank", reranker.to_str().unwrap()]);
     assert_eq!(reranked.len(), 2);
+    // Fewer candidates than -k: the reranker still reads -k hits and returns them all.
+    let narrow = search(&[
+        "-k",
+        "3",
+        "--rerank",
+        reranker.to_str().unwrap(),
+        "--rerank-candidates",
+        "1",
+    ]);
+    assert_eq!(narrow.len(), 3);
     assert!(plain.iter().all(|hit| hit.get("search_rank").is_none()));
     let scores: Vec<f64> = reranked
         .iter()

@@ -42,7 +42,7 @@ pub struct SearchArgs {
     /// with one label, e.g. BAAI/bge-reranker-base): slower, usually more precise.
     #[arg(long, value_name = "MODEL")]
     rerank: Option<String>,
-    /// With --rerank: how many of the search's hits the reranker reads.
+    /// With --rerank: how many of the search's hits the reranker reads (at least -k).
     #[arg(long, value_name = "N", default_value_t = RERANK_CANDIDATES, requires = "rerank")]
     rerank_candidates: usize,
     /// Print results as JSON.
@@ -127,13 +127,13 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let hits = match &reranking {
         None => hits,
         Some(reranking) => {
-            let candidates: Vec<SearchHit> =
-                hits.into_iter().take(args.rerank_candidates).collect();
-            let keep = if args.max_tokens.is_some() {
-                candidates.len()
-            } else {
-                args.k
+            // Packing reads the reranked candidates; otherwise at least -k are read, so that
+            // -k hits come back (as `/search` with `rerank` does).
+            let (read, keep) = match args.max_tokens {
+                Some(_) => (args.rerank_candidates, args.rerank_candidates),
+                None => (args.rerank_candidates.max(args.k), args.k),
             };
+            let candidates: Vec<SearchHit> = hits.into_iter().take(read).collect();
             let texts: Vec<&str> = candidates.iter().map(|h| h.chunk.text.as_str()).collect();
             let scores = reranking
                 .score_blocking(&args.query, &texts, RerankRequest::SEARCH)
