@@ -4,6 +4,7 @@
 use crate::{EmbedError, Result};
 use quiver_runtime::layers::Linear;
 use quiver_runtime::weights::WeightFiles;
+use quiver_runtime::LoadOptions;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -102,10 +103,9 @@ impl Dense {
     /// runs once per text.
     pub fn load(spec: &DenseSpec) -> Result<Dense> {
         let files = WeightFiles::open(&spec.dir)?;
-        let store = files.tensors()?;
+        let tensors = files.tensors(LoadOptions::default())?;
         let linear = Linear::load(
-            &store,
-            "linear",
+            &tensors.root().pp("linear"),
             spec.in_features,
             spec.out_features,
             spec.bias,

@@ -1,6 +1,6 @@
 //! Reading safetensors weights (single file or sharded) into f32 buffers.
 
-use crate::{Result, RuntimeError};
+use crate::{LoadOptions, Result, RuntimeError};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -42,8 +42,9 @@ impl WeightFiles {
         })
     }
 
-    /// Parses the headers of every file: the tensors become addressable by name.
-    pub fn tensors(&self) -> Result<TensorStore<'_>> {
+    /// Parses the headers of every file: the tensors become addressable by name. Dense layers
+    /// loaded from them are laid out as `options` say.
+    pub fn tensors(&self, options: LoadOptions) -> Result<TensorStore<'_>> {
         let mut views = HashMap::new();
         for (path, map) in &self.files {
             let parsed =
@@ -58,9 +59,7 @@ impl WeightFiles {
         Ok(TensorStore {
             dir: &self.dir,
             views,
-            prefix: String::new(),
-            few_row_panels: false,
-            int8: false,
+            options,
         })
     }
 }
@@ -105,57 +104,62 @@ pub struct TensorStore<'a> {
     dir: &'a Path,
     /// Each tensor with the file it is in, for messages.
     views: HashMap<String, (safetensors::tensor::TensorView<'a>, &'a Path)>,
-    prefix: String,
-    /// Layers loaded from this store keep a second, panel-packed copy of their weights for
-    /// inputs of a few tokens ([`crate::kernels::matmul_few_rows`]).
-    few_row_panels: bool,
-    /// Dense layers loaded from this store keep their weights in int8 (see
-    /// [`crate::kernels::matmul_int8`]).
-    int8: bool,
+    options: LoadOptions,
 }
 
 impl TensorStore<'_> {
-    pub fn set_few_row_panels(&mut self, enabled: bool) {
-        self.few_row_panels = enabled;
+    /// The whole checkpoint, from which each model takes the view its weights sit under.
+    pub fn root(&self) -> Weights<'_> {
+        Weights {
+            store: self,
+            prefix: String::new(),
+        }
     }
+}
 
-    pub fn few_row_panels(&self) -> bool {
-        self.few_row_panels
-    }
+/// The tensors of one module: an immutable view of the checkpoint under a name prefix, handed
+/// to the module's `load` (as candle's `VarBuilder::pp`). A module names its tensors relative
+/// to where its parent placed it; no loader can move another's view.
+#[derive(Clone)]
+pub struct Weights<'a> {
+    store: &'a TensorStore<'a>,
+    /// Empty, or ending in `.`.
+    prefix: String,
+}
 
-    pub fn set_int8(&mut self, enabled: bool) {
-        self.int8 = enabled;
-    }
-
-    pub fn int8(&self) -> bool {
-        self.int8
-    }
-
-    /// Checkpoints name the same tensor `x`, `bert.x` or `model.x` depending on how they were
-    /// saved; picks the first candidate prefix under which `probe` exists.
-    pub fn select_prefix(&mut self, probe: &str, candidates: &[&str]) -> Result<()> {
-        let found = candidates
-            .iter()
-            .find(|prefix| self.views.contains_key(&format!("{prefix}{probe}")));
-        match found {
-            Some(prefix) => {
-                self.prefix = prefix.to_string();
-                Ok(())
-            }
-            None => Err(RuntimeError::MissingTensor {
-                name: probe.to_string(),
-                dir: self.dir.to_path_buf(),
-            }),
+impl<'a> Weights<'a> {
+    /// The view of the submodule `name` (`"encoder.layer"`, then `3`, ...).
+    pub fn pp(&self, name: impl std::fmt::Display) -> Weights<'a> {
+        let name = name.to_string();
+        if name.is_empty() {
+            return self.clone();
+        }
+        Weights {
+            store: self.store,
+            prefix: format!("{}{name}.", self.prefix),
         }
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.views.contains_key(&self.full_name(name))
+    /// Checkpoints keep the same network under `""`, `"bert"` or `"model"` depending on how
+    /// they were saved: the view of the first of `scopes` under which `probe` exists.
+    pub fn first_with(&self, scopes: &[&str], probe: &str) -> Result<Weights<'a>> {
+        scopes
+            .iter()
+            .map(|scope| self.pp(scope))
+            .find(|scoped| scoped.contains(probe))
+            .ok_or_else(|| RuntimeError::MissingTensor {
+                name: self.full_name(probe),
+                dir: self.store.dir.to_path_buf(),
+            })
     }
 
-    /// Whether `name` exists outside any prefix (heads saved beside the base model's weights).
-    pub fn contains_at_root(&self, name: &str) -> bool {
-        self.views.contains_key(name)
+    /// How dense layers loaded from this view lay out their weights.
+    pub fn options(&self) -> LoadOptions {
+        self.store.options
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.store.views.contains_key(&self.full_name(name))
     }
 
     fn full_name(&self, name: &str) -> String {
@@ -165,13 +169,14 @@ impl TensorStore<'_> {
     /// Reads a tensor, checking its shape against what the config promised.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let full = self.full_name(name);
-        let (view, file) = self
-            .views
-            .get(&full)
-            .ok_or_else(|| RuntimeError::MissingTensor {
-                name: full.clone(),
-                dir: self.dir.to_path_buf(),
-            })?;
+        let (view, file) =
+            self.store
+                .views
+                .get(&full)
+                .ok_or_else(|| RuntimeError::MissingTensor {
+                    name: full.clone(),
+                    dir: self.store.dir.to_path_buf(),
+                })?;
         if view.shape() != shape {
             return Err(RuntimeError::TensorShape {
                 name: full,

@@ -7,7 +7,7 @@ use quiver_embed::{
     find_model, resolve_local_model, ModelCard, SentenceTransformerConfig, KNOWN_MODELS,
     KNOWN_RERANKERS,
 };
-use quiver_runtime::models::SUPPORTED_ARCHITECTURES;
+use quiver_runtime::models::{is_supported, supported_architectures};
 use quiver_runtime::ModelConfig;
 use quiver_runtime::CLASSIFIER_ARCHITECTURES;
 use serde_json::{json, Value};
@@ -109,7 +109,7 @@ fn list(as_json: bool) -> anyhow::Result<()> {
     }
     outln!(
         "\nArchitectures this build runs: {}; rerankers: {}",
-        SUPPORTED_ARCHITECTURES.join(", "),
+        supported_architectures().collect::<Vec<_>>().join(", "),
         CLASSIFIER_ARCHITECTURES.join(", ")
     );
     outln!("Rerankers' real weights are not tested here: {TINY_NOTE}");
@@ -157,7 +157,7 @@ fn folder_info(id: &str) -> anyhow::Result<Value> {
     let st = SentenceTransformerConfig::read(&dir)?;
     let raw: Value = serde_json::from_str(&std::fs::read_to_string(&config.path)?)
         .with_context(|| format!("reading {}", config.path.display()))?;
-    let supported = SUPPORTED_ARCHITECTURES.contains(&config.model_type.as_str());
+    let supported = is_supported(&config.model_type);
     Ok(json!({
         "id": id,
         "folder": dir.display().to_string(),
@@ -172,7 +172,7 @@ fn folder_info(id: &str) -> anyhow::Result<Value> {
         "note": if supported {
             String::new()
         } else {
-            format!("architecture `{}` is not supported yet; supported: {}", config.model_type, SUPPORTED_ARCHITECTURES.join(", "))
+            format!("architecture `{}` is not supported yet; supported: {}", config.model_type, supported_architectures().collect::<Vec<_>>().join(", "))
         },
     }))
 }

@@ -1,5 +1,5 @@
 use crate::kernels;
-use crate::weights::TensorStore;
+use crate::weights::Weights;
 use crate::Result;
 
 #[derive(Debug, Clone)]
@@ -10,29 +10,24 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// Loads `{prefix}.weight` / `{prefix}.bias` (old checkpoints: `gamma` / `beta`).
-    pub fn load(store: &TensorStore<'_>, prefix: &str, size: usize, eps: f32) -> Result<Self> {
-        let (gamma_name, beta_name) = if store.contains(&format!("{prefix}.gamma")) {
+    /// Loads `weight` / `bias` (old checkpoints: `gamma` / `beta`).
+    pub fn load(weights: &Weights<'_>, size: usize, eps: f32) -> Result<Self> {
+        let (gamma_name, beta_name) = if weights.contains("gamma") {
             ("gamma", "beta")
         } else {
             ("weight", "bias")
         };
         Ok(LayerNorm {
-            gamma: store.get(&format!("{prefix}.{gamma_name}"), &[size])?,
-            beta: store.get(&format!("{prefix}.{beta_name}"), &[size])?,
+            gamma: weights.get(gamma_name, &[size])?,
+            beta: weights.get(beta_name, &[size])?,
             eps,
         })
     }
 
-    /// Loads `{prefix}.weight` of a norm that has no bias (ModernBERT's `norm_bias: false`).
-    pub fn load_without_bias(
-        store: &TensorStore<'_>,
-        prefix: &str,
-        size: usize,
-        eps: f32,
-    ) -> Result<Self> {
+    /// Loads `weight` of a norm that has no bias (ModernBERT's `norm_bias: false`).
+    pub fn load_without_bias(weights: &Weights<'_>, size: usize, eps: f32) -> Result<Self> {
         Ok(LayerNorm {
-            gamma: store.get(&format!("{prefix}.weight"), &[size])?,
+            gamma: weights.get("weight", &[size])?,
             beta: vec![0.0; size],
             eps,
         })

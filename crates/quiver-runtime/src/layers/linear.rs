@@ -2,8 +2,8 @@ use super::lora::Lora;
 use crate::kernels::{
     matmul, matmul_few_rows, matmul_int8, MatMut, MatRef, PackedPanels, QuantizedMatrix,
 };
-use crate::weights::TensorStore;
-use crate::Result;
+use crate::weights::Weights;
+use crate::{Quantization, Result};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -35,19 +35,17 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Loads `{prefix}.weight` and, when `with_bias`, `{prefix}.bias`.
+    /// Loads `weight` and, when `with_bias`, `bias`.
     pub fn load(
-        store: &TensorStore<'_>,
-        prefix: &str,
+        weights: &Weights<'_>,
         in_features: usize,
         out_features: usize,
         with_bias: bool,
     ) -> Result<Self> {
-        let bias = with_bias.then(|| format!("{prefix}.bias"));
         Self::load_tensors(
-            store,
-            &format!("{prefix}.weight"),
-            bias.as_deref(),
+            weights,
+            "weight",
+            with_bias.then_some("bias"),
             in_features,
             out_features,
         )
@@ -55,17 +53,17 @@ impl Linear {
 
     /// Loads the weight and bias under names of the checkpoint's own choosing.
     pub fn load_tensors(
-        store: &TensorStore<'_>,
+        weights: &Weights<'_>,
         weight: &str,
         bias: Option<&str>,
         in_features: usize,
         out_features: usize,
     ) -> Result<Self> {
-        let weight = store.get(weight, &[out_features, in_features])?;
+        let weight = weights.get(weight, &[out_features, in_features])?;
         let bias = bias
-            .map(|name| store.get(name, &[out_features]))
+            .map(|name| weights.get(name, &[out_features]))
             .transpose()?;
-        Ok(Linear::new(weight, bias, in_features, out_features).laid_out_for(store))
+        Ok(Linear::new(weight, bias, in_features, out_features).laid_out_for(weights))
     }
 
     /// Adds the panel-packed copy of the weights that inputs of up to [`FEW_ROWS`] rows use.
@@ -99,30 +97,33 @@ impl Linear {
     }
 
     /// Loads layers that read the same input (Q, K and V; gate and up) as one wider product:
-    /// `{prefix}.weight` of each `(prefix, out_features)` part, stacked in order.
+    /// the `weight` of each `(module, out_features)` part, stacked in order.
     pub fn load_stacked(
-        store: &TensorStore<'_>,
+        weights: &Weights<'_>,
         parts: &[(&str, usize)],
         in_features: usize,
         with_bias: bool,
     ) -> Result<Self> {
         let mut weight = Vec::new();
         let mut bias = with_bias.then(Vec::new);
-        for &(prefix, out_features) in parts {
-            weight.extend(store.get(&format!("{prefix}.weight"), &[out_features, in_features])?);
+        for &(module, out_features) in parts {
+            let part = weights.pp(module);
+            weight.extend(part.get("weight", &[out_features, in_features])?);
             if let Some(bias) = bias.as_mut() {
-                bias.extend(store.get(&format!("{prefix}.bias"), &[out_features])?);
+                bias.extend(part.get("bias", &[out_features])?);
             }
         }
         let out_features = parts.iter().map(|&(_, outputs)| outputs).sum();
-        Ok(Linear::new(weight, bias, in_features, out_features).laid_out_for(store))
+        Ok(Linear::new(weight, bias, in_features, out_features).laid_out_for(weights))
     }
 
-    /// The weight layout the store asks for: int8, or f32 with few-row panels, or plain f32.
-    fn laid_out_for(self, store: &TensorStore<'_>) -> Self {
-        if store.int8() {
+    /// The weight layout the load options ask for: int8, or f32 with few-row panels, or plain
+    /// f32.
+    fn laid_out_for(self, weights: &Weights<'_>) -> Self {
+        let options = weights.options();
+        if options.quantization == Quantization::Int8 {
             self.quantized()
-        } else if store.few_row_panels() {
+        } else if options.few_row_kernels {
             self.with_few_row_panels()
         } else {
             self

@@ -7,7 +7,7 @@
 //! The update is applied to activations instead of merged into weights, so one copy of the
 //! model serves every task, and sequences of different tasks share a forward pass.
 
-use crate::weights::TensorStore;
+use crate::weights::Weights;
 use crate::Result;
 
 /// The update of a dense layer `[in] → [out]`: `y += scale · B_t (A_t x)`.
@@ -25,10 +25,9 @@ pub struct Lora {
 }
 
 impl Lora {
-    /// Loads `{prefix}.lora_A` and `{prefix}.lora_B` of a dense layer's parametrization.
+    /// Loads `lora_A` and `lora_B` of a dense layer's parametrization.
     pub fn load(
-        store: &TensorStore<'_>,
-        prefix: &str,
+        weights: &Weights<'_>,
         shape: AdapterShape,
         in_features: usize,
         out_features: usize,
@@ -40,8 +39,8 @@ impl Lora {
             in_features,
             out_features,
             scale: alpha / rank as f32,
-            down: store.get(&format!("{prefix}.lora_A"), &[tasks, rank, in_features])?,
-            up: store.get(&format!("{prefix}.lora_B"), &[tasks, out_features, rank])?,
+            down: weights.get("lora_A", &[tasks, rank, in_features])?,
+            up: weights.get("lora_B", &[tasks, out_features, rank])?,
         })
     }
 
@@ -86,8 +85,7 @@ pub struct EmbeddingLora {
 
 impl EmbeddingLora {
     pub fn load(
-        store: &TensorStore<'_>,
-        prefix: &str,
+        weights: &Weights<'_>,
         shape: AdapterShape,
         rows: usize,
         width: usize,
@@ -99,8 +97,8 @@ impl EmbeddingLora {
             rows,
             width,
             scale: alpha / rank as f32,
-            down: store.get(&format!("{prefix}.lora_A"), &[tasks, rows, rank])?,
-            up: store.get(&format!("{prefix}.lora_B"), &[tasks, rank, width])?,
+            down: weights.get("lora_A", &[tasks, rows, rank])?,
+            up: weights.get("lora_B", &[tasks, rank, width])?,
         })
     }
 

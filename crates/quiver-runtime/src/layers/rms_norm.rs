@@ -1,6 +1,6 @@
 use crate::kernels;
 use crate::layers::AttentionShape;
-use crate::weights::TensorStore;
+use crate::weights::Weights;
 use crate::Result;
 use rayon::prelude::*;
 
@@ -12,9 +12,9 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn load(store: &TensorStore<'_>, name: &str, size: usize, eps: f32) -> Result<Self> {
+    pub fn load(weights: &Weights<'_>, size: usize, eps: f32) -> Result<Self> {
         Ok(RmsNorm {
-            weight: store.get(&format!("{name}.weight"), &[size])?,
+            weight: weights.get("weight", &[size])?,
             eps,
         })
     }

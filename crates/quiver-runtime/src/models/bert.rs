@@ -4,12 +4,12 @@
 //! from `pad_token_id + 1` (`create_position_ids_from_input_ids` in `modeling_roberta.py`).
 
 use super::post_norm::{
-    run_layers, sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, Positions,
-    PostNormLayer,
+    run_layers, sum_embeddings, Checked, EncoderConfig, FeedForwardNames, LayerShape, Layout,
+    PlainDense, Positions, PostNormLayer, QkvNames,
 };
 use super::{EncoderModel, ModelConfig};
 use crate::layers::LayerNorm;
-use crate::weights::TensorStore;
+use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 
@@ -55,22 +55,35 @@ pub struct BertModel {
     layers: Vec<PostNormLayer>,
 }
 
-/// Weight-name prefixes under which BERT checkpoints are found in the wild.
-const PREFIXES: &[&str] = &["", "bert.", "roberta.", "model."];
+/// Scopes under which BERT checkpoints are found in the wild.
+const SCOPES: &[&str] = &["", "bert", "roberta", "model"];
 
-const LAYER_NAMES: LayerNames = LayerNames {
-    query: "attention.self.query",
-    key: "attention.self.key",
-    value: "attention.self.value",
+const LAYOUT: Layout = Layout {
+    layers: "encoder.layer",
+    embedding_norm: "embeddings.LayerNorm",
+    qkv: QkvNames::Split([
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+    ]),
     attention_out: "attention.output.dense",
     attention_norm: "attention.output.LayerNorm",
-    intermediate: "intermediate.dense",
-    output: "output.dense",
+    feed_forward: FeedForwardNames::Dense {
+        intermediate: "intermediate.dense",
+        output: "output.dense",
+    },
     output_norm: "output.LayerNorm",
+    bias: true,
 };
 
 impl BertModel {
-    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+    /// The view of the checkpoint the encoder sits under (heads of task models sit beside it,
+    /// or in it: BERT's pooler).
+    pub fn weights<'a>(checkpoint: &Weights<'a>) -> Result<Weights<'a>> {
+        checkpoint.first_with(SCOPES, "embeddings.word_embeddings.weight")
+    }
+
+    pub fn load(model_config: &ModelConfig, checkpoint: &Weights<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
         let first_position = match model_config.model_type.as_str() {
             "roberta" | "xlm-roberta" | "camembert" => config.pad_token_id + 1,
@@ -89,31 +102,27 @@ impl BertModel {
                 ),
             });
         }
-        store.select_prefix("embeddings.word_embeddings.weight", PREFIXES)?;
+        let weights = Self::weights(checkpoint)?;
         let h = config.encoder.hidden_size;
         let eps = shape.layer_norm_eps;
-        let token_types = store.get(
-            "embeddings.token_type_embeddings.weight",
-            &[config.type_vocab_size, h],
-        )?;
+        let embedding = weights.pp("embeddings");
         let embeddings = Embeddings {
-            word: store.get(
-                "embeddings.word_embeddings.weight",
-                &[config.encoder.vocab_size, h],
-            )?,
-            position: store.get(
-                "embeddings.position_embeddings.weight",
+            word: embedding.get("word_embeddings.weight", &[config.encoder.vocab_size, h])?,
+            position: embedding.get(
+                "position_embeddings.weight",
                 &[config.encoder.max_position_embeddings, h],
             )?,
-            token_types,
-            norm: LayerNorm::load(store, "embeddings.LayerNorm", h, eps)?,
+            token_types: embedding
+                .get("token_type_embeddings.weight", &[config.type_vocab_size, h])?,
+            norm: LayerNorm::load(&weights.pp(LAYOUT.embedding_norm), h, eps)?,
         };
         let layers = PostNormLayer::load_all(
-            store,
-            &LAYER_NAMES,
+            &weights,
+            &LAYOUT,
             shape,
             activation,
             config.encoder.num_hidden_layers,
+            &PlainDense,
         )?;
         Ok(BertModel {
             config,

@@ -14,8 +14,8 @@ use super::bert::BertModel;
 use super::qwen2::Qwen2Model;
 use super::{EncoderModel, ModelConfig};
 use crate::layers::Linear;
-use crate::weights::{TensorStore, WeightFiles};
-use crate::{LoadOptions, PackedBatch, Quantization, Result, RuntimeError};
+use crate::weights::WeightFiles;
+use crate::{LoadOptions, PackedBatch, Result, RuntimeError};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -75,9 +75,8 @@ impl SequenceClassifier {
         }
         let labels = labels(&config)?;
         let files = WeightFiles::open(dir)?;
-        let mut store = files.tensors()?;
-        store.set_few_row_panels(options.few_row_kernels);
-        store.set_int8(options.quantization == Quantization::Int8);
+        let tensors = files.tensors(options)?;
+        let checkpoint = tensors.root();
         if architecture == "Qwen3ForCausalLM" {
             let Some(answers) = answers else {
                 return Err(RuntimeError::Config {
@@ -87,15 +86,15 @@ impl SequenceClassifier {
                         .into(),
                 });
             };
-            let encoder = Qwen2Model::load(&config, &mut store)?;
+            let encoder = Qwen2Model::load(&config, &checkpoint)?;
             let (h, vocab) = (encoder.hidden_size(), encoder.vocab_size());
             // Untied checkpoints (Qwen3-Reranker-4B, -8B) have their own `lm_head`; tied ones
-            // (0.6B) read the embedding table, under the decoder's prefix.
-            let table = if store.contains_at_root("lm_head.weight") {
-                root(&mut store, "lm_head.weight")?;
-                store.get("lm_head.weight", &[vocab, h])?
-            } else {
-                store.get("embed_tokens.weight", &[vocab, h])?
+            // (0.6B) read the embedding table, in the decoder.
+            let table = match checkpoint.get_optional("lm_head.weight", &[vocab, h])? {
+                Some(own) => own,
+                None => {
+                    Qwen2Model::weights(&checkpoint)?.get("embed_tokens.weight", &[vocab, h])?
+                }
             };
             let row = |id: u32| -> Result<Vec<f32>> {
                 let id = id as usize;
@@ -116,21 +115,20 @@ impl SequenceClassifier {
                 labels,
             });
         }
-        let encoder = BertModel::load(&config, &mut store)?;
+        let encoder = BertModel::load(&config, &checkpoint)?;
         let h = encoder.hidden_size();
+        let classifier = checkpoint.pp("classifier");
         let head = if architecture == "BertForSequenceClassification" {
-            // The encoder left the store at its own prefix (`bert.`), where the pooler is.
-            let pooler = Linear::load(&store, "pooler.dense", h, h, true)?;
-            root(&mut store, "classifier.weight")?;
+            // The pooler sits inside the encoder (`bert.pooler`), the classifier beside it.
+            let pooler = BertModel::weights(&checkpoint)?.pp("pooler.dense");
             Head::Pooler {
-                pooler,
-                classifier: Linear::load(&store, "classifier", h, labels.len(), true)?,
+                pooler: Linear::load(&pooler, h, h, true)?,
+                classifier: Linear::load(&classifier, h, labels.len(), true)?,
             }
         } else {
-            root(&mut store, "classifier.dense.weight")?;
             Head::Classifier {
-                dense: Linear::load(&store, "classifier.dense", h, h, true)?,
-                out_proj: Linear::load(&store, "classifier.out_proj", h, labels.len(), true)?,
+                dense: Linear::load(&classifier.pp("dense"), h, h, true)?,
+                out_proj: Linear::load(&classifier.pp("out_proj"), h, labels.len(), true)?,
             }
         };
         Ok(SequenceClassifier {
@@ -185,11 +183,6 @@ impl SequenceClassifier {
     pub fn answers_at_last_token(&self) -> bool {
         matches!(self.head, Head::Answers { .. })
     }
-}
-
-/// Points the store at the checkpoint's root, where heads live (`classifier.*`).
-fn root(store: &mut TensorStore<'_>, probe: &str) -> Result<()> {
-    store.select_prefix(probe, &[""])
 }
 
 /// `id2label` in index order; one unnamed label when the config has none.

@@ -11,13 +11,13 @@
 //! GELU-tanh gated feed-forward block; a final RMSNorm. Pooling and the Dense modules after it
 //! are the sentence-transformers config's.
 
-use super::{EncoderModel, ModelConfig};
-use crate::kernels::{add_residual, gated_linear_unit, Activation};
-use crate::layers::{
-    embedding_rows, normalize_heads, self_attention, AttentionShape, Linear, RmsNorm, Rotary,
-    Visibility,
+use super::pre_norm::{
+    AttentionBiases, AttentionKind, LlamaProjections, Norm, PreNormLayer, PreNormStack,
 };
-use crate::weights::TensorStore;
+use super::{EncoderModel, ModelConfig};
+use crate::kernels::Activation;
+use crate::layers::{embedding_rows, AttentionShape, RmsNorm, Rotary, Visibility};
+use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -77,39 +77,21 @@ fn default_rope_type() -> String {
     "default".into()
 }
 
-const PREFIXES: &[&str] = &["", "model."];
+const SCOPES: &[&str] = &["", "model"];
 
-struct Layer {
-    sliding: bool,
-    input_norm: RmsNorm,
-    qkv: Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
-    attention_out: Linear,
-    post_attention_norm: RmsNorm,
-    pre_feedforward_norm: RmsNorm,
-    /// Gate and up projections side by side: `[tokens, 2 · intermediate]`.
-    gate_up: Linear,
-    down: Linear,
-    post_feedforward_norm: RmsNorm,
-}
+/// [`PreNormStack::attention`]'s kinds.
+const FULL: usize = 0;
+const SLIDING: usize = 1;
 
 pub struct Gemma3Model {
     config: Config,
-    shape: AttentionShape,
-    /// What the attention kernel's `head_dim^-½` must be multiplied by to give
-    /// `query_pre_attn_scalar^-½`; applied to the queries.
-    query_scale: Option<f32>,
-    full: (Rotary, Visibility),
-    sliding: (Rotary, Visibility),
     embed_tokens: Vec<f32>,
     embed_scale: f32,
-    layers: Vec<Layer>,
-    final_norm: RmsNorm,
+    layers: PreNormStack,
 }
 
 impl Gemma3Model {
-    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+    pub fn load(model_config: &ModelConfig, checkpoint: &Weights<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
         if !config.use_bidirectional_attention {
             return refuse(
@@ -213,34 +195,80 @@ impl Gemma3Model {
             _ if config.layer_types.iter().all(|t| t == "full_attention") => usize::MAX,
             _ => return refuse(model_config, "field `sliding_window` is missing".into()),
         };
-        store.select_prefix("embed_tokens.weight", PREFIXES)?;
+        let weights = checkpoint.first_with(SCOPES, "embed_tokens.weight")?;
+        let h = config.hidden_size;
+        let norm = |weights: &Weights<'_>, size| {
+            gemma_norm(weights, size, config.rms_norm_eps).map(Norm::Rms)
+        };
         let layers = (0..config.num_hidden_layers)
-            .map(|index| load_layer(store, &config, shape, index))
+            .map(|index| {
+                let layer = weights.pp("layers").pp(index);
+                let LlamaProjections {
+                    qkv,
+                    attention_out,
+                    gate_up,
+                    down,
+                } = LlamaProjections::load(
+                    &layer,
+                    h,
+                    shape,
+                    config.intermediate_size,
+                    AttentionBiases {
+                        qkv: false,
+                        out: false,
+                    },
+                )?;
+                let head_norm =
+                    |name: &str| gemma_norm(&layer.pp(name), shape.head_dim, config.rms_norm_eps);
+                Ok(PreNormLayer {
+                    attention_norm: Some(norm(&layer.pp("input_layernorm"), h)?),
+                    qkv,
+                    head_norms: Some((
+                        head_norm("self_attn.q_norm")?,
+                        head_norm("self_attn.k_norm")?,
+                    )),
+                    attention_out,
+                    attention_out_norm: Some(norm(&layer.pp("post_attention_layernorm"), h)?),
+                    feed_forward_norm: norm(&layer.pp("pre_feedforward_layernorm"), h)?,
+                    gate_up,
+                    down,
+                    feed_forward_out_norm: Some(norm(&layer.pp("post_feedforward_layernorm"), h)?),
+                    attention_kind: if config.layer_types[index] == "sliding_attention" {
+                        SLIDING
+                    } else {
+                        FULL
+                    },
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let query_scale = ((config.query_pre_attn_scalar - config.head_dim as f64).abs() > 1e-9)
             .then(|| ((config.head_dim as f64) / config.query_pre_attn_scalar).sqrt() as f32);
         Ok(Gemma3Model {
-            embed_tokens: store.get(
-                "embed_tokens.weight",
-                &[config.vocab_size, config.hidden_size],
-            )?,
+            embed_tokens: weights.get("embed_tokens.weight", &[config.vocab_size, h])?,
             // Hugging Face multiplies by √hidden cast to the weights' type (f32 here).
-            embed_scale: (config.hidden_size as f32).sqrt(),
-            final_norm: gemma_norm(store, "norm", config.hidden_size, config.rms_norm_eps)?,
-            full: (
-                Rotary::new(shape.head_dim, full_theta as f32),
-                Visibility::All,
-            ),
-            // Hugging Face's bidirectional Gemma 3 halves the window (`sliding_window // 2 + 1`,
-            // exclusive, in `Gemma3TextConfig`): a token sees keys up to `window / 2` positions
-            // away on either side.
-            sliding: (
-                Rotary::new(shape.head_dim, sliding_theta as f32),
-                Visibility::Within(window / 2),
-            ),
-            query_scale,
-            shape,
-            layers,
+            embed_scale: (h as f32).sqrt(),
+            layers: PreNormStack {
+                layers,
+                shape,
+                // In the order of FULL and SLIDING.
+                attention: vec![
+                    AttentionKind {
+                        rotary: Rotary::new(shape.head_dim, full_theta as f32),
+                        visibility: Visibility::All,
+                    },
+                    // Hugging Face's bidirectional Gemma 3 halves the window
+                    // (`sliding_window // 2 + 1`, exclusive, in `Gemma3TextConfig`): a token
+                    // sees keys up to `window / 2` positions away on either side.
+                    AttentionKind {
+                        rotary: Rotary::new(shape.head_dim, sliding_theta as f32),
+                        visibility: Visibility::Within(window / 2),
+                    },
+                ],
+                intermediate: config.intermediate_size,
+                activation: Activation::GeluTanh,
+                query_scale,
+                final_norm: norm(&weights.pp("norm"), h)?,
+            },
             config,
         })
     }
@@ -255,74 +283,12 @@ fn refuse<T>(config: &ModelConfig, message: String) -> Result<T> {
 
 /// Gemma's RMSNorm: `x / rms(x) · (1 + weight)`, stored as an ordinary RMSNorm with
 /// `1 + weight`.
-fn gemma_norm(store: &TensorStore<'_>, name: &str, size: usize, eps: f64) -> Result<RmsNorm> {
-    let weight = store.get(&format!("{name}.weight"), &[size])?;
+fn gemma_norm(weights: &Weights<'_>, size: usize, eps: f64) -> Result<RmsNorm> {
+    let weight = weights.get("weight", &[size])?;
     Ok(RmsNorm::new(
         weight.into_iter().map(|w| 1.0 + w).collect(),
         eps as f32,
     ))
-}
-
-fn load_layer(
-    store: &TensorStore<'_>,
-    config: &Config,
-    shape: AttentionShape,
-    index: usize,
-) -> Result<Layer> {
-    let name = |part: &str| format!("layers.{index}.{part}");
-    let h = config.hidden_size;
-    let (q_width, kv_width) = (shape.hidden(), shape.num_kv_heads * shape.head_dim);
-    let eps = config.rms_norm_eps;
-    let norm = |part: &str, size| gemma_norm(store, &name(part), size, eps);
-    Ok(Layer {
-        sliding: config.layer_types[index] == "sliding_attention",
-        input_norm: norm("input_layernorm", h)?,
-        qkv: Linear::load_stacked(
-            store,
-            &[
-                (&name("self_attn.q_proj"), q_width),
-                (&name("self_attn.k_proj"), kv_width),
-                (&name("self_attn.v_proj"), kv_width),
-            ],
-            h,
-            false,
-        )?,
-        q_norm: norm("self_attn.q_norm", shape.head_dim)?,
-        k_norm: norm("self_attn.k_norm", shape.head_dim)?,
-        attention_out: Linear::load(store, &name("self_attn.o_proj"), q_width, h, false)?,
-        post_attention_norm: norm("post_attention_layernorm", h)?,
-        pre_feedforward_norm: norm("pre_feedforward_layernorm", h)?,
-        gate_up: Linear::load_stacked(
-            store,
-            &[
-                (&name("mlp.gate_proj"), config.intermediate_size),
-                (&name("mlp.up_proj"), config.intermediate_size),
-            ],
-            h,
-            false,
-        )?,
-        down: Linear::load(
-            store,
-            &name("mlp.down_proj"),
-            config.intermediate_size,
-            h,
-            false,
-        )?,
-        post_feedforward_norm: norm("post_feedforward_layernorm", h)?,
-    })
-}
-
-impl Gemma3Model {
-    /// Multiplies every query head by [`Gemma3Model::query_scale`], where the config asks for
-    /// a score scale other than the attention kernel's.
-    fn scale_queries(&self, qkv: &mut [f32]) {
-        let Some(scale) = self.query_scale else {
-            return;
-        };
-        let queries = self.shape.num_heads * self.shape.head_dim;
-        qkv.par_chunks_mut(self.shape.qkv_width())
-            .for_each(|token| token[..queries].iter_mut().for_each(|x| *x *= scale));
-    }
 }
 
 impl EncoderModel for Gemma3Model {
@@ -343,48 +309,7 @@ impl EncoderModel for Gemma3Model {
         let h = self.config.hidden_size;
         let mut hidden = embedding_rows(&self.embed_tokens, h, &batch.token_ids);
         hidden.par_iter_mut().for_each(|x| *x *= self.embed_scale);
-        let tokens = batch.num_tokens();
-        let (mut normed, mut qkv, mut context, mut projected, mut gate_up, mut activated) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        for layer in &self.layers {
-            let (rotary, visibility) = if layer.sliding {
-                &self.sliding
-            } else {
-                &self.full
-            };
-            normed.clone_from(&hidden);
-            layer.input_norm.forward(&mut normed);
-            layer.qkv.forward(&normed, tokens, &mut qkv);
-            normalize_heads(&mut qkv, self.shape, &layer.q_norm, &layer.k_norm);
-            self.scale_queries(&mut qkv);
-            rotary.apply(&mut qkv, batch, self.shape);
-            self_attention(&qkv, batch, self.shape, *visibility, None, &mut context);
-            layer
-                .attention_out
-                .forward(&context, tokens, &mut projected);
-            layer.post_attention_norm.forward(&mut projected);
-            add_residual(&mut hidden, &projected);
-
-            normed.clone_from(&hidden);
-            layer.pre_feedforward_norm.forward(&mut normed);
-            layer.gate_up.forward(&normed, tokens, &mut gate_up);
-            gated_linear_unit(
-                &gate_up,
-                self.config.intermediate_size,
-                Activation::GeluTanh,
-                &mut activated,
-            );
-            layer.down.forward(&activated, tokens, &mut projected);
-            layer.post_feedforward_norm.forward(&mut projected);
-            add_residual(&mut hidden, &projected);
-        }
-        self.final_norm.forward(&mut hidden);
+        self.layers.forward(&mut hidden, batch);
         Ok(hidden)
     }
 }

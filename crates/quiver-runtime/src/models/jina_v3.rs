@@ -13,19 +13,19 @@
 //! (`model_type: "jina_embeddings_v3"`, split `q_proj` / `k_proj` / `v_proj`, no adapters).
 
 use super::post_norm::{
-    run_layers, Checked, EncoderConfig, FeedForward, LayerShape, Positions, PostNormLayer,
-    TokenEmbeddings,
+    run_layers, Checked, DenseLoader, EncoderConfig, FeedForwardNames, LayerShape, Layout,
+    Positions, PostNormLayer, QkvNames, TokenEmbeddings,
 };
 use super::{EncoderModel, ModelConfig};
 use crate::layers::{AdapterShape, EmbeddingLora, LayerNorm, Linear, Lora, Rotary};
-use crate::weights::TensorStore;
+use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 
 const DEFAULT_LAYER_NORM_EPS: f64 = 1e-5;
 /// `JinaEmbeddingsV3Config.default_theta`.
 const DEFAULT_ROPE_THETA: f64 = 20_000.0;
-const PREFIXES: &[&str] = &["roberta.", "", "model."];
+const SCOPES: &[&str] = &["roberta", "", "model"];
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
@@ -59,35 +59,32 @@ fn default_lora_alpha() -> f32 {
     1.0
 }
 
-/// Where each layout keeps one layer's tensors.
-struct Layout {
-    layers: &'static str,
-    fused_qkv: Option<&'static str>,
-    split_qkv: [&'static str; 3],
-    attention_out: &'static str,
-    attention_norm: &'static str,
-    output_norm: &'static str,
-    embedding_norm: &'static str,
-}
+const FEED_FORWARD: FeedForwardNames = FeedForwardNames::Dense {
+    intermediate: "mlp.fc1",
+    output: "mlp.fc2",
+};
 
+/// The hub checkpoint's layout (`modeling_jina_embeddings_v3.py` with its renaming).
 const HUB_LAYOUT: Layout = Layout {
     layers: "encoder.layers",
-    fused_qkv: Some("mixer.Wqkv"),
-    split_qkv: ["", "", ""],
+    embedding_norm: "emb_ln",
+    qkv: QkvNames::Fused("mixer.Wqkv"),
     attention_out: "mixer.out_proj",
     attention_norm: "norm1",
+    feed_forward: FEED_FORWARD,
     output_norm: "norm2",
-    embedding_norm: "emb_ln",
+    bias: true,
 };
 
 const TRANSFORMERS_LAYOUT: Layout = Layout {
     layers: "layers",
-    fused_qkv: None,
-    split_qkv: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+    embedding_norm: "embeddings.LayerNorm",
+    qkv: QkvNames::Split(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
     attention_out: "self_attn.o_proj",
     attention_norm: "post_attention_layernorm",
+    feed_forward: FEED_FORWARD,
     output_norm: "post_mlp_layernorm",
-    embedding_norm: "embeddings.LayerNorm",
+    bias: true,
 };
 
 pub struct JinaV3Model {
@@ -101,76 +98,67 @@ pub struct JinaV3Model {
 }
 
 /// Loads weights that may carry task adapters: a dense layer or embedding table stored either
-/// plainly (`{name}.weight`) or as a parametrization (`{name}.parametrizations.weight.original`
-/// with `.0.lora_A` / `.0.lora_B`).
-struct AdaptedLoader<'a, 'b> {
-    store: &'a TensorStore<'b>,
+/// plainly (`weight`) or as a parametrization (`parametrizations.weight.original` with
+/// `.0.lora_A` / `.0.lora_B`).
+struct AdaptedLoader {
     adapters: Option<AdapterShape>,
 }
 
-impl AdaptedLoader<'_, '_> {
-    fn parametrized(&self, name: &str) -> bool {
-        self.store
-            .contains(&format!("{name}.parametrizations.weight.original"))
-    }
+const PARAMETRIZED: &str = "parametrizations.weight.original";
 
-    fn weight_name(&self, name: &str) -> String {
-        if self.parametrized(name) {
-            format!("{name}.parametrizations.weight.original")
+impl AdaptedLoader {
+    fn weight_name(module: &Weights<'_>) -> &'static str {
+        if module.contains(PARAMETRIZED) {
+            PARAMETRIZED
         } else {
-            format!("{name}.weight")
+            "weight"
         }
     }
 
-    /// The adapters of `name`, when the checkpoint has them.
-    fn adapter_prefix(&self, name: &str) -> Option<(AdapterShape, String)> {
-        let prefix = format!("{name}.parametrizations.weight.0");
+    /// The adapters of `module`, when the checkpoint has them.
+    fn adapters<'a>(&self, module: &Weights<'a>) -> Option<(AdapterShape, Weights<'a>)> {
         let shape = self.adapters?;
-        self.store
-            .contains(&format!("{prefix}.lora_A"))
-            .then_some((shape, prefix))
+        let adapters = module.pp("parametrizations.weight.0");
+        adapters.contains("lora_A").then_some((shape, adapters))
     }
 
-    fn dense(&self, name: &str, inputs: usize, outputs: usize) -> Result<Linear> {
-        let bias = format!("{name}.bias");
-        let weight = self.weight_name(name);
-        let linear = Linear::load_tensors(self.store, &weight, Some(&bias), inputs, outputs)?;
-        self.with_adapters(linear, name, inputs, outputs)
-    }
-
-    fn with_adapters(
-        &self,
-        linear: Linear,
-        name: &str,
-        inputs: usize,
-        outputs: usize,
-    ) -> Result<Linear> {
-        Ok(match self.adapter_prefix(name) {
-            Some((shape, prefix)) => {
-                linear.with_lora(Lora::load(self.store, &prefix, shape, inputs, outputs)?)
-            }
-            None => linear,
-        })
-    }
-
-    fn table(&self, name: &str, rows: usize, width: usize) -> Result<Vec<f32>> {
-        self.store.get(&self.weight_name(name), &[rows, width])
+    fn table(&self, module: &Weights<'_>, rows: usize, width: usize) -> Result<Vec<f32>> {
+        module.get(Self::weight_name(module), &[rows, width])
     }
 
     fn table_adapters(
         &self,
-        name: &str,
+        module: &Weights<'_>,
         rows: usize,
         width: usize,
     ) -> Result<Option<EmbeddingLora>> {
-        self.adapter_prefix(name)
-            .map(|(shape, prefix)| EmbeddingLora::load(self.store, &prefix, shape, rows, width))
+        self.adapters(module)
+            .map(|(shape, adapters)| EmbeddingLora::load(&adapters, shape, rows, width))
             .transpose()
     }
 }
 
+impl DenseLoader for AdaptedLoader {
+    fn dense(
+        &self,
+        module: &Weights<'_>,
+        inputs: usize,
+        outputs: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let weight = Self::weight_name(module);
+        let linear = Linear::load_tensors(module, weight, bias.then_some("bias"), inputs, outputs)?;
+        Ok(match self.adapters(module) {
+            Some((shape, adapters)) => {
+                linear.with_lora(Lora::load(&adapters, shape, inputs, outputs)?)
+            }
+            None => linear,
+        })
+    }
+}
+
 impl JinaV3Model {
-    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+    pub fn load(model_config: &ModelConfig, checkpoint: &Weights<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
         let Checked { activation, shape } =
             config
@@ -183,27 +171,18 @@ impl JinaV3Model {
                 message: "field `lora_adaptations`: too many adapters".into(),
             });
         }
-        let probe = [
-            "embeddings.word_embeddings.parametrizations.weight.original",
-            "embeddings.word_embeddings.weight",
-        ];
-        let probe = probe
-            .iter()
-            .find(|name| {
-                PREFIXES
-                    .iter()
-                    .any(|p| store.contains(&format!("{p}{name}")))
-            })
-            .unwrap_or(&probe[1]);
-        store.select_prefix(probe, PREFIXES)?;
-        let layout = if store.contains("emb_ln.weight") {
+        let word = "embeddings.word_embeddings";
+        let weights = checkpoint
+            .first_with(SCOPES, &format!("{word}.{PARAMETRIZED}"))
+            .or_else(|_| checkpoint.first_with(SCOPES, &format!("{word}.weight")))?;
+        let layout = if weights.contains("emb_ln.weight") {
             &HUB_LAYOUT
         } else {
             &TRANSFORMERS_LAYOUT
         };
         // Adapters run only where the checkpoint has them; the transformers port ships none.
         let has_adapters = !config.lora_adaptations.is_empty()
-            && store.contains("embeddings.word_embeddings.parametrizations.weight.0.lora_A");
+            && weights.contains(&format!("{word}.parametrizations.weight.0.lora_A"));
         let adapters = has_adapters.then_some(AdapterShape {
             tasks: config.lora_adaptations.len(),
             rank: config.lora_rank,
@@ -214,21 +193,29 @@ impl JinaV3Model {
         } else {
             Vec::new()
         };
-        let loader = AdaptedLoader { store, adapters };
+        let loader = AdaptedLoader { adapters };
         let vocab = config.encoder.vocab_size;
         let types = config.type_vocab_size;
-        let word_adapters = loader.table_adapters("embeddings.word_embeddings", vocab, h)?;
-        let type_adapters = loader.table_adapters("embeddings.token_type_embeddings", types, h)?;
+        let (word, token_type) = (
+            weights.pp(word),
+            weights.pp("embeddings.token_type_embeddings"),
+        );
         let embeddings = TokenEmbeddings {
-            word: loader.table("embeddings.word_embeddings", vocab, h)?,
-            token_type_zero: loader.table("embeddings.token_type_embeddings", types, h)?[..h]
-                .to_vec(),
-            norm: LayerNorm::load(store, layout.embedding_norm, h, eps)?,
-            adapters: word_adapters.zip(type_adapters),
+            word: loader.table(&word, vocab, h)?,
+            token_type_zero: loader.table(&token_type, types, h)?[..h].to_vec(),
+            norm: LayerNorm::load(&weights.pp(layout.embedding_norm), h, eps)?,
+            adapters: loader
+                .table_adapters(&word, vocab, h)?
+                .zip(loader.table_adapters(&token_type, types, h)?),
         };
-        let layers = (0..config.encoder.num_hidden_layers)
-            .map(|index| load_layer(&loader, layout, shape, activation, index))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = PostNormLayer::load_all(
+            &weights,
+            layout,
+            shape,
+            activation,
+            config.encoder.num_hidden_layers,
+            &loader,
+        )?;
         let theta = config
             .rope_parameters
             .as_ref()
@@ -244,35 +231,6 @@ impl JinaV3Model {
             config,
         })
     }
-}
-
-fn load_layer(
-    loader: &AdaptedLoader<'_, '_>,
-    layout: &Layout,
-    shape: LayerShape,
-    activation: crate::kernels::Activation,
-    index: usize,
-) -> Result<PostNormLayer> {
-    let (h, width, eps) = (shape.hidden, shape.intermediate, shape.layer_norm_eps);
-    let name = |part: &str| format!("{}.{index}.{part}", layout.layers);
-    let qkv = match layout.fused_qkv {
-        Some(fused) => loader.dense(&name(fused), h, 3 * h)?,
-        None => {
-            let [q, k, v] = layout.split_qkv.map(name);
-            Linear::load_stacked(loader.store, &[(&q, h), (&k, h), (&v, h)], h, true)?
-        }
-    };
-    Ok(PostNormLayer {
-        qkv,
-        attention_out: loader.dense(&name(layout.attention_out), h, h)?,
-        attention_norm: LayerNorm::load(loader.store, &name(layout.attention_norm), h, eps)?,
-        feed_forward: FeedForward::Dense {
-            intermediate: loader.dense(&name("mlp.fc1"), h, width)?,
-            output: loader.dense(&name("mlp.fc2"), width, h)?,
-            activation,
-        },
-        output_norm: LayerNorm::load(loader.store, &name(layout.output_norm), h, eps)?,
-    })
 }
 
 impl EncoderModel for JinaV3Model {

@@ -7,7 +7,7 @@ use super::bert::{BertModel, Config};
 use super::{EncoderModel, ModelConfig};
 use crate::kernels::Activation;
 use crate::layers::{LayerNorm, Linear};
-use crate::weights::TensorStore;
+use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
 
 /// BERT's `layer_norm_eps` when the config leaves it out.
@@ -24,14 +24,12 @@ pub struct MaskedLmModel {
 }
 
 impl MaskedLmModel {
-    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+    pub fn load(model_config: &ModelConfig, checkpoint: &Weights<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
-        let encoder = BertModel::load(model_config, store)?;
+        let encoder = BertModel::load(model_config, checkpoint)?;
         let h = config.encoder.hidden_size;
         let vocab = config.encoder.vocab_size;
-        // Tied checkpoints store the table once, under the encoder's prefix.
-        let tied = store.get("embeddings.word_embeddings.weight", &[vocab, h])?;
-        store.select_prefix("cls.predictions.transform.dense.weight", &[""])?;
+        let head = checkpoint.pp("cls.predictions");
         let activation =
             Activation::from_config_name(&config.encoder.hidden_act).ok_or_else(|| {
                 RuntimeError::Config {
@@ -46,18 +44,20 @@ impl MaskedLmModel {
             .encoder
             .layer_norm_eps
             .unwrap_or(DEFAULT_LAYER_NORM_EPS) as f32;
-        let bias = match store.get_optional("cls.predictions.bias", &[vocab])? {
+        let bias = match head.get_optional("bias", &[vocab])? {
             Some(bias) => bias,
-            None => store.get("cls.predictions.decoder.bias", &[vocab])?,
+            None => head.get("decoder.bias", &[vocab])?,
         };
-        let weight = match store.get_optional("cls.predictions.decoder.weight", &[vocab, h])? {
+        let weight = match head.get_optional("decoder.weight", &[vocab, h])? {
             Some(own) => own,
-            None => tied,
+            // Tied checkpoints store the table once, in the encoder.
+            None => BertModel::weights(checkpoint)?
+                .get("embeddings.word_embeddings.weight", &[vocab, h])?,
         };
         Ok(MaskedLmModel {
-            transform: Linear::load(store, "cls.predictions.transform.dense", h, h, true)?,
+            transform: Linear::load(&head.pp("transform.dense"), h, h, true)?,
             activation,
-            norm: LayerNorm::load(store, "cls.predictions.transform.LayerNorm", h, eps)?,
+            norm: LayerNorm::load(&head.pp("transform.LayerNorm"), h, eps)?,
             decoder: Linear::new(weight, Some(bias), h, vocab),
             encoder,
             vocab_size: vocab,

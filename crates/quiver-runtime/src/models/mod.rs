@@ -1,8 +1,8 @@
 //! One file per architecture. Each starts with a `Config` that deserialises the Hugging Face
 //! `config.json` as it is, and implements [`EncoderModel`].
 //!
-//! Adding an architecture: a new file here, one arm in [`load_model_with`], one entry in
-//! [`SUPPORTED_ARCHITECTURES`], and a parity test with its fixture.
+//! Adding an architecture: a new file here, one entry in [`ARCHITECTURES`], and a parity test
+//! with its fixture.
 
 pub mod bert;
 pub mod classifier;
@@ -13,27 +13,56 @@ pub mod modernbert;
 pub mod mpnet;
 pub mod nomic_bert;
 mod post_norm;
+mod pre_norm;
 pub mod qwen2;
 
-use crate::weights::WeightFiles;
+use crate::weights::{WeightFiles, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
-/// The `model_type` values Quiver can run.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "bert",
-    "roberta",
-    "xlm-roberta",
-    "camembert",
-    "gemma3_text",
-    "jina_embeddings_v3",
-    "modernbert",
-    "mpnet",
-    "nomic_bert",
-    "qwen2",
-    "qwen3",
+/// Builds a model from its config and the whole checkpoint's weights.
+type Load = fn(&ModelConfig, &Weights<'_>) -> Result<Box<dyn EncoderModel>>;
+
+fn boxed<M: EncoderModel + 'static>(model: Result<M>) -> Result<Box<dyn EncoderModel>> {
+    Ok(Box::new(model?))
+}
+
+/// Every `model_type` Quiver can run, with its loader: the one list that loading, `quiver
+/// models` and the registry's checks read.
+const ARCHITECTURES: &[(&str, Load)] = &[
+    ("bert", |c, w| boxed(bert::BertModel::load(c, w))),
+    ("roberta", |c, w| boxed(bert::BertModel::load(c, w))),
+    ("xlm-roberta", |c, w| boxed(bert::BertModel::load(c, w))),
+    ("camembert", |c, w| boxed(bert::BertModel::load(c, w))),
+    ("gemma3_text", |c, w| boxed(gemma3::Gemma3Model::load(c, w))),
+    ("jina_embeddings_v3", |c, w| {
+        boxed(jina_v3::JinaV3Model::load(c, w))
+    }),
+    ("modernbert", |c, w| {
+        boxed(modernbert::ModernBertModel::load(c, w))
+    }),
+    ("mpnet", |c, w| boxed(mpnet::MpnetModel::load(c, w))),
+    ("nomic_bert", |c, w| {
+        boxed(nomic_bert::NomicBertModel::load(c, w))
+    }),
+    ("qwen2", |c, w| boxed(qwen2::Qwen2Model::load(c, w))),
+    ("qwen3", |c, w| boxed(qwen2::Qwen2Model::load(c, w))),
 ];
+
+/// The `model_type` values Quiver can run.
+pub fn supported_architectures() -> impl Iterator<Item = &'static str> {
+    ARCHITECTURES.iter().map(|&(name, _)| name)
+}
+
+/// Whether Quiver can run folders whose `config.json` says `model_type`.
+pub fn is_supported(model_type: &str) -> bool {
+    supported_architectures().any(|name| name == model_type)
+}
+
+fn supported_list() -> String {
+    supported_architectures().collect::<Vec<_>>().join(", ")
+}
 
 /// A loaded encoder: token ids in, one hidden state per token out.
 pub trait EncoderModel: Send + Sync {
@@ -170,9 +199,8 @@ impl Quantization {
 pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn EncoderModel>> {
     let config = ModelConfig::read(dir)?;
     let files = WeightFiles::open(dir)?;
-    let mut store = files.tensors()?;
-    store.set_few_row_panels(options.few_row_kernels);
-    store.set_int8(options.quantization == Quantization::Int8);
+    let tensors = files.tensors(options)?;
+    let checkpoint = tensors.root();
     // jina-embeddings-v3's hub config says `xlm-roberta`; its rotary positions tell it apart.
     let rotary = config
         .field::<String>(&["position_embedding_type"])?
@@ -184,9 +212,7 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
     };
     if options.masked_lm_head {
         return match architecture {
-            "bert" => Ok(Box::new(masked_lm::MaskedLmModel::load(
-                &config, &mut store,
-            )?)),
+            "bert" => boxed(masked_lm::MaskedLmModel::load(&config, &checkpoint)),
             other => Err(RuntimeError::UnsupportedArchitecture {
                 found: format!("{other} with a masked-language-model head (SPLADE)"),
                 path: config.path.clone(),
@@ -194,24 +220,15 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
             }),
         };
     }
-    match architecture {
-        "jina_embeddings_v3" => Ok(Box::new(jina_v3::JinaV3Model::load(&config, &mut store)?)),
-        "bert" | "roberta" | "xlm-roberta" | "camembert" => {
-            Ok(Box::new(bert::BertModel::load(&config, &mut store)?))
-        }
-        "modernbert" => Ok(Box::new(modernbert::ModernBertModel::load(
-            &config, &mut store,
-        )?)),
-        "mpnet" => Ok(Box::new(mpnet::MpnetModel::load(&config, &mut store)?)),
-        "nomic_bert" => Ok(Box::new(nomic_bert::NomicBertModel::load(
-            &config, &mut store,
-        )?)),
-        "gemma3_text" => Ok(Box::new(gemma3::Gemma3Model::load(&config, &mut store)?)),
-        "qwen2" | "qwen3" => Ok(Box::new(qwen2::Qwen2Model::load(&config, &mut store)?)),
-        other => Err(RuntimeError::UnsupportedArchitecture {
-            found: other.to_string(),
+    match ARCHITECTURES
+        .iter()
+        .find(|&&(name, _)| name == architecture)
+    {
+        Some((_, load)) => load(&config, &checkpoint),
+        None => Err(RuntimeError::UnsupportedArchitecture {
+            found: architecture.to_string(),
             path: config.path.clone(),
-            supported: SUPPORTED_ARCHITECTURES.join(", "),
+            supported: supported_list(),
         }),
     }
 }

@@ -8,17 +8,16 @@
 //! activated half first), and a final layer norm. Global and local layers rotate with their own
 //! θ. Norms and dense layers carry biases only where the config says so.
 
+use super::pre_norm::{AttentionKind, Norm, PreNormLayer, PreNormStack};
 use super::{EncoderModel, ModelConfig};
-use crate::kernels::{add_residual, gated_linear_unit, Activation};
-use crate::layers::{
-    embedding_rows, self_attention, AttentionShape, LayerNorm, Linear, Rotary, Visibility,
-};
-use crate::weights::TensorStore;
+use crate::kernels::Activation;
+use crate::layers::{embedding_rows, AttentionShape, LayerNorm, Linear, Rotary, Visibility};
+use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 use std::collections::HashMap;
 
-const PREFIXES: &[&str] = &["", "model."];
+const SCOPES: &[&str] = &["", "model"];
 /// `ModernBertConfig.default_theta`.
 const DEFAULT_GLOBAL_THETA: f64 = 160_000.0;
 const DEFAULT_LOCAL_THETA: f64 = 10_000.0;
@@ -94,32 +93,19 @@ impl Config {
     }
 }
 
-struct Layer {
-    /// Absent in layer 0, whose attention reads the embeddings' norm directly.
-    attention_norm: Option<LayerNorm>,
-    qkv: Linear,
-    attention_out: Linear,
-    mlp_norm: LayerNorm,
-    /// Activated half, then gate: `[tokens, 2 · intermediate]`.
-    wi: Linear,
-    wo: Linear,
-    global: bool,
-}
+/// [`PreNormStack::attention`]'s kinds.
+const GLOBAL: usize = 0;
+const LOCAL: usize = 1;
 
 pub struct ModernBertModel {
     config: Config,
-    activation: Activation,
     word_embeddings: Vec<f32>,
     embedding_norm: LayerNorm,
-    layers: Vec<Layer>,
-    final_norm: LayerNorm,
-    shape: AttentionShape,
-    global_rotary: Rotary,
-    local_rotary: Rotary,
+    layers: PreNormStack,
 }
 
 impl ModernBertModel {
-    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+    pub fn load(model_config: &ModelConfig, checkpoint: &Weights<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
         let error = |message: String| RuntimeError::Config {
             path: model_config.path.clone(),
@@ -154,31 +140,40 @@ impl ModernBertModel {
             num_kv_heads: heads,
             head_dim: config.hidden_size / heads,
         };
-        store.select_prefix("embeddings.tok_embeddings.weight", PREFIXES)?;
+        let weights = checkpoint.first_with(SCOPES, "embeddings.tok_embeddings.weight")?;
         let h = config.hidden_size;
         let eps = config.norm_eps as f32;
-        let norm = |name: &str| {
+        let norm = |weights: &Weights<'_>| {
             if config.norm_bias {
-                LayerNorm::load(store, name, h, eps)
+                LayerNorm::load(weights, h, eps)
             } else {
-                LayerNorm::load_without_bias(store, name, h, eps)
+                LayerNorm::load_without_bias(weights, h, eps)
             }
         };
+        let width = config.intermediate_size;
         let layers = (0..config.num_hidden_layers)
             .map(|index| {
-                let name = |part: &str| format!("layers.{index}.{part}");
-                let linear = |part: &str, inputs: usize, outputs: usize, bias: bool| {
-                    Linear::load(store, &name(part), inputs, outputs, bias)
+                let layer = weights.pp("layers").pp(index);
+                let linear = |name: &str, inputs: usize, outputs: usize, bias: bool| {
+                    Linear::load(&layer.pp(name), inputs, outputs, bias)
                 };
-                let width = config.intermediate_size;
-                Ok(Layer {
-                    attention_norm: (index > 0).then(|| norm(&name("attn_norm"))).transpose()?,
+                Ok(PreNormLayer {
+                    attention_norm: (index > 0)
+                        .then(|| norm(&layer.pp("attn_norm")).map(Norm::Layer))
+                        .transpose()?,
                     qkv: linear("attn.Wqkv", h, 3 * h, config.attention_bias)?,
+                    head_norms: None,
                     attention_out: linear("attn.Wo", h, h, config.attention_bias)?,
-                    mlp_norm: norm(&name("mlp_norm"))?,
-                    wi: linear("mlp.Wi", h, 2 * width, config.mlp_bias)?,
-                    wo: Linear::load(store, &name("mlp.Wo"), width, h, config.mlp_bias)?,
-                    global: config.is_global(index),
+                    attention_out_norm: None,
+                    feed_forward_norm: Norm::Layer(norm(&layer.pp("mlp_norm"))?),
+                    gate_up: linear("mlp.Wi", h, 2 * width, config.mlp_bias)?,
+                    down: linear("mlp.Wo", width, h, config.mlp_bias)?,
+                    feed_forward_out_norm: None,
+                    attention_kind: if config.is_global(index) {
+                        GLOBAL
+                    } else {
+                        LOCAL
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -192,16 +187,30 @@ impl ModernBertModel {
             config.local_rope_theta,
             DEFAULT_LOCAL_THETA,
         );
+        // In the order of GLOBAL and LOCAL.
+        let attention = vec![
+            AttentionKind {
+                rotary: Rotary::new(shape.head_dim, global_theta as f32),
+                visibility: Visibility::All,
+            },
+            AttentionKind {
+                rotary: Rotary::new(shape.head_dim, local_theta as f32),
+                visibility: Visibility::Within(config.local_attention / 2),
+            },
+        ];
         Ok(ModernBertModel {
-            activation,
-            word_embeddings: store
+            word_embeddings: weights
                 .get("embeddings.tok_embeddings.weight", &[config.vocab_size, h])?,
-            embedding_norm: norm("embeddings.norm")?,
-            final_norm: norm("final_norm")?,
-            layers,
-            global_rotary: Rotary::new(shape.head_dim, global_theta as f32),
-            local_rotary: Rotary::new(shape.head_dim, local_theta as f32),
-            shape,
+            embedding_norm: norm(&weights.pp("embeddings.norm"))?,
+            layers: PreNormStack {
+                layers,
+                shape,
+                attention,
+                intermediate: width,
+                activation,
+                query_scale: None,
+                final_norm: Norm::Layer(norm(&weights.pp("final_norm"))?),
+            },
             config,
         })
     }
@@ -225,47 +234,7 @@ impl EncoderModel for ModernBertModel {
         let h = self.config.hidden_size;
         let mut hidden = embedding_rows(&self.word_embeddings, h, &batch.token_ids);
         self.embedding_norm.forward(&mut hidden);
-        let tokens = batch.num_tokens();
-        let local = Visibility::Within(self.config.local_attention / 2);
-        let (mut normed, mut qkv, mut context, mut projected, mut wi, mut activated) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        for layer in &self.layers {
-            normed.clone_from(&hidden);
-            if let Some(norm) = &layer.attention_norm {
-                norm.forward(&mut normed);
-            }
-            layer.qkv.forward(&normed, tokens, &mut qkv);
-            let (rotary, visibility) = if layer.global {
-                (&self.global_rotary, Visibility::All)
-            } else {
-                (&self.local_rotary, local)
-            };
-            rotary.apply(&mut qkv, batch, self.shape);
-            self_attention(&qkv, batch, self.shape, visibility, None, &mut context);
-            layer
-                .attention_out
-                .forward(&context, tokens, &mut projected);
-            add_residual(&mut hidden, &projected);
-
-            normed.clone_from(&hidden);
-            layer.mlp_norm.forward(&mut normed);
-            layer.wi.forward(&normed, tokens, &mut wi);
-            gated_linear_unit(
-                &wi,
-                self.config.intermediate_size,
-                self.activation,
-                &mut activated,
-            );
-            layer.wo.forward(&activated, tokens, &mut projected);
-            add_residual(&mut hidden, &projected);
-        }
-        self.final_norm.forward(&mut hidden);
+        self.layers.forward(&mut hidden, batch);
         Ok(hidden)
     }
 }

@@ -7,12 +7,12 @@
 //! scores, looked up by T5-style buckets of the distance between query and key.
 
 use super::post_norm::{
-    run_layers, sum_embeddings, Checked, EncoderConfig, LayerNames, LayerShape, Positions,
-    PostNormLayer,
+    run_layers, sum_embeddings, Checked, EncoderConfig, FeedForwardNames, LayerShape, Layout,
+    PlainDense, Positions, PostNormLayer, QkvNames,
 };
 use super::{EncoderModel, ModelConfig};
 use crate::layers::{LayerNorm, RelativePositionBias};
-use crate::weights::TensorStore;
+use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 
@@ -39,17 +39,20 @@ const DEFAULT_LAYER_NORM_EPS: f64 = 1e-5;
 /// Distances beyond this share the last bucket (`compute_position_bias` leaves it at 128).
 const MAX_DISTANCE: f32 = 128.0;
 
-const PREFIXES: &[&str] = &["", "mpnet.", "model."];
+const SCOPES: &[&str] = &["", "mpnet", "model"];
 
-const LAYER_NAMES: LayerNames = LayerNames {
-    query: "attention.attn.q",
-    key: "attention.attn.k",
-    value: "attention.attn.v",
+const LAYOUT: Layout = Layout {
+    layers: "encoder.layer",
+    embedding_norm: "embeddings.LayerNorm",
+    qkv: QkvNames::Split(["attention.attn.q", "attention.attn.k", "attention.attn.v"]),
     attention_out: "attention.attn.o",
     attention_norm: "attention.LayerNorm",
-    intermediate: "intermediate.dense",
-    output: "output.dense",
+    feed_forward: FeedForwardNames::Dense {
+        intermediate: "intermediate.dense",
+        output: "output.dense",
+    },
     output_norm: "output.LayerNorm",
+    bias: true,
 };
 
 pub struct MpnetModel {
@@ -64,7 +67,7 @@ pub struct MpnetModel {
 }
 
 impl MpnetModel {
-    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+    pub fn load(model_config: &ModelConfig, checkpoint: &Weights<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
         let Checked { activation, shape } = config.encoder.check(
             model_config,
@@ -77,31 +80,30 @@ impl MpnetModel {
                 message: "field `relative_attention_num_buckets` must be at least 4".into(),
             });
         }
-        store.select_prefix("embeddings.word_embeddings.weight", PREFIXES)?;
+        let weights = checkpoint.first_with(SCOPES, "embeddings.word_embeddings.weight")?;
         let h = config.encoder.hidden_size;
         let layers = PostNormLayer::load_all(
-            store,
-            &LAYER_NAMES,
+            &weights,
+            &LAYOUT,
             shape,
             activation,
             config.encoder.num_hidden_layers,
+            &PlainDense,
         )?;
+        let embedding = weights.pp("embeddings");
         Ok(MpnetModel {
-            word_embeddings: store.get(
-                "embeddings.word_embeddings.weight",
-                &[config.encoder.vocab_size, h],
-            )?,
-            position_embeddings: store.get(
-                "embeddings.position_embeddings.weight",
+            word_embeddings: embedding
+                .get("word_embeddings.weight", &[config.encoder.vocab_size, h])?,
+            position_embeddings: embedding.get(
+                "position_embeddings.weight",
                 &[config.encoder.max_position_embeddings, h],
             )?,
             embedding_norm: LayerNorm::load(
-                store,
-                "embeddings.LayerNorm",
+                &weights.pp(LAYOUT.embedding_norm),
                 h,
                 shape.layer_norm_eps,
             )?,
-            relative_bias: store.get(
+            relative_bias: weights.get(
                 "encoder.relative_attention_bias.weight",
                 &[
                     config.relative_attention_num_buckets,

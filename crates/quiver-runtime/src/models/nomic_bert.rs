@@ -12,17 +12,18 @@
 //! (`hidden_size`, …; `layers.{i}.self_attn.q_proj`, `mlp.up_proj`, …).
 
 use super::post_norm::{
-    run_layers, FeedForward, LayerShape, Positions, PostNormLayer, TokenEmbeddings,
+    run_layers, FeedForwardNames, LayerShape, Layout, PlainDense, Positions, PostNormLayer,
+    QkvNames, TokenEmbeddings,
 };
 use super::{EncoderModel, ModelConfig};
-use crate::layers::{AttentionShape, LayerNorm, Linear, Rotary};
-use crate::weights::TensorStore;
+use crate::layers::{AttentionShape, LayerNorm, Rotary};
+use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
 
 /// NomicBERT's rotary base when the config names none (`NomicBertConfig.default_theta`).
 const DEFAULT_ROPE_THETA: f64 = 1000.0;
 const DEFAULT_LAYER_NORM_EPS: f64 = 1e-12;
-const PREFIXES: &[&str] = &["", "nomic_bert.", "bert.", "model."];
+const SCOPES: &[&str] = &["", "nomic_bert", "bert", "model"];
 
 /// The fields that shape the forward pass, whichever layout spelled them.
 #[derive(Debug, Clone)]
@@ -117,44 +118,35 @@ impl Config {
     }
 }
 
-/// Where each layout keeps one layer's tensors.
-struct Layout {
-    layers: &'static str,
-    fused_qkv: Option<&'static str>,
-    split_qkv: [&'static str; 3],
-    attention_out: &'static str,
-    up: &'static str,
-    gate: &'static str,
-    down: &'static str,
-    attention_norm: &'static str,
-    output_norm: &'static str,
-    embedding_norm: &'static str,
-}
-
+/// The hub checkpoints' layout (`modeling_nomic_bert.py` with its renaming).
 const HUB_LAYOUT: Layout = Layout {
     layers: "encoder.layers",
-    fused_qkv: Some("attn.Wqkv"),
-    split_qkv: ["", "", ""],
-    attention_out: "attn.out_proj",
-    up: "mlp.fc11",
-    gate: "mlp.fc12",
-    down: "mlp.fc2",
-    attention_norm: "norm1",
-    output_norm: "norm2",
     embedding_norm: "emb_ln",
+    qkv: QkvNames::Fused("attn.Wqkv"),
+    attention_out: "attn.out_proj",
+    attention_norm: "norm1",
+    feed_forward: FeedForwardNames::SwiGlu {
+        gate: "mlp.fc12",
+        up: "mlp.fc11",
+        down: "mlp.fc2",
+    },
+    output_norm: "norm2",
+    bias: false,
 };
 
 const TRANSFORMERS_LAYOUT: Layout = Layout {
     layers: "layers",
-    fused_qkv: None,
-    split_qkv: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
-    attention_out: "self_attn.o_proj",
-    up: "mlp.up_proj",
-    gate: "mlp.gate_proj",
-    down: "mlp.down_proj",
-    attention_norm: "post_attention_layernorm",
-    output_norm: "post_mlp_layernorm",
     embedding_norm: "embeddings.LayerNorm",
+    qkv: QkvNames::Split(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+    attention_out: "self_attn.o_proj",
+    attention_norm: "post_attention_layernorm",
+    feed_forward: FeedForwardNames::SwiGlu {
+        gate: "mlp.gate_proj",
+        up: "mlp.up_proj",
+        down: "mlp.down_proj",
+    },
+    output_norm: "post_mlp_layernorm",
+    bias: false,
 };
 
 pub struct NomicBertModel {
@@ -166,7 +158,7 @@ pub struct NomicBertModel {
 }
 
 impl NomicBertModel {
-    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+    pub fn load(model_config: &ModelConfig, checkpoint: &Weights<'_>) -> Result<Self> {
         let config = Config::read(model_config)?;
         let heads = config.num_attention_heads;
         if heads == 0 || !config.hidden_size.is_multiple_of(heads) {
@@ -186,24 +178,29 @@ impl NomicBertModel {
                 head_dim: h / heads,
             },
         };
-        store.select_prefix("embeddings.word_embeddings.weight", PREFIXES)?;
-        let layout = if store.contains("emb_ln.weight") {
+        let weights = checkpoint.first_with(SCOPES, "embeddings.word_embeddings.weight")?;
+        let layout = if weights.contains("emb_ln.weight") {
             &HUB_LAYOUT
         } else {
             &TRANSFORMERS_LAYOUT
         };
-        let token_types = store.get(
-            "embeddings.token_type_embeddings.weight",
-            &[config.type_vocab_size, h],
+        let embedding = weights.pp("embeddings");
+        let token_types =
+            embedding.get("token_type_embeddings.weight", &[config.type_vocab_size, h])?;
+        // NomicBERT has no activation choice: its feed-forward block is SwiGLU.
+        let layers = PostNormLayer::load_all(
+            &weights,
+            layout,
+            shape,
+            crate::kernels::Activation::Silu,
+            config.num_hidden_layers,
+            &PlainDense,
         )?;
-        let layers = (0..config.num_hidden_layers)
-            .map(|index| load_layer(store, layout, shape, index))
-            .collect::<Result<Vec<_>>>()?;
         Ok(NomicBertModel {
             embeddings: TokenEmbeddings {
-                word: store.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+                word: embedding.get("word_embeddings.weight", &[config.vocab_size, h])?,
                 token_type_zero: token_types[..h].to_vec(),
-                norm: LayerNorm::load(store, layout.embedding_norm, h, shape.layer_norm_eps)?,
+                norm: LayerNorm::load(&weights.pp(layout.embedding_norm), h, shape.layer_norm_eps)?,
                 adapters: None,
             },
             rotary: Rotary::new(shape.attention.head_dim, config.rope_theta as f32),
@@ -212,39 +209,6 @@ impl NomicBertModel {
             config,
         })
     }
-}
-
-fn load_layer(
-    store: &TensorStore<'_>,
-    layout: &Layout,
-    shape: LayerShape,
-    index: usize,
-) -> Result<PostNormLayer> {
-    let (h, width, eps) = (shape.hidden, shape.intermediate, shape.layer_norm_eps);
-    let name = |part: &str| format!("{}.{index}.{part}", layout.layers);
-    let qkv = match layout.fused_qkv {
-        Some(fused) => Linear::load(store, &name(fused), h, 3 * h, false)?,
-        None => {
-            let [q, k, v] = layout.split_qkv.map(name);
-            Linear::load_stacked(store, &[(&q, h), (&k, h), (&v, h)], h, false)?
-        }
-    };
-    Ok(PostNormLayer {
-        qkv,
-        attention_out: Linear::load(store, &name(layout.attention_out), h, h, false)?,
-        attention_norm: LayerNorm::load(store, &name(layout.attention_norm), h, eps)?,
-        feed_forward: FeedForward::SwiGlu {
-            gate_up: Linear::load_stacked(
-                store,
-                &[(&name(layout.gate), width), (&name(layout.up), width)],
-                h,
-                false,
-            )?,
-            down: Linear::load(store, &name(layout.down), width, h, false)?,
-            width,
-        },
-        output_norm: LayerNorm::load(store, &name(layout.output_norm), h, eps)?,
-    })
 }
 
 impl EncoderModel for NomicBertModel {

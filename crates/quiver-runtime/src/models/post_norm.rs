@@ -9,7 +9,7 @@ use crate::layers::{
     self_attention, AttentionShape, EmbeddingLora, LayerNorm, Linear, RelativePositionBias, Rotary,
     Visibility,
 };
-use crate::weights::TensorStore;
+use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 
@@ -83,16 +83,67 @@ impl EncoderConfig {
     }
 }
 
-/// Where one layer's tensors sit, relative to the layer's prefix (`encoder.layer.{i}`).
-pub struct LayerNames {
-    pub query: &'static str,
-    pub key: &'static str,
-    pub value: &'static str,
+/// Where a checkpoint keeps its layers' tensors: one description per architecture and
+/// checkpoint flavour (the hub's own code or the `transformers` port), read by one loader.
+pub struct Layout {
+    /// The list of layers (`encoder.layer`), each layer under `{layers}.{index}`.
+    pub layers: &'static str,
+    /// The norm after the embeddings.
+    pub embedding_norm: &'static str,
+    /// Within a layer: Q, K and V.
+    pub qkv: QkvNames,
     pub attention_out: &'static str,
     pub attention_norm: &'static str,
-    pub intermediate: &'static str,
-    pub output: &'static str,
+    pub feed_forward: FeedForwardNames,
     pub output_norm: &'static str,
+    /// Whether the dense layers have biases.
+    pub bias: bool,
+}
+
+/// Q, K and V as one fused product or three.
+pub enum QkvNames {
+    Fused(&'static str),
+    Split([&'static str; 3]),
+}
+
+/// The feed-forward block's dense layers.
+pub enum FeedForwardNames {
+    Dense {
+        intermediate: &'static str,
+        output: &'static str,
+    },
+    SwiGlu {
+        gate: &'static str,
+        up: &'static str,
+        down: &'static str,
+    },
+}
+
+/// How one dense layer loads: plainly, or with the task adapters a checkpoint stores beside it
+/// (jina-embeddings-v3).
+pub trait DenseLoader {
+    fn dense(
+        &self,
+        weights: &Weights<'_>,
+        inputs: usize,
+        outputs: usize,
+        bias: bool,
+    ) -> Result<Linear>;
+}
+
+/// Dense layers as they are stored: `weight` and `bias`.
+pub struct PlainDense;
+
+impl DenseLoader for PlainDense {
+    fn dense(
+        &self,
+        weights: &Weights<'_>,
+        inputs: usize,
+        outputs: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        Linear::load(weights, inputs, outputs, bias)
+    }
 }
 
 /// Sizes every layer of a model shares.
@@ -232,60 +283,61 @@ pub fn run_layers(
 }
 
 impl PostNormLayer {
-    /// Loads `encoder.layer.0` … `encoder.layer.{count - 1}`.
+    /// Loads layers `0 … count - 1` of the model in `model`, laid out as `layout` says.
     pub fn load_all(
-        store: &TensorStore<'_>,
-        names: &LayerNames,
+        model: &Weights<'_>,
+        layout: &Layout,
         shape: LayerShape,
         activation: Activation,
         count: usize,
+        loader: &dyn DenseLoader,
     ) -> Result<Vec<Self>> {
+        let layers = model.pp(layout.layers);
         (0..count)
-            .map(|index| {
-                Self::load(
-                    store,
-                    &format!("encoder.layer.{index}"),
-                    names,
-                    shape,
-                    activation,
-                )
-            })
+            .map(|index| Self::load(&layers.pp(index), layout, shape, activation, loader))
             .collect()
     }
 
-    /// A BERT-style layer: separate, biased Q/K/V and a dense feed-forward block.
-    pub fn load(
-        store: &TensorStore<'_>,
-        prefix: &str,
-        names: &LayerNames,
+    fn load(
+        layer: &Weights<'_>,
+        layout: &Layout,
         shape: LayerShape,
         activation: Activation,
+        loader: &dyn DenseLoader,
     ) -> Result<Self> {
-        let (h, eps) = (shape.hidden, shape.layer_norm_eps);
-        let name = |name: &str| format!("{prefix}.{name}");
-        let linear = |part: &str, inputs: usize, outputs: usize| {
-            Linear::load(store, &name(part), inputs, outputs, true)
+        let (h, eps, bias) = (shape.hidden, shape.layer_norm_eps, layout.bias);
+        let dense = |name: &str, inputs: usize, outputs: usize| {
+            loader.dense(&layer.pp(name), inputs, outputs, bias)
         };
-        let norm = |part: &str| LayerNorm::load(store, &name(part), h, eps);
-        Ok(PostNormLayer {
-            qkv: Linear::load_stacked(
-                store,
-                &[
-                    (&name(names.query), h),
-                    (&name(names.key), h),
-                    (&name(names.value), h),
-                ],
-                h,
-                true,
-            )?,
-            attention_out: linear(names.attention_out, h, h)?,
-            attention_norm: norm(names.attention_norm)?,
-            feed_forward: FeedForward::Dense {
-                intermediate: linear(names.intermediate, h, shape.intermediate)?,
-                output: Linear::load(store, &name(names.output), shape.intermediate, h, true)?,
+        let norm = |name: &str| LayerNorm::load(&layer.pp(name), h, eps);
+        let qkv = match layout.qkv {
+            QkvNames::Fused(name) => dense(name, h, 3 * h)?,
+            QkvNames::Split([q, k, v]) => {
+                Linear::load_stacked(layer, &[(q, h), (k, h), (v, h)], h, bias)?
+            }
+        };
+        let width = shape.intermediate;
+        let feed_forward = match layout.feed_forward {
+            FeedForwardNames::Dense {
+                intermediate,
+                output,
+            } => FeedForward::Dense {
+                intermediate: dense(intermediate, h, width)?,
+                output: dense(output, width, h)?,
                 activation,
             },
-            output_norm: norm(names.output_norm)?,
+            FeedForwardNames::SwiGlu { gate, up, down } => FeedForward::SwiGlu {
+                gate_up: Linear::load_stacked(layer, &[(gate, width), (up, width)], h, bias)?,
+                down: dense(down, width, h)?,
+                width,
+            },
+        };
+        Ok(PostNormLayer {
+            qkv,
+            attention_out: dense(layout.attention_out, h, h)?,
+            attention_norm: norm(layout.attention_norm)?,
+            feed_forward,
+            output_norm: norm(layout.output_norm)?,
         })
     }
 

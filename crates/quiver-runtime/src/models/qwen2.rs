@@ -10,13 +10,13 @@
 //! query and key head before the rotation, Q/K/V/O biases only when `attention_bias` says so,
 //! and a `head_dim` of its own (heads × head_dim need not equal the hidden width).
 
-use super::{EncoderModel, ModelConfig};
-use crate::kernels::{add_residual, gated_linear_unit, Activation};
-use crate::layers::{
-    embedding_rows, normalize_heads, self_attention, AttentionShape, Linear, RmsNorm, Rotary,
-    Visibility,
+use super::pre_norm::{
+    AttentionBiases, AttentionKind, LlamaProjections, Norm, PreNormLayer, PreNormStack,
 };
-use crate::weights::TensorStore;
+use super::{EncoderModel, ModelConfig};
+use crate::kernels::Activation;
+use crate::layers::{embedding_rows, AttentionShape, RmsNorm, Rotary, Visibility};
+use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 
@@ -74,32 +74,22 @@ fn default_rope_type() -> String {
 }
 
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
-const PREFIXES: &[&str] = &["", "model."];
-
-struct Layer {
-    input_norm: RmsNorm,
-    qkv: Linear,
-    /// Qwen3: RMSNorm over each query head and each key head, before the rotation.
-    head_norms: Option<(RmsNorm, RmsNorm)>,
-    attention_out: Linear,
-    post_attention_norm: RmsNorm,
-    /// Gate and up projections side by side: `[tokens, 2 · intermediate]`.
-    gate_up: Linear,
-    down: Linear,
-}
+const SCOPES: &[&str] = &["", "model"];
 
 pub struct Qwen2Model {
     config: Config,
-    shape: AttentionShape,
-    visibility: Visibility,
-    rotary: Rotary,
     embed_tokens: Vec<f32>,
-    layers: Vec<Layer>,
-    final_norm: RmsNorm,
+    layers: PreNormStack,
 }
 
 impl Qwen2Model {
-    pub fn load(model_config: &ModelConfig, store: &mut TensorStore<'_>) -> Result<Self> {
+    /// The view of the checkpoint the decoder sits under (a causal LM's `lm_head` sits beside
+    /// it).
+    pub fn weights<'a>(checkpoint: &Weights<'a>) -> Result<Weights<'a>> {
+        checkpoint.first_with(SCOPES, "embed_tokens.weight")
+    }
+
+    pub fn load(model_config: &ModelConfig, checkpoint: &Weights<'_>) -> Result<Self> {
         let config: Config = model_config.parse()?;
         let variant = match model_config.model_type.as_str() {
             "qwen3" => Variant::Qwen3,
@@ -152,92 +142,74 @@ impl Qwen2Model {
             .and_then(|p| p.rope_theta)
             .or(config.rope_theta)
             .unwrap_or(DEFAULT_ROPE_THETA);
-        store.select_prefix("embed_tokens.weight", PREFIXES)?;
-        let layers = (0..config.num_hidden_layers)
-            .map(|index| load_layer(store, &config, variant, shape, index))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Qwen2Model {
-            embed_tokens: store.get(
-                "embed_tokens.weight",
-                &[config.vocab_size, config.hidden_size],
-            )?,
-            final_norm: RmsNorm::load(
-                store,
-                "norm",
-                config.hidden_size,
-                config.rms_norm_eps as f32,
-            )?,
-            rotary: Rotary::new(shape.head_dim, theta as f32),
-            visibility: if config.is_causal {
-                Visibility::Earlier
-            } else {
-                Visibility::All
+        let weights = Self::weights(checkpoint)?;
+        let (h, eps) = (config.hidden_size, config.rms_norm_eps as f32);
+        let biases = match variant {
+            Variant::Qwen2 => AttentionBiases {
+                qkv: true,
+                out: false,
             },
-            shape,
-            layers,
+            Variant::Qwen3 => {
+                let bias = config.attention_bias.unwrap_or(false);
+                AttentionBiases {
+                    qkv: bias,
+                    out: bias,
+                }
+            }
+        };
+        let norm = |weights: &Weights<'_>, size| RmsNorm::load(weights, size, eps);
+        let layers = (0..config.num_hidden_layers)
+            .map(|index| {
+                let layer = weights.pp("layers").pp(index);
+                let LlamaProjections {
+                    qkv,
+                    attention_out,
+                    gate_up,
+                    down,
+                } = LlamaProjections::load(&layer, h, shape, config.intermediate_size, biases)?;
+                let head_norms = match variant {
+                    Variant::Qwen2 => None,
+                    Variant::Qwen3 => Some((
+                        norm(&layer.pp("self_attn.q_norm"), shape.head_dim)?,
+                        norm(&layer.pp("self_attn.k_norm"), shape.head_dim)?,
+                    )),
+                };
+                Ok(PreNormLayer {
+                    attention_norm: Some(Norm::Rms(norm(&layer.pp("input_layernorm"), h)?)),
+                    qkv,
+                    head_norms,
+                    attention_out,
+                    attention_out_norm: None,
+                    feed_forward_norm: Norm::Rms(norm(&layer.pp("post_attention_layernorm"), h)?),
+                    gate_up,
+                    down,
+                    feed_forward_out_norm: None,
+                    attention_kind: 0,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let visibility = if config.is_causal {
+            Visibility::Earlier
+        } else {
+            Visibility::All
+        };
+        Ok(Qwen2Model {
+            embed_tokens: weights.get("embed_tokens.weight", &[config.vocab_size, h])?,
+            layers: PreNormStack {
+                layers,
+                shape,
+                attention: vec![AttentionKind {
+                    rotary: Rotary::new(shape.head_dim, theta as f32),
+                    visibility,
+                }],
+                intermediate: config.intermediate_size,
+                activation: Activation::Silu,
+                query_scale: None,
+                final_norm: Norm::Rms(norm(&weights.pp("norm"), h)?),
+            },
             config,
         })
     }
-}
-
-fn load_layer(
-    store: &TensorStore<'_>,
-    config: &Config,
-    variant: Variant,
-    shape: AttentionShape,
-    index: usize,
-) -> Result<Layer> {
-    let prefix = format!("layers.{index}");
-    let h = config.hidden_size;
-    let (q_width, kv_width) = (shape.hidden(), shape.num_kv_heads * shape.head_dim);
-    let eps = config.rms_norm_eps as f32;
-    let (qkv_bias, out_bias) = match variant {
-        Variant::Qwen2 => (true, false),
-        Variant::Qwen3 => {
-            let bias = config.attention_bias.unwrap_or(false);
-            (bias, bias)
-        }
-    };
-    let name = |part: &str| format!("{prefix}.{part}");
-    let head_norms = match variant {
-        Variant::Qwen2 => None,
-        Variant::Qwen3 => Some((
-            RmsNorm::load(store, &name("self_attn.q_norm"), shape.head_dim, eps)?,
-            RmsNorm::load(store, &name("self_attn.k_norm"), shape.head_dim, eps)?,
-        )),
-    };
-    Ok(Layer {
-        input_norm: RmsNorm::load(store, &name("input_layernorm"), h, eps)?,
-        qkv: Linear::load_stacked(
-            store,
-            &[
-                (&name("self_attn.q_proj"), q_width),
-                (&name("self_attn.k_proj"), kv_width),
-                (&name("self_attn.v_proj"), kv_width),
-            ],
-            h,
-            qkv_bias,
-        )?,
-        head_norms,
-        attention_out: Linear::load(store, &name("self_attn.o_proj"), q_width, h, out_bias)?,
-        post_attention_norm: RmsNorm::load(store, &name("post_attention_layernorm"), h, eps)?,
-        gate_up: Linear::load_stacked(
-            store,
-            &[
-                (&name("mlp.gate_proj"), config.intermediate_size),
-                (&name("mlp.up_proj"), config.intermediate_size),
-            ],
-            h,
-            false,
-        )?,
-        down: Linear::load(
-            store,
-            &name("mlp.down_proj"),
-            config.intermediate_size,
-            h,
-            false,
-        )?,
-    })
 }
 
 impl EncoderModel for Qwen2Model {
@@ -257,42 +229,7 @@ impl EncoderModel for Qwen2Model {
         batch.validate(self.max_positions(), self.vocab_size())?;
         let h = self.config.hidden_size;
         let mut hidden = embedding_rows(&self.embed_tokens, h, &batch.token_ids);
-        let tokens = batch.num_tokens();
-        let (mut normed, mut qkv, mut context, mut projected, mut gate_up, mut activated) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        for layer in &self.layers {
-            normed.clone_from(&hidden);
-            layer.input_norm.forward(&mut normed);
-            layer.qkv.forward(&normed, tokens, &mut qkv);
-            if let Some((q_norm, k_norm)) = &layer.head_norms {
-                normalize_heads(&mut qkv, self.shape, q_norm, k_norm);
-            }
-            self.rotary.apply(&mut qkv, batch, self.shape);
-            self_attention(&qkv, batch, self.shape, self.visibility, None, &mut context);
-            layer
-                .attention_out
-                .forward(&context, tokens, &mut projected);
-            add_residual(&mut hidden, &projected);
-
-            normed.clone_from(&hidden);
-            layer.post_attention_norm.forward(&mut normed);
-            layer.gate_up.forward(&normed, tokens, &mut gate_up);
-            gated_linear_unit(
-                &gate_up,
-                self.config.intermediate_size,
-                Activation::Silu,
-                &mut activated,
-            );
-            layer.down.forward(&activated, tokens, &mut projected);
-            add_residual(&mut hidden, &projected);
-        }
-        self.final_norm.forward(&mut hidden);
+        self.layers.forward(&mut hidden, batch);
         Ok(hidden)
     }
 }
