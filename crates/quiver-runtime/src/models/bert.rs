@@ -7,7 +7,7 @@ use super::post_norm::{
     run_layers, sum_embeddings, Checked, EncoderConfig, FeedForwardNames, LayerShape, Layout,
     PlainDense, Positions, PostNormLayer, QkvNames,
 };
-use super::{EncoderModel, ModelConfig};
+use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::LayerNorm;
 use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -160,20 +160,15 @@ impl BertModel {
 }
 
 impl EncoderModel for BertModel {
-    fn hidden_size(&self) -> usize {
-        self.config.encoder.hidden_size
+    fn dims(&self) -> ModelDims {
+        ModelDims {
+            hidden_size: self.config.encoder.hidden_size,
+            max_positions: self.config.encoder.max_position_embeddings - self.first_position,
+            vocab_size: self.config.encoder.vocab_size,
+        }
     }
 
-    fn max_positions(&self) -> usize {
-        self.config.encoder.max_position_embeddings - self.first_position
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.config.encoder.vocab_size
-    }
-
-    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        batch.validate(self.max_positions(), self.vocab_size())?;
+    fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         if let Some(&segment) = batch
             .token_types
             .iter()

@@ -14,7 +14,7 @@
 use super::pre_norm::{
     AttentionBiases, AttentionKind, LlamaProjections, Norm, PreNormLayer, PreNormStack,
 };
-use super::{EncoderModel, ModelConfig};
+use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
 use crate::layers::{embedding_rows, AttentionShape, RmsNorm, Rotary, Visibility};
 use crate::weights::Weights;
@@ -292,20 +292,15 @@ fn gemma_norm(weights: &Weights<'_>, size: usize, eps: f64) -> Result<RmsNorm> {
 }
 
 impl EncoderModel for Gemma3Model {
-    fn hidden_size(&self) -> usize {
-        self.config.hidden_size
+    fn dims(&self) -> ModelDims {
+        ModelDims {
+            hidden_size: self.config.hidden_size,
+            max_positions: self.config.max_position_embeddings,
+            vocab_size: self.config.vocab_size,
+        }
     }
 
-    fn max_positions(&self) -> usize {
-        self.config.max_position_embeddings
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-
-    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        batch.validate(self.max_positions(), self.vocab_size())?;
+    fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         let h = self.config.hidden_size;
         let mut hidden = embedding_rows(&self.embed_tokens, h, &batch.token_ids);
         hidden.par_iter_mut().for_each(|x| *x *= self.embed_scale);

@@ -16,7 +16,7 @@ use super::post_norm::{
     run_layers, Checked, DenseLoader, EncoderConfig, FeedForwardNames, LayerShape, Layout,
     Positions, PostNormLayer, QkvNames, TokenEmbeddings,
 };
-use super::{EncoderModel, ModelConfig};
+use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{AdapterShape, EmbeddingLora, LayerNorm, Linear, Lora, Rotary};
 use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -234,24 +234,19 @@ impl JinaV3Model {
 }
 
 impl EncoderModel for JinaV3Model {
-    fn hidden_size(&self) -> usize {
-        self.config.encoder.hidden_size
-    }
-
-    fn max_positions(&self) -> usize {
-        self.config.encoder.max_position_embeddings
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.config.encoder.vocab_size
+    fn dims(&self) -> ModelDims {
+        ModelDims {
+            hidden_size: self.config.encoder.hidden_size,
+            max_positions: self.config.encoder.max_position_embeddings,
+            vocab_size: self.config.encoder.vocab_size,
+        }
     }
 
     fn adapters(&self) -> &[String] {
         &self.adapter_names
     }
 
-    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        batch.validate(self.max_positions(), self.vocab_size())?;
+    fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         let mut hidden = self.embeddings.forward(batch);
         run_layers(
             &self.layers,

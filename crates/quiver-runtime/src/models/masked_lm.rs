@@ -4,7 +4,7 @@
 //! opensearch neural-sparse) are this, max-pooled ([`crate::Pooling::Splade`]).
 
 use super::bert::{BertModel, Config};
-use super::{EncoderModel, ModelConfig};
+use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
 use crate::layers::{LayerNorm, Linear};
 use crate::weights::Weights;
@@ -66,21 +66,17 @@ impl MaskedLmModel {
 }
 
 impl EncoderModel for MaskedLmModel {
-    /// Each token's output is one logit per vocabulary entry.
-    fn hidden_size(&self) -> usize {
-        self.vocab_size
+    fn dims(&self) -> ModelDims {
+        ModelDims {
+            // Each token's output is one logit per vocabulary entry.
+            hidden_size: self.vocab_size,
+            max_positions: self.encoder.max_positions(),
+            vocab_size: self.vocab_size,
+        }
     }
 
-    fn max_positions(&self) -> usize {
-        self.encoder.max_positions()
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.vocab_size
-    }
-
-    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        let hidden = self.encoder.forward(batch)?;
+    fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
+        let hidden = self.encoder.run(batch)?;
         let rows = batch.num_tokens();
         let mut transformed = Vec::new();
         self.transform.forward(&hidden, rows, &mut transformed);

@@ -64,18 +64,43 @@ fn supported_list() -> String {
     supported_architectures().collect::<Vec<_>>().join(", ")
 }
 
+/// The sizes a caller of a loaded model needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelDims {
+    /// Width of each token's output.
+    pub hidden_size: usize,
+    /// Tokens a sequence may have.
+    pub max_positions: usize,
+    pub vocab_size: usize,
+}
+
 /// A loaded encoder: token ids in, one hidden state per token out.
 pub trait EncoderModel: Send + Sync {
-    fn hidden_size(&self) -> usize;
-    fn max_positions(&self) -> usize;
-    fn vocab_size(&self) -> usize;
+    fn dims(&self) -> ModelDims;
+    /// Hidden states of every token of a batch already checked against [`EncoderModel::dims`];
+    /// callers use [`EncoderModel::forward`].
+    fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>>;
     /// Names of the task adapters a sequence may run with ([`PackedBatch::adapters`] indexes
     /// this list); empty for models without them.
     fn adapters(&self) -> &[String] {
         &[]
     }
-    /// Hidden states of every token, row-major `[batch.num_tokens(), hidden_size]`.
-    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>>;
+    fn hidden_size(&self) -> usize {
+        self.dims().hidden_size
+    }
+    fn max_positions(&self) -> usize {
+        self.dims().max_positions
+    }
+    fn vocab_size(&self) -> usize {
+        self.dims().vocab_size
+    }
+    /// Hidden states of every token, row-major `[batch.num_tokens(), hidden_size]`; a batch
+    /// longer than the positions or with ids outside the vocabulary is refused.
+    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
+        let dims = self.dims();
+        batch.validate(dims.max_positions, dims.vocab_size)?;
+        self.run(batch)
+    }
 }
 
 /// A model folder's `config.json`, kept raw so each architecture can read its own fields.

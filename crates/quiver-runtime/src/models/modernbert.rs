@@ -9,7 +9,7 @@
 //! θ. Norms and dense layers carry biases only where the config says so.
 
 use super::pre_norm::{AttentionKind, Norm, PreNormLayer, PreNormStack};
-use super::{EncoderModel, ModelConfig};
+use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
 use crate::layers::{embedding_rows, AttentionShape, LayerNorm, Linear, Rotary, Visibility};
 use crate::weights::Weights;
@@ -217,20 +217,15 @@ impl ModernBertModel {
 }
 
 impl EncoderModel for ModernBertModel {
-    fn hidden_size(&self) -> usize {
-        self.config.hidden_size
+    fn dims(&self) -> ModelDims {
+        ModelDims {
+            hidden_size: self.config.hidden_size,
+            max_positions: self.config.max_position_embeddings,
+            vocab_size: self.config.vocab_size,
+        }
     }
 
-    fn max_positions(&self) -> usize {
-        self.config.max_position_embeddings
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-
-    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        batch.validate(self.max_positions(), self.vocab_size())?;
+    fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         let h = self.config.hidden_size;
         let mut hidden = embedding_rows(&self.word_embeddings, h, &batch.token_ids);
         self.embedding_norm.forward(&mut hidden);

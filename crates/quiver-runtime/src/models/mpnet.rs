@@ -10,7 +10,7 @@ use super::post_norm::{
     run_layers, sum_embeddings, Checked, EncoderConfig, FeedForwardNames, LayerShape, Layout,
     PlainDense, Positions, PostNormLayer, QkvNames,
 };
-use super::{EncoderModel, ModelConfig};
+use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{LayerNorm, RelativePositionBias};
 use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -160,20 +160,17 @@ fn relative_position_bucket(query_minus_key: isize, num_buckets: usize) -> usize
 }
 
 impl EncoderModel for MpnetModel {
-    fn hidden_size(&self) -> usize {
-        self.config.encoder.hidden_size
+    fn dims(&self) -> ModelDims {
+        ModelDims {
+            hidden_size: self.config.encoder.hidden_size,
+            max_positions: self.config.encoder.max_position_embeddings
+                - self.config.pad_token_id
+                - 1,
+            vocab_size: self.config.encoder.vocab_size,
+        }
     }
 
-    fn max_positions(&self) -> usize {
-        self.config.encoder.max_position_embeddings - self.config.pad_token_id - 1
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.config.encoder.vocab_size
-    }
-
-    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        batch.validate(self.max_positions(), self.vocab_size())?;
+    fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         let bias = self.position_bias(batch.max_len());
         let mut hidden = self.embed(batch);
         run_layers(

@@ -15,7 +15,7 @@ use super::post_norm::{
     run_layers, FeedForwardNames, LayerShape, Layout, PlainDense, Positions, PostNormLayer,
     QkvNames, TokenEmbeddings,
 };
-use super::{EncoderModel, ModelConfig};
+use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{AttentionShape, LayerNorm, Rotary};
 use crate::weights::Weights;
 use crate::{PackedBatch, Result, RuntimeError};
@@ -212,20 +212,15 @@ impl NomicBertModel {
 }
 
 impl EncoderModel for NomicBertModel {
-    fn hidden_size(&self) -> usize {
-        self.config.hidden_size
+    fn dims(&self) -> ModelDims {
+        ModelDims {
+            hidden_size: self.config.hidden_size,
+            max_positions: self.config.max_position_embeddings,
+            vocab_size: self.config.vocab_size,
+        }
     }
 
-    fn max_positions(&self) -> usize {
-        self.config.max_position_embeddings
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-
-    fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        batch.validate(self.max_positions(), self.vocab_size())?;
+    fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         let mut hidden = self.embeddings.forward(batch);
         run_layers(
             &self.layers,
