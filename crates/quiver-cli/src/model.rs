@@ -21,7 +21,7 @@ pub fn load_embedder(
 }
 
 /// `--quantize`: the number format of the model's dense layers.
-#[derive(Clone, Copy, Debug, Default, ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QuantizeArg {
     /// f32, the reference's numbers.

@@ -712,6 +712,15 @@ fn settings_come_from_a_toml_file_below_flags_and_environment() {
         stderr.contains("max_batch_tokenz") && stderr.contains("quiver.toml"),
         "{stderr}"
     );
+
+    std::fs::write(&config, "device = \"tpu\"\n").unwrap();
+    let output = quiver(&["serve", "--config", config_arg], "");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("device") && stderr.contains("tpu") && stderr.contains("quiver.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]

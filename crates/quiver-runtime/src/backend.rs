@@ -39,6 +39,20 @@ impl std::fmt::Display for Device {
     }
 }
 
+/// Written and read as its name (`cpu`, `cuda:1`), as on the command line.
+impl serde::Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Device {
     /// Fails unless this build can run on the device.
     pub fn ensure_available(self) -> crate::Result<Self> {

@@ -8,12 +8,15 @@ use clap::Args;
 use quiver_embed::{resolve_model, Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
 use quiver_index::Store;
 use quiver_server::{BatchSettings, Limits, Server, ServerOptions, Timeouts};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Args, Default)]
+/// Every setting is read from flags, environment variables and the `--config` file (its keys
+/// are the fields' names), so each is declared once, here.
+#[derive(Args, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// A model folder or a Hugging Face hub id (default: the index's model with --index, else
     /// all-MiniLM-L6-v2).
@@ -86,6 +89,7 @@ pub struct ServeArgs {
         env = "QUIVER_ALLOWED_HOSTS",
         value_delimiter = ','
     )]
+    #[serde(default)]
     allowed_hosts: Vec<String>,
     /// Seconds a client has to send a request's headers; also how long an idle keep-alive
     /// connection stays open (default 10).
@@ -96,35 +100,8 @@ pub struct ServeArgs {
     body_timeout: Option<f64>,
     /// A TOML file with any of these settings (keys as the flags, with underscores).
     #[arg(long, env = "QUIVER_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     config: Option<PathBuf>,
-}
-
-/// The TOML file's keys; flags and environment variables win over it.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    model: Option<String>,
-    rerank_model: Option<String>,
-    host: Option<String>,
-    port: Option<u16>,
-    index: Option<PathBuf>,
-    watch: Option<bool>,
-    device: Option<String>,
-    max_length: Option<usize>,
-    max_batch_tokens: Option<usize>,
-    batch_size: Option<usize>,
-    max_wait_ms: Option<u64>,
-    max_concurrent_requests: Option<usize>,
-    max_client_batch_size: Option<usize>,
-    payload_limit: Option<usize>,
-    auto_truncate: Option<bool>,
-    normalize: Option<bool>,
-    few_row_kernels: Option<bool>,
-    quantize: Option<QuantizeArg>,
-    api_key: Option<String>,
-    allowed_hosts: Option<Vec<String>>,
-    header_timeout: Option<f64>,
-    body_timeout: Option<f64>,
 }
 
 const DEFAULT_HOST: &str = "127.0.0.1";
@@ -137,47 +114,33 @@ const DEFAULT_MAX_CLIENT_BATCH_SIZE: usize = 512;
 const DEFAULT_PAYLOAD_LIMIT: usize = 2_000_000;
 
 impl ServeArgs {
-    /// Fills what flags and environment left unset from the TOML file.
-    fn merge_file(mut self) -> anyhow::Result<Self> {
+    /// Fills what flags and environment left unset (absent, or an empty list) from the TOML
+    /// file.
+    fn merge_file(self) -> anyhow::Result<Self> {
         let Some(path) = self.config.clone() else {
             return Ok(self);
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let file: FileSettings =
+        let mut file: ServeArgs =
             toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
-        let device = file
-            .device
-            .map(|d| d.parse::<Device>())
-            .transpose()
-            .with_context(|| format!("config file {}: field `device`", path.display()))?;
-        self.model = self.model.or(file.model);
-        self.rerank_model = self.rerank_model.or(file.rerank_model);
-        self.host = self.host.or(file.host);
-        self.port = self.port.or(file.port);
-        self.index = self.index.or(file.index.map(|dir| relative_to(&path, dir)));
-        self.watch = self.watch.or(file.watch);
-        self.device = self.device.or(device);
-        self.max_length = self.max_length.or(file.max_length);
-        self.max_batch_tokens = self.max_batch_tokens.or(file.max_batch_tokens);
-        self.batch_size = self.batch_size.or(file.batch_size);
-        self.max_wait_ms = self.max_wait_ms.or(file.max_wait_ms);
-        self.max_concurrent_requests = self
-            .max_concurrent_requests
-            .or(file.max_concurrent_requests);
-        self.max_client_batch_size = self.max_client_batch_size.or(file.max_client_batch_size);
-        self.payload_limit = self.payload_limit.or(file.payload_limit);
-        self.auto_truncate = self.auto_truncate.or(file.auto_truncate);
-        self.normalize = self.normalize.or(file.normalize);
-        self.few_row_kernels = self.few_row_kernels.or(file.few_row_kernels);
-        self.quantize = self.quantize.or(file.quantize);
-        self.api_key = self.api_key.or(file.api_key);
-        if self.allowed_hosts.is_empty() {
-            self.allowed_hosts = file.allowed_hosts.unwrap_or_default();
+        file.index = file.index.map(|dir| relative_to(&path, dir));
+        let (serde_json::Value::Object(mut merged), serde_json::Value::Object(file)) =
+            (serde_json::to_value(&self)?, serde_json::to_value(file)?)
+        else {
+            bail!("serve settings are not a table");
+        };
+        for (key, value) in file {
+            let unset = merged
+                .get(&key)
+                .is_none_or(|own| own.is_null() || own.as_array().is_some_and(Vec::is_empty));
+            if unset {
+                merged.insert(key, value);
+            }
         }
-        self.header_timeout = self.header_timeout.or(file.header_timeout);
-        self.body_timeout = self.body_timeout.or(file.body_timeout);
-        Ok(self)
+        let mut merged: ServeArgs = serde_json::from_value(serde_json::Value::Object(merged))?;
+        merged.config = self.config;
+        Ok(merged)
     }
 }
 
