@@ -30,8 +30,9 @@ pub fn is_chunk_file(path: &str) -> bool {
     path.ends_with(".jsonl") || path.ends_with(".json")
 }
 
-/// The subdirectory a chunk file sits in, relative to the chunks directory (`.` at the top).
-pub fn source_subdir(relative: &str) -> String {
+/// The source of a chunk file's chunks (the repository part of their ids): the subdirectory
+/// the file sits in, relative to the chunks directory (`.` at the top).
+pub fn source_of(relative: &str) -> String {
     match relative.rsplit_once('/') {
         Some((dir, _)) => dir.to_string(),
         None => ".".to_string(),
@@ -39,7 +40,7 @@ pub fn source_subdir(relative: &str) -> String {
 }
 
 /// Parses one chunk file. `path` is only for error messages.
-pub fn parse_chunk_file(path: &Path, text: &str, subdir: &str) -> Result<Vec<GivenChunk>> {
+pub fn parse_chunk_file(path: &Path, text: &str, source: &str) -> Result<Vec<GivenChunk>> {
     let bad = |line: usize, message: String| IndexError::BadChunkFile {
         path: path.to_path_buf(),
         line,
@@ -70,11 +71,11 @@ pub fn parse_chunk_file(path: &Path, text: &str, subdir: &str) -> Result<Vec<Giv
     };
     records
         .into_iter()
-        .map(|(line, value)| given_chunk(value, subdir).map_err(|message| bad(line, message)))
+        .map(|(line, value)| given_chunk(value, source).map_err(|message| bad(line, message)))
         .collect()
 }
 
-fn given_chunk(value: Value, subdir: &str) -> std::result::Result<GivenChunk, String> {
+fn given_chunk(value: Value, source: &str) -> std::result::Result<GivenChunk, String> {
     let Value::Object(mut metadata) = value else {
         return Err("a chunk must be a JSON object".into());
     };
@@ -110,7 +111,7 @@ fn given_chunk(value: Value, subdir: &str) -> std::result::Result<GivenChunk, St
         text,
         metadata: Map::new(),
     };
-    metadata.insert("source_subdir".into(), Value::String(subdir.to_string()));
+    metadata.insert("source_subdir".into(), Value::String(source.to_string()));
     Ok(GivenChunk { metadata, ..chunk })
 }
 
@@ -143,7 +144,7 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("d/c.jsonl, line 2"), "{message}");
         assert!(message.contains("missing field `text`"), "{message}");
-        assert_eq!(source_subdir("a/b/c.jsonl"), "a/b");
-        assert_eq!(source_subdir("c.jsonl"), ".");
+        assert_eq!(source_of("a/b/c.jsonl"), "a/b");
+        assert_eq!(source_of("c.jsonl"), ".");
     }
 }

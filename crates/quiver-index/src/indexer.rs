@@ -516,7 +516,6 @@ impl Chunker<'_> {
     }
 
     fn chunk_source(&self, relative: &str, text: &str) -> Result<Vec<PreparedChunk>> {
-        let source = &self.source;
         let counter = ModelTokens(self.embedder);
         let path = Path::new(relative);
         let chunks = match self.options.chunking {
@@ -541,86 +540,118 @@ impl Chunker<'_> {
                 } else {
                     (chunk.text.clone(), chunk.signature.clone())
                 };
-                let id = chunk_id(&self.options.id_prefix, source, relative, n);
-                let record = ChunkRecord {
-                    uid: numeric_id(&id),
-                    uuid: uuid(&id),
-                    chunk_id: id,
+                ChunkParts {
+                    source: self.source.clone(),
                     file: relative.to_string(),
                     path: relative.to_string(),
                     seq: n,
-                    source: source.clone(),
                     language: chunk.language.to_string(),
                     symbol: chunk.symbol,
                     kind: chunk.kind,
                     parent: chunk.parent,
-                    start_line: chunk.start_line,
-                    end_line: chunk.end_line,
-                    start_byte: chunk.start_byte,
-                    end_byte: chunk.end_byte,
-                    content_hash: content_hash(chunk.text.as_bytes()),
-                    embed_hash: content_hash(embedded.as_bytes()),
-                    signature_hash: signature.as_ref().map(|s| content_hash(s.as_bytes())),
+                    lines: (chunk.start_line, chunk.end_line),
+                    bytes: (chunk.start_byte, chunk.end_byte),
                     text: chunk.text,
-                    metadata: None,
-                };
-                PreparedChunk {
-                    record,
                     embedded,
                     signature,
+                    metadata: None,
                 }
+                .prepare(&self.options.id_prefix)
             })
             .collect())
     }
 
     fn given_chunks(&self, file: &SourceFile, text: &str) -> Result<Vec<PreparedChunk>> {
-        let subdir = chunk_files::source_subdir(&file.relative);
-        let given = chunk_files::parse_chunk_file(&file.absolute, text, &subdir)?;
+        let source = chunk_files::source_of(&file.relative);
+        let given = chunk_files::parse_chunk_file(&file.absolute, text, &source)?;
         let mut per_path: BTreeMap<String, usize> = BTreeMap::new();
         let mut records = Vec::with_capacity(given.len());
         for chunk in given {
             let path = chunk.path.unwrap_or_else(|| file.relative.clone());
-            let text_hash = content_hash(chunk.text.as_bytes());
             let counter = per_path.entry(path.clone()).or_default();
             let n = chunk.chunk_index.unwrap_or(*counter);
             *counter += 1;
-            let id = chunk_id(&self.options.id_prefix, &subdir, &path, n);
             let language = chunk.language.unwrap_or_else(|| {
                 quiver_chunk::Language::from_path(Path::new(&path))
                     .name()
                     .to_string()
             });
-            let record = ChunkRecord {
-                uid: numeric_id(&id),
-                uuid: uuid(&id),
-                chunk_id: id,
-                file: file.relative.clone(),
-                path,
-                seq: n,
-                source: subdir.clone(),
-                language,
-                symbol: chunk.symbol,
-                kind: chunk.kind,
-                parent: chunk.parent,
-                start_line: chunk.start_line,
-                end_line: chunk.end_line,
-                start_byte: 0,
-                end_byte: chunk.text.len(),
-                // Given chunks are embedded as they are: one hash serves both.
-                embed_hash: text_hash.clone(),
-                content_hash: text_hash,
-                metadata: Some(serde_json::Value::Object(chunk.metadata)),
-                signature_hash: None,
-                text: chunk.text,
-            };
-            let embedded = record.text.clone();
-            records.push(PreparedChunk {
-                record,
-                embedded,
-                signature: None,
-            });
+            records.push(
+                ChunkParts {
+                    source: source.clone(),
+                    file: file.relative.clone(),
+                    path,
+                    seq: n,
+                    language,
+                    symbol: chunk.symbol,
+                    kind: chunk.kind,
+                    parent: chunk.parent,
+                    lines: (chunk.start_line, chunk.end_line),
+                    bytes: (0, chunk.text.len()),
+                    // Given chunks are embedded as they are.
+                    embedded: chunk.text.clone(),
+                    text: chunk.text,
+                    signature: None,
+                    metadata: Some(serde_json::Value::Object(chunk.metadata)),
+                }
+                .prepare(&self.options.id_prefix),
+            );
         }
         Ok(records)
+    }
+}
+
+/// A chunk before it is a record. A tree's own chunks and given chunk files differ in where
+/// these come from, not in what a record derives from them (its ids and hashes).
+struct ChunkParts {
+    source: String,
+    file: String,
+    path: String,
+    seq: usize,
+    language: String,
+    symbol: Option<String>,
+    kind: Option<String>,
+    parent: Option<String>,
+    /// First and last line, from 1.
+    lines: (usize, usize),
+    /// Byte range within the file.
+    bytes: (usize, usize),
+    text: String,
+    embedded: String,
+    signature: Option<String>,
+    metadata: Option<serde_json::Value>,
+}
+
+impl ChunkParts {
+    fn prepare(self, id_prefix: &str) -> PreparedChunk {
+        let id = chunk_id(id_prefix, &self.source, &self.path, self.seq);
+        let record = ChunkRecord {
+            uid: numeric_id(&id),
+            uuid: uuid(&id),
+            chunk_id: id,
+            file: self.file,
+            path: self.path,
+            seq: self.seq,
+            source: self.source,
+            language: self.language,
+            symbol: self.symbol,
+            kind: self.kind,
+            parent: self.parent,
+            start_line: self.lines.0,
+            end_line: self.lines.1,
+            start_byte: self.bytes.0,
+            end_byte: self.bytes.1,
+            content_hash: content_hash(self.text.as_bytes()),
+            embed_hash: content_hash(self.embedded.as_bytes()),
+            signature_hash: self.signature.as_ref().map(|s| content_hash(s.as_bytes())),
+            text: self.text,
+            metadata: self.metadata,
+        };
+        PreparedChunk {
+            record,
+            embedded: self.embedded,
+            signature: self.signature,
+        }
     }
 }
 

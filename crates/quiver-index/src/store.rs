@@ -118,6 +118,8 @@ pub struct ChunkRecord {
     pub path: String,
     /// Position of the chunk within its file, from 0.
     pub seq: usize,
+    /// The repository part of the chunk id: a tree's folder name, or the folder of the chunk
+    /// file it came from (exported as `source_subdir`, the name exported points are keyed on).
     pub source: String,
     pub language: String,
     pub symbol: Option<String>,
