@@ -82,7 +82,7 @@ impl From<String> for EmbedInput {
     }
 }
 
-/// Texts tokenised for the model: what [`Embedder::pool`] takes.
+/// Texts tokenised for the model: what [`Embedder::embed_sequences`] takes.
 #[derive(Debug, Clone)]
 pub struct EncodedTexts {
     /// Token ids of each text, special tokens included, cut at the max length.
@@ -93,7 +93,7 @@ pub struct EncodedTexts {
     pub truncated: Vec<bool>,
 }
 
-/// What [`Embedder::pool`] needs to know of a sequence besides its tokens.
+/// What [`Embedder::embed_sequences`] needs to know of a sequence besides its tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SequenceSetup {
     /// Leading prompt tokens left out of pooling.
@@ -279,7 +279,7 @@ impl Embedder {
             let encoded = self.encode(round, options)?;
             let sequences: Vec<&[u32]> = encoded.token_ids.iter().map(Vec::as_slice).collect();
             let setups = vec![encoded.setup; sequences.len()];
-            let mut pooled = self.pool(&sequences, &setups, budget, &mut hook)?;
+            let mut pooled = self.embed_sequences(&sequences, &setups, budget, &mut hook)?;
             for vector in &mut pooled {
                 output.apply(vector);
             }
@@ -402,7 +402,7 @@ impl Embedder {
     /// [`OutputOptions::apply`]). Sequence `i` runs as `setups[i]` says (prompt tokens left out
     /// of pooling, task adapter). `hook` hears how many sequences each forward pass finished,
     /// and stops the job when it breaks ([`EmbedError::Interrupted`]).
-    pub fn pool<H: FnMut(usize) -> ControlFlow<()>>(
+    pub fn embed_sequences<H: FnMut(usize) -> ControlFlow<()>>(
         &self,
         sequences: &[&[u32]],
         setups: &[SequenceSetup],

@@ -154,7 +154,7 @@ fn jina_v3_task_adapters_match_the_merged_reference() {
         max_tokens: 8192,
     };
     let mixed = embedder
-        .pool(&sequences, &setups, budget, |_| {
+        .embed_sequences(&sequences, &setups, budget, |_| {
             std::ops::ControlFlow::Continue(())
         })
         .unwrap();

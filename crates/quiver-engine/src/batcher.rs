@@ -210,7 +210,7 @@ impl ModelThread {
         let outputs = match jobs[0].output {
             Output::Pooled => self
                 .embedder
-                .pool(&sequences, &setups, budget, |_| {
+                .embed_sequences(&sequences, &setups, budget, |_| {
                     std::ops::ControlFlow::Continue(())
                 })
                 .map(|vectors| split(vectors, &jobs, Outputs::Pooled)),

@@ -221,7 +221,7 @@ pub fn index(
     let embed_options = settings.document_options();
     // One text embedded as the run will embed them, before anything in the index changes: a
     // width the model cannot give, or a model that cannot run or gives non-finite vectors
-    // (`Embedder::pool` refuses those), must not empty the index.
+    // (`Embedder::embed_sequences` refuses those), must not empty the index.
     embedder.embed(&["def check(settings): return settings"], &embed_options)?;
     store.adopt_settings(&settings, options.reembed)?;
     let chunk_tokens = options.chunk_tokens.unwrap_or_else(|| {

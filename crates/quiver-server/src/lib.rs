@@ -18,7 +18,7 @@ mod state;
 
 pub use error::{ApiError, Flavor};
 pub use quiver_engine::BatchSettings;
-pub use state::Limits;
+pub use state::{Limits, RequestDefaults};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -47,6 +47,7 @@ pub struct ServerOptions {
     pub reranker: Option<(String, Arc<Reranker>)>,
     pub batching: BatchSettings,
     pub limits: Limits,
+    pub defaults: RequestDefaults,
     /// Bearer token required on every route but `/health`.
     pub api_key: Option<String>,
     /// Index served by `POST /search`.
@@ -154,6 +155,7 @@ impl Server {
             embedder,
             engine,
             limits: options.limits,
+            defaults: options.defaults,
             metrics,
             index_model: index.as_ref().map(|i| i.latest().settings.model.clone()),
             index: index.map(Arc::new),

@@ -12,16 +12,21 @@ use quiver_engine::{
 use quiver_index::{IndexReader, IndexSettings};
 use std::sync::Arc;
 
-/// Server-wide limits and defaults.
+/// What the server refuses beyond.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Texts one request may send.
     pub max_client_batch_size: usize,
     /// Largest request body, in bytes.
     pub payload_limit: usize,
-    /// Cut over-long inputs instead of answering 413, when a request does not say.
+}
+
+/// What a request that does not say gets.
+#[derive(Debug, Clone, Default)]
+pub struct RequestDefaults {
+    /// Cut over-long inputs instead of answering 413.
     pub auto_truncate: bool,
-    /// Normalise vectors when a request does not say; `None`: the model's own setting.
+    /// Normalise vectors; `None`: the model's own setting.
     pub normalize: Option<bool>,
 }
 
@@ -33,6 +38,7 @@ pub struct AppState {
     /// The cross-encoder `POST /rerank` runs (`--rerank-model`), with its public name.
     pub reranking: Option<(String, Reranking)>,
     pub limits: Limits,
+    pub defaults: RequestDefaults,
     pub metrics: Arc<Metrics>,
     pub index: Option<Arc<IndexReader>>,
     /// The model the index was built with when the server started: the one it embeds queries
@@ -164,11 +170,11 @@ impl AppState {
                 prompt_name: request.prompt_name,
                 task: request.task,
                 dimensions: request.dimensions,
-                normalize: request.normalize.or(self.limits.normalize),
+                normalize: request.normalize.or(self.defaults.normalize),
                 truncation: request.truncation,
                 ..EmbedOptions::default()
             },
-            truncate: request.truncate.unwrap_or(self.limits.auto_truncate),
+            truncate: request.truncate.unwrap_or(self.defaults.auto_truncate),
         }
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use quiver_embed::{resolve_model, Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
 use quiver_index::Store;
-use quiver_server::{BatchSettings, Limits, Server, ServerOptions, Timeouts};
+use quiver_server::{BatchSettings, Limits, RequestDefaults, Server, ServerOptions, Timeouts};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -229,6 +229,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 "--max-client-batch-size",
             )?,
             payload_limit: positive(args.payload_limit, DEFAULT_PAYLOAD_LIMIT, "--payload-limit")?,
+        },
+        defaults: RequestDefaults {
             auto_truncate: args.auto_truncate.unwrap_or(false),
             normalize: args.normalize,
         },

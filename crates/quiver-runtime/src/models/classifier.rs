@@ -11,7 +11,7 @@
 //! sigmoid of which is the model card's P(yes) over the two).
 
 use super::bert::BertModel;
-use super::qwen2::Qwen2Model;
+use super::qwen::QwenModel;
 use super::{EncoderModel, ModelConfig};
 use crate::layers::Linear;
 use crate::weights::WeightFiles;
@@ -86,15 +86,13 @@ impl SequenceClassifier {
                         .into(),
                 });
             };
-            let encoder = Qwen2Model::load(&config, &checkpoint)?;
+            let encoder = QwenModel::load(&config, &checkpoint)?;
             let (h, vocab) = (encoder.hidden_size(), encoder.vocab_size());
             // Untied checkpoints (Qwen3-Reranker-4B, -8B) have their own `lm_head`; tied ones
             // (0.6B) read the embedding table, in the decoder.
             let table = match checkpoint.get_optional("lm_head.weight", &[vocab, h])? {
                 Some(own) => own,
-                None => {
-                    Qwen2Model::weights(&checkpoint)?.get("embed_tokens.weight", &[vocab, h])?
-                }
+                None => QwenModel::weights(&checkpoint)?.get("embed_tokens.weight", &[vocab, h])?,
             };
             let row = |id: u32| -> Result<Vec<f32>> {
                 let id = id as usize;

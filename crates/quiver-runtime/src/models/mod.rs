@@ -14,7 +14,7 @@ pub mod mpnet;
 pub mod nomic_bert;
 mod post_norm;
 mod pre_norm;
-pub mod qwen2;
+pub mod qwen;
 
 use crate::weights::{WeightFiles, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
@@ -46,8 +46,8 @@ const ARCHITECTURES: &[(&str, Load)] = &[
     ("nomic_bert", |c, w| {
         boxed(nomic_bert::NomicBertModel::load(c, w))
     }),
-    ("qwen2", |c, w| boxed(qwen2::Qwen2Model::load(c, w))),
-    ("qwen3", |c, w| boxed(qwen2::Qwen2Model::load(c, w))),
+    ("qwen2", |c, w| boxed(qwen::QwenModel::load(c, w))),
+    ("qwen3", |c, w| boxed(qwen::QwenModel::load(c, w))),
 ];
 
 /// The `model_type` values Quiver can run.

@@ -50,7 +50,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         "max_concurrent_requests": state.batching.max_queued_requests,
         "max_client_batch_size": state.limits.max_client_batch_size,
         "payload_limit": state.limits.payload_limit,
-        "auto_truncate": state.limits.auto_truncate,
+        "auto_truncate": state.defaults.auto_truncate,
         "auth": state.api_key.is_some(),
         "index": index,
         "rerank_model": state.reranking.as_ref().map(|(name, _)| name),

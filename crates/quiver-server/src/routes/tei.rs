@@ -75,7 +75,12 @@ async fn answer_embed(
                 prompt_name: request.prompt_name,
                 task: request.task,
                 dimensions: request.dimensions,
-                normalize: Some(request.normalize.or(state.limits.normalize).unwrap_or(true)),
+                normalize: Some(
+                    request
+                        .normalize
+                        .or(state.defaults.normalize)
+                        .unwrap_or(true),
+                ),
                 truncate: request.truncate,
                 truncation: request.truncation_direction,
             },
@@ -272,7 +277,7 @@ pub async fn rerank(
             request.query,
             request.texts,
             RerankRequest {
-                truncate: request.truncate.unwrap_or(state.limits.auto_truncate),
+                truncate: request.truncate.unwrap_or(state.defaults.auto_truncate),
                 truncation: request.truncation_direction,
             },
         )

@@ -76,13 +76,13 @@ fn default_rope_type() -> String {
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 const SCOPES: &[&str] = &["", "model"];
 
-pub struct Qwen2Model {
+pub struct QwenModel {
     config: Config,
     embed_tokens: Vec<f32>,
     layers: PreNormStack,
 }
 
-impl Qwen2Model {
+impl QwenModel {
     /// The view of the checkpoint the decoder sits under (a causal LM's `lm_head` sits beside
     /// it).
     pub fn weights<'a>(checkpoint: &Weights<'a>) -> Result<Weights<'a>> {
@@ -193,7 +193,7 @@ impl Qwen2Model {
         } else {
             Visibility::All
         };
-        Ok(Qwen2Model {
+        Ok(QwenModel {
             embed_tokens: weights.get("embed_tokens.weight", &[config.vocab_size, h])?,
             layers: PreNormStack {
                 layers,
@@ -212,7 +212,7 @@ impl Qwen2Model {
     }
 }
 
-impl EncoderModel for Qwen2Model {
+impl EncoderModel for QwenModel {
     fn dims(&self) -> ModelDims {
         ModelDims {
             hidden_size: self.config.hidden_size,
