@@ -30,7 +30,16 @@ pub enum IndexError {
     OldSchema {
         path: PathBuf,
         found: String,
-        expected: &'static str,
+        expected: u32,
+    },
+    #[error(
+        "the index at {path} has format {found}, newer than this quiver's ({expected}): use the \
+         quiver that made it, or a newer one"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
     },
     #[error(
         "the index at {path} was made by an older quiver and must be upgraded before it can be \

@@ -1,0 +1,220 @@
+//! Writes: every change is one transaction, and bumps the generation the vector files follow.
+
+use super::read::chunk_checksum;
+use super::records::{Batch, ChunkRecord, FileRecord};
+use super::{db_error, Store, GENERATION};
+use crate::error::{IndexError, Result};
+use crate::keywords;
+use rusqlite::params;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+impl Store {
+    /// Applies a batch atomically. A vector with a NaN or infinite value is refused, and
+    /// nothing of the batch is written.
+    pub fn commit(&mut self, batch: &Batch) -> Result<()> {
+        self.commit_batches(|sink| sink.apply(batch))
+    }
+
+    /// Applies every batch `fill` hands its sink as one transaction: all of them, or (when
+    /// `fill` or a batch fails) none. For input too large to hold as one batch (an import);
+    /// a file's chunks may arrive over several batches.
+    pub fn commit_batches(
+        &mut self,
+        fill: impl FnOnce(&mut BatchSink<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let dir = self.dir.clone();
+        let tx = self.conn.transaction().map_err(|e| db_error(&dir, e))?;
+        let mut sink = BatchSink {
+            tx: &tx,
+            dir: &dir,
+            replaced: HashSet::new(),
+        };
+        fill(&mut sink)?;
+        bump_generation(&tx).map_err(|e| db_error(&dir, e))?;
+        tx.commit().map_err(|e| db_error(&dir, e))
+    }
+
+    /// Drops files (and their chunks) in one transaction.
+    pub fn remove_files(&mut self, paths: &[String]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| db_error(&self.dir, e))?;
+        for path in paths {
+            delete_file_chunks(&tx, path).map_err(|e| db_error(&self.dir, e))?;
+            tx.execute("DELETE FROM files WHERE path = ?1", [path])
+                .map_err(|e| db_error(&self.dir, e))?;
+        }
+        bump_generation(&tx).map_err(|e| db_error(&self.dir, e))?;
+        tx.commit().map_err(|e| db_error(&self.dir, e))
+    }
+
+    /// Deletes vectors no chunk uses any more; returns how many.
+    pub fn collect_garbage(&self) -> Result<usize> {
+        self.conn
+            .execute(
+                "DELETE FROM vectors WHERE embed_hash NOT IN (SELECT embed_hash FROM chunks)
+                     AND embed_hash NOT IN
+                         (SELECT signature_hash FROM chunks WHERE signature_hash IS NOT NULL)",
+                [],
+            )
+            .map_err(|e| self.db_error(e))
+    }
+}
+
+/// Vectors are stored as little-endian float32 BLOBs.
+/// Where [`Store::commit_batches`] applies batches, inside its transaction.
+pub struct BatchSink<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    dir: &'a Path,
+    /// Files whose old chunks this transaction has already deleted: their later chunks add to
+    /// the new ones.
+    replaced: HashSet<String>,
+}
+
+impl BatchSink<'_> {
+    pub fn apply(&mut self, batch: &Batch) -> Result<()> {
+        if let Some((hash, _)) = batch
+            .vectors
+            .iter()
+            .find(|(_, vector)| vector.iter().any(|x| !x.is_finite()))
+        {
+            let chunk = batch
+                .files
+                .iter()
+                .flat_map(|(_, chunks)| chunks)
+                .find(|c| c.embed_hash == *hash || c.signature_hash.as_ref() == Some(hash));
+            return Err(IndexError::NonFinite {
+                what: match chunk {
+                    Some(chunk) => format!("the vector of chunk {}", chunk.chunk_id),
+                    None => format!("the vector of text {hash}"),
+                },
+            });
+        }
+        let error = |e| db_error(self.dir, e);
+        for (hash, vector) in &batch.vectors {
+            let bytes = vector_bytes(vector);
+            self.tx
+                .execute(
+                    "INSERT OR IGNORE INTO vectors(embed_hash, vector, checksum) VALUES (?1, ?2, ?3)",
+                    params![hash, bytes, crc32fast::hash(&bytes)],
+                )
+                .map_err(error)?;
+        }
+        for (file, chunks) in &batch.files {
+            if self.replaced.insert(file.path.clone()) {
+                delete_file_chunks(self.tx, &file.path).map_err(error)?;
+            }
+            for chunk in chunks {
+                insert_chunk(self.tx, chunk).map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        IndexError::DuplicateChunkId {
+                            id: chunk.chunk_id.clone(),
+                            path: PathBuf::from(&chunk.file),
+                        }
+                    }
+                    e => error(e),
+                })?;
+            }
+            upsert_file(self.tx, file).map_err(error)?;
+        }
+        for file in &batch.touched {
+            upsert_file(self.tx, file).map_err(error)?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn bump_generation(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, '1')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [GENERATION],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn vector_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub(super) fn delete_file_chunks(
+    tx: &rusqlite::Transaction<'_>,
+    file: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE file = ?1)",
+        [file],
+    )?;
+    tx.execute("DELETE FROM chunks WHERE file = ?1", [file])?;
+    Ok(())
+}
+
+pub(super) fn insert_chunk(
+    tx: &rusqlite::Transaction<'_>,
+    chunk: &ChunkRecord,
+) -> rusqlite::Result<()> {
+    let metadata = chunk.metadata.as_ref().map(|m| m.to_string());
+    let checksum = chunk_checksum(chunk, metadata.as_deref());
+    tx.execute(
+        "INSERT INTO chunks(chunk_id, uid, file, path, seq, source, language, symbol, kind, parent,
+             start_line, end_line, start_byte, end_byte, content_hash, text, embed_hash, metadata,
+             signature_hash, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+             ?19, ?20)",
+        params![
+            chunk.chunk_id,
+            chunk.uid,
+            chunk.file,
+            chunk.path,
+            chunk.seq as i64,
+            chunk.source,
+            chunk.language,
+            chunk.symbol,
+            chunk.kind,
+            chunk.parent,
+            chunk.start_line as i64,
+            chunk.end_line as i64,
+            chunk.start_byte as i64,
+            chunk.end_byte as i64,
+            chunk.content_hash,
+            chunk.text,
+            chunk.embed_hash,
+            metadata,
+            chunk.signature_hash,
+            checksum,
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let names = keywords::names(
+        &chunk.path,
+        chunk.symbol.as_deref(),
+        chunk.parent.as_deref(),
+    );
+    tx.execute(
+        "INSERT INTO chunks_fts(rowid, names, body) VALUES (?1, ?2, ?3)",
+        params![id, keywords::terms(&names), keywords::terms(&chunk.text)],
+    )?;
+    Ok(())
+}
+
+pub(super) fn upsert_file(
+    tx: &rusqlite::Transaction<'_>,
+    file: &FileRecord,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO files(path, size, mtime_ns, content_hash) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+             content_hash = excluded.content_hash",
+        params![
+            file.path,
+            file.size as i64,
+            file.mtime_ns,
+            file.content_hash
+        ],
+    )?;
+    Ok(())
+}
