@@ -128,7 +128,12 @@ fn matryoshka_truncation_matches(case: Case) {
         dimensions: Some(embedder.dimension() + 1),
         ..EmbedOptions::default()
     };
-    assert!(embedder.embed(texts, &too_many).is_err());
+    let error = embedder.embed(texts, &too_many).unwrap_err();
+    assert!(
+        matches!(error, quiver_embed::EmbedError::Dimensions { requested, available }
+            if requested == available + 1 && available == embedder.dimension()),
+        "{error}"
+    );
 }
 
 fn configured_max_length_truncates_like_sentence_transformers(model: Case) {

@@ -155,7 +155,8 @@ mod tests {
             short.contains("needs 48 data bytes, the file has 44"),
             "{short}"
         );
-        assert!(check_npy_data_length(3, 4, 52).is_err());
+        let long = check_npy_data_length(3, 4, 52).unwrap_err();
+        assert!(long.contains("the file has 52"), "{long}");
         let huge = check_npy_data_length(usize::MAX, 2, 0).unwrap_err();
         assert!(huge.contains("more than"), "{huge}");
     }
@@ -173,7 +174,8 @@ mod tests {
         assert!(read_npy_f32(&bytes[..bytes.len() - 4])
             .unwrap_err()
             .contains("data bytes"));
-        assert!(read_npy_f32(b"hello").is_err());
+        let not_npy = read_npy_f32(b"hello").unwrap_err();
+        assert!(not_npy.contains("not a .npy file"), "{not_npy}");
     }
 
     #[test]
@@ -190,6 +192,8 @@ mod tests {
             f32::from_le_bytes([data[12], data[13], data[14], data[15]]),
             4.0
         );
-        assert!(write_npy_f32(&mut Vec::new(), &[vec![1.0], vec![]]).is_err());
+        let ragged = write_npy_f32(&mut Vec::new(), &[vec![1.0], vec![]]).unwrap_err();
+        assert_eq!(ragged.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(ragged.to_string().contains("different lengths"), "{ragged}");
     }
 }

@@ -522,6 +522,11 @@ mod tests {
             column: Some("vector(3)".into()),
             comment: None,
         };
-        assert!(check_schema("t", &foreign, &schema).is_err());
+        let foreign = check_schema("t", &foreign, &schema).unwrap_err();
+        assert!(
+            matches!(foreign, ExportError::Refused { .. })
+                && foreign.to_string().contains("not a table Quiver exported"),
+            "{foreign}"
+        );
     }
 }

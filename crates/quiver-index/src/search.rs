@@ -312,6 +312,11 @@ mod tests {
         assert!(filter.accepts("rust", "src/a/b.rs"));
         assert!(!filter.accepts("python", "src/a/b.rs"));
         assert!(!filter.accepts("rust", "tests/b.rs"));
-        assert!(SearchFilter::new(vec![], Some("a[")).is_err());
+        let bad = SearchFilter::new(vec![], Some("a[")).expect_err("refused");
+        assert!(
+            matches!(&bad, IndexError::BadGlob { glob, .. } if glob == "a["),
+            "{bad:?}"
+        );
+        assert!(bad.to_string().contains("bad --path glob \"a[\""), "{bad}");
     }
 }

@@ -71,7 +71,15 @@ mod tests {
     fn parses_device_names() {
         assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
         assert_eq!("CUDA:1".parse::<Device>().unwrap(), Device::Cuda(1));
-        assert!("tpu".parse::<Device>().is_err());
-        assert!(Device::Cuda(0).ensure_available().is_err());
+        let unknown = "tpu".parse::<Device>().unwrap_err();
+        assert!(
+            matches!(&unknown, RuntimeError::DeviceUnavailable(name) if name == "tpu"),
+            "{unknown:?}"
+        );
+        let cuda = Device::Cuda(0).ensure_available().unwrap_err();
+        assert_eq!(
+            cuda.to_string(),
+            "device `cuda:0` is not available in this build; Quiver runs on `cpu`"
+        );
     }
 }

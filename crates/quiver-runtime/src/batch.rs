@@ -134,10 +134,23 @@ mod tests {
         assert_eq!(batch.offsets, vec![0, 3, 4]);
         assert_eq!(batch.max_len(), 3);
         assert!(batch.validate(8, 10).is_ok());
-        assert!(batch.validate(2, 10).is_err());
-        assert!(batch.validate(8, 4).is_err());
+        let refusal = |result: Result<()>| match result {
+            Err(RuntimeError::Batch(message)) => message,
+            other => panic!("expected a batch error, got {other:?}"),
+        };
+        assert_eq!(
+            refusal(batch.validate(2, 10)),
+            "a sequence of 3 tokens exceeds the model's 2 positions"
+        );
+        assert_eq!(
+            refusal(batch.validate(8, 4)),
+            "token id 4 is outside the vocabulary of 4 entries"
+        );
         let empty_sequence = PackedBatch::from_sequences(&[vec![1], vec![]]);
-        assert!(empty_sequence.validate(8, 10).is_err());
+        assert_eq!(
+            refusal(empty_sequence.validate(8, 10)),
+            "a sequence has no tokens"
+        );
     }
 
     #[test]

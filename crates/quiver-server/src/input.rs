@@ -322,7 +322,13 @@ mod tests {
             many.validate("input", limits).unwrap_err().status,
             StatusCode::PAYLOAD_TOO_LARGE
         );
-        assert!(Inputs(vec![]).validate("input", limits).is_err());
+        let empty = Inputs(vec![]).validate("input", limits).unwrap_err();
+        assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+        assert!(
+            empty.message.contains("`input` is an empty list"),
+            "{}",
+            empty.message
+        );
         assert!(Inputs(vec![text("")]).validate("input", limits).is_ok());
     }
 }
