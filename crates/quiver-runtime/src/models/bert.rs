@@ -46,6 +46,7 @@ struct Embeddings {
 }
 
 pub struct BertModel {
+    dims: ModelDims,
     config: Config,
     /// Position-table row of a sequence's first token: 0 for BERT, `pad_token_id + 1` for
     /// RoBERTa.
@@ -125,6 +126,11 @@ impl BertModel {
             &PlainDense,
         )?;
         Ok(BertModel {
+            dims: ModelDims {
+                hidden_size: config.encoder.hidden_size,
+                max_positions: config.encoder.max_position_embeddings - first_position,
+                vocab_size: config.encoder.vocab_size,
+            },
             config,
             first_position,
             embeddings,
@@ -161,11 +167,7 @@ impl BertModel {
 
 impl EncoderModel for BertModel {
     fn dims(&self) -> ModelDims {
-        ModelDims {
-            hidden_size: self.config.encoder.hidden_size,
-            max_positions: self.config.encoder.max_position_embeddings - self.first_position,
-            vocab_size: self.config.encoder.vocab_size,
-        }
+        self.dims
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

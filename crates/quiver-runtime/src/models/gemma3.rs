@@ -84,6 +84,7 @@ const FULL: usize = 0;
 const SLIDING: usize = 1;
 
 pub struct Gemma3Model {
+    dims: ModelDims,
     config: Config,
     embed_tokens: Vec<f32>,
     embed_scale: f32,
@@ -244,6 +245,11 @@ impl Gemma3Model {
         let query_scale = ((config.query_pre_attn_scalar - config.head_dim as f64).abs() > 1e-9)
             .then(|| ((config.head_dim as f64) / config.query_pre_attn_scalar).sqrt() as f32);
         Ok(Gemma3Model {
+            dims: ModelDims {
+                hidden_size: config.hidden_size,
+                max_positions: config.max_position_embeddings,
+                vocab_size: config.vocab_size,
+            },
             embed_tokens: weights.get("embed_tokens.weight", &[config.vocab_size, h])?,
             // Hugging Face multiplies by √hidden cast to the weights' type (f32 here).
             embed_scale: (h as f32).sqrt(),
@@ -293,11 +299,7 @@ fn gemma_norm(weights: &Weights<'_>, size: usize, eps: f64) -> Result<RmsNorm> {
 
 impl EncoderModel for Gemma3Model {
     fn dims(&self) -> ModelDims {
-        ModelDims {
-            hidden_size: self.config.hidden_size,
-            max_positions: self.config.max_position_embeddings,
-            vocab_size: self.config.vocab_size,
-        }
+        self.dims
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

@@ -76,19 +76,10 @@ const HUB_LAYOUT: Layout = Layout {
     bias: true,
 };
 
-const TRANSFORMERS_LAYOUT: Layout = Layout {
-    layers: "layers",
-    embedding_norm: "embeddings.LayerNorm",
-    qkv: QkvNames::Split(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
-    attention_out: "self_attn.o_proj",
-    attention_norm: "post_attention_layernorm",
-    feed_forward: FEED_FORWARD,
-    output_norm: "post_mlp_layernorm",
-    bias: true,
-};
+const TRANSFORMERS_LAYOUT: Layout = Layout::transformers_port(FEED_FORWARD, true);
 
 pub struct JinaV3Model {
-    config: Config,
+    dims: ModelDims,
     /// The tasks this checkpoint has adapters for, in adapter order.
     adapter_names: Vec<String>,
     embeddings: TokenEmbeddings,
@@ -223,23 +214,23 @@ impl JinaV3Model {
             .or(config.rotary_emb_base)
             .unwrap_or(DEFAULT_ROPE_THETA);
         Ok(JinaV3Model {
+            dims: ModelDims {
+                hidden_size: config.encoder.hidden_size,
+                max_positions: config.encoder.max_position_embeddings,
+                vocab_size: config.encoder.vocab_size,
+            },
             adapter_names,
             embeddings,
             rotary: Rotary::new(shape.attention.head_dim, theta as f32),
             shape,
             layers,
-            config,
         })
     }
 }
 
 impl EncoderModel for JinaV3Model {
     fn dims(&self) -> ModelDims {
-        ModelDims {
-            hidden_size: self.config.encoder.hidden_size,
-            max_positions: self.config.encoder.max_position_embeddings,
-            vocab_size: self.config.encoder.vocab_size,
-        }
+        self.dims
     }
 
     fn adapters(&self) -> &[String] {

@@ -14,13 +14,13 @@ use crate::{PackedBatch, Result, RuntimeError};
 const DEFAULT_LAYER_NORM_EPS: f64 = 1e-12;
 
 pub struct MaskedLmModel {
+    dims: ModelDims,
     encoder: BertModel,
     transform: Linear,
     activation: Activation,
     norm: LayerNorm,
     /// `[hidden] → [vocab]`: the word-embedding table (tied), or the checkpoint's own decoder.
     decoder: Linear,
-    vocab_size: usize,
 }
 
 impl MaskedLmModel {
@@ -55,24 +55,24 @@ impl MaskedLmModel {
                 .get("embeddings.word_embeddings.weight", &[vocab, h])?,
         };
         Ok(MaskedLmModel {
+            dims: ModelDims {
+                // Each token's output is one logit per vocabulary entry.
+                hidden_size: vocab,
+                max_positions: encoder.max_positions(),
+                vocab_size: vocab,
+            },
             transform: Linear::load(&head.pp("transform.dense"), h, h, true)?,
             activation,
             norm: LayerNorm::load(&head.pp("transform.LayerNorm"), h, eps)?,
             decoder: Linear::new(weight, Some(bias), h, vocab),
             encoder,
-            vocab_size: vocab,
         })
     }
 }
 
 impl EncoderModel for MaskedLmModel {
     fn dims(&self) -> ModelDims {
-        ModelDims {
-            // Each token's output is one logit per vocabulary entry.
-            hidden_size: self.vocab_size,
-            max_positions: self.encoder.max_positions(),
-            vocab_size: self.vocab_size,
-        }
+        self.dims
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

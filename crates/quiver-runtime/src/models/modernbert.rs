@@ -98,6 +98,7 @@ const GLOBAL: usize = 0;
 const LOCAL: usize = 1;
 
 pub struct ModernBertModel {
+    dims: ModelDims,
     config: Config,
     word_embeddings: Vec<f32>,
     embedding_norm: LayerNorm,
@@ -199,6 +200,11 @@ impl ModernBertModel {
             },
         ];
         Ok(ModernBertModel {
+            dims: ModelDims {
+                hidden_size: config.hidden_size,
+                max_positions: config.max_position_embeddings,
+                vocab_size: config.vocab_size,
+            },
             word_embeddings: weights
                 .get("embeddings.tok_embeddings.weight", &[config.vocab_size, h])?,
             embedding_norm: norm(&weights.pp("embeddings.norm"))?,
@@ -218,11 +224,7 @@ impl ModernBertModel {
 
 impl EncoderModel for ModernBertModel {
     fn dims(&self) -> ModelDims {
-        ModelDims {
-            hidden_size: self.config.hidden_size,
-            max_positions: self.config.max_position_embeddings,
-            vocab_size: self.config.vocab_size,
-        }
+        self.dims
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

@@ -56,6 +56,7 @@ const LAYOUT: Layout = Layout {
 };
 
 pub struct MpnetModel {
+    dims: ModelDims,
     config: Config,
     word_embeddings: Vec<f32>,
     position_embeddings: Vec<f32>,
@@ -92,6 +93,11 @@ impl MpnetModel {
         )?;
         let embedding = weights.pp("embeddings");
         Ok(MpnetModel {
+            dims: ModelDims {
+                hidden_size: config.encoder.hidden_size,
+                max_positions: config.encoder.max_position_embeddings - config.pad_token_id - 1,
+                vocab_size: config.encoder.vocab_size,
+            },
             word_embeddings: embedding
                 .get("word_embeddings.weight", &[config.encoder.vocab_size, h])?,
             position_embeddings: embedding.get(
@@ -161,13 +167,7 @@ fn relative_position_bucket(query_minus_key: isize, num_buckets: usize) -> usize
 
 impl EncoderModel for MpnetModel {
     fn dims(&self) -> ModelDims {
-        ModelDims {
-            hidden_size: self.config.encoder.hidden_size,
-            max_positions: self.config.encoder.max_position_embeddings
-                - self.config.pad_token_id
-                - 1,
-            vocab_size: self.config.encoder.vocab_size,
-        }
+        self.dims
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

@@ -134,23 +134,17 @@ const HUB_LAYOUT: Layout = Layout {
     bias: false,
 };
 
-const TRANSFORMERS_LAYOUT: Layout = Layout {
-    layers: "layers",
-    embedding_norm: "embeddings.LayerNorm",
-    qkv: QkvNames::Split(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
-    attention_out: "self_attn.o_proj",
-    attention_norm: "post_attention_layernorm",
-    feed_forward: FeedForwardNames::SwiGlu {
+const TRANSFORMERS_LAYOUT: Layout = Layout::transformers_port(
+    FeedForwardNames::SwiGlu {
         gate: "mlp.gate_proj",
         up: "mlp.up_proj",
         down: "mlp.down_proj",
     },
-    output_norm: "post_mlp_layernorm",
-    bias: false,
-};
+    false,
+);
 
 pub struct NomicBertModel {
-    config: Config,
+    dims: ModelDims,
     embeddings: TokenEmbeddings,
     rotary: Rotary,
     shape: LayerShape,
@@ -197,6 +191,11 @@ impl NomicBertModel {
             &PlainDense,
         )?;
         Ok(NomicBertModel {
+            dims: ModelDims {
+                hidden_size: config.hidden_size,
+                max_positions: config.max_position_embeddings,
+                vocab_size: config.vocab_size,
+            },
             embeddings: TokenEmbeddings {
                 word: embedding.get("word_embeddings.weight", &[config.vocab_size, h])?,
                 token_type_zero: token_types[..h].to_vec(),
@@ -206,18 +205,13 @@ impl NomicBertModel {
             rotary: Rotary::new(shape.attention.head_dim, config.rope_theta as f32),
             shape,
             layers,
-            config,
         })
     }
 }
 
 impl EncoderModel for NomicBertModel {
     fn dims(&self) -> ModelDims {
-        ModelDims {
-            hidden_size: self.config.hidden_size,
-            max_positions: self.config.max_position_embeddings,
-            vocab_size: self.config.vocab_size,
-        }
+        self.dims
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

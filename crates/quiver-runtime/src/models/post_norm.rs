@@ -100,6 +100,23 @@ pub struct Layout {
     pub bias: bool,
 }
 
+impl Layout {
+    /// The names the `transformers` ports of NomicBERT and jina-embeddings-v3 share; they
+    /// differ in the feed-forward block and its biases.
+    pub const fn transformers_port(feed_forward: FeedForwardNames, bias: bool) -> Layout {
+        Layout {
+            layers: "layers",
+            embedding_norm: "embeddings.LayerNorm",
+            qkv: QkvNames::Split(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+            attention_out: "self_attn.o_proj",
+            attention_norm: "post_attention_layernorm",
+            feed_forward,
+            output_norm: "post_mlp_layernorm",
+            bias,
+        }
+    }
+}
+
 /// Q, K and V as one fused product or three.
 pub enum QkvNames {
     Fused(&'static str),

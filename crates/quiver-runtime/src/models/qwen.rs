@@ -77,6 +77,7 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 const SCOPES: &[&str] = &["", "model"];
 
 pub struct QwenModel {
+    dims: ModelDims,
     config: Config,
     embed_tokens: Vec<f32>,
     layers: PreNormStack,
@@ -194,6 +195,11 @@ impl QwenModel {
             Visibility::All
         };
         Ok(QwenModel {
+            dims: ModelDims {
+                hidden_size: config.hidden_size,
+                max_positions: config.max_position_embeddings,
+                vocab_size: config.vocab_size,
+            },
             embed_tokens: weights.get("embed_tokens.weight", &[config.vocab_size, h])?,
             layers: PreNormStack {
                 layers,
@@ -214,11 +220,7 @@ impl QwenModel {
 
 impl EncoderModel for QwenModel {
     fn dims(&self) -> ModelDims {
-        ModelDims {
-            hidden_size: self.config.hidden_size,
-            max_positions: self.config.max_position_embeddings,
-            vocab_size: self.config.vocab_size,
-        }
+        self.dims
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
