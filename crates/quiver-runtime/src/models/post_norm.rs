@@ -389,17 +389,15 @@ impl PostNormLayer {
             bias,
             &mut scratch.context,
         );
-        self.attention_out.forward_adapted_then(
+        add_and_norm(
+            &self.attention_out,
             &scratch.context,
-            tokens,
+            &self.attention_norm,
+            hidden,
             &mut scratch.projected,
+            h,
             adapters,
-            |block, rows| {
-                let residual = &hidden[rows.start * h..rows.end * h];
-                self.attention_norm.forward_residual(block, residual);
-            },
         );
-        std::mem::swap(hidden, &mut scratch.projected);
         let output = match &self.feed_forward {
             FeedForward::Dense {
                 intermediate,
@@ -430,16 +428,33 @@ impl PostNormLayer {
                 down
             }
         };
-        output.forward_adapted_then(
+        add_and_norm(
+            output,
             &scratch.activated,
-            tokens,
+            &self.output_norm,
+            hidden,
             &mut scratch.projected,
+            h,
             adapters,
-            |block, rows| {
-                let residual = &hidden[rows.start * h..rows.end * h];
-                self.output_norm.forward_residual(block, residual);
-            },
         );
-        std::mem::swap(hidden, &mut scratch.projected);
     }
+}
+
+/// `hidden = norm(hidden + linear(input))`, the norm run on each block of the product as it is
+/// finished (while it is still in cache); `projected` is scratch.
+fn add_and_norm(
+    linear: &Linear,
+    input: &[f32],
+    norm: &LayerNorm,
+    hidden: &mut Vec<f32>,
+    projected: &mut Vec<f32>,
+    width: usize,
+    adapters: Option<&[Option<u16>]>,
+) {
+    let tokens = hidden.len() / width;
+    linear.forward_adapted_then(input, tokens, projected, adapters, |block, rows| {
+        let residual = &hidden[rows.start * width..rows.end * width];
+        norm.forward_residual(block, residual);
+    });
+    std::mem::swap(hidden, projected);
 }
