@@ -15,6 +15,11 @@
 //! whenever it is read, so bits flipped on disk are reported as damage instead of silently
 //! changing answers; [`Store::verify`] checks everything, and [`Store::repair`] removes
 //! what is damaged so the next run embeds it again.
+//!
+//! One file per job: `schema` (the tables and their versioned migrations), `settings` (what
+//! the vectors were made with, typed), `records` (what is stored and handed out), `write`
+//! (transactions), `read` (checked reads), `keyword` (the FTS5 side) and `verify` (checking
+//! and repairing).
 
 use crate::error::{IndexError, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
