@@ -1020,3 +1020,31 @@ fn embed_sparse_gives_a_splade_models_nonzero_weights() {
         "SPLADE",
     );
 }
+
+#[test]
+fn an_index_is_served_only_with_its_own_model_and_number_format() {
+    let root = temp_dir("serve-other-model");
+    common::write(&root, "math.py", "def add(a, b):\n    return a + b\n");
+    common::index(&root, &[]);
+    let index = root.join(".quiver");
+    let index_arg = index.to_str().unwrap();
+    let jina = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../quiver-embed/tests/fixtures/tiny/jina-v3");
+    for (extra, asked) in [
+        (vec!["--model", jina.to_str().unwrap()], "jina-v3 (none)"),
+        (vec!["--quantize", "int8"], "(int8)"),
+    ] {
+        let mut args = vec!["serve", "--index", index_arg, "--port", "0"];
+        args.extend(extra);
+        let output = quiver(&args, "");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("the index at {index_arg} holds vectors of"))
+                && stderr.contains("this asks for")
+                && stderr.contains(asked)
+                && stderr.contains("Leave --model/--quantize out"),
+            "{stderr}"
+        );
+    }
+}

@@ -15,6 +15,16 @@ pub enum IndexError {
     #[error("no index at {0} (create one with `quiver index`)")]
     NoIndex(PathBuf),
     #[error(
+        "the index at {path} holds vectors of {stored}; this asks for {requested}. Leave \
+         --model/--quantize out to follow the index, or re-embed it first with `quiver index \
+         --reembed`"
+    )]
+    ModelMismatch {
+        path: PathBuf,
+        stored: String,
+        requested: String,
+    },
+    #[error(
         "the index at {path} holds {stored} vectors; this run asks for {requested}. \
          Pass --reembed to embed everything again with the new settings, or use another --index"
     )]

@@ -1,7 +1,7 @@
 //! What an indexing run embeds with, decided once from what the caller asks and what the index
 //! already holds: the CLI's `quiver index` and the Python `Index.update` both ask here.
 
-use crate::error::Result;
+use crate::error::{IndexError, Result};
 use crate::indexer::{Chunking, IndexOptions, Input};
 use crate::store::{IndexSettings, Store};
 use crate::walk::WalkOptions;
@@ -41,6 +41,33 @@ impl RunModel {
         }
     }
 
+    /// For what must keep the index's vectors as they are (a watcher, a server): the index's
+    /// model and number format, or the caller's where they name the same; other ones are
+    /// refused, naming both.
+    pub fn following(
+        index_dir: &Path,
+        stored: Option<&IndexSettings>,
+        model: Option<&str>,
+        quantization: Option<Quantization>,
+    ) -> Result<RunModel> {
+        let run = RunModel::resolve(stored, model, quantization);
+        let Some(stored) = stored else {
+            return Ok(run);
+        };
+        if !same_model(&run.model_id, &stored.model) || run.quantization != stored.quantization {
+            return Err(IndexError::ModelMismatch {
+                path: index_dir.to_path_buf(),
+                stored: format!("{} ({})", stored.model, stored.quantization.name()),
+                requested: format!("{} ({})", run.model_id, run.quantization.name()),
+            });
+        }
+        // The index's spelling: what its vectors are recorded under.
+        Ok(RunModel {
+            model_id: stored.model.clone(),
+            ..run
+        })
+    }
+
     /// The Matryoshka width the run stores: the one asked for, else the index's own when the
     /// run keeps the index's model, else the model's full width (`None`).
     pub fn dimensions(
@@ -55,6 +82,15 @@ impl RunModel {
                 .map(|s| s.dimension)
         })
     }
+}
+
+/// Two recorded model ids name the same model: equal, or the same folder reached two ways.
+fn same_model(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (Path::new(a).canonicalize(), Path::new(b).canonicalize()),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
 
 /// How the index records a model: a local folder by its absolute path, so that a search finds
@@ -151,6 +187,34 @@ mod tests {
         let run = RunModel::resolve(None, None, None);
         assert_eq!(run.model_id, DEFAULT_MODEL);
         assert_eq!(run.quantization, Quantization::None);
+    }
+
+    #[test]
+    fn what_follows_an_index_keeps_its_model_and_refuses_others_by_name() {
+        let held = stored("some/model", 128);
+        let dir = Path::new("/tmp/index");
+        let run = RunModel::following(dir, Some(&held), None, None).unwrap();
+        assert_eq!(run.model_id, "some/model");
+        assert_eq!(run.quantization, Quantization::Int8);
+        let same = RunModel::following(dir, Some(&held), Some("some/model"), None).unwrap();
+        assert_eq!(same, run);
+        let other = RunModel::following(dir, Some(&held), Some("other/model"), None).unwrap_err();
+        assert!(
+            matches!(other, IndexError::ModelMismatch { .. }),
+            "{other:?}"
+        );
+        assert_eq!(
+            other.to_string(),
+            "the index at /tmp/index holds vectors of some/model (int8); this asks for \
+             other/model (int8). Leave --model/--quantize out to follow the index, or re-embed \
+             it first with `quiver index --reembed`"
+        );
+        let f32 = RunModel::following(dir, Some(&held), None, Some(Quantization::None))
+            .unwrap_err()
+            .to_string();
+        assert!(f32.contains("this asks for some/model (none)"), "{f32}");
+        let fresh = RunModel::following(dir, None, Some("other/model"), None).unwrap();
+        assert_eq!(fresh.model_id, "other/model");
     }
 
     #[test]

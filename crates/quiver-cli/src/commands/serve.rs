@@ -5,8 +5,8 @@
 use crate::model::{load_embedder_with, load_reranker, QuantizeArg};
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_embed::{resolve_model, Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
-use quiver_index::Store;
+use quiver_embed::{Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
+use quiver_index::{RunModel, Store};
 use quiver_server::{BatchSettings, Limits, RequestDefaults, Server, ServerOptions, Timeouts};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -179,15 +179,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "--body-timeout",
         )?,
     };
-    let (model, index_quantization) = served_model(args.model.as_deref(), args.index.as_deref())?;
-    let quantize = match (args.quantize, index_quantization) {
-        (Some(asked), Some(index)) if Quantization::from(asked) != index => bail!(
-            "the index was built with --quantize {}: its queries must be embedded the same way \
-             (leave --quantize out to follow the index)",
-            index.name()
-        ),
-        (asked, index) => asked.or(index.map(Into::into)).unwrap_or_default(),
-    };
+    let RunModel {
+        model_id: model,
+        quantization,
+    } = served_model(
+        args.model.as_deref(),
+        args.quantize.map(Into::into),
+        args.index.as_deref(),
+    )?;
     let device = args.device.unwrap_or_default();
     let embedder = load_embedder_with(
         &model,
@@ -195,7 +194,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_length: args.max_length,
             device,
             few_row_kernels: args.few_row_kernels.unwrap_or(true),
-            quantization: quantize.into(),
+            quantization,
             ..EmbedderOptions::default()
         },
     )?;
@@ -327,35 +326,27 @@ fn positive(value: Option<usize>, default: usize, flag: &str) -> anyhow::Result<
     }
 }
 
-/// The model to serve: the one asked for, which must be the index's when both are given; else
-/// the index's; else the default. With it, the number format of the index's vectors.
+/// The model to serve and its number format: with an index, the index's (a different one
+/// asked for is refused); without, the one asked for, else the default.
 fn served_model(
-    asked: Option<&str>,
+    model: Option<&str>,
+    quantization: Option<Quantization>,
     index: Option<&Path>,
-) -> anyhow::Result<(String, Option<Quantization>)> {
+) -> anyhow::Result<RunModel> {
     let Some(dir) = index else {
-        return Ok((asked.unwrap_or(DEFAULT_MODEL).to_string(), None));
+        return Ok(RunModel {
+            model_id: model.unwrap_or(DEFAULT_MODEL).to_string(),
+            quantization: quantization.unwrap_or_default(),
+        });
     };
     let store = Store::open(dir).with_context(|| format!("opening index {}", dir.display()))?;
     let settings = store.indexed_settings()?;
-    let quantization = Some(settings.quantization);
-    let Some(asked) = asked else {
-        return Ok((settings.model, quantization));
-    };
-    let same = asked == settings.model
-        || matches!(
-            (resolve_model(asked), resolve_model(&settings.model)),
-            (Ok(a), Ok(b)) if a.canonicalize().ok() == b.canonicalize().ok()
-        );
-    if !same {
-        bail!(
-            "the index at {} was built with model {}, not {asked}: serve it with that model \
-             (or leave --model out)",
-            dir.display(),
-            settings.model
-        );
-    }
-    Ok((asked.to_string(), quantization))
+    Ok(RunModel::following(
+        dir,
+        Some(&settings),
+        model,
+        quantization,
+    )?)
 }
 
 /// Ctrl-C, or SIGTERM where there is one.

@@ -57,24 +57,12 @@ pub fn updater(args: &TreeArgs) -> anyhow::Result<Arc<IndexUpdater>> {
         Err(error) => return Err(error.into()),
     };
     let stored = store.as_ref().map(Store::settings).transpose()?.flatten();
-    let run = RunModel::resolve(
+    let run = RunModel::following(
+        &index_dir,
         stored.as_ref(),
         args.model.as_deref(),
         args.quantize.map(Into::into),
-    );
-    if let Some(stored) = &stored {
-        if stored.model != run.model_id || stored.quantization != run.quantization {
-            bail!(
-                "the index at {} holds vectors of {} ({}); this asks for {} ({}). Run `quiver \
-                 index --reembed` with the new model first, or leave --model/--quantize out",
-                index_dir.display(),
-                stored.model,
-                stored.quantization.name(),
-                run.model_id,
-                run.quantization.name()
-            );
-        }
-    }
+    )?;
     let embedder = load_embedder(&run.model_id, args.device, run.quantization)?;
     let mut options = IndexOptions::new(Input::Tree { root }, run.model_id.clone(), &index_dir);
     options.dimensions = run.dimensions(stored.as_ref(), None, embedder.dimension());
