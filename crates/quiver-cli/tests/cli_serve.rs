@@ -798,7 +798,10 @@ fn an_int8_server_stays_close_to_the_f32_vectors() {
     );
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("--quantize none"), "{stderr}");
+    assert!(
+        stderr.contains("(none); this asks for") && stderr.contains("(int8)"),
+        "{stderr}"
+    );
 }
 
 #[test]
