@@ -1,8 +1,8 @@
 //! Turning a model spec (a folder or a Hugging Face hub id) into a local folder.
 //!
-//! Order: an existing folder; the local Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`); a download
-//! with the hub client unless `HF_HUB_OFFLINE=1`. Nothing is downloaded when the cache has the
-//! files.
+//! Order: an existing folder; the local Hugging Face cache (`HF_HUB_CACHE`, else `HF_HOME/hub`,
+//! else `~/.cache/huggingface/hub`, as the Python hub client looks); a download with the hub
+//! client unless `HF_HUB_OFFLINE=1`. Nothing is downloaded when the cache has the files.
 
 use crate::{EmbedError, Result};
 use std::path::{Path, PathBuf};
@@ -95,8 +95,21 @@ fn check_folder(spec: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The hub cache folder. `hf_hub::Cache::from_env` reads only `HF_HOME` (and panics without a
+/// home directory), so a cache moved with `HF_HUB_CACHE` would be missed.
+fn hub_cache() -> Option<PathBuf> {
+    let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(cache) = set("HF_HUB_CACHE") {
+        return Some(PathBuf::from(cache));
+    }
+    if let Some(home) = set("HF_HOME") {
+        return Some(PathBuf::from(home).join("hub"));
+    }
+    set("HOME").map(|home| PathBuf::from(home).join(".cache/huggingface/hub"))
+}
+
 fn cached_snapshot(spec: &str) -> Option<PathBuf> {
-    let cache = hf_hub::Cache::from_env();
+    let cache = hf_hub::Cache::new(hub_cache()?);
     let repo = cache.model(spec.to_string());
     let config = repo.get("config.json")?;
     let dir = config.parent()?.to_path_buf();
@@ -105,7 +118,14 @@ fn cached_snapshot(spec: &str) -> Option<PathBuf> {
 }
 
 fn download(spec: &str) -> Result<PathBuf> {
+    let cache = hub_cache().ok_or_else(|| {
+        not_found(
+            spec,
+            "there is nowhere to download it to: set HF_HUB_CACHE, HF_HOME or HOME",
+        )
+    })?;
     let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_cache_dir(cache)
         .build()
         .map_err(|error| not_found(spec, &format!("the hub client failed to start: {error}")))?;
     let repo = api.model(spec.to_string());

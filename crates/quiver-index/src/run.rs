@@ -84,13 +84,16 @@ impl RunModel {
     }
 }
 
-/// Two recorded model ids name the same model: equal, or the same folder reached two ways.
+/// Two recorded model ids name the same model: equal, or the same folder reached two ways (a
+/// folder and its absolute path, or a hub id and its cached snapshot). Nothing is downloaded:
+/// an id not on this machine can only match by name.
 fn same_model(a: &str, b: &str) -> bool {
-    a == b
-        || matches!(
-            (Path::new(a).canonicalize(), Path::new(b).canonicalize()),
-            (Ok(a), Ok(b)) if a == b
-        )
+    let folder = |spec: &str| {
+        quiver_embed::resolve_local_model(spec)
+            .ok()
+            .and_then(|dir| dir.canonicalize().ok())
+    };
+    a == b || matches!((folder(a), folder(b)), (Some(a), Some(b)) if a == b)
 }
 
 /// How the index records a model: a local folder by its absolute path, so that a search finds

@@ -5,7 +5,7 @@
 use crate::model::{load_embedder_with, load_reranker, QuantizeArg};
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_embed::{Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
+use quiver_embed::{Device, EmbedderOptions, Quantization};
 use quiver_index::{RunModel, Store};
 use quiver_server::{BatchSettings, Limits, RequestDefaults, Server, ServerOptions, Timeouts};
 use serde::{Deserialize, Serialize};
@@ -334,10 +334,7 @@ fn served_model(
     index: Option<&Path>,
 ) -> anyhow::Result<RunModel> {
     let Some(dir) = index else {
-        return Ok(RunModel {
-            model_id: model.unwrap_or(DEFAULT_MODEL).to_string(),
-            quantization: quantization.unwrap_or_default(),
-        });
+        return Ok(RunModel::resolve(None, model, quantization));
     };
     let store = Store::open(dir).with_context(|| format!("opening index {}", dir.display()))?;
     let settings = store.indexed_settings()?;

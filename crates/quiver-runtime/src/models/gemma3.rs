@@ -12,7 +12,7 @@
 //! are the sentence-transformers config's.
 
 use super::pre_norm::{
-    AttentionBiases, AttentionKind, LlamaProjections, Norm, PreNormLayer, PreNormStack,
+    AttentionBiases, AttentionKind, LayerNorms, Norm, PreNormLayer, PreNormStack, Projections,
 };
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
@@ -204,36 +204,29 @@ impl Gemma3Model {
         let layers = (0..config.num_hidden_layers)
             .map(|index| {
                 let layer = weights.pp("layers").pp(index);
-                let LlamaProjections {
-                    qkv,
-                    attention_out,
-                    gate_up,
-                    down,
-                } = LlamaProjections::load(
-                    &layer,
-                    h,
-                    shape,
-                    config.intermediate_size,
-                    AttentionBiases {
-                        qkv: false,
-                        out: false,
-                    },
-                )?;
                 let head_norm =
                     |name: &str| gemma_norm(&layer.pp(name), shape.head_dim, config.rms_norm_eps);
                 Ok(PreNormLayer {
-                    attention_norm: Some(norm(&layer.pp("input_layernorm"), h)?),
-                    qkv,
-                    head_norms: Some((
-                        head_norm("self_attn.q_norm")?,
-                        head_norm("self_attn.k_norm")?,
-                    )),
-                    attention_out,
-                    attention_out_norm: Some(norm(&layer.pp("post_attention_layernorm"), h)?),
-                    feed_forward_norm: norm(&layer.pp("pre_feedforward_layernorm"), h)?,
-                    gate_up,
-                    down,
-                    feed_forward_out_norm: Some(norm(&layer.pp("post_feedforward_layernorm"), h)?),
+                    projections: Projections::load_llama(
+                        &layer,
+                        h,
+                        shape,
+                        config.intermediate_size,
+                        AttentionBiases {
+                            qkv: false,
+                            out: false,
+                        },
+                    )?,
+                    norms: LayerNorms {
+                        attention: Some(norm(&layer.pp("input_layernorm"), h)?),
+                        heads: Some((
+                            head_norm("self_attn.q_norm")?,
+                            head_norm("self_attn.k_norm")?,
+                        )),
+                        attention_out: Some(norm(&layer.pp("post_attention_layernorm"), h)?),
+                        feed_forward: norm(&layer.pp("pre_feedforward_layernorm"), h)?,
+                        feed_forward_out: Some(norm(&layer.pp("post_feedforward_layernorm"), h)?),
+                    },
                     attention_kind: if config.layer_types[index] == "sliding_attention" {
                         SLIDING
                     } else {

@@ -8,7 +8,7 @@
 //! activated half first), and a final layer norm. Global and local layers rotate with their own
 //! θ. Norms and dense layers carry biases only where the config says so.
 
-use super::pre_norm::{AttentionKind, Norm, PreNormLayer, PreNormStack};
+use super::pre_norm::{AttentionKind, LayerNorms, Norm, PreNormLayer, PreNormStack, Projections};
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
 use crate::layers::{embedding_rows, AttentionShape, LayerNorm, Linear, Rotary, Visibility};
@@ -159,17 +159,21 @@ impl ModernBertModel {
                     Linear::load(&layer.pp(name), inputs, outputs, bias)
                 };
                 Ok(PreNormLayer {
-                    attention_norm: (index > 0)
-                        .then(|| norm(&layer.pp("attn_norm")).map(Norm::Layer))
-                        .transpose()?,
-                    qkv: linear("attn.Wqkv", h, 3 * h, config.attention_bias)?,
-                    head_norms: None,
-                    attention_out: linear("attn.Wo", h, h, config.attention_bias)?,
-                    attention_out_norm: None,
-                    feed_forward_norm: Norm::Layer(norm(&layer.pp("mlp_norm"))?),
-                    gate_up: linear("mlp.Wi", h, 2 * width, config.mlp_bias)?,
-                    down: linear("mlp.Wo", width, h, config.mlp_bias)?,
-                    feed_forward_out_norm: None,
+                    projections: Projections {
+                        qkv: linear("attn.Wqkv", h, 3 * h, config.attention_bias)?,
+                        attention_out: linear("attn.Wo", h, h, config.attention_bias)?,
+                        gate_up: linear("mlp.Wi", h, 2 * width, config.mlp_bias)?,
+                        down: linear("mlp.Wo", width, h, config.mlp_bias)?,
+                    },
+                    norms: LayerNorms {
+                        attention: (index > 0)
+                            .then(|| norm(&layer.pp("attn_norm")).map(Norm::Layer))
+                            .transpose()?,
+                        heads: None,
+                        attention_out: None,
+                        feed_forward: Norm::Layer(norm(&layer.pp("mlp_norm"))?),
+                        feed_forward_out: None,
+                    },
                     attention_kind: if config.is_global(index) {
                         GLOBAL
                     } else {

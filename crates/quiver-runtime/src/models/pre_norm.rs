@@ -29,24 +29,35 @@ impl Norm {
 }
 
 pub struct PreNormLayer {
-    /// Absent where the attention reads the hidden states as they are (ModernBERT's layer 0,
-    /// which follows the embeddings' norm).
-    pub attention_norm: Option<Norm>,
+    pub projections: Projections,
+    pub norms: LayerNorms,
+    /// Which of the stack's [`PreNormStack::attention`] kinds the layer uses.
+    pub attention_kind: usize,
+}
+
+/// A layer's dense layers.
+pub struct Projections {
     pub qkv: Linear,
-    /// RMSNorm over each query head and each key head, before the rotation (Qwen3, Gemma 3).
-    pub head_norms: Option<(RmsNorm, RmsNorm)>,
     pub attention_out: Linear,
-    /// A norm of the attention block's output before the residual (Gemma 3).
-    pub attention_out_norm: Option<Norm>,
-    pub feed_forward_norm: Norm,
     /// Gate and up projections side by side (`[tokens, 2 · intermediate]`); the first half is
     /// activated.
     pub gate_up: Linear,
     pub down: Linear,
+}
+
+/// The norms around a layer's projections: which of them a checkpoint has is what tells the
+/// pre-norm families apart.
+pub struct LayerNorms {
+    /// Absent where the attention reads the hidden states as they are (ModernBERT's layer 0,
+    /// which follows the embeddings' norm).
+    pub attention: Option<Norm>,
+    /// RMSNorm over each query head and each key head, before the rotation (Qwen3, Gemma 3).
+    pub heads: Option<(RmsNorm, RmsNorm)>,
+    /// A norm of the attention block's output before the residual (Gemma 3).
+    pub attention_out: Option<Norm>,
+    pub feed_forward: Norm,
     /// A norm of the feed-forward block's output before the residual (Gemma 3).
-    pub feed_forward_out_norm: Option<Norm>,
-    /// Which of the stack's [`PreNormStack::attention`] kinds the layer uses.
-    pub attention_kind: usize,
+    pub feed_forward_out: Option<Norm>,
 }
 
 /// How a layer's attention sees positions: its rotation, and which keys each query sees.
@@ -82,32 +93,33 @@ impl PreNormStack {
             Vec::new(),
         );
         for layer in &self.layers {
+            let (dense, norms) = (&layer.projections, &layer.norms);
             normed.clone_from(hidden);
-            if let Some(norm) = &layer.attention_norm {
+            if let Some(norm) = &norms.attention {
                 norm.forward(&mut normed);
             }
-            layer.qkv.forward(&normed, tokens, &mut qkv);
-            if let Some((q_norm, k_norm)) = &layer.head_norms {
+            dense.qkv.forward(&normed, tokens, &mut qkv);
+            if let Some((q_norm, k_norm)) = &norms.heads {
                 normalize_heads(&mut qkv, self.shape, q_norm, k_norm);
             }
             self.scale_queries(&mut qkv);
             let kind = &self.attention[layer.attention_kind];
             kind.rotary.apply(&mut qkv, batch, self.shape);
             self_attention(&qkv, batch, self.shape, kind.visibility, None, &mut context);
-            layer
+            dense
                 .attention_out
                 .forward(&context, tokens, &mut projected);
-            if let Some(norm) = &layer.attention_out_norm {
+            if let Some(norm) = &norms.attention_out {
                 norm.forward(&mut projected);
             }
             add_residual(hidden, &projected);
 
             normed.clone_from(hidden);
-            layer.feed_forward_norm.forward(&mut normed);
-            layer.gate_up.forward(&normed, tokens, &mut gate_up);
+            norms.feed_forward.forward(&mut normed);
+            dense.gate_up.forward(&normed, tokens, &mut gate_up);
             gated_linear_unit(&gate_up, self.intermediate, self.activation, &mut activated);
-            layer.down.forward(&activated, tokens, &mut projected);
-            if let Some(norm) = &layer.feed_forward_out_norm {
+            dense.down.forward(&activated, tokens, &mut projected);
+            if let Some(norm) = &norms.feed_forward_out {
                 norm.forward(&mut projected);
             }
             add_residual(hidden, &projected);
@@ -125,15 +137,6 @@ impl PreNormStack {
     }
 }
 
-/// A layer's dense layers as Llama-family checkpoints (Qwen2/3, Gemma 3) name them:
-/// `self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`.
-pub struct LlamaProjections {
-    pub qkv: Linear,
-    pub attention_out: Linear,
-    pub gate_up: Linear,
-    pub down: Linear,
-}
-
 /// Whether a Llama-family layer's attention projections carry biases.
 #[derive(Clone, Copy)]
 pub struct AttentionBiases {
@@ -141,8 +144,10 @@ pub struct AttentionBiases {
     pub out: bool,
 }
 
-impl LlamaProjections {
-    pub fn load(
+impl Projections {
+    /// The dense layers as Llama-family checkpoints (Qwen2/3, Gemma 3) name them:
+    /// `self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`.
+    pub fn load_llama(
         layer: &Weights<'_>,
         hidden: usize,
         shape: AttentionShape,
@@ -151,7 +156,7 @@ impl LlamaProjections {
     ) -> Result<Self> {
         let (q_width, kv_width) = (shape.hidden(), shape.num_kv_heads * shape.head_dim);
         let (attention, mlp) = (layer.pp("self_attn"), layer.pp("mlp"));
-        Ok(LlamaProjections {
+        Ok(Projections {
             qkv: Linear::load_stacked(
                 &attention,
                 &[

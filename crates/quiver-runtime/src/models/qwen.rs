@@ -11,7 +11,7 @@
 //! and a `head_dim` of its own (heads × head_dim need not equal the hidden width).
 
 use super::pre_norm::{
-    AttentionBiases, AttentionKind, LlamaProjections, Norm, PreNormLayer, PreNormStack,
+    AttentionBiases, AttentionKind, LayerNorms, Norm, PreNormLayer, PreNormStack, Projections,
 };
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
@@ -162,13 +162,7 @@ impl QwenModel {
         let layers = (0..config.num_hidden_layers)
             .map(|index| {
                 let layer = weights.pp("layers").pp(index);
-                let LlamaProjections {
-                    qkv,
-                    attention_out,
-                    gate_up,
-                    down,
-                } = LlamaProjections::load(&layer, h, shape, config.intermediate_size, biases)?;
-                let head_norms = match variant {
+                let heads = match variant {
                     Variant::Qwen2 => None,
                     Variant::Qwen3 => Some((
                         norm(&layer.pp("self_attn.q_norm"), shape.head_dim)?,
@@ -176,15 +170,20 @@ impl QwenModel {
                     )),
                 };
                 Ok(PreNormLayer {
-                    attention_norm: Some(Norm::Rms(norm(&layer.pp("input_layernorm"), h)?)),
-                    qkv,
-                    head_norms,
-                    attention_out,
-                    attention_out_norm: None,
-                    feed_forward_norm: Norm::Rms(norm(&layer.pp("post_attention_layernorm"), h)?),
-                    gate_up,
-                    down,
-                    feed_forward_out_norm: None,
+                    projections: Projections::load_llama(
+                        &layer,
+                        h,
+                        shape,
+                        config.intermediate_size,
+                        biases,
+                    )?,
+                    norms: LayerNorms {
+                        attention: Some(Norm::Rms(norm(&layer.pp("input_layernorm"), h)?)),
+                        heads,
+                        attention_out: None,
+                        feed_forward: Norm::Rms(norm(&layer.pp("post_attention_layernorm"), h)?),
+                        feed_forward_out: None,
+                    },
                     attention_kind: 0,
                 })
             })
