@@ -184,8 +184,7 @@ impl Index {
             asked.model_id.clone(),
             &self.dir,
         );
-        options.dimensions =
-            asked.dimensions(stored.as_ref(), dimensions, model.embedder.dimension());
+        options.dimensions = dimensions;
         options.reembed = reembed;
         options.chunk_tokens = chunk_tokens;
         if let Some(prefix) = id_prefix {

@@ -17,7 +17,6 @@ pub use dataset::{Dataset, Query};
 pub use metrics::Metrics;
 
 use quiver_embed::Embedder;
-use quiver_index::walk::WalkOptions;
 use quiver_index::{
     search_with, settings_for, ChunkRecord, Chunking, IndexOptions, IndexProgress, Input,
     SearchFilter, SearchMode, SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
@@ -143,11 +142,7 @@ pub fn evaluate(
 ) -> Result<Vec<SystemReport>> {
     // Queries are embedded by the rule of the indexes the systems build (the same model and
     // width for all), as `quiver search` would embed them.
-    let mut rule = settings_for(model_id, embedder, None);
-    if let Some(name) = query_prompt {
-        embedder.config().prompt(name)?;
-        rule.query_prompt = Some(name.to_string());
-    }
+    let rule = settings_for(model_id, embedder, None, None, query_prompt)?;
     let texts: Vec<&str> = dataset.queries.iter().map(|q| q.query.as_str()).collect();
     let query_vectors = embedder.embed(&texts, &rule.query_options())?;
     let mut reports = Vec::new();
@@ -228,19 +223,18 @@ fn evaluate_system(
         .join(sanitize(&system.name));
     let mut store = Store::open_writer(&index_dir)?;
     let options = IndexOptions {
-        input: Input::Tree {
-            root: dataset.corpus.clone(),
-        },
         id_prefix: "eval".into(),
-        model_id: model_id.into(),
         chunk_tokens: system.chunk_tokens,
         chunking: system.chunking,
         context_header: system.context_header,
-        walk: WalkOptions::default(),
         reembed: true,
-        dimensions: None,
-        batch_chunks: 256,
-        query_prompt: None,
+        ..IndexOptions::new(
+            Input::Tree {
+                root: dataset.corpus.clone(),
+            },
+            model_id.into(),
+            &index_dir,
+        )
     };
     let report = quiver_index::index(&mut store, embedder, &options, progress)?;
     let figures_path = index_dir.join(BUILD_FIGURES);

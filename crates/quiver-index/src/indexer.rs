@@ -78,7 +78,8 @@ pub struct IndexOptions {
     pub walk: WalkOptions,
     /// Embed everything again when the model or dimension changed.
     pub reembed: bool,
-    /// Matryoshka dimension; `None`: the model's.
+    /// Matryoshka dimension; `None`: the index's own while the model stays the same, else the
+    /// model's full width.
     pub dimensions: Option<usize>,
     /// Chunks embedded per commit.
     pub batch_chunks: usize,
@@ -172,12 +173,18 @@ impl TokenCounter for ModelTokens<'_> {
     }
 }
 
-/// The settings an index built with this embedder and options records.
+/// What an index embedded by `embedder` (as `model_id`) records: the one rule for its width and
+/// prompts, read by `quiver index`, the watcher, Python and `quiver eval`. What the caller asks
+/// (`dimensions`, `query_prompt`) wins; else what an earlier run over `stored` chose, while the
+/// model stays the same; else the model's full width and its own `query`/`document` prompts.
+/// A named prompt the model lacks is refused.
 pub fn settings_for(
     model_id: &str,
     embedder: &Embedder,
+    stored: Option<&IndexSettings>,
     dimensions: Option<usize>,
-) -> IndexSettings {
+    query_prompt: Option<&str>,
+) -> Result<IndexSettings> {
     let prompt = |name: &str| {
         embedder
             .config()
@@ -185,16 +192,29 @@ pub fn settings_for(
             .contains_key(name)
             .then(|| name.to_string())
     };
-    IndexSettings {
+    let earlier = stored.filter(|s| s.model == model_id);
+    let query_prompt = match query_prompt {
+        Some(name) => {
+            embedder.config().prompt(name)?;
+            Some(name.to_string())
+        }
+        None => match earlier {
+            Some(earlier) => earlier.query_prompt.clone(),
+            None => prompt("query").or_else(|| prompt("retrieval.query")),
+        },
+    };
+    Ok(IndexSettings {
         model: model_id.to_string(),
-        dimension: dimensions.unwrap_or(embedder.dimension()),
+        dimension: dimensions
+            .or(earlier.map(|s| s.dimension))
+            .unwrap_or(embedder.dimension()),
         normalize: true,
         document_prompt: prompt("document")
             .or_else(|| prompt("passage"))
             .or_else(|| prompt("retrieval.passage")),
-        query_prompt: prompt("query").or_else(|| prompt("retrieval.query")),
+        query_prompt,
         quantization: embedder.quantization(),
-    }
+    })
 }
 
 /// Brings the index in `store` up to date with the input.
@@ -205,19 +225,13 @@ pub fn index(
     progress: &dyn IndexProgress,
 ) -> Result<IndexReport> {
     let started = Instant::now();
-    let mut settings = settings_for(&options.model_id, embedder, options.dimensions);
-    match &options.query_prompt {
-        Some(name) => {
-            embedder.config().prompt(name)?;
-            settings.query_prompt = Some(name.clone());
-        }
-        // A query prompt chosen by an earlier run stays until a run names another.
-        None => {
-            if let Some(stored) = store.settings()?.filter(|s| s.model == settings.model) {
-                settings.query_prompt = stored.query_prompt;
-            }
-        }
-    }
+    let settings = settings_for(
+        &options.model_id,
+        embedder,
+        store.settings()?.as_ref(),
+        options.dimensions,
+        options.query_prompt.as_deref(),
+    )?;
     let embed_options = settings.document_options();
     // One text embedded as the run will embed them, before anything in the index changes: a
     // width the model cannot give, or a model that cannot run or gives non-finite vectors

@@ -67,21 +67,6 @@ impl RunModel {
             ..run
         })
     }
-
-    /// The Matryoshka width the run stores: the one asked for, else the index's own when the
-    /// run keeps the index's model, else the model's full width (`None`).
-    pub fn dimensions(
-        &self,
-        stored: Option<&IndexSettings>,
-        requested: Option<usize>,
-        model_dimension: usize,
-    ) -> Option<usize> {
-        requested.or_else(|| {
-            stored
-                .filter(|s| s.model == self.model_id && s.dimension != model_dimension)
-                .map(|s| s.dimension)
-        })
-    }
 }
 
 /// Two recorded model ids name the same model: equal, or the same folder reached two ways (a
@@ -218,15 +203,5 @@ mod tests {
         assert!(f32.contains("this asks for some/model (none)"), "{f32}");
         let fresh = RunModel::following(dir, None, Some("other/model"), None).unwrap();
         assert_eq!(fresh.model_id, "other/model");
-    }
-
-    #[test]
-    fn the_index_width_is_kept_only_with_its_model() {
-        let held = stored("some/model", 128);
-        let same = RunModel::resolve(Some(&held), None, None);
-        assert_eq!(same.dimensions(Some(&held), None, 384), Some(128));
-        assert_eq!(same.dimensions(Some(&held), Some(64), 384), Some(64));
-        let other = RunModel::resolve(Some(&held), Some("other/model"), None);
-        assert_eq!(other.dimensions(Some(&held), None, 384), None);
     }
 }

@@ -107,7 +107,7 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     );
     let embedder = load_embedder(&run.model_id, args.device, run.quantization)?;
     let mut options = IndexOptions::new(input.clone(), run.model_id.clone(), &index_dir);
-    options.dimensions = run.dimensions(stored.as_ref(), args.dimensions, embedder.dimension());
+    options.dimensions = args.dimensions;
     options.id_prefix = args.id_prefix.clone();
     options.chunk_tokens = args.chunk_tokens;
     if args.pack_definitions {

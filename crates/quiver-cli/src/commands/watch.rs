@@ -65,7 +65,6 @@ pub fn updater(args: &TreeArgs) -> anyhow::Result<Arc<IndexUpdater>> {
     )?;
     let embedder = load_embedder(&run.model_id, args.device, run.quantization)?;
     let mut options = IndexOptions::new(Input::Tree { root }, run.model_id.clone(), &index_dir);
-    options.dimensions = run.dimensions(stored.as_ref(), None, embedder.dimension());
     if let Some(store) = &store {
         options = options.like_last_run(store)?;
     }
