@@ -74,14 +74,14 @@ impl Model {
     }
 }
 
-/// `quantize=` as Python callers spell it: `None`, `"none"`, `"f32"` or `"int8"`.
+/// `quantize=` as Python callers spell it: `None`, `"none"`, `"f32"`, `"int8"` or `"bf16"`.
 pub(crate) fn quantization(name: Option<&str>) -> PyResult<Option<Quantization>> {
     match name {
         None => Ok(None),
         Some("f32") => Ok(Some(Quantization::None)),
         Some(name) => Quantization::from_name(name).map(Some).ok_or_else(|| {
             PyValueError::new_err(format!(
-                "unknown quantize={name:?}: use None, \"f32\" or \"int8\""
+                "unknown quantize={name:?}: use None, \"f32\", \"int8\" or \"bf16\""
             ))
         }),
     }
@@ -248,7 +248,7 @@ impl Model {
         &self.model_id
     }
 
-    /// The number format of the dense layers: `"none"` (f32) or `"int8"`.
+    /// The number format of the dense layers: `"none"` (f32), `"int8"` or `"bf16"`.
     #[getter]
     fn quantization(&self) -> &'static str {
         self.embedder.quantization().name()

@@ -2,7 +2,7 @@ use crate::model::{load_embedder_with, QuantizeArg};
 use crate::progress::IndexBar;
 use anyhow::Context;
 use clap::Args;
-use quiver_embed::{Device, EmbedderOptions, DEFAULT_MODEL};
+use quiver_embed::{Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
 use quiver_eval::{evaluate, BoxError, Dataset, ExternalSearch, Metrics, System, SystemReport};
 use quiver_export::{export_index, StoreClient, StoreQuery, Target, TargetOptions};
 use quiver_index::{Chunking, SearchMode, Store, DEFAULT_KEYWORD_WEIGHT};
@@ -133,10 +133,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             ..EmbedderOptions::default()
         },
     )?;
-    // The model as the report and the index folders name it: int8 vectors are not f32 ones.
-    let model_id = match args.quantize {
-        QuantizeArg::None => args.model.clone(),
-        QuantizeArg::Int8 => format!("{} (int8)", args.model),
+    // The model as the report and the index folders name it: int8 or bf16 vectors are not
+    // f32 ones.
+    let model_id = match Quantization::from(args.quantize) {
+        Quantization::None => args.model.clone(),
+        narrow => format!("{} ({})", args.model, narrow.name()),
     };
     let modes = if args.modes.is_empty() {
         vec![SearchMode::Vector, SearchMode::Keyword, SearchMode::Hybrid]

@@ -6,6 +6,7 @@
 //! would run as separate passes over memory.
 
 mod activation;
+mod bf16;
 mod few_rows;
 mod int8;
 mod matmul;
@@ -14,6 +15,7 @@ mod reduce;
 mod softmax;
 
 pub use activation::{gated_linear_unit, gelu_erf, gelu_tanh, relu, silu, Activation};
+pub use bf16::{from_bf16, matmul_bf16, to_bf16, Bf16Kernel, Bf16Matrix};
 pub use few_rows::{matmul_few_rows, PackedPanels};
 pub use int8::{matmul_int8, Int8Kernel, QuantizedMatrix};
 pub use matmul::{matmul, MatMut, MatRef};

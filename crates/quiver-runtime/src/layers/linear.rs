@@ -1,6 +1,7 @@
 use super::lora::Lora;
 use crate::kernels::{
-    matmul, matmul_few_rows, matmul_int8, MatMut, MatRef, PackedPanels, QuantizedMatrix,
+    matmul, matmul_bf16, matmul_few_rows, matmul_int8, Bf16Matrix, MatMut, MatRef, PackedPanels,
+    QuantizedMatrix,
 };
 use crate::weights::Weights;
 use crate::{Quantization, Result};
@@ -28,8 +29,9 @@ pub struct Linear {
     bias: Option<Vec<f32>>,
     /// Per-task low-rank updates, for models with task adapters.
     lora: Option<Box<Lora>>,
-    /// The weights in int8, when the model was loaded quantised; `weight_t` is then empty.
-    int8: Option<QuantizedMatrix>,
+    /// The weights in a narrower format, when the model was loaded in one; `weight_t` is then
+    /// empty.
+    narrow: Option<NarrowWeights>,
     in_features: usize,
     out_features: usize,
 }
@@ -90,7 +92,7 @@ impl Linear {
             panels: None,
             bias,
             lora: None,
-            int8: None,
+            narrow: None,
             in_features,
             out_features,
         }
@@ -117,27 +119,30 @@ impl Linear {
         Ok(Linear::new(weight, bias, in_features, out_features).laid_out_for(weights))
     }
 
-    /// The weight layout the load options ask for: int8, or f32 with few-row panels, or plain
-    /// f32.
+    /// The weight layout the load options ask for: int8, bf16, or f32 with few-row panels, or
+    /// plain f32.
     fn laid_out_for(self, weights: &Weights<'_>) -> Self {
         let options = weights.options();
-        if options.quantization == Quantization::Int8 {
-            self.quantized()
-        } else if options.few_row_kernels {
-            self.with_few_row_panels()
-        } else {
-            self
+        match options.quantization {
+            Quantization::None if options.few_row_kernels => self.with_few_row_panels(),
+            Quantization::None => self,
+            narrow => self.narrowed(narrow),
         }
     }
 
-    /// Keeps the weights in int8 only (see [`matmul_int8`]).
-    pub fn quantized(mut self) -> Self {
-        let weights = std::mem::take(&mut self.weight_t);
-        self.int8 = Some(QuantizedMatrix::quantize(
-            &weights,
-            self.in_features,
-            self.out_features,
-        ));
+    /// Keeps the weights in `format` only (see [`matmul_int8`], [`matmul_bf16`]); f32 keeps
+    /// them as they are.
+    pub fn narrowed(mut self, format: Quantization) -> Self {
+        let (k, n) = (self.in_features, self.out_features);
+        let narrow = match format {
+            Quantization::None => return self,
+            Quantization::Int8 => {
+                NarrowWeights::Int8(QuantizedMatrix::quantize(&self.weight_t, k, n))
+            }
+            Quantization::Bf16 => NarrowWeights::Bf16(Bf16Matrix::pack(&self.weight_t, k, n)),
+        };
+        self.narrow = Some(narrow);
+        self.weight_t = Vec::new();
         self.panels = None;
         self
     }
@@ -190,8 +195,13 @@ impl Linear {
         F: Fn(&mut [f32], Range<usize>) + Sync,
     {
         output.resize(rows * self.out_features, 0.0);
-        match (&self.int8, &self.panels) {
-            (Some(int8), _) => matmul_int8(output, &input[..rows * self.in_features], rows, int8),
+        match (&self.narrow, &self.panels) {
+            (Some(NarrowWeights::Int8(int8)), _) => {
+                matmul_int8(output, &input[..rows * self.in_features], rows, int8)
+            }
+            (Some(NarrowWeights::Bf16(bf16)), _) => {
+                matmul_bf16(output, &input[..rows * self.in_features], rows, bf16)
+            }
             (None, Some(panels)) if rows <= FEW_ROWS => matmul_few_rows(
                 output,
                 &input[..rows * self.in_features],
@@ -221,6 +231,13 @@ impl Linear {
             epilogue(block, range);
         });
     }
+}
+
+/// A dense layer's weights in a format narrower than f32.
+#[derive(Debug, Clone)]
+enum NarrowWeights {
+    Int8(QuantizedMatrix),
+    Bf16(Bf16Matrix),
 }
 
 /// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.

@@ -33,6 +33,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         "model_dtype": match embedder.quantization() {
             quiver_embed::Quantization::None => "float32",
             quiver_embed::Quantization::Int8 => "int8",
+            quiver_embed::Quantization::Bf16 => "bfloat16",
         },
         "model_type": {"embedding": {"pooling": config.pooling.name()}},
         // Requests tokenise on the async workers that receive them (large ones on blocking

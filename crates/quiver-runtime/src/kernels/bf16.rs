@@ -1,0 +1,366 @@
+//! `out = x · w` in bfloat16: weights stored as bf16 (half the memory of f32), each input row
+//! rounded to bf16 on the fly, products summed in f32.
+//!
+//! bf16 keeps f32's exponent and 8 bits of its mantissa, so no scale is chosen and no outlier
+//! needs care: each number is rounded to its nearest bf16 (ties to even), a relative error of at
+//! most 2⁻⁹. Sums stay in f32.
+//!
+//! Why our own kernel: `gemm` has no bf16 × bf16 → f32 product, and the one instruction that
+//! makes it pay, AVX-512 BF16 `vdpbf16ps` (32 bf16 products summed pairwise into 16 f32 lanes,
+//! twice the multiply-adds of an f32 FMA), is a few lines of intrinsics. The weights are packed
+//! for it as the int8 kernel packs them: pairs of consecutive `k` for 16 columns fill one
+//! 64-byte vector.
+//!
+//! Machines without AVX-512 BF16 run a portable loop of the same arithmetic (correct, not
+//! fast; f32 or int8 serve them better). [`Bf16Kernel::detect`] picks one per process.
+
+use rayon::prelude::*;
+
+/// Columns in one packed block: one 16-lane vector of f32 sums.
+const COLS: usize = 16;
+/// Rows one pass keeps in registers: 6 rows × 4 column vectors = 24 accumulators of 32, with
+/// 4 weight vectors and the broadcast input.
+const ROWS_PER_PASS: usize = 6;
+/// Column vectors one pass covers.
+const VECTORS: usize = 4;
+
+/// Which instructions run the bf16 products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AVX-512 BF16 `vdpbf16ps`.
+    Avx512,
+    /// Plain loops.
+    Portable,
+}
+
+impl Bf16Kernel {
+    /// The fastest kernel this CPU runs. `QUIVER_BF16_KERNEL=portable` picks the portable loop
+    /// (to measure and test it on a machine that has the instructions).
+    pub fn detect() -> Bf16Kernel {
+        let available = Self::available();
+        let requested = match std::env::var("QUIVER_BF16_KERNEL").as_deref() {
+            Ok("portable") => Some(Bf16Kernel::Portable),
+            _ => None,
+        };
+        requested
+            .filter(|kernel| available.contains(kernel))
+            .unwrap_or(available[0])
+    }
+
+    /// Kernels this CPU runs, fastest first (the portable loop always).
+    pub fn available() -> Vec<Bf16Kernel> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+                kernels.push(Bf16Kernel::Avx512);
+            }
+        }
+        kernels.push(Bf16Kernel::Portable);
+        kernels
+    }
+}
+
+/// `value` rounded to the nearest bf16 (ties to even), as its 16 bits.
+pub fn to_bf16(value: f32) -> u16 {
+    let bits = value.to_bits();
+    if value.is_nan() {
+        // Keep it a NaN: rounding could carry a NaN's low payload bits into infinity.
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// The f32 a bf16 stands for (exact).
+pub fn from_bf16(value: u16) -> f32 {
+    f32::from_bits(u32::from(value) << 16)
+}
+
+/// A `[k, n]` weight matrix in bf16, packed for [`matmul_bf16`].
+#[derive(Debug, Clone)]
+pub struct Bf16Matrix {
+    kernel: Bf16Kernel,
+    k: usize,
+    n: usize,
+    /// `k` rounded up to a multiple of 2.
+    k2: usize,
+    /// `[n / 16 blocks][k2 / 2][16 columns][2]`, zero-padded.
+    data: Vec<u16>,
+}
+
+impl Bf16Matrix {
+    /// Rounds `w` (`k × n`, row-major) to bf16 for the kernel this CPU runs best.
+    pub fn pack(w: &[f32], k: usize, n: usize) -> Self {
+        Self::pack_for(w, k, n, Bf16Kernel::detect())
+    }
+
+    /// Rounds `w` for `kernel`, which must be one of [`Bf16Kernel::available`].
+    pub fn pack_for(w: &[f32], k: usize, n: usize, kernel: Bf16Kernel) -> Self {
+        assert_eq!(w.len(), k * n, "w is not k × n");
+        let k2 = k.div_ceil(2) * 2;
+        let blocks = n.div_ceil(COLS);
+        let mut data = vec![0u16; blocks * k2 * COLS];
+        for (p, row) in w.chunks_exact(n).enumerate() {
+            for (c, &value) in row.iter().enumerate() {
+                let (block, lane) = (c / COLS, c % COLS);
+                data[block * k2 * COLS + (p / 2) * COLS * 2 + lane * 2 + p % 2] = to_bf16(value);
+            }
+        }
+        Bf16Matrix {
+            kernel,
+            k,
+            n,
+            k2,
+            data,
+        }
+    }
+
+    fn block(&self, b: usize) -> &[u16] {
+        &self.data[b * self.k2 * COLS..(b + 1) * self.k2 * COLS]
+    }
+}
+
+/// Each row of `x` (`rows × k`) in bf16, `rows × k2` (the padding multiplies zero weights).
+fn round_rows(x: &[f32], k: usize, k2: usize) -> Vec<u16> {
+    let rows = x.len() / k.max(1);
+    let mut out = vec![0u16; rows * k2];
+    out.par_chunks_mut(k2)
+        .zip(x.par_chunks(k))
+        .for_each(|(out, row)| {
+            out.iter_mut().zip(row).for_each(|(o, &v)| *o = to_bf16(v));
+        });
+    out
+}
+
+/// `out[r, c] ≈ Σₖ x[r, k] · w[k, c]` for `x` `rows × k`, `out` `rows × n`, row-major.
+/// Passes of [`ROWS_PER_PASS`] rows run in parallel, each writing its own rows of `out`.
+pub fn matmul_bf16(out: &mut [f32], x: &[f32], rows: usize, w: &Bf16Matrix) {
+    let (k, n, k2) = (w.k, w.n, w.k2);
+    assert_eq!(x.len(), rows * k, "x is not rows × k");
+    assert_eq!(out.len(), rows * n, "out is not rows × n");
+    let xb = round_rows(x, k, k2);
+    let blocks = n.div_ceil(COLS);
+    out.par_chunks_mut(ROWS_PER_PASS * n)
+        .zip(xb.par_chunks(ROWS_PER_PASS * k2))
+        .for_each(|(out_rows, a)| {
+            let count = a.len() / k2;
+            let mut tile = [0f32; ROWS_PER_PASS * VECTORS * COLS];
+            for first_block in (0..blocks).step_by(VECTORS) {
+                let vectors = VECTORS.min(blocks - first_block);
+                let width = vectors * COLS;
+                let tile = &mut tile[..count * width];
+                let job = Tile {
+                    a,
+                    count,
+                    k2,
+                    w,
+                    first_block,
+                    vectors,
+                };
+                tile_product(tile, job);
+                let first_col = first_block * COLS;
+                let cols = width.min(n - first_col);
+                for (sums, out_row) in tile.chunks_exact(width).zip(out_rows.chunks_exact_mut(n)) {
+                    out_row[first_col..first_col + cols].copy_from_slice(&sums[..cols]);
+                }
+            }
+        });
+}
+
+/// One pass's work: `count` rows of bf16 inputs (`k2` each) against `vectors` 16-column blocks
+/// of `w` from `first_block`.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    a: &'a [u16],
+    count: usize,
+    k2: usize,
+    w: &'a Bf16Matrix,
+    first_block: usize,
+    vectors: usize,
+}
+
+/// `tile[r][v·16 + c] = Σₖ a[r, k] · block(first_block + v)[k][c]`.
+fn tile_product(tile: &mut [f32], job: Tile<'_>) {
+    match job.w.kernel {
+        // SAFETY: the matrix was packed for a kernel of `Bf16Kernel::available`, so the CPU has
+        // its features; `a` holds count × k2 values, every block k2 × 16, `tile` count × vectors
+        // × 16 sums, count ≤ 6 and vectors ≤ 4.
+        #[cfg(target_arch = "x86_64")]
+        Bf16Kernel::Avx512 => unsafe { avx512::tile(tile, job) },
+        _ => portable_tile(tile, job),
+    }
+}
+
+fn portable_tile(tile: &mut [f32], job: Tile<'_>) {
+    let width = job.vectors * COLS;
+    for r in 0..job.count {
+        let row = &job.a[r * job.k2..(r + 1) * job.k2];
+        for v in 0..job.vectors {
+            let block = job.w.block(job.first_block + v);
+            let mut sums = [0f32; COLS];
+            for (pair, inputs) in row.chunks_exact(2).enumerate() {
+                let (x0, x1) = (from_bf16(inputs[0]), from_bf16(inputs[1]));
+                let weights = &block[pair * COLS * 2..(pair + 1) * COLS * 2];
+                for (sum, w) in sums.iter_mut().zip(weights.chunks_exact(2)) {
+                    *sum += x0 * from_bf16(w[0]) + x1 * from_bf16(w[1]);
+                }
+            }
+            tile[r * width + v * COLS..r * width + (v + 1) * COLS].copy_from_slice(&sums);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Bf16Matrix, Tile, COLS, VECTORS};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F and AVX-512 BF16 are available; sizes as [`super::tile_product`] promises.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn tile(tile: &mut [f32], job: Tile<'_>) {
+        match (job.count, job.vectors) {
+            (6, 4) => rows::<6, 4>(tile, job.a, job.k2, job.w, job.first_block),
+            (5, 4) => rows::<5, 4>(tile, job.a, job.k2, job.w, job.first_block),
+            (4, 4) => rows::<4, 4>(tile, job.a, job.k2, job.w, job.first_block),
+            (3, 4) => rows::<3, 4>(tile, job.a, job.k2, job.w, job.first_block),
+            (2, 4) => rows::<2, 4>(tile, job.a, job.k2, job.w, job.first_block),
+            (1, 4) => rows::<1, 4>(tile, job.a, job.k2, job.w, job.first_block),
+            (r, v) => {
+                for row in 0..r {
+                    for vector in 0..v {
+                        let mut one = [0f32; COLS];
+                        rows::<1, 1>(
+                            &mut one,
+                            &job.a[row * job.k2..],
+                            job.k2,
+                            job.w,
+                            job.first_block + vector,
+                        );
+                        let at = row * v * COLS + vector * COLS;
+                        tile[at..at + COLS].copy_from_slice(&one);
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn rows<const R: usize, const V: usize>(
+        tile: &mut [f32],
+        a: &[u16],
+        k2: usize,
+        w: &Bf16Matrix,
+        first_block: usize,
+    ) {
+        debug_assert!(V <= VECTORS);
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        let blocks: [*const u16; V] = std::array::from_fn(|v| w.block(first_block + v).as_ptr());
+        let x = a.as_ptr();
+        // Indexed loops over the const-sized arrays keep all R × V accumulators in registers
+        // (see the int8 VNNI kernel).
+        #[allow(clippy::needless_range_loop)]
+        for pair in 0..k2 / 2 {
+            let mut b = [_mm512_setzero_si512(); V];
+            for v in 0..V {
+                b[v] = _mm512_loadu_si512(blocks[v].add(pair * COLS * 2) as *const _);
+            }
+            for r in 0..R {
+                let inputs = (x.add(r * k2 + pair * 2) as *const i32).read_unaligned();
+                let broadcast: __m512bh = std::mem::transmute(_mm512_set1_epi32(inputs));
+                for v in 0..V {
+                    let weights: __m512bh = std::mem::transmute(b[v]);
+                    acc[r][v] = _mm512_dpbf16_ps(acc[r][v], broadcast, weights);
+                }
+            }
+        }
+        let out = tile.as_mut_ptr();
+        #[allow(clippy::needless_range_loop)]
+        for r in 0..R {
+            for v in 0..V {
+                _mm512_storeu_ps(out.add((r * V + v) * COLS), acc[r][v]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        // 1 + 2⁻⁸ lies halfway between 1 and 1 + 2⁻⁷: to the even one, 1.
+        assert_eq!(from_bf16(to_bf16(1.0 + 1.0 / 256.0)), 1.0);
+        // A hair above halfway rounds up.
+        assert_eq!(
+            from_bf16(to_bf16(1.0 + 1.0 / 256.0 + 1.0 / 65536.0)),
+            1.0 + 1.0 / 128.0
+        );
+        // 1 + 3·2⁻⁸ lies halfway between 1 + 2⁻⁷ (odd) and 1 + 2⁻⁶: up, to the even one.
+        assert_eq!(from_bf16(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 1.0 / 64.0);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        for value in sample(1000, 9) {
+            let back = from_bf16(to_bf16(value));
+            assert!(
+                (back - value).abs() <= value.abs() / 256.0,
+                "{value} → {back}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_kernel_equals_the_bf16_reference_and_is_close_to_f32() {
+        for kernel in Bf16Kernel::available() {
+            for rows in [1, 5, 6, 7, 13] {
+                for (k, n) in [(37, 16), (64, 53), (384, 130)] {
+                    check_kernel(kernel, rows, k, n);
+                }
+            }
+        }
+    }
+
+    fn check_kernel(kernel: Bf16Kernel, rows: usize, k: usize, n: usize) {
+        let x = sample(rows * k, 3);
+        let w = sample(k * n, 4);
+        let packed = Bf16Matrix::pack_for(&w, k, n, kernel);
+        let mut out = vec![f32::NAN; rows * n];
+        matmul_bf16(&mut out, &x, rows, &packed);
+        let rounded = |v: f32| f64::from(from_bf16(to_bf16(v)));
+        for r in 0..rows {
+            for c in 0..n {
+                let got = f64::from(out[r * n + c]);
+                // The same roundings in f64: only the f32 summation order differs.
+                let reference: f64 = (0..k)
+                    .map(|p| rounded(x[r * k + p]) * rounded(w[p * n + c]))
+                    .sum();
+                let magnitude: f64 = (0..k)
+                    .map(|p| f64::from((x[r * k + p] * w[p * n + c]).abs()))
+                    .sum();
+                assert!(
+                    (got - reference).abs() <= 1e-5 * magnitude.max(1.0),
+                    "{kernel:?}, rows {rows}, {k}×{n}, [{r}, {c}]: {got} vs {reference}"
+                );
+                // Against f32: each product off by at most two roundings of 2⁻⁹.
+                let exact: f64 = (0..k)
+                    .map(|p| f64::from(x[r * k + p]) * f64::from(w[p * n + c]))
+                    .sum();
+                assert!(
+                    (got - exact).abs() <= magnitude / 256.0,
+                    "{kernel:?}, [{r}, {c}]: {got} vs f32 {exact}"
+                );
+            }
+        }
+    }
+}
