@@ -26,8 +26,8 @@ class Model:
     """A loaded embedding model, called as ``SentenceTransformer`` is.
 
     ``model_name_or_path`` is a model folder, a Hugging Face id in the local cache, or a hub id
-    to download (as the ``quiver`` command resolves it). ``quantize="int8"`` runs the dense
-    layers in int8; ``threads`` bounds the cores a call uses (default: all);
+    to download (as the ``quiver`` command resolves it). ``quantize="int8"`` or ``"bf16"`` runs
+    the dense layers in that number format; ``threads`` bounds the cores a call uses (default: all);
     ``max_seq_length`` cuts inputs shorter than the model's own limit; ``truncate_dim`` keeps
     that many leading dimensions of every vector (Matryoshka).
     """

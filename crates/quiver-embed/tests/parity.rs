@@ -238,7 +238,10 @@ fn bf16_stays_close_to_the_reference(case: Case) {
         .collect();
     let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
     let worst = cosines.iter().copied().fold(1.0, f64::min);
-    eprintln!("{}: bf16 mean cosine {mean:.6}, worst {worst:.6}", case.model);
+    eprintln!(
+        "{}: bf16 mean cosine {mean:.6}, worst {worst:.6}",
+        case.model
+    );
     assert!(mean >= 0.9999, "bf16 mean cosine {mean}");
     for (text, &cos) in reference.texts.iter().zip(&cosines) {
         assert!(cos >= 0.999, "bf16 cosine {cos} for {text:.60?}");

@@ -31,7 +31,7 @@ pub struct EmbedArgs {
     /// A literal prompt prepended to every text (instead of --prompt-name).
     #[arg(long, conflicts_with = "prompt_name")]
     prompt: Option<String>,
-    /// Number format of the dense layers: none (f32) or int8.
+    /// Number format of the dense layers: none (f32), int8 or bf16.
     #[arg(long, value_enum, default_value = "none")]
     quantize: QuantizeArg,
     /// The task adapter of models that have them (jina-embeddings-v3: retrieval.query,

@@ -41,7 +41,7 @@ pub struct EvalArgs {
     query_prompt_name: Option<String>,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
     device: Device,
-    /// Number format of the dense layers: none (f32) or int8 (its indexes are kept apart).
+    /// Number format of the dense layers: none (f32), int8 or bf16 (its indexes are kept apart).
     #[arg(long, value_enum, default_value = "none")]
     quantize: QuantizeArg,
     /// Print the report as JSON.

@@ -27,7 +27,7 @@ pub struct IndexArgs {
     /// Matryoshka dimension to store (default: the index's, else the model's).
     #[arg(long)]
     dimensions: Option<usize>,
-    /// Number format of the model's dense layers: none (f32) or int8 (default: the index's,
+    /// Number format of the model's dense layers: none (f32), int8 or bf16 (default: the index's,
     /// else none). Searches of the index embed their queries the same way.
     #[arg(long, value_enum)]
     quantize: Option<QuantizeArg>,

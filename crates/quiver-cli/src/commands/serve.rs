@@ -73,7 +73,7 @@ pub struct ServeArgs {
     /// queries run about a third faster for 1.5 times the weight memory (default true).
     #[arg(long, env = "QUIVER_FEW_ROW_KERNELS")]
     few_row_kernels: Option<bool>,
-    /// Number format of the dense layers: none (f32, default) or int8. With --index: the
+    /// Number format of the dense layers: none (f32, default), int8 or bf16. With --index: the
     /// index's own (a different one is refused).
     #[arg(long, value_enum, env = "QUIVER_QUANTIZE")]
     quantize: Option<QuantizeArg>,

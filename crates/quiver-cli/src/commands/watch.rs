@@ -25,7 +25,7 @@ pub struct TreeArgs {
     /// Model folder or hub id (default: the index's model, else all-MiniLM-L6-v2).
     #[arg(long, short, env = "QUIVER_MODEL")]
     pub model: Option<String>,
-    /// Number format of the model's dense layers for a new index: none (f32) or int8
+    /// Number format of the model's dense layers for a new index: none (f32), int8 or bf16
     /// (default: the index's, else none).
     #[arg(long, value_enum)]
     pub quantize: Option<QuantizeArg>,

@@ -133,36 +133,47 @@ fn round_rows(x: &[f32], k: usize, k2: usize) -> Vec<u16> {
     out
 }
 
+/// Rows one parallel job covers: its passes reuse each group of weight columns (k × 64 bf16,
+/// 48 KiB at k = 384) from cache, instead of streaming the whole matrix once per pass.
+const ROWS_PER_JOB: usize = 8 * ROWS_PER_PASS;
+
 /// `out[r, c] ≈ Σₖ x[r, k] · w[k, c]` for `x` `rows × k`, `out` `rows × n`, row-major.
-/// Passes of [`ROWS_PER_PASS`] rows run in parallel, each writing its own rows of `out`.
+/// Jobs of [`ROWS_PER_JOB`] rows run in parallel, each writing its own rows of `out`.
 pub fn matmul_bf16(out: &mut [f32], x: &[f32], rows: usize, w: &Bf16Matrix) {
     let (k, n, k2) = (w.k, w.n, w.k2);
     assert_eq!(x.len(), rows * k, "x is not rows × k");
     assert_eq!(out.len(), rows * n, "out is not rows × n");
     let xb = round_rows(x, k, k2);
     let blocks = n.div_ceil(COLS);
-    out.par_chunks_mut(ROWS_PER_PASS * n)
-        .zip(xb.par_chunks(ROWS_PER_PASS * k2))
+    out.par_chunks_mut(ROWS_PER_JOB * n)
+        .zip(xb.par_chunks(ROWS_PER_JOB * k2))
         .for_each(|(out_rows, a)| {
-            let count = a.len() / k2;
             let mut tile = [0f32; ROWS_PER_PASS * VECTORS * COLS];
             for first_block in (0..blocks).step_by(VECTORS) {
                 let vectors = VECTORS.min(blocks - first_block);
                 let width = vectors * COLS;
-                let tile = &mut tile[..count * width];
-                let job = Tile {
-                    a,
-                    count,
-                    k2,
-                    w,
-                    first_block,
-                    vectors,
-                };
-                tile_product(tile, job);
                 let first_col = first_block * COLS;
                 let cols = width.min(n - first_col);
-                for (sums, out_row) in tile.chunks_exact(width).zip(out_rows.chunks_exact_mut(n)) {
-                    out_row[first_col..first_col + cols].copy_from_slice(&sums[..cols]);
+                for (out_rows, a) in out_rows
+                    .chunks_mut(ROWS_PER_PASS * n)
+                    .zip(a.chunks(ROWS_PER_PASS * k2))
+                {
+                    let count = a.len() / k2;
+                    let tile = &mut tile[..count * width];
+                    let job = Tile {
+                        a,
+                        count,
+                        k2,
+                        w,
+                        first_block,
+                        vectors,
+                    };
+                    tile_product(tile, job);
+                    for (sums, out_row) in
+                        tile.chunks_exact(width).zip(out_rows.chunks_exact_mut(n))
+                    {
+                        out_row[first_col..first_col + cols].copy_from_slice(&sums[..cols]);
+                    }
                 }
             }
         });
