@@ -52,6 +52,15 @@ def test_int8_stays_close_to_f32(minilm, model):
     assert cosine.min() > 0.98 and cosine.mean() > 0.99
 
 
+def test_bf16_stays_closer_to_f32_than_int8(minilm, model):
+    bf16 = quiver.Model(minilm, quantize="bf16")
+    assert bf16.quantization == "bf16"
+    a, b = model.encode(TEXTS), bf16.encode(TEXTS)
+    cosine = (a * b).sum(1)
+    assert cosine.min() > 0.999 and cosine.mean() > 0.9999
+    assert not np.array_equal(a, b), "bf16 vectors equal f32: the bf16 path did not run"
+
+
 def test_truncate_dim(minilm, model):
     short = quiver.Model(minilm, truncate_dim=128)
     assert short.get_sentence_embedding_dimension() == 128

@@ -299,14 +299,25 @@ fn a_model_or_dimension_change_needs_reembed() {
 
 #[test]
 fn an_int8_index_records_its_format_and_searches_with_it() {
-    let root = sample_tree("int8");
-    let first = index(&root, &["--quantize", "int8"]);
+    a_narrow_index_records_its_format_and_searches_with_it("int8", 0.05);
+}
+
+#[test]
+fn a_bf16_index_records_its_format_and_searches_with_it() {
+    a_narrow_index_records_its_format_and_searches_with_it("bf16", 0.005);
+}
+
+/// An index embedded in `format` keeps it, refuses f32 vectors beside its own, embeds queries
+/// in it, and scores within `tolerance` of f32.
+fn a_narrow_index_records_its_format_and_searches_with_it(format: &str, tolerance: f64) {
+    let root = sample_tree(format);
+    let first = index(&root, &["--quantize", format]);
     assert!(first["chunks_embedded"].as_u64() > Some(0), "{first}");
-    assert_eq!(index_status(&root)["quantization"], "int8");
+    assert_eq!(index_status(&root)["quantization"], format);
     // Later runs keep the index's format without the flag.
     let again = index(&root, &[]);
     assert_eq!(again["chunks_embedded"], 0, "{again}");
-    // f32 vectors would not mix with int8 ones: refused unless re-embedding everything.
+    // f32 vectors would not mix with narrower ones: refused unless re-embedding everything.
     let output = quiver(
         &["index", root.to_str().expect("utf-8"), "--quantize", "none"],
         "",
@@ -314,17 +325,18 @@ fn an_int8_index_records_its_format_and_searches_with_it() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("(int8)") && stderr.contains("--reembed"),
+        stderr.contains(&format!("({format})")) && stderr.contains("--reembed"),
         "{stderr}"
     );
-    // Queries are embedded in int8 too: the nearest chunk is the one the query describes.
+    // Queries are embedded in the index's format too: the nearest chunk is the one the query
+    // describes.
     let hits = search(
         &root,
         "read a json configuration file",
         &["--mode", "vector"],
     );
     assert_eq!(hits[0]["chunk"]["path"], "app/config.py", "{hits:?}");
-    let int8_score = hits[0]["score"].as_f64().expect("score");
+    let narrow_score = hits[0]["score"].as_f64().expect("score");
     index(&root, &["--quantize", "none", "--reembed"]);
     assert_eq!(index_status(&root)["quantization"], "none");
     let f32_hits = search(
@@ -338,8 +350,8 @@ fn an_int8_index_records_its_format_and_searches_with_it() {
         hits[0]["chunk"]["chunk_id"]
     );
     assert!(
-        (int8_score - f32_score).abs() < 0.05 && int8_score != f32_score,
-        "int8 {int8_score} vs f32 {f32_score}"
+        (narrow_score - f32_score).abs() < tolerance && narrow_score != f32_score,
+        "{format} {narrow_score} vs f32 {f32_score}"
     );
 }
 

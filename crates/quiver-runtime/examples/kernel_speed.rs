@@ -1,12 +1,15 @@
-//! Each int8 kernel this CPU runs (VNNI, AVX2, portable) against f32 `gemm` on a model-shaped
-//! product (4096 × 384 × 1536: an all-MiniLM-L6-v2 feed-forward layer over a batch of 4,096
-//! tokens), all cores, three rounds:
+//! Each int8 kernel this CPU runs (VNNI, AVX2) and the AVX-512 BF16 kernel against f32 `gemm`
+//! on a model-shaped product (4096 × 384 × 1536: an all-MiniLM-L6-v2 feed-forward layer over a
+//! batch of 4,096 tokens), all cores, three rounds:
 //!
-//!     cargo run --release -p quiver-runtime --example int8_speed
+//!     cargo run --release -p quiver-runtime --example kernel_speed
 //!
-//! End-to-end throughput is `bench/run --quantize int8`.
+//! End-to-end throughput is `bench/run --systems quiver,quiver:bf16,quiver:int8,...`.
 
-use quiver_runtime::kernels::{matmul, matmul_int8, Int8Kernel, MatMut, MatRef, QuantizedMatrix};
+use quiver_runtime::kernels::{
+    matmul, matmul_bf16, matmul_int8, Bf16Kernel, Bf16Matrix, Int8Kernel, MatMut, MatRef,
+    QuantizedMatrix,
+};
 use std::time::Instant;
 
 fn main() {
@@ -23,6 +26,10 @@ fn main() {
         .filter(|kernel| *kernel != Int8Kernel::Portable)
         .map(|kernel| (kernel, QuantizedMatrix::quantize_for(&w, k, n, kernel)))
         .collect();
+    let bf16 = Bf16Kernel::available()
+        .into_iter()
+        .find(|kernel| *kernel != Bf16Kernel::Portable)
+        .map(|kernel| Bf16Matrix::pack_for(&w, k, n, kernel));
     let flops = 2.0 * (m * k * n) as f64;
     let mut out = vec![0.0f32; m * n];
     let threads = rayon::current_num_threads();
@@ -42,6 +49,12 @@ fn main() {
             matmul_int8(&mut out, &x, m, q);
             let rate = flops / t.elapsed().as_secs_f64() / 1e9;
             line.push_str(&format!(", int8 {kernel:?} {rate:.1} GOP/s"));
+        }
+        if let Some(packed) = &bf16 {
+            let t = Instant::now();
+            matmul_bf16(&mut out, &x, m, packed);
+            let rate = flops / t.elapsed().as_secs_f64() / 1e9;
+            line.push_str(&format!(", bf16 {rate:.1} GFLOP/s"));
         }
         println!("{line}");
     }
