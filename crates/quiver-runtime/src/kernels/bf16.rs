@@ -62,14 +62,28 @@ impl Bf16Kernel {
 }
 
 /// `value` rounded to the nearest bf16 (ties to even), as its 16 bits.
+#[inline(always)]
 pub fn to_bf16(value: f32) -> u16 {
     let bits = value.to_bits();
+    let rounded = (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+    // A NaN stays a NaN (rounding could carry its low payload bits into infinity). A select,
+    // not an early return, so loops of conversions vectorise.
+    let quiet_nan = ((bits >> 16) | 0x40) as u16;
     if value.is_nan() {
-        // Keep it a NaN: rounding could carry a NaN's low payload bits into infinity.
-        return ((bits >> 16) | 0x40) as u16;
+        quiet_nan
+    } else {
+        rounded
     }
-    let round = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// Rows of `k` values of `x`, each rounded to bf16 and padded with zeros to `k2`, into `out`.
+fn round_into(out: &mut [u16], x: &[f32], k: usize, k2: usize) {
+    for (out, row) in out.chunks_exact_mut(k2).zip(x.chunks_exact(k)) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = to_bf16(v);
+        }
+        out[k..].fill(0);
+    }
 }
 
 /// The f32 a bf16 stands for (exact).
@@ -98,13 +112,29 @@ impl Bf16Matrix {
     /// Rounds `w` for `kernel`, which must be one of [`Bf16Kernel::available`].
     pub fn pack_for(w: &[f32], k: usize, n: usize, kernel: Bf16Kernel) -> Self {
         assert_eq!(w.len(), k * n, "w is not k × n");
+        Self::pack_with(k, n, kernel, |p, c| w[p * n + c])
+    }
+
+    /// The `k × n` matrix whose element `(p, c)` is `value(p, c)`, rounded for `kernel`.
+    fn pack_with(
+        k: usize,
+        n: usize,
+        kernel: Bf16Kernel,
+        value: impl Fn(usize, usize) -> f32,
+    ) -> Self {
         let k2 = k.div_ceil(2) * 2;
         let blocks = n.div_ceil(COLS);
         let mut data = vec![0u16; blocks * k2 * COLS];
-        for (p, row) in w.chunks_exact(n).enumerate() {
-            for (c, &value) in row.iter().enumerate() {
-                let (block, lane) = (c / COLS, c % COLS);
-                data[block * k2 * COLS + (p / 2) * COLS * 2 + lane * 2 + p % 2] = to_bf16(value);
+        for (b, block) in data.chunks_exact_mut(k2 * COLS).enumerate() {
+            let columns = b * COLS..(b * COLS + COLS).min(n);
+            for (pair, values) in block.chunks_exact_mut(2 * COLS).enumerate() {
+                let p = 2 * pair;
+                for (lane, c) in columns.clone().enumerate() {
+                    values[2 * lane] = to_bf16(value(p, c));
+                    if p + 1 < k {
+                        values[2 * lane + 1] = to_bf16(value(p + 1, c));
+                    }
+                }
             }
         }
         Bf16Matrix {
@@ -121,15 +151,15 @@ impl Bf16Matrix {
     }
 }
 
-/// Each row of `x` (`rows × k`) in bf16, `rows × k2` (the padding multiplies zero weights).
+/// Each row of `x` (`rows × k`) in bf16, `rows × k2` (the padding multiplies zero weights),
+/// rounded in parallel.
 fn round_rows(x: &[f32], k: usize, k2: usize) -> Vec<u16> {
-    let rows = x.len() / k.max(1);
+    let rows = x.len() / k;
     let mut out = vec![0u16; rows * k2];
-    out.par_chunks_mut(k2)
-        .zip(x.par_chunks(k))
-        .for_each(|(out, row)| {
-            out.iter_mut().zip(row).for_each(|(o, &v)| *o = to_bf16(v));
-        });
+    const ROWS_PER_TASK: usize = 16;
+    out.par_chunks_mut(ROWS_PER_TASK * k2)
+        .zip(x.par_chunks(ROWS_PER_TASK * k))
+        .for_each(|(out, x)| round_into(out, x, k, k2));
     out
 }
 
@@ -143,40 +173,46 @@ pub fn matmul_bf16(out: &mut [f32], x: &[f32], rows: usize, w: &Bf16Matrix) {
     let (k, n, k2) = (w.k, w.n, w.k2);
     assert_eq!(x.len(), rows * k, "x is not rows × k");
     assert_eq!(out.len(), rows * n, "out is not rows × n");
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
     let xb = round_rows(x, k, k2);
-    let blocks = n.div_ceil(COLS);
     out.par_chunks_mut(ROWS_PER_JOB * n)
         .zip(xb.par_chunks(ROWS_PER_JOB * k2))
-        .for_each(|(out_rows, a)| {
-            let mut tile = [0f32; ROWS_PER_PASS * VECTORS * COLS];
-            for first_block in (0..blocks).step_by(VECTORS) {
-                let vectors = VECTORS.min(blocks - first_block);
-                let width = vectors * COLS;
-                let first_col = first_block * COLS;
-                let cols = width.min(n - first_col);
-                for (out_rows, a) in out_rows
-                    .chunks_mut(ROWS_PER_PASS * n)
-                    .zip(a.chunks(ROWS_PER_PASS * k2))
-                {
-                    let count = a.len() / k2;
-                    let tile = &mut tile[..count * width];
-                    let job = Tile {
-                        a,
-                        count,
-                        k2,
-                        w,
-                        first_block,
-                        vectors,
-                    };
-                    tile_product(tile, job);
-                    for (sums, out_row) in
-                        tile.chunks_exact(width).zip(out_rows.chunks_exact_mut(n))
-                    {
-                        out_row[first_col..first_col + cols].copy_from_slice(&sums[..cols]);
-                    }
-                }
+        .for_each(|(out_rows, a)| rows_product(out_rows, a, w));
+}
+
+/// One job: every column of `w` for the rows of `a` (bf16, `k2` each), written to `out_rows`.
+fn rows_product(out_rows: &mut [f32], a: &[u16], w: &Bf16Matrix) {
+    let (n, k2) = (w.n, w.k2);
+    let blocks = n.div_ceil(COLS);
+    let mut tile = [0f32; ROWS_PER_PASS * VECTORS * COLS];
+    for first_block in (0..blocks).step_by(VECTORS) {
+        let vectors = VECTORS.min(blocks - first_block);
+        let width = vectors * COLS;
+        let first_col = first_block * COLS;
+        let cols = width.min(n - first_col);
+        for (out_rows, a) in out_rows
+            .chunks_mut(ROWS_PER_PASS * n)
+            .zip(a.chunks(ROWS_PER_PASS * k2))
+        {
+            let count = a.len() / k2;
+            let tile = &mut tile[..count * width];
+            let job = Tile {
+                a,
+                count,
+                k2,
+                w,
+                first_block,
+                vectors,
+            };
+            tile_product(tile, job);
+            for (sums, out_row) in tile.chunks_exact(width).zip(out_rows.chunks_exact_mut(n)) {
+                out_row[first_col..first_col + cols].copy_from_slice(&sums[..cols]);
             }
-        });
+        }
+    }
 }
 
 /// One pass's work: `count` rows of bf16 inputs (`k2` each) against `vectors` 16-column blocks
@@ -238,22 +274,26 @@ mod avx512 {
             (3, 4) => rows::<3, 4>(tile, job.a, job.k2, job.w, job.first_block),
             (2, 4) => rows::<2, 4>(tile, job.a, job.k2, job.w, job.first_block),
             (1, 4) => rows::<1, 4>(tile, job.a, job.k2, job.w, job.first_block),
-            (r, v) => {
-                for row in 0..r {
-                    for vector in 0..v {
-                        let mut one = [0f32; COLS];
-                        rows::<1, 1>(
-                            &mut one,
-                            &job.a[row * job.k2..],
-                            job.k2,
-                            job.w,
-                            job.first_block + vector,
-                        );
-                        let at = row * v * COLS + vector * COLS;
-                        tile[at..at + COLS].copy_from_slice(&one);
-                    }
-                }
-            }
+            (6, 3) => rows::<6, 3>(tile, job.a, job.k2, job.w, job.first_block),
+            (5, 3) => rows::<5, 3>(tile, job.a, job.k2, job.w, job.first_block),
+            (4, 3) => rows::<4, 3>(tile, job.a, job.k2, job.w, job.first_block),
+            (3, 3) => rows::<3, 3>(tile, job.a, job.k2, job.w, job.first_block),
+            (2, 3) => rows::<2, 3>(tile, job.a, job.k2, job.w, job.first_block),
+            (1, 3) => rows::<1, 3>(tile, job.a, job.k2, job.w, job.first_block),
+            (6, 2) => rows::<6, 2>(tile, job.a, job.k2, job.w, job.first_block),
+            (5, 2) => rows::<5, 2>(tile, job.a, job.k2, job.w, job.first_block),
+            (4, 2) => rows::<4, 2>(tile, job.a, job.k2, job.w, job.first_block),
+            (3, 2) => rows::<3, 2>(tile, job.a, job.k2, job.w, job.first_block),
+            (2, 2) => rows::<2, 2>(tile, job.a, job.k2, job.w, job.first_block),
+            (1, 2) => rows::<1, 2>(tile, job.a, job.k2, job.w, job.first_block),
+            (6, 1) => rows::<6, 1>(tile, job.a, job.k2, job.w, job.first_block),
+            (5, 1) => rows::<5, 1>(tile, job.a, job.k2, job.w, job.first_block),
+            (4, 1) => rows::<4, 1>(tile, job.a, job.k2, job.w, job.first_block),
+            (3, 1) => rows::<3, 1>(tile, job.a, job.k2, job.w, job.first_block),
+            (2, 1) => rows::<2, 1>(tile, job.a, job.k2, job.w, job.first_block),
+            (1, 1) => rows::<1, 1>(tile, job.a, job.k2, job.w, job.first_block),
+            // `tile_product` never asks for more than 6 rows or 4 vectors.
+            _ => super::portable_tile(tile, job),
         }
     }
 
@@ -335,7 +375,7 @@ mod tests {
     fn every_kernel_equals_the_bf16_reference_and_is_close_to_f32() {
         for kernel in Bf16Kernel::available() {
             for rows in [1, 5, 6, 7, 13] {
-                for (k, n) in [(37, 16), (64, 53), (384, 130)] {
+                for (k, n) in [(37, 16), (32, 32), (64, 53), (30, 40), (384, 130)] {
                     check_kernel(kernel, rows, k, n);
                 }
             }
