@@ -26,7 +26,7 @@ defmodule Quiver do
   once, then read from the cache).
 
   Options:
-    * `:quantize` - number format of the dense layers: `:none` (f32, default) or `:int8`
+    * `:quantize` - number format of the dense layers: `:none` (f32, default), `:int8` or `:bf16`
     * `:max_length` - truncate inputs at this many tokens (default: the model's own)
   """
   @spec load_model(String.t(), keyword()) :: {:ok, model()} | {:error, String.t()}
@@ -120,8 +120,8 @@ defmodule Quiver do
     end
   end
 
-  defp quantize(q) when q in [:none, :f32, :int8], do: {:ok, Atom.to_string(q)}
-  defp quantize(q), do: {:error, "quantize: #{inspect(q)} is not :none, :f32 or :int8"}
+  defp quantize(q) when q in [:none, :f32, :int8, :bf16], do: {:ok, Atom.to_string(q)}
+  defp quantize(q), do: {:error, "quantize: #{inspect(q)} is not :none, :f32, :int8 or :bf16"}
 
   defp format(:list), do: {:ok, false}
   defp format(:binary), do: {:ok, true}

@@ -98,6 +98,10 @@ defmodule QuiverTest do
     {:ok, int8} = Quiver.load_model(@model, quantize: :int8)
     {:ok, quantized} = Quiver.embed(int8, text)
     assert cosine(quantized, full) > 0.98
+    {:ok, bf16} = Quiver.load_model(@model, quantize: :bf16)
+    {:ok, rounded} = Quiver.embed(bf16, text)
+    assert cosine(rounded, full) > 0.999
+    assert rounded != full
   end
 
   test "100 processes embedding at once all get their own vectors; the schedulers stay responsive",

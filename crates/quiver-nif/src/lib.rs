@@ -54,7 +54,7 @@ fn guarded<T>(work: impl FnOnce() -> Reply<T>) -> Reply<T> {
 
 #[derive(NifMap)]
 struct LoadOptions {
-    /// `"none"`, `"f32"` or `"int8"`.
+    /// `"none"`, `"f32"`, `"int8"` or `"bf16"`.
     quantize: String,
     max_length: Option<usize>,
 }
@@ -92,7 +92,7 @@ fn load_model(spec: String, options: LoadOptions) -> Reply<ResourceArc<ModelHand
         let quantization = match options.quantize.as_str() {
             "f32" => Quantization::None,
             name => Quantization::from_name(name)
-                .ok_or_else(|| format!("unknown quantize {name:?}: use none, f32 or int8"))?,
+                .ok_or_else(|| format!("unknown quantize {name:?}: use none, f32, int8 or bf16"))?,
         };
         let model = load(&spec, quantization, options.max_length)?;
         Ok(ResourceArc::new(ModelHandle(AssertUnwindSafe(Arc::new(
