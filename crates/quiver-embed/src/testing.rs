@@ -92,6 +92,23 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (norm(a) * norm(b))
 }
 
+/// Each vector's cosine to its reference, with their mean and the worst.
+pub struct Cosines {
+    pub each: Vec<f64>,
+    pub mean: f64,
+    pub worst: f64,
+}
+
+impl Cosines {
+    pub fn of(got: &[Vec<f32>], want: &[Vec<f32>]) -> Cosines {
+        assert_eq!(got.len(), want.len(), "vector count");
+        let each: Vec<f64> = got.iter().zip(want).map(|(g, w)| cosine(g, w)).collect();
+        let mean = each.iter().sum::<f64>() / each.len().max(1) as f64;
+        let worst = each.iter().copied().fold(1.0, f64::min);
+        Cosines { each, mean, worst }
+    }
+}
+
 /// The parity bar: every vector of `got` has `want`'s width and a cosine of at least 0.9999 to
 /// it; a failure names `label` and the text.
 pub fn assert_parity(label: &str, texts: &[String], got: &[Vec<f32>], want: &[Vec<f32>]) {

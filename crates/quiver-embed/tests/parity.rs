@@ -5,7 +5,7 @@
 //! `fixtures/make_reference.py`. The weights come from `scripts/fetch-test-models` (PyPI, no hub).
 //! Every check runs for every model (`parity_tests!` at the end).
 
-use quiver_embed::testing::{cosine, max_abs_diff};
+use quiver_embed::testing::{max_abs_diff, Cosines};
 use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions, Quantization};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -197,12 +197,11 @@ fn int8_stays_close_to_the_reference(case: Case) {
     let got = embedder
         .embed(&reference.texts, &EmbedOptions::default())
         .unwrap();
-    let cosines: Vec<f64> = got
-        .iter()
-        .zip(&reference.embeddings)
-        .map(|(g, w)| cosine(g, w))
-        .collect();
-    let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
+    let Cosines {
+        each: cosines,
+        mean,
+        ..
+    } = Cosines::of(&got, &reference.embeddings);
     eprintln!("{}: int8 mean cosine {mean:.5}", case.model);
     assert!(mean >= 0.99, "int8 mean cosine {mean}");
     for (text, &cos) in reference.texts.iter().zip(&cosines) {
@@ -231,13 +230,11 @@ fn bf16_stays_close_to_the_reference(case: Case) {
     let got = embedder
         .embed(&reference.texts, &EmbedOptions::default())
         .unwrap();
-    let cosines: Vec<f64> = got
-        .iter()
-        .zip(&reference.embeddings)
-        .map(|(g, w)| cosine(g, w))
-        .collect();
-    let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
-    let worst = cosines.iter().copied().fold(1.0, f64::min);
+    let Cosines {
+        each: cosines,
+        mean,
+        worst,
+    } = Cosines::of(&got, &reference.embeddings);
     eprintln!(
         "{}: bf16 mean cosine {mean:.6}, worst {worst:.6}",
         case.model

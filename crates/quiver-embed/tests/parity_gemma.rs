@@ -5,7 +5,7 @@
 //! `fixtures/make_reference.py --named-prompts`. The weights come from
 //! `scripts/fetch-embeddinggemma` (PyPI, no hub; cached outside the clone).
 
-use quiver_embed::testing::{assert_parity, cosine, max_abs_diff};
+use quiver_embed::testing::{assert_parity, max_abs_diff, Cosines};
 use quiver_embed::{EmbedOptions, Embedder, EmbedderOptions, Quantization};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -144,13 +144,7 @@ fn int8_stays_close_to_the_reference() {
     let got = embedder
         .embed(&reference.texts, &prompted(&reference.document_prompt))
         .unwrap();
-    let cosines: Vec<f64> = got
-        .iter()
-        .zip(&reference.embeddings)
-        .map(|(g, w)| cosine(g, w))
-        .collect();
-    let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
-    let worst = cosines.iter().copied().fold(1.0, f64::min);
+    let Cosines { mean, worst, .. } = Cosines::of(&got, &reference.embeddings);
     eprintln!("embeddinggemma-300m: int8 mean cosine {mean:.5}, worst {worst:.5}");
     assert!(mean >= 0.99, "int8 mean cosine {mean}");
     assert!(

@@ -37,14 +37,9 @@ impl Bf16Kernel {
     /// The fastest kernel this CPU runs. `QUIVER_BF16_KERNEL=portable` picks the portable loop
     /// (to measure and test it on a machine that has the instructions).
     pub fn detect() -> Bf16Kernel {
-        let available = Self::available();
-        let requested = match std::env::var("QUIVER_BF16_KERNEL").as_deref() {
-            Ok("portable") => Some(Bf16Kernel::Portable),
-            _ => None,
-        };
-        requested
-            .filter(|kernel| available.contains(kernel))
-            .unwrap_or(available[0])
+        super::chosen(&Self::available(), "QUIVER_BF16_KERNEL", |name| {
+            (name == "portable").then_some(Bf16Kernel::Portable)
+        })
     }
 
     /// Kernels this CPU runs, fastest first (the portable loop always).
@@ -340,12 +335,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
+    use crate::kernels::tests::sample;
 
     #[test]
     fn rounding_is_to_nearest_even() {

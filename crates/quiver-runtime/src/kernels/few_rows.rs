@@ -172,12 +172,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
+    use crate::kernels::tests::sample;
 
     #[test]
     fn matches_the_naive_product_for_every_row_count_and_ragged_columns() {

@@ -56,15 +56,15 @@ impl Int8Kernel {
     /// The fastest kernel this CPU runs. `QUIVER_INT8_KERNEL=avx2|portable` picks a slower one
     /// (to measure what machines without VNNI get); a kernel the CPU lacks is never chosen.
     pub fn detect() -> Int8Kernel {
-        let available = Self::available();
-        let requested = match std::env::var("QUIVER_INT8_KERNEL").as_deref() {
-            Ok("avx2") => Some(Int8Kernel::Avx2),
-            Ok("portable") => Some(Int8Kernel::Portable),
-            _ => None,
-        };
-        requested
-            .filter(|kernel| available.contains(kernel))
-            .unwrap_or(available[0])
+        super::chosen(
+            &Self::available(),
+            "QUIVER_INT8_KERNEL",
+            |name| match name {
+                "avx2" => Some(Int8Kernel::Avx2),
+                "portable" => Some(Int8Kernel::Portable),
+                _ => None,
+            },
+        )
     }
 
     /// Kernels this CPU runs, fastest first (the portable loop always).
@@ -528,12 +528,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
+    use crate::kernels::tests::sample;
 
     #[test]
     fn integer_sums_equal_the_portable_loop_and_the_product_is_close_to_f32() {

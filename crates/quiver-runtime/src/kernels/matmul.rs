@@ -141,6 +141,7 @@ pub fn matmul(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::tests::sample;
 
     fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut out = vec![0.0; m * n];
@@ -150,12 +151,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn sample(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
     }
 
     #[test]

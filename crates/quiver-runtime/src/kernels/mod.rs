@@ -21,3 +21,28 @@ pub use int8::{matmul_int8, Int8Kernel, QuantizedMatrix};
 pub use matmul::{matmul, MatMut, MatRef};
 pub use norm::{add_layer_norm, add_residual, layer_norm, rms_norm};
 pub use softmax::{fast_exp, softmax_rows};
+
+/// The kernel the environment variable `variable` names (read by `by_name`) when this CPU runs
+/// it, else the first of `available` (fastest first): how a slower kernel is forced, to measure
+/// or test what other machines get.
+fn chosen<K: Copy + PartialEq>(
+    available: &[K],
+    variable: &str,
+    by_name: impl Fn(&str) -> Option<K>,
+) -> K {
+    std::env::var(variable)
+        .ok()
+        .and_then(|name| by_name(&name))
+        .filter(|kernel| available.contains(kernel))
+        .unwrap_or(available[0])
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// Deterministic values in [-1, 1) for the kernels' tests.
+    pub fn sample(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+}
