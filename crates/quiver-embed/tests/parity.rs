@@ -189,19 +189,12 @@ fn batching_does_not_change_vectors(case: Case) {
 /// of the early layers in f32 moved it anywhere between 0.74 and 0.99), all-MiniLM-L6-v2 is not
 /// (0.999).
 fn int8_stays_close_to_the_reference(case: Case) {
-    let reference = case.reference();
-    let embedder = case.load(&EmbedderOptions {
-        quantization: Quantization::Int8,
-        ..EmbedderOptions::default()
-    });
-    let got = embedder
-        .embed(&reference.texts, &EmbedOptions::default())
-        .unwrap();
+    let (reference, cosines) = in_format(case, Quantization::Int8);
     let Cosines {
         each: cosines,
         mean,
         ..
-    } = Cosines::of(&got, &reference.embeddings);
+    } = cosines;
     eprintln!("{}: int8 mean cosine {mean:.5}", case.model);
     assert!(mean >= 0.99, "int8 mean cosine {mean}");
     for (text, &cos) in reference.texts.iter().zip(&cosines) {
@@ -219,22 +212,30 @@ fn int8_stays_close_to_the_reference(case: Case) {
     );
 }
 
-/// bf16 dense layers: the bar is a mean cosine of 0.9999 to f32 (OpenVINO's bf16
-/// measured 0.99998 on code); every text, the repeated word included, is held to 0.999.
-fn bf16_stays_close_to_the_reference(case: Case) {
+/// The reference texts embedded with the dense layers in `format`, and their cosines to the
+/// reference's vectors.
+fn in_format(case: Case, format: Quantization) -> (Reference, Cosines) {
     let reference = case.reference();
     let embedder = case.load(&EmbedderOptions {
-        quantization: Quantization::Bf16,
+        quantization: format,
         ..EmbedderOptions::default()
     });
     let got = embedder
         .embed(&reference.texts, &EmbedOptions::default())
         .unwrap();
+    let cosines = Cosines::of(&got, &reference.embeddings);
+    (reference, cosines)
+}
+
+/// bf16 dense layers: the bar is a mean cosine of 0.9999 to f32 (OpenVINO's bf16
+/// measured 0.99998 on code); every text, the repeated word included, is held to 0.999.
+fn bf16_stays_close_to_the_reference(case: Case) {
+    let (reference, cosines) = in_format(case, Quantization::Bf16);
     let Cosines {
         each: cosines,
         mean,
         worst,
-    } = Cosines::of(&got, &reference.embeddings);
+    } = cosines;
     eprintln!(
         "{}: bf16 mean cosine {mean:.6}, worst {worst:.6}",
         case.model
