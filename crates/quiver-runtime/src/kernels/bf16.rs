@@ -71,16 +71,6 @@ pub fn to_bf16(value: f32) -> u16 {
     }
 }
 
-/// Rows of `k` values of `x`, each rounded to bf16 and padded with zeros to `k2`, into `out`.
-fn round_into(out: &mut [u16], x: &[f32], k: usize, k2: usize) {
-    for (out, row) in out.chunks_exact_mut(k2).zip(x.chunks_exact(k)) {
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o = to_bf16(v);
-        }
-        out[k..].fill(0);
-    }
-}
-
 /// The f32 a bf16 stands for (exact).
 pub fn from_bf16(value: u16) -> f32 {
     f32::from_bits(u32::from(value) << 16)
@@ -107,28 +97,15 @@ impl Bf16Matrix {
     /// Rounds `w` for `kernel`, which must be one of [`Bf16Kernel::available`].
     pub fn pack_for(w: &[f32], k: usize, n: usize, kernel: Bf16Kernel) -> Self {
         assert_eq!(w.len(), k * n, "w is not k × n");
-        Self::pack_with(k, n, kernel, |p, c| w[p * n + c])
-    }
-
-    /// The `k × n` matrix whose element `(p, c)` is `value(p, c)`, rounded for `kernel`.
-    fn pack_with(
-        k: usize,
-        n: usize,
-        kernel: Bf16Kernel,
-        value: impl Fn(usize, usize) -> f32,
-    ) -> Self {
         let k2 = k.div_ceil(2) * 2;
         let blocks = n.div_ceil(COLS);
         let mut data = vec![0u16; blocks * k2 * COLS];
         for (b, block) in data.chunks_exact_mut(k2 * COLS).enumerate() {
             let columns = b * COLS..(b * COLS + COLS).min(n);
-            for (pair, values) in block.chunks_exact_mut(2 * COLS).enumerate() {
-                let p = 2 * pair;
-                for (lane, c) in columns.clone().enumerate() {
-                    values[2 * lane] = to_bf16(value(p, c));
-                    if p + 1 < k {
-                        values[2 * lane + 1] = to_bf16(value(p + 1, c));
-                    }
+            for (p, row) in w.chunks_exact(n).enumerate() {
+                let pair = &mut block[(p / 2) * COLS * 2..(p / 2 + 1) * COLS * 2];
+                for (lane, &value) in row[columns.clone()].iter().enumerate() {
+                    pair[2 * lane + p % 2] = to_bf16(value);
                 }
             }
         }
@@ -154,16 +131,18 @@ fn round_rows(x: &[f32], k: usize, k2: usize) -> Vec<u16> {
     const ROWS_PER_TASK: usize = 16;
     out.par_chunks_mut(ROWS_PER_TASK * k2)
         .zip(x.par_chunks(ROWS_PER_TASK * k))
-        .for_each(|(out, x)| round_into(out, x, k, k2));
+        .for_each(|(out, x)| {
+            for (out, row) in out.chunks_exact_mut(k2).zip(x.chunks_exact(k)) {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = to_bf16(v);
+                }
+            }
+        });
     out
 }
 
-/// Rows one parallel job covers: its passes reuse each group of weight columns (k × 64 bf16,
-/// 48 KiB at k = 384) from cache, instead of streaming the whole matrix once per pass.
-const ROWS_PER_JOB: usize = 8 * ROWS_PER_PASS;
-
 /// `out[r, c] ≈ Σₖ x[r, k] · w[k, c]` for `x` `rows × k`, `out` `rows × n`, row-major.
-/// Jobs of [`ROWS_PER_JOB`] rows run in parallel, each writing its own rows of `out`.
+/// Passes of [`ROWS_PER_PASS`] rows run in parallel, each writing its own rows of `out`.
 pub fn matmul_bf16(out: &mut [f32], x: &[f32], rows: usize, w: &Bf16Matrix) {
     let (k, n, k2) = (w.k, w.n, w.k2);
     assert_eq!(x.len(), rows * k, "x is not rows × k");
@@ -173,41 +152,32 @@ pub fn matmul_bf16(out: &mut [f32], x: &[f32], rows: usize, w: &Bf16Matrix) {
         return;
     }
     let xb = round_rows(x, k, k2);
-    out.par_chunks_mut(ROWS_PER_JOB * n)
-        .zip(xb.par_chunks(ROWS_PER_JOB * k2))
-        .for_each(|(out_rows, a)| rows_product(out_rows, a, w));
-}
-
-/// One job: every column of `w` for the rows of `a` (bf16, `k2` each), written to `out_rows`.
-fn rows_product(out_rows: &mut [f32], a: &[u16], w: &Bf16Matrix) {
-    let (n, k2) = (w.n, w.k2);
     let blocks = n.div_ceil(COLS);
-    let mut tile = [0f32; ROWS_PER_PASS * VECTORS * COLS];
-    for first_block in (0..blocks).step_by(VECTORS) {
-        let vectors = VECTORS.min(blocks - first_block);
-        let width = vectors * COLS;
-        let first_col = first_block * COLS;
-        let cols = width.min(n - first_col);
-        for (out_rows, a) in out_rows
-            .chunks_mut(ROWS_PER_PASS * n)
-            .zip(a.chunks(ROWS_PER_PASS * k2))
-        {
+    out.par_chunks_mut(ROWS_PER_PASS * n)
+        .zip(xb.par_chunks(ROWS_PER_PASS * k2))
+        .for_each(|(out_rows, a)| {
             let count = a.len() / k2;
-            let tile = &mut tile[..count * width];
-            let job = Tile {
-                a,
-                count,
-                k2,
-                w,
-                first_block,
-                vectors,
-            };
-            tile_product(tile, job);
-            for (sums, out_row) in tile.chunks_exact(width).zip(out_rows.chunks_exact_mut(n)) {
-                out_row[first_col..first_col + cols].copy_from_slice(&sums[..cols]);
+            let mut tile = [0f32; ROWS_PER_PASS * VECTORS * COLS];
+            for first_block in (0..blocks).step_by(VECTORS) {
+                let vectors = VECTORS.min(blocks - first_block);
+                let width = vectors * COLS;
+                let tile = &mut tile[..count * width];
+                let job = Tile {
+                    a,
+                    count,
+                    k2,
+                    w,
+                    first_block,
+                    vectors,
+                };
+                tile_product(tile, job);
+                let first_col = first_block * COLS;
+                let cols = width.min(n - first_col);
+                for (sums, out_row) in tile.chunks_exact(width).zip(out_rows.chunks_exact_mut(n)) {
+                    out_row[first_col..first_col + cols].copy_from_slice(&sums[..cols]);
+                }
             }
-        }
-    }
+        });
 }
 
 /// One pass's work: `count` rows of bf16 inputs (`k2` each) against `vectors` 16-column blocks
