@@ -205,9 +205,7 @@ pub fn settings_for(
     };
     Ok(IndexSettings {
         model: model_id.to_string(),
-        dimension: dimensions
-            .or(earlier.map(|s| s.dimension))
-            .unwrap_or(embedder.dimension()),
+        dimension: stored_width(stored, model_id, dimensions, embedder.dimension()),
         normalize: true,
         document_prompt: prompt("document")
             .or_else(|| prompt("passage"))
@@ -215,6 +213,19 @@ pub fn settings_for(
         query_prompt,
         quantization: embedder.quantization(),
     })
+}
+
+/// The Matryoshka width a run stores: the one asked for, else the index's own while the run
+/// keeps the index's model, else the model's full width.
+fn stored_width(
+    stored: Option<&IndexSettings>,
+    model_id: &str,
+    requested: Option<usize>,
+    model_width: usize,
+) -> usize {
+    requested
+        .or(stored.filter(|s| s.model == model_id).map(|s| s.dimension))
+        .unwrap_or(model_width)
 }
 
 /// Brings the index in `store` up to date with the input.
@@ -682,4 +693,25 @@ fn now_unix_seconds() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     format!("{seconds}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_width_is_kept_only_with_its_model() {
+        let held = IndexSettings {
+            model: "some/model".to_string(),
+            dimension: 128,
+            normalize: true,
+            document_prompt: None,
+            query_prompt: None,
+            quantization: quiver_embed::Quantization::None,
+        };
+        assert_eq!(stored_width(Some(&held), "some/model", None, 384), 128);
+        assert_eq!(stored_width(Some(&held), "some/model", Some(64), 384), 64);
+        assert_eq!(stored_width(Some(&held), "other/model", None, 384), 384);
+        assert_eq!(stored_width(None, "some/model", None, 384), 384);
+    }
 }
