@@ -1,5 +1,6 @@
 //! A code-search dataset on disk: `corpus/` (the files to index) and `queries.jsonl` (built by
-//! `bench/eval/build_dataset.py`).
+//! `bench/eval/build_dataset.py`). A dataset with splits keeps each split's packages apart in
+//! `corpus/<split>/`, and each query names its split; one split is loaded at a time.
 
 use crate::{EvalError, Result};
 use serde::Deserialize;
@@ -10,7 +11,10 @@ pub struct Query {
     pub id: String,
     pub query: String,
     pub language: String,
-    /// Relative to `corpus/`.
+    /// `dev` or `test` in a dataset with splits.
+    #[serde(default)]
+    pub split: Option<String>,
+    /// Relative to the corpus folder of its split.
     pub path: String,
     /// First line of the documented definition: a result holding it is a hit.
     pub line: usize,
@@ -20,14 +24,21 @@ pub struct Query {
 
 pub struct Dataset {
     pub dir: PathBuf,
+    /// The split loaded, in a dataset with splits.
+    pub split: Option<String>,
     pub corpus: PathBuf,
     pub queries: Vec<Query>,
 }
 
+/// The split scored when none is named: choices are made on dev, results reported on test.
+pub const DEFAULT_SPLIT: &str = "test";
+
 impl Dataset {
-    pub fn load(dir: &Path) -> Result<Dataset> {
-        let corpus = dir.join("corpus");
-        if !corpus.is_dir() {
+    /// Loads `dir`; in a dataset with splits, `split` (default [`DEFAULT_SPLIT`]) picks the
+    /// corpus and the queries.
+    pub fn load(dir: &Path, split: Option<&str>) -> Result<Dataset> {
+        let root = dir.join("corpus");
+        if !root.is_dir() {
             return Err(EvalError::NotADataset(dir.to_path_buf()));
         }
         let queries_path = dir.join("queries.jsonl");
@@ -47,17 +58,45 @@ impl Dataset {
                 })
             })
             .collect::<Result<Vec<Query>>>()?;
-        if queries.is_empty() {
+        let has_splits = queries.iter().any(|q| q.split.is_some());
+        let split = match (has_splits, split) {
+            (true, split) => Some(split.unwrap_or(DEFAULT_SPLIT).to_string()),
+            (false, None) => None,
+            (false, Some(split)) => {
+                return Err(EvalError::NoSplits {
+                    dir: dir.to_path_buf(),
+                    split: split.to_string(),
+                })
+            }
+        };
+        let queries: Vec<Query> = queries.into_iter().filter(|q| q.split == split).collect();
+        let corpus = match &split {
+            Some(split) => root.join(split),
+            None => root,
+        };
+        if queries.is_empty() || !corpus.is_dir() {
             return Err(EvalError::BadQuery {
                 path: queries_path,
                 line: 0,
-                message: "no queries".into(),
+                message: match &split {
+                    Some(split) => format!("no queries or no corpus folder for the split {split}"),
+                    None => "no queries".into(),
+                },
             });
         }
         Ok(Dataset {
             dir: dir.to_path_buf(),
+            split,
             corpus,
             queries,
         })
+    }
+
+    /// Where this split's indexes are kept.
+    pub fn indexes(&self) -> PathBuf {
+        match &self.split {
+            Some(split) => self.dir.join("indexes").join(split),
+            None => self.dir.join("indexes"),
+        }
     }
 }

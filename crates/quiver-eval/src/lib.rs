@@ -13,7 +13,7 @@
 mod dataset;
 mod metrics;
 
-pub use dataset::{Dataset, Query};
+pub use dataset::{Dataset, Query, DEFAULT_SPLIT};
 pub use metrics::Metrics;
 
 use quiver_embed::Embedder;
@@ -29,6 +29,8 @@ use std::path::PathBuf;
 pub enum EvalError {
     #[error("{0} is not a dataset: it has no corpus/ folder (build one with bench/eval/build_dataset.py)")]
     NotADataset(PathBuf),
+    #[error("{dir} has no splits (its queries name none), so there is no split {split} to score")]
+    NoSplits { dir: PathBuf, split: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -217,8 +219,7 @@ fn evaluate_system(
     progress: &dyn IndexProgress,
 ) -> Result<(SystemReport, Store)> {
     let index_dir = dataset
-        .dir
-        .join("indexes")
+        .indexes()
         .join(sanitize(model_id))
         .join(sanitize(&system.name));
     let mut store = Store::open_writer(&index_dir)?;

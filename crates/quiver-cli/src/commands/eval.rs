@@ -14,6 +14,10 @@ pub struct EvalArgs {
     dataset: PathBuf,
     #[arg(long, short, env = "QUIVER_MODEL", default_value = DEFAULT_MODEL)]
     model: String,
+    /// The split to score, in a dataset with splits: choices are made on dev, results reported
+    /// on test (default: test).
+    #[arg(long, value_name = "dev|test")]
+    split: Option<String>,
     /// Search modes to score Quiver with (repeatable; default: vector, bm25 and hybrid).
     #[arg(long = "mode", value_name = "vector|bm25|hybrid")]
     modes: Vec<SearchMode>,
@@ -102,7 +106,7 @@ impl ExternalSearch for StoreUnderTest {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let dataset = Dataset::load(&args.dataset)?;
+    let dataset = Dataset::load(&args.dataset, args.split.as_deref())?;
     let mut stores: Vec<Box<dyn ExternalSearch>> = Vec::new();
     for pair in args.store.chunks(2) {
         let [format, url] = pair else {
@@ -203,7 +207,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             Some(prompt) => format!("{model_id}, queries with its {prompt} prompt"),
             None => model_id.clone(),
         };
-        print_table(&reports, dataset.queries.len(), &model)?;
+        let queries = match &dataset.split {
+            Some(split) => format!("{} queries of the {split} split", dataset.queries.len()),
+            None => format!("{} queries", dataset.queries.len()),
+        };
+        print_table(&reports, &queries, &model)?;
     }
     Ok(())
 }
@@ -229,10 +237,8 @@ fn write_ranks(path: &std::path::Path, reports: &[SystemReport]) -> anyhow::Resu
     Ok(())
 }
 
-fn print_table(reports: &[SystemReport], queries: usize, model: &str) -> std::io::Result<()> {
-    outln!(
-        "{queries} queries, model {model}; a hit is a result holding the definition's first line\n"
-    );
+fn print_table(reports: &[SystemReport], queries: &str, model: &str) -> std::io::Result<()> {
+    outln!("{queries}, model {model}; a hit is a result holding the definition's first line\n");
     outln!(
         "{:<44} {:<7} {:<11} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8}",
         "system",
