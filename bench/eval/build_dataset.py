@@ -14,9 +14,10 @@ Every package belongs wholly to the dev split or the test split, fixed by a hash
 
 For every function, method, class or type with a doc comment (Python docstring, JSDoc/Javadoc/
 PHPDoc/Doxygen block, Rust `///`, Go and Ruby comment lines), the doc comment's first sentence is
-a candidate query. Up to N queries per language and split are kept (a deterministic sample by
-hash); the doc comments of the kept queries are replaced by blank lines in the corpus (line
-numbers do not move), so a query's words are not next to its answer. Every other doc comment
+a candidate query. Each language's files in each split are sampled (by a hash of the path) down
+to 1 MB, and up to N queries per language and split are kept (a deterministic sample by hash);
+the doc comments of the kept queries are replaced by blank lines in the corpus (line numbers do
+not move), so a query's words are not next to its answer. Every other doc comment
 stays, as it would in a real repository. A search result is a hit when it is in the same file
 and its line range holds the definition's first line.
 
@@ -419,11 +420,32 @@ def blank(text, ranges):
     return "\n".join(lines)
 
 
+def kept_files(files, budget):
+    """The files kept of each language in each split: a deterministic sample (by a hash of the
+    path) of at most `budget` bytes, so that an evaluation indexes a bounded corpus (the JDK's
+    packages alone hold several MB)."""
+    by_group = {}
+    for (split, path), text in files.items():
+        by_group.setdefault((split, path.split("/", 1)[0]), []).append((split, path))
+    kept = {}
+    for group in by_group.values():
+        group.sort(key=lambda key: hashlib.sha256(key[1].encode()).hexdigest())
+        used = 0
+        for key in group:
+            size = len(files[key].encode("utf-8"))
+            if used + size <= budget:
+                used += size
+                kept[key] = files[key]
+    return kept
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-split", type=int, default=200,
                         help="queries kept per language and split (a deterministic sample)")
+    parser.add_argument("--bytes-per-language", type=int, default=1_000_000,
+                        help="corpus bytes kept per language and split (a deterministic sample of files)")
     parser.add_argument("--language", action="append",
                         help="build only these languages (repeatable; default: all)")
     args = parser.parse_args()
@@ -458,6 +480,8 @@ def main():
                                        "package": name, "path": path, "line": line,
                                        "end_line": end_line, "symbol": symbol,
                                        "doc": (doc_start, doc_end)})
+    files = kept_files(files, args.bytes_per_language)
+    candidates = [c for c in candidates if (c["split"], c["path"]) in files]
     counts = {}
     for c in candidates:
         counts[c["query"].lower()] = counts.get(c["query"].lower(), 0) + 1

@@ -5,7 +5,7 @@
 
 import unittest
 
-from build_dataset import blank, definitions_in, first_sentence, split_of, usable
+from build_dataset import blank, definitions_in, first_sentence, kept_files, split_of, usable
 
 
 def process_file(language, text):
@@ -186,6 +186,14 @@ class ExtractionTest(unittest.TestCase):
         self.assertEqual(split_of("requests"), split_of("requests"))
         splits = {split_of(f"package-{i}") for i in range(20)}
         self.assertEqual(splits, {"dev", "test"}, "both splits are used")
+
+    def test_each_language_is_sampled_down_to_its_budget(self):
+        files = {("dev", f"go/pkg/f{i}.go"): "x" * 40 for i in range(10)}
+        files[("dev", "c/lib/a.h")] = "y" * 100
+        kept = kept_files(files, 100)
+        self.assertEqual(sum(1 for split, path in kept if path.startswith("go/")), 2)
+        self.assertIn(("dev", "c/lib/a.h"), kept, "each language has its own budget")
+        self.assertEqual(kept, kept_files(dict(reversed(list(files.items()))), 100), "deterministic")
 
     def test_short_or_tag_queries_are_dropped(self):
         self.assertFalse(usable("Clone."))

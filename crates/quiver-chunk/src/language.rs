@@ -148,3 +148,61 @@ mod tests {
         }
     }
 }
+
+/// Whether a path is a test file by the conventions of its language's ecosystem: a `test`,
+/// `tests`, `spec` or `__tests__` folder, or a file named `test_*`, `*_test`, `*.test.*`,
+/// `*.spec.*`, `*_spec`, `*Test(s)` or `*Spec` (pytest, Go, Jest, RSpec, JUnit, PHPUnit).
+pub fn is_test_path(path: &str) -> bool {
+    let mut parts = path.split(['/', '\\']).rev();
+    let file = parts.next().unwrap_or_default();
+    if parts.any(|folder| {
+        matches!(
+            folder.to_ascii_lowercase().as_str(),
+            "test" | "tests" | "spec" | "specs" | "__tests__" | "testing" | "testdata"
+        )
+    }) {
+        return true;
+    }
+    let stem = file.split('.').next().unwrap_or_default();
+    let dotted = file.contains(".test.") || file.contains(".spec.");
+    let lower = stem.to_ascii_lowercase();
+    dotted
+        || lower.starts_with("test_")
+        || lower.ends_with("_test")
+        || lower.ends_with("_tests")
+        || lower.ends_with("_spec")
+        || (stem.len() > 4 && (stem.ends_with("Test") || stem.ends_with("Tests")))
+        || (stem.len() > 4 && stem.ends_with("Spec"))
+}
+
+#[cfg(test)]
+mod test_path_tests {
+    use super::is_test_path;
+
+    #[test]
+    fn test_files_by_their_ecosystems_conventions() {
+        for path in [
+            "tests/test_api.py",
+            "pkg/test_utils.py",
+            "cobra/command_test.go",
+            "src/query/core.test.ts",
+            "lib/button.spec.js",
+            "src/__tests__/store.ts",
+            "spec/rack/request_spec.rb",
+            "src/Monolog/LoggerTest.php",
+            "java/util/HashMapTests.java",
+        ] {
+            assert!(is_test_path(path), "{path}");
+        }
+        for path in [
+            "src/testament.rs",
+            "src/contest.py",
+            "lib/attest.js",
+            "src/Test.java",
+            "src/latest_version.go",
+            "include/git2/stash.h",
+        ] {
+            assert!(!is_test_path(path), "{path}");
+        }
+    }
+}

@@ -20,7 +20,7 @@ mod syntax;
 mod words;
 
 pub use header::{context_header, embedding_text, signature_text, symbol_label, HEADER_VERSION};
-pub use language::Language;
+pub use language::{is_test_path, Language};
 pub use syntax::{Symbol, SYNTAX_RULES_VERSION};
 pub use words::identifier_words;
 

@@ -14,8 +14,9 @@ mod dataset;
 mod metrics;
 
 pub use dataset::{Dataset, Query, DEFAULT_SPLIT};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Outranked};
 
+use metrics::Ahead;
 use quiver_embed::Embedder;
 use quiver_index::{
     search_with, settings_for, ChunkRecord, Chunking, IndexOptions, IndexProgress, Input,
@@ -104,6 +105,8 @@ pub struct ModeReport {
     pub mode: String,
     pub overall: Metrics,
     pub by_language: BTreeMap<String, Metrics>,
+    /// How often a test, or a chunk that only names the symbol, came before the definition.
+    pub outranked: Outranked,
     /// Where each query's definition came back, in the dataset's order (for failure analysis).
     #[serde(skip)]
     pub outcomes: Vec<QueryOutcome>,
@@ -300,6 +303,7 @@ fn score_mode(
 ) -> Result<ModeReport> {
     let mut ranks: Vec<(String, Option<usize>)> = Vec::with_capacity(dataset.queries.len());
     let mut outcomes = Vec::with_capacity(dataset.queries.len());
+    let mut ahead = Vec::with_capacity(dataset.queries.len());
     for (query, vector) in dataset.queries.iter().zip(query_vectors) {
         let chunks = rank(query, vector)?;
         let rank = chunks
@@ -310,6 +314,10 @@ fn score_mode(
                     && query.line <= chunk.end_line
             })
             .map(|i| i + 1);
+        ahead.push(ahead_of_definition(
+            query,
+            &chunks[..rank.map_or(chunks.len(), |r| r - 1)],
+        ));
         outcomes.push(QueryOutcome {
             id: query.id.clone(),
             rank,
@@ -332,11 +340,37 @@ fn score_mode(
             _ => mode_name(mode).into(),
         },
         overall: Metrics::from_ranks(&all),
+        outranked: Outranked::from_queries(&ahead),
         by_language: by_language
             .into_iter()
             .map(|(language, r)| (language, Metrics::from_ranks(&r)))
             .collect(),
         outcomes,
+    })
+}
+
+/// What the chunks ranked above a query's definition were.
+fn ahead_of_definition(query: &Query, before: &[ChunkRecord]) -> Ahead {
+    let symbol = query.symbol.as_deref().filter(|s| s.len() > 2);
+    Ahead {
+        test: before
+            .iter()
+            .any(|chunk| quiver_chunk::is_test_path(&chunk.path)),
+        mention: symbol.is_some_and(|symbol| {
+            before
+                .iter()
+                .any(|chunk| names_identifier(&chunk.text, symbol))
+        }),
+    }
+}
+
+/// Whether `text` holds `name` as a whole identifier (not inside a longer one).
+fn names_identifier(text: &str, name: &str) -> bool {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
     })
 }
 
@@ -358,4 +392,18 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_identifier;
+
+    #[test]
+    fn a_name_counts_only_as_a_whole_identifier() {
+        assert!(names_identifier("let x = parse(input);", "parse"));
+        assert!(names_identifier("parse", "parse"));
+        assert!(!names_identifier("let x = parse_all(input);", "parse"));
+        assert!(!names_identifier("reparse()", "parse"));
+        assert!(names_identifier("use crate::{parse, x}", "parse"));
+    }
 }

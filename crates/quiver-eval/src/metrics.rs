@@ -43,6 +43,34 @@ impl Metrics {
     }
 }
 
+/// What came before a query's definition: the share of queries where a chunk of a test file,
+/// or a chunk that names the definition's symbol without holding it (a caller, an import, a
+/// re-export), ranked above the definition (anywhere in the results when it missed them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Outranked {
+    pub queries: usize,
+    pub by_test: f64,
+    pub by_mention: f64,
+}
+
+/// One query's results before its definition, as [`Outranked`] counts them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ahead {
+    pub test: bool,
+    pub mention: bool,
+}
+
+impl Outranked {
+    pub fn from_queries(ahead: &[Ahead]) -> Outranked {
+        let share = |count: usize| count as f64 / ahead.len().max(1) as f64;
+        Outranked {
+            queries: ahead.len(),
+            by_test: share(ahead.iter().filter(|a| a.test).count()),
+            by_mention: share(ahead.iter().filter(|a| a.mention).count()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +88,25 @@ mod tests {
             "log2(4) = 2"
         );
         assert_eq!(Metrics::from_ranks(&[]), Metrics::default());
+    }
+
+    #[test]
+    fn outranked_shares() {
+        let ahead = [
+            Ahead {
+                test: true,
+                mention: true,
+            },
+            Ahead {
+                test: false,
+                mention: true,
+            },
+            Ahead::default(),
+            Ahead::default(),
+        ];
+        let o = Outranked::from_queries(&ahead);
+        assert_eq!(o.queries, 4);
+        assert!((o.by_test - 0.25).abs() < 1e-12);
+        assert!((o.by_mention - 0.5).abs() < 1e-12);
     }
 }

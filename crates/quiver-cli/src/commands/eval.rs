@@ -259,6 +259,18 @@ fn print_table(reports: &[SystemReport], queries: &str, model: &str) -> std::io:
             }
         }
     }
+    outln!("\nbefore the definition (share of queries with such a result ranked above it):");
+    for report in reports {
+        for mode in &report.modes {
+            outln!(
+                "  {} {}: a test file {:.1} %, a chunk naming the symbol without defining it {:.1} %",
+                report.name,
+                mode.mode,
+                100.0 * mode.outranked.by_test,
+                100.0 * mode.outranked.by_mention
+            );
+        }
+    }
     outln!();
     for report in reports {
         match &report.indexing {
