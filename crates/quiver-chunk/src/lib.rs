@@ -12,6 +12,7 @@
 //! Entry point: [`chunk_file`].
 
 mod code;
+mod doc;
 mod header;
 mod language;
 mod prose;
@@ -19,6 +20,7 @@ mod segment;
 mod syntax;
 mod words;
 
+pub use doc::{doc_comment, first_sentence};
 pub use header::{context_header, embedding_text, signature_text, symbol_label, HEADER_VERSION};
 pub use language::{is_test_path, Language};
 pub use syntax::{Symbol, SYNTAX_RULES_VERSION};
