@@ -15,7 +15,7 @@ Every package belongs wholly to the dev split or the test split, fixed by a hash
 For every function, method, class or type with a doc comment (Python docstring, JSDoc/Javadoc/
 PHPDoc/Doxygen block, Rust `///`, Go and Ruby comment lines), the doc comment's first sentence is
 a candidate query. Each language's files in each split are sampled (by a hash of the path) down
-to 1 MB, and up to N queries per language and split are kept (a deterministic sample by hash);
+to 500 kB, and up to N queries per language and split are kept (a deterministic sample by hash);
 the doc comments of the kept queries are replaced by blank lines in the corpus (line numbers do
 not move), so a query's words are not next to its answer. Every other doc comment
 stays, as it would in a real repository. A search result is a hit when it is in the same file
@@ -444,7 +444,7 @@ def main():
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-split", type=int, default=200,
                         help="queries kept per language and split (a deterministic sample)")
-    parser.add_argument("--bytes-per-language", type=int, default=1_000_000,
+    parser.add_argument("--bytes-per-language", type=int, default=500_000,
                         help="corpus bytes kept per language and split (a deterministic sample of files)")
     parser.add_argument("--language", action="append",
                         help="build only these languages (repeatable; default: all)")
