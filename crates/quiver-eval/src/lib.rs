@@ -83,6 +83,8 @@ pub struct System {
     pub chunking: Chunking,
     pub context_header: bool,
     pub chunk_tokens: Option<usize>,
+    /// Fit the query adapter ([`quiver_index::adapter`]) as `quiver index` does.
+    pub adapt: bool,
     pub modes: Vec<SearchMode>,
     /// Keyword weights to score hybrid search with (one row each).
     pub keyword_weights: Vec<f64>,
@@ -231,6 +233,7 @@ fn evaluate_system(
         chunk_tokens: system.chunk_tokens,
         chunking: system.chunking,
         context_header: system.context_header,
+        adapt: system.adapt,
         reembed: true,
         ..IndexOptions::new(
             Input::Tree {
@@ -261,15 +264,24 @@ fn evaluate_system(
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
     };
-    let vectors = VectorIndex::open(&store)?;
+    let adapted = VectorIndex::open(&store)?;
+    let has_adapter = adapted.adapter().is_some();
+    // With an adapter, every mode is scored without it too: what it adds, on the same index.
+    let mut variants = vec![("", adapted)];
+    if has_adapter {
+        variants.push((", no adapter", VectorIndex::open(&store)?.without_adapter()));
+    }
     let filter = SearchFilter::default();
-    let modes = mode_runs(system)
-        .into_iter()
-        .map(|(mode, weight)| {
-            score_mode(dataset, mode, weight, query_vectors, |query, vector| {
+    let mut modes = Vec::new();
+    for (suffix, vectors) in &variants {
+        for (mode, weight) in mode_runs(system) {
+            if mode == SearchMode::Keyword && !suffix.is_empty() {
+                continue; // keyword search uses no vectors
+            }
+            let mut report = score_mode(dataset, mode, weight, query_vectors, |query, vector| {
                 let hits = search_with(
                     &store,
-                    Some(&vectors),
+                    Some(vectors),
                     &SearchRequest {
                         query: &query.query,
                         query_vector: Some(vector),
@@ -280,9 +292,11 @@ fn evaluate_system(
                     },
                 )?;
                 Ok(hits.into_iter().map(|hit| hit.chunk).collect())
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+            })?;
+            report.mode.push_str(suffix);
+            modes.push(report);
+        }
+    }
     let report = SystemReport {
         name: system.name.clone(),
         chunk_tokens: report.chunk_tokens,

@@ -86,6 +86,9 @@ pub struct IndexOptions {
     /// The model's named prompt that queries searching the index are embedded with (recorded
     /// in the index); `None`: the one an earlier run chose, else the model's `query` prompt.
     pub query_prompt: Option<String>,
+    /// Fit a query adapter on the repository's own doc comments and keep it fitted
+    /// ([`crate::adapter`]); off, the index's adapter is removed.
+    pub adapt: bool,
 }
 
 /// Tokens kept free for the context header and the special tokens when the chunk budget is
@@ -110,6 +113,9 @@ pub struct IndexReport {
     pub chunks_reused: usize,
     /// Signature texts embedded (a second vector for chunks that start a definition).
     pub signatures_embedded: usize,
+    /// The (doc comment, definition) pairs of the query adapter this run fitted, when it
+    /// fitted one.
+    pub adapter_pairs: Option<usize>,
     pub skipped: BTreeMap<&'static str, usize>,
     pub chunk_tokens: usize,
     pub seconds: f64,
@@ -341,8 +347,16 @@ pub fn index(
     let mut report = run.report;
     store.remove_files(&removed)?;
     store.collect_garbage()?;
+    report.adapter_pairs = if options.adapt {
+        let changed = report.chunks_embedded + report.files_removed;
+        crate::adapter::refresh(store, embedder, &settings, changed, progress)?
+    } else {
+        store.set_query_adapter(None)?;
+        None
+    };
     store.set_meta("chunking", &chunking)?;
     store.set_meta("id_prefix", &options.id_prefix)?;
+    store.set_meta(crate::run::ADAPT, if options.adapt { "on" } else { "off" })?;
     store.set_meta("root", &options.input.root().display().to_string())?;
     store.set_meta("last_indexed_unix", &now_unix_seconds())?;
     crate::vectors::sync(store)?;

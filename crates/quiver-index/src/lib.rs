@@ -10,6 +10,7 @@
 //! Entry points: [`Store::open`], [`index`], [`search()`], and [`IndexReader`] for a front end
 //! that answers many searches.
 
+pub mod adapter;
 pub mod chunk_files;
 mod definition;
 mod error;

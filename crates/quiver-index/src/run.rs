@@ -112,9 +112,13 @@ impl IndexOptions {
             dimensions: None,
             batch_chunks: DEFAULT_COMMIT_EVERY,
             query_prompt: None,
+            adapt: true,
         }
     }
 }
+
+/// Meta key: whether the index's last run kept a query adapter (`on`/`off`).
+pub(crate) const ADAPT: &str = "adapt";
 
 impl IndexOptions {
     /// These options with the chunking and chunk-id prefix the index's last run used, so that
@@ -122,6 +126,9 @@ impl IndexOptions {
     pub fn like_last_run(mut self, store: &Store) -> Result<IndexOptions> {
         if let Some(prefix) = store.meta("id_prefix")? {
             self.id_prefix = prefix;
+        }
+        if let Some(adapt) = store.meta(ADAPT)? {
+            self.adapt = adapt != "off";
         }
         if let Some(fingerprint) = store.meta("chunking")? {
             for part in fingerprint.split(';') {

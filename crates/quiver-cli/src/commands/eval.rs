@@ -33,6 +33,10 @@ pub struct EvalArgs {
     /// Embed Quiver's chunks without the context header.
     #[arg(long)]
     no_header: bool,
+    /// Index without the query adapter (by default Quiver's index fits one, and every mode is
+    /// scored with it and without it).
+    #[arg(long)]
+    no_adapt: bool,
     /// Lines per window of the baseline (fixed windows, no header, vector search).
     #[arg(long, default_value_t = 40)]
     baseline_lines: usize,
@@ -166,6 +170,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         chunking,
         context_header: !args.no_header,
         chunk_tokens: args.chunk_tokens,
+        adapt: !args.no_adapt,
         modes,
         keyword_weights: if args.keyword_weights.is_empty() {
             vec![DEFAULT_KEYWORD_WEIGHT]
@@ -180,6 +185,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             chunking: Chunking::FixedLines(args.baseline_lines),
             context_header: false,
             chunk_tokens: None,
+            adapt: false,
             modes: vec![SearchMode::Vector],
             keyword_weights: Vec::new(),
             external: false,
@@ -240,7 +246,7 @@ fn write_ranks(path: &std::path::Path, reports: &[SystemReport]) -> anyhow::Resu
 fn print_table(reports: &[SystemReport], queries: &str, model: &str) -> std::io::Result<()> {
     outln!("{queries}, model {model}; a hit is a result holding the definition's first line\n");
     outln!(
-        "{:<44} {:<7} {:<11} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8}",
+        "{:<44} {:<22} {:<11} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8}",
         "system",
         "mode",
         "language",
@@ -286,7 +292,7 @@ fn print_table(reports: &[SystemReport], queries: &str, model: &str) -> std::io:
 
 fn print_row(system: &str, mode: &str, language: &str, m: &Metrics) -> std::io::Result<()> {
     outln!(
-        "{:<44} {:<7} {:<11} {:>5} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>8.3}",
+        "{:<44} {:<22} {:<11} {:>5} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>8.3}",
         system,
         mode,
         language,

@@ -49,6 +49,11 @@ pub struct IndexArgs {
     /// Pack small neighbouring definitions into one chunk (default: one definition per chunk).
     #[arg(long)]
     pack_definitions: bool,
+    /// Do not adapt search to this repository. By default the index fits a query adapter on
+    /// the repository's own doc comments (each comment's first sentence to its definition) and
+    /// refits it as the code changes; docs/evaluation.md measures what it adds.
+    #[arg(long)]
+    no_adapt: bool,
     /// Skip files larger than this many bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FILE_BYTES)]
     max_file_size: u64,
@@ -117,6 +122,7 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     options.reembed = args.reembed;
     options.batch_chunks = args.commit_every.max(1);
     options.query_prompt = args.query_prompt_name.clone();
+    options.adapt = !args.no_adapt;
     let progress = IndexBar::new();
     let report = quiver_index::index(&mut store, &embedder, &options, &progress)
         .with_context(|| format!("indexing {} into {}", root.display(), index_dir.display()))?;
@@ -151,6 +157,9 @@ fn print_summary(report: &IndexReport, index_dir: &std::path::Path) -> std::io::
             .map(|(reason, n)| format!("{reason} {n}"))
             .collect();
         outln!("skipped: {}", skipped.join(", "));
+    }
+    if let Some(pairs) = report.adapter_pairs {
+        outln!("query adapter: fitted on {pairs} doc comments and their definitions");
     }
     outln!("index: {} ({:.1} s)", index_dir.display(), report.seconds);
     Ok(())

@@ -35,6 +35,7 @@ pub const LOCK_FILE: &str = "index.lock";
 const STORE_ID: &str = "store_id";
 const GENERATION: &str = "generation";
 
+mod adapter;
 mod keyword;
 mod read;
 mod records;

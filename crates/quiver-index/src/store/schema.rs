@@ -9,7 +9,7 @@ use crate::keywords;
 use rusqlite::params;
 
 /// The version of the tables this build creates and reads.
-pub(super) const SCHEMA_VERSION: u32 = 4;
+pub(super) const SCHEMA_VERSION: u32 = 5;
 /// The oldest version [`MIGRATIONS`] lead on from.
 const FIRST_MIGRATED: u32 = 2;
 
@@ -33,7 +33,16 @@ const MIGRATIONS: &[Migration] = &[
         to: 4,
         apply: add_checksums,
     },
+    // The query adapter fitted on the repository's doc comments ([`crate::adapter`]); a reader
+    // of an older index finds no table and searches without one.
+    Migration {
+        to: 5,
+        apply: |tx| tx.execute_batch(ADAPTERS_TABLE),
+    },
 ];
+
+pub(super) const ADAPTERS_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS adapters (name TEXT PRIMARY KEY, value BLOB NOT NULL);";
 
 /// The columns a reader needs that versions before [`SCHEMA_VERSION`] may lack.
 const MIGRATED_COLUMNS: &[(&str, &str)] = &[

@@ -7,6 +7,7 @@ mod files;
 
 pub use files::{status, sync, Synced, VectorFilesStatus, DIR};
 
+use crate::adapter::QueryAdapter;
 use crate::error::{IndexError, Result};
 use crate::search::SearchFilter;
 use crate::store::Store;
@@ -28,6 +29,8 @@ pub struct VectorIndex {
     set: VectorSet,
     /// Whether the set is the index's vector files (else it was read from the database).
     mapped: bool,
+    /// Applied to every query vector first, when the index has one ([`crate::adapter`]).
+    adapter: Option<QueryAdapter>,
 }
 
 impl VectorIndex {
@@ -35,12 +38,27 @@ impl VectorIndex {
     /// stale and this process may write the index; read from the database into memory when
     /// they are stale and it may not (another process is indexing, or the index is read-only).
     pub fn open(store: &Store) -> Result<Self> {
+        let mut index = Self::open_vectors(store)?;
+        // A search goes on without an adapter it cannot read: the adapter refines a ranking
+        // the vectors already give.
+        index.adapter = store.query_adapter().unwrap_or_else(|error| {
+            tracing::warn!("searching without the query adapter: {error}");
+            None
+        });
+        Ok(index)
+    }
+
+    fn open_vectors(store: &Store) -> Result<Self> {
         let Some(settings) = store.settings()? else {
             return Ok(VectorIndex::empty());
         };
         let dimension = settings.dimension;
         if let Some(set) = files::open_current(store, dimension)? {
-            return Ok(VectorIndex { set, mapped: true });
+            return Ok(VectorIndex {
+                set,
+                mapped: true,
+                adapter: None,
+            });
         }
         let synced = if store.is_writer() {
             files::sync(store).map(|_| ())
@@ -50,7 +68,11 @@ impl VectorIndex {
         match synced {
             Ok(()) => {
                 if let Some(set) = files::open_current(store, dimension)? {
-                    return Ok(VectorIndex { set, mapped: true });
+                    return Ok(VectorIndex {
+                set,
+                mapped: true,
+                adapter: None,
+            });
                 }
             }
             Err(error) => tracing::info!(
@@ -62,6 +84,7 @@ impl VectorIndex {
         Ok(VectorIndex {
             set: files::read_into_memory(store, dimension)?,
             mapped: false,
+            adapter: None,
         })
     }
 
@@ -69,7 +92,19 @@ impl VectorIndex {
         VectorIndex {
             set: VectorSet::empty(),
             mapped: false,
+            adapter: None,
         }
+    }
+
+    /// The index's query adapter, when it has one.
+    pub fn adapter(&self) -> Option<&QueryAdapter> {
+        self.adapter.as_ref()
+    }
+
+    /// Searches without the query adapter from now on (to measure what it adds).
+    pub fn without_adapter(mut self) -> Self {
+        self.adapter = None;
+        self
     }
 
     /// Chunks with a vector.
@@ -151,8 +186,13 @@ impl VectorIndex {
                 index: self.set.dimension,
             });
         }
-        let norm = dot(query, query).sqrt().max(f32::MIN_POSITIVE);
-        let query: Vec<f32> = query.iter().map(|x| x / norm).collect();
+        let query: Vec<f32> = match &self.adapter {
+            Some(adapter) if adapter.dimension() == query.len() => adapter.apply(query),
+            _ => {
+                let norm = dot(query, query).sqrt().max(f32::MIN_POSITIVE);
+                query.iter().map(|x| x / norm).collect()
+            }
+        };
         let accepted = Accepted::new(&self.set, filter)?;
         let rows = self.set.rows.as_slice();
         let accepts = |row: usize| accepted.row(row);

@@ -1,0 +1,147 @@
+//! The indexing step that keeps an index's query adapter fitted to its repository: mine (doc
+//! comment → definition) pairs from the stored chunks, embed each comment's first sentence as a
+//! query, fit, store.
+
+use super::{FitOptions, QueryAdapter};
+use crate::error::{IndexError, Result};
+use crate::indexer::IndexProgress;
+use crate::store::{IndexSettings, Store};
+use quiver_chunk::{doc_comment, first_sentence, Language};
+use quiver_embed::Embedder;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Pairs a fit uses at most (a deterministic sample beyond): enough to fit a map of a few
+/// hundred thousand weights, and a bound on the time embedding the comments takes.
+pub const MAX_PAIRS: usize = 20_000;
+
+/// Chunks changed since the last fit, as a share of the index, that call for a new fit: a few
+/// edits do not change what a repository's comments say, and a fit embeds every comment.
+const REFIT_SHARE: f64 = 0.1;
+
+/// Meta key: chunks embedded since the adapter was fitted.
+const CHANGED_SINCE_FIT: &str = "adapter_changed_chunks";
+
+/// One (doc comment, definition) pair: the comment's first sentence and the key of the vector
+/// its query should land near.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocPair {
+    pub query: String,
+    pub target_hash: String,
+}
+
+/// The pairs an index's chunks hold: every chunk that starts a documented definition gives its
+/// doc comment's first sentence (3 to 60 words) and its signature vector (header and signature,
+/// which holds none of the comment's words), else its own vector. A sentence that documents two
+/// definitions says nothing about which one, so it is left out.
+pub fn mine_pairs(store: &Store) -> Result<Vec<DocPair>> {
+    let mut pairs: Vec<DocPair> = Vec::new();
+    store.for_each_chunk(|chunk| {
+        if chunk.symbol.is_none() {
+            return Ok(());
+        }
+        let language = Language::from_path(Path::new(&chunk.path));
+        let Some(doc) = doc_comment(language, &chunk.text) else {
+            return Ok(());
+        };
+        let query = first_sentence(&doc);
+        let words = query.split_whitespace().count();
+        if (3..=60).contains(&words) {
+            pairs.push(DocPair {
+                query,
+                target_hash: chunk.signature_hash.unwrap_or(chunk.embed_hash),
+            });
+        }
+        Ok(())
+    })?;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for pair in &pairs {
+        *counts.entry(pair.query.to_lowercase()).or_default() += 1;
+    }
+    pairs.retain(|pair| counts[&pair.query.to_lowercase()] == 1);
+    if pairs.len() > MAX_PAIRS {
+        pairs.sort_by_key(|pair| crate::ids::content_hash(pair.query.as_bytes()));
+        pairs.truncate(MAX_PAIRS);
+    }
+    Ok(pairs)
+}
+
+/// Brings the index's adapter up to date after a run that embedded `changed` chunks: fits one
+/// when the index has none or enough changed since the last fit, removes it when the index no
+/// longer has [`super::MIN_PAIRS`] pairs. Returns the pairs of the adapter fitted now.
+pub fn refresh(
+    store: &Store,
+    embedder: &Embedder,
+    settings: &IndexSettings,
+    changed: usize,
+    progress: &dyn IndexProgress,
+) -> Result<Option<usize>> {
+    let since_fit = store
+        .meta(CHANGED_SINCE_FIT)?
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        + changed;
+    let current = store.query_adapter()?;
+    let chunks = store.stats()?.chunks;
+    let stale = match &current {
+        None => true,
+        Some(adapter) => {
+            adapter.dimension() != settings.dimension
+                || since_fit as f64 >= REFIT_SHARE * chunks.max(1) as f64
+        }
+    };
+    if !stale {
+        store.set_meta(CHANGED_SINCE_FIT, &since_fit.to_string())?;
+        return Ok(None);
+    }
+    let pairs = mine_pairs(store)?;
+    let adapter = if pairs.len() < super::MIN_PAIRS {
+        None
+    } else {
+        fit_pairs(store, embedder, settings, &pairs, progress)?
+    };
+    store.set_query_adapter(adapter.as_ref())?;
+    store.set_meta(CHANGED_SINCE_FIT, "0")?;
+    Ok(adapter.map(|a| a.pairs()))
+}
+
+fn fit_pairs(
+    store: &Store,
+    embedder: &Embedder,
+    settings: &IndexSettings,
+    pairs: &[DocPair],
+    progress: &dyn IndexProgress,
+) -> Result<Option<QueryAdapter>> {
+    let d = settings.dimension;
+    let options = settings.query_options();
+    let mut queries = Vec::with_capacity(pairs.len() * d);
+    let mut targets = Vec::with_capacity(pairs.len() * d);
+    for batch in pairs.chunks(256) {
+        if progress.interrupted() {
+            return Err(IndexError::Interrupted);
+        }
+        let texts: Vec<&str> = batch.iter().map(|p| p.query.as_str()).collect();
+        let vectors = embedder.embed(&texts, &options)?;
+        for (pair, vector) in batch.iter().zip(vectors) {
+            let Some(target) = store.vector_of(&pair.target_hash)? else {
+                continue;
+            };
+            if vector.len() != d || target.len() != d {
+                continue;
+            }
+            queries.extend(unit(vector));
+            targets.extend(unit(target));
+        }
+    }
+    Ok(QueryAdapter::fit(
+        &queries,
+        &targets,
+        d,
+        &FitOptions::default(),
+    ))
+}
+
+fn unit(mut v: Vec<f32>) -> Vec<f32> {
+    super::normalize(&mut v);
+    v
+}
