@@ -62,7 +62,9 @@ fn python_docstring(text: &str) -> Option<String> {
     let body = rest.join("\n");
     let body = body.trim_start();
     let body = body.trim_start_matches(['r', 'R', 'u', 'U']);
-    let quote = ["\"\"\"", "'''"].into_iter().find(|q| body.starts_with(q))?;
+    let quote = ["\"\"\"", "'''"]
+        .into_iter()
+        .find(|q| body.starts_with(q))?;
     let inner = &body[3..];
     Some(inner[..inner.find(quote)?].to_string())
 }
@@ -233,7 +235,10 @@ mod tests {
             first_sentence("Store a value under a key. Then more.\n\nDetails."),
             "Store a value under a key."
         );
-        assert_eq!(first_sentence("No full stop\nat all"), "No full stop at all");
+        assert_eq!(
+            first_sentence("No full stop\nat all"),
+            "No full stop at all"
+        );
         assert_eq!(first_sentence(&"é".repeat(200)).len(), 300);
     }
 }

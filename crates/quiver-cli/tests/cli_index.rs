@@ -774,3 +774,63 @@ fn the_chunk_id_prefix_has_one_name_and_the_old_spelling_still_works() {
         assert!(id.starts_with(&format!("{prefix}:")), "{flag}: {id}");
     }
 }
+
+/// A tree with 96 documented functions (each a doc comment's first sentence and a body that
+/// says the same in code), enough to fit a query adapter.
+fn documented_tree(name: &str) -> std::path::PathBuf {
+    let root = temp_dir(name);
+    let verbs = ["parse", "render", "compress", "validate", "sort", "merge"];
+    let nouns = [
+        "invoice", "shipment", "customer", "ledger", "token", "sensor", "route", "schedule",
+        "ticket", "profile", "payment", "cache", "report", "session", "image", "config",
+    ];
+    let mut module = String::new();
+    for verb in verbs {
+        for noun in nouns {
+            module.push_str(&format!(
+                "def {verb}_{noun}(value):\n    \"\"\"{} the given {noun} record before it is stored.\"\"\"\n    return {verb}_step(value, kind=\"{noun}\")\n\n\n",
+                verb[..1].to_uppercase() + &verb[1..]
+            ));
+        }
+    }
+    write(&root, "records.py", module);
+    root
+}
+
+#[test]
+fn the_index_fits_a_query_adapter_on_its_doc_comments_unless_told_not_to() {
+    let root = documented_tree("adapter-tree");
+    let report = index(&root, &[]);
+    let pairs = report["adapter_pairs"]
+        .as_u64()
+        .expect("an adapter was fitted");
+    assert_eq!(pairs, 96, "one pair per documented function: {report}");
+    let query = "check a payment record before saving it";
+    let adapted = search(&root, query, &["--mode", "vector"]);
+    assert!(!adapted.is_empty());
+
+    // A rerun with nothing changed keeps the adapter without fitting again.
+    let rerun = index(&root, &[]);
+    assert!(rerun["adapter_pairs"].is_null(), "{rerun}");
+    let again = search(&root, query, &["--mode", "vector"]);
+    assert_eq!(again[0]["score"], adapted[0]["score"], "the same adapter");
+
+    // --no-adapt removes it: the same query then scores by the model's vectors alone.
+    let plain = index(&root, &["--no-adapt"]);
+    assert!(plain["adapter_pairs"].is_null());
+    let unadapted = search(&root, query, &["--mode", "vector"]);
+    assert_ne!(
+        unadapted[0]["score"], adapted[0]["score"],
+        "the adapter changed the query vector"
+    );
+    assert_eq!(index(&root, &[])["adapter_pairs"], 96, "fitted again");
+
+    // Too few documented definitions: no adapter.
+    let small = temp_dir("adapter-small");
+    write(
+        &small,
+        "a.py",
+        "def f():\n    \"\"\"Return one for the caller.\"\"\"\n    return 1\n",
+    );
+    assert!(index(&small, &[])["adapter_pairs"].is_null());
+}

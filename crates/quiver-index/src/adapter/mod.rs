@@ -327,7 +327,10 @@ mod tests {
                 let best = (0..n)
                     .max_by(|&a, &b| {
                         let score = |j: usize| -> f32 {
-                            q.iter().zip(&targets[j * d..(j + 1) * d]).map(|(x, y)| x * y).sum()
+                            q.iter()
+                                .zip(&targets[j * d..(j + 1) * d])
+                                .map(|(x, y)| x * y)
+                                .sum()
                         };
                         score(a).total_cmp(&score(b))
                     })
@@ -377,7 +380,9 @@ mod tests {
     fn the_gradient_matches_finite_differences() {
         let d = 6;
         let (x, p) = distorted_pairs(5, d);
-        let w: Vec<f32> = (0..d * d).map(|i| ((i * 7 % 11) as f32 - 5.0) / 50.0).collect();
+        let w: Vec<f32> = (0..d * d)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 50.0)
+            .collect();
         let gradient = batch_gradient(&x, &p, &w, d, 0.5);
         for index in [0, 7, 20, 35] {
             let step = 1e-3;

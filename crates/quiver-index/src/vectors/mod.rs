@@ -69,10 +69,10 @@ impl VectorIndex {
             Ok(()) => {
                 if let Some(set) = files::open_current(store, dimension)? {
                     return Ok(VectorIndex {
-                set,
-                mapped: true,
-                adapter: None,
-            });
+                        set,
+                        mapped: true,
+                        adapter: None,
+                    });
                 }
             }
             Err(error) => tracing::info!(
