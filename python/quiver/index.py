@@ -90,13 +90,15 @@ class Index:
         quantize: Optional[str] = None,
         id_prefix: Optional[str] = None,
         chunk_tokens: Optional[int] = None,
+        adapt: bool = True,
     ) -> dict:
         """Brings the index up to date with the tree at ``root`` (only changed files are
         read, only new texts embedded; removed files are dropped) and returns the run's
         counts. ``progress``: ``True`` for a bar on a terminal, or a callable
         ``progress(event, count)`` with event ``files_found``, ``files_done`` or
         ``chunks_embedded``. Ctrl-C stops the run; what it committed stays, and the next
-        ``update`` finishes it."""
+        ``update`` finishes it. ``adapt=False`` keeps no query adapter (by default the index
+        fits one on the tree's own doc comments, as ``quiver index`` does)."""
         callback = progress if callable(progress) else None
         bar = None
         if progress is True:
@@ -116,6 +118,7 @@ class Index:
                 quantize=quantize,
                 id_prefix=id_prefix,
                 chunk_tokens=chunk_tokens,
+                adapt=adapt,
             )
         finally:
             if bar:

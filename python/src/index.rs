@@ -131,7 +131,7 @@ impl Index {
     }
 
     /// Brings the index up to date with the tree at `root`; returns the run's report as JSON.
-    #[pyo3(signature = (root, *, progress=None, reembed=false, dimensions=None, quantize=None, id_prefix=None, chunk_tokens=None))]
+    #[pyo3(signature = (root, *, progress=None, reembed=false, dimensions=None, quantize=None, id_prefix=None, chunk_tokens=None, adapt=true))]
     #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
@@ -143,6 +143,7 @@ impl Index {
         quantize: Option<&str>,
         id_prefix: Option<String>,
         chunk_tokens: Option<usize>,
+        adapt: bool,
     ) -> PyResult<String> {
         if !root.is_dir() {
             return Err(PyFileNotFoundError::new_err(format!(
@@ -187,6 +188,7 @@ impl Index {
         options.dimensions = dimensions;
         options.reembed = reembed;
         options.chunk_tokens = chunk_tokens;
+        options.adapt = adapt;
         if let Some(prefix) = id_prefix {
             options.id_prefix = prefix;
         }

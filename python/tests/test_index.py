@@ -37,6 +37,25 @@ def test_update_follows_edits_and_deletions(tree, tmp_path, model):
     assert top.path == "pkg/geometry.py" and top.symbol == "square_area"
 
 
+def test_update_fits_a_query_adapter_unless_told_not_to(tmp_path, model):
+    root = tmp_path / "documented"
+    root.mkdir()
+    functions = [
+        f'def {verb}_{noun}(value):\n    """{verb.capitalize()} the given {noun} record first."""\n'
+        f'    return {verb}_step(value)\n\n\n'
+        for verb in ("parse", "render", "compress", "validate", "sort")
+        for noun in ("invoice", "shipment", "customer", "ledger", "token", "sensor", "route",
+                     "ticket", "profile", "payment", "cache", "report", "session", "image")
+    ]
+    (root / "records.py").write_text("".join(functions))
+    index = quiver.Index(tmp_path / "index", model=model)
+    assert index.update(root)["adapter_pairs"] == 70
+    adapted = index.search("check a payment record", k=1, mode="vector")[0].score
+    assert index.update(root, adapt=False)["adapter_pairs"] is None
+    plain = index.search("check a payment record", k=1, mode="vector")[0].score
+    assert plain != adapted, "the adapter changes the query vector"
+
+
 def test_hits_modes_and_filters(tree, tmp_path, model):
     index = quiver.Index(tmp_path / "index", model=model)
     index.update(tree)

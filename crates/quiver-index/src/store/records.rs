@@ -13,7 +13,7 @@ pub struct FileRecord {
 }
 
 /// A chunk as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ChunkRecord {
     pub chunk_id: String,
     /// 63-bit numeric form of `chunk_id`.
