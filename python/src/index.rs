@@ -256,6 +256,7 @@ impl Index {
                         k,
                         filter: &filter,
                         keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+                        priors: true,
                     },
                 )
             })

@@ -124,7 +124,7 @@ fn postgres_export_is_searchable_incremental_and_checked() {
         .batch_execute("SET enable_seqscan = off")
         .expect("set");
     let query = "retry a request that failed";
-    let ours: Vec<String> = search(&root, query, &["--mode", "vector", "-k", "4"])
+    let ours: Vec<String> = search(&root, query, &["--mode", "vector", "-k", "4", "--no-priors"])
         .iter()
         .map(|hit| hit["chunk"]["chunk_id"].as_str().expect("id").to_string())
         .collect();
@@ -262,7 +262,7 @@ fn quiver_rankings(root: &Path, mode: &str) -> Vec<Vec<(String, f64)>> {
     FIDELITY_QUERIES
         .iter()
         .map(|query| {
-            search(root, query, &["--mode", mode, "-k", "10"])
+            search(root, query, &["--mode", mode, "-k", "10", "--no-priors"])
                 .iter()
                 .map(|hit| {
                     (

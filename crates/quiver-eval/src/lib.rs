@@ -289,6 +289,7 @@ fn evaluate_system(
                         k: DEPTH,
                         filter: &filter,
                         keyword_weight: weight,
+                        priors: true,
                     },
                 )?;
                 Ok(hits.into_iter().map(|hit| hit.chunk).collect())

@@ -93,6 +93,9 @@ pub struct SearchRequest<'a> {
     pub filter: &'a SearchFilter,
     /// Hybrid only: the keyword ranking's weight in the fusion (the vector ranking's is 1).
     pub keyword_weight: f64,
+    /// Rerank by what each result is ([`Priors`]: definitions first, tests after); off, the
+    /// scores are the rankings' alone, as an exported store computes them.
+    pub priors: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -149,7 +152,7 @@ pub fn search_with(
     vectors: Option<&VectorIndex>,
     request: &SearchRequest<'_>,
 ) -> Result<Vec<SearchHit>> {
-    let priors = Priors::for_query(request.query, request.mode);
+    let priors = Priors::for_query(request.query, request.mode).filter(|_| request.priors);
     let depth = match request.mode {
         SearchMode::Hybrid => FUSION_DEPTH.max(request.k),
         _ if priors.is_some() => PRIOR_DEPTH.max(request.k),

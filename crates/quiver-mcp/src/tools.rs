@@ -232,6 +232,7 @@ fn search(server: &McpServer, args: SearchArgs) -> Result<ToolOutput, ToolError>
         },
         filter: &filter,
         keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+        priors: true,
     };
     let hits = reader
         .search(&snapshot, &request)

@@ -252,6 +252,7 @@ fn search_index(index: String, query: String, options: SearchArgs) -> Reply<Vec<
                 k: options.k,
                 filter: &filter,
                 keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+                priors: true,
             },
         )
         .map_err(|e| e.to_string())?;

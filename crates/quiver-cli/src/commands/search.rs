@@ -42,6 +42,10 @@ pub struct SearchArgs {
     /// with one label, e.g. BAAI/bge-reranker-base): slower, usually more precise.
     #[arg(long, value_name = "MODEL")]
     rerank: Option<String>,
+    /// Score by the rankings alone, as an exported store does: no reranking of definitions
+    /// before tests and callers (docs/indexing.md, Search).
+    #[arg(long)]
+    no_priors: bool,
     /// With --rerank: how many of the search's hits the reranker reads (at least -k).
     #[arg(long, value_name = "N", default_value_t = RERANK_CANDIDATES, requires = "rerank")]
     rerank_candidates: usize,
@@ -122,6 +126,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             },
             filter: &filter,
             keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+            priors: !args.no_priors,
         },
     )?;
     let hits = match &reranking {

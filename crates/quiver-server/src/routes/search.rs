@@ -123,6 +123,7 @@ async fn handle(
                 },
                 filter: &filter,
                 keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+                priors: true,
             },
         )
     })
