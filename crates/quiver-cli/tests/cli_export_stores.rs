@@ -124,10 +124,14 @@ fn postgres_export_is_searchable_incremental_and_checked() {
         .batch_execute("SET enable_seqscan = off")
         .expect("set");
     let query = "retry a request that failed";
-    let ours: Vec<String> = search(&root, query, &["--mode", "vector", "-k", "4", "--no-priors"])
-        .iter()
-        .map(|hit| hit["chunk"]["chunk_id"].as_str().expect("id").to_string())
-        .collect();
+    let ours: Vec<String> = search(
+        &root,
+        query,
+        &["--mode", "vector", "-k", "4", "--no-priors"],
+    )
+    .iter()
+    .map(|hit| hit["chunk"]["chunk_id"].as_str().expect("id").to_string())
+    .collect();
     let vector = query_vector(query);
     let sql = format!(
         "SELECT payload->>'chunk_id' FROM {table} ORDER BY embedding <=> $1::real[]::vector LIMIT 4"

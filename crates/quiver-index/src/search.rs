@@ -359,7 +359,10 @@ mod tests {
         let test = priors.of(&chunk("tests/test_parse.py", true));
         let test_statement = priors.of(&chunk("tests/test_parse.py", false));
         assert!(definition > statement, "{definition} {statement}");
-        assert!(definition > test && statement > test_statement, "{test} {test_statement}");
+        assert!(
+            definition > test && statement > test_statement,
+            "{test} {test_statement}"
+        );
         let asked = Priors::for_query("tests of parse", SearchMode::Vector).expect("vector");
         assert_eq!(asked.of(&chunk("tests/test_parse.py", true)), definition);
         assert!(Priors::for_query("parse", SearchMode::Keyword).is_none());

@@ -11,12 +11,7 @@ const QUERY_ADAPTER: &str = "query";
 impl Store {
     /// The index's query adapter; `None` when it has none (also an index older than the table).
     pub fn query_adapter(&self) -> Result<Option<QueryAdapter>> {
-        let has_table = self
-            .conn
-            .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'adapters'")
-            .and_then(|mut statement| statement.exists([]))
-            .map_err(|e| self.db_error(e))?;
-        if !has_table {
+        if !self.has_table("adapters")? {
             return Ok(None);
         }
         let bytes: Option<Vec<u8>> = self

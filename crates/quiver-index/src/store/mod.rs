@@ -314,7 +314,7 @@ mod tests {
         let raw = Connection::open(dir.join(DATABASE_FILE)).unwrap();
         raw.execute_batch(
             "ALTER TABLE chunks DROP COLUMN checksum; ALTER TABLE vectors DROP COLUMN checksum;
-             ALTER TABLE chunks DROP COLUMN signature_hash;
+             ALTER TABLE chunks DROP COLUMN signature_hash; DROP TABLE adapters;
              UPDATE meta SET value = '2' WHERE key = 'schema_version';",
         )
         .unwrap();
@@ -329,6 +329,36 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap()
+    }
+
+    #[test]
+    fn the_query_adapter_is_stored_replaced_and_removed() {
+        use crate::adapter::{FitOptions, QueryAdapter, MIN_PAIRS};
+        let dir = scratch("adapter");
+        let store = Store::open_writer(&dir).unwrap();
+        assert_eq!(store.query_adapter().unwrap(), None);
+        let d = 4;
+        let queries: Vec<f32> = (0..MIN_PAIRS * d).map(|i| ((i * 7) % 5) as f32).collect();
+        let targets: Vec<f32> = (0..MIN_PAIRS * d).map(|i| ((i * 3) % 7) as f32).collect();
+        let options = FitOptions {
+            epochs: 1,
+            ..FitOptions::default()
+        };
+        let adapter = QueryAdapter::fit(&queries, &targets, d, &options).unwrap();
+        store.set_query_adapter(Some(&adapter)).unwrap();
+        store.set_query_adapter(Some(&adapter)).unwrap();
+        assert_eq!(
+            Store::open(&dir).unwrap().query_adapter().unwrap(),
+            Some(adapter)
+        );
+        store.set_query_adapter(None).unwrap();
+        assert_eq!(store.query_adapter().unwrap(), None);
+        // An index from before the table: no adapter, and no error.
+        Connection::open(dir.join(DATABASE_FILE))
+            .unwrap()
+            .execute_batch("DROP TABLE adapters")
+            .unwrap();
+        assert_eq!(Store::open(&dir).unwrap().query_adapter().unwrap(), None);
     }
 
     #[test]

@@ -147,14 +147,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the database has the table `name`.
+    pub(super) fn has_table(&self, name: &str) -> Result<bool> {
+        self.conn
+            .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")
+            .and_then(|mut statement| statement.exists([name]))
+            .map_err(|e| self.db_error(e))
+    }
+
     /// The database's `schema_version`; `None` for a database with no tables yet.
     fn schema_version(&self) -> Result<Option<u32>> {
-        let has_meta = self
-            .conn
-            .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
-            .and_then(|mut statement| statement.exists([]))
-            .map_err(|e| self.db_error(e))?;
-        if !has_meta {
+        if !self.has_table("meta")? {
             return Ok(None);
         }
         let Some(text) = self.meta(SCHEMA_VERSION_KEY)? else {
