@@ -22,6 +22,9 @@ const REFIT_SHARE: f64 = 0.1;
 /// Meta key: chunks embedded since the adapter was fitted.
 const CHANGED_SINCE_FIT: &str = "adapter_changed_chunks";
 
+/// Meta key: the pairs the last mining found.
+const PAIRS_FOUND: &str = "adapter_pairs_found";
+
 /// One (doc comment, definition) pair: the comment's first sentence and the key of the vector
 /// its query should land near.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,18 +86,24 @@ pub fn refresh(
         + changed;
     let current = store.query_adapter()?;
     let chunks = store.stats()?.chunks;
+    let changed_enough = since_fit as f64 >= REFIT_SHARE * chunks.max(1) as f64;
     let stale = match &current {
-        None => true,
-        Some(adapter) => {
-            adapter.dimension() != settings.dimension
-                || since_fit as f64 >= REFIT_SHARE * chunks.max(1) as f64
+        // An index that had too few pairs is mined again only once enough changed too.
+        None => {
+            let too_few = store
+                .meta(PAIRS_FOUND)?
+                .and_then(|v| v.parse::<usize>().ok())
+                .is_some_and(|found| found < super::MIN_PAIRS);
+            !too_few || changed_enough
         }
+        Some(adapter) => adapter.dimension() != settings.dimension || changed_enough,
     };
     if !stale {
         store.set_meta(CHANGED_SINCE_FIT, &since_fit.to_string())?;
         return Ok(None);
     }
     let pairs = mine_pairs(store)?;
+    store.set_meta(PAIRS_FOUND, &pairs.len().to_string())?;
     let adapter = if pairs.len() < super::MIN_PAIRS {
         None
     } else {
