@@ -264,16 +264,9 @@ fn evaluate_system(
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
     };
-    let adapted = VectorIndex::open(&store)?;
-    let has_adapter = adapted.adapter().is_some();
-    // With an adapter, every mode is scored without it too: what it adds, on the same index.
-    let mut variants = vec![("", adapted)];
-    if has_adapter {
-        variants.push((", no adapter", VectorIndex::open(&store)?.without_adapter()));
-    }
     let filter = SearchFilter::default();
-    let mut modes = Vec::new();
-    for (suffix, vectors) in &variants {
+    let score_pass = |vectors: &VectorIndex, suffix: &str| -> Result<Vec<ModeReport>> {
+        let mut modes = Vec::new();
         for (mode, weight) in mode_runs(system) {
             if mode == SearchMode::Keyword && !suffix.is_empty() {
                 continue; // keyword search uses no vectors
@@ -297,6 +290,13 @@ fn evaluate_system(
             report.mode.push_str(suffix);
             modes.push(report);
         }
+        Ok(modes)
+    };
+    let vectors = VectorIndex::open(&store)?;
+    let mut modes = score_pass(&vectors, "")?;
+    // With an adapter, every mode is scored without it too, on the same vectors: what it adds.
+    if vectors.adapter().is_some() {
+        modes.extend(score_pass(&vectors.without_adapter(), ", no adapter")?);
     }
     let report = SystemReport {
         name: system.name.clone(),

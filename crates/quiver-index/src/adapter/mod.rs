@@ -12,6 +12,7 @@ mod refresh;
 
 pub use refresh::{mine_pairs, refresh, DocPair, MAX_PAIRS};
 
+use quiver_embed::l2_normalize;
 use quiver_runtime::kernels::{matmul, MatMut, MatRef};
 
 /// Pairs below which no adapter is fitted: too few to say more than the model already does.
@@ -111,7 +112,7 @@ impl QueryAdapter {
                 }
             }
         }
-        normalize(&mut out);
+        l2_normalize(&mut out);
         out
     }
 
@@ -281,13 +282,6 @@ fn shuffle(order: &mut [usize], state: &mut u64) {
     }
 }
 
-pub(crate) fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,13 +300,13 @@ mod tests {
         let mut queries = Vec::new();
         for _ in 0..n {
             let mut t: Vec<f32> = (0..d).map(|_| next()).collect();
-            normalize(&mut t);
+            l2_normalize(&mut t);
             // The distortion: the first half of the axes swapped with the second, a third
             // of the signal left in place, and noise.
             let mut q: Vec<f32> = (0..d)
                 .map(|i| t[(i + d / 2) % d] + 0.3 * t[i] + 0.3 * next())
                 .collect();
-            normalize(&mut q);
+            l2_normalize(&mut q);
             targets.extend(t);
             queries.extend(q);
         }

@@ -85,7 +85,7 @@ pub fn refresh(
         .unwrap_or(0)
         + changed;
     let current = store.query_adapter()?;
-    let chunks = store.stats()?.chunks;
+    let chunks = store.chunk_count()?;
     let changed_enough = since_fit as f64 >= REFIT_SHARE * chunks.max(1) as f64;
     let stale = match &current {
         // An index that had too few pairs is mined again only once enough changed too.
@@ -151,6 +151,6 @@ fn fit_pairs(
 }
 
 fn unit(mut v: Vec<f32>) -> Vec<f32> {
-    super::normalize(&mut v);
+    quiver_embed::l2_normalize(&mut v);
     v
 }

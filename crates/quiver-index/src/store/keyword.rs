@@ -70,10 +70,7 @@ impl Store {
             let names: bool = row.get(2).map_err(db)?;
             documents.entry(uid).or_default().add(&token, names);
         }
-        let rows: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0))
-            .map_err(db)?;
+        let rows = self.chunk_count()?;
         let tokens: usize = documents.values().map(|d| d.length).sum();
         Ok(KeywordDocuments {
             average_length: tokens as f64 / rows.max(1) as f64,

@@ -42,6 +42,14 @@ impl Store {
         Ok(present)
     }
 
+    /// How many chunks the index holds.
+    pub fn chunk_count(&self) -> Result<usize> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(|e| self.db_error(e))
+    }
+
     pub fn stats(&self) -> Result<IndexStats> {
         let count = |sql: &str| -> Result<usize> {
             self.conn
@@ -68,7 +76,7 @@ impl Store {
             .sum();
         Ok(IndexStats {
             files: count("SELECT COUNT(*) FROM files")?,
-            chunks: count("SELECT COUNT(*) FROM chunks")?,
+            chunks: self.chunk_count()?,
             vectors: count("SELECT COUNT(*) FROM vectors")?,
             languages,
             last_indexed_unix: self.meta("last_indexed_unix")?,
