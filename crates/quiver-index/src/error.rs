@@ -103,6 +103,9 @@ pub enum IndexError {
     NoChunkAt { path: String, line: usize },
     #[error("the index holds no chunk {id:?}")]
     UnknownChunk { id: String },
+    /// The keyword tokenizer, an in-memory FTS5 table ([`crate::keywords::Fts5Tokens`]).
+    #[error("keyword tokenizer (in-memory SQLite): {0}")]
+    Tokenizer(rusqlite::Error),
     #[error(transparent)]
     Embed(quiver_embed::EmbedError),
     #[error(transparent)]

@@ -58,16 +58,30 @@ fn push_term(out: &mut String, term: &str) {
     out.push_str(term);
 }
 
-/// An FTS5 query matching any of the query's terms, each quoted so no input is read as FTS5
-/// syntax. `None` when the query has no terms.
-pub fn match_expression(query: &str) -> Option<String> {
+/// The query's distinct terms, in order: FTS5's phrases of its keyword query, one each.
+pub fn query_terms(query: &str) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
-    let quoted: Vec<String> = terms(query)
+    terms(query)
         .split(' ')
         .filter(|t| !t.is_empty() && seen.insert(t.to_string()))
-        .map(|t| format!("\"{}\"", t.replace('"', "")))
+        .map(|t| t.replace('"', ""))
+        .collect()
+}
+
+/// An FTS5 query matching any of `terms`, each quoted so no input is read as FTS5 syntax.
+/// `None` when there are no terms.
+pub fn any_of<S: AsRef<str>>(terms: &[S]) -> Option<String> {
+    let quoted: Vec<String> = terms
+        .iter()
+        .map(|t| format!("\"{}\"", t.as_ref()))
         .collect();
     (!quoted.is_empty()).then(|| quoted.join(" OR "))
+}
+
+/// An FTS5 query matching any of the query's terms ([`query_terms`]). `None` when the query
+/// has no terms.
+pub fn match_expression(query: &str) -> Option<String> {
+    any_of(&query_terms(query))
 }
 
 /// A sparse vector as Qdrant takes one: term ids ascending, each with its weight.
@@ -120,30 +134,55 @@ impl KeywordDocument {
     }
 }
 
+/// FTS5's tokenizer of the index on an in-memory table of the same columns: the tokens FTS5
+/// makes of text, for scoring outside FTS5 exactly as FTS5 scores.
+pub struct Fts5Tokens {
+    conn: rusqlite::Connection,
+}
+
+impl Fts5Tokens {
+    pub fn new() -> rusqlite::Result<Self> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute_batch(&format!(
+            "CREATE VIRTUAL TABLE t USING fts5(names, body, tokenize = \"{TOKENIZER}\");
+             CREATE VIRTUAL TABLE t_tokens USING fts5vocab(t, instance);"
+        ))?;
+        Ok(Fts5Tokens { conn })
+    }
+
+    /// Each row's tokens, as (row, token, whether in `names`), by row and then position.
+    /// `rows` are (row, names, body) as the index's FTS5 table holds them.
+    pub fn tokens(
+        &self,
+        rows: &[(i64, String, String)],
+    ) -> rusqlite::Result<Vec<(i64, String, bool)>> {
+        self.conn.execute("DELETE FROM t", [])?;
+        let mut insert = self
+            .conn
+            .prepare_cached("INSERT INTO t(rowid, names, body) VALUES (?1, ?2, ?3)")?;
+        for (row, names, body) in rows {
+            insert.execute(rusqlite::params![row, names, body])?;
+        }
+        let mut statement = self.conn.prepare_cached(
+            "SELECT doc, term, col = 'names' FROM t_tokens ORDER BY doc, col = 'body', offset",
+        )?;
+        let tokens = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect();
+        tokens
+    }
+}
+
 /// The stemmed tokens FTS5 makes of `text` with the index's tokenizer, in order.
 pub fn stemmed_tokens(text: &str) -> rusqlite::Result<Vec<String>> {
-    let conn = rusqlite::Connection::open_in_memory()?;
-    conn.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE q USING fts5(body, tokenize = \"{TOKENIZER}\");
-         CREATE VIRTUAL TABLE q_tokens USING fts5vocab(q, instance);"
-    ))?;
-    conn.execute("INSERT INTO q(rowid, body) VALUES (1, ?1)", [text])?;
-    let mut statement = conn.prepare("SELECT term FROM q_tokens ORDER BY offset")?;
-    let tokens = statement
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(tokens)
+    let tokens = Fts5Tokens::new()?.tokens(&[(1, String::new(), text.to_string())])?;
+    Ok(tokens.into_iter().map(|(_, token, _)| token).collect())
 }
 
 /// A query's sparse vector: weight 1 for each distinct query term (see [`match_expression`]),
 /// on its stemmed token, so two terms with one stem count twice as FTS5's two phrases do.
 pub fn query_vector(query: &str) -> rusqlite::Result<SparseVector> {
-    let terms = terms(query);
-    let mut seen = std::collections::BTreeSet::new();
-    let distinct: Vec<&str> = terms
-        .split(' ')
-        .filter(|t| !t.is_empty() && seen.insert(*t))
-        .collect();
+    let distinct = query_terms(query);
     // Tokenised together: spaces separate tokens, so each term gives the tokens it gives alone.
     let mut weights: BTreeMap<u32, f32> = BTreeMap::new();
     for token in stemmed_tokens(&distinct.join(" "))? {

@@ -11,6 +11,7 @@
 //! that answers many searches.
 
 pub mod adapter;
+mod bm25;
 pub mod chunk_files;
 mod definition;
 mod error;

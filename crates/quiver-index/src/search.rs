@@ -4,8 +4,8 @@
 //! On the code-search eval this beat reciprocal-rank fusion (docs/evaluation.md): a strong
 //! cosine lead survives, where RRF keeps only the order.
 
+use crate::bm25;
 use crate::error::{IndexError, Result};
-use crate::keywords;
 use crate::store::{ChunkRecord, Store};
 use crate::vectors::VectorIndex;
 use globset::{Glob, GlobMatcher};
@@ -327,14 +327,10 @@ fn keyword_ranking(
     depth: usize,
     filter: &SearchFilter,
 ) -> Result<Vec<(i64, f64)>> {
-    let Some(expression) = keywords::match_expression(query) else {
-        return Ok(Vec::new());
-    };
     // Filters apply after ranking, so ask for more when there are filters.
     let filtered = !filter.languages.is_empty() || filter.path.is_some();
     let limit = if filtered { depth * 20 } else { depth };
-    Ok(store
-        .keyword_matches(&expression, limit)?
+    Ok(bm25::best_matches(store, query, limit)?
         .into_iter()
         .filter(|(_, language, path, _)| filter.accepts(language, path))
         .map(|(id, _, _, score)| (id, score))
