@@ -275,6 +275,7 @@ fn evaluate_system(
                 let hits = search_with(
                     &store,
                     Some(vectors),
+                    None,
                     &SearchRequest {
                         query: &query.query,
                         query_vector: Some(vector),

@@ -1,116 +1,228 @@
-//! Keyword search's best `k` without scoring every match (MaxScore: Turtle and Flood, 1995).
+//! Keyword search's best `k` without scoring every match.
 //!
-//! FTS5's `bm25()` scores every row that matches any query term, and a query in words ("parse
-//! the header of an email message") matches most of a large index through its common words,
-//! whose weight is small: at a million chunks that is most of a keyword search's time. Here
-//! the query's terms are split by rarity. The rare ("essential") terms find the candidates: an
-//! FTS5 query of them alone, ranked by their share of the score, reads few rows. Each candidate
-//! is then scored with every term, by FTS5's formula over the candidate's own tokens.
-//!
-//! A row matching no essential term scores at most what the common terms can add (each term
-//! at most its IDF × (k1 + 1)); a row the candidate query ranked below its last scores at most
-//! that last row's share plus the same. When the `k`-th candidate beats both, no row left out
-//! could rank among the best `k`, and they are exactly FTS5's. Otherwise more candidates are
-//! read or another term becomes essential, up to FTS5's own query of every term.
+//! FTS5's `bm25()` costs most of a keyword search on a large index: a query in words ("parse
+//! the header of an email message") matches most rows through its common words, and at a
+//! million chunks FTS5 spends about 0.7 µs scoring each match (140 ms for that query's
+//! 177,000) against 10 ms finding them. Here the query's posting lists are read from FTS5 as
+//! they are (`fts5vocab`), and each matching row gets an upper bound on its score: BM25 with
+//! the row as short as its query tokens allow, since the score only falls as the row grows.
+//! Rows are then scored exactly (with their length, from FTS5's own record) in order of that
+//! bound, and the search stops once the next bound is below the `k`-th score found: no row
+//! left could rank among the best `k`. The scores are FTS5's formula step for step
+//! (`fts5_aux.c`), so the answer is FTS5's own, checked by the tests against it.
 
 use crate::error::{IndexError, Result};
 use crate::keywords::{self, Fts5Tokens, BM25_B, BM25_K1, NAMES_WEIGHT};
 use crate::store::Store;
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
 
 /// A match: chunk row id, language, path and BM25 score (higher better).
 pub type Match = (i64, String, String, f64);
 
-/// Below this many rows matched by the query's terms in all (each term's rows, summed),
-/// FTS5 scores every match itself: a few milliseconds.
-const PRUNE_ABOVE: u64 = 50_000;
-/// A term in more than this share of the rows is not essential at first.
+/// Up to this many rows matched by the query's terms in all (each term's rows, summed), FTS5
+/// ranks every match itself: it then takes a few milliseconds.
+const PRUNE_ABOVE: u64 = 20_000;
+/// A token in more than this share of the rows does not make a row a candidate at first.
 const COMMON_SHARE: f64 = 0.02;
-/// Candidates read per result wanted, at first.
-const CANDIDATES_PER_RESULT: usize = 2;
-/// Past this many candidates per result, a term becomes essential instead of reading more.
-const MAX_CANDIDATES_PER_RESULT: usize = 32;
+
+/// A token's posting list: per row holding it, (row, weighted count, count).
+type Postings = Vec<(i64, f64, u64)>;
+
+/// Posting lists kept between searches of one state of an index. The long lists of common
+/// words are the costly ones to read (a token in 100,000 rows takes about 10 ms through
+/// `fts5vocab`), and the same common words recur in most queries. A front end that answers
+/// many searches keeps one per state ([`crate::Snapshot`]); only lists of at least
+/// [`CACHED_FROM`] rows are kept, up to [`MAX_CACHED`] postings in all.
+pub struct PostingsCache {
+    /// Postings held, and the lists by token. Replaced whole under the lock.
+    lists: Mutex<(usize, HashMap<String, Arc<Postings>>)>,
+    /// The shortest list kept.
+    from: usize,
+}
+
+impl Default for PostingsCache {
+    fn default() -> Self {
+        PostingsCache {
+            lists: Mutex::default(),
+            from: CACHED_FROM,
+        }
+    }
+}
+
+const CACHED_FROM: usize = 4_096;
+/// About 200 MB.
+const MAX_CACHED: usize = 8_000_000;
+
+impl PostingsCache {
+    fn get_or_read(&self, store: &Store, token: &str) -> Result<Arc<Postings>> {
+        if let Some(list) = crate::lock(&self.lists).1.get(token) {
+            return Ok(list.clone());
+        }
+        let list = Arc::new(read_postings(store, token)?);
+        if list.len() >= self.from {
+            let mut lists = crate::lock(&self.lists);
+            if lists.0 + list.len() > MAX_CACHED {
+                *lists = (0, HashMap::new());
+            }
+            lists.0 += list.len();
+            lists.1.insert(token.to_string(), list.clone());
+        }
+        Ok(list)
+    }
+}
+
+fn read_postings(store: &Store, token: &str) -> Result<Postings> {
+    let mut postings: Postings = Vec::new();
+    store.keyword_postings(token, |row, names| {
+        let weight = if names { NAMES_WEIGHT } else { 1.0 };
+        match postings.last_mut() {
+            Some(last) if last.0 == row => {
+                last.1 += weight;
+                last.2 += 1;
+            }
+            _ => postings.push((row, weight, 1)),
+        }
+    })?;
+    Ok(postings)
+}
 
 /// The `limit` best BM25 matches of `query`'s terms, best first, ties by row id: what
-/// [`Store::keyword_matches`] gives for [`keywords::match_expression`].
-pub fn best_matches(store: &Store, query: &str, limit: usize) -> Result<Vec<Match>> {
-    Ok(best_matches_above(store, query, limit, PRUNE_ABOVE)?.0)
+/// [`Store::keyword_matches`] gives for [`keywords::match_expression`]. Posting lists come
+/// from `cache` when given.
+pub fn best_matches(
+    store: &Store,
+    cache: Option<&PostingsCache>,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<Match>> {
+    Ok(best_matches_above(store, cache, query, limit, PRUNE_ABOVE)?.0)
 }
 
 /// How [`best_matches_above`] found its matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
-    /// FTS5's query of every term.
-    Every,
-    /// Candidates of this many essential terms (of all the query's).
-    Essential(usize),
+    /// FTS5 ranked every match.
+    Fts5,
+    /// Of the rows matched, these were candidates, and these were scored.
+    Bounded { candidates: usize, scored: usize },
 }
 
 fn best_matches_above(
     store: &Store,
+    cache: Option<&PostingsCache>,
     query: &str,
     limit: usize,
     prune_above: u64,
 ) -> Result<(Vec<Match>, Plan)> {
     let terms = keywords::query_terms(query);
     let Some(every_term) = keywords::any_of(&terms) else {
-        return Ok((Vec::new(), Plan::Every));
+        return Ok((Vec::new(), Plan::Fts5));
     };
-    let all = || Ok((store.keyword_matches(&every_term, limit)?, Plan::Every));
-    if limit == 0 {
-        return Ok((Vec::new(), Plan::Every));
-    }
-    let tokens = Fts5Tokens::new().map_err(tokenizer_error)?;
-    let Some(scorer) = Scorer::new(store, &tokens, &terms)? else {
-        return all();
+    let fts5 = || Ok((store.keyword_matches(&every_term, limit)?, Plan::Fts5));
+    let Some(scorer) = Scorer::new(store, &terms)? else {
+        return fts5();
     };
-    if scorer.rows_matched() <= prune_above {
-        return all();
+    if limit == 0 || scorer.rows_matched() <= prune_above {
+        return fts5();
     }
-    // Rarest first: `order[..essential]` are the essential terms.
-    let mut order: Vec<usize> = (0..terms.len()).collect();
-    order.sort_by_key(|&i| (scorer.phrases[i].rows, i));
-    let common = (scorer.document_count as f64 * COMMON_SHARE) as u64;
-    let mut essential = order
+    let lists = scorer.lists(store, cache)?;
+    // Rows holding only the commonest tokens score little: at first only rows holding one of
+    // the others are candidates, and the common lists are looked up for those rows.
+    let common = (scorer.document_count as f64 * COMMON_SHARE) as usize;
+    let mut essential = lists
         .iter()
-        .take_while(|&&i| scorer.phrases[i].rows <= common)
+        .take_while(|l| l.postings.len() <= common)
         .count()
         .max(1);
-    let mut per_result = CANDIDATES_PER_RESULT;
-    while essential < terms.len() {
-        let chosen: Vec<&str> = order[..essential]
-            .iter()
-            .map(|&i| terms[i].as_str())
-            .collect();
-        let expression = keywords::any_of(&chosen).unwrap_or_default();
-        let wanted = limit * per_result;
-        let candidates = store.keyword_matches(&expression, wanted)?;
-        let rest: f64 = order[essential..]
-            .iter()
-            .map(|&i| scorer.phrases[i].bound())
-            .sum();
-        // What a row not among the candidates can score at most.
-        let full = candidates.len() == wanted;
-        let outside = match candidates.last() {
-            Some(last) if full => last.3 + rest,
-            _ => rest,
+    loop {
+        let candidates = scorer.candidates(&lists, essential);
+        let count = candidates.bounds.len();
+        let (best, scored) = scorer.best(store, candidates, limit)?;
+        // What a row holding none of the essential tokens can score at most.
+        let rest: f64 = lists[essential..].iter().map(|l| l.bound).sum();
+        let kth = match best.len() {
+            n if n == limit => best[n - 1].score,
+            _ => f64::NEG_INFINITY,
         };
-        let mut scored = scorer.score(store, &tokens, candidates)?;
-        scored.sort_by(|a, b| b.3.total_cmp(&a.3).then(a.0.cmp(&b.0)));
-        // A margin for the candidate query's own rounding of the shares it ranked by.
-        let margin = 1e-9 * outside.abs().max(1.0);
-        if scored.len() >= limit && scored[limit - 1].3 > outside + margin {
-            scored.truncate(limit);
-            return Ok((scored, Plan::Essential(essential)));
+        if essential == lists.len() || kth > rest + 1e-9 * rest.max(1.0) {
+            let ids: Vec<i64> = best.iter().map(|s| s.row).collect();
+            let scores: HashMap<i64, f64> = best.iter().map(|s| (s.row, s.score)).collect();
+            let matches = store
+                .keyword_sources(&ids)?
+                .into_iter()
+                .map(|(id, language, path)| (id, language, path, scores[&id]))
+                .collect();
+            let plan = Plan::Bounded {
+                candidates: count,
+                scored,
+            };
+            return Ok((matches, plan));
         }
-        let kth = scored.get(limit - 1).map_or(f64::NEG_INFINITY, |m| m.3);
-        if full && kth > rest + margin && per_result < MAX_CANDIDATES_PER_RESULT {
-            per_result *= 4;
+        // The `k`-th score over all rows is at least this one's, so leaving out the lists
+        // whose bounds add up below it is safe: the next pass is the last.
+        let mut left_out = 0.0;
+        let mut keep = lists.len();
+        while keep > essential + 1 && left_out + lists[keep - 1].bound < kth {
+            keep -= 1;
+            left_out += lists[keep].bound;
+        }
+        essential = if keep == essential {
+            essential + 1
         } else {
-            essential += 1;
-        }
+            keep
+        };
     }
-    all()
+}
+
+/// One distinct query token's posting list, with the query terms (phrases) it stands for and
+/// the most it adds to a row's score: BM25's term-frequency factor stays below k1 + 1.
+struct List {
+    phrases: Vec<usize>,
+    postings: Arc<Postings>,
+    bound: f64,
+}
+
+/// A row with a score (its bound while queued): ordered by score, then lower row id first,
+/// as FTS5's ranking breaks ties.
+#[derive(Clone, Copy)]
+struct Scored {
+    score: f64,
+    row: i64,
+    /// The row's place in [`Candidates`].
+    index: usize,
+}
+
+/// The rows a query's terms match.
+#[derive(Default)]
+struct Candidates {
+    /// Each row's bound.
+    bounds: Vec<Scored>,
+    /// Per row, per query term, the term's weighted frequency in the row.
+    frequencies: Vec<f64>,
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Scored {}
+
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then(other.row.cmp(&self.row))
+    }
 }
 
 /// One query term: FTS5 makes one phrase of it, here of exactly one token.
@@ -119,14 +231,6 @@ struct Phrase {
     /// Rows holding the token.
     rows: u64,
     idf: f64,
-}
-
-impl Phrase {
-    /// The most this term adds to a row's score: BM25's term-frequency factor stays below
-    /// k1 + 1.
-    fn bound(&self) -> f64 {
-        self.idf * (BM25_K1 + 1.0)
-    }
 }
 
 /// FTS5's `bm25()` for one query, computed outside FTS5 (`fts5_aux.c`, step for step, so the
@@ -140,14 +244,15 @@ struct Scorer {
 impl Scorer {
     /// `None` when a term is not one token to FTS5 (a phrase of several, or of none): such a
     /// query is left to FTS5.
-    fn new(store: &Store, tokens: &Fts5Tokens, terms: &[String]) -> Result<Option<Scorer>> {
+    fn new(store: &Store, terms: &[String]) -> Result<Option<Scorer>> {
         let rows: Vec<(i64, String, String)> = terms
             .iter()
             .enumerate()
             .map(|(i, term)| (i as i64, String::new(), term.clone()))
             .collect();
         let mut by_term: Vec<Vec<String>> = vec![Vec::new(); terms.len()];
-        for (row, token, _) in tokens.tokens(&rows).map_err(tokenizer_error)? {
+        let tokens = Fts5Tokens::new().map_err(IndexError::Tokenizer)?;
+        for (row, token, _) in tokens.tokens(&rows).map_err(IndexError::Tokenizer)? {
             by_term[row as usize].push(token);
         }
         if by_term.iter().any(|t| t.len() != 1) {
@@ -184,7 +289,7 @@ impl Scorer {
         }))
     }
 
-    /// Rows the query's terms match, counted once per term.
+    /// Rows the query's terms match, counted once per token.
     fn rows_matched(&self) -> u64 {
         let mut seen = std::collections::HashSet::new();
         self.phrases
@@ -194,54 +299,133 @@ impl Scorer {
             .sum()
     }
 
-    /// The candidates with their scores over every term in place of their partial ones.
-    fn score(
-        &self,
-        store: &Store,
-        tokens: &Fts5Tokens,
-        candidates: Vec<Match>,
-    ) -> Result<Vec<Match>> {
-        let ids: Vec<i64> = candidates.iter().map(|m| m.0).collect();
-        let texts = store.keyword_texts(&ids)?;
-        // Per row: each wanted token's weighted frequency, and the row's length in tokens.
-        let mut rows: HashMap<i64, (HashMap<&str, f64>, usize)> = HashMap::new();
-        let wanted: std::collections::HashSet<&str> =
-            self.phrases.iter().map(|p| p.token.as_str()).collect();
-        let found = tokens.tokens(&texts).map_err(tokenizer_error)?;
-        for (row, token, names) in &found {
-            let (frequencies, length) = rows.entry(*row).or_default();
-            *length += 1;
-            if let Some(&token) = wanted.get(token.as_str()) {
-                *frequencies.entry(token).or_default() += if *names { NAMES_WEIGHT } else { 1.0 };
+    /// Each distinct token's posting list, shortest first.
+    fn lists(&self, store: &Store, cache: Option<&PostingsCache>) -> Result<Vec<List>> {
+        let mut lists: Vec<List> = Vec::new();
+        for (i, phrase) in self.phrases.iter().enumerate() {
+            let token = phrase.token.as_str();
+            let bound = phrase.idf * (BM25_K1 + 1.0);
+            if let Some(list) = lists
+                .iter_mut()
+                .find(|l| self.phrases[l.phrases[0]].token == token)
+            {
+                // Two terms with one stem are two phrases to FTS5, each counting the token.
+                list.phrases.push(i);
+                list.bound += bound;
+                continue;
             }
+            let postings = match cache {
+                Some(cache) => cache.get_or_read(store, token)?,
+                None => Arc::new(read_postings(store, token)?),
+            };
+            lists.push(List {
+                phrases: vec![i],
+                postings,
+                bound,
+            });
         }
-        Ok(candidates
-            .into_iter()
-            .filter_map(|(id, language, path, _)| {
-                let (frequencies, length) = rows.get(&id)?;
-                Some((id, language, path, self.bm25(frequencies, *length)))
-            })
-            .collect())
+        lists.sort_by_key(|l| l.postings.len());
+        Ok(lists)
     }
 
-    fn bm25(&self, frequencies: &HashMap<&str, f64>, length: usize) -> f64 {
-        let d = length as f64;
+    /// Every row holding a token of `lists[..essential]`, in row order: its term frequencies
+    /// (the other lists looked up) and, as its score, the most it can score: BM25 at the
+    /// least length it can have, its query tokens.
+    fn candidates(&self, lists: &[List], essential: usize) -> Candidates {
+        let width = self.phrases.len();
+        // Merged by row: few lists, so a heap of their heads.
+        let mut heads: BinaryHeap<std::cmp::Reverse<(i64, usize)>> = lists[..essential]
+            .iter()
+            .enumerate()
+            .filter_map(|(l, list)| Some(std::cmp::Reverse((list.postings.first()?.0, l))))
+            .collect();
+        let mut at = vec![0usize; lists.len()];
+        let mut candidates = Candidates::default();
+        let mut frequencies = vec![0.0; width];
+        while let Some(std::cmp::Reverse((row, _))) = heads.peek().copied() {
+            frequencies.fill(0.0);
+            let mut length = 0;
+            let mut add = |list: &List, (_, weight, count): (i64, f64, u64)| {
+                for &i in &list.phrases {
+                    frequencies[i] += weight;
+                }
+                length += count;
+            };
+            while let Some(&std::cmp::Reverse((next, l))) = heads.peek() {
+                if next != row {
+                    break;
+                }
+                heads.pop();
+                add(&lists[l], lists[l].postings[at[l]]);
+                at[l] += 1;
+                if let Some(&(next, ..)) = lists[l].postings.get(at[l]) {
+                    heads.push(std::cmp::Reverse((next, l)));
+                }
+            }
+            // Rows come in order, so each other list is searched from where the last row left it.
+            for (l, list) in lists.iter().enumerate().skip(essential) {
+                at[l] += list.postings[at[l]..].partition_point(|p| p.0 < row);
+                if let Some(&posting) = list.postings.get(at[l]).filter(|p| p.0 == row) {
+                    add(list, posting);
+                }
+            }
+            candidates.bounds.push(Scored {
+                score: self.bm25(&frequencies, length as f64),
+                row,
+                index: candidates.bounds.len(),
+            });
+            candidates.frequencies.extend_from_slice(&frequencies);
+        }
+        candidates
+    }
+
+    /// The `limit` best of `candidates` by their exact scores, best first, and how many were
+    /// scored: in order of their bounds, until the next bound is below the `limit`-th score.
+    fn best(
+        &self,
+        store: &Store,
+        candidates: Candidates,
+        limit: usize,
+    ) -> Result<(Vec<Scored>, usize)> {
+        let width = self.phrases.len();
+        let mut queue = BinaryHeap::from(candidates.bounds);
+        // The best `limit` so far, worst on top.
+        let mut best: BinaryHeap<std::cmp::Reverse<Scored>> = BinaryHeap::with_capacity(limit + 1);
+        let mut scored = 0;
+        while let Some(candidate) = queue.pop() {
+            if let Some(worst) = best.peek().filter(|_| best.len() == limit) {
+                // A bound equal to the `k`-th score could still win its tie by row id; the
+                // margin covers rounding between the bound's arithmetic and the score's.
+                let kth = worst.0.score;
+                if candidate.score < kth - 1e-9 * kth.abs().max(1.0) {
+                    break;
+                }
+            }
+            let Some(length) = store.keyword_length(candidate.row)? else {
+                continue;
+            };
+            scored += 1;
+            let at = candidate.index * width;
+            let score = self.bm25(&candidates.frequencies[at..at + width], length as f64);
+            best.push(std::cmp::Reverse(Scored { score, ..candidate }));
+            if best.len() > limit {
+                best.pop();
+            }
+        }
+        let mut best: Vec<Scored> = best.into_iter().map(|r| r.0).collect();
+        best.sort_by(|a, b| b.cmp(a));
+        Ok((best, scored))
+    }
+
+    fn bm25(&self, frequencies: &[f64], length: f64) -> f64 {
         let mut score = 0.0;
-        for phrase in &self.phrases {
-            let f = frequencies
-                .get(phrase.token.as_str())
-                .copied()
-                .unwrap_or(0.0);
+        for (phrase, &f) in self.phrases.iter().zip(frequencies) {
             score += phrase.idf
                 * ((f * (BM25_K1 + 1.0))
-                    / (f + BM25_K1 * (1.0 - BM25_B + BM25_B * d / self.average_length)));
+                    / (f + BM25_K1 * (1.0 - BM25_B + BM25_B * length / self.average_length)));
         }
         score
     }
-}
-
-fn tokenizer_error(error: rusqlite::Error) -> IndexError {
-    IndexError::Tokenizer(error)
 }
 
 #[cfg(test)]
@@ -338,6 +522,10 @@ mod tests {
         assert_eq!(rows, 3000);
         assert!(tokens > 3000 * 4);
         let mut pruned = 0;
+        let cache = PostingsCache {
+            from: 1,
+            ..PostingsCache::default()
+        };
         for query in [
             "parse the header of a message",
             "return a copy of the sorted dictionary",
@@ -347,11 +535,11 @@ mod tests {
             "word7 of the buffer",
             "decode",
         ] {
-            for limit in [1, 10, 100] {
+            for (limit, cache) in [(1, None), (10, None), (100, None), (10, Some(&cache))] {
                 let every = store
                     .keyword_matches(&keywords::match_expression(query).unwrap(), limit)
                     .unwrap();
-                let (found, plan) = best_matches_above(&store, query, limit, 0).unwrap();
+                let (found, plan) = best_matches_above(&store, cache, query, limit, 0).unwrap();
                 let ids = |m: &[Match]| m.iter().map(|m| m.0).collect::<Vec<_>>();
                 assert_eq!(ids(&found), ids(&every), "{query:?}, {limit} ({plan:?})");
                 for (a, b) in found.iter().zip(&every) {
@@ -361,17 +549,21 @@ mod tests {
                     );
                     assert_eq!((&a.1, &a.2), (&b.1, &b.2));
                 }
-                if let Plan::Essential(essential) = plan {
-                    assert!(essential < keywords::query_terms(query).len());
+                if let Plan::Bounded { candidates, scored } = plan {
+                    let expression = keywords::match_expression(query).unwrap();
+                    let matched = store.keyword_matches(&expression, usize::MAX >> 2).unwrap();
+                    assert!(scored <= candidates && candidates <= matched.len());
+                    assert!(scored < matched.len(), "{query:?}: scored {scored}");
                     pruned += 1;
                 }
             }
         }
         // The queries with common words were answered from their rare words' candidates.
-        assert!(pruned >= 9, "pruned {pruned} of 21");
+        assert!(pruned >= 12, "pruned {pruned} of 28");
+        assert!(crate::lock(&cache.lists).0 > 0);
         // A query matching fewer rows than the threshold is left to FTS5.
-        let (_, plan) = best_matches_above(&store, "the value", 10, u64::MAX).unwrap();
-        assert_eq!(plan, Plan::Every);
+        let (_, plan) = best_matches_above(&store, None, "the value", 10, u64::MAX).unwrap();
+        assert_eq!(plan, Plan::Fts5);
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -26,6 +26,7 @@ mod vectors;
 pub mod walk;
 mod watch;
 
+pub use bm25::PostingsCache;
 pub use definition::{
     chunk_at, definition_of, find_symbols, pack, Definition, FoundSymbol, Packed, PackedDefinition,
     PACK_CANDIDATES,

@@ -3,6 +3,7 @@
 //! consistent [`Snapshot`] of the vectors and settings; and the reader follows the index,
 //! taking a new snapshot once a `quiver index` run has committed.
 
+use crate::bm25::PostingsCache;
 use crate::error::Result;
 use crate::lock;
 use crate::search::{search_with, SearchHit, SearchRequest};
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct Snapshot {
     pub settings: IndexSettings,
     vectors: VectorIndex,
+    postings: PostingsCache,
 }
 
 impl Snapshot {
@@ -97,7 +99,14 @@ impl IndexReader {
         snapshot: &Snapshot,
         request: &SearchRequest<'_>,
     ) -> Result<Vec<SearchHit>> {
-        self.read(|store| search_with(store, Some(&snapshot.vectors), request))
+        self.read(|store| {
+            search_with(
+                store,
+                Some(&snapshot.vectors),
+                Some(&snapshot.postings),
+                request,
+            )
+        })
     }
 
     /// Runs `read` on a read-only connection of its own (blocking), for what a search does not
@@ -116,5 +125,9 @@ impl IndexReader {
 fn take_snapshot(store: &Store) -> Result<Snapshot> {
     let settings = store.indexed_settings()?;
     let vectors = VectorIndex::open(store)?;
-    Ok(Snapshot { settings, vectors })
+    Ok(Snapshot {
+        settings,
+        vectors,
+        postings: PostingsCache::default(),
+    })
 }

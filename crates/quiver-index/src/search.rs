@@ -4,7 +4,7 @@
 //! On the code-search eval this beat reciprocal-rank fusion (docs/evaluation.md): a strong
 //! cosine lead survives, where RRF keeps only the order.
 
-use crate::bm25;
+use crate::bm25::{self, PostingsCache};
 use crate::error::{IndexError, Result};
 use crate::store::{ChunkRecord, Store};
 use crate::vectors::VectorIndex;
@@ -143,13 +143,15 @@ pub fn search(store: &Store, request: &SearchRequest<'_>) -> Result<Vec<SearchHi
         SearchMode::Keyword => None,
         _ => Some(VectorIndex::open(store)?),
     };
-    search_with(store, vectors.as_ref(), request)
+    search_with(store, vectors.as_ref(), None, request)
 }
 
-/// Searches `store` with its vectors already in memory (`None`: keyword search only).
+/// Searches `store` with its vectors already in memory (`None`: keyword search only) and,
+/// for a front end answering many searches, a cache of its keyword posting lists.
 pub fn search_with(
     store: &Store,
     vectors: Option<&VectorIndex>,
+    postings: Option<&PostingsCache>,
     request: &SearchRequest<'_>,
 ) -> Result<Vec<SearchHit>> {
     let priors = Priors::for_query(request.query, request.mode).filter(|_| request.priors);
@@ -164,7 +166,7 @@ pub fn search_with(
     };
     let keyword = match request.mode {
         SearchMode::Vector => Vec::new(),
-        _ => keyword_ranking(store, request.query, depth, request.filter)?,
+        _ => keyword_ranking(store, postings, request.query, depth, request.filter)?,
     };
     let scored: Vec<(i64, f64, Option<usize>, Option<usize>)> = match request.mode {
         SearchMode::Vector => ranked(&vector, true),
@@ -323,6 +325,7 @@ pub fn rescale_bounds(scores: impl IntoIterator<Item = f64>) -> Option<(f64, f64
 /// The `depth` best BM25 matches that pass the filter.
 fn keyword_ranking(
     store: &Store,
+    postings: Option<&PostingsCache>,
     query: &str,
     depth: usize,
     filter: &SearchFilter,
@@ -330,7 +333,7 @@ fn keyword_ranking(
     // Filters apply after ranking, so ask for more when there are filters.
     let filtered = !filter.languages.is_empty() || filter.path.is_some();
     let limit = if filtered { depth * 20 } else { depth };
-    Ok(bm25::best_matches(store, query, limit)?
+    Ok(bm25::best_matches(store, postings, query, limit)?
         .into_iter()
         .filter(|(_, language, path, _)| filter.accepts(language, path))
         .map(|(id, _, _, score)| (id, score))

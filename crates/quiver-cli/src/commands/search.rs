@@ -115,6 +115,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let hits = search_with(
         &store,
         vectors.as_ref(),
+        None,
         &SearchRequest {
             query: &args.query,
             query_vector: query_vector.as_deref(),

@@ -48,7 +48,7 @@ impl Store {
     /// Rows of the FTS5 table and the tokens they hold in all (both columns): BM25's
     /// document count and, divided, its average document length. Read from FTS5's own totals
     /// record, which every write keeps current, rather than counted.
-    pub fn keyword_totals(&self) -> Result<(u64, u64)> {
+    pub(crate) fn keyword_totals(&self) -> Result<(u64, u64)> {
         let record: Option<Vec<u8>> = self
             .conn
             .query_row("SELECT block FROM chunks_fts_data WHERE id = 1", [], |r| {
@@ -67,18 +67,12 @@ impl Store {
             Some(value)
         };
         let totals = next().and_then(|rows| Some((rows, next()? + next()?)));
-        totals.ok_or_else(|| {
-            self.db_error(rusqlite::Error::InvalidColumnType(
-                0,
-                "chunks_fts_data (the FTS5 totals record)".into(),
-                rusqlite::types::Type::Blob,
-            ))
-        })
+        totals.ok_or_else(|| self.bad_fts_record())
     }
 
     /// How many rows of the FTS5 table hold `token` (a stemmed token): BM25's document
     /// frequency, as `bm25()` counts it.
-    pub fn keyword_rows(&self, token: &str) -> Result<u64> {
+    pub(crate) fn keyword_rows(&self, token: &str) -> Result<u64> {
         let db = |e| self.db_error(e);
         self.conn
             .execute_batch(
@@ -94,35 +88,88 @@ impl Store {
         Ok(rows.unwrap_or(0).max(0) as u64)
     }
 
-    /// The FTS5 rows (names and body, as tokenised) of chunks, by row id; a missing one is
-    /// left out.
-    pub fn keyword_texts(&self, ids: &[i64]) -> Result<Vec<(i64, String, String)>> {
+    /// Calls `each` with every occurrence of `token` (a stemmed token) in the FTS5 table, in
+    /// row order: (row id, whether in the names column). FTS5's own posting list, read
+    /// through `fts5vocab` without scoring anything.
+    pub(crate) fn keyword_postings(
+        &self,
+        token: &str,
+        mut each: impl FnMut(i64, bool),
+    ) -> Result<()> {
+        let db = |e| self.db_error(e);
+        self.create_token_table()?;
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT doc, col = 'names' FROM temp.chunks_fts_tokens WHERE term = ?1")
+            .map_err(db)?;
+        let mut rows = statement.query([token]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            each(row.get(0).map_err(db)?, row.get(1).map_err(db)?);
+        }
+        Ok(())
+    }
+
+    /// A row's length in tokens (both columns), as FTS5 keeps it for BM25; `None` for a row
+    /// it does not hold.
+    pub(crate) fn keyword_length(&self, id: i64) -> Result<Option<u64>> {
+        let sizes: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT sz FROM chunks_fts_docsize WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(|e| self.db_error(e))?;
+        let Some(sizes) = sizes else {
+            return Ok(None);
+        };
+        // One varint per column.
+        let (mut at, mut length) = (0, 0);
+        while at < sizes.len() {
+            let (size, used) = sqlite_varint(&sizes[at..]).ok_or_else(|| self.bad_fts_record())?;
+            length += size;
+            at += used;
+        }
+        Ok(Some(length))
+    }
+
+    /// Language and path of chunks by row id, in the order asked; a missing one is left out.
+    pub(crate) fn keyword_sources(&self, ids: &[i64]) -> Result<Vec<(i64, String, String)>> {
         let db = |e| self.db_error(e);
         let mut statement = self
             .conn
-            .prepare_cached("SELECT names, body FROM chunks_fts WHERE rowid = ?1")
+            .prepare_cached("SELECT language, path FROM chunks WHERE id = ?1")
             .map_err(db)?;
-        let mut texts = Vec::with_capacity(ids.len());
+        let mut sources = Vec::with_capacity(ids.len());
         for &id in ids {
             let row = statement
                 .query_row([id], |r| Ok((id, r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(db)?;
-            texts.extend(row);
+            sources.extend(row);
         }
-        Ok(texts)
+        Ok(sources)
+    }
+
+    fn create_token_table(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_fts_tokens
+                     USING fts5vocab(main, chunks_fts, instance);",
+            )
+            .map_err(|e| self.db_error(e))
+    }
+
+    fn bad_fts_record(&self) -> crate::error::IndexError {
+        self.db_error(rusqlite::Error::InvalidColumnType(
+            0,
+            "an FTS5 record of chunks_fts".into(),
+            rusqlite::types::Type::Blob,
+        ))
     }
 
     /// Every chunk's keyword tokens as the FTS5 index holds them, by [`ChunkRecord::uid`], with
     /// the index's average row length: what the store exports turn into BM25 sparse vectors.
     pub fn keyword_documents(&self) -> Result<KeywordDocuments> {
         let db = |e| self.db_error(e);
-        self.conn
-            .execute_batch(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_fts_tokens
-                     USING fts5vocab(main, chunks_fts, instance);",
-            )
-            .map_err(db)?;
+        self.create_token_table()?;
         let mut statement = self
             .conn
             .prepare(
