@@ -40,13 +40,20 @@ pub struct PostingsCache {
     lists: Mutex<(usize, HashMap<String, Arc<Postings>>)>,
     /// The shortest list kept.
     from: usize,
+    /// Every row's length in tokens, by row id ([`ABSENT`] for none), read whole by the first
+    /// search that needs lengths: then no row's length is looked up alone.
+    lengths: Mutex<Option<Arc<Vec<u32>>>>,
 }
+
+/// In [`PostingsCache::lengths`], a row id no row has.
+const ABSENT: u32 = u32::MAX;
 
 impl Default for PostingsCache {
     fn default() -> Self {
         PostingsCache {
             lists: Mutex::default(),
             from: CACHED_FROM,
+            lengths: Mutex::default(),
         }
     }
 }
@@ -70,6 +77,35 @@ impl PostingsCache {
             lists.1.insert(token.to_string(), list.clone());
         }
         Ok(list)
+    }
+}
+
+impl PostingsCache {
+    /// Rows holding `token`, when its list is held.
+    fn rows(&self, token: &str) -> Option<u64> {
+        let lists = crate::lock(&self.lists);
+        lists.1.get(token).map(|list| list.len() as u64)
+    }
+
+    fn lengths(&self, store: &Store) -> Result<Arc<Vec<u32>>> {
+        let mut lengths = crate::lock(&self.lengths);
+        if let Some(lengths) = lengths.as_ref() {
+            return Ok(lengths.clone());
+        }
+        let mut by_row: Vec<u32> = Vec::new();
+        store.keyword_lengths(|row, length| {
+            // Row ids are dense (SQLite's rowids), so a vector indexed by them stays small.
+            let Ok(row) = usize::try_from(row) else {
+                return;
+            };
+            if row >= by_row.len() {
+                by_row.resize(row + 1, ABSENT);
+            }
+            by_row[row] = length.min(u64::from(ABSENT - 1)) as u32;
+        })?;
+        let read = Arc::new(by_row);
+        *lengths = Some(read.clone());
+        Ok(read)
     }
 }
 
@@ -121,13 +157,24 @@ fn best_matches_above(
         return Ok((Vec::new(), Plan::Fts5));
     };
     let fts5 = || Ok((store.keyword_matches(&every_term, limit)?, Plan::Fts5));
-    let Some(scorer) = Scorer::new(store, &terms)? else {
+    let Some(scorer) = Scorer::new(store, cache, &terms)? else {
         return fts5();
     };
     if limit == 0 || scorer.rows_matched() <= prune_above {
         return fts5();
     }
     let lists = scorer.lists(store, cache)?;
+    let lengths = cache.map(|cache| cache.lengths(store)).transpose()?;
+    let length_of = |row: i64| -> Result<Option<u64>> {
+        match &lengths {
+            Some(lengths) => Ok(usize::try_from(row)
+                .ok()
+                .and_then(|row| lengths.get(row))
+                .filter(|&&length| length != ABSENT)
+                .map(|&length| u64::from(length))),
+            None => store.keyword_length(row),
+        }
+    };
     // Rows holding only the commonest tokens score little: at first only rows holding one of
     // the others are candidates, and the common lists are looked up for those rows.
     let common = (scorer.document_count as f64 * COMMON_SHARE) as usize;
@@ -139,7 +186,7 @@ fn best_matches_above(
     loop {
         let candidates = scorer.candidates(&lists, essential);
         let count = candidates.bounds.len();
-        let (best, scored) = scorer.best(store, candidates, limit)?;
+        let (best, scored) = scorer.best(&length_of, candidates, limit)?;
         // What a row holding none of the essential tokens can score at most.
         let rest: f64 = lists[essential..].iter().map(|l| l.bound).sum();
         let kth = match best.len() {
@@ -174,6 +221,19 @@ fn best_matches_above(
             keep
         };
     }
+}
+
+/// The first place at or after `from` in `postings` whose row is not below `row`: galloping,
+/// since successive candidates are usually a few postings apart in a long list.
+fn seek(postings: &[(i64, f64, u64)], from: usize, row: i64) -> usize {
+    let (mut low, mut high, mut step) = (from, from, 1);
+    while high < postings.len() && postings[high].0 < row {
+        low = high + 1;
+        high += step;
+        step *= 2;
+    }
+    let high = high.min(postings.len());
+    low + postings[low..high].partition_point(|p| p.0 < row)
 }
 
 /// One distinct query token's posting list, with the query terms (phrases) it stands for and
@@ -244,7 +304,11 @@ struct Scorer {
 impl Scorer {
     /// `None` when a term is not one token to FTS5 (a phrase of several, or of none): such a
     /// query is left to FTS5.
-    fn new(store: &Store, terms: &[String]) -> Result<Option<Scorer>> {
+    fn new(
+        store: &Store,
+        cache: Option<&PostingsCache>,
+        terms: &[String],
+    ) -> Result<Option<Scorer>> {
         let rows: Vec<(i64, String, String)> = terms
             .iter()
             .enumerate()
@@ -269,7 +333,12 @@ impl Scorer {
             let rows = match counted.get(&token) {
                 Some(&rows) => rows,
                 None => {
-                    let rows = store.keyword_rows(&token)?;
+                    // A cached list has one posting per row: counting through FTS5 would
+                    // walk the whole list again.
+                    let rows = match cache.and_then(|c| c.rows(&token)) {
+                        Some(rows) => rows,
+                        None => store.keyword_rows(&token)?,
+                    };
                     counted.insert(token.clone(), rows);
                     rows
                 }
@@ -364,7 +433,7 @@ impl Scorer {
             }
             // Rows come in order, so each other list is searched from where the last row left it.
             for (l, list) in lists.iter().enumerate().skip(essential) {
-                at[l] += list.postings[at[l]..].partition_point(|p| p.0 < row);
+                at[l] = seek(&list.postings, at[l], row);
                 if let Some(&posting) = list.postings.get(at[l]).filter(|p| p.0 == row) {
                     add(list, posting);
                 }
@@ -383,7 +452,7 @@ impl Scorer {
     /// scored: in order of their bounds, until the next bound is below the `limit`-th score.
     fn best(
         &self,
-        store: &Store,
+        length_of: &dyn Fn(i64) -> Result<Option<u64>>,
         candidates: Candidates,
         limit: usize,
     ) -> Result<(Vec<Scored>, usize)> {
@@ -401,7 +470,7 @@ impl Scorer {
                     break;
                 }
             }
-            let Some(length) = store.keyword_length(candidate.row)? else {
+            let Some(length) = length_of(candidate.row)? else {
                 continue;
             };
             scored += 1;
@@ -516,6 +585,22 @@ mod tests {
     }
 
     #[test]
+    fn seeks_the_first_posting_at_or_after_a_row() {
+        let postings: Vec<(i64, f64, u64)> = [2, 3, 5, 8, 13, 21, 34].map(|r| (r, 1.0, 1)).to_vec();
+        for from in 0..postings.len() {
+            for row in 0..40 {
+                let expected = from + postings[from..].partition_point(|p| p.0 < row);
+                assert_eq!(
+                    seek(&postings, from, row),
+                    expected,
+                    "from {from}, row {row}"
+                );
+            }
+        }
+        assert_eq!(seek(&postings, 7, 1), 7);
+    }
+
+    #[test]
     fn finds_exactly_what_fts5_ranks_first_without_scoring_every_match() {
         let (store, dir) = corpus(3000);
         let (rows, tokens) = store.keyword_totals().unwrap();
@@ -561,6 +646,12 @@ mod tests {
         // The queries with common words were answered from their rare words' candidates.
         assert!(pruned >= 12, "pruned {pruned} of 28");
         assert!(crate::lock(&cache.lists).0 > 0);
+        let lengths = crate::lock(&cache.lengths).clone().expect("lengths read");
+        let some_row = lengths.iter().position(|&l| l != ABSENT).unwrap() as i64;
+        assert_eq!(
+            Some(u64::from(lengths[some_row as usize])),
+            store.keyword_length(some_row).unwrap()
+        );
         // A query matching fewer rows than the threshold is left to FTS5.
         let (_, plan) = best_matches_above(&store, None, "the value", 10, u64::MAX).unwrap();
         assert_eq!(plan, Plan::Fts5);

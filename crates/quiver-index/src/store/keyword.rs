@@ -117,17 +117,38 @@ impl Store {
             .prepare_cached("SELECT sz FROM chunks_fts_docsize WHERE id = ?1")
             .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
             .map_err(|e| self.db_error(e))?;
-        let Some(sizes) = sizes else {
-            return Ok(None);
-        };
-        // One varint per column.
+        sizes.map(|sizes| self.row_length(&sizes)).transpose()
+    }
+
+    /// Calls `each` with every row's length in tokens (both columns), as
+    /// [`Store::keyword_length`] gives one.
+    pub(crate) fn keyword_lengths(&self, mut each: impl FnMut(i64, u64)) -> Result<()> {
+        let db = |e| self.db_error(e);
+        let mut statement = self
+            .conn
+            .prepare("SELECT id, sz FROM chunks_fts_docsize")
+            .map_err(db)?;
+        let mut rows = statement.query([]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let sizes = row
+                .get_ref(1)
+                .map_err(db)?
+                .as_blob()
+                .map_err(|e| db(e.into()))?;
+            each(row.get(0).map_err(db)?, self.row_length(sizes)?);
+        }
+        Ok(())
+    }
+
+    /// The sum of a docsize record's varints, one per column.
+    fn row_length(&self, sizes: &[u8]) -> Result<u64> {
         let (mut at, mut length) = (0, 0);
         while at < sizes.len() {
             let (size, used) = sqlite_varint(&sizes[at..]).ok_or_else(|| self.bad_fts_record())?;
             length += size;
             at += used;
         }
-        Ok(Some(length))
+        Ok(length)
     }
 
     /// Language and path of chunks by row id, in the order asked; a missing one is left out.
