@@ -22,24 +22,10 @@ use std::path::Path;
 /// One chunk ready to leave: its UUID, vector and payload.
 pub struct ExportRecord {
     pub id: String,
-    /// [`ChunkRecord::uid`]: the key of its keyword document.
-    pub uid: i64,
     pub vector: Vec<f32>,
     /// The signature vector of a chunk that starts a definition.
     pub signature: Option<Vec<f32>>,
     pub payload: Value,
-}
-
-/// Every chunk of the index in file order, with its vector and the index's settings, held in
-/// memory (the store exports compare them with what the store holds).
-pub fn export_records(store: &Store) -> Result<(IndexSettings, Vec<ExportRecord>)> {
-    let settings = settings_of(store)?;
-    let mut records = Vec::new();
-    for_each_record(store, &settings, |record| {
-        records.push(record);
-        Ok(())
-    })?;
-    Ok((settings, records))
 }
 
 pub fn settings_of(store: &Store) -> Result<IndexSettings> {
@@ -49,7 +35,7 @@ pub fn settings_of(store: &Store) -> Result<IndexSettings> {
 }
 
 /// Every chunk of the index in file order with its vectors, one at a time.
-fn for_each_record(
+pub(crate) fn for_each_record(
     store: &Store,
     settings: &IndexSettings,
     mut visit: impl FnMut(ExportRecord) -> Result<()>,
@@ -68,7 +54,6 @@ fn for_each_record(
         };
         visit(ExportRecord {
             id: chunk.uuid.clone(),
-            uid: chunk.uid,
             vector,
             signature,
             payload: payload(&chunk, settings),

@@ -38,7 +38,7 @@ pub use error::{ExportError, Result};
 pub use target::{export_index, Exported, Outcome, StoreClient, Target, TargetOptions};
 
 use crate::files::ExportRecord;
-use quiver_index::{IndexSettings, SearchMode};
+use quiver_index::{IndexSettings, SearchMode, Store};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 
@@ -97,31 +97,32 @@ pub fn fingerprint(record: &ExportRecord, context: &str) -> String {
         .collect()
 }
 
-/// The changes that bring a destination holding `existing` (id → fingerprint) to `records`.
-pub struct Plan<'a> {
-    pub upserts: Vec<(&'a ExportRecord, String)>,
+/// The changes that bring a destination holding `existing` (id → fingerprint) to the index.
+pub struct Plan {
+    /// The ids to send, with their fingerprints.
+    pub upserts: HashMap<String, String>,
     pub deletes: Vec<String>,
     pub unchanged: usize,
 }
 
-impl<'a> Plan<'a> {
-    /// `context`: see [`fingerprint`].
+impl Plan {
+    /// `prints`: every record's id and [`fingerprint`]; only those are kept, so a plan of a
+    /// large index holds no vectors.
     pub fn new(
-        records: &'a [ExportRecord],
+        prints: impl IntoIterator<Item = (String, String)>,
         existing: &HashMap<String, String>,
-        context: &str,
     ) -> Self {
-        let mut upserts = Vec::new();
+        let mut upserts = HashMap::new();
+        let mut wanted = HashSet::new();
         let mut unchanged = 0;
-        for record in records {
-            let print = fingerprint(record, context);
-            if existing.get(&record.id) == Some(&print) {
+        for (id, print) in prints {
+            if existing.get(&id) == Some(&print) {
                 unchanged += 1;
             } else {
-                upserts.push((record, print));
+                upserts.insert(id.clone(), print);
             }
+            wanted.insert(id);
         }
-        let wanted: HashSet<&str> = records.iter().map(|record| record.id.as_str()).collect();
         let mut deletes: Vec<String> = existing
             .keys()
             .filter(|id| !wanted.contains(id.as_str()))
@@ -142,6 +143,59 @@ impl<'a> Plan<'a> {
             unchanged: self.unchanged,
         }
     }
+}
+
+/// A store export's two passes over the index, each reading one chunk at a time so memory
+/// stays flat however large the index: the [`Plan`] from every chunk's fingerprint (with
+/// `context`, see [`fingerprint`]), then `send` with the chunks to upsert and their
+/// fingerprints, `batch` at a time, `progress` hearing each.
+pub(crate) fn send_changes(
+    store: &Store,
+    settings: &IndexSettings,
+    existing: &HashMap<String, String>,
+    context: &str,
+    batch: usize,
+    progress: Progress<'_>,
+    mut send: impl FnMut(&[(ExportRecord, String)]) -> Result<()>,
+) -> Result<Plan> {
+    let mut prints = Vec::new();
+    files::for_each_record(store, settings, |record| {
+        prints.push((record.id.clone(), fingerprint(&record, context)));
+        Ok(())
+    })?;
+    let plan = Plan::new(prints, existing);
+    let total = plan.upserts.len();
+    let mut pending: Vec<(ExportRecord, String)> = Vec::new();
+    let mut sent = 0;
+    let mut flush = |pending: &mut Vec<(ExportRecord, String)>| -> Result<()> {
+        if !pending.is_empty() {
+            send(pending)?;
+            sent += pending.len();
+            progress(sent, total);
+            pending.clear();
+        }
+        Ok(())
+    };
+    let mut failed = None;
+    let walked = files::for_each_record(store, settings, |record| {
+        if let Some(print) = plan.upserts.get(&record.id) {
+            pending.push((record, print.clone()));
+            if pending.len() >= batch.max(1) {
+                if let Err(error) = flush(&mut pending) {
+                    failed = Some(error);
+                    // Stops the walk; the send's own error is what the export reports.
+                    return Err(quiver_index::IndexError::Interrupted);
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    walked?;
+    flush(&mut pending)?;
+    Ok(plan)
 }
 
 /// Reports how many chunks have been sent so far, out of how many.
@@ -175,7 +229,6 @@ mod tests {
     fn record(id: &str, text: &str, vector: Vec<f32>) -> ExportRecord {
         ExportRecord {
             signature: None,
-            uid: 0,
             id: id.into(),
             vector,
             payload: json!({"text": text}),
@@ -198,9 +251,14 @@ mod tests {
             record("b", "new text", vec![0.0, 1.0]),
             record("d", "added", vec![0.2, 0.8]),
         ];
-        let plan = Plan::new(&new, &existing, "");
-        let sent: Vec<&str> = plan.upserts.iter().map(|(r, _)| r.id.as_str()).collect();
+        let plan = Plan::new(
+            new.iter().map(|r| (r.id.clone(), fingerprint(r, ""))),
+            &existing,
+        );
+        let mut sent: Vec<&str> = plan.upserts.keys().map(String::as_str).collect();
+        sent.sort();
         assert_eq!(sent, ["b", "d"]);
+        assert_eq!(plan.upserts["d"], fingerprint(&new[2], ""));
         assert_eq!(plan.deletes, ["c"]);
         assert_eq!(
             plan.summary(),

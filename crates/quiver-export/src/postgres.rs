@@ -13,11 +13,10 @@
 //!
 //! [`search_sql`] is the SQL docs/exports.md gives for each search mode.
 
-use crate::files::ExportRecord;
-use crate::{ExportError, Plan, Progress, Result, Schema, StoreHit, StoreQuery, Summary};
+use crate::{send_changes, ExportError, Progress, Result, Schema, StoreHit, StoreQuery, Summary};
 use ::postgres::{Client, NoTls, Transaction};
 use quiver_index::keywords::{self, NAMES_WEIGHT};
-use quiver_index::{SearchMode, FUSION_DEPTH};
+use quiver_index::{IndexSettings, SearchMode, Store, FUSION_DEPTH};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -50,6 +49,9 @@ pub struct PostgresExport {
     index: IndexMethod,
 }
 
+/// Rows sent between progress reports (all in the one transaction).
+const SEND_BATCH: usize = 256;
+
 impl PostgresExport {
     /// `url`: a libpq-style URL or key=value string (`postgres://user@host:5432/db`).
     pub fn connect(url: &str, table: &str, index: IndexMethod) -> Result<Self> {
@@ -79,7 +81,8 @@ impl PostgresExport {
     pub fn sync(
         &mut self,
         schema: &Schema,
-        records: &[ExportRecord],
+        store: &Store,
+        settings: &IndexSettings,
         progress: Progress<'_>,
     ) -> Result<Summary> {
         let table = self.table.clone();
@@ -105,7 +108,6 @@ impl PostgresExport {
             None => create_table(&mut transaction, &table_sql, schema, index).map_err(db)?,
         }
         let existing = existing_rows(&mut transaction, &table_sql).map_err(db)?;
-        let plan = Plan::new(records, &existing, "");
         let upsert = transaction
             .prepare(&format!(
                 "INSERT INTO {table_sql} (id, embedding, text, path, language, symbol, start_line, \
@@ -124,43 +126,50 @@ impl PostgresExport {
                  payload = EXCLUDED.payload, fingerprint = EXCLUDED.fingerprint"
             ))
             .map_err(db)?;
-        let total = plan.upserts.len();
-        for (done, (record, print)) in plan.upserts.iter().enumerate() {
-            let field = |name: &str| record.payload[name].as_str().map(str::to_string);
-            let line = |name: &str| record.payload[name].as_i64().map(|n| n as i32);
-            let text = |name: &str| record.payload[name].as_str().unwrap_or_default();
-            let names = keywords::names(
-                text("path"),
-                record.payload["symbol"].as_str(),
-                record.payload["parent"].as_str(),
-            );
-            transaction
-                .execute(
-                    &upsert,
-                    &[
-                        &record.id,
-                        &record.vector,
-                        &field("text"),
-                        &field("path"),
-                        &field("language"),
-                        &field("symbol"),
-                        &line("start_line"),
-                        &line("end_line"),
-                        &field("source_subdir"),
-                        &field("collection"),
-                        &field("model"),
-                        &record.payload.to_string(),
-                        print,
-                        &record.signature,
-                        &keywords::terms(&names),
-                        &keywords::terms(text("text")),
-                    ],
-                )
-                .map_err(db)?;
-            if (done + 1) % 256 == 0 || done + 1 == total {
-                progress(done + 1, total);
-            }
-        }
+        let plan = send_changes(
+            store,
+            settings,
+            &existing,
+            "",
+            SEND_BATCH,
+            progress,
+            |batch| {
+                for (record, print) in batch {
+                    let field = |name: &str| record.payload[name].as_str().map(str::to_string);
+                    let line = |name: &str| record.payload[name].as_i64().map(|n| n as i32);
+                    let text = |name: &str| record.payload[name].as_str().unwrap_or_default();
+                    let names = keywords::names(
+                        text("path"),
+                        record.payload["symbol"].as_str(),
+                        record.payload["parent"].as_str(),
+                    );
+                    transaction
+                        .execute(
+                            &upsert,
+                            &[
+                                &record.id,
+                                &record.vector,
+                                &field("text"),
+                                &field("path"),
+                                &field("language"),
+                                &field("symbol"),
+                                &line("start_line"),
+                                &line("end_line"),
+                                &field("source_subdir"),
+                                &field("collection"),
+                                &field("model"),
+                                &record.payload.to_string(),
+                                print,
+                                &record.signature,
+                                &keywords::terms(&names),
+                                &keywords::terms(text("text")),
+                            ],
+                        )
+                        .map_err(db)?;
+                }
+                Ok(())
+            },
+        )?;
         if !plan.deletes.is_empty() {
             transaction
                 .execute(

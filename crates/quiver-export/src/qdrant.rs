@@ -14,10 +14,11 @@
 
 use crate::files::ExportRecord;
 use crate::{
-    ExportError, Plan, Progress, Result, Schema, StoreHit, StoreQuery, Summary, FINGERPRINT_KEY,
+    send_changes, ExportError, Progress, Result, Schema, StoreHit, StoreQuery, Summary,
+    FINGERPRINT_KEY,
 };
 use quiver_index::keywords::{self, SparseVector};
-use quiver_index::{rescale_bounds, KeywordDocuments, SearchMode, FUSION_DEPTH};
+use quiver_index::{rescale_bounds, IndexSettings, SearchMode, Store, FUSION_DEPTH};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -98,39 +99,53 @@ impl QdrantExport {
     pub fn sync(
         &self,
         schema: &Schema,
-        records: &[ExportRecord],
-        keywords: &KeywordDocuments,
+        store: &Store,
+        settings: &IndexSettings,
         progress: Progress<'_>,
     ) -> Result<Summary> {
-        let average_length = self.ensure_collection(schema, keywords.average_length)?;
+        let average_length = self.ensure_collection(schema, store.keyword_average_length()?)?;
         let existing = self.existing_points(schema)?;
-        let plan = Plan::new(
-            records,
+        self.ensure_payload_indexes()?;
+        let plan = send_changes(
+            store,
+            settings,
             &existing,
             &format!("keyword-average-length={average_length}"),
-        );
-        self.ensure_payload_indexes()?;
-        let total = plan.upserts.len();
-        let mut sent = 0;
-        for batch in plan.upserts.chunks(self.options.batch_size.max(1)) {
-            let points: Vec<Value> = batch
-                .iter()
-                .map(|(record, print)| {
-                    let keyword = keywords
-                        .documents
-                        .get(&record.uid)
-                        .map(|document| document.bm25_vector(average_length));
-                    point(record, keyword, print)
-                })
-                .collect();
-            self.request(
-                "PUT",
-                &format!("/collections/{}/points?wait=true", self.collection),
-                Some(json!({ "points": points })),
-            )?;
-            sent += batch.len();
-            progress(sent, total);
-        }
+            self.options.batch_size,
+            progress,
+            |batch| {
+                let texts: Vec<(String, String)> = batch
+                    .iter()
+                    .map(|(record, _)| {
+                        let field = |name: &str| record.payload[name].as_str();
+                        let names = keywords::names(
+                            field("path").unwrap_or_default(),
+                            field("symbol"),
+                            field("parent"),
+                        );
+                        (names, field("text").unwrap_or_default().to_string())
+                    })
+                    .collect();
+                let documents = keywords::documents(&texts)
+                    .map_err(|e| self.error(format!("tokenising keywords: {e}")))?;
+                let points: Vec<Value> = batch
+                    .iter()
+                    .zip(&documents)
+                    .map(|((record, print), document)| {
+                        // A chunk with no tokens has no keyword side.
+                        let keyword =
+                            (document.length > 0).then(|| document.bm25_vector(average_length));
+                        point(record, keyword, print)
+                    })
+                    .collect();
+                self.request(
+                    "PUT",
+                    &format!("/collections/{}/points?wait=true", self.collection),
+                    Some(json!({ "points": points })),
+                )?;
+                Ok(())
+            },
+        )?;
         for batch in plan.deletes.chunks(self.options.batch_size.max(1)) {
             self.request(
                 "POST",

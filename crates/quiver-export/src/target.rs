@@ -2,7 +2,7 @@
 //! `postgres URL`), and the one routine that sends an index there: the CLI's `quiver export`
 //! and Python's `Index.export` both call [`export_index`].
 
-use crate::files::{export_records, settings_of, write_jsonl, write_npy_dir};
+use crate::files::{settings_of, write_jsonl, write_npy_dir};
 use crate::postgres::{IndexMethod, PostgresExport};
 use crate::qdrant::{QdrantExport, QdrantOptions};
 use crate::{ExportError, Progress, Result, Schema, StoreHit, StoreQuery, Summary};
@@ -85,15 +85,15 @@ pub fn export_index(store: &Store, target: &Target, progress: Progress<'_>) -> R
         // Files are written a chunk at a time, whatever the index's size.
         Target::Jsonl(path) => Outcome::Written(write_jsonl(path, store)?),
         Target::Npy(dir) => Outcome::Written(write_npy_dir(dir, store)?),
+        // Store exports stream too: see `send_changes`.
         Target::Qdrant { .. } | Target::Postgres { .. } => {
-            let (settings, records) = export_records(store)?;
+            let settings = settings_of(store)?;
             let schema = Schema::of(&settings);
             Outcome::Synced(match StoreClient::connect(target)? {
-                StoreClient::Qdrant(export) => {
-                    let keywords = store.keyword_documents()?;
-                    export.sync(&schema, &records, &keywords, progress)?
+                StoreClient::Qdrant(export) => export.sync(&schema, store, &settings, progress)?,
+                StoreClient::Postgres(mut export) => {
+                    export.sync(&schema, store, &settings, progress)?
                 }
-                StoreClient::Postgres(mut export) => export.sync(&schema, &records, progress)?,
             })
         }
     };

@@ -173,6 +173,21 @@ impl Fts5Tokens {
     }
 }
 
+/// Chunks' keyword documents as the index's FTS5 table holds them: `rows` are each chunk's
+/// names ([`names`]) and text, before [`terms`], as the index writes them.
+pub fn documents(rows: &[(String, String)]) -> rusqlite::Result<Vec<KeywordDocument>> {
+    let rows: Vec<(i64, String, String)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (names, body))| (i as i64, terms(names), terms(body)))
+        .collect();
+    let mut documents = vec![KeywordDocument::default(); rows.len()];
+    for (row, token, names) in Fts5Tokens::new()?.tokens(&rows)? {
+        documents[row as usize].add(&token, names);
+    }
+    Ok(documents)
+}
+
 /// The stemmed tokens FTS5 makes of `text` with the index's tokenizer, in order.
 pub fn stemmed_tokens(text: &str) -> rusqlite::Result<Vec<String>> {
     let tokens = Fts5Tokens::new()?.tokens(&[(1, String::new(), text.to_string())])?;

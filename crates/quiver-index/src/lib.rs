@@ -45,8 +45,8 @@ pub use search::{
     SearchRequest, DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH, RERANK_CANDIDATES,
 };
 pub use store::{
-    Batch, BatchSink, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus,
-    KeywordDocuments, Repair, Store, StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
+    Batch, BatchSink, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, Repair,
+    Store, StoredVector, Verification, DATABASE_FILE, LOCK_FILE,
 };
 pub use vectors::{
     sync as sync_vectors, Synced, VectorFilesStatus, VectorIndex, DIR as VECTORS_DIR,

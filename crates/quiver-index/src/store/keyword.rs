@@ -1,20 +1,10 @@
-//! The keyword side of the store: the FTS5 table's BM25 matches and the documents hybrid search
-//! scores.
+//! The keyword side of the store: the FTS5 table's BM25 matches, and what scoring outside
+//! FTS5 reads of it (posting lists, row lengths, totals).
 
 use super::Store;
 use crate::error::Result;
 use crate::keywords;
 use rusqlite::{params, OptionalExtension};
-use std::collections::HashMap;
-
-/// The keyword side of an index, as [`Store::keyword_documents`] reads it.
-#[derive(Debug, Clone, Default)]
-pub struct KeywordDocuments {
-    /// By [`ChunkRecord::uid`]; a chunk with no tokens has no entry.
-    pub documents: HashMap<i64, keywords::KeywordDocument>,
-    /// Tokens per chunk over the whole index: BM25's average document length.
-    pub average_length: f64,
-}
 
 impl Store {
     /// Best BM25 matches for an FTS5 expression: (row id, language, path, score), higher
@@ -43,6 +33,13 @@ impl Store {
             })
             .and_then(|rows| rows.collect())
             .map_err(|e| self.db_error(e))
+    }
+
+    /// Tokens per chunk over the whole index: BM25's average document length, as FTS5's
+    /// `bm25()` and the store exports' sparse vectors use it.
+    pub fn keyword_average_length(&self) -> Result<f64> {
+        let (rows, tokens) = self.keyword_totals()?;
+        Ok(tokens as f64 / rows.max(1) as f64)
     }
 
     /// Rows of the FTS5 table and the tokens they hold in all (both columns): BM25's
@@ -184,34 +181,6 @@ impl Store {
             "an FTS5 record of chunks_fts".into(),
             rusqlite::types::Type::Blob,
         ))
-    }
-
-    /// Every chunk's keyword tokens as the FTS5 index holds them, by [`ChunkRecord::uid`], with
-    /// the index's average row length: what the store exports turn into BM25 sparse vectors.
-    pub fn keyword_documents(&self) -> Result<KeywordDocuments> {
-        let db = |e| self.db_error(e);
-        self.create_token_table()?;
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT c.uid, t.term, t.col = 'names' FROM temp.chunks_fts_tokens t
-                     JOIN chunks c ON c.id = t.doc",
-            )
-            .map_err(db)?;
-        let mut documents: HashMap<i64, keywords::KeywordDocument> = HashMap::new();
-        let mut rows = statement.query([]).map_err(db)?;
-        while let Some(row) = rows.next().map_err(db)? {
-            let uid: i64 = row.get(0).map_err(db)?;
-            let token: String = row.get(1).map_err(db)?;
-            let names: bool = row.get(2).map_err(db)?;
-            documents.entry(uid).or_default().add(&token, names);
-        }
-        let rows = self.chunk_count()?;
-        let tokens: usize = documents.values().map(|d| d.length).sum();
-        Ok(KeywordDocuments {
-            average_length: tokens as f64 / rows.max(1) as f64,
-            documents,
-        })
     }
 }
 

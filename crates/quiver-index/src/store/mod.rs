@@ -44,7 +44,6 @@ mod settings;
 mod verify;
 mod write;
 
-pub use keyword::KeywordDocuments;
 pub use records::{Batch, ChunkRecord, FileRecord, IndexStats, IndexStatus, StoredVector};
 pub use settings::IndexSettings;
 pub use verify::{Repair, Verification};
