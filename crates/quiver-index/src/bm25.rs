@@ -4,9 +4,11 @@
 //! the header of an email message") matches most rows through its common words, and at a
 //! million chunks FTS5 spends about 0.7 µs scoring each match (140 ms for that query's
 //! 177,000) against 10 ms finding them. Here the query's posting lists are read from FTS5 as
-//! they are (`fts5vocab`), and each matching row gets an upper bound on its score: BM25 with
-//! the row as short as its query tokens allow, since the score only falls as the row grows.
-//! Rows are then scored exactly (with their length, from FTS5's own record) in order of that
+//! they are (`fts5vocab`). Rows holding only the commonest tokens are left out while those
+//! tokens' bounds (each at most IDF × (k1 + 1)) add up below the `k`-th score (MaxScore); the
+//! other rows are candidates, and each gets an upper bound on its score: BM25 with the row as
+//! short as its query tokens allow, since the score only falls as the row grows. Candidates
+//! are then scored exactly (with their length, from FTS5's own record) in order of that
 //! bound, and the search stops once the next bound is below the `k`-th score found: no row
 //! left could rank among the best `k`. The scores are FTS5's formula step for step
 //! (`fts5_aux.c`), so the answer is FTS5's own, checked by the tests against it.

@@ -12,7 +12,8 @@ use crate::vectors::VectorIndex;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// The index as one commit left it: what queries must be embedded with, and the vectors.
+/// The index as one commit left it: what queries must be embedded with, the vectors, and the
+/// keyword posting lists and row lengths its searches have read so far.
 pub struct Snapshot {
     pub settings: IndexSettings,
     vectors: VectorIndex,
