@@ -80,9 +80,7 @@ impl PostingsCache {
         }
         Ok(list)
     }
-}
 
-impl PostingsCache {
     /// Rows holding `token`, when its list is held.
     fn rows(&self, token: &str) -> Option<u64> {
         let lists = crate::lock(&self.lists);
