@@ -82,7 +82,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         .map(|spec| load_reranker(spec, args.device))
         .transpose()?
         .map(|reranker| Reranking::new(std::sync::Arc::new(reranker), RERANK_BATCHING));
-    // The vector files (and the graph of a large index) open while the model loads: on a
+    // The vector files (and the IVF of a large index) open while the model loads: on a
     // million chunks each takes about a tenth of a second.
     let vectors = (args.mode != SearchMode::Keyword).then(|| {
         let dir = index_dir.clone();

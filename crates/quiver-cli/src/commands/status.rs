@@ -70,8 +70,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             "vectors:   {} rows ({} deleted), {}, {:.1} MiB{}",
             files.rows,
             files.deleted_rows,
-            match files.graph_rows {
-                Some(rows) => format!("HNSW graph of {rows} rows"),
+            match files.ivf_lists {
+                Some(lists) => format!("IVF of {lists} lists"),
                 None => "scanned exactly".to_string(),
             },
             files.bytes as f64 / (1 << 20) as f64,

@@ -5,7 +5,8 @@
 //!   signature vector when it has one, always adjacent);
 //! - `vectors-E.f32`: the rows' unit vectors, little-endian f32, in the same order;
 //! - `paths-E.jsonl`: the paths rows name, one JSON string a line;
-//! - `ann-E-N.usearch`: the HNSW graph of the first N rows (large indexes only, [`super::ann`]);
+//! - `centroids-E-T.f32`, `lists-E-T.u32`, `codes-E-T.i8`: the IVF of a large index, trained on
+//!   T rows: its centroids, each row's list, each row's int8 code ([`super::ivf`]);
 //! - `manifest.json`: which of those are valid, how many rows and paths, which rows are
 //!   deleted, and the database state ([`Store::vector_generation`]) they were written from.
 //!
@@ -18,7 +19,7 @@
 //! until they let go. Files are only ever truncated past the manifest's counts, which no
 //! reader maps.
 
-use super::ann::{self, Ann};
+use super::ivf::{self, Ivf, Quantizer};
 use crate::error::{IndexError, Result};
 use crate::store::{Store, StoredVector};
 use bytemuck::{Pod, Zeroable};
@@ -31,7 +32,8 @@ use std::path::{Path, PathBuf};
 /// The directory, under the index directory, of the vector files.
 pub const DIR: &str = "vectors";
 const MANIFEST: &str = "manifest.json";
-const FORMAT: u32 = 1;
+/// 2: the IVF replaced the HNSW graph (a format-1 set is written anew).
+const FORMAT: u32 = 2;
 /// A file set with more deleted rows than this share of all is written anew, compact.
 const MAX_DELETED_SHARE: f64 = 0.25;
 
@@ -64,14 +66,40 @@ struct Manifest {
     languages: Vec<String>,
     /// Rows whose chunk changed or left, ascending; they are never searched.
     deleted: Vec<u32>,
-    /// The graph file and how many rows it covers (all of them; a new sync extends it).
-    ann: Option<AnnFile>,
+    /// The IVF and how many rows it covers (all of them; a new sync extends it).
+    ivf: Option<IvfFiles>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
-struct AnnFile {
-    file: String,
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+struct IvfFiles {
+    /// The rows its centroids were trained on: names its files, and says when to train anew.
+    trained: usize,
+    lists: usize,
     rows: usize,
+}
+
+impl IvfFiles {
+    fn centroids(&self, dir: &Path, epoch: u64) -> PathBuf {
+        dir.join(format!("centroids-{epoch}-{}.f32", self.trained))
+    }
+
+    fn lists_file(&self, dir: &Path, epoch: u64) -> PathBuf {
+        dir.join(format!("lists-{epoch}-{}.u32", self.trained))
+    }
+
+    fn codes(&self, dir: &Path, epoch: u64) -> PathBuf {
+        dir.join(format!("codes-{epoch}-{}.i8", self.trained))
+    }
+
+    fn names(&self, epoch: u64) -> [String; 3] {
+        let dir = Path::new("");
+        [
+            self.centroids(dir, epoch),
+            self.lists_file(dir, epoch),
+            self.codes(dir, epoch),
+        ]
+        .map(|path| path.to_string_lossy().into_owned())
+    }
 }
 
 /// Rows, memory-mapped or (for vectors read straight from the database) held.
@@ -90,7 +118,7 @@ impl<T: Pod> Slab<T> {
     }
 
     /// The first `count` items of `path`.
-    fn map(path: &Path, count: usize) -> std::io::Result<Slab<T>> {
+    pub(super) fn map(path: &Path, count: usize) -> std::io::Result<Slab<T>> {
         let bytes = count * std::mem::size_of::<T>();
         if bytes == 0 {
             return Ok(Slab::Held(Vec::new()));
@@ -119,8 +147,8 @@ pub struct VectorSet {
     pub languages: Vec<String>,
     /// Per row, whether it is deleted; empty when none is.
     deleted: Vec<bool>,
-    /// Over every row: each sync extends the graph to the rows it appends.
-    pub ann: Option<Ann>,
+    /// Over every row: each sync extends it to the rows it appends.
+    pub ivf: Option<Ivf>,
     /// Live chunks (rows of text vectors not deleted).
     pub chunks: usize,
 }
@@ -143,17 +171,13 @@ impl VectorSet {
             paths: Paths::Held(Vec::new()),
             languages: Vec::new(),
             deleted: Vec::new(),
-            ann: None,
+            ivf: None,
             chunks: 0,
         }
     }
 
     pub fn is_deleted(&self, row: usize) -> bool {
         self.deleted.get(row).copied().unwrap_or(false)
-    }
-
-    pub fn has_deletions(&self) -> bool {
-        !self.deleted.is_empty()
     }
 
     pub fn deletions(&self) -> usize {
@@ -251,8 +275,8 @@ pub struct VectorFilesStatus {
     pub current: bool,
     pub rows: usize,
     pub deleted_rows: usize,
-    /// Rows the HNSW graph covers; `None` while the index is small enough to scan.
-    pub graph_rows: Option<usize>,
+    /// Lists of the IVF; `None` while the index is small enough to scan.
+    pub ivf_lists: Option<usize>,
     pub bytes: u64,
 }
 
@@ -274,7 +298,7 @@ pub fn status(store: &Store) -> Result<Option<VectorFilesStatus>> {
         current: manifest.store == id && manifest.generation == generation,
         rows: manifest.rows,
         deleted_rows: manifest.deleted.len(),
-        graph_rows: manifest.ann.map(|graph| graph.rows),
+        ivf_lists: manifest.ivf.map(|ivf| ivf.lists),
         bytes,
     }))
 }
@@ -324,16 +348,31 @@ pub fn open_current(store: &Store, dimension: usize) -> Result<Option<VectorSet>
             ..VectorSet::empty()
         }
         .with_deleted(&manifest.deleted);
-        if let Some(graph) = &manifest.ann {
-            if graph.rows != manifest.rows {
+        if let Some(files) = &manifest.ivf {
+            if files.rows != manifest.rows {
                 return Err(std::io::Error::other(format!(
-                    "{} covers {} of the {} rows",
-                    graph.file, graph.rows, manifest.rows
+                    "the IVF covers {} of the {} rows",
+                    files.rows, manifest.rows
                 )));
             }
-            let ann = Ann::view(&dir.join(&graph.file), dimension)
-                .map_err(|message| std::io::Error::other(format!("{}: {message}", graph.file)))?;
-            set.ann = Some(ann);
+            let paths = [
+                files.centroids(&dir, epoch),
+                files.lists_file(&dir, epoch),
+                files.codes(&dir, epoch),
+            ];
+            let ivf = Ivf::open(
+                &paths[0],
+                &paths[1],
+                &paths[2],
+                dimension,
+                files.lists,
+                files.rows,
+            )
+            .map_err(|error| {
+                let names = files.names(epoch).join(", ");
+                std::io::Error::other(format!("{names}: {error}"))
+            })?;
+            set.ivf = Some(ivf);
         }
         Ok(set)
     })();
@@ -615,16 +654,16 @@ fn rewrite(
         paths: path_ids.len(),
         languages,
         deleted: Vec::new(),
-        ann: None,
+        ivf: None,
     };
     manifest.chunks = live_chunks(&dir, &manifest)?;
-    manifest.ann = graph(&dir, &manifest, None)?;
+    manifest.ivf = ivf_files(&dir, &manifest, None)?;
     write_manifest(&dir, &manifest)?;
     Ok(rows)
 }
 
 /// Appends the rows of `added` chunks to the files of `manifest`, marks `deleted`, and
-/// extends the graph.
+/// extends the IVF.
 fn append(
     store: &Store,
     keys: &HashMap<i64, u64>,
@@ -666,78 +705,144 @@ fn append(
     writer.languages = manifest.languages.clone();
     writer.append_from(store, Some(added), keys)?;
     let (path_ids, languages, appended) = writer.finish(&dir)?;
-    let previous_graph = manifest.ann.clone();
+    let previous_ivf = manifest.ivf.clone();
     let mut next = Manifest {
         generation,
         rows: manifest.rows + appended,
         paths: path_ids.len(),
         languages,
         deleted,
-        ann: None,
+        ivf: None,
         ..manifest
     };
     next.chunks = live_chunks(&dir, &next)?;
-    next.ann = graph(&dir, &next, previous_graph.as_ref())?;
+    next.ivf = ivf_files(&dir, &next, previous_ivf.as_ref())?;
     write_manifest(&dir, &next)
 }
 
-/// The graph for `manifest`'s rows: `None` below [`ann::MIN_ROWS`] searchable rows; else the
-/// previous graph extended with the rows since, or a new one.
-fn graph(dir: &Path, manifest: &Manifest, previous: Option<&AnnFile>) -> Result<Option<AnnFile>> {
+/// The IVF for `manifest`'s rows: `None` below [`ivf::MIN_ROWS`] searchable rows; else the
+/// previous one extended with the rows since, or one trained anew when there is none or the
+/// index outgrew it ([`ivf::RETRAIN_GROWTH`]).
+fn ivf_files(
+    dir: &Path,
+    manifest: &Manifest,
+    previous: Option<&IvfFiles>,
+) -> Result<Option<IvfFiles>> {
     let live = manifest.rows - manifest.deleted.len();
-    if live < ann::MIN_ROWS {
+    if live < ivf::MIN_ROWS {
         return Ok(None);
     }
-    let previous = previous.filter(|p| p.rows <= manifest.rows && dir.join(&p.file).is_file());
+    let epoch = manifest.epoch;
+    let previous = previous.filter(|p| {
+        p.rows <= manifest.rows
+            && live <= p.trained * ivf::RETRAIN_GROWTH
+            && p.names(epoch).iter().all(|name| dir.join(name).is_file())
+    });
     if let Some(previous) = previous.filter(|p| p.rows == manifest.rows) {
         return Ok(Some(previous.clone()));
     }
     // Rows are read, not mapped: a million mapped rows would count 1.5 GB towards the run's
     // resident memory, for pages it reads once.
-    let vectors_path = vectors_file(dir, manifest.epoch);
+    let vectors_path = vectors_file(dir, epoch);
     let vectors = File::open(&vectors_path).map_err(io_error(&vectors_path))?;
-    let deleted: HashSet<u32> = manifest.deleted.iter().copied().collect();
-    let file = format!("ann-{}-{}.usearch", manifest.epoch, manifest.rows);
-    let start = previous.map_or(0, |p| p.rows);
-    tracing::info!(
-        "building the nearest-neighbour graph of {} rows ({} new)",
-        live,
-        manifest.rows - start
-    );
-    let to = dir.join(&file);
-    let row_bytes = manifest.dimension * 4;
-    Ann::extend(
-        previous.map(|p| dir.join(&p.file)).as_deref(),
-        &to,
-        manifest.dimension,
-        start..manifest.rows,
-        |row, vector| {
-            if deleted.contains(&(row as u32)) {
-                return Ok(false);
+    let dimension = manifest.dimension;
+    let read_rows = |start: usize, buffer: &mut Vec<f32>| -> Result<()> {
+        let mut bytes = vec![0u8; buffer.len() * 4];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &vectors,
+            &mut bytes,
+            (start * dimension * 4) as u64,
+        )
+        .map_err(io_error(&vectors_path))?;
+        for (value, word) in buffer.iter_mut().zip(bytes.chunks_exact(4)) {
+            *value = f32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        Ok(())
+    };
+    let (files, quantizer) = match previous {
+        Some(previous) => {
+            let path = previous.centroids(dir, epoch);
+            let quantizer =
+                Quantizer::read(&path, dimension, previous.lists).map_err(io_error(&path))?;
+            (previous.clone(), quantizer)
+        }
+        None => {
+            let lists = ivf::lists_for(live);
+            tracing::info!("training the IVF of {live} rows ({lists} lists)");
+            // Live rows at an even stride: the sample spans the whole index.
+            let wanted = (lists * ivf::SAMPLE_PER_LIST).min(live);
+            let deleted: HashSet<u32> = manifest.deleted.iter().copied().collect();
+            let mut sample = Vec::with_capacity(wanted * dimension);
+            let mut row = vec![0f32; dimension];
+            for pick in 0..wanted {
+                let Some(index) = (pick * manifest.rows / wanted..manifest.rows)
+                    .find(|&index| !deleted.contains(&(index as u32)))
+                else {
+                    break;
+                };
+                read_rows(index, &mut row)?;
+                sample.extend_from_slice(&row);
             }
-            let mut bytes = vec![0u8; row_bytes];
-            std::os::unix::fs::FileExt::read_exact_at(
-                &vectors,
-                &mut bytes,
-                (row * row_bytes) as u64,
-            )
-            .map_err(|e| format!("{}: {e}", vectors_path.display()))?;
-            for (value, word) in vector.iter_mut().zip(bytes.chunks_exact(4)) {
-                *value = f32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+            let quantizer = Quantizer::train(dimension, &sample, lists);
+            let files = IvfFiles {
+                trained: live,
+                lists: quantizer.lists(),
+                rows: 0,
+            };
+            let path = files.centroids(dir, epoch);
+            std::fs::write(&path, quantizer.to_bytes()).map_err(io_error(&path))?;
+            (files, quantizer)
+        }
+    };
+    tracing::info!("adding {} rows to the IVF", manifest.rows - files.rows);
+    // Past the counts of the manifest lies only what a run that did not finish wrote.
+    let open = |path: PathBuf, keep: u64| -> Result<BufWriter<File>> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        file.set_len(keep).map_err(io_error(&path))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io_error(&path))?;
+        Ok(BufWriter::with_capacity(1 << 20, file))
+    };
+    let lists_path = files.lists_file(dir, epoch);
+    let codes_path = files.codes(dir, epoch);
+    let mut lists_out = open(lists_path.clone(), files.rows as u64 * 4)?;
+    let mut codes_out = open(codes_path.clone(), (files.rows * dimension) as u64)?;
+    let mut block = Vec::new();
+    let mut code = vec![0i8; dimension];
+    const BLOCK_ROWS: usize = 16_384;
+    for start in (files.rows..manifest.rows).step_by(BLOCK_ROWS) {
+        let rows = BLOCK_ROWS.min(manifest.rows - start);
+        block.resize(rows * dimension, 0.0);
+        read_rows(start, &mut block)?;
+        let assigned = quantizer.assign(&block);
+        let mut written = || -> std::io::Result<()> {
+            for (list, vector) in assigned.iter().zip(block.chunks_exact(dimension)) {
+                lists_out.write_all(&list.to_le_bytes())?;
+                quantizer.encode(vector, &mut code);
+                codes_out.write_all(bytemuck::cast_slice(&code))?;
             }
-            Ok(true)
-        },
-    )
-    .map_err(|message| IndexError::BadFile {
-        path: to.clone(),
-        message,
-    })?;
-    File::open(&to)
+            Ok(())
+        };
+        written().map_err(io_error(&lists_path))?;
+    }
+    for (writer, path) in [(lists_out, &lists_path), (codes_out, &codes_path)] {
+        let file = writer.into_inner().map_err(|e| IndexError::Io {
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io_error(path))?;
+    }
+    let centroids = files.centroids(dir, epoch);
+    File::open(&centroids)
         .and_then(|file| file.sync_all())
-        .map_err(io_error(&to))?;
-    Ok(Some(AnnFile {
-        file,
+        .map_err(io_error(&centroids))?;
+    Ok(Some(IvfFiles {
         rows: manifest.rows,
+        ..files
     }))
 }
 
@@ -782,7 +887,7 @@ fn epoch_of(name: &str) -> Option<u64> {
     rest.split(['-', '.']).next()?.parse().ok()
 }
 
-/// Deletes files the manifest no longer names (an old epoch, an older graph, a write that
+/// Deletes files the manifest no longer names (an old epoch, an IVF trained before, a write that
 /// did not finish). Readers that mapped them keep them until they let go.
 fn remove_unused(dir: &Path) {
     let Some(manifest) = read_manifest(dir) else {
@@ -795,7 +900,12 @@ fn remove_unused(dir: &Path) {
         format!("paths-{}.jsonl", manifest.epoch),
     ]
     .into_iter()
-    .chain(manifest.ann.map(|graph| graph.file))
+    .chain(
+        manifest
+            .ivf
+            .into_iter()
+            .flat_map(|ivf| ivf.names(manifest.epoch)),
+    )
     .collect();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -1,9 +1,9 @@
 //! Vector search over an index: the vector files ([`files`]) memory-mapped, scanned exactly
-//! while small, and through an HNSW graph ([`ann`]) once large, with the f32 vectors
-//! rescoring what the graph finds.
+//! while small, and through an IVF ([`ivf`]) once large, with the f32 vectors rescoring what
+//! its int8 codes find.
 
-mod ann;
 mod files;
+mod ivf;
 
 pub use files::{status, sync, Synced, VectorFilesStatus, DIR};
 
@@ -14,8 +14,8 @@ use crate::store::Store;
 use files::VectorSet;
 use std::collections::HashMap;
 
-/// Rows a graph search asks for per result wanted: a chunk can hold two rows (text and
-/// signature), and rescoring with the f32 vectors reorders the graph's int8 ranking.
+/// Rows an IVF search asks for per result wanted: a chunk can hold two rows (text and
+/// signature), and rescoring with the f32 vectors reorders the int8 codes' ranking.
 const CANDIDATES_PER_RESULT: usize = 2;
 const EXTRA_CANDIDATES: usize = 32;
 
@@ -136,9 +136,9 @@ impl VectorIndex {
         files::is_current(store, settings.dimension)
     }
 
-    /// Whether a graph serves searches of this index (else every search scans exactly).
-    pub fn has_graph(&self) -> bool {
-        self.set.ann.is_some()
+    /// Whether an IVF serves searches of this index (else every search scans exactly).
+    pub fn has_ivf(&self) -> bool {
+        self.set.ivf.is_some()
     }
 
     fn vector(&self, row: usize) -> &[f32] {
@@ -147,7 +147,7 @@ impl VectorIndex {
     }
 
     /// The `depth` chunks most similar (cosine, the better of text and signature) to the query,
-    /// as (chunk row id, score): through the graph when the index has one and the filter
+    /// as (chunk row id, score): through the IVF when the index has one and the filter
     /// leaves enough rows, else by an exact scan. A query of another width is an error, never
     /// an empty answer.
     pub fn nearest(
@@ -160,7 +160,7 @@ impl VectorIndex {
     }
 
     /// [`VectorIndex::nearest`] by an exact scan of every row, whatever the index's size: what
-    /// the graph's recall is measured against.
+    /// the IVF's recall is measured against.
     pub fn nearest_exact(
         &self,
         query: &[f32],
@@ -175,7 +175,7 @@ impl VectorIndex {
         query: &[f32],
         depth: usize,
         filter: &SearchFilter,
-        graph: bool,
+        approximate: bool,
     ) -> Result<Vec<(i64, f64)>> {
         if self.is_empty() || depth == 0 {
             return Ok(Vec::new());
@@ -196,47 +196,50 @@ impl VectorIndex {
         let accepted = Accepted::new(&self.set, filter)?;
         let rows = self.set.rows.as_slice();
         let accepts = |row: usize| accepted.row(row);
-        if let Some(ann) = self.set.ann.as_ref().filter(|_| graph) {
+        if let Some(ivf) = self.set.ivf.as_ref().filter(|_| approximate) {
             // Only whether `MIN_ROWS` rows pass matters, so counting stops there: a wide filter
             // is settled within its first rows, and a narrow one's full pass is no more than
             // the exact scan that then answers it.
-            let eligible = if accepted.filters {
-                (0..rows.len())
-                    .filter(|&row| accepts(row))
-                    .take(ann::MIN_ROWS)
-                    .count()
+            let (eligible, examined) = if accepted.filters {
+                let (mut eligible, mut examined) = (0, 0);
+                for row in 0..rows.len() {
+                    examined += 1;
+                    if accepts(row) {
+                        eligible += 1;
+                        if eligible == ivf::MIN_ROWS {
+                            break;
+                        }
+                    }
+                }
+                (eligible, examined)
             } else {
-                rows.len() - self.set.deletions()
+                (rows.len() - self.set.deletions(), rows.len())
             };
-            // A filter that leaves few rows is answered exactly: a graph walk that must skip
-            // nearly every node it meets loses recall.
-            if eligible >= ann::MIN_ROWS {
-                return self.rank_by_graph(ann, &query, depth, &accepts, accepted.filters);
+            // A filter that leaves few rows is answered exactly: the lists nearest the query
+            // may hold none of them. So is one that passes so few of each list that the IVF
+            // would visit more than a quarter of all rows, in no order, to score
+            // `MIN_SCANNED` of them: the exact scan reads them in order, faster.
+            let visits = ivf::MIN_SCANNED * examined / eligible.max(1);
+            if eligible >= ivf::MIN_ROWS && visits <= rows.len() / 4 {
+                return Ok(self.rank_by_ivf(ivf, &query, depth, &accepted));
             }
         }
         Ok(self.scan(&query, 0..rows.len(), depth, &accepts))
     }
 
-    /// Candidates from the graph, rescored exactly.
-    fn rank_by_graph(
+    /// Candidates from the IVF, rescored exactly.
+    fn rank_by_ivf(
         &self,
-        ann: &ann::Ann,
+        ivf: &ivf::Ivf,
         query: &[f32],
         depth: usize,
-        accepts: &(dyn Fn(usize) -> bool + Sync),
-        filters: bool,
-    ) -> Result<Vec<(i64, f64)>> {
+        accepted: &Accepted<'_>,
+    ) -> Vec<(i64, f64)> {
         let rows = self.set.rows.as_slice();
         let count = depth * CANDIDATES_PER_RESULT + EXTRA_CANDIDATES;
-        let deletions = self.set.has_deletions();
-        let found = ann
-            .search(query, count, (filters || deletions).then_some(accepts))
-            .map_err(|message| IndexError::BadFile {
-                path: DIR.into(),
-                message,
-            })?;
+        let found = ivf.candidates(query, count, accepted);
         let mut best: HashMap<i64, f32> = HashMap::new();
-        // A key past the rows (a damaged graph file) is skipped, not indexed.
+        // A row past the rows (a damaged lists file) is skipped, not indexed.
         for row in found.into_iter().filter(|&row| row < rows.len()) {
             // Both rows of the found row's chunk: its other vector may score higher.
             let chunk = rows[row].chunk;
@@ -246,7 +249,7 @@ impl VectorIndex {
                 row
             };
             for other in (first..rows.len()).take(2) {
-                if rows[other].chunk == chunk && accepts(other) {
+                if rows[other].chunk == chunk && accepted.row(other) {
                     let score = dot(query, self.vector(other));
                     let entry = best.entry(chunk).or_insert(f32::NEG_INFINITY);
                     *entry = entry.max(score);
@@ -257,7 +260,7 @@ impl VectorIndex {
             .into_iter()
             .map(|(chunk, score)| (chunk, f64::from(score)))
             .collect();
-        Ok(top(ranked, depth))
+        top(ranked, depth)
     }
 
     /// Every accepted row of `range` scored; a chunk by its better row.
@@ -323,6 +326,11 @@ impl<'a> Accepted<'a> {
     }
 
     fn row(&self, row: usize) -> bool {
+        // Without a filter the row's record is not read: an IVF search meets rows in no order,
+        // and reading each one's record cost as much as scoring it.
+        if !self.filters {
+            return !self.set.is_deleted(row);
+        }
         let record = &self.set.rows.as_slice()[row];
         // An id past its table (a damaged file) matches nothing.
         !self.set.is_deleted(row)
@@ -331,6 +339,21 @@ impl<'a> Accepted<'a> {
                 .paths
                 .as_ref()
                 .is_none_or(|paths| paths.get(record.path as usize) == Some(&true))
+    }
+}
+
+impl ivf::RowFilter for Accepted<'_> {
+    fn accepts(&self, row: usize) -> bool {
+        self.row(row)
+    }
+
+    fn prefetch(&self, row: usize) {
+        // Without a filter, `row` reads no record.
+        if let Some(record) = self.set.rows.as_slice().get(row..row + 1) {
+            if self.filters {
+                ivf::prefetch(record);
+            }
+        }
     }
 }
 

@@ -178,7 +178,7 @@ fn the_files_follow_each_commit_by_difference() {
         }
     );
     let told = status(&store).unwrap().unwrap();
-    assert!(told.current && told.graph_rows.is_none(), "{told:?}");
+    assert!(told.current && told.ivf_lists.is_none(), "{told:?}");
     assert_eq!((told.rows, told.deleted_rows), (15, 2));
     commit(&mut store, &[chunk("e.rs", &[0.1, 0.1])]);
     assert!(!status(&store).unwrap().unwrap().current);
@@ -309,14 +309,14 @@ fn clustered(count: usize, dimension: usize, seed: u64) -> Vec<Vec<f32>> {
 }
 
 #[test]
-fn a_large_index_searches_its_graph_and_filters_keep_recall() {
-    let dir = scratch("graph");
+fn a_large_index_searches_its_ivf_and_filters_keep_recall() {
+    let dir = scratch("ivf");
     let dimension = 64;
     let mut store = writer(&dir, dimension);
-    let count = ann::MIN_ROWS + 5_000;
+    let count = ivf::MIN_ROWS + 5_000;
     let vectors = clustered(count, dimension, 7);
     let paths: Vec<String> = (0..count).map(|i| format!("src/{i}.rs")).collect();
-    // One in fifty chunks is Python: a filter that leaves too few rows for the graph.
+    // One in fifty chunks is Python: a filter that leaves too few rows for the IVF.
     let chunks: Vec<Chunk<'_>> = vectors
         .iter()
         .zip(&paths)
@@ -329,8 +329,11 @@ fn a_large_index_searches_its_graph_and_filters_keep_recall() {
     commit(&mut store, &chunks);
     sync(&store).unwrap();
     let index = VectorIndex::open(&store).unwrap();
-    assert!(index.has_graph());
-    assert_eq!(status(&store).unwrap().unwrap().graph_rows, Some(count));
+    assert!(index.has_ivf());
+    assert_eq!(
+        status(&store).unwrap().unwrap().ivf_lists,
+        Some(ivf::lists_for(count))
+    );
     // Queries near indexed chunks, as real queries land near what they are after.
     let noise = clustered(50, dimension, 99);
     let queries: Vec<Vec<f32>> = noise
@@ -353,7 +356,7 @@ fn a_large_index_searches_its_graph_and_filters_keep_recall() {
     };
     let all = SearchFilter::default();
     let whole = recall(&all);
-    assert!(whole >= 0.9, "recall@10 through the graph: {whole}");
+    assert!(whole >= 0.9, "recall@10 through the IVF: {whole}");
     let python = SearchFilter::new(vec!["python".into()], None).unwrap();
     assert_eq!(recall(&python), 1.0, "a narrow filter is answered exactly");
     let got = index.nearest(&queries[0], 10, &python).unwrap();
@@ -361,12 +364,13 @@ fn a_large_index_searches_its_graph_and_filters_keep_recall() {
     for chunk in store.chunks_by_id(&ids).unwrap() {
         assert_eq!(chunk.unwrap().language, "python");
     }
-    // A filter that leaves more rows than the graph's threshold is applied inside the walk.
+    // A filter that leaves more rows than the IVF's threshold is applied as its lists are
+    // scanned.
     let rust = SearchFilter::new(vec!["rust".into()], None).unwrap();
     let filtered = recall(&rust);
     assert!(
         filtered >= 0.9,
-        "recall@10 with a filter in the graph: {filtered}"
+        "recall@10 with a filter in the IVF: {filtered}"
     );
     let narrow = SearchFilter::new(vec!["rust".into()], Some("src/1*.rs")).unwrap();
     assert_eq!(
@@ -374,11 +378,44 @@ fn a_large_index_searches_its_graph_and_filters_keep_recall() {
         1.0,
         "a narrow path filter is answered exactly"
     );
-    // Rows appended after the graph was built are added to it: a new chunk equal to a query
-    // is its best match.
+    // Rows appended after the IVF was trained are added to its lists: a new chunk equal to a
+    // query is its best match.
     commit(&mut store, &[chunk("new.rs", &queries[1])]);
     sync(&store).unwrap();
     let index = VectorIndex::open(&store).unwrap();
+    assert_eq!(ranked_paths(&store, &index, &queries[1], 1), ["new.rs"]);
+    drop(index);
+    // A damaged IVF (a list id past the lists, a short codes file) is written anew, not
+    // searched.
+    let ivf_file = |prefix: &str| {
+        std::fs::read_dir(dir.join(DIR))
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(prefix)
+            })
+            .unwrap()
+    };
+    let lists = ivf_file("lists-");
+    let mut bytes = std::fs::read(&lists).unwrap();
+    bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&lists, bytes).unwrap();
+    assert!(matches!(sync(&store).unwrap(), Synced::Rewritten { .. }));
+    let codes = ivf_file("codes-");
+    let length = std::fs::metadata(&codes).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&codes)
+        .unwrap()
+        .set_len(length / 2)
+        .unwrap();
+    assert!(matches!(sync(&store).unwrap(), Synced::Rewritten { .. }));
+    let index = VectorIndex::open(&store).unwrap();
+    assert!(index.has_ivf());
     assert_eq!(ranked_paths(&store, &index, &queries[1], 1), ["new.rs"]);
     drop((index, store));
     // 180 MB: not left behind by every run.
