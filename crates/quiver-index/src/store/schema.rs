@@ -60,6 +60,14 @@ impl Store {
         self.conn
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(|e| self.db_error(e))?;
+        if self.is_writer() {
+            // A run's transaction dirties more pages than SQLite's default 2 MB cache holds,
+            // and each one it spills to the WAL it reads back to change again: at 100k chunks,
+            // a fifth of `quiver import`'s time.
+            self.conn
+                .execute_batch("PRAGMA cache_size = -262144;")
+                .map_err(|e| self.db_error(e))?;
+        }
         match self.schema_version()? {
             None => self.create_tables()?,
             Some(version) => self.migrate(version)?,

@@ -96,10 +96,10 @@ impl BatchSink<'_> {
         for (hash, vector) in &batch.vectors {
             let bytes = vector_bytes(vector);
             self.tx
-                .execute(
+                .prepare_cached(
                     "INSERT OR IGNORE INTO vectors(embed_hash, vector, checksum) VALUES (?1, ?2, ?3)",
-                    params![hash, bytes, crc32fast::hash(&bytes)],
                 )
+                .and_then(|mut insert| insert.execute(params![hash, bytes, crc32fast::hash(&bytes)]))
                 .map_err(error)?;
         }
         for (file, chunks) in &batch.files {
@@ -145,11 +145,12 @@ pub(super) fn delete_file_chunks(
     tx: &rusqlite::Transaction<'_>,
     file: &str,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE file = ?1)",
-        [file],
-    )?;
-    tx.execute("DELETE FROM chunks WHERE file = ?1", [file])?;
+    )?
+    .execute([file])?;
+    tx.prepare_cached("DELETE FROM chunks WHERE file = ?1")?
+        .execute([file])?;
     Ok(())
 }
 
@@ -159,45 +160,47 @@ pub(super) fn insert_chunk(
 ) -> rusqlite::Result<()> {
     let metadata = chunk.metadata.as_ref().map(|m| m.to_string());
     let checksum = chunk_checksum(chunk, metadata.as_deref());
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO chunks(chunk_id, uid, file, path, seq, source, language, symbol, kind, parent,
              start_line, end_line, start_byte, end_byte, content_hash, text, embed_hash, metadata,
              signature_hash, checksum)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
              ?19, ?20)",
-        params![
-            chunk.chunk_id,
-            chunk.uid,
-            chunk.file,
-            chunk.path,
-            chunk.seq as i64,
-            chunk.source,
-            chunk.language,
-            chunk.symbol,
-            chunk.kind,
-            chunk.parent,
-            chunk.start_line as i64,
-            chunk.end_line as i64,
-            chunk.start_byte as i64,
-            chunk.end_byte as i64,
-            chunk.content_hash,
-            chunk.text,
-            chunk.embed_hash,
-            metadata,
-            chunk.signature_hash,
-            checksum,
-        ],
-    )?;
+    )?
+    .execute(params![
+        chunk.chunk_id,
+        chunk.uid,
+        chunk.file,
+        chunk.path,
+        chunk.seq as i64,
+        chunk.source,
+        chunk.language,
+        chunk.symbol,
+        chunk.kind,
+        chunk.parent,
+        chunk.start_line as i64,
+        chunk.end_line as i64,
+        chunk.start_byte as i64,
+        chunk.end_byte as i64,
+        chunk.content_hash,
+        chunk.text,
+        chunk.embed_hash,
+        metadata,
+        chunk.signature_hash,
+        checksum,
+    ])?;
     let id = tx.last_insert_rowid();
     let names = keywords::names(
         &chunk.path,
         chunk.symbol.as_deref(),
         chunk.parent.as_deref(),
     );
-    tx.execute(
-        "INSERT INTO chunks_fts(rowid, names, body) VALUES (?1, ?2, ?3)",
-        params![id, keywords::terms(&names), keywords::terms(&chunk.text)],
-    )?;
+    tx.prepare_cached("INSERT INTO chunks_fts(rowid, names, body) VALUES (?1, ?2, ?3)")?
+        .execute(params![
+            id,
+            keywords::terms(&names),
+            keywords::terms(&chunk.text)
+        ])?;
     Ok(())
 }
 
@@ -205,16 +208,16 @@ pub(super) fn upsert_file(
     tx: &rusqlite::Transaction<'_>,
     file: &FileRecord,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO files(path, size, mtime_ns, content_hash) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
              content_hash = excluded.content_hash",
-        params![
-            file.path,
-            file.size as i64,
-            file.mtime_ns,
-            file.content_hash
-        ],
-    )?;
+    )?
+    .execute(params![
+        file.path,
+        file.size as i64,
+        file.mtime_ns,
+        file.content_hash
+    ])?;
     Ok(())
 }
