@@ -147,6 +147,8 @@ pub struct VectorSet {
     pub languages: Vec<String>,
     /// Per row, whether it is deleted; empty when none is.
     deleted: Vec<bool>,
+    /// How many are (counted once: a search asks on every query).
+    deleted_rows: usize,
     /// Over every row: each sync extends it to the rows it appends.
     pub ivf: Option<Ivf>,
     /// Live chunks (rows of text vectors not deleted).
@@ -171,6 +173,7 @@ impl VectorSet {
             paths: Paths::Held(Vec::new()),
             languages: Vec::new(),
             deleted: Vec::new(),
+            deleted_rows: 0,
             ivf: None,
             chunks: 0,
         }
@@ -181,7 +184,7 @@ impl VectorSet {
     }
 
     pub fn deletions(&self) -> usize {
-        self.deleted.iter().filter(|deleted| **deleted).count()
+        self.deleted_rows
     }
 
     /// The paths rows name, by id.
@@ -208,6 +211,7 @@ impl VectorSet {
                 *flag = true;
             }
         }
+        self.deleted_rows = self.deleted.iter().filter(|deleted| **deleted).count();
         self
     }
 }

@@ -421,3 +421,59 @@ fn a_large_index_searches_its_ivf_and_filters_keep_recall() {
     // 180 MB: not left behind by every run.
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_index_grown_past_its_ivf_trains_a_new_one() {
+    let dir = scratch("retrain");
+    let dimension = 8;
+    let mut store = writer(&dir, dimension);
+    let first = ivf::MIN_ROWS + 1_000;
+    let total = first * ivf::RETRAIN_GROWTH + 1_000;
+    let vectors = clustered(total, dimension, 5);
+    let paths: Vec<String> = (0..total).map(|i| format!("src/{i}.rs")).collect();
+    let chunks: Vec<Chunk<'_>> = vectors
+        .iter()
+        .zip(&paths)
+        .map(|(vector, path)| chunk(path, vector))
+        .collect();
+    commit(&mut store, &chunks[..first]);
+    sync(&store).unwrap();
+    assert_eq!(
+        status(&store).unwrap().unwrap().ivf_lists,
+        Some(ivf::lists_for(first))
+    );
+    // Grown by less than the factor, the rows join the lists trained on the first ones.
+    let middle = first * 2;
+    commit(&mut store, &chunks[first..middle]);
+    assert!(matches!(sync(&store).unwrap(), Synced::Updated { .. }));
+    assert_eq!(
+        status(&store).unwrap().unwrap().ivf_lists,
+        Some(ivf::lists_for(first))
+    );
+    commit(&mut store, &chunks[middle..]);
+    assert!(matches!(sync(&store).unwrap(), Synced::Updated { .. }));
+    assert_eq!(
+        status(&store).unwrap().unwrap().ivf_lists,
+        Some(ivf::lists_for(total))
+    );
+    // The layout trained before is gone from disk.
+    let centroids = std::fs::read_dir(dir.join(DIR))
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("centroids-")
+        })
+        .count();
+    assert_eq!(centroids, 1);
+    let index = VectorIndex::open(&store).unwrap();
+    assert!(index.has_ivf());
+    for row in [3, first + 7, total - 2] {
+        let found = ranked_paths(&store, &index, &vectors[row], 1);
+        assert_eq!(found, [paths[row].as_str()], "row {row}");
+    }
+    drop((index, store));
+    let _ = std::fs::remove_dir_all(&dir);
+}
