@@ -522,14 +522,33 @@ impl<W: Write> RowWriter<W> {
 impl RowWriter<BufWriter<File>> {
     fn finish(self, dir: &Path) -> Result<(HashMap<String, u32>, Vec<String>, usize)> {
         for writer in [self.rows, self.vectors, self.paths] {
-            let file = writer.into_inner().map_err(|e| IndexError::Io {
-                path: dir.to_path_buf(),
-                source: e.into_error(),
-            })?;
-            file.sync_all().map_err(io_error(dir))?;
+            finish(writer, dir)?;
         }
         Ok((self.path_ids, self.languages, self.count))
     }
+}
+
+/// `path` (created when missing) opened to append after its first `keep` bytes: past the
+/// manifest's counts lies only what a run that did not finish wrote.
+fn append_to(path: &Path, keep: u64) -> Result<BufWriter<File>> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.set_len(keep).map_err(io_error(path))?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io_error(path))?;
+    Ok(BufWriter::with_capacity(1 << 20, file))
+}
+
+/// Writes out what `writer` holds and syncs its file to disk.
+fn finish(writer: BufWriter<File>, path: &Path) -> Result<()> {
+    let file = writer.into_inner().map_err(|e| IndexError::Io {
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io_error(path))
 }
 
 /// What [`sync`] did.
@@ -682,24 +701,14 @@ fn append(
     let paths_path = paths_file(&dir, epoch);
     let (paths, paths_bytes) =
         read_paths(&paths_path, manifest.paths).map_err(io_error(&paths_path))?;
-    // Past the manifest's counts lies only what a run that did not finish wrote.
-    let open = |path: PathBuf, keep: u64| -> Result<BufWriter<File>> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
-        file.set_len(keep).map_err(io_error(&path))?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io_error(&path))?;
-        Ok(BufWriter::with_capacity(1 << 20, file))
-    };
     let mut writer = RowWriter::new(
         manifest.dimension,
-        open(rows_file(&dir, epoch), manifest.rows as u64 * row_size)?,
-        open(
-            vectors_file(&dir, epoch),
+        append_to(&rows_file(&dir, epoch), manifest.rows as u64 * row_size)?,
+        append_to(
+            &vectors_file(&dir, epoch),
             (manifest.rows * manifest.dimension * 4) as u64,
         )?,
-        open(paths_path, paths_bytes)?,
+        append_to(&paths_path, paths_bytes)?,
     );
     writer.path_ids = paths
         .into_iter()
@@ -799,22 +808,10 @@ fn ivf_files(
         }
     };
     tracing::info!("adding {} rows to the IVF", manifest.rows - files.rows);
-    // Past the counts of the manifest lies only what a run that did not finish wrote.
-    let open = |path: PathBuf, keep: u64| -> Result<BufWriter<File>> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
-        file.set_len(keep).map_err(io_error(&path))?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io_error(&path))?;
-        Ok(BufWriter::with_capacity(1 << 20, file))
-    };
     let lists_path = files.lists_file(dir, epoch);
     let codes_path = files.codes(dir, epoch);
-    let mut lists_out = open(lists_path.clone(), files.rows as u64 * 4)?;
-    let mut codes_out = open(codes_path.clone(), (files.rows * dimension) as u64)?;
+    let mut lists_out = append_to(&lists_path, files.rows as u64 * 4)?;
+    let mut codes_out = append_to(&codes_path, (files.rows * dimension) as u64)?;
     let mut block = Vec::new();
     let mut code = vec![0i8; dimension];
     const BLOCK_ROWS: usize = 16_384;
@@ -833,13 +830,8 @@ fn ivf_files(
         };
         written().map_err(io_error(&lists_path))?;
     }
-    for (writer, path) in [(lists_out, &lists_path), (codes_out, &codes_path)] {
-        let file = writer.into_inner().map_err(|e| IndexError::Io {
-            path: path.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io_error(path))?;
-    }
+    finish(lists_out, &lists_path)?;
+    finish(codes_out, &codes_path)?;
     let centroids = files.centroids(dir, epoch);
     File::open(&centroids)
         .and_then(|file| file.sync_all())

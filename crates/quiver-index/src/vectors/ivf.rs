@@ -288,7 +288,7 @@ impl Ivf {
                 let index = row as usize;
                 if filter.accepts(index) {
                     let code = &codes[index * d..(index + 1) * d];
-                    scored.push((dot_code(&scaled, code), row));
+                    scored.push((super::dot(&scaled, code), row));
                 }
             }
         }
@@ -331,25 +331,6 @@ pub(super) fn prefetch<T: bytemuck::Pod>(items: &[T]) {
     let _ = bytes;
 }
 
-/// Dot product of an f32 query with an int8 code, in 16 independent lanes (as
-/// [`super::dot`]), which the compiler vectorises: widen, convert, multiply-add.
-fn dot_code(query: &[f32], code: &[i8]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let (q_chunks, c_chunks) = (query.chunks_exact(16), code.chunks_exact(16));
-    let tail: f32 = q_chunks
-        .remainder()
-        .iter()
-        .zip(c_chunks.remainder())
-        .map(|(q, &c)| q * f32::from(c))
-        .sum();
-    for (q, c) in q_chunks.zip(c_chunks) {
-        for lane in 0..16 {
-            lanes[lane] += q[lane] * f32::from(c[lane]);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,7 +366,7 @@ mod tests {
         for row in &rows {
             quantizer.encode(row, &mut code);
             let exact = super::super::dot(query, row);
-            let approximate = dot_code(&scaled, &code);
+            let approximate = super::super::dot(&scaled, &code);
             assert!(
                 (exact - approximate).abs() < 0.02,
                 "{exact} against {approximate}"

@@ -358,19 +358,20 @@ impl ivf::RowFilter for Accepted<'_> {
 }
 
 /// Dot product in 16 independent lanes, which the compiler turns into SIMD adds; a plain
-/// iterator sum must add in order, so it stays scalar.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// iterator sum must add in order, so it stays scalar. `b` is f32 (a vector) or i8 (an IVF
+/// code, widened as it is read).
+pub(crate) fn dot<T: Copy + Into<f32>>(a: &[f32], b: &[T]) -> f32 {
     let mut lanes = [0f32; 16];
     let (a_chunks, b_chunks) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = a_chunks
         .remainder()
         .iter()
         .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(&x, &y)| x * y.into())
         .sum();
     for (x, y) in a_chunks.zip(b_chunks) {
         for lane in 0..16 {
-            lanes[lane] += x[lane] * y[lane];
+            lanes[lane] += x[lane] * y[lane].into();
         }
     }
     lanes.iter().sum::<f32>() + tail

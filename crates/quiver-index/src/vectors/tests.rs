@@ -91,6 +91,22 @@ fn chunk<'a>(path: &'a str, vector: &[f32]) -> Chunk<'a> {
     }
 }
 
+/// The files in the vector files' directory of the index in `dir` whose names start with
+/// `prefix`.
+fn vector_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir.join(DIR))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(prefix)
+        })
+        .collect()
+}
+
 fn writer(dir: &Path, dimension: usize) -> Store {
     let mut store = Store::open_writer(dir).unwrap();
     store.adopt_settings(&settings(dimension), false).unwrap();
@@ -204,20 +220,7 @@ fn damaged_files_are_written_again_and_a_torn_append_is_ignored() {
         &[chunk("a.rs", &[1.0, 0.0]), chunk("b.rs", &[0.0, 1.0])],
     );
     sync(&store).unwrap();
-    let vectors_dir = dir.join(DIR);
-    let file = |prefix: &str| {
-        std::fs::read_dir(&vectors_dir)
-            .unwrap()
-            .flatten()
-            .map(|entry| entry.path())
-            .find(|path| {
-                path.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with(prefix)
-            })
-            .unwrap()
-    };
+    let file = |prefix: &str| vector_files(&dir, prefix).remove(0);
     // A run that died mid-append left bytes past the manifest's counts.
     use std::io::Write;
     let mut rows = std::fs::OpenOptions::new()
@@ -252,7 +255,7 @@ fn damaged_files_are_written_again_and_a_torn_append_is_ignored() {
     assert_eq!(ranked_paths(&store, &index, &[0.6, 0.8], 3)[0], "c.rs");
     assert!(!vectors.exists(), "the old epoch's files are removed");
     // An unreadable manifest too.
-    std::fs::write(vectors_dir.join("manifest.json"), b"{not json").unwrap();
+    std::fs::write(dir.join(DIR).join("manifest.json"), b"{not json").unwrap();
     assert!(matches!(
         sync(&store).unwrap(),
         Synced::Rewritten { rows: 3 }
@@ -387,25 +390,12 @@ fn a_large_index_searches_its_ivf_and_filters_keep_recall() {
     drop(index);
     // A damaged IVF (a list id past the lists, a short codes file) is written anew, not
     // searched.
-    let ivf_file = |prefix: &str| {
-        std::fs::read_dir(dir.join(DIR))
-            .unwrap()
-            .flatten()
-            .map(|entry| entry.path())
-            .find(|path| {
-                path.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with(prefix)
-            })
-            .unwrap()
-    };
-    let lists = ivf_file("lists-");
+    let lists = vector_files(&dir, "lists-").remove(0);
     let mut bytes = std::fs::read(&lists).unwrap();
     bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
     std::fs::write(&lists, bytes).unwrap();
     assert!(matches!(sync(&store).unwrap(), Synced::Rewritten { .. }));
-    let codes = ivf_file("codes-");
+    let codes = vector_files(&dir, "codes-").remove(0);
     let length = std::fs::metadata(&codes).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -457,17 +447,7 @@ fn an_index_grown_past_its_ivf_trains_a_new_one() {
         Some(ivf::lists_for(total))
     );
     // The layout trained before is gone from disk.
-    let centroids = std::fs::read_dir(dir.join(DIR))
-        .unwrap()
-        .flatten()
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("centroids-")
-        })
-        .count();
-    assert_eq!(centroids, 1);
+    assert_eq!(vector_files(&dir, "centroids-").len(), 1);
     let index = VectorIndex::open(&store).unwrap();
     assert!(index.has_ivf());
     for row in [3, first + 7, total - 2] {
