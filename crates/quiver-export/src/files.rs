@@ -12,6 +12,7 @@
 
 use crate::npy::{write_npy_header, write_npy_row};
 use crate::output::Output;
+use quiver_index::keywords;
 use quiver_index::{ChunkRecord, IndexError, IndexSettings, Result, Store};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -26,6 +27,20 @@ pub struct ExportRecord {
     /// The signature vector of a chunk that starts a definition.
     pub signature: Option<Vec<f32>>,
     pub payload: Value,
+}
+
+impl ExportRecord {
+    /// The chunk's keyword side before tokenising, as the index's FTS5 table is written: its
+    /// names ([`keywords::names`] of path, symbol and parent) and its text.
+    pub fn keyword_texts(&self) -> (String, &str) {
+        let field = |name: &str| self.payload[name].as_str();
+        let names = keywords::names(
+            field("path").unwrap_or_default(),
+            field("symbol"),
+            field("parent"),
+        );
+        (names, field("text").unwrap_or_default())
+    }
 }
 
 pub fn settings_of(store: &Store) -> Result<IndexSettings> {

@@ -137,12 +137,7 @@ impl PostgresExport {
                 for (record, print) in batch {
                     let field = |name: &str| record.payload[name].as_str().map(str::to_string);
                     let line = |name: &str| record.payload[name].as_i64().map(|n| n as i32);
-                    let text = |name: &str| record.payload[name].as_str().unwrap_or_default();
-                    let names = keywords::names(
-                        text("path"),
-                        record.payload["symbol"].as_str(),
-                        record.payload["parent"].as_str(),
-                    );
+                    let (names, text) = record.keyword_texts();
                     transaction
                         .execute(
                             &upsert,
@@ -162,7 +157,7 @@ impl PostgresExport {
                                 print,
                                 &record.signature,
                                 &keywords::terms(&names),
-                                &keywords::terms(text("text")),
+                                &keywords::terms(text),
                             ],
                         )
                         .map_err(db)?;

@@ -117,13 +117,8 @@ impl QdrantExport {
                 let texts: Vec<(String, String)> = batch
                     .iter()
                     .map(|(record, _)| {
-                        let field = |name: &str| record.payload[name].as_str();
-                        let names = keywords::names(
-                            field("path").unwrap_or_default(),
-                            field("symbol"),
-                            field("parent"),
-                        );
-                        (names, field("text").unwrap_or_default().to_string())
+                        let (names, text) = record.keyword_texts();
+                        (names, text.to_string())
                     })
                     .collect();
                 let documents = keywords::documents(&texts)
