@@ -759,18 +759,14 @@ fn ivf_files(
     let vectors_path = vectors_file(dir, epoch);
     let vectors = File::open(&vectors_path).map_err(io_error(&vectors_path))?;
     let dimension = manifest.dimension;
-    let read_rows = |start: usize, buffer: &mut Vec<f32>| -> Result<()> {
-        let mut bytes = vec![0u8; buffer.len() * 4];
+    // Straight into the buffer, as the files are mapped: little-endian is the machine's order.
+    let read_rows = |start: usize, buffer: &mut [f32]| -> Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(
             &vectors,
-            &mut bytes,
+            bytemuck::cast_slice_mut(buffer),
             (start * dimension * 4) as u64,
         )
-        .map_err(io_error(&vectors_path))?;
-        for (value, word) in buffer.iter_mut().zip(bytes.chunks_exact(4)) {
-            *value = f32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        Ok(())
+        .map_err(io_error(&vectors_path))
     };
     let (files, quantizer) = match previous {
         Some(previous) => {
@@ -803,7 +799,12 @@ fn ivf_files(
                 rows: 0,
             };
             let path = files.centroids(dir, epoch);
-            std::fs::write(&path, quantizer.to_bytes()).map_err(io_error(&path))?;
+            (|| {
+                let mut file = File::create(&path)?;
+                file.write_all(&quantizer.to_bytes())?;
+                file.sync_all()
+            })()
+            .map_err(io_error(&path))?;
             (files, quantizer)
         }
     };
@@ -832,10 +833,6 @@ fn ivf_files(
     }
     finish(lists_out, &lists_path)?;
     finish(codes_out, &codes_path)?;
-    let centroids = files.centroids(dir, epoch);
-    File::open(&centroids)
-        .and_then(|file| file.sync_all())
-        .map_err(io_error(&centroids))?;
     Ok(Some(IvfFiles {
         rows: manifest.rows,
         ..files

@@ -141,11 +141,7 @@ impl Quantizer {
 
     pub fn read(path: &Path, dimension: usize, lists: usize) -> std::io::Result<Quantizer> {
         let bytes = std::fs::read(path)?;
-        let values: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
-        if bytes.len() % 4 != 0 || values.len() != (lists + 1) * dimension {
+        if bytes.len() != (lists + 1) * dimension * 4 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!(
@@ -155,6 +151,8 @@ impl Quantizer {
                 ),
             ));
         }
+        // Little-endian, the machine's order, as the vector files are mapped.
+        let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         let (centroids, scales) = values.split_at(lists * dimension);
         Ok(Quantizer {
             dimension,

@@ -349,8 +349,8 @@ impl ivf::RowFilter for Accepted<'_> {
 
     fn prefetch(&self, row: usize) {
         // Without a filter, `row` reads no record.
-        if let Some(record) = self.set.rows.as_slice().get(row..row + 1) {
-            if self.filters {
+        if self.filters {
+            if let Some(record) = self.set.rows.as_slice().get(row..row + 1) {
                 ivf::prefetch(record);
             }
         }
