@@ -60,6 +60,7 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
     let mut files: BTreeMap<String, (usize, Sha256)> = BTreeMap::new();
     let mut chunks = 0;
     store.commit_batches(|sink| {
+        sink.defer_indexes()?;
         let mut batch = Batch::default();
         let mut each = |row: usize, payload: Value| -> Result<()> {
             let mut chunk = chunk_from(&payload)

@@ -186,8 +186,10 @@ impl<'a> Weights<'a> {
         }
         let values = to_f32(&full, view.dtype(), view.data())?;
         // A NaN or infinity in a weight turns every vector it touches into NaN: refuse the
-        // model rather than serve `null`s.
-        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        // model rather than serve `null`s. The flag first, as a loop without an early exit is
+        // vectorised; the position only for the error.
+        if values.iter().fold(false, |bad, v| bad | !v.is_finite()) {
+            let index = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
             return Err(RuntimeError::NonFiniteWeight {
                 path: file.to_path_buf(),
                 name: full,
@@ -209,6 +211,9 @@ impl<'a> Weights<'a> {
 fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
     let words = |size: usize| bytes.chunks_exact(size);
     let values = match dtype {
+        // A copy, as loading a model from the command line waits on it: little-endian is the
+        // machine's order.
+        Dtype::F32 if cfg!(target_endian = "little") => bytemuck::pod_collect_to_vec(bytes),
         Dtype::F32 => words(4)
             .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
             .collect(),

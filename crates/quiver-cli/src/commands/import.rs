@@ -18,8 +18,14 @@ pub struct ImportArgs {
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let index_dir = location::for_root(args.index, &std::env::current_dir()?);
     let mut store = Store::open_writer(&index_dir)?;
+    let started = std::time::Instant::now();
     let report = import_npy_dir(&args.from, &mut store)
         .with_context(|| format!("importing {}", args.from.display()))?;
+    tracing::info!(
+        "stored {} chunks in {:.1} s",
+        report.chunks,
+        started.elapsed().as_secs_f64()
+    );
     quiver_index::sync_vectors(&store)
         .with_context(|| format!("writing the vector files of {}", index_dir.display()))?;
     eprintln!(

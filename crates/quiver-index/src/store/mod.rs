@@ -426,6 +426,65 @@ mod tests {
         assert_eq!(schema_version(&dir), "1");
     }
 
+    fn index_names(dir: &Path) -> Vec<String> {
+        let raw = Connection::open(dir.join(DATABASE_FILE)).unwrap();
+        let mut statement = raw
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'chunks_by_%' ORDER BY name")
+            .unwrap();
+        let names = statement.query_map([], |r| r.get(0)).unwrap();
+        names.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn a_bulk_load_builds_its_deferred_indexes_by_commit_and_only_into_an_empty_index() {
+        let dir = scratch("deferred");
+        let mut store = Store::open_writer(&dir).unwrap();
+        let expected = vec!["chunks_by_embed_hash".to_string(), "chunks_by_file".into()];
+        let file = file_record();
+        let two = |first: &str| Batch {
+            files: vec![(
+                file.clone(),
+                vec![chunk(first, "def f(): pass"), chunk("c:1", "def g(): pass")],
+            )],
+            touched: vec![],
+            vectors: vec![
+                (format!("e-{first}"), vec![0.6, 0.8]),
+                ("e-c:1".into(), vec![0.8, 0.6]),
+            ],
+        };
+        // A failed load leaves the indexes as they were.
+        let failed = store.commit_batches(|sink| {
+            sink.defer_indexes()?;
+            sink.apply(&two("c:0"))?;
+            Err(IndexError::NotWriter)
+        });
+        assert!(failed.is_err());
+        assert_eq!(index_names(&dir), expected);
+        store
+            .commit_batches(|sink| {
+                sink.defer_indexes()?;
+                sink.apply(&two("c:0"))
+            })
+            .unwrap();
+        assert_eq!(index_names(&dir), expected);
+        assert_eq!(store.chunks_of_file("a.py").unwrap().len(), 2);
+        // Into an index with chunks, nothing is deferred: a file's chunks are replaced.
+        store
+            .commit_batches(|sink| {
+                sink.defer_indexes()?;
+                sink.apply(&two("c:2"))
+            })
+            .unwrap();
+        let ids: Vec<String> = store
+            .chunks_of_file("a.py")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.chunk_id)
+            .collect();
+        assert_eq!(ids, ["c:2", "c:1"]);
+        assert_eq!(index_names(&dir), expected);
+    }
+
     #[test]
     fn a_non_finite_vector_is_refused_and_nothing_of_its_batch_is_written() {
         let dir = scratch("nan");

@@ -114,22 +114,20 @@ impl Store {
     pub(crate) fn for_each_vector_key(&self, mut visit: impl FnMut(i64, u64)) -> Result<()> {
         let mut statement = self
             .conn
-            .prepare(
-                "SELECT c.id, c.embed_hash, s.embed_hash, c.language, c.path
+            .prepare(&format!(
+                "SELECT c.id, {FINGERPRINT_COLUMNS}
                  FROM chunks c
                  JOIN vectors v ON v.embed_hash = c.embed_hash
-                 LEFT JOIN vectors s ON s.embed_hash = c.signature_hash",
-            )
+                 LEFT JOIN vectors s ON s.embed_hash = c.signature_hash"
+            ))
             .map_err(|e| self.db_error(e))?;
         let mut rows = statement.query([]).map_err(|e| self.db_error(e))?;
         let error = |e| db_error(&self.dir, e);
         while let Some(row) = rows.next().map_err(error)? {
-            let mut fingerprint = Fnv64::default();
-            for column in 1..5 {
-                let value = row.get_ref(column).map_err(error)?;
-                fingerprint.write(value.as_str_or_null().map_err(|e| error(e.into()))?);
-            }
-            visit(row.get(0).map_err(error)?, fingerprint.0);
+            visit(
+                row.get(0).map_err(error)?,
+                fingerprint(row, 1).map_err(error)?,
+            );
         }
         Ok(())
     }
@@ -143,7 +141,8 @@ impl Store {
         let mut statement = self
             .conn
             .prepare(&format!(
-                "SELECT c.id, c.language, c.path, v.vector, s.vector, v.checksum, s.checksum, c.uid
+                "SELECT c.id, c.language, c.path, v.vector, s.vector, v.checksum, s.checksum, c.uid,
+                     {FINGERPRINT_COLUMNS}
                  FROM chunks c
                  JOIN vectors v ON v.embed_hash = c.embed_hash
                  LEFT JOIN vectors s ON s.embed_hash = c.signature_hash
@@ -168,6 +167,7 @@ impl Store {
             let checksums: (Option<i64>, Option<i64>) =
                 (row.get(5).map_err(error)?, row.get(6).map_err(error)?);
             let uid: i64 = row.get(7).map_err(error)?;
+            let fingerprint = fingerprint(row, 8).map_err(error)?;
             if !intact(main, checksums.0) || second.is_some_and(|bytes| !intact(bytes, checksums.1))
             {
                 return Err(self.damaged(format!(
@@ -187,6 +187,7 @@ impl Store {
                 path: &path,
                 vector: &vector,
                 signature,
+                fingerprint,
             });
         }
         Ok(())
@@ -468,6 +469,20 @@ pub(super) fn chunk_checksum(chunk: &ChunkRecord, metadata: Option<&str>) -> u32
         field(&number.to_le_bytes());
     }
     hasher.finalize()
+}
+
+/// What a chunk's fingerprint covers: its vectors, language and path. The fingerprint changes
+/// whenever what the vector files hold for the chunk would, so they can be brought up to date
+/// by difference.
+const FINGERPRINT_COLUMNS: &str = "c.embed_hash, s.embed_hash, c.language, c.path";
+
+/// The fingerprint of the [`FINGERPRINT_COLUMNS`] that start at column `first` of `row`.
+fn fingerprint(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<u64> {
+    let mut fingerprint = Fnv64::default();
+    for column in first..first + 4 {
+        fingerprint.write(row.get_ref(column)?.as_str_or_null()?);
+    }
+    Ok(fingerprint.0)
 }
 
 /// FNV-1a over optional strings (a `None` and each end marked), for fingerprints that must

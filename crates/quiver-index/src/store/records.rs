@@ -89,6 +89,9 @@ pub struct StoredVector<'a> {
     pub vector: &'a [f32],
     /// Its signature vector, when it starts a definition.
     pub signature: Option<&'a [f32]>,
+    /// Changes whenever what the vector files hold for the chunk would (its vectors, language
+    /// or path).
+    pub fingerprint: u64,
 }
 
 /// What `quiver status --json` prints and Python's `Index.status()` returns.

@@ -41,6 +41,13 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The chunks table's secondary indexes: a bulk load into an empty index drops them and builds
+/// them once at its end ([`super::BatchSink::defer_indexes`]).
+pub(super) const CHUNK_INDEXES: &str = "CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks(file);
+     CREATE INDEX IF NOT EXISTS chunks_by_embed_hash ON chunks(embed_hash);";
+pub(super) const DROP_CHUNK_INDEXES: &str =
+    "DROP INDEX IF EXISTS chunks_by_file; DROP INDEX IF EXISTS chunks_by_embed_hash;";
+
 pub(super) const ADAPTERS_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS adapters (name TEXT PRIMARY KEY, value BLOB NOT NULL);";
 
@@ -115,14 +122,14 @@ impl Store {
                      signature_hash TEXT,
                      checksum INTEGER
                  );
-                 CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks(file);
-                 CREATE INDEX IF NOT EXISTS chunks_by_embed_hash ON chunks(embed_hash);
+                 {}
                  CREATE TABLE IF NOT EXISTS vectors (
                      embed_hash TEXT PRIMARY KEY,
                      vector BLOB NOT NULL,
                      checksum INTEGER
                  );
                  CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(names, body, tokenize = \"{}\");",
+                CHUNK_INDEXES,
                 keywords::TOKENIZER
             ))?;
             for migration in MIGRATIONS {

@@ -396,7 +396,7 @@ pub fn open_current(store: &Store, dimension: usize) -> Result<Option<VectorSet>
 /// cannot bring the files up to date (another process is indexing, or the index is read-only).
 pub fn read_into_memory(store: &Store, dimension: usize) -> Result<VectorSet> {
     let mut writer = RowWriter::new(dimension, Vec::new(), Vec::new(), Vec::new());
-    writer.append_from(store, None, &HashMap::new())?;
+    writer.append_from(store, None)?;
     let RowWriter {
         rows,
         vectors,
@@ -444,19 +444,12 @@ impl<W: Write> RowWriter<W> {
         }
     }
 
-    /// Appends the rows of every chunk of `store` with a vector (or of `chunks` only), each
-    /// with its fingerprint from `keys`.
-    fn append_from(
-        &mut self,
-        store: &Store,
-        chunks: Option<&[i64]>,
-        keys: &HashMap<i64, u64>,
-    ) -> Result<()> {
+    /// Appends the rows of every chunk of `store` with a vector (or of `chunks` only).
+    fn append_from(&mut self, store: &Store, chunks: Option<&[i64]>) -> Result<()> {
         let mut failure = None;
         let mut push = |stored: StoredVector<'_>| {
             if failure.is_none() {
-                let fingerprint = keys.get(&stored.row).copied().unwrap_or_default();
-                failure = self.push(&stored, fingerprint).err();
+                failure = self.push(&stored).err();
             }
         };
         match chunks {
@@ -473,7 +466,7 @@ impl<W: Write> RowWriter<W> {
     }
 
     /// Appends a chunk's rows; a vector of another width than the index's is left out.
-    fn push(&mut self, stored: &StoredVector<'_>, fingerprint: u64) -> std::io::Result<()> {
+    fn push(&mut self, stored: &StoredVector<'_>) -> std::io::Result<()> {
         if stored.vector.len() != self.dimension {
             return Ok(());
         }
@@ -503,7 +496,7 @@ impl<W: Write> RowWriter<W> {
         {
             let row = Row {
                 chunk: stored.row,
-                fingerprint,
+                fingerprint: stored.fingerprint,
                 path,
                 language,
                 signature: kind as u16,
@@ -583,10 +576,6 @@ pub fn sync(store: &Store) -> Result<Synced> {
         None => false,
     };
     let (id, generation) = store.vector_generation()?;
-    let mut keys = HashMap::new();
-    store.for_each_vector_key(|row, fingerprint| {
-        keys.insert(row, fingerprint);
-    })?;
     let previous = read_manifest(&dir)
         .filter(|m| !damaged && m.store == id && m.dimension == dimension)
         .and_then(|manifest| {
@@ -595,6 +584,12 @@ pub fn sync(store: &Store) -> Result<Synced> {
         });
     let outcome = match previous {
         Some((manifest, rows)) => {
+            // Only a difference needs every chunk's key first: files written anew take each
+            // chunk's fingerprint as they read its vectors.
+            let mut keys = HashMap::new();
+            store.for_each_vector_key(|row, fingerprint| {
+                keys.insert(row, fingerprint);
+            })?;
             let mut deleted: HashSet<u32> = manifest.deleted.iter().copied().collect();
             let mut present = HashSet::new();
             for (index, row) in rows.as_slice().iter().enumerate() {
@@ -624,7 +619,7 @@ pub fn sync(store: &Store) -> Result<Synced> {
             } else {
                 let mut deleted: Vec<u32> = deleted.into_iter().collect();
                 deleted.sort_unstable();
-                append(store, &keys, manifest, &added, deleted, generation)?;
+                append(store, manifest, &added, deleted, generation)?;
                 Some(Synced::Updated {
                     added: added.len(),
                     deleted: newly_deleted,
@@ -636,7 +631,7 @@ pub fn sync(store: &Store) -> Result<Synced> {
     let outcome = match outcome {
         Some(outcome) => outcome,
         None => Synced::Rewritten {
-            rows: rewrite(store, &keys, &id, generation, dimension)?,
+            rows: rewrite(store, &id, generation, dimension)?,
         },
     };
     remove_unused(&dir);
@@ -644,13 +639,7 @@ pub fn sync(store: &Store) -> Result<Synced> {
 }
 
 /// Writes the files anew under a new epoch; returns the rows written.
-fn rewrite(
-    store: &Store,
-    keys: &HashMap<i64, u64>,
-    id: &str,
-    generation: i64,
-    dimension: usize,
-) -> Result<usize> {
+fn rewrite(store: &Store, id: &str, generation: i64, dimension: usize) -> Result<usize> {
     let dir = store.dir().join(DIR);
     let epoch = next_epoch(&dir);
     let create = |path: PathBuf| -> Result<BufWriter<File>> {
@@ -664,8 +653,13 @@ fn rewrite(
         create(vectors_file(&dir, epoch))?,
         create(paths_file(&dir, epoch))?,
     );
-    writer.append_from(store, None, keys)?;
+    let started = std::time::Instant::now();
+    writer.append_from(store, None)?;
     let (path_ids, languages, rows) = writer.finish(&dir)?;
+    tracing::info!(
+        "wrote {rows} rows of vector files in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let mut manifest = Manifest {
         format: FORMAT,
         store: id.to_string(),
@@ -689,7 +683,6 @@ fn rewrite(
 /// extends the IVF.
 fn append(
     store: &Store,
-    keys: &HashMap<i64, u64>,
     manifest: Manifest,
     added: &[i64],
     deleted: Vec<u32>,
@@ -716,7 +709,7 @@ fn append(
         .map(|(id, path)| (path, id as u32))
         .collect();
     writer.languages = manifest.languages.clone();
-    writer.append_from(store, Some(added), keys)?;
+    writer.append_from(store, Some(added))?;
     let (path_ids, languages, appended) = writer.finish(&dir)?;
     let previous_ivf = manifest.ivf.clone();
     let mut next = Manifest {

@@ -242,10 +242,18 @@ enum NarrowWeights {
 
 /// A row-major `[rows, cols]` matrix as row-major `[cols, rows]`.
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    // In square tiles, so reads and writes both stay within a few cache lines: a model's load
+    // spent a sixth of its time here striding a whole column per value.
+    const TILE: usize = 32;
     let mut out = vec![0.0; values.len()];
-    for (r, row) in values.chunks_exact(cols).enumerate() {
-        for (c, value) in row.iter().enumerate() {
-            out[c * rows + r] = *value;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                let row = &values[r * cols..(r + 1) * cols];
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = row[c];
+                }
+            }
         }
     }
     out
@@ -264,4 +272,22 @@ where
             let first = index * ROWS_PER_BLOCK;
             work(block, first..first + block.len() / cols);
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transposing_by_tiles_moves_every_value_of_ragged_shapes() {
+        for (rows, cols) in [(1, 1), (37, 70), (64, 32), (5, 100)] {
+            let values: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let out = transpose(&values, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(out[c * rows + r], values[r * cols + c], "{rows}x{cols}");
+                }
+            }
+        }
+    }
 }
