@@ -399,28 +399,37 @@ fn a_read_only_index_can_be_searched_inspected_and_exported() {
 
 #[test]
 fn a_model_with_a_nan_weight_is_refused_naming_file_and_tensor() {
-    let model = temp_dir("nan-model");
-    copy_tree(&model_dir(), &model);
-    let weights = model.join("model.safetensors");
-    let mut bytes = std::fs::read(&weights).unwrap();
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
-    let (name, tensor) = header
-        .as_object()
-        .unwrap()
-        .iter()
-        .find(|(name, t)| name.ends_with("attention.self.query.weight") && t["dtype"] == "F32")
-        .expect("an f32 query weight");
-    let start = 8 + header_len + tensor["data_offsets"][0].as_u64().unwrap() as usize;
-    bytes[start + 40..start + 44].copy_from_slice(&f32::NAN.to_le_bytes());
-    std::fs::write(&weights, bytes).unwrap();
-    let output = quiver(
-        &["embed", "--model", model.to_str().unwrap()],
-        "some text\n",
-    );
-    failed_with(&output, "model.safetensors");
-    failed_with(&output, name);
-    assert!(output.stdout.is_empty());
+    // A dense layer's weight (copied at load) and the word table (left in the mapped file).
+    for (case, tensor_name) in [
+        "attention.self.query.weight",
+        "embeddings.word_embeddings.weight",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let model = temp_dir(&format!("nan-model-{case}"));
+        copy_tree(&model_dir(), &model);
+        let weights = model.join("model.safetensors");
+        let mut bytes = std::fs::read(&weights).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        let (name, tensor) = header
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(name, t)| name.ends_with(tensor_name) && t["dtype"] == "F32")
+            .expect("an f32 tensor");
+        let start = 8 + header_len + tensor["data_offsets"][0].as_u64().unwrap() as usize;
+        bytes[start + 40..start + 44].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&weights, bytes).unwrap();
+        let output = quiver(
+            &["embed", "--model", model.to_str().unwrap()],
+            "some text\n",
+        );
+        failed_with(&output, "model.safetensors");
+        failed_with(&output, name);
+        assert!(output.stdout.is_empty());
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 use crate::dense::Dense;
 use crate::postprocess::{l2_normalize, truncate_dimensions};
-use crate::tokenize::check_token_ids;
+use crate::tokenize::{check_token_ids, ParsedTokenizer};
 use crate::{EmbedError, Result, SentenceTransformerConfig, TextTokenizer, TruncationSide};
 use quiver_runtime::{
     load_model_with, Device, EncoderModel, LoadOptions, PackedBatch, Pooling, Quantization,
@@ -155,17 +155,25 @@ impl Embedder {
         if let Some(pooling) = options.pooling {
             config.pooling = pooling;
         }
-        let model = load_model_with(
-            dir,
-            LoadOptions {
-                // Vocabulary logits magnify the half-precision panels' rounding: on the tiny
-                // SPLADE fixture, short inputs came out up to 8e-3 from transformers with them
-                // and 7e-6 without (`/embed_sparse`, 1 and 8 texts), so SPLADE stays in f32.
-                few_row_kernels: options.few_row_kernels && config.pooling != Pooling::Splade,
-                quantization: options.quantization,
-                masked_lm_head: config.pooling == Pooling::Splade,
-            },
-        )?;
+        let load_options = LoadOptions {
+            // Vocabulary logits magnify the half-precision panels' rounding: on the tiny
+            // SPLADE fixture, short inputs came out up to 8e-3 from transformers with them
+            // and 7e-6 without (`/embed_sparse`, 1 and 8 texts), so SPLADE stays in f32.
+            few_row_kernels: options.few_row_kernels && config.pooling != Pooling::Splade,
+            quantization: options.quantization,
+            masked_lm_head: config.pooling == Pooling::Splade,
+        };
+        // The tokenizer is parsed on a second thread while the weights load: a command-line
+        // search waits on both before its one query.
+        let (model, parsed) = std::thread::scope(|scope| {
+            let parsed = scope.spawn(|| ParsedTokenizer::read(dir));
+            let model = load_model_with(dir, load_options);
+            let parsed = parsed
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (model, parsed)
+        });
+        let (model, parsed) = (model?, parsed?);
         let max_length = options
             .max_length
             .or(config.max_seq_length)
@@ -174,7 +182,7 @@ impl Embedder {
         if max_length < 2 {
             return Err(EmbedError::MaxLength(max_length));
         }
-        let tokenizer = TextTokenizer::load(dir, max_length)?;
+        let tokenizer = TextTokenizer::with_max_length(parsed, max_length)?;
         let mut width = model.hidden_size();
         let mut dense = Vec::with_capacity(config.dense.len());
         for spec in &config.dense {

@@ -3,6 +3,7 @@
 
 use crate::{EmbedError, Result};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 /// Which end of an over-long text the tokenizer cuts.
@@ -31,18 +32,26 @@ const SEQUENTIAL_BATCH: usize = 8;
 
 pub struct TextTokenizer {
     inner: Tokenizer,
-    /// The same tokenizer cutting over-long texts at the front.
-    left_truncating: Tokenizer,
+    /// The same tokenizer cutting over-long texts at the front, made when first asked for:
+    /// copying a vocabulary costs a command-line search milliseconds it rarely needs them for.
+    left_truncating: OnceLock<Tokenizer>,
     /// The same tokenizer without truncation, for measuring texts longer than the model takes.
-    untruncated: Tokenizer,
+    untruncated: OnceLock<Tokenizer>,
     path: PathBuf,
     max_length: usize,
     /// The id the tokenizer pads with, for callers that build padded matrices.
     pad_id: u32,
 }
 
-impl TextTokenizer {
-    pub fn load(dir: &Path, max_length: usize) -> Result<Self> {
+/// A model folder's `tokenizer.json`, parsed but not yet set to a max length: parsing is the
+/// slow part, which [`crate::Embedder::load`] does while the weights load.
+pub struct ParsedTokenizer {
+    tokenizer: Tokenizer,
+    path: PathBuf,
+}
+
+impl ParsedTokenizer {
+    pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             return Err(EmbedError::Io {
@@ -50,41 +59,63 @@ impl TextTokenizer {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
             });
         }
-        let error = |message: String| EmbedError::Tokenizer {
+        let tokenizer = Tokenizer::from_file(&path).map_err(|e| EmbedError::Tokenizer {
             path: path.clone(),
-            message,
-        };
-        let mut inner = Tokenizer::from_file(&path).map_err(|e| error(e.to_string()))?;
+            message: e.to_string(),
+        })?;
+        Ok(ParsedTokenizer { tokenizer, path })
+    }
+}
+
+impl TextTokenizer {
+    pub fn load(dir: &Path, max_length: usize) -> Result<Self> {
+        Self::with_max_length(ParsedTokenizer::read(dir)?, max_length)
+    }
+
+    /// The tokenizer cutting texts at `max_length` tokens (at least 1).
+    pub fn with_max_length(parsed: ParsedTokenizer, max_length: usize) -> Result<Self> {
+        let ParsedTokenizer {
+            tokenizer: mut inner,
+            path,
+        } = parsed;
         let pad_id = inner
             .get_padding()
             .map(|padding| padding.pad_id)
             .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| inner.token_to_id(t)))
             .unwrap_or(0);
         inner.with_padding(None);
-        let mut untruncated = inner.clone();
-        untruncated
-            .with_truncation(None)
-            .map_err(|e| error(e.to_string()))?;
-        let truncation = |direction| TruncationParams {
-            max_length,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-            direction,
-        };
-        let mut left_truncating = inner.clone();
-        left_truncating
-            .with_truncation(Some(truncation(TruncationDirection::Left)))
-            .map_err(|e| error(e.to_string()))?;
         inner
-            .with_truncation(Some(truncation(TruncationDirection::Right)))
-            .map_err(|e| error(e.to_string()))?;
+            .with_truncation(Some(truncation(max_length, TruncationDirection::Right)))
+            .map_err(|e| EmbedError::Tokenizer {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         Ok(TextTokenizer {
             inner,
-            left_truncating,
-            untruncated,
+            left_truncating: OnceLock::new(),
+            untruncated: OnceLock::new(),
             path,
             max_length,
             pad_id,
+        })
+    }
+
+    fn left_truncating(&self) -> &Tokenizer {
+        self.left_truncating.get_or_init(|| {
+            let mut tokenizer = self.inner.clone();
+            // The same parameters as `inner`'s, which were accepted, but for the direction.
+            let _ = tokenizer
+                .with_truncation(Some(truncation(self.max_length, TruncationDirection::Left)));
+            tokenizer
+        })
+    }
+
+    fn untruncated(&self) -> &Tokenizer {
+        self.untruncated.get_or_init(|| {
+            let mut tokenizer = self.inner.clone();
+            // Turning truncation off cannot fail.
+            let _ = tokenizer.with_truncation(None);
+            tokenizer
         })
     }
 
@@ -114,7 +145,7 @@ impl TextTokenizer {
     ) -> Result<Vec<(Vec<u32>, bool)>> {
         let tokenizer = match side {
             TruncationSide::Right => &self.inner,
-            TruncationSide::Left => &self.left_truncating,
+            TruncationSide::Left => self.left_truncating(),
         };
         let reach: Vec<(&str, bool)> = texts
             .iter()
@@ -151,7 +182,7 @@ impl TextTokenizer {
     ) -> Result<(Vec<u32>, Vec<u8>, bool)> {
         let tokenizer = match side {
             TruncationSide::Right => &self.inner,
-            TruncationSide::Left => &self.left_truncating,
+            TruncationSide::Left => self.left_truncating(),
         };
         let (query, query_cut) = self.within_reach(query, side);
         let (text, text_cut) = self.within_reach(text, side);
@@ -182,7 +213,7 @@ impl TextTokenizer {
     ) -> Result<(Vec<u32>, bool)> {
         let (text, reach_cut) = self.within_reach(text, side);
         let encoding = self
-            .untruncated
+            .untruncated()
             .encode(text, false)
             .map_err(|e| self.error(e))?;
         let ids = encoding.get_ids();
@@ -238,7 +269,7 @@ impl TextTokenizer {
     /// span in `text`; special tokens span nothing.
     pub fn tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<Token>> {
         let encoding = self
-            .untruncated
+            .untruncated()
             .encode(text, add_special_tokens)
             .map_err(|e| self.error(e))?;
         Ok(encoding
@@ -282,7 +313,7 @@ impl TextTokenizer {
     /// truncated. The chunker sizes chunks with this.
     pub fn token_starts(&self, text: &str) -> Result<Vec<usize>> {
         let encoding = self
-            .untruncated
+            .untruncated()
             .encode(text, false)
             .map_err(|e| self.error(e))?;
         Ok(encoding
@@ -323,6 +354,15 @@ pub struct Token {
     /// Byte span in the input.
     pub start: usize,
     pub end: usize,
+}
+
+fn truncation(max_length: usize, direction: TruncationDirection) -> TruncationParams {
+    TruncationParams {
+        max_length,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+        direction,
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const SINGLE_FILE: &str = "model.safetensors";
 const SHARD_INDEX: &str = "model.safetensors.index.json";
@@ -13,7 +14,8 @@ const SHARD_INDEX: &str = "model.safetensors.index.json";
 /// The memory-mapped weight files of one model folder.
 pub struct WeightFiles {
     dir: PathBuf,
-    files: Vec<(PathBuf, Mmap)>,
+    /// Shared, so an embedding [`Table`] can keep its rows in the map after the load.
+    files: Vec<(PathBuf, Arc<Mmap>)>,
 }
 
 impl WeightFiles {
@@ -33,7 +35,7 @@ impl WeightFiles {
                     path: path.clone(),
                     source,
                 })?;
-                Ok((path, map))
+                Ok((path, Arc::new(map)))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(WeightFiles {
@@ -53,7 +55,7 @@ impl WeightFiles {
                     message: error.to_string(),
                 })?;
             for (name, view) in parsed.tensors() {
-                views.insert(name, (view, path.as_path()));
+                views.insert(name, (view, path.as_path(), map));
             }
         }
         Ok(TensorStore {
@@ -102,8 +104,8 @@ fn weight_paths(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Named tensors of a model, read as f32 whatever their stored dtype.
 pub struct TensorStore<'a> {
     dir: &'a Path,
-    /// Each tensor with the file it is in, for messages.
-    views: HashMap<String, (safetensors::tensor::TensorView<'a>, &'a Path)>,
+    /// Each tensor with the file it is in, for messages, and that file's map.
+    views: HashMap<String, (safetensors::tensor::TensorView<'a>, &'a Path, &'a Arc<Mmap>)>,
     options: LoadOptions,
 }
 
@@ -168,22 +170,7 @@ impl<'a> Weights<'a> {
 
     /// Reads a tensor, checking its shape against what the config promised.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let full = self.full_name(name);
-        let (view, file) =
-            self.store
-                .views
-                .get(&full)
-                .ok_or_else(|| RuntimeError::MissingTensor {
-                    name: full.clone(),
-                    dir: self.store.dir.to_path_buf(),
-                })?;
-        if view.shape() != shape {
-            return Err(RuntimeError::TensorShape {
-                name: full,
-                actual: view.shape().to_vec(),
-                expected: shape.to_vec(),
-            });
-        }
+        let (full, view, file, _) = self.view(name, shape)?;
         let values = to_f32(&full, view.dtype(), view.data())?;
         // A NaN or infinity in a weight turns every vector it touches into NaN: refuse the
         // model rather than serve `null`s. The flag first, as a loop without an early exit is
@@ -199,11 +186,148 @@ impl<'a> Weights<'a> {
         Ok(values)
     }
 
+    /// An embedding table `[rows, width]`, left where it is in the mapped file: a model reads
+    /// only the rows of the tokens it embeds, and copying the whole vocabulary (half of a small
+    /// model's weights) was a third of a command-line search's model load.
+    pub fn table(&self, name: &str, shape: [usize; 2]) -> Result<Table> {
+        let (full, view, file, map) = self.view(name, &shape)?;
+        let dtype = view.dtype();
+        let (size, exponent) = match dtype {
+            Dtype::F32 => (4, 0x7f80_0000),
+            Dtype::F16 => (2, 0x7c00),
+            Dtype::BF16 => (2, 0x7f80),
+            other => {
+                return Err(RuntimeError::TensorDtype {
+                    name: full,
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        let data = view.data();
+        // The same refusal as `get`'s: a value whose exponent bits are all set is a NaN or an
+        // infinity, whatever the format. Words read whole, so the loop is vectorised.
+        let bad = match size {
+            4 => data.chunks_exact(4).fold(false, |bad, w| {
+                bad | (u32::from_le_bytes([w[0], w[1], w[2], w[3]]) & exponent == exponent)
+            }),
+            _ => data.chunks_exact(2).fold(false, |bad, w| {
+                bad | (u32::from(u16::from_le_bytes([w[0], w[1]])) & exponent == exponent)
+            }),
+        };
+        if bad {
+            let word = |w: &[u8]| match *w {
+                [a, b, c, d] => u32::from_le_bytes([a, b, c, d]),
+                [a, b] => u32::from(u16::from_le_bytes([a, b])),
+                _ => 0,
+            };
+            let index = data
+                .chunks_exact(size)
+                .position(|w| word(w) & exponent == exponent)
+                .unwrap_or(0);
+            return Err(RuntimeError::NonFiniteWeight {
+                path: file.to_path_buf(),
+                name: full,
+                index,
+            });
+        }
+        Ok(Table {
+            start: data.as_ptr() as usize - map.as_ptr() as usize,
+            map: Arc::clone(map),
+            dtype,
+            rows: shape[0],
+            width: shape[1],
+        })
+    }
+
+    /// The tensor `name`, checked to have `shape`, with its full name, file and file's map.
+    #[allow(clippy::type_complexity)]
+    fn view(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<(
+        String,
+        &safetensors::tensor::TensorView<'a>,
+        &'a Path,
+        &'a Arc<Mmap>,
+    )> {
+        let full = self.full_name(name);
+        let (view, file, map) =
+            self.store
+                .views
+                .get(&full)
+                .ok_or_else(|| RuntimeError::MissingTensor {
+                    name: full.clone(),
+                    dir: self.store.dir.to_path_buf(),
+                })?;
+        if view.shape() != shape {
+            return Err(RuntimeError::TensorShape {
+                name: full,
+                actual: view.shape().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        Ok((full, view, file, map))
+    }
+
     pub fn get_optional(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
         if self.contains(name) {
             self.get(name, shape).map(Some)
         } else {
             Ok(None)
+        }
+    }
+}
+
+/// An embedding table kept in its memory-mapped checkpoint (see [`Weights::table`]), decoded
+/// to f32 a row at a time.
+pub struct Table {
+    map: Arc<Mmap>,
+    /// Where the table's bytes start in the map.
+    start: usize,
+    dtype: Dtype,
+    rows: usize,
+    width: usize,
+}
+
+impl Table {
+    /// Row `id` decoded into `out`, which holds a row's width of values.
+    pub fn row_into(&self, id: usize, out: &mut [f32]) {
+        let size = if self.dtype == Dtype::F32 { 4 } else { 2 };
+        let at = self.start + id * self.width * size;
+        decode(self.dtype, &self.map[at..at + self.width * size], out);
+    }
+
+    /// The whole table, decoded: for a head that multiplies by it.
+    pub fn to_vec(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * self.width];
+        for (id, row) in out.chunks_exact_mut(self.width.max(1)).enumerate() {
+            self.row_into(id, row);
+        }
+        out
+    }
+}
+
+/// Decodes the values in `bytes` (F32, F16 or BF16, little-endian) into `out`.
+fn decode(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
+    match dtype {
+        Dtype::F32 if cfg!(target_endian = "little") => {
+            bytemuck::cast_slice_mut::<f32, u8>(out).copy_from_slice(bytes)
+        }
+        Dtype::F16 => {
+            for (value, w) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *value = half::f16::from_le_bytes([w[0], w[1]]).to_f32();
+            }
+        }
+        Dtype::BF16 => {
+            for (value, w) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *value = half::bf16::from_le_bytes([w[0], w[1]]).to_f32();
+            }
+        }
+        _ => {
+            for (value, w) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *value = f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            }
         }
     }
 }
@@ -231,4 +355,66 @@ fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
         }
     };
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    /// A model folder whose `model.safetensors` holds one `[2, 3]` tensor `t` of `dtype`.
+    fn folder(name: &str, dtype: Dtype, values: &[f32]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("quiver-weights-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes: Vec<u8> = match dtype {
+            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::F16 => values
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            _ => values
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
+        };
+        let view = TensorView::new(dtype, vec![2, 3], &bytes).unwrap();
+        let file = safetensors::serialize([("t", view)], None).unwrap();
+        std::fs::write(dir.join(SINGLE_FILE), file).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_table_left_in_the_file_reads_the_rows_a_copy_would_and_refuses_a_nan() {
+        let values = [0.5, -1.0, 2.0, 0.25, 3.0, -0.125];
+        for (name, dtype) in [
+            ("f32", Dtype::F32),
+            ("f16", Dtype::F16),
+            ("bf16", Dtype::BF16),
+        ] {
+            let dir = folder(name, dtype, &values);
+            let files = WeightFiles::open(&dir).unwrap();
+            let tensors = files.tensors(LoadOptions::default()).unwrap();
+            let table = tensors.root().table("t", [2, 3]).unwrap();
+            drop(tensors);
+            drop(files);
+            // The table outlives the files it was loaded through.
+            let mut row = [0.0; 3];
+            table.row_into(1, &mut row);
+            assert_eq!(row, [0.25, 3.0, -0.125], "{name}");
+            assert_eq!(table.to_vec(), values, "{name}");
+
+            let mut poisoned = values;
+            poisoned[4] = f32::NAN;
+            let dir = folder(&format!("{name}-nan"), dtype, &poisoned);
+            let files = WeightFiles::open(&dir).unwrap();
+            let tensors = files.tensors(LoadOptions::default()).unwrap();
+            let error = tensors.root().table("t", [2, 3]).err().expect("refused");
+            assert!(
+                matches!(error, RuntimeError::NonFiniteWeight { index: 4, .. }),
+                "{name}: {error}"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }

@@ -9,7 +9,7 @@ use super::post_norm::{
 };
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::LayerNorm;
-use crate::weights::Weights;
+use crate::weights::{Table, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 
@@ -37,7 +37,7 @@ fn default_position_embedding_type() -> String {
 const DEFAULT_LAYER_NORM_EPS: f64 = 1e-12;
 
 struct Embeddings {
-    word: Vec<f32>,
+    word: Table,
     position: Vec<f32>,
     /// The token-type table, `[type_vocab_size, hidden]`: single-segment inputs all use row 0,
     /// the second text of a cross-encoder's pair row 1.
@@ -108,7 +108,7 @@ impl BertModel {
         let eps = shape.layer_norm_eps;
         let embedding = weights.pp("embeddings");
         let embeddings = Embeddings {
-            word: embedding.get("word_embeddings.weight", &[config.encoder.vocab_size, h])?,
+            word: embedding.table("word_embeddings.weight", [config.encoder.vocab_size, h])?,
             position: embedding.get(
                 "position_embeddings.weight",
                 &[config.encoder.max_position_embeddings, h],

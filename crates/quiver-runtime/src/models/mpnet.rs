@@ -12,7 +12,7 @@ use super::post_norm::{
 };
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{LayerNorm, RelativePositionBias};
-use crate::weights::Weights;
+use crate::weights::{Table, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 
@@ -58,7 +58,7 @@ const LAYOUT: Layout = Layout {
 pub struct MpnetModel {
     dims: ModelDims,
     config: Config,
-    word_embeddings: Vec<f32>,
+    word_embeddings: Table,
     position_embeddings: Vec<f32>,
     embedding_norm: LayerNorm,
     /// `[bucket, head]`, as stored.
@@ -99,7 +99,7 @@ impl MpnetModel {
                 vocab_size: config.encoder.vocab_size,
             },
             word_embeddings: embedding
-                .get("word_embeddings.weight", &[config.encoder.vocab_size, h])?,
+                .table("word_embeddings.weight", [config.encoder.vocab_size, h])?,
             position_embeddings: embedding.get(
                 "position_embeddings.weight",
                 &[config.encoder.max_position_embeddings, h],

@@ -9,7 +9,7 @@ use crate::layers::{
     self_attention, AttentionShape, EmbeddingLora, LayerNorm, Linear, RelativePositionBias, Rotary,
     Visibility,
 };
-use crate::weights::Weights;
+use crate::weights::{Table, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 
@@ -224,7 +224,7 @@ pub fn sum_embeddings(
     batch: &PackedBatch,
     hidden: usize,
     first_position: usize,
-    word: &[f32],
+    word: &Table,
     position: &[f32],
     constant: Option<&[f32]>,
 ) -> Vec<f32> {
@@ -235,10 +235,10 @@ pub fn sum_embeddings(
             let id = batch.token_ids[token] as usize;
             let at = first_position + offset;
             let row = &mut out[token * h..(token + 1) * h];
-            let word_row = &word[id * h..(id + 1) * h];
+            word.row_into(id, row);
             let position_row = &position[at * h..(at + 1) * h];
-            for ((o, w), p) in row.iter_mut().zip(word_row).zip(position_row) {
-                *o = w + p;
+            for (o, p) in row.iter_mut().zip(position_row) {
+                *o += p;
             }
             if let Some(constant) = constant {
                 row.iter_mut().zip(constant).for_each(|(o, c)| *o += c);
