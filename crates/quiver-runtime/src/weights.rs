@@ -298,6 +298,15 @@ impl Table {
         decode(self.dtype, &self.map[at..at + self.width * size], out);
     }
 
+    /// The rows for `ids`, one after another.
+    pub fn gather(&self, ids: &[u32]) -> Vec<f32> {
+        let mut out = vec![0.0; ids.len() * self.width];
+        for (&id, row) in ids.iter().zip(out.chunks_exact_mut(self.width.max(1))) {
+            self.row_into(id as usize, row);
+        }
+        out
+    }
+
     /// The whole table, decoded: for a head that multiplies by it.
     pub fn to_vec(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.width];

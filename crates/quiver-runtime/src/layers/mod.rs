@@ -18,14 +18,3 @@ pub use rotary::Rotary;
 pub(crate) fn pool_threads() -> usize {
     rayon::current_num_threads()
 }
-
-/// The rows of an embedding table (`[rows, width]`) for `ids`, one after another.
-pub fn embedding_rows(table: &[f32], width: usize, ids: &[u32]) -> Vec<f32> {
-    ids.iter()
-        .flat_map(|&id| {
-            table[id as usize * width..(id as usize + 1) * width]
-                .iter()
-                .copied()
-        })
-        .collect()
-}

@@ -16,8 +16,8 @@ use super::pre_norm::{
 };
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
-use crate::layers::{embedding_rows, AttentionShape, RmsNorm, Rotary, Visibility};
-use crate::weights::Weights;
+use crate::layers::{AttentionShape, RmsNorm, Rotary, Visibility};
+use crate::weights::{Table, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -85,8 +85,7 @@ const SLIDING: usize = 1;
 
 pub struct Gemma3Model {
     dims: ModelDims,
-    config: Config,
-    embed_tokens: Vec<f32>,
+    embed_tokens: Table,
     embed_scale: f32,
     layers: PreNormStack,
 }
@@ -243,7 +242,7 @@ impl Gemma3Model {
                 max_positions: config.max_position_embeddings,
                 vocab_size: config.vocab_size,
             },
-            embed_tokens: weights.get("embed_tokens.weight", &[config.vocab_size, h])?,
+            embed_tokens: weights.table("embed_tokens.weight", [config.vocab_size, h])?,
             // Hugging Face multiplies by √hidden cast to the weights' type (f32 here).
             embed_scale: (h as f32).sqrt(),
             layers: PreNormStack {
@@ -268,7 +267,6 @@ impl Gemma3Model {
                 query_scale,
                 final_norm: norm(&weights.pp("norm"), h)?,
             },
-            config,
         })
     }
 }
@@ -296,8 +294,7 @@ impl EncoderModel for Gemma3Model {
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        let h = self.config.hidden_size;
-        let mut hidden = embedding_rows(&self.embed_tokens, h, &batch.token_ids);
+        let mut hidden = self.embed_tokens.gather(&batch.token_ids);
         hidden.par_iter_mut().for_each(|x| *x *= self.embed_scale);
         self.layers.forward(&mut hidden, batch);
         Ok(hidden)

@@ -11,8 +11,8 @@
 use super::pre_norm::{AttentionKind, LayerNorms, Norm, PreNormLayer, PreNormStack, Projections};
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
-use crate::layers::{embedding_rows, AttentionShape, LayerNorm, Linear, Rotary, Visibility};
-use crate::weights::Weights;
+use crate::layers::{AttentionShape, LayerNorm, Linear, Rotary, Visibility};
+use crate::weights::{Table, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -99,8 +99,7 @@ const LOCAL: usize = 1;
 
 pub struct ModernBertModel {
     dims: ModelDims,
-    config: Config,
-    word_embeddings: Vec<f32>,
+    word_embeddings: Table,
     embedding_norm: LayerNorm,
     layers: PreNormStack,
 }
@@ -210,7 +209,7 @@ impl ModernBertModel {
                 vocab_size: config.vocab_size,
             },
             word_embeddings: weights
-                .get("embeddings.tok_embeddings.weight", &[config.vocab_size, h])?,
+                .table("embeddings.tok_embeddings.weight", [config.vocab_size, h])?,
             embedding_norm: norm(&weights.pp("embeddings.norm"))?,
             layers: PreNormStack {
                 layers,
@@ -221,7 +220,6 @@ impl ModernBertModel {
                 query_scale: None,
                 final_norm: Norm::Layer(norm(&weights.pp("final_norm"))?),
             },
-            config,
         })
     }
 }
@@ -232,8 +230,7 @@ impl EncoderModel for ModernBertModel {
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        let h = self.config.hidden_size;
-        let mut hidden = embedding_rows(&self.word_embeddings, h, &batch.token_ids);
+        let mut hidden = self.word_embeddings.gather(&batch.token_ids);
         self.embedding_norm.forward(&mut hidden);
         self.layers.forward(&mut hidden, batch);
         Ok(hidden)

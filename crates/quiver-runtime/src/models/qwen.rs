@@ -15,8 +15,8 @@ use super::pre_norm::{
 };
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
-use crate::layers::{embedding_rows, AttentionShape, RmsNorm, Rotary, Visibility};
-use crate::weights::Weights;
+use crate::layers::{AttentionShape, RmsNorm, Rotary, Visibility};
+use crate::weights::{Table, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
 use serde::Deserialize;
 
@@ -78,8 +78,7 @@ const SCOPES: &[&str] = &["", "model"];
 
 pub struct QwenModel {
     dims: ModelDims,
-    config: Config,
-    embed_tokens: Vec<f32>,
+    embed_tokens: Table,
     layers: PreNormStack,
 }
 
@@ -199,7 +198,7 @@ impl QwenModel {
                 max_positions: config.max_position_embeddings,
                 vocab_size: config.vocab_size,
             },
-            embed_tokens: weights.get("embed_tokens.weight", &[config.vocab_size, h])?,
+            embed_tokens: weights.table("embed_tokens.weight", [config.vocab_size, h])?,
             layers: PreNormStack {
                 layers,
                 shape,
@@ -212,7 +211,6 @@ impl QwenModel {
                 query_scale: None,
                 final_norm: Norm::Rms(norm(&weights.pp("norm"), h)?),
             },
-            config,
         })
     }
 }
@@ -223,8 +221,7 @@ impl EncoderModel for QwenModel {
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        let h = self.config.hidden_size;
-        let mut hidden = embedding_rows(&self.embed_tokens, h, &batch.token_ids);
+        let mut hidden = self.embed_tokens.gather(&batch.token_ids);
         self.layers.forward(&mut hidden, batch);
         Ok(hidden)
     }
