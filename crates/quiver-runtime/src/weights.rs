@@ -234,7 +234,6 @@ impl<'a> Weights<'a> {
             start: data.as_ptr() as usize - map.as_ptr() as usize,
             map: Arc::clone(map),
             dtype,
-            rows: shape[0],
             width: shape[1],
         })
     }
@@ -286,7 +285,6 @@ pub struct Table {
     /// Where the table's bytes start in the map.
     start: usize,
     dtype: Dtype,
-    rows: usize,
     width: usize,
 }
 
@@ -303,15 +301,6 @@ impl Table {
         let mut out = vec![0.0; ids.len() * self.width];
         for (&id, row) in ids.iter().zip(out.chunks_exact_mut(self.width.max(1))) {
             self.row_into(id as usize, row);
-        }
-        out
-    }
-
-    /// The whole table, decoded: for a head that multiplies by it.
-    pub fn to_vec(&self) -> Vec<f32> {
-        let mut out = vec![0.0; self.rows * self.width];
-        for (id, row) in out.chunks_exact_mut(self.width.max(1)).enumerate() {
-            self.row_into(id, row);
         }
         out
     }
@@ -342,20 +331,9 @@ fn decode(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
 }
 
 fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
-    let words = |size: usize| bytes.chunks_exact(size);
-    let values = match dtype {
-        // A copy, as loading a model from the command line waits on it: little-endian is the
-        // machine's order.
-        Dtype::F32 if cfg!(target_endian = "little") => bytemuck::pod_collect_to_vec(bytes),
-        Dtype::F32 => words(4)
-            .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect(),
-        Dtype::F16 => words(2)
-            .map(|w| half::f16::from_le_bytes([w[0], w[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => words(2)
-            .map(|w| half::bf16::from_le_bytes([w[0], w[1]]).to_f32())
-            .collect(),
+    let size = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
         other => {
             return Err(RuntimeError::TensorDtype {
                 name: name.to_string(),
@@ -363,6 +341,8 @@ fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
             })
         }
     };
+    let mut values = vec![0.0; bytes.len() / size];
+    decode(dtype, bytes, &mut values);
     Ok(values)
 }
 
@@ -411,7 +391,7 @@ mod tests {
             let mut row = [0.0; 3];
             table.row_into(1, &mut row);
             assert_eq!(row, [0.25, 3.0, -0.125], "{name}");
-            assert_eq!(table.to_vec(), values, "{name}");
+            assert_eq!(table.gather(&[0, 1]), values, "{name}");
 
             let mut poisoned = values;
             poisoned[4] = f32::NAN;
