@@ -11,6 +11,9 @@
 //! for it as the int8 kernel packs them: pairs of consecutive `k` for 16 columns fill one
 //! 64-byte vector.
 //!
+//! On a CPU with AMX (Intel Xeon since Sapphire Rapids) the products run on its tiles instead
+//! ([`Bf16Kernel::Amx`]): same roundings, same f32 sums, several times the speed.
+//!
 //! Machines without AVX-512 BF16 run a portable loop of the same arithmetic (correct, not
 //! fast; f32 or int8 serve them better). [`Bf16Kernel::detect`] picks one per process.
 
@@ -27,6 +30,8 @@ const VECTORS: usize = 4;
 /// Which instructions run the bf16 products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bf16Kernel {
+    /// AMX tiles, `tdpbf16ps`.
+    Amx,
     /// AVX-512 BF16 `vdpbf16ps`.
     Avx512,
     /// Plain loops.
@@ -34,12 +39,18 @@ pub enum Bf16Kernel {
 }
 
 impl Bf16Kernel {
-    /// The fastest kernel this CPU runs. `QUIVER_BF16_KERNEL=portable` picks the portable loop
-    /// (to measure and test it on a machine that has the instructions).
+    /// The fastest kernel this CPU runs. `QUIVER_BF16_KERNEL=avx512` or `portable` picks a
+    /// slower one (to measure and test it on a machine that has the faster instructions).
     pub fn detect() -> Bf16Kernel {
-        super::chosen(&Self::available(), "QUIVER_BF16_KERNEL", |name| {
-            (name == "portable").then_some(Bf16Kernel::Portable)
-        })
+        super::chosen(
+            &Self::available(),
+            "QUIVER_BF16_KERNEL",
+            |name| match name {
+                "avx512" => Some(Bf16Kernel::Avx512),
+                "portable" => Some(Bf16Kernel::Portable),
+                _ => None,
+            },
+        )
     }
 
     /// Kernels this CPU runs, fastest first (the portable loop always).
@@ -47,6 +58,9 @@ impl Bf16Kernel {
         let mut kernels = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
+            if super::amx::usable(super::amx::Products::Bf16) {
+                kernels.push(Bf16Kernel::Amx);
+            }
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
                 kernels.push(Bf16Kernel::Avx512);
             }
@@ -82,7 +96,7 @@ pub struct Bf16Matrix {
     kernel: Bf16Kernel,
     k: usize,
     n: usize,
-    /// `k` rounded up to a multiple of 2.
+    /// `k` rounded up to the kernel's step: a pair, or for AMX a tile row of 32.
     k2: usize,
     /// `[n / 16 blocks][k2 / 2][16 columns][2]`, zero-padded.
     data: Vec<u16>,
@@ -97,7 +111,8 @@ impl Bf16Matrix {
     /// Rounds `w` for `kernel`, which must be one of [`Bf16Kernel::available`].
     pub fn pack_for(w: &[f32], k: usize, n: usize, kernel: Bf16Kernel) -> Self {
         assert_eq!(w.len(), k * n, "w is not k × n");
-        let k2 = k.div_ceil(2) * 2;
+        let step = if kernel == Bf16Kernel::Amx { 32 } else { 2 };
+        let k2 = k.div_ceil(step) * step;
         let blocks = n.div_ceil(COLS);
         let mut data = vec![0u16; blocks * k2 * COLS];
         for (b, block) in data.chunks_exact_mut(k2 * COLS).enumerate() {
@@ -123,11 +138,10 @@ impl Bf16Matrix {
     }
 }
 
-/// Each row of `x` (`rows × k`) in bf16, `rows × k2` (the padding multiplies zero weights),
-/// rounded in parallel.
-fn round_rows(x: &[f32], k: usize, k2: usize) -> Vec<u16> {
-    let rows = x.len() / k;
-    let mut out = vec![0u16; rows * k2];
+/// Each row of `x` (`rows × k`) in bf16, `padded_rows × k2` (the padding is zeros, and
+/// multiplies zero weights), rounded in parallel.
+fn round_rows(x: &[f32], k: usize, k2: usize, padded_rows: usize) -> Vec<u16> {
+    let mut out = vec![0u16; padded_rows * k2];
     const ROWS_PER_TASK: usize = 16;
     out.par_chunks_mut(ROWS_PER_TASK * k2)
         .zip(x.par_chunks(ROWS_PER_TASK * k))
@@ -151,7 +165,13 @@ pub fn matmul_bf16(out: &mut [f32], x: &[f32], rows: usize, w: &Bf16Matrix) {
         out.fill(0.0);
         return;
     }
-    let xb = round_rows(x, k, k2);
+    #[cfg(target_arch = "x86_64")]
+    if w.kernel == Bf16Kernel::Amx {
+        let xb = round_rows(x, k, k2, rows.next_multiple_of(amx_tiles::ROWS_PER_TASK));
+        amx_tiles::product(out, &xb, w);
+        return;
+    }
+    let xb = round_rows(x, k, k2, rows);
     let blocks = n.div_ceil(COLS);
     out.par_chunks_mut(ROWS_PER_PASS * n)
         .zip(xb.par_chunks(ROWS_PER_PASS * k2))
@@ -302,6 +322,102 @@ mod avx512 {
     }
 }
 
+/// The product on AMX tiles: tasks of 32 rows, each against every 32 columns of `w` in turn
+/// (four f32 tiles of sums, two of inputs, two of weights).
+#[cfg(target_arch = "x86_64")]
+mod amx_tiles {
+    use super::super::amx::{self, TILE_BYTES, TILE_ROWS};
+    use super::{Bf16Matrix, COLS};
+    use rayon::prelude::*;
+
+    /// Rows one task takes: two tiles of inputs. The rounded inputs are padded to a multiple.
+    pub const ROWS_PER_TASK: usize = 2 * TILE_ROWS;
+    /// Bytes of one tile of packed weights: 16 pairs of `k` for 16 columns.
+    const WEIGHT_TILE: usize = TILE_ROWS * TILE_BYTES;
+
+    /// `out` (`rows × n`) ← `xb` (`rows` rounded up to [`ROWS_PER_TASK`], × `k2`) · `w`.
+    pub fn product(out: &mut [f32], xb: &[u16], w: &Bf16Matrix) {
+        out.par_chunks_mut(ROWS_PER_TASK * w.n)
+            .zip(xb.par_chunks(ROWS_PER_TASK * w.k2))
+            // SAFETY: `w` was packed for `Bf16Kernel::Amx`, which `available` offers only when
+            // `amx::usable(Products::Bf16)`; each input chunk holds 32 full rows of k2.
+            .for_each(|(out, a)| unsafe { amx::with_full_tiles(|| task(out, a, w)) });
+    }
+
+    /// # Safety
+    /// Inside `with_full_tiles`; `a` holds 32 rows of `w.k2` bf16, `out` at most 32 rows of `n`.
+    unsafe fn task(out: &mut [f32], a: &[u16], w: &Bf16Matrix) {
+        let (n, k2) = (w.n, w.k2);
+        let rows = out.len() / n;
+        let blocks = n.div_ceil(COLS);
+        let stride = k2 * 2;
+        let upper = a.as_ptr() as *const u8;
+        let lower = upper.add(TILE_ROWS * stride);
+        for first in (0..blocks).step_by(2) {
+            let pair = first + 1 < blocks;
+            let left = w.block(first).as_ptr() as *const u8;
+            let right = w.block(if pair { first + 1 } else { first }).as_ptr() as *const u8;
+            amx::zero::<0>();
+            amx::zero::<1>();
+            amx::zero::<2>();
+            amx::zero::<3>();
+            for step in 0..k2 / 32 {
+                amx::load::<4>(upper.add(step * TILE_BYTES), stride);
+                amx::load::<5>(lower.add(step * TILE_BYTES), stride);
+                amx::load::<6>(left.add(step * WEIGHT_TILE), TILE_BYTES);
+                amx::dot_bf16::<0, 4, 6>();
+                amx::dot_bf16::<2, 5, 6>();
+                if pair {
+                    amx::load::<7>(right.add(step * WEIGHT_TILE), TILE_BYTES);
+                    amx::dot_bf16::<1, 4, 7>();
+                    amx::dot_bf16::<3, 5, 7>();
+                }
+            }
+            let column = first * COLS;
+            put(out, rows, n, 0, column, |to, s| amx::store::<0>(to, s));
+            put(out, rows, n, TILE_ROWS, column, |to, s| {
+                amx::store::<2>(to, s)
+            });
+            if pair {
+                let column = column + COLS;
+                put(out, rows, n, 0, column, |to, s| amx::store::<1>(to, s));
+                put(out, rows, n, TILE_ROWS, column, |to, s| {
+                    amx::store::<3>(to, s)
+                });
+            }
+        }
+    }
+
+    /// Writes a 16 × 16 tile of sums (`store` stores it) at `out[row][column]`: straight into
+    /// `out` when it fits, else through a buffer, keeping what lies inside `rows × n`.
+    ///
+    /// # Safety
+    /// `store` writes 16 rows of 64 bytes, `stride` apart, at the pointer it is given.
+    unsafe fn put(
+        out: &mut [f32],
+        rows: usize,
+        n: usize,
+        row: usize,
+        column: usize,
+        store: impl FnOnce(*mut u8, usize),
+    ) {
+        if row >= rows {
+            return;
+        }
+        if row + TILE_ROWS <= rows && column + COLS <= n {
+            store(out.as_mut_ptr().add(row * n + column) as *mut u8, n * 4);
+            return;
+        }
+        let mut tile = [0f32; TILE_ROWS * COLS];
+        store(tile.as_mut_ptr() as *mut u8, TILE_BYTES);
+        let width = COLS.min(n - column);
+        for (r, sums) in tile.chunks_exact(COLS).take(rows - row).enumerate() {
+            let at = (row + r) * n + column;
+            out[at..at + width].copy_from_slice(&sums[..width]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,8 +450,8 @@ mod tests {
     #[test]
     fn every_kernel_equals_the_bf16_reference_and_is_close_to_f32() {
         for kernel in Bf16Kernel::available() {
-            for rows in [1, 5, 6, 7, 13] {
-                for (k, n) in [(37, 16), (32, 32), (64, 53), (30, 40), (384, 130)] {
+            for rows in [1, 5, 6, 7, 13, 16, 33, 70] {
+                for (k, n) in [(37, 16), (32, 32), (64, 53), (30, 40), (384, 130), (96, 64)] {
                     check_kernel(kernel, rows, k, n);
                 }
             }

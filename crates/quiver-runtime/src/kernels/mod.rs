@@ -6,6 +6,8 @@
 //! would run as separate passes over memory.
 
 mod activation;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod bf16;
 mod few_rows;
 mod int8;
