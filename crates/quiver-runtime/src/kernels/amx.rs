@@ -23,16 +23,19 @@ pub const TILE_BYTES: usize = 64;
 pub enum Products {
     /// `tdpbf16ps`.
     Bf16,
+    /// `tdpbusd`.
+    Int8,
 }
 
 /// Whether this CPU has AMX tiles with `products`, and the OS lets this process use them.
 pub fn usable(products: Products) -> bool {
     static PERMITTED: OnceLock<bool> = OnceLock::new();
-    // CPUID leaf 7: EDX bit 24 is AMX-TILE, bit 22 AMX-BF16.
+    // CPUID leaf 7: EDX bit 24 is AMX-TILE, bit 22 AMX-BF16, bit 25 AMX-INT8.
     let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
     let tiles = edx & (1 << 24) != 0;
     let products = match products {
         Products::Bf16 => edx & (1 << 22) != 0,
+        Products::Int8 => edx & (1 << 25) != 0,
     };
     tiles && products && *PERMITTED.get_or_init(request_permission)
 }
@@ -126,18 +129,104 @@ pub unsafe fn store<const T: u8>(to: *mut u8, stride: usize) {
     );
 }
 
-/// Tile `C` += tile `A` (16 rows × 32 bf16) · tile `B` (16 pairs of rows × 16 columns × 2 bf16),
-/// in f32.
+/// One tile product, `tile C += tile A · tile B`, where A holds 16 rows of 64 bytes of inputs and
+/// B 16 rows of 64 bytes of weights packed as the kernels pack them: for each group of
+/// consecutive `k` (2 bf16 or 4 int8), 16 columns side by side.
+pub trait Dot {
+    /// # Safety
+    /// Inside [`with_full_tiles`], and [`usable`] for this product.
+    unsafe fn dot<const C: u8, const A: u8, const B: u8>();
+}
+
+/// bf16 × bf16 → f32 (`tdpbf16ps`).
+pub struct Bf16;
+
+impl Dot for Bf16 {
+    #[inline(always)]
+    unsafe fn dot<const C: u8, const A: u8, const B: u8>() {
+        asm!(
+            "tdpbf16ps tmm{c}, tmm{a}, tmm{b}",
+            c = const C,
+            a = const A,
+            b = const B,
+            options(nostack, nomem)
+        );
+    }
+}
+
+/// u8 × i8 → i32 (`tdpbusd`).
+pub struct U8I8;
+
+impl Dot for U8I8 {
+    #[inline(always)]
+    unsafe fn dot<const C: u8, const A: u8, const B: u8>() {
+        asm!(
+            "tdpbusd tmm{c}, tmm{a}, tmm{b}",
+            c = const C,
+            a = const A,
+            b = const B,
+            options(nostack, nomem)
+        );
+    }
+}
+
+/// Bytes of one tile of packed weights: 16 rows of 64.
+const WEIGHT_TILE: usize = TILE_ROWS * TILE_BYTES;
+
+/// Sums 32 rows of inputs against one or two 16-column blocks of weights into tiles 0 and 2
+/// (the left block; rows 0–15, 16–31) and 1 and 3 (the right one), over `steps` tiles of `k`.
+/// Tiles 4 and 5 hold the inputs, 6 and 7 the weights: each weight tile is used twice, each
+/// input tile twice when there is a right block.
 ///
 /// # Safety
-/// Inside [`with_full_tiles`], and [`usable`]`(Products::Bf16)`.
+/// Inside [`with_full_tiles`] and [`usable`] for `D`. `inputs` points at 32 rows of
+/// `steps × 64` readable bytes, `stride` apart; `left` (and `right`) at `steps` weight tiles.
 #[inline(always)]
-pub unsafe fn dot_bf16<const C: u8, const A: u8, const B: u8>() {
-    asm!(
-        "tdpbf16ps tmm{c}, tmm{a}, tmm{b}",
-        c = const C,
-        a = const A,
-        b = const B,
-        options(nostack, nomem)
-    );
+pub unsafe fn sum_32_rows<D: Dot>(
+    inputs: *const u8,
+    stride: usize,
+    left: *const u8,
+    right: Option<*const u8>,
+    steps: usize,
+) {
+    let lower = inputs.add(TILE_ROWS * stride);
+    zero::<0>();
+    zero::<1>();
+    zero::<2>();
+    zero::<3>();
+    for step in 0..steps {
+        load::<4>(inputs.add(step * TILE_BYTES), stride);
+        load::<5>(lower.add(step * TILE_BYTES), stride);
+        load::<6>(left.add(step * WEIGHT_TILE), TILE_BYTES);
+        D::dot::<0, 4, 6>();
+        D::dot::<2, 5, 6>();
+        if let Some(right) = right {
+            load::<7>(right.add(step * WEIGHT_TILE), TILE_BYTES);
+            D::dot::<1, 4, 7>();
+            D::dot::<3, 5, 7>();
+        }
+    }
+}
+
+/// Stores tiles 0–3 of [`sum_32_rows`] as a 32 × `width` block of 4-byte sums at `to`
+/// (`width` 16 for one block, 32 for two), rows `width` sums apart.
+///
+/// # Safety
+/// Inside [`with_full_tiles`]; `to` has room for 32 × `width` sums.
+pub unsafe fn store_32_rows(to: *mut u8, width: usize) {
+    store_32_rows_strided(to, width, width);
+}
+
+/// [`store_32_rows`] with rows `row_length` sums apart.
+///
+/// # Safety
+/// Inside [`with_full_tiles`]; `to` has room for 32 rows of `row_length` sums.
+pub unsafe fn store_32_rows_strided(to: *mut u8, width: usize, row_length: usize) {
+    let stride = row_length * 4;
+    store::<0>(to, stride);
+    store::<2>(to.add(TILE_ROWS * stride), stride);
+    if width > 16 {
+        store::<1>(to.add(TILE_BYTES), stride);
+        store::<3>(to.add(TILE_ROWS * stride + TILE_BYTES), stride);
+    }
 }

@@ -322,98 +322,50 @@ mod avx512 {
     }
 }
 
-/// The product on AMX tiles: tasks of 32 rows, each against every 32 columns of `w` in turn
-/// (four f32 tiles of sums, two of inputs, two of weights).
+/// The product on AMX tiles: tasks of 32 rows, each against every 32 columns of `w` in turn.
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles {
-    use super::super::amx::{self, TILE_BYTES, TILE_ROWS};
+    use super::super::amx::{self, TILE_BYTES};
     use super::{Bf16Matrix, COLS};
     use rayon::prelude::*;
 
     /// Rows one task takes: two tiles of inputs. The rounded inputs are padded to a multiple.
-    pub const ROWS_PER_TASK: usize = 2 * TILE_ROWS;
-    /// Bytes of one tile of packed weights: 16 pairs of `k` for 16 columns.
-    const WEIGHT_TILE: usize = TILE_ROWS * TILE_BYTES;
+    pub const ROWS_PER_TASK: usize = 32;
 
     /// `out` (`rows × n`) ← `xb` (`rows` rounded up to [`ROWS_PER_TASK`], × `k2`) · `w`.
     pub fn product(out: &mut [f32], xb: &[u16], w: &Bf16Matrix) {
         out.par_chunks_mut(ROWS_PER_TASK * w.n)
             .zip(xb.par_chunks(ROWS_PER_TASK * w.k2))
             // SAFETY: `w` was packed for `Bf16Kernel::Amx`, which `available` offers only when
-            // `amx::usable(Products::Bf16)`; each input chunk holds 32 full rows of k2.
+            // `amx::usable(Products::Bf16)`; each input chunk holds 32 full rows of k2, a
+            // multiple of 32.
             .for_each(|(out, a)| unsafe { amx::with_full_tiles(|| task(out, a, w)) });
     }
 
     /// # Safety
-    /// Inside `with_full_tiles`; `a` holds 32 rows of `w.k2` bf16, `out` at most 32 rows of `n`.
+    /// As [`product`] promises.
     unsafe fn task(out: &mut [f32], a: &[u16], w: &Bf16Matrix) {
-        let (n, k2) = (w.n, w.k2);
+        let n = w.n;
         let rows = out.len() / n;
         let blocks = n.div_ceil(COLS);
-        let stride = k2 * 2;
-        let upper = a.as_ptr() as *const u8;
-        let lower = upper.add(TILE_ROWS * stride);
+        let mut buffer = [0f32; ROWS_PER_TASK * 2 * COLS];
         for first in (0..blocks).step_by(2) {
-            let pair = first + 1 < blocks;
+            let right = (first + 1 < blocks).then(|| w.block(first + 1).as_ptr() as *const u8);
+            let steps = w.k2 * 2 / TILE_BYTES;
             let left = w.block(first).as_ptr() as *const u8;
-            let right = w.block(if pair { first + 1 } else { first }).as_ptr() as *const u8;
-            amx::zero::<0>();
-            amx::zero::<1>();
-            amx::zero::<2>();
-            amx::zero::<3>();
-            for step in 0..k2 / 32 {
-                amx::load::<4>(upper.add(step * TILE_BYTES), stride);
-                amx::load::<5>(lower.add(step * TILE_BYTES), stride);
-                amx::load::<6>(left.add(step * WEIGHT_TILE), TILE_BYTES);
-                amx::dot_bf16::<0, 4, 6>();
-                amx::dot_bf16::<2, 5, 6>();
-                if pair {
-                    amx::load::<7>(right.add(step * WEIGHT_TILE), TILE_BYTES);
-                    amx::dot_bf16::<1, 4, 7>();
-                    amx::dot_bf16::<3, 5, 7>();
+            amx::sum_32_rows::<amx::Bf16>(a.as_ptr() as *const u8, w.k2 * 2, left, right, steps);
+            let width = if right.is_some() { 2 * COLS } else { COLS };
+            let column = first * COLS;
+            if rows == ROWS_PER_TASK && column + width <= n {
+                // Straight into `out`, rows `n` apart.
+                amx::store_32_rows_strided(out.as_mut_ptr().add(column) as *mut u8, width, n);
+            } else {
+                amx::store_32_rows(buffer.as_mut_ptr() as *mut u8, width);
+                let kept = width.min(n - column);
+                for (sums, out_row) in buffer.chunks_exact(width).zip(out.chunks_exact_mut(n)) {
+                    out_row[column..column + kept].copy_from_slice(&sums[..kept]);
                 }
             }
-            let column = first * COLS;
-            put(out, rows, n, 0, column, |to, s| amx::store::<0>(to, s));
-            put(out, rows, n, TILE_ROWS, column, |to, s| {
-                amx::store::<2>(to, s)
-            });
-            if pair {
-                let column = column + COLS;
-                put(out, rows, n, 0, column, |to, s| amx::store::<1>(to, s));
-                put(out, rows, n, TILE_ROWS, column, |to, s| {
-                    amx::store::<3>(to, s)
-                });
-            }
-        }
-    }
-
-    /// Writes a 16 × 16 tile of sums (`store` stores it) at `out[row][column]`: straight into
-    /// `out` when it fits, else through a buffer, keeping what lies inside `rows × n`.
-    ///
-    /// # Safety
-    /// `store` writes 16 rows of 64 bytes, `stride` apart, at the pointer it is given.
-    unsafe fn put(
-        out: &mut [f32],
-        rows: usize,
-        n: usize,
-        row: usize,
-        column: usize,
-        store: impl FnOnce(*mut u8, usize),
-    ) {
-        if row >= rows {
-            return;
-        }
-        if row + TILE_ROWS <= rows && column + COLS <= n {
-            store(out.as_mut_ptr().add(row * n + column) as *mut u8, n * 4);
-            return;
-        }
-        let mut tile = [0f32; TILE_ROWS * COLS];
-        store(tile.as_mut_ptr() as *mut u8, TILE_BYTES);
-        let width = COLS.min(n - column);
-        for (r, sums) in tile.chunks_exact(COLS).take(rows - row).enumerate() {
-            let at = (row + r) * n + column;
-            out[at..at + width].copy_from_slice(&sums[..width]);
         }
     }
 }

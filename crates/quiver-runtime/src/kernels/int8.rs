@@ -31,6 +31,9 @@
 //! so for that kernel weights are quantised to 7 bits (−63..=63), as ONNX Runtime's
 //! `reduce_range` does for the same instruction. Other machines run a portable loop of the same
 //! arithmetic (correct, not fast). [`Int8Kernel::detect`] picks one per process.
+//!
+//! On a CPU with AMX-INT8 (Intel Xeon since Sapphire Rapids) the same integer sums run on its
+//! tiles (`tdpbusd`, [`Int8Kernel::Amx`]): the same packing, `k` padded to 64.
 
 use rayon::prelude::*;
 
@@ -44,6 +47,8 @@ const VECTORS: usize = 4;
 /// Which instructions run the integer products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Kernel {
+    /// AMX tiles, `tdpbusd`: 8-bit weights.
+    Amx,
     /// AVX-512 VNNI: 8-bit weights.
     Vnni,
     /// AVX2 `vpmaddubsw`: 7-bit weights, so the 16-bit pair sums cannot saturate.
@@ -53,13 +58,15 @@ pub enum Int8Kernel {
 }
 
 impl Int8Kernel {
-    /// The fastest kernel this CPU runs. `QUIVER_INT8_KERNEL=avx2|portable` picks a slower one
-    /// (to measure what machines without VNNI get); a kernel the CPU lacks is never chosen.
+    /// The fastest kernel this CPU runs. `QUIVER_INT8_KERNEL=vnni|avx2|portable` picks a slower
+    /// one (to measure what machines without AMX or VNNI get); a kernel the CPU lacks is never
+    /// chosen.
     pub fn detect() -> Int8Kernel {
         super::chosen(
             &Self::available(),
             "QUIVER_INT8_KERNEL",
             |name| match name {
+                "vnni" => Some(Int8Kernel::Vnni),
                 "avx2" => Some(Int8Kernel::Avx2),
                 "portable" => Some(Int8Kernel::Portable),
                 _ => None,
@@ -72,6 +79,9 @@ impl Int8Kernel {
         let mut kernels = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
+            if super::amx::usable(super::amx::Products::Int8) {
+                kernels.push(Int8Kernel::Amx);
+            }
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
                 kernels.push(Int8Kernel::Vnni);
             }
@@ -87,7 +97,7 @@ impl Int8Kernel {
     fn weight_levels(self) -> f32 {
         match self {
             Int8Kernel::Avx2 => 63.0,
-            Int8Kernel::Vnni | Int8Kernel::Portable => 127.0,
+            Int8Kernel::Amx | Int8Kernel::Vnni | Int8Kernel::Portable => 127.0,
         }
     }
 }
@@ -153,7 +163,7 @@ pub struct QuantizedMatrix {
     kernel: Int8Kernel,
     k: usize,
     n: usize,
-    /// `k` rounded up to a multiple of 4.
+    /// `k` rounded up to the kernel's step: a group of 4, or for AMX a tile row of 64.
     k4: usize,
     /// `[n / 16 blocks][k4 / 4][16 columns][4]`, zero-padded.
     data: Vec<i8>,
@@ -175,7 +185,8 @@ impl QuantizedMatrix {
     pub fn quantize_for(w: &[f32], k: usize, n: usize, kernel: Int8Kernel) -> Self {
         assert_eq!(w.len(), k * n, "w is not k × n");
         let levels = kernel.weight_levels();
-        let k4 = k.div_ceil(4) * 4;
+        let step = if kernel == Int8Kernel::Amx { 64 } else { 4 };
+        let k4 = k.div_ceil(step) * step;
         let blocks = n.div_ceil(COLS);
         let exact = ExactChannels::find(w, n);
         let quantized_rows = |p: &usize| exact.channels.binary_search(p).is_err();
@@ -216,10 +227,22 @@ impl QuantizedMatrix {
     fn block(&self, b: usize) -> &[i8] {
         &self.data[b * self.k4 * COLS..(b + 1) * self.k4 * COLS]
     }
+
+    /// Adds the exact channels' products to each row of `out_rows` (`n` each), from the
+    /// matching rows of `x_rows` (`k` each).
+    fn add_exact(&self, out_rows: &mut [f32], x_rows: &[f32]) {
+        if self.exact.channels.is_empty() {
+            return;
+        }
+        let rows = out_rows.chunks_exact_mut(self.n);
+        for (out_row, x_row) in rows.zip(x_rows.chunks_exact(self.k)) {
+            self.exact.add_products(out_row, x_row);
+        }
+    }
 }
 
-/// Inputs quantised row by row: `xq` (`rows × k4`; the padding multiplies zero weights) and
-/// each row's scale and zero point.
+/// Inputs quantised row by row: `xq` (`rows × k4`, and zero rows to a kernel's multiple; the
+/// padding multiplies zero weights) and each row's scale and zero point.
 struct QuantizedRows {
     data: Vec<u8>,
     levels: Vec<RowLevels>,
@@ -248,9 +271,16 @@ impl RowLevels {
 }
 
 /// Quantises each row of `x` (`rows × k`), leaving out the `exact` channels: they sit at the
-/// row's zero level and do not widen its range.
-fn quantize_rows(x: &[f32], rows: usize, k: usize, k4: usize, exact: &[usize]) -> QuantizedRows {
-    let mut data = vec![0u8; rows * k4];
+/// row's zero level and do not widen its range. `padded_rows` rows of bytes are kept.
+fn quantize_rows(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    k4: usize,
+    exact: &[usize],
+    padded_rows: usize,
+) -> QuantizedRows {
+    let mut data = vec![0u8; padded_rows * k4];
     let mut levels = vec![RowLevels::default(); rows];
     data.par_chunks_mut(k4)
         .zip(levels.par_iter_mut())
@@ -287,7 +317,14 @@ pub fn matmul_int8(out: &mut [f32], x: &[f32], rows: usize, w: &QuantizedMatrix)
     let (k, n, k4) = (w.k, w.n, w.k4);
     assert_eq!(x.len(), rows * k, "x is not rows × k");
     assert_eq!(out.len(), rows * n, "out is not rows × n");
-    let xq = quantize_rows(x, rows, k, k4, &w.exact.channels);
+    #[cfg(target_arch = "x86_64")]
+    if w.kernel == Int8Kernel::Amx {
+        let padded = rows.next_multiple_of(amx_tiles::ROWS_PER_TASK);
+        let xq = quantize_rows(x, rows, k, k4, &w.exact.channels, padded);
+        amx_tiles::product(out, &xq, x, w);
+        return;
+    }
+    let xq = quantize_rows(x, rows, k, k4, &w.exact.channels, rows);
     let blocks = n.div_ceil(COLS);
     out.par_chunks_mut(ROWS_PER_PASS * n)
         .zip(xq.data.par_chunks(ROWS_PER_PASS * k4))
@@ -309,29 +346,91 @@ pub fn matmul_int8(out: &mut [f32], x: &[f32], rows: usize, w: &QuantizedMatrix)
                     vectors,
                 };
                 tile_product(tile, job);
-                let first_col = first_block * COLS;
-                let cols = width.min(n - first_col);
-                for ((sums, out_row), levels) in tile
-                    .chunks_exact(width)
-                    .zip(out_rows.chunks_exact_mut(n))
-                    .zip(row_levels)
-                {
-                    let columns = first_col..first_col + cols;
-                    let targets = out_row[columns.clone()].iter_mut();
-                    for (((o, &sum), &column_scale), &column_sum) in targets
-                        .zip(sums)
-                        .zip(&w.scales[columns.clone()])
-                        .zip(&w.column_sums[columns])
-                    {
-                        let integer = sum - levels.zero * column_sum;
-                        *o = levels.scale * column_scale * integer as f32;
-                    }
-                }
+                rescale(out_rows, tile, width, first_block * COLS, row_levels, w);
             }
-            for (out_row, x_row) in out_rows.chunks_exact_mut(n).zip(x_rows.chunks_exact(k)) {
-                w.exact.add_products(out_row, x_row);
-            }
+            w.add_exact(out_rows, x_rows);
         });
+}
+
+/// `out_rows[r][first_col + c] = sx[r] · sw[c] · (sums[r][c] − zx[r] · Σₖ wq[k, c])` for the
+/// rows of `sums` (`width` integer sums each, from column `first_col`) that `out_rows` holds,
+/// and the columns inside `n`.
+fn rescale(
+    out_rows: &mut [f32],
+    sums: &[i32],
+    width: usize,
+    first_col: usize,
+    row_levels: &[RowLevels],
+    w: &QuantizedMatrix,
+) {
+    let n = w.n;
+    let columns = first_col..first_col + width.min(n - first_col);
+    for ((sums, out_row), levels) in sums
+        .chunks_exact(width)
+        .zip(out_rows.chunks_exact_mut(n))
+        .zip(row_levels)
+    {
+        let targets = out_row[columns.clone()].iter_mut();
+        for (((o, &sum), &column_scale), &column_sum) in targets
+            .zip(sums)
+            .zip(&w.scales[columns.clone()])
+            .zip(&w.column_sums[columns.clone()])
+        {
+            let integer = sum - levels.zero * column_sum;
+            *o = levels.scale * column_scale * integer as f32;
+        }
+    }
+}
+
+/// The product on AMX tiles: tasks of 32 rows, each against every 32 columns of `w` in turn,
+/// the integer sums of each 32 × 32 block rescaled while they are in cache.
+#[cfg(target_arch = "x86_64")]
+mod amx_tiles {
+    use super::super::amx::{self, TILE_BYTES};
+    use super::{rescale, QuantizedMatrix, QuantizedRows, COLS};
+    use rayon::prelude::*;
+
+    /// Rows one task takes: two tiles of inputs. The quantised inputs are padded to a multiple.
+    pub const ROWS_PER_TASK: usize = 32;
+
+    /// `out` (`rows × n`) ← `x` (`rows × k`; quantised in `xq`, padded) · `w`.
+    pub fn product(out: &mut [f32], xq: &QuantizedRows, x: &[f32], w: &QuantizedMatrix) {
+        let (n, k, k4) = (w.n, w.k, w.k4);
+        out.par_chunks_mut(ROWS_PER_TASK * n)
+            .zip(xq.data.par_chunks(ROWS_PER_TASK * k4))
+            .zip(xq.levels.par_chunks(ROWS_PER_TASK))
+            .zip(x.par_chunks(ROWS_PER_TASK * k))
+            .for_each(|(((out, a), levels), x_rows)| {
+                // SAFETY: `w` was quantised for `Int8Kernel::Amx`, which `available` offers only
+                // when `amx::usable(Products::Int8)`; each input chunk holds 32 full rows of k4,
+                // a multiple of 64.
+                unsafe { amx::with_full_tiles(|| task(out, a, levels, w)) };
+                w.add_exact(out, x_rows);
+            });
+    }
+
+    /// # Safety
+    /// As [`product`] promises.
+    unsafe fn task(out: &mut [f32], a: &[u8], levels: &[super::RowLevels], w: &QuantizedMatrix) {
+        let blocks = w.n.div_ceil(COLS);
+        let mut sums = [0i32; ROWS_PER_TASK * 2 * COLS];
+        for first in (0..blocks).step_by(2) {
+            let right = (first + 1 < blocks).then(|| w.block(first + 1).as_ptr() as *const u8);
+            let steps = w.k4 / TILE_BYTES;
+            let left = w.block(first).as_ptr() as *const u8;
+            amx::sum_32_rows::<amx::U8I8>(a.as_ptr(), w.k4, left, right, steps);
+            let width = if right.is_some() { 2 * COLS } else { COLS };
+            amx::store_32_rows(sums.as_mut_ptr() as *mut u8, width);
+            rescale(
+                out,
+                &sums[..ROWS_PER_TASK * width],
+                width,
+                first * COLS,
+                levels,
+                w,
+            );
+        }
+    }
 }
 
 /// One pass's work: `count` rows of quantised inputs (`k4` bytes each) against `vectors`
@@ -542,6 +641,34 @@ mod tests {
     }
 
     #[test]
+    fn every_8_bit_kernel_gives_the_portable_loops_product_exactly() {
+        for kernel in Int8Kernel::available() {
+            if kernel.weight_levels() != Int8Kernel::Portable.weight_levels() {
+                continue;
+            }
+            for rows in [1, 7, 32, 33, 70] {
+                for (k, n) in [(37, 16), (64, 53), (200, 96), (384, 130)] {
+                    let x = sample(rows * k, 3);
+                    let mut w = sample(k * n, 4);
+                    // One exact channel, so its f32 products are checked too.
+                    w[5 * n..6 * n].iter_mut().for_each(|v| *v *= 100.0);
+                    let product = |kernel| {
+                        let q = QuantizedMatrix::quantize_for(&w, k, n, kernel);
+                        let mut out = vec![f32::NAN; rows * n];
+                        matmul_int8(&mut out, &x, rows, &q);
+                        out
+                    };
+                    assert_eq!(
+                        product(kernel),
+                        product(Int8Kernel::Portable),
+                        "{kernel:?}, rows {rows}, {k}×{n}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn weights_fit_the_kernel() {
         let w = sample(64 * 32, 5);
         for kernel in Int8Kernel::available() {
@@ -560,7 +687,7 @@ mod tests {
             "{}",
             levels.scale
         );
-        let q = quantize_rows(&lopsided, 1, 5, 8, &[]);
+        let q = quantize_rows(&lopsided, 1, 5, 8, &[], 1);
         for (&x, &byte) in lopsided.iter().zip(&q.data) {
             let back = levels.scale * (i32::from(byte) - levels.zero) as f32;
             assert!(
@@ -573,7 +700,7 @@ mod tests {
             levels.zero,
             "0.0 is a level of its own"
         );
-        let zeros = quantize_rows(&[0.0; 4], 1, 4, 4, &[]);
+        let zeros = quantize_rows(&[0.0; 4], 1, 4, 4, &[], 1);
         assert_eq!(zeros.levels[0].scale, 0.0);
     }
 
@@ -616,7 +743,7 @@ mod tests {
         );
         check_product(&q, &x, &w, rows);
         // The fast path's integer sums equal the portable loop's exactly.
-        let xq = quantize_rows(&x, rows, k, q.k4, &q.exact.channels);
+        let xq = quantize_rows(&x, rows, k, q.k4, &q.exact.channels, rows);
         let count = rows.min(ROWS_PER_PASS);
         let vectors = q.n.div_ceil(COLS).min(VECTORS);
         let mut fast = vec![0i32; count * vectors * COLS];
