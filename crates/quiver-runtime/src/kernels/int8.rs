@@ -35,6 +35,7 @@
 //! On a CPU with AMX-INT8 (Intel Xeon since Sapphire Rapids) the same integer sums run on its
 //! tiles (`tdpbusd`, [`Int8Kernel::Amx`]): the same packing, `k` padded to 64.
 
+use super::reduce;
 use rayon::prelude::*;
 
 /// Columns in one packed block: one 16-lane vector of i32 sums.
@@ -241,8 +242,8 @@ impl QuantizedMatrix {
     }
 }
 
-/// Inputs quantised row by row: `xq` (`rows × k4`, and zero rows to a kernel's multiple; the
-/// padding multiplies zero weights) and each row's scale and zero point.
+/// Inputs quantised row by row: `xq` (`rows × k4`; the padding multiplies zero weights) and
+/// each row's scale and zero point.
 struct QuantizedRows {
     data: Vec<u8>,
     levels: Vec<RowLevels>,
@@ -256,10 +257,15 @@ struct RowLevels {
 }
 
 impl RowLevels {
-    /// 256 levels from the values' minimum to their maximum, widened to hold 0.0 exactly (so
-    /// zero padding and exact zeros stay exact).
-    fn spanning(values: impl Iterator<Item = f32>) -> RowLevels {
-        let (low, high) = values.fold((0.0f32, 0.0f32), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    /// 256 levels from the minimum to the maximum of the values in `slices`, widened to hold
+    /// 0.0 exactly (so zero padding and exact zeros stay exact).
+    fn spanning<'a>(slices: impl Iterator<Item = &'a [f32]>) -> RowLevels {
+        // Lane-wise minima and maxima: a plain fold over the values is a serial chain of
+        // dependent min/max, and it took longer than the AMX tiles' products (perf record of
+        // examples/kernel_speed).
+        let (low, high) = slices.fold((0.0f32, 0.0f32), |(lo, hi), values| {
+            (lo.min(reduce::min(values)), hi.max(reduce::max(values)))
+        });
         let scale = (high - low) / 255.0;
         if scale > 0.0 {
             let zero = (-low / scale).round().clamp(0.0, 255.0) as i32;
@@ -271,44 +277,41 @@ impl RowLevels {
 }
 
 /// Quantises each row of `x` (`rows × k`), leaving out the `exact` channels: they sit at the
-/// row's zero level and do not widen its range. `padded_rows` rows of bytes are kept.
-fn quantize_rows(
-    x: &[f32],
-    rows: usize,
-    k: usize,
-    k4: usize,
-    exact: &[usize],
-    padded_rows: usize,
-) -> QuantizedRows {
-    let mut data = vec![0u8; padded_rows * k4];
+/// row's zero level and do not widen its range.
+fn quantize_rows(x: &[f32], rows: usize, k: usize, k4: usize, exact: &[usize]) -> QuantizedRows {
+    let mut data = vec![0u8; rows * k4];
     let mut levels = vec![RowLevels::default(); rows];
     data.par_chunks_mut(k4)
         .zip(levels.par_iter_mut())
         .zip(x.par_chunks(k))
-        .for_each(|((out, levels), row)| {
-            *levels = RowLevels::spanning(values_outside(row, exact));
-            if levels.scale > 0.0 {
-                let inverse = 1.0 / levels.scale;
-                let zero = levels.zero as f32;
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = ((v * inverse).round() + zero).clamp(0.0, 255.0) as u8;
-                }
-                for &p in exact {
-                    out[p] = levels.zero as u8;
-                }
-            }
-        });
+        .for_each(|((out, levels), row)| *levels = quantize_row(out, row, exact));
     QuantizedRows { data, levels }
 }
 
-/// The values of `row` outside the ascending channel indices `exact`: the slices between them,
-/// so no value is checked against the list.
-fn values_outside<'a>(row: &'a [f32], exact: &'a [usize]) -> impl Iterator<Item = f32> + 'a {
+/// One row of [`quantize_rows`] into `out` (`k4` bytes, whose padding must be zero).
+fn quantize_row(out: &mut [u8], row: &[f32], exact: &[usize]) -> RowLevels {
+    let levels = RowLevels::spanning(slices_outside(row, exact));
+    if levels.scale > 0.0 {
+        let inverse = 1.0 / levels.scale;
+        let zero = levels.zero as f32;
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = ((v * inverse).round() + zero).clamp(0.0, 255.0) as u8;
+        }
+        for &p in exact {
+            out[p] = levels.zero as u8;
+        }
+    } else {
+        out[..row.len()].fill(0);
+    }
+    levels
+}
+
+/// The slices of `row` between the ascending channel indices `exact`, so no value is checked
+/// against the list.
+fn slices_outside<'a>(row: &'a [f32], exact: &'a [usize]) -> impl Iterator<Item = &'a [f32]> {
     let starts = std::iter::once(0).chain(exact.iter().map(|&p| p + 1));
     let ends = exact.iter().copied().chain(std::iter::once(row.len()));
-    starts
-        .zip(ends)
-        .flat_map(move |(start, end)| row[start..end].iter().copied())
+    starts.zip(ends).map(move |(start, end)| &row[start..end])
 }
 
 /// `out[r, c] ≈ Σₖ x[r, k] · w[k, c]` for `x` `rows × k`, `out` `rows × n`, row-major.
@@ -319,12 +322,10 @@ pub fn matmul_int8(out: &mut [f32], x: &[f32], rows: usize, w: &QuantizedMatrix)
     assert_eq!(out.len(), rows * n, "out is not rows × n");
     #[cfg(target_arch = "x86_64")]
     if w.kernel == Int8Kernel::Amx {
-        let padded = rows.next_multiple_of(amx_tiles::ROWS_PER_TASK);
-        let xq = quantize_rows(x, rows, k, k4, &w.exact.channels, padded);
-        amx_tiles::product(out, &xq, x, w);
+        amx_tiles::product(out, x, w);
         return;
     }
-    let xq = quantize_rows(x, rows, k, k4, &w.exact.channels, rows);
+    let xq = quantize_rows(x, rows, k, k4, &w.exact.channels);
     let blocks = n.div_ceil(COLS);
     out.par_chunks_mut(ROWS_PER_PASS * n)
         .zip(xq.data.par_chunks(ROWS_PER_PASS * k4))
@@ -387,31 +388,44 @@ fn rescale(
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles {
     use super::super::amx::{self, TILE_BYTES};
-    use super::{rescale, QuantizedMatrix, QuantizedRows, COLS};
+    use super::{quantize_row, rescale, QuantizedMatrix, RowLevels, COLS};
     use rayon::prelude::*;
 
-    /// Rows one task takes: two tiles of inputs. The quantised inputs are padded to a multiple.
-    pub const ROWS_PER_TASK: usize = 32;
+    /// Rows one task takes: two tiles of inputs.
+    const ROWS_PER_TASK: usize = 32;
 
-    /// `out` (`rows × n`) ← `x` (`rows × k`; quantised in `xq`, padded) · `w`.
-    pub fn product(out: &mut [f32], xq: &QuantizedRows, x: &[f32], w: &QuantizedMatrix) {
+    /// `out` (`rows × n`) ← `x` (`rows × k`) · `w`.
+    ///
+    /// Each task quantises its own 32 rows just before it multiplies them, as the bf16 kernel
+    /// rounds them: no pass over all rows into a fresh buffer first.
+    pub fn product(out: &mut [f32], x: &[f32], w: &QuantizedMatrix) {
         let (n, k, k4) = (w.n, w.k, w.k4);
         out.par_chunks_mut(ROWS_PER_TASK * n)
-            .zip(xq.data.par_chunks(ROWS_PER_TASK * k4))
-            .zip(xq.levels.par_chunks(ROWS_PER_TASK))
             .zip(x.par_chunks(ROWS_PER_TASK * k))
-            .for_each(|(((out, a), levels), x_rows)| {
-                // SAFETY: `w` was quantised for `Int8Kernel::Amx`, which `available` offers only
-                // when `amx::usable(Products::Int8)`; each input chunk holds 32 full rows of k4,
-                // a multiple of 64.
-                unsafe { amx::with_full_tiles(|| task(out, a, levels, w)) };
-                w.add_exact(out, x_rows);
-            });
+            .for_each_init(
+                || vec![0u8; ROWS_PER_TASK * k4],
+                |a, (out, x)| {
+                    let rows = x.len() / k;
+                    let mut levels = [RowLevels::default(); ROWS_PER_TASK];
+                    for ((bytes, row), levels) in
+                        a.chunks_exact_mut(k4).zip(x.chunks_exact(k)).zip(&mut levels)
+                    {
+                        *levels = quantize_row(bytes, row, &w.exact.channels);
+                    }
+                    // Rows past the input's end stay zero: only the last task has them.
+                    a[rows * k4..].fill(0);
+                    // SAFETY: `w` was quantised for `Int8Kernel::Amx`, which `available` offers
+                    // only when `amx::usable(Products::Int8)`; `a` holds 32 full rows of k4, a
+                    // multiple of 64.
+                    unsafe { amx::with_full_tiles(|| task(out, a, &levels[..rows], w)) };
+                    w.add_exact(out, x);
+                },
+            );
     }
 
     /// # Safety
     /// As [`product`] promises.
-    unsafe fn task(out: &mut [f32], a: &[u8], levels: &[super::RowLevels], w: &QuantizedMatrix) {
+    unsafe fn task(out: &mut [f32], a: &[u8], levels: &[RowLevels], w: &QuantizedMatrix) {
         let blocks = w.n.div_ceil(COLS);
         let mut sums = [0i32; ROWS_PER_TASK * 2 * COLS];
         for first in (0..blocks).step_by(2) {
@@ -681,13 +695,13 @@ mod tests {
     #[test]
     fn rows_use_their_own_range_and_keep_zero_exact() {
         let lopsided = [0.0, 0.5, 2.55, -0.17, 1.0];
-        let levels = RowLevels::spanning(lopsided.iter().copied());
+        let levels = RowLevels::spanning(std::iter::once(&lopsided[..]));
         assert!(
             (levels.scale - 2.72 / 255.0).abs() < 1e-6,
             "{}",
             levels.scale
         );
-        let q = quantize_rows(&lopsided, 1, 5, 8, &[], 1);
+        let q = quantize_rows(&lopsided, 1, 5, 8, &[]);
         for (&x, &byte) in lopsided.iter().zip(&q.data) {
             let back = levels.scale * (i32::from(byte) - levels.zero) as f32;
             assert!(
@@ -700,14 +714,14 @@ mod tests {
             levels.zero,
             "0.0 is a level of its own"
         );
-        let zeros = quantize_rows(&[0.0; 4], 1, 4, 4, &[], 1);
+        let zeros = quantize_rows(&[0.0; 4], 1, 4, 4, &[]);
         assert_eq!(zeros.levels[0].scale, 0.0);
     }
 
     #[test]
-    fn values_outside_skips_exactly_the_listed_channels() {
+    fn slices_outside_skip_exactly_the_listed_channels() {
         let row = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
-        let kept = |exact: &[usize]| values_outside(&row, exact).collect::<Vec<_>>();
+        let kept = |exact: &[usize]| slices_outside(&row, exact).collect::<Vec<_>>().concat();
         assert_eq!(kept(&[]), row);
         assert_eq!(kept(&[0, 2, 3]), [1.0, 4.0, 5.0]);
         assert_eq!(kept(&[5]), [0.0, 1.0, 2.0, 3.0, 4.0]);
@@ -743,7 +757,7 @@ mod tests {
         );
         check_product(&q, &x, &w, rows);
         // The fast path's integer sums equal the portable loop's exactly.
-        let xq = quantize_rows(&x, rows, k, q.k4, &q.exact.channels, rows);
+        let xq = quantize_rows(&x, rows, k, q.k4, &q.exact.channels);
         let count = rows.min(ROWS_PER_PASS);
         let vectors = q.n.div_ceil(COLS).min(VECTORS);
         let mut fast = vec![0i32; count * vectors * COLS];

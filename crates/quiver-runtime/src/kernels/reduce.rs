@@ -38,6 +38,11 @@ pub fn max(values: &[f32]) -> f32 {
     fold_lanes(values, f32::NEG_INFINITY, |v| v, f32::max)
 }
 
+#[inline]
+pub fn min(values: &[f32]) -> f32 {
+    fold_lanes(values, f32::INFINITY, |v| v, f32::min)
+}
+
 /// Σ (v − mean)², for the variance of a layer norm.
 #[inline]
 pub fn squared_deviation(values: &[f32], mean: f32) -> f32 {
@@ -55,6 +60,8 @@ mod tests {
             assert!((sum(&values) - values.iter().sum::<f32>()).abs() < 1e-3);
             let plain_max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             assert_eq!(max(&values), plain_max);
+            let plain_min = values.iter().copied().fold(f32::INFINITY, f32::min);
+            assert_eq!(min(&values), plain_min);
             let mean = if len > 0 {
                 values.iter().sum::<f32>() / len as f32
             } else {
