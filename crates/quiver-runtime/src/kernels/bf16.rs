@@ -17,6 +17,7 @@
 //! Machines without AVX-512 BF16 run a portable loop of the same arithmetic (correct, not
 //! fast; f32 or int8 serve them better). [`Bf16Kernel::detect`] picks one per process.
 
+use super::Aligned;
 use rayon::prelude::*;
 
 /// Columns in one packed block: one 16-lane vector of f32 sums.
@@ -99,7 +100,7 @@ pub struct Bf16Matrix {
     /// `k` rounded up to the kernel's step: a pair, or for AMX a tile row of 32.
     k2: usize,
     /// `[n / 16 blocks][k2 / 2][16 columns][2]`, zero-padded.
-    data: Vec<u16>,
+    data: Aligned<u16>,
 }
 
 impl Bf16Matrix {
@@ -111,21 +112,52 @@ impl Bf16Matrix {
     /// Rounds `w` for `kernel`, which must be one of [`Bf16Kernel::available`].
     pub fn pack_for(w: &[f32], k: usize, n: usize, kernel: Bf16Kernel) -> Self {
         assert_eq!(w.len(), k * n, "w is not k × n");
+        Self::pack_with(k, n, kernel, |p, c| w[p * n + c])
+    }
+
+    /// Rounds the `k × n` matrix whose `[p, c]` is `value(p, c)` for `kernel`: a view of
+    /// other memory (a strided one) packed without an f32 copy first.
+    pub fn pack_with(
+        k: usize,
+        n: usize,
+        kernel: Bf16Kernel,
+        value: impl Fn(usize, usize) -> f32,
+    ) -> Self {
         let step = if kernel == Bf16Kernel::Amx { 32 } else { 2 };
         let k2 = k.div_ceil(step) * step;
         let blocks = n.div_ceil(COLS);
-        let mut data = vec![0u16; blocks * k2 * COLS];
+        let mut data = Aligned::zeroed(blocks * k2 * COLS);
         for (b, block) in data.chunks_exact_mut(k2 * COLS).enumerate() {
             let columns = b * COLS..(b * COLS + COLS).min(n);
-            for (p, row) in w.chunks_exact(n).enumerate() {
+            for p in 0..k {
                 let pair = &mut block[(p / 2) * COLS * 2..(p / 2 + 1) * COLS * 2];
-                for (lane, &value) in row[columns.clone()].iter().enumerate() {
-                    pair[2 * lane + p % 2] = to_bf16(value);
+                for (lane, c) in columns.clone().enumerate() {
+                    pair[2 * lane + p % 2] = to_bf16(value(p, c));
                 }
             }
         }
         Bf16Matrix {
             kernel,
+            k,
+            n,
+            k2,
+            data,
+        }
+    }
+
+    /// Rounds the `k × n` matrix whose column `c` is `column(c)` (`k` values) for AMX: the
+    /// keys of an attention head, whose rows are the product's columns.
+    pub fn pack_columns<'a>(k: usize, n: usize, column: impl Fn(usize) -> &'a [f32]) -> Self {
+        let k2 = k.div_ceil(32) * 32;
+        let mut data = Aligned::zeroed(n.div_ceil(COLS) * k2 * COLS);
+        for c in 0..n {
+            let block = &mut data[(c / COLS) * k2 * COLS..];
+            for (p, &value) in column(c)[..k].iter().enumerate() {
+                block[(p / 2) * COLS * 2 + (c % COLS) * 2 + p % 2] = to_bf16(value);
+            }
+        }
+        Bf16Matrix {
+            kernel: Bf16Kernel::Amx,
             k,
             n,
             k2,
@@ -351,11 +383,14 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles {
     use super::super::amx::{self, TILE_BYTES};
-    use super::{round_rows_into, Bf16Matrix, COLS};
+    use super::{round_rows_into, Aligned, Bf16Matrix, COLS};
     use rayon::prelude::*;
 
-    /// Rows one task takes: two tiles of inputs.
-    const ROWS_PER_TASK: usize = 32;
+    /// Rows one task takes, in groups of 32 (two tiles of inputs). Each 32 columns of weights
+    /// serve every group of the task while they are in cache.
+    const ROWS_PER_TASK: usize = 128;
+    /// Rows of one group.
+    const GROUP: usize = 32;
 
     /// `out` (`rows × n`) ← `x` (`rows × k`) · `w`.
     ///
@@ -366,15 +401,15 @@ mod amx_tiles {
         out.par_chunks_mut(ROWS_PER_TASK * w.n)
             .zip(x.par_chunks(ROWS_PER_TASK * w.k))
             .for_each_init(
-                || vec![0u16; ROWS_PER_TASK * w.k2],
+                || Aligned::<u16>::zeroed(ROWS_PER_TASK * w.k2),
                 |a, (out, x)| {
-                    // Rows past the input's end stay zero: only the last task has them, and
-                    // each worker's buffer sees it at most once.
-                    a[x.len() / w.k * w.k2..].fill(0);
+                    // Rows past the input's end, up to its last group, are zeros.
+                    let rows = x.len() / w.k;
+                    a[rows * w.k2..rows.next_multiple_of(GROUP) * w.k2].fill(0);
                     round_rows_into(a, x, w.k, w.k2);
                     // SAFETY: `w` was packed for `Bf16Kernel::Amx`, which `available` offers
-                    // only when `amx::usable(Products::Bf16)`; `a` holds 32 full rows of k2,
-                    // a multiple of 32.
+                    // only when `amx::usable(Products::Bf16)`; `a` holds whole groups of 32
+                    // rows of k2, a multiple of 32, for every row of `out`.
                     unsafe { amx::with_full_tiles(|| task(out, a, w)) }
                 },
             );
@@ -384,24 +419,26 @@ mod amx_tiles {
     /// As [`product`] promises.
     unsafe fn task(out: &mut [f32], a: &[u16], w: &Bf16Matrix) {
         let n = w.n;
-        let rows = out.len() / n;
         let blocks = n.div_ceil(COLS);
-        let mut buffer = [0f32; ROWS_PER_TASK * 2 * COLS];
+        let mut buffer = [0f32; GROUP * 2 * COLS];
+        let steps = w.k2 * 2 / TILE_BYTES;
         for first in (0..blocks).step_by(2) {
             let right = (first + 1 < blocks).then(|| w.block(first + 1).as_ptr() as *const u8);
-            let steps = w.k2 * 2 / TILE_BYTES;
             let left = w.block(first).as_ptr() as *const u8;
-            amx::sum_32_rows::<amx::Bf16>(a.as_ptr() as *const u8, w.k2 * 2, left, right, steps);
             let width = if right.is_some() { 2 * COLS } else { COLS };
             let column = first * COLS;
-            if rows == ROWS_PER_TASK && column + width <= n {
-                // Straight into `out`, rows `n` apart.
-                amx::store_32_rows_strided(out.as_mut_ptr().add(column) as *mut u8, width, n);
-            } else {
-                amx::store_32_rows(buffer.as_mut_ptr() as *mut u8, width);
-                let kept = width.min(n - column);
-                for (sums, out_row) in buffer.chunks_exact(width).zip(out.chunks_exact_mut(n)) {
-                    out_row[column..column + kept].copy_from_slice(&sums[..kept]);
+            for (group, out) in out.chunks_mut(GROUP * n).enumerate() {
+                let inputs = a[group * GROUP * w.k2..].as_ptr() as *const u8;
+                amx::sum_32_rows::<amx::Bf16>(inputs, w.k2 * 2, left, right, steps);
+                if out.len() == GROUP * n && column + width <= n {
+                    // Straight into `out`, rows `n` apart.
+                    amx::store_32_rows_strided(out.as_mut_ptr().add(column) as *mut u8, width, n);
+                } else {
+                    amx::store_32_rows(buffer.as_mut_ptr() as *mut u8, width);
+                    let kept = width.min(n - column);
+                    for (sums, row) in buffer.chunks_exact(width).zip(out.chunks_exact_mut(n)) {
+                        row[column..column + kept].copy_from_slice(&sums[..kept]);
+                    }
                 }
             }
         }

@@ -35,7 +35,7 @@
 //! On a CPU with AMX-INT8 (Intel Xeon since Sapphire Rapids) the same integer sums run on its
 //! tiles (`tdpbusd`, [`Int8Kernel::Amx`]): the same packing, `k` padded to 64.
 
-use super::reduce;
+use super::{reduce, Aligned};
 use rayon::prelude::*;
 
 /// Columns in one packed block: one 16-lane vector of i32 sums.
@@ -167,7 +167,7 @@ pub struct QuantizedMatrix {
     /// `k` rounded up to the kernel's step: a group of 4, or for AMX a tile row of 64.
     k4: usize,
     /// `[n / 16 blocks][k4 / 4][16 columns][4]`, zero-padded.
-    data: Vec<i8>,
+    data: Aligned<i8>,
     /// Per column: `sw[c]`.
     scales: Vec<f32>,
     /// Per column: `Σₖ wq[k, c]`, what each level of an input row's zero point adds.
@@ -198,7 +198,7 @@ impl QuantizedMatrix {
             }
         }
         scales.iter_mut().for_each(|s| *s /= levels);
-        let mut data = vec![0i8; blocks * k4 * COLS];
+        let mut data = Aligned::zeroed(blocks * k4 * COLS);
         let mut column_sums = vec![0i32; n];
         for p in (0..k).filter(quantized_rows) {
             for c in 0..n {
@@ -388,7 +388,7 @@ fn rescale(
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles {
     use super::super::amx::{self, TILE_BYTES};
-    use super::{quantize_row, rescale, QuantizedMatrix, RowLevels, COLS};
+    use super::{quantize_row, rescale, Aligned, QuantizedMatrix, RowLevels, COLS};
     use rayon::prelude::*;
 
     /// Rows one task takes: two tiles of inputs.
@@ -403,12 +403,14 @@ mod amx_tiles {
         out.par_chunks_mut(ROWS_PER_TASK * n)
             .zip(x.par_chunks(ROWS_PER_TASK * k))
             .for_each_init(
-                || vec![0u8; ROWS_PER_TASK * k4],
+                || Aligned::<u8>::zeroed(ROWS_PER_TASK * k4),
                 |a, (out, x)| {
                     let rows = x.len() / k;
                     let mut levels = [RowLevels::default(); ROWS_PER_TASK];
-                    for ((bytes, row), levels) in
-                        a.chunks_exact_mut(k4).zip(x.chunks_exact(k)).zip(&mut levels)
+                    for ((bytes, row), levels) in a
+                        .chunks_exact_mut(k4)
+                        .zip(x.chunks_exact(k))
+                        .zip(&mut levels)
                     {
                         *levels = quantize_row(bytes, row, &w.exact.channels);
                     }

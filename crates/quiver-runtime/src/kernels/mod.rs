@@ -24,6 +24,54 @@ pub use matmul::{matmul, MatMut, MatRef};
 pub use norm::{add_layer_norm, add_residual, layer_norm, rms_norm};
 pub use softmax::{fast_exp, softmax_rows};
 
+/// A zeroed buffer of `T` that starts on a 64-byte boundary (a cache line, and an AMX tile
+/// row).
+///
+/// Why: a tile row that straddles two cache lines loads at a third of the speed. Four tile
+/// loads and four `tdpbf16ps` ran at 950 GFLOP/s on one core from a `Vec`'s 16-byte-aligned
+/// memory, and at 2,985 from 64-byte-aligned memory (the products alone: 2,959).
+#[derive(Clone)]
+pub(crate) struct Aligned<T> {
+    lines: Vec<Line>,
+    len: usize,
+    _values: std::marker::PhantomData<T>,
+}
+
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+impl<T: bytemuck::Pod> Aligned<T> {
+    /// `len` zeros.
+    pub fn zeroed(len: usize) -> Self {
+        let lines = (len * std::mem::size_of::<T>()).div_ceil(64);
+        Aligned {
+            lines: vec![Line([0; 64]); lines],
+            len,
+            _values: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: bytemuck::Pod> std::ops::Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+}
+
+impl<T: bytemuck::Pod> std::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+}
+
+impl<T> std::fmt::Debug for Aligned<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Aligned({} values)", self.len)
+    }
+}
+
 /// The kernel the environment variable `variable` names (read by `by_name`) when this CPU runs
 /// it, else the first of `available` (fastest first): how a slower kernel is forced, to measure
 /// or test what other machines get.
