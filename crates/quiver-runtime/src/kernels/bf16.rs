@@ -298,7 +298,10 @@ mod avx512 {
         let whole = x.len() / 16 * 16;
         for (o, v) in out[..whole].chunks_exact_mut(16).zip(x.chunks_exact(16)) {
             let rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(v.as_ptr()));
-            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, std::mem::transmute(rounded));
+            _mm256_storeu_si256(
+                o.as_mut_ptr() as *mut __m256i,
+                std::mem::transmute::<__m256bh, __m256i>(rounded),
+            );
         }
         for (o, &v) in out[whole..].iter_mut().zip(&x[whole..]) {
             *o = super::to_bf16(v);
