@@ -22,7 +22,7 @@ pub use few_rows::{matmul_few_rows, PackedPanels};
 pub use int8::{matmul_int8, Int8Kernel, QuantizedMatrix};
 pub use matmul::{matmul, MatMut, MatRef};
 pub use norm::{add_layer_norm, add_residual, layer_norm, rms_norm};
-pub use softmax::{fast_exp, softmax_rows};
+pub use softmax::{exp_rows, fast_exp};
 
 /// A zeroed buffer of `T` that starts on a 64-byte boundary (a cache line, and an AMX tile
 /// row).

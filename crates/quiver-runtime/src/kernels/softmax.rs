@@ -29,18 +29,30 @@ pub fn fast_exp(x: f32) -> f32 {
     e_r * f32::from_bits(exponent)
 }
 
-/// Row-wise `softmax(scale * x)` in place over a row-major `[rows, cols]` buffer.
-pub fn softmax_rows(values: &mut [f32], cols: usize, scale: f32) {
-    for row in values.chunks_exact_mut(cols) {
+/// Row-wise softmax of a row-major `[rows, cols]` buffer, left unnormalised: each row becomes
+/// `e^(x − max)` in place, and `sums[r]` its sum, by which the caller divides.
+///
+/// Why unnormalised: attention divides its weighted values instead, `head_dim` numbers a row
+/// where the weights are the sequence's length; and the sum is taken in lanes in the same pass
+/// as the exponentials. Two passes over the row, where a normalised softmax took four.
+pub fn exp_rows(values: &mut [f32], cols: usize, sums: &mut [f32]) {
+    const LANES: usize = 16;
+    for (row, sum) in values.chunks_exact_mut(cols).zip(sums) {
         let max = super::reduce::max(row);
-        // Separate passes, none with a loop-carried dependency, so each one vectorises.
-        for value in row.iter_mut() {
-            *value = fast_exp((*value - max) * scale);
+        let mut lanes = [0.0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for (value, lane) in chunk.iter_mut().zip(&mut lanes) {
+                *value = fast_exp(*value - max);
+                *lane += *value;
+            }
         }
-        let inverse = 1.0 / super::reduce::sum(row);
-        for value in row.iter_mut() {
-            *value *= inverse;
+        let mut total: f32 = lanes.iter().sum();
+        for value in chunks.into_remainder() {
+            *value = fast_exp(*value - max);
+            total += *value;
         }
+        *sum = total;
     }
 }
 
@@ -60,17 +72,23 @@ mod tests {
     }
 
     #[test]
-    fn softmax_matches_reference() {
-        let mut values = vec![1.0, 2.0, 3.0, -1.0, 0.0, 1000.0];
-        softmax_rows(&mut values, 3, 0.5);
-        let reference: Vec<f32> = {
-            let e: Vec<f32> = [0.5f32, 1.0, 1.5].iter().map(|v| (v - 1.5).exp()).collect();
-            let s: f32 = e.iter().sum();
-            e.iter().map(|v| v / s).collect()
-        };
-        for (got, want) in values[..3].iter().zip(&reference) {
-            assert!((got - want).abs() < 1e-6);
+    fn exp_rows_divided_by_their_sums_match_a_reference_softmax() {
+        // Rows of 3 and of 37 (two lane chunks and a remainder).
+        for cols in [3, 37] {
+            let mut values: Vec<f32> = (0..2 * cols).map(|i| (i % 7) as f32 * 0.6 - 1.0).collect();
+            values[cols + 1] = 1000.0;
+            let rows = values.clone();
+            let mut sums = [0.0; 2];
+            exp_rows(&mut values, cols, &mut sums);
+            for ((got, row), sum) in values.chunks(cols).zip(rows.chunks(cols)).zip(sums) {
+                let max = row.iter().copied().fold(f32::MIN, f32::max);
+                let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+                let total: f32 = e.iter().sum();
+                for (g, want) in got.iter().zip(&e) {
+                    assert!((g / sum - want / total).abs() < 1e-6, "{g} / {sum}");
+                }
+            }
+            assert!((values[cols + 1] / sums[1] - 1.0).abs() < 1e-6 && values[cols] < 1e-30);
         }
-        assert!((values[5] - 1.0).abs() < 1e-6 && values[3] < 1e-30);
     }
 }

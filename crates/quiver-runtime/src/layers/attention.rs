@@ -1,4 +1,4 @@
-use crate::kernels::{matmul, matmul_bf16, softmax_rows, Bf16Kernel, Bf16Matrix, MatMut, MatRef};
+use crate::kernels::{exp_rows, matmul, matmul_bf16, Bf16Kernel, Bf16Matrix, MatMut, MatRef};
 use crate::{PackedBatch, Quantization};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -188,6 +188,7 @@ fn attend_one_sequence(
     let value_start = hidden + shape.num_kv_heads * d;
     let scale = 1.0 / (d as f32).sqrt();
     let mut scores = vec![0.0f32; QUERY_BLOCK.min(len) * len];
+    let mut sums = vec![0.0f32; QUERY_BLOCK.min(len)];
     let mut queries = Vec::new();
     let mut weighted = Vec::new();
     for head in 0..shape.num_heads {
@@ -223,14 +224,16 @@ fn attend_one_sequence(
             if let Some(bias) = bias {
                 bias.add(head, first, keys.clone(), scores);
             }
+            let sums = &mut sums[..rows];
             if visibility == Visibility::All {
-                softmax_rows(scores, width, 1.0);
+                exp_rows(scores, width, sums);
             } else {
-                for (r, score_row) in scores.chunks_exact_mut(width).enumerate() {
+                let rows = scores.chunks_exact_mut(width).zip(sums.iter_mut());
+                for (r, (score_row, sum)) in rows.enumerate() {
                     let seen = visibility.row_keys(first + r, len);
                     let (before, rest) = score_row.split_at_mut(seen.start - keys.start);
                     let (seen_scores, after) = rest.split_at_mut(seen.len());
-                    softmax_rows(seen_scores, seen.len(), 1.0);
+                    exp_rows(seen_scores, seen.len(), std::slice::from_mut(sum));
                     before.fill(0.0);
                     after.fill(0.0);
                 }
@@ -255,6 +258,13 @@ fn attend_one_sequence(
                         out[r * hidden..r * hidden + d].copy_from_slice(sums);
                     }
                 }
+            }
+            // The weights were left unnormalised (`exp_rows`): divide their weighted sums.
+            for (r, sum) in sums.iter().enumerate() {
+                let inverse = 1.0 / sum;
+                out[r * hidden..r * hidden + d]
+                    .iter_mut()
+                    .for_each(|v| *v *= inverse);
             }
         }
     }
