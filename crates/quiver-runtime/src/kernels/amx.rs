@@ -10,7 +10,9 @@
 //! Linux gives a process the tile registers only when asked (`arch_prctl(ARCH_REQ_XCOMP_PERM)`,
 //! kernel 5.16 and later); [`usable`] asks once, and without it no AMX kernel is offered.
 
+use super::Aligned;
 use std::arch::asm;
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 /// Rows of a tile, and of one input or output block of a product.
@@ -58,6 +60,22 @@ fn request_permission() -> bool {
 #[cfg(not(target_os = "linux"))]
 fn request_permission() -> bool {
     false
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Aligned<u8>> = RefCell::new(Aligned::zeroed(0));
+}
+
+/// Runs `body` with this thread's 64-byte-aligned scratch of `len` bytes, whatever an earlier
+/// call left in it: the rows a kernel rounds or quantises for its tiles. Reused, so a task
+/// neither allocates nor zeroes memory: attention runs small products, one per head.
+pub fn with_scratch<R>(len: usize, body: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < len {
+            *scratch = Aligned::zeroed(len);
+        }
+        body(&mut scratch[..len])
+    })
 }
 
 /// The 64-byte tile configuration `ldtilecfg` reads: palette 1, then each tile's bytes per row

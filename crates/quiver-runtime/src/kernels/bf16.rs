@@ -181,9 +181,10 @@ fn round_rows(x: &[f32], k: usize, k2: usize) -> Vec<u16> {
     out
 }
 
-/// [`round_rows`] into `out`, whose padding must be zero, on this thread.
+/// [`round_rows`] into `out` (padding included), on this thread.
 fn round_rows_into(out: &mut [u16], x: &[f32], k: usize, k2: usize) {
     for (out, row) in out.chunks_exact_mut(k2).zip(x.chunks_exact(k)) {
+        out[k..].fill(0);
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx512bf16") {
             // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
@@ -386,7 +387,7 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles {
     use super::super::amx::{self, TILE_BYTES};
-    use super::{round_rows_into, Aligned, Bf16Matrix, COLS};
+    use super::{round_rows_into, Bf16Matrix, COLS};
     use rayon::prelude::*;
 
     /// Rows one task takes, in groups of 32 (two tiles of inputs). Each 32 columns of weights
@@ -403,19 +404,20 @@ mod amx_tiles {
     pub fn product(out: &mut [f32], x: &[f32], w: &Bf16Matrix) {
         out.par_chunks_mut(ROWS_PER_TASK * w.n)
             .zip(x.par_chunks(ROWS_PER_TASK * w.k))
-            .for_each_init(
-                || Aligned::<u16>::zeroed(ROWS_PER_TASK * w.k2),
-                |a, (out, x)| {
-                    // Rows past the input's end, up to its last group, are zeros.
-                    let rows = x.len() / w.k;
-                    a[rows * w.k2..rows.next_multiple_of(GROUP) * w.k2].fill(0);
+            .for_each(|(out, x)| {
+                let rows = x.len() / w.k;
+                let groups = rows.next_multiple_of(GROUP);
+                amx::with_scratch(groups * w.k2 * 2, |scratch| {
+                    let a: &mut [u16] = bytemuck::cast_slice_mut(scratch);
                     round_rows_into(a, x, w.k, w.k2);
+                    // Rows past the input's end, up to its last group, are zeros.
+                    a[rows * w.k2..].fill(0);
                     // SAFETY: `w` was packed for `Bf16Kernel::Amx`, which `available` offers
                     // only when `amx::usable(Products::Bf16)`; `a` holds whole groups of 32
-                    // rows of k2, a multiple of 32, for every row of `out`.
+                    // rows of k2, a multiple of 32, for every row of `out`, 64-byte aligned.
                     unsafe { amx::with_full_tiles(|| task(out, a, w)) }
-                },
-            );
+                })
+            });
     }
 
     /// # Safety

@@ -288,8 +288,9 @@ fn quantize_rows(x: &[f32], rows: usize, k: usize, k4: usize, exact: &[usize]) -
     QuantizedRows { data, levels }
 }
 
-/// One row of [`quantize_rows`] into `out` (`k4` bytes, whose padding must be zero).
+/// One row of [`quantize_rows`] into `out` (`k4` bytes, padding included).
 fn quantize_row(out: &mut [u8], row: &[f32], exact: &[usize]) -> RowLevels {
+    out[row.len()..].fill(0);
     let levels = RowLevels::spanning(slices_outside(row, exact));
     if levels.scale > 0.0 {
         let inverse = 1.0 / levels.scale;
@@ -388,7 +389,7 @@ fn rescale(
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles {
     use super::super::amx::{self, TILE_BYTES};
-    use super::{quantize_row, rescale, Aligned, QuantizedMatrix, RowLevels, COLS};
+    use super::{quantize_row, rescale, QuantizedMatrix, RowLevels, COLS};
     use rayon::prelude::*;
 
     /// Rows one task takes: two tiles of inputs.
@@ -402,27 +403,23 @@ mod amx_tiles {
         let (n, k, k4) = (w.n, w.k, w.k4);
         out.par_chunks_mut(ROWS_PER_TASK * n)
             .zip(x.par_chunks(ROWS_PER_TASK * k))
-            .for_each_init(
-                || Aligned::<u8>::zeroed(ROWS_PER_TASK * k4),
-                |a, (out, x)| {
-                    let rows = x.len() / k;
-                    let mut levels = [RowLevels::default(); ROWS_PER_TASK];
-                    for ((bytes, row), levels) in a
-                        .chunks_exact_mut(k4)
-                        .zip(x.chunks_exact(k))
-                        .zip(&mut levels)
-                    {
+            .for_each(|(out, x)| {
+                let rows = x.len() / k;
+                let mut levels = [RowLevels::default(); ROWS_PER_TASK];
+                amx::with_scratch(ROWS_PER_TASK * k4, |a| {
+                    let quantized = a.chunks_exact_mut(k4).zip(x.chunks_exact(k));
+                    for ((bytes, row), levels) in quantized.zip(&mut levels) {
                         *levels = quantize_row(bytes, row, &w.exact.channels);
                     }
-                    // Rows past the input's end stay zero: only the last task has them.
+                    // Rows past the input's end are zeros.
                     a[rows * k4..].fill(0);
                     // SAFETY: `w` was quantised for `Int8Kernel::Amx`, which `available` offers
                     // only when `amx::usable(Products::Int8)`; `a` holds 32 full rows of k4, a
-                    // multiple of 64.
+                    // multiple of 64, 64-byte aligned.
                     unsafe { amx::with_full_tiles(|| task(out, a, &levels[..rows], w)) };
-                    w.add_exact(out, x);
-                },
-            );
+                });
+                w.add_exact(out, x);
+            });
     }
 
     /// # Safety
