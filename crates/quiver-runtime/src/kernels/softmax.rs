@@ -74,7 +74,7 @@ fn exp_row(row: &mut [f32]) -> f32 {
 /// multiply-adds (Rust does not contract `a * b + c`), and the exponentials were 13.6 % of an
 /// all-MiniLM-L6-v2 bf16 run on AMX (perf record, 500 code chunks).
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     /// `row[i] = e^(row[i] − max)`, returning their sum. Same range reduction and polynomial
@@ -109,9 +109,13 @@ mod avx512 {
         _mm512_reduce_add_ps(sum)
     }
 
+    /// `e^x` in 16 lanes (inputs below −87 give e^−87).
+    ///
+    /// # Safety
+    /// AVX-512F is available.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn exp(x: __m512) -> __m512 {
+    pub unsafe fn exp(x: __m512) -> __m512 {
         let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
