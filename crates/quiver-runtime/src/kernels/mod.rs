@@ -5,6 +5,9 @@
 //! because they must fuse work (bias, activation, residual, normalisation) that a framework
 //! would run as separate passes over memory.
 
+use rayon::prelude::*;
+use std::ops::Range;
+
 mod activation;
 #[cfg(target_arch = "x86_64")]
 mod amx;
@@ -17,12 +20,27 @@ mod reduce;
 mod softmax;
 
 pub use activation::{gated_linear_unit, gelu_erf, gelu_tanh, relu, silu, Activation};
-pub use bf16::{from_bf16, matmul_bf16, to_bf16, Bf16Kernel, Bf16Matrix};
+pub use bf16::{from_bf16, matmul_bf16, matmul_bf16_then, to_bf16, Bf16Kernel, Bf16Matrix};
 pub use few_rows::{matmul_few_rows, PackedPanels};
 pub use int8::{matmul_int8, Int8Kernel, QuantizedMatrix};
 pub use matmul::{matmul, MatMut, MatRef};
 pub use norm::{add_layer_norm, add_residual, layer_norm, rms_norm};
 pub use softmax::{exp_rows, fast_exp};
+
+/// Runs `work` over blocks of whole rows of a row-major buffer, in parallel.
+pub fn for_row_blocks<F>(values: &mut [f32], cols: usize, work: F)
+where
+    F: Fn(&mut [f32], Range<usize>) + Sync,
+{
+    const ROWS_PER_BLOCK: usize = 16;
+    values
+        .par_chunks_mut(cols * ROWS_PER_BLOCK)
+        .enumerate()
+        .for_each(|(index, block)| {
+            let first = index * ROWS_PER_BLOCK;
+            work(block, first..first + block.len() / cols);
+        });
+}
 
 /// A zeroed buffer of `T` that starts on a 64-byte boundary (a cache line, and an AMX tile
 /// row).

@@ -249,8 +249,8 @@ fn attend_one_sequence(
                     1,
                 ),
                 AttentionProducts::Bf16 => {
-                    let v = Bf16Matrix::pack_with(width, d, Bf16Kernel::Amx, |j, c| {
-                        key_rows[j * row + value + c]
+                    let v = Bf16Matrix::pack_rows(width, d, Bf16Kernel::Amx, |j| {
+                        &key_rows[j * row + value..]
                     });
                     weighted.resize(rows * d, 0.0);
                     matmul_bf16(&mut weighted, scores, rows, &v);

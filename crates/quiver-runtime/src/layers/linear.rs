@@ -1,11 +1,10 @@
 use super::lora::Lora;
 use crate::kernels::{
-    matmul, matmul_bf16, matmul_few_rows, matmul_int8, Bf16Matrix, MatMut, MatRef, PackedPanels,
-    QuantizedMatrix,
+    for_row_blocks, matmul, matmul_bf16_then, matmul_few_rows, matmul_int8, Bf16Matrix, MatMut,
+    MatRef, PackedPanels, QuantizedMatrix,
 };
 use crate::weights::Weights;
 use crate::{Quantization, Result};
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// Up to this many rows (tokens in a forward pass) a layer with panel-packed weights uses
@@ -204,12 +203,25 @@ impl Linear {
         F: Fn(&mut [f32], Range<usize>) + Sync,
     {
         output.resize(rows * self.out_features, 0.0);
+        let finish = |block: &mut [f32], range: Range<usize>| {
+            if let Some(bias) = &self.bias {
+                for row in block.chunks_exact_mut(self.out_features) {
+                    row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                }
+            }
+            if let (Some(lora), Some(adapters)) = (&self.lora, row_adapters) {
+                let inputs = &input[range.start * self.in_features..range.end * self.in_features];
+                lora.add(block, inputs, &adapters[range.clone()]);
+            }
+            epilogue(block, range);
+        };
         match (&self.narrow, &self.panels) {
             (Some(NarrowWeights::Int8(int8)), _) => {
                 matmul_int8(output, &input[..rows * self.in_features], rows, int8)
             }
             (Some(NarrowWeights::Bf16(bf16)), _) => {
-                matmul_bf16(output, &input[..rows * self.in_features], rows, bf16)
+                let input = &input[..rows * self.in_features];
+                return matmul_bf16_then(output, input, rows, bf16, finish);
             }
             (None, Some(panels)) if rows <= FEW_ROWS => matmul_few_rows(
                 output,
@@ -227,18 +239,7 @@ impl Linear {
                 super::pool_threads(),
             ),
         }
-        for_row_blocks(output, self.out_features, |block, range| {
-            if let Some(bias) = &self.bias {
-                for row in block.chunks_exact_mut(self.out_features) {
-                    row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-                }
-            }
-            if let (Some(lora), Some(adapters)) = (&self.lora, row_adapters) {
-                let inputs = &input[range.start * self.in_features..range.end * self.in_features];
-                lora.add(block, inputs, &adapters[range.clone()]);
-            }
-            epilogue(block, range);
-        });
+        for_row_blocks(output, self.out_features, finish);
     }
 }
 
@@ -266,21 +267,6 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// Runs `work` over blocks of whole rows of a row-major buffer, in parallel.
-pub(crate) fn for_row_blocks<F>(values: &mut [f32], cols: usize, work: F)
-where
-    F: Fn(&mut [f32], Range<usize>) + Sync,
-{
-    const ROWS_PER_BLOCK: usize = 16;
-    values
-        .par_chunks_mut(cols * ROWS_PER_BLOCK)
-        .enumerate()
-        .for_each(|(index, block)| {
-            let first = index * ROWS_PER_BLOCK;
-            work(block, first..first + block.len() / cols);
-        });
 }
 
 #[cfg(test)]
