@@ -127,17 +127,23 @@ impl Bf16Matrix {
         let step = if kernel == Bf16Kernel::Amx { 32 } else { 2 };
         let mut packed = Self::zeroed(k, n, k.div_ceil(step) * step, kernel);
         let pairs_per_block = packed.k2 / 2;
-        // A pair of consecutive k for one column is one u32: the even row's value low.
+        // A pair of consecutive k for one column is one u32, the even row's value in its low
+        // half: first in memory on the little-endian targets this crate runs on.
         let words: &mut [u32] = bytemuck::cast_slice_mut(&mut packed.data);
+        let (mut even, mut odd) = (vec![0u16; n], vec![0u16; n]);
         for pair in 0..k.div_ceil(2) {
-            let even = &row(2 * pair)[..n];
-            let odd = (2 * pair + 1 < k).then(|| &row(2 * pair + 1)[..n]);
+            round_into(&mut even, &row(2 * pair)[..n]);
+            match 2 * pair + 1 < k {
+                true => round_into(&mut odd, &row(2 * pair + 1)[..n]),
+                false => odd.fill(0),
+            }
             for (b, first) in (0..n).step_by(COLS).enumerate() {
-                let lanes = COLS.min(n - first);
-                let to = &mut words[(b * pairs_per_block + pair) * COLS..][..lanes];
-                for (lane, word) in to.iter_mut().enumerate() {
-                    let high = odd.map_or(0, |odd| to_bf16(odd[first + lane]));
-                    *word = u32::from(to_bf16(even[first + lane])) | u32::from(high) << 16;
+                let lanes = first..(first + COLS).min(n);
+                let to = &mut words[(b * pairs_per_block + pair) * COLS..][..lanes.len()];
+                for ((word, &low), &high) in
+                    to.iter_mut().zip(&even[lanes.clone()]).zip(&odd[lanes])
+                {
+                    *word = u32::from(low) | u32::from(high) << 16;
                 }
             }
         }
@@ -150,11 +156,14 @@ impl Bf16Matrix {
         let mut packed = Self::zeroed(k, n, k.div_ceil(32) * 32, Bf16Kernel::Amx);
         let pairs_per_block = packed.k2 / 2;
         let words: &mut [u32] = bytemuck::cast_slice_mut(&mut packed.data);
+        // The column rounded as u16s, read back as the u32 pairs they form (see `pack_rows`).
+        let mut pairs = vec![0u32; k.div_ceil(2)];
         for c in 0..n {
+            let rounded: &mut [u16] = bytemuck::cast_slice_mut(&mut pairs);
+            round_into(&mut rounded[..k], &column(c)[..k]);
             let block = &mut words[(c / COLS) * pairs_per_block * COLS + c % COLS..];
-            for (pair, values) in column(c)[..k].chunks(2).enumerate() {
-                let high = values.get(1).map_or(0, |&v| to_bf16(v));
-                block[pair * COLS] = u32::from(to_bf16(values[0])) | u32::from(high) << 16;
+            for (pair, &word) in pairs.iter().enumerate() {
+                block[pair * COLS] = word;
             }
         }
         packed
@@ -190,15 +199,20 @@ fn round_rows(x: &[f32], k: usize, k2: usize) -> Vec<u16> {
 fn round_rows_into(out: &mut [u16], x: &[f32], k: usize, k2: usize) {
     for (out, row) in out.chunks_exact_mut(k2).zip(x.chunks_exact(k)) {
         out[k..].fill(0);
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512bf16") {
-            // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
-            unsafe { avx512::round(&mut out[..k], row) };
-            continue;
-        }
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o = to_bf16(v);
-        }
+        round_into(&mut out[..k], row);
+    }
+}
+
+/// `out[i] = to_bf16(x[i])`, vectorised where the CPU converts to bf16 itself.
+fn round_into(out: &mut [u16], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512bf16") {
+        // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
+        unsafe { avx512::round(out, x) };
+        return;
+    }
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = to_bf16(v);
     }
 }
 
