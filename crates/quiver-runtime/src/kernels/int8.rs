@@ -37,6 +37,7 @@
 
 use super::{reduce, Aligned};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Columns in one packed block: one 16-lane vector of i32 sums.
 const COLS: usize = 16;
@@ -318,12 +319,21 @@ fn slices_outside<'a>(row: &'a [f32], exact: &'a [usize]) -> impl Iterator<Item 
 /// `out[r, c] ≈ Σₖ x[r, k] · w[k, c]` for `x` `rows × k`, `out` `rows × n`, row-major.
 /// Passes of [`ROWS_PER_PASS`] rows run in parallel, each writing its own rows of `out`.
 pub fn matmul_int8(out: &mut [f32], x: &[f32], rows: usize, w: &QuantizedMatrix) {
+    matmul_int8_then(out, x, rows, w, |_, _| {});
+}
+
+/// [`matmul_int8`], then `then(block, rows)` on each block of finished rows of `out` by the
+/// task that computed it, as [`super::matmul_bf16_then`] does.
+pub fn matmul_int8_then<F>(out: &mut [f32], x: &[f32], rows: usize, w: &QuantizedMatrix, then: F)
+where
+    F: Fn(&mut [f32], Range<usize>) + Sync,
+{
     let (k, n, k4) = (w.k, w.n, w.k4);
     assert_eq!(x.len(), rows * k, "x is not rows × k");
     assert_eq!(out.len(), rows * n, "out is not rows × n");
     #[cfg(target_arch = "x86_64")]
     if w.kernel == Int8Kernel::Amx {
-        amx_tiles::product(out, x, w);
+        amx_tiles::product(out, x, w, &then);
         return;
     }
     let xq = quantize_rows(x, rows, k, k4, &w.exact.channels);
@@ -332,7 +342,8 @@ pub fn matmul_int8(out: &mut [f32], x: &[f32], rows: usize, w: &QuantizedMatrix)
         .zip(xq.data.par_chunks(ROWS_PER_PASS * k4))
         .zip(xq.levels.par_chunks(ROWS_PER_PASS))
         .zip(x.par_chunks(ROWS_PER_PASS * k))
-        .for_each(|(((out_rows, a), row_levels), x_rows)| {
+        .enumerate()
+        .for_each(|(pass, (((out_rows, a), row_levels), x_rows))| {
             let count = row_levels.len();
             let mut tile = [0i32; ROWS_PER_PASS * VECTORS * COLS];
             for first_block in (0..blocks).step_by(VECTORS) {
@@ -351,6 +362,8 @@ pub fn matmul_int8(out: &mut [f32], x: &[f32], rows: usize, w: &QuantizedMatrix)
                 rescale(out_rows, tile, width, first_block * COLS, row_levels, w);
             }
             w.add_exact(out_rows, x_rows);
+            let first = pass * ROWS_PER_PASS;
+            then(out_rows, first..first + count);
         });
 }
 
@@ -391,19 +404,24 @@ mod amx_tiles {
     use super::super::amx::{self, TILE_BYTES};
     use super::{quantize_row, rescale, QuantizedMatrix, RowLevels, COLS};
     use rayon::prelude::*;
+    use std::ops::Range;
 
     /// Rows one task takes: two tiles of inputs.
     const ROWS_PER_TASK: usize = 32;
 
-    /// `out` (`rows × n`) ← `x` (`rows × k`) · `w`.
+    /// `out` (`rows × n`) ← `x` (`rows × k`) · `w`, then `then` on each task's rows.
     ///
     /// Each task quantises its own 32 rows just before it multiplies them, as the bf16 kernel
     /// rounds them: no pass over all rows into a fresh buffer first.
-    pub fn product(out: &mut [f32], x: &[f32], w: &QuantizedMatrix) {
+    pub fn product<F>(out: &mut [f32], x: &[f32], w: &QuantizedMatrix, then: &F)
+    where
+        F: Fn(&mut [f32], Range<usize>) + Sync,
+    {
         let (n, k, k4) = (w.n, w.k, w.k4);
         out.par_chunks_mut(ROWS_PER_TASK * n)
             .zip(x.par_chunks(ROWS_PER_TASK * k))
-            .for_each(|(out, x)| {
+            .enumerate()
+            .for_each(|(index, (out, x))| {
                 let rows = x.len() / k;
                 let mut levels = [RowLevels::default(); ROWS_PER_TASK];
                 amx::with_scratch(ROWS_PER_TASK * k4, |a| {
@@ -419,6 +437,8 @@ mod amx_tiles {
                     unsafe { amx::with_full_tiles(|| task(out, a, &levels[..rows], w)) };
                 });
                 w.add_exact(out, x);
+                let first = index * ROWS_PER_TASK;
+                then(out, first..first + rows);
             });
     }
 

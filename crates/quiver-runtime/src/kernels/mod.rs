@@ -22,7 +22,7 @@ mod softmax;
 pub use activation::{gated_linear_unit, gelu_erf, gelu_tanh, relu, silu, Activation};
 pub use bf16::{from_bf16, matmul_bf16, matmul_bf16_then, to_bf16, Bf16Kernel, Bf16Matrix};
 pub use few_rows::{matmul_few_rows, PackedPanels};
-pub use int8::{matmul_int8, Int8Kernel, QuantizedMatrix};
+pub use int8::{matmul_int8, matmul_int8_then, Int8Kernel, QuantizedMatrix};
 pub use matmul::{matmul, MatMut, MatRef};
 pub use norm::{add_layer_norm, add_residual, layer_norm, rms_norm};
 pub use softmax::{exp_rows, fast_exp};

@@ -1,7 +1,7 @@
 use super::lora::Lora;
 use crate::kernels::{
-    for_row_blocks, matmul, matmul_bf16_then, matmul_few_rows, matmul_int8, Bf16Matrix, MatMut,
-    MatRef, PackedPanels, QuantizedMatrix,
+    for_row_blocks, matmul, matmul_bf16_then, matmul_few_rows, matmul_int8_then, Bf16Matrix,
+    MatMut, MatRef, PackedPanels, QuantizedMatrix,
 };
 use crate::weights::Weights;
 use crate::{Quantization, Result};
@@ -217,7 +217,8 @@ impl Linear {
         };
         match (&self.narrow, &self.panels) {
             (Some(NarrowWeights::Int8(int8)), _) => {
-                matmul_int8(output, &input[..rows * self.in_features], rows, int8)
+                let input = &input[..rows * self.in_features];
+                return matmul_int8_then(output, input, rows, int8, finish);
             }
             (Some(NarrowWeights::Bf16(bf16)), _) => {
                 let input = &input[..rows * self.in_features];
