@@ -423,7 +423,7 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles {
     use super::super::amx::{self, TILE_BYTES};
-    use super::{round_rows_into, Bf16Matrix, COLS};
+    use super::{round_rows_into, Aligned, Bf16Matrix, COLS};
     use rayon::prelude::*;
     use std::ops::Range;
 
@@ -468,7 +468,7 @@ mod amx_tiles {
     unsafe fn task(out: &mut [f32], a: &[u16], w: &Bf16Matrix) {
         let n = w.n;
         let blocks = n.div_ceil(COLS);
-        let mut buffer = [0f32; GROUP * 2 * COLS];
+        let mut buffer = Aligned::<f32>::zeroed(GROUP * 2 * COLS);
         let steps = w.k2 * 2 / TILE_BYTES;
         for first in (0..blocks).step_by(2) {
             let right = (first + 1 < blocks).then(|| w.block(first + 1).as_ptr() as *const u8);
