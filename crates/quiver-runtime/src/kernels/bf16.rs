@@ -116,9 +116,8 @@ impl Bf16Matrix {
         Self::pack_rows(k, n, kernel, |p| &w[p * n..])
     }
 
-    /// Rounds the `k × n` matrix whose row `p` is `row(p)` (`n` values, or more) for `kernel`:
-    /// the values of an attention head, rows of a wider buffer.
-    pub fn pack_rows<'a>(
+    /// Rounds the `k × n` matrix whose row `p` is `row(p)` (`n` values, or more) for `kernel`.
+    fn pack_rows<'a>(
         k: usize,
         n: usize,
         kernel: Bf16Kernel,
@@ -145,25 +144,6 @@ impl Bf16Matrix {
                 {
                     *word = u32::from(low) | u32::from(high) << 16;
                 }
-            }
-        }
-        packed
-    }
-
-    /// Rounds the `k × n` matrix whose column `c` is `column(c)` (`k` values, or more) for
-    /// AMX: the keys of an attention head, whose rows are the product's columns.
-    pub fn pack_columns<'a>(k: usize, n: usize, column: impl Fn(usize) -> &'a [f32]) -> Self {
-        let mut packed = Self::zeroed(k, n, k.div_ceil(32) * 32, Bf16Kernel::Amx);
-        let pairs_per_block = packed.k2 / 2;
-        let words: &mut [u32] = bytemuck::cast_slice_mut(&mut packed.data);
-        // The column rounded as u16s, read back as the u32 pairs they form (see `pack_rows`).
-        let mut pairs = vec![0u32; k.div_ceil(2)];
-        for c in 0..n {
-            let rounded: &mut [u16] = bytemuck::cast_slice_mut(&mut pairs);
-            round_into(&mut rounded[..k], &column(c)[..k]);
-            let block = &mut words[(c / COLS) * pairs_per_block * COLS + c % COLS..];
-            for (pair, &word) in pairs.iter().enumerate() {
-                block[pair * COLS] = word;
             }
         }
         packed

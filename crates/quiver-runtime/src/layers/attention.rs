@@ -1,5 +1,5 @@
-use crate::kernels::{exp_rows, matmul, matmul_bf16, Bf16Kernel, Bf16Matrix, MatMut, MatRef};
-use crate::{PackedBatch, Quantization};
+use crate::kernels::{exp_rows, matmul, MatMut, MatRef};
+use crate::PackedBatch;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -22,35 +22,6 @@ impl AttentionShape {
     /// Width of one token's fused Q, K, V row.
     pub fn qkv_width(&self) -> usize {
         (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
-    }
-}
-
-/// The number format of attention's two products: queries by keys, and weights by values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttentionProducts {
-    /// f32 throughout.
-    F32,
-    /// Queries, keys, weights and values rounded to bf16, sums in f32, on AMX tiles; the
-    /// softmax between stays f32.
-    Bf16,
-}
-
-impl AttentionProducts {
-    /// bf16 for a model whose dense layers are narrowed (`format` bf16 or int8) on a CPU with
-    /// AMX, else f32.
-    ///
-    /// Why not on AVX-512 BF16 alone: there bf16 attention measured slower than f32 (code-256
-    /// 10,833 → 10,349 tokens/s, docs/performance.md). On AMX tiles it took all-MiniLM-L6-v2
-    /// bf16 from 16,132 to TODO tokens/s (`bench/run`, code-256).
-    ///
-    /// `QUIVER_ATTENTION_PRODUCTS=f32` keeps f32 (to measure what bf16 gains).
-    pub fn for_weights(format: Quantization) -> AttentionProducts {
-        let forced_f32 = std::env::var("QUIVER_ATTENTION_PRODUCTS").is_ok_and(|v| v == "f32");
-        if format != Quantization::None && !forced_f32 && Bf16Kernel::detect() == Bf16Kernel::Amx {
-            AttentionProducts::Bf16
-        } else {
-            AttentionProducts::F32
-        }
     }
 }
 
@@ -144,7 +115,6 @@ pub fn self_attention(
     shape: AttentionShape,
     visibility: Visibility,
     bias: Option<&RelativePositionBias>,
-    products: AttentionProducts,
     output: &mut Vec<f32>,
 ) {
     let hidden = shape.hidden();
@@ -159,15 +129,7 @@ pub fn self_attention(
     let row = shape.qkv_width();
     per_sequence.into_par_iter().for_each(|(range, out)| {
         let qkv_rows = &qkv[range.start * row..range.end * row];
-        attend_one_sequence(
-            qkv_rows,
-            range.len(),
-            shape,
-            visibility,
-            bias,
-            products,
-            out,
-        );
+        attend_one_sequence(qkv_rows, range.len(), shape, visibility, bias, out);
     });
 }
 
@@ -177,7 +139,6 @@ fn attend_one_sequence(
     shape: AttentionShape,
     visibility: Visibility,
     bias: Option<&RelativePositionBias>,
-    products: AttentionProducts,
     out: &mut [f32],
 ) {
     let hidden = shape.hidden();
@@ -189,8 +150,6 @@ fn attend_one_sequence(
     let scale = 1.0 / (d as f32).sqrt();
     let mut scores = vec![0.0f32; QUERY_BLOCK.min(len) * len];
     let mut sums = vec![0.0f32; QUERY_BLOCK.min(len)];
-    let mut queries = Vec::new();
-    let mut weighted = Vec::new();
     for head in 0..shape.num_heads {
         let kv_head = head / heads_per_kv;
         for first in (0..len).step_by(QUERY_BLOCK) {
@@ -202,25 +161,14 @@ fn attend_one_sequence(
             let key_rows = &qkv[keys.start * row..];
             let key = key_start + kv_head * d;
             let value = value_start + kv_head * d;
-            match products {
-                AttentionProducts::F32 => matmul(
-                    MatMut::row_major(scores, rows, width),
-                    MatRef::strided(&qkv[first * row + head * d..], rows, d, row, 1),
-                    MatRef::strided(&key_rows[key..], width, d, row, 1).t(),
-                    scale,
-                    false,
-                    1,
-                ),
-                AttentionProducts::Bf16 => {
-                    let k_t = Bf16Matrix::pack_columns(d, width, |j| &key_rows[j * row + key..]);
-                    queries.clear();
-                    for i in first..first + rows {
-                        let q = &qkv[i * row + head * d..][..d];
-                        queries.extend(q.iter().map(|q| q * scale));
-                    }
-                    matmul_bf16(scores, &queries, rows, &k_t);
-                }
-            }
+            matmul(
+                MatMut::row_major(scores, rows, width),
+                MatRef::strided(&qkv[first * row + head * d..], rows, d, row, 1),
+                MatRef::strided(&key_rows[key..], width, d, row, 1).t(),
+                scale,
+                false,
+                1,
+            );
             if let Some(bias) = bias {
                 bias.add(head, first, keys.clone(), scores);
             }
@@ -239,26 +187,14 @@ fn attend_one_sequence(
                 }
             }
             let out = &mut out[first * hidden + head * d..];
-            match products {
-                AttentionProducts::F32 => matmul(
-                    MatMut::strided(out, rows, d, hidden, 1),
-                    MatRef::row_major(scores, rows, width),
-                    MatRef::strided(&key_rows[value..], width, d, row, 1),
-                    1.0,
-                    false,
-                    1,
-                ),
-                AttentionProducts::Bf16 => {
-                    let v = Bf16Matrix::pack_rows(width, d, Bf16Kernel::Amx, |j| {
-                        &key_rows[j * row + value..]
-                    });
-                    weighted.resize(rows * d, 0.0);
-                    matmul_bf16(&mut weighted, scores, rows, &v);
-                    for (r, sums) in weighted.chunks_exact(d).enumerate() {
-                        out[r * hidden..r * hidden + d].copy_from_slice(sums);
-                    }
-                }
-            }
+            matmul(
+                MatMut::strided(out, rows, d, hidden, 1),
+                MatRef::row_major(scores, rows, width),
+                MatRef::strided(&key_rows[value..], width, d, row, 1),
+                1.0,
+                false,
+                1,
+            );
             // The weights were left unnormalised (`exp_rows`): divide their weighted sums.
             for (r, sum) in sums.iter().enumerate() {
                 let inverse = 1.0 / sum;
@@ -335,14 +271,9 @@ mod tests {
             .collect();
         let sequences: Vec<Vec<u32>> = lens.iter().map(|&n| vec![0; n]).collect();
         let batch = PackedBatch::from_sequences(&sequences);
-        let mut products = vec![(AttentionProducts::F32, 1e-4)];
-        if Bf16Kernel::available().contains(&Bf16Kernel::Amx) {
-            // Inputs in [-1, 1] rounded to 8 bits of mantissa: errors of a few 2⁻⁹.
-            products.push((AttentionProducts::Bf16, 2e-2));
-        }
-        for (products, tolerance) in products {
+        {
             let mut out = Vec::new();
-            self_attention(&qkv, &batch, shape, visibility, bias, products, &mut out);
+            self_attention(&qkv, &batch, shape, visibility, bias, &mut out);
             for range in batch.ranges() {
                 let expected = reference(
                     &qkv[range.start * row..range.end * row],
@@ -353,7 +284,7 @@ mod tests {
                 );
                 let got = &out[range.start * hidden..range.end * hidden];
                 for (g, e) in got.iter().zip(&expected) {
-                    assert!((g - e).abs() < tolerance, "{products:?}: {g} vs {e}");
+                    assert!((g - e).abs() < 1e-4, "{g} vs {e}");
                 }
             }
         }

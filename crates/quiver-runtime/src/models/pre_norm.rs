@@ -7,8 +7,7 @@
 
 use crate::kernels::{add_residual, gated_linear_unit, Activation};
 use crate::layers::{
-    normalize_heads, self_attention, AttentionProducts, AttentionShape, LayerNorm, Linear, RmsNorm,
-    Rotary, Visibility,
+    normalize_heads, self_attention, AttentionShape, LayerNorm, Linear, RmsNorm, Rotary, Visibility,
 };
 use crate::weights::Weights;
 use crate::{PackedBatch, Result};
@@ -106,16 +105,7 @@ impl PreNormStack {
             self.scale_queries(&mut qkv);
             let kind = &self.attention[layer.attention_kind];
             kind.rotary.apply(&mut qkv, batch, self.shape);
-            let products = AttentionProducts::for_weights(dense.qkv.format());
-            self_attention(
-                &qkv,
-                batch,
-                self.shape,
-                kind.visibility,
-                None,
-                products,
-                &mut context,
-            );
+            self_attention(&qkv, batch, self.shape, kind.visibility, None, &mut context);
             dense
                 .attention_out
                 .forward(&context, tokens, &mut projected);
