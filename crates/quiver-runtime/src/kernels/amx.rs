@@ -156,37 +156,37 @@ pub trait Dot {
     unsafe fn dot<const C: u8, const A: u8, const B: u8>();
 }
 
-/// bf16 × bf16 → f32 (`tdpbf16ps`).
-pub struct Bf16;
+/// A [`Dot`] whose product is the one instruction `$instruction`.
+macro_rules! tile_product {
+    ($(#[$doc:meta])* $name:ident, $instruction:literal) => {
+        $(#[$doc])*
+        pub struct $name;
 
-impl Dot for Bf16 {
-    #[inline(always)]
-    unsafe fn dot<const C: u8, const A: u8, const B: u8>() {
-        asm!(
-            "tdpbf16ps tmm{c}, tmm{a}, tmm{b}",
-            c = const C,
-            a = const A,
-            b = const B,
-            options(nostack, nomem)
-        );
-    }
+        impl Dot for $name {
+            #[inline(always)]
+            unsafe fn dot<const C: u8, const A: u8, const B: u8>() {
+                asm!(
+                    concat!($instruction, " tmm{c}, tmm{a}, tmm{b}"),
+                    c = const C,
+                    a = const A,
+                    b = const B,
+                    options(nostack, nomem)
+                );
+            }
+        }
+    };
 }
 
-/// u8 × i8 → i32 (`tdpbusd`).
-pub struct U8I8;
-
-impl Dot for U8I8 {
-    #[inline(always)]
-    unsafe fn dot<const C: u8, const A: u8, const B: u8>() {
-        asm!(
-            "tdpbusd tmm{c}, tmm{a}, tmm{b}",
-            c = const C,
-            a = const A,
-            b = const B,
-            options(nostack, nomem)
-        );
-    }
-}
+tile_product!(
+    /// bf16 × bf16 → f32 (`tdpbf16ps`).
+    Bf16,
+    "tdpbf16ps"
+);
+tile_product!(
+    /// u8 × i8 → i32 (`tdpbusd`).
+    U8I8,
+    "tdpbusd"
+);
 
 /// Bytes of one tile of packed weights: 16 rows of 64.
 const WEIGHT_TILE: usize = TILE_ROWS * TILE_BYTES;
