@@ -68,7 +68,7 @@ thread_local! {
 
 /// Runs `body` with this thread's 64-byte-aligned scratch of `len` bytes, whatever an earlier
 /// call left in it: the rows a kernel rounds or quantises for its tiles. Reused, so a task
-/// neither allocates nor zeroes memory: attention runs small products, one per head.
+/// neither allocates nor zeroes memory (the caller writes every byte it reads, padding too).
 pub fn with_scratch<R>(len: usize, body: impl FnOnce(&mut [u8]) -> R) -> R {
     SCRATCH.with_borrow_mut(|scratch| {
         if scratch.len() < len {

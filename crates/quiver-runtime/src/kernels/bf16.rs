@@ -208,6 +208,9 @@ pub fn matmul_bf16(out: &mut [f32], x: &[f32], rows: usize, w: &Bf16Matrix) {
 /// Why: a layer's bias, activation or residual and norm, run as a pass of their own after the
 /// product, read every output back from memory; that pass (the bias add most) was the largest
 /// cost after the AMX tiles in an all-MiniLM-L6-v2 bf16 run (perf record, 500 code chunks).
+/// Run on each task's rows instead, the end-to-end gain was within this machine's noise
+/// (A/B, same vectors); it is kept because it reads the outputs once where there were two
+/// passes.
 pub fn matmul_bf16_then<F>(out: &mut [f32], x: &[f32], rows: usize, w: &Bf16Matrix, then: F)
 where
     F: Fn(&mut [f32], Range<usize>) + Sync,
@@ -399,7 +402,8 @@ mod avx512 {
     }
 }
 
-/// The product on AMX tiles: tasks of 32 rows, each against every 32 columns of `w` in turn.
+/// The product on AMX tiles: tasks of up to 128 rows, each 32 columns of `w` against every
+/// group of 32 rows of the task in turn.
 #[cfg(target_arch = "x86_64")]
 mod amx_tiles {
     use super::super::amx::{self, TILE_BYTES};
@@ -415,8 +419,8 @@ mod amx_tiles {
 
     /// `out` (`rows × n`) ← `x` (`rows × k`) · `w`, then `then` on each task's rows.
     ///
-    /// Each task rounds its own 32 rows to bf16 just before it multiplies them: a pass of its
-    /// own over all rows, into a fresh buffer, took a third of the time the tiles did (the
+    /// Each task rounds its own rows to bf16 just before it multiplies them: a pass of its own
+    /// over all rows, into a fresh buffer, took a third of the time the tiles did (the
     /// first-touch page faults alone 8 %; `perf record` of examples/kernel_speed).
     pub fn product<F>(out: &mut [f32], x: &[f32], w: &Bf16Matrix, then: &F)
     where

@@ -28,7 +28,7 @@ pub use norm::{add_layer_norm, add_residual, layer_norm, rms_norm};
 pub use softmax::{exp_rows, fast_exp};
 
 /// Runs `work` over blocks of whole rows of a row-major buffer, in parallel.
-pub fn for_row_blocks<F>(values: &mut [f32], cols: usize, work: F)
+pub(crate) fn for_row_blocks<F>(values: &mut [f32], cols: usize, work: F)
 where
     F: Fn(&mut [f32], Range<usize>) + Sync,
 {

@@ -271,21 +271,19 @@ mod tests {
             .collect();
         let sequences: Vec<Vec<u32>> = lens.iter().map(|&n| vec![0; n]).collect();
         let batch = PackedBatch::from_sequences(&sequences);
-        {
-            let mut out = Vec::new();
-            self_attention(&qkv, &batch, shape, visibility, bias, &mut out);
-            for range in batch.ranges() {
-                let expected = reference(
-                    &qkv[range.start * row..range.end * row],
-                    range.len(),
-                    shape,
-                    visibility,
-                    reference_bias,
-                );
-                let got = &out[range.start * hidden..range.end * hidden];
-                for (g, e) in got.iter().zip(&expected) {
-                    assert!((g - e).abs() < 1e-4, "{g} vs {e}");
-                }
+        let mut out = Vec::new();
+        self_attention(&qkv, &batch, shape, visibility, bias, &mut out);
+        for range in batch.ranges() {
+            let expected = reference(
+                &qkv[range.start * row..range.end * row],
+                range.len(),
+                shape,
+                visibility,
+                reference_bias,
+            );
+            let got = &out[range.start * hidden..range.end * hidden];
+            for (g, e) in got.iter().zip(&expected) {
+                assert!((g - e).abs() < 1e-4, "{g} vs {e}");
             }
         }
     }
