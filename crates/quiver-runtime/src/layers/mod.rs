@@ -4,6 +4,7 @@ mod attention;
 mod layer_norm;
 mod linear;
 mod lora;
+mod reused;
 mod rms_norm;
 mod rotary;
 
@@ -11,6 +12,7 @@ pub use attention::{self_attention, AttentionShape, RelativePositionBias, Visibi
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, FEW_ROWS};
 pub use lora::{AdapterShape, EmbeddingLora, Lora};
+pub use reused::Reused;
 pub use rms_norm::{normalize_heads, RmsNorm};
 pub use rotary::Rotary;
 

@@ -6,8 +6,8 @@
 use super::ModelConfig;
 use crate::kernels::{gated_linear_unit, Activation};
 use crate::layers::{
-    self_attention, AttentionShape, EmbeddingLora, LayerNorm, Linear, RelativePositionBias, Rotary,
-    Visibility,
+    self_attention, AttentionShape, EmbeddingLora, LayerNorm, Linear, RelativePositionBias, Reused,
+    Rotary, Visibility,
 };
 use crate::weights::{Table, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
@@ -208,7 +208,8 @@ pub enum Positions<'a> {
     Rotary(&'a Rotary),
 }
 
-/// Buffers reused across layers, so the layer loop allocates nothing after the first layer.
+/// Buffers reused across layers and forward passes, so the layer loop allocates nothing after
+/// the first layer of the first pass.
 #[derive(Default)]
 struct Scratch {
     qkv: Vec<f32>,
@@ -293,10 +294,12 @@ pub fn run_layers(
     shape: LayerShape,
     positions: Positions<'_>,
 ) {
-    let mut scratch = Scratch::default();
-    for layer in layers {
-        layer.forward(hidden, batch, shape, positions, &mut scratch);
-    }
+    static SCRATCH: Reused<Scratch> = Reused::new();
+    SCRATCH.with(|scratch| {
+        for layer in layers {
+            layer.forward(hidden, batch, shape, positions, scratch);
+        }
+    });
 }
 
 impl PostNormLayer {

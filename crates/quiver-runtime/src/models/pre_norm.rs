@@ -7,7 +7,8 @@
 
 use crate::kernels::{add_residual, gated_linear_unit, Activation};
 use crate::layers::{
-    normalize_heads, self_attention, AttentionShape, LayerNorm, Linear, RmsNorm, Rotary, Visibility,
+    normalize_heads, self_attention, AttentionShape, LayerNorm, Linear, Reused, RmsNorm, Rotary,
+    Visibility,
 };
 use crate::weights::Weights;
 use crate::{PackedBatch, Result};
@@ -66,6 +67,17 @@ pub struct AttentionKind {
     pub visibility: Visibility,
 }
 
+/// Buffers reused across layers and forward passes.
+#[derive(Default)]
+struct Scratch {
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    projected: Vec<f32>,
+    gate_up: Vec<f32>,
+    activated: Vec<f32>,
+}
+
 /// A model's layers and what they share.
 pub struct PreNormStack {
     pub layers: Vec<PreNormLayer>,
@@ -83,48 +95,53 @@ pub struct PreNormStack {
 impl PreNormStack {
     /// Runs every layer, then the final norm, over `hidden` (`[tokens, hidden]`), in place.
     pub fn forward(&self, hidden: &mut Vec<f32>, batch: &PackedBatch) {
+        static SCRATCH: Reused<Scratch> = Reused::new();
+        SCRATCH.with(|scratch| self.run_layers(hidden, batch, scratch));
+        self.final_norm.forward(hidden);
+    }
+
+    fn run_layers(&self, hidden: &mut Vec<f32>, batch: &PackedBatch, scratch: &mut Scratch) {
         let tokens = batch.num_tokens();
-        let (mut normed, mut qkv, mut context, mut projected, mut gate_up, mut activated) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
+        let Scratch {
+            normed,
+            qkv,
+            context,
+            projected,
+            gate_up,
+            activated,
+        } = scratch;
         for layer in &self.layers {
             let (dense, norms) = (&layer.projections, &layer.norms);
             normed.clone_from(hidden);
             if let Some(norm) = &norms.attention {
-                norm.forward(&mut normed);
+                norm.forward(normed);
             }
-            dense.qkv.forward(&normed, tokens, &mut qkv);
+            dense.qkv.forward(normed, tokens, qkv);
             if let Some((q_norm, k_norm)) = &norms.heads {
-                normalize_heads(&mut qkv, self.shape, q_norm, k_norm);
+                normalize_heads(qkv, self.shape, q_norm, k_norm);
             }
-            self.scale_queries(&mut qkv);
+            self.scale_queries(qkv);
             let kind = &self.attention[layer.attention_kind];
-            kind.rotary.apply(&mut qkv, batch, self.shape);
-            self_attention(&qkv, batch, self.shape, kind.visibility, None, &mut context);
+            kind.rotary.apply(qkv, batch, self.shape);
+            self_attention(qkv, batch, self.shape, kind.visibility, None, context);
             dense
                 .attention_out
-                .forward(&context, tokens, &mut projected);
+                .forward(context, tokens, projected);
             if let Some(norm) = &norms.attention_out {
-                norm.forward(&mut projected);
+                norm.forward(projected);
             }
-            add_residual(hidden, &projected);
+            add_residual(hidden, projected);
 
             normed.clone_from(hidden);
-            norms.feed_forward.forward(&mut normed);
-            dense.gate_up.forward(&normed, tokens, &mut gate_up);
-            gated_linear_unit(&gate_up, self.intermediate, self.activation, &mut activated);
-            dense.down.forward(&activated, tokens, &mut projected);
+            norms.feed_forward.forward(normed);
+            dense.gate_up.forward(normed, tokens, gate_up);
+            gated_linear_unit(gate_up, self.intermediate, self.activation, activated);
+            dense.down.forward(activated, tokens, projected);
             if let Some(norm) = &norms.feed_forward_out {
-                norm.forward(&mut projected);
+                norm.forward(projected);
             }
-            add_residual(hidden, &projected);
+            add_residual(hidden, projected);
         }
-        self.final_norm.forward(hidden);
     }
 
     fn scale_queries(&self, qkv: &mut [f32]) {
