@@ -86,6 +86,32 @@ impl PackedBatch {
         self.ranges().map(|range| range.len()).max().unwrap_or(0)
     }
 
+    /// The batch cut between sequences into batches of at most `max_tokens` tokens each (a
+    /// longer sequence alone), in order, each with its sequences' adapters and token types.
+    pub fn split(&self, max_tokens: usize) -> Vec<PackedBatch> {
+        let mut parts = Vec::new();
+        let mut part = PackedBatch::new();
+        for (index, range) in self.ranges().enumerate() {
+            if part.num_tokens() > 0 && part.num_tokens() + range.len() > max_tokens {
+                parts.push(std::mem::replace(&mut part, PackedBatch::new()));
+            }
+            let first_of_part = part.num_sequences();
+            part.push(&self.token_ids[range.clone()]);
+            if !self.token_types.is_empty() {
+                part.token_types.resize(part.num_tokens() - range.len(), 0);
+                part.token_types.extend_from_slice(&self.token_types[range]);
+            }
+            if !self.adapters.is_empty() {
+                part.adapters.resize(first_of_part, None);
+                part.adapters.push(self.adapters[index]);
+            }
+        }
+        if part.num_sequences() > 0 {
+            parts.push(part);
+        }
+        parts
+    }
+
     /// Checks the invariants the kernels rely on.
     pub fn validate(&self, max_positions: usize, vocab_size: usize) -> Result<()> {
         if self.offsets.first() != Some(&0) || self.offsets.last() != Some(&self.token_ids.len()) {
@@ -127,6 +153,32 @@ impl PackedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_batch_keeps_every_sequence_with_its_types_and_adapter_in_order() {
+        let mut batch = PackedBatch::new();
+        batch.push(&[1, 2, 3]);
+        batch.push_typed(&[4, 5], &[0, 1]);
+        batch.push(&[6, 7, 8, 9, 10]);
+        batch.push(&[11]);
+        batch.adapters = vec![None, Some(1), Some(2), None];
+        let parts = batch.split(5);
+        let ids: Vec<Vec<u32>> = parts.iter().map(|p| p.token_ids.clone()).collect();
+        // 3 + 2 fit in 5; the 5-token sequence is alone; the last starts a new part.
+        assert_eq!(ids, [vec![1, 2, 3, 4, 5], vec![6, 7, 8, 9, 10], vec![11]]);
+        assert_eq!(parts[0].offsets, [0, 3, 5]);
+        assert_eq!(parts[0].token_types, [0, 0, 0, 0, 1]);
+        assert!(parts[1].token_types.is_empty() || parts[1].token_types == [0; 5]);
+        assert_eq!(parts[0].adapters, [None, Some(1)]);
+        assert_eq!(parts[1].adapters, [Some(2)]);
+        assert_eq!(parts[2].adapters, [None]);
+        for part in &parts {
+            part.validate(8, 100).unwrap();
+        }
+        // A sequence longer than the budget still runs, alone.
+        assert_eq!(batch.split(2).len(), 4);
+        assert_eq!(batch.split(100), [batch.clone()]);
+    }
 
     #[test]
     fn packs_and_validates() {
