@@ -15,7 +15,8 @@ Same model weights, same texts, same token cap, same thread count for every syst
 runs in its own process (so peak RSS is its own); each workload is measured `--runs` times after
 a warm-up; the best and median tokens/s are printed with the mean and minimum cosine of its
 vectors to sentence-transformers', then, per number format, Quiver's ratio to the fastest other
-engine of that format, and Quiver f32's fraction of an SGEMM ceiling measured in the same run.
+engine of that format, and Quiver's fraction of each format's product ceiling (another library's
+matrix product on the model's shapes) measured in the same run.
 """
 
 import argparse
@@ -286,23 +287,45 @@ def count_tokens(model_dir, texts, max_length):
     return lengths
 
 
-def sgemm_ceiling(threads):
-    """GFLOP/s of numpy (OpenBLAS) on the model's matrix shapes, best of 5."""
+MODEL_SHAPES = [(4096, 384, 1536), (4096, 1536, 384), (4096, 384, 384)]
+
+
+def best_rate(product, m, k, n):
+    """GFLOP/s (GOP/s) of `product()`, an m x k by k x n product, best of 5 after a warm-up."""
+    product()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        product()
+        times.append(time.perf_counter() - start)
+    return 2 * m * k * n / min(times) / 1e9
+
+
+def product_ceilings(threads):
+    """Each number format's machine peak, as the mean rate over the model's matrix shapes of
+    another library's product: f32 numpy (OpenBLAS), bf16 torch (oneDNN, on AMX tiles where the
+    CPU has them), int8 torch `_int_mm` (oneDNN). A format torch cannot run here is left out."""
     import numpy as np
 
-    shapes = [(4096, 384, 1536), (4096, 1536, 384), (4096, 384, 384)]
-    best = []
-    for m, k, n in shapes:
+    ceilings = {"f32": []}
+    for m, k, n in MODEL_SHAPES:
         a = np.random.rand(m, k).astype(np.float32)
         b = np.random.rand(k, n).astype(np.float32)
-        a @ b
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        best.append(2 * m * k * n / min(times) / 1e9)
-    return statistics.mean(best)
+        ceilings["f32"].append(best_rate(lambda: a @ b, m, k, n))
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        ceilings["bf16"], ceilings["int8"] = [], []
+        for m, k, n in MODEL_SHAPES:
+            a, b = torch.randn(m, k).bfloat16(), torch.randn(k, n).bfloat16()
+            ceilings["bf16"].append(best_rate(lambda: a @ b, m, k, n))
+            a = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+            b = torch.randint(-128, 128, (k, n), dtype=torch.int8)
+            ceilings["int8"].append(best_rate(lambda: torch._int_mm(a, b), m, k, n))
+    except (ImportError, RuntimeError) as error:
+        print(f"(no bf16/int8 ceiling: {error})")
+    return {name: statistics.mean(rates) for name, rates in ceilings.items() if rates}
 
 
 def flops_per_token(model_dir, lengths):
@@ -371,8 +394,10 @@ def main():
 
     systems = [parse_system(named(spec)) for spec in args.systems.split(",")]
     prepare_models(args, systems)
-    ceiling = sgemm_ceiling(args.threads)
-    print(f"threads: {args.threads}   SGEMM ceiling (numpy/OpenBLAS, model shapes): {ceiling:.0f} GFLOP/s")
+    ceilings = product_ceilings(args.threads)
+    print(f"threads: {args.threads}   product ceilings on the model's shapes: "
+          + ", ".join(f"{name} {rate:,.0f} GFLOP/s" for name, rate in ceilings.items())
+          + " (f32 numpy/OpenBLAS; bf16 and int8 torch/oneDNN)")
     scratch = tempfile.mkdtemp(prefix="quiver-compare-")
     for workload in args.workloads.split(","):
         max_length, how = WORKLOADS[workload]
@@ -408,9 +433,11 @@ def main():
                 best = max(others, key=others.get)
                 print(f"{precision}: Quiver / fastest other ({LABELS[best.split(':')[0]]}) = "
                       f"{ours / others[best]:.2f}x")
-        if "quiver:f32" in rates:
-            gflops = rates["quiver:f32"] * flops_per_token(args.model, lengths) / 1e9
-            print(f"Quiver f32: {gflops:.0f} GFLOP/s = {100 * gflops / ceiling:.0f} % of the SGEMM ceiling")
+        for precision in FORMATS:
+            if f"quiver:{precision}" in rates and precision in ceilings:
+                gflops = rates[f"quiver:{precision}"] * flops_per_token(args.model, lengths) / 1e9
+                print(f"Quiver {precision}: {gflops:,.0f} GFLOP/s = "
+                      f"{100 * gflops / ceilings[precision]:.0f} % of the {precision} ceiling")
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ fn round_rows_into(out: &mut [u16], x: &[f32], k: usize, k2: usize) {
 }
 
 /// `out[i] = to_bf16(x[i])`, vectorised where the CPU converts to bf16 itself.
-fn round_into(out: &mut [u16], x: &[f32]) {
+pub(super) fn round_into(out: &mut [u16], x: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512bf16") {
         // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).

@@ -11,6 +11,8 @@ use std::ops::Range;
 mod activation;
 #[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
+mod attention_tiles;
 mod bf16;
 mod few_rows;
 mod int8;
@@ -20,6 +22,8 @@ mod reduce;
 mod softmax;
 
 pub use activation::{gated_linear_unit, gelu_erf, gelu_tanh, relu, silu, Activation};
+#[cfg(target_arch = "x86_64")]
+pub use attention_tiles::{attend_on_tiles, attention_on_tiles, HeadLayout};
 pub use bf16::{from_bf16, matmul_bf16, matmul_bf16_then, to_bf16, Bf16Kernel, Bf16Matrix};
 pub use few_rows::{matmul_few_rows, PackedPanels};
 pub use int8::{matmul_int8, matmul_int8_then, Int8Kernel, QuantizedMatrix};

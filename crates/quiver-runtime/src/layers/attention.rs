@@ -1,5 +1,5 @@
 use crate::kernels::{exp_rows, matmul, MatMut, MatRef};
-use crate::PackedBatch;
+use crate::{PackedBatch, Quantization};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -22,6 +22,38 @@ impl AttentionShape {
     /// Width of one token's fused Q, K, V row.
     pub fn qkv_width(&self) -> usize {
         (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+    }
+}
+
+/// The number format of attention's two products: queries by keys, and weights by values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionProducts {
+    /// f32 throughout.
+    F32,
+    /// Queries, keys, weights and values rounded to bf16, sums in f32, on AMX tiles
+    /// ([`crate::kernels::attend_on_tiles`]); the softmax between stays f32. Where a layer's
+    /// attention cannot run there (a mask, a position bias), it runs in f32.
+    Bf16,
+}
+
+impl AttentionProducts {
+    /// bf16 for a layer whose dense weights are narrowed (`format` bf16 or int8), on a CPU
+    /// whose AMX tiles take heads `head_dim` wide; f32 otherwise, and for f32 weights, whose
+    /// vectors stay f32's.
+    ///
+    /// `QUIVER_ATTENTION_PRODUCTS=f32` keeps f32, to measure what the tiles gain.
+    pub fn for_weights(format: Quantization, head_dim: usize) -> AttentionProducts {
+        if format == Quantization::None
+            || std::env::var("QUIVER_ATTENTION_PRODUCTS").is_ok_and(|v| v == "f32")
+        {
+            return AttentionProducts::F32;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::attention_on_tiles(head_dim) {
+            return AttentionProducts::Bf16;
+        }
+        let _ = head_dim;
+        AttentionProducts::F32
     }
 }
 
@@ -115,6 +147,7 @@ pub fn self_attention(
     shape: AttentionShape,
     visibility: Visibility,
     bias: Option<&RelativePositionBias>,
+    products: AttentionProducts,
     output: &mut Vec<f32>,
 ) {
     let hidden = shape.hidden();
@@ -129,6 +162,20 @@ pub fn self_attention(
     let row = shape.qkv_width();
     per_sequence.into_par_iter().for_each(|(range, out)| {
         let qkv_rows = &qkv[range.start * row..range.end * row];
+        #[cfg(target_arch = "x86_64")]
+        if products == AttentionProducts::Bf16 && visibility == Visibility::All && bias.is_none() {
+            let layout = crate::kernels::HeadLayout {
+                heads: shape.num_heads,
+                heads_per_kv: shape.num_heads / shape.num_kv_heads.max(1),
+                head_dim: shape.head_dim,
+                row,
+                keys: hidden,
+                values: hidden + shape.num_kv_heads * shape.head_dim,
+                scale: 1.0 / (shape.head_dim as f32).sqrt(),
+            };
+            crate::kernels::attend_on_tiles(qkv_rows, range.len(), layout, out);
+            return;
+        }
         attend_one_sequence(qkv_rows, range.len(), shape, visibility, bias, out);
     });
 }
@@ -272,7 +319,15 @@ mod tests {
         let sequences: Vec<Vec<u32>> = lens.iter().map(|&n| vec![0; n]).collect();
         let batch = PackedBatch::from_sequences(&sequences);
         let mut out = Vec::new();
-        self_attention(&qkv, &batch, shape, visibility, bias, &mut out);
+        self_attention(
+            &qkv,
+            &batch,
+            shape,
+            visibility,
+            bias,
+            AttentionProducts::F32,
+            &mut out,
+        );
         for range in batch.ranges() {
             let expected = reference(
                 &qkv[range.start * row..range.end * row],

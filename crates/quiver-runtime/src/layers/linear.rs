@@ -146,6 +146,15 @@ impl Linear {
         self
     }
 
+    /// The number format the weights are kept in.
+    pub fn format(&self) -> Quantization {
+        match self.narrow {
+            None => Quantization::None,
+            Some(NarrowWeights::Int8(_)) => Quantization::Int8,
+            Some(NarrowWeights::Bf16(_)) => Quantization::Bf16,
+        }
+    }
+
     /// Adds task adapters: rows whose task is given get its low-rank update.
     pub fn with_lora(mut self, lora: Lora) -> Self {
         self.lora = Some(Box::new(lora));

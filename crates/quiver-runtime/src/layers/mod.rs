@@ -8,7 +8,9 @@ mod reused;
 mod rms_norm;
 mod rotary;
 
-pub use attention::{self_attention, AttentionShape, RelativePositionBias, Visibility};
+pub use attention::{
+    self_attention, AttentionProducts, AttentionShape, RelativePositionBias, Visibility,
+};
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, FEW_ROWS};
 pub use lora::{AdapterShape, EmbeddingLora, Lora};

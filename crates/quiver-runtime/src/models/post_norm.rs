@@ -6,8 +6,8 @@
 use super::ModelConfig;
 use crate::kernels::{gated_linear_unit, Activation};
 use crate::layers::{
-    self_attention, AttentionShape, EmbeddingLora, LayerNorm, Linear, RelativePositionBias, Reused,
-    Rotary, Visibility,
+    self_attention, AttentionProducts, AttentionShape, EmbeddingLora, LayerNorm, Linear,
+    RelativePositionBias, Reused, Rotary, Visibility,
 };
 use crate::weights::{Table, Weights};
 use crate::{PackedBatch, Result, RuntimeError};
@@ -390,6 +390,7 @@ impl PostNormLayer {
             shape.attention,
             Visibility::All,
             bias,
+            AttentionProducts::for_weights(self.qkv.format(), shape.attention.head_dim),
             &mut scratch.context,
         );
         add_and_norm(

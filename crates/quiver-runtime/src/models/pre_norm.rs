@@ -7,8 +7,8 @@
 
 use crate::kernels::{add_residual, gated_linear_unit, Activation};
 use crate::layers::{
-    normalize_heads, self_attention, AttentionShape, LayerNorm, Linear, Reused, RmsNorm, Rotary,
-    Visibility,
+    normalize_heads, self_attention, AttentionProducts, AttentionShape, LayerNorm, Linear, Reused,
+    RmsNorm, Rotary, Visibility,
 };
 use crate::weights::Weights;
 use crate::{PackedBatch, Result};
@@ -123,10 +123,17 @@ impl PreNormStack {
             self.scale_queries(qkv);
             let kind = &self.attention[layer.attention_kind];
             kind.rotary.apply(qkv, batch, self.shape);
-            self_attention(qkv, batch, self.shape, kind.visibility, None, context);
-            dense
-                .attention_out
-                .forward(context, tokens, projected);
+            let products = AttentionProducts::for_weights(dense.qkv.format(), self.shape.head_dim);
+            self_attention(
+                qkv,
+                batch,
+                self.shape,
+                kind.visibility,
+                None,
+                products,
+                context,
+            );
+            dense.attention_out.forward(context, tokens, projected);
             if let Some(norm) = &norms.attention_out {
                 norm.forward(projected);
             }
