@@ -276,16 +276,33 @@ impl Embedder {
         S: AsRef<str>,
         H: FnMut(usize) -> ControlFlow<()>,
     {
+        Ok(self.embed_counted(texts, options, hook)?.0)
+    }
+
+    /// [`Embedder::embed_until`], with the number of tokens the model ran (after truncation,
+    /// prompts and special tokens included): what a caller's throughput is counted in.
+    pub fn embed_counted<S, H>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+        hook: H,
+    ) -> Result<(Vec<Vec<f32>>, usize)>
+    where
+        S: AsRef<str>,
+        H: FnMut(usize) -> ControlFlow<()>,
+    {
         let output = self.output_options(options)?;
         let budget = BatchBudget::from(options);
         let mut hook = hook;
         let mut vectors = Vec::with_capacity(texts.len());
+        let mut tokens = 0;
         // A round of texts is tokenised, then embedded in length-sorted batches: the hook is
         // heard at least once per round, so a stop never waits for a whole large input to be
         // tokenised, and token ids are held for one round only.
         for round in texts.chunks(TEXTS_PER_ROUND) {
             let encoded = self.encode(round, options)?;
             let sequences: Vec<&[u32]> = encoded.token_ids.iter().map(Vec::as_slice).collect();
+            tokens += sequences.iter().map(|s| s.len()).sum::<usize>();
             let setups = vec![encoded.setup; sequences.len()];
             let mut pooled = self.embed_sequences(&sequences, &setups, budget, &mut hook)?;
             for vector in &mut pooled {
@@ -293,7 +310,7 @@ impl Embedder {
             }
             vectors.append(&mut pooled);
         }
-        Ok(vectors)
+        Ok((vectors, tokens))
     }
 
     /// Tokenises texts as `options` ask (prompt, truncation side): the first half of

@@ -118,6 +118,14 @@ pub struct IndexReport {
     pub adapter_pairs: Option<usize>,
     pub skipped: BTreeMap<&'static str, usize>,
     pub chunk_tokens: usize,
+    /// Tokens the model ran (chunks and signatures, after truncation), and the seconds it
+    /// took: with `seconds`, how much of the run the model is.
+    pub tokens_embedded: usize,
+    pub embed_seconds: f64,
+    /// Seconds spent committing batches to the store, and fitting the query adapter (which
+    /// embeds doc comments of its own, outside `tokens_embedded`).
+    pub commit_seconds: f64,
+    pub adapter_seconds: f64,
     pub seconds: f64,
 }
 
@@ -347,6 +355,7 @@ pub fn index(
     let mut report = run.report;
     store.remove_files(&removed)?;
     store.collect_garbage()?;
+    let adapter_started = Instant::now();
     report.adapter_pairs = if options.adapt {
         let changed = report.chunks_embedded + report.files_removed;
         crate::adapter::refresh(store, embedder, &settings, changed, progress)?
@@ -354,6 +363,7 @@ pub fn index(
         store.set_query_adapter(None)?;
         None
     };
+    report.adapter_seconds = adapter_started.elapsed().as_secs_f64();
     store.set_meta("chunking", &chunking)?;
     store.set_meta("id_prefix", &options.id_prefix)?;
     store.set_meta(crate::run::ADAPT, if options.adapt { "on" } else { "off" })?;
@@ -452,9 +462,10 @@ impl Run<'_> {
         if !self.pending.is_empty() {
             let texts: Vec<&str> = self.pending.iter().map(|(_, t, _)| t.as_str()).collect();
             let progress = self.progress;
-            let vectors = self
+            let started = Instant::now();
+            let (vectors, tokens) = self
                 .embedder
-                .embed_until(&texts, &self.embed_options, |n| {
+                .embed_counted(&texts, &self.embed_options, |n| {
                     progress.chunks_embedded(n);
                     if progress.interrupted() {
                         ControlFlow::Break(())
@@ -463,6 +474,8 @@ impl Run<'_> {
                     }
                 })
                 .map_err(IndexError::from)?;
+            self.report.embed_seconds += started.elapsed().as_secs_f64();
+            self.report.tokens_embedded += tokens;
             let signatures = self.pending.iter().filter(|p| p.2).count();
             self.report.signatures_embedded += signatures;
             self.report.chunks_embedded += vectors.len() - signatures;
@@ -475,7 +488,9 @@ impl Run<'_> {
             self.pending_hashes.clear();
         }
         if !self.batch.is_empty() {
+            let started = Instant::now();
             self.store.commit(&self.batch)?;
+            self.report.commit_seconds += started.elapsed().as_secs_f64();
             self.batch = Batch::default();
         }
         self.progress.files_done(self.batch_files);

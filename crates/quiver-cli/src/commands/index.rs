@@ -161,6 +161,18 @@ fn print_summary(report: &IndexReport, index_dir: &std::path::Path) -> std::io::
     if let Some(pairs) = report.adapter_pairs {
         outln!("query adapter: fitted on {pairs} doc comments and their definitions");
     }
+    if report.tokens_embedded > 0 && report.embed_seconds > 0.0 && report.seconds > 0.0 {
+        let tokens = report.tokens_embedded as f64;
+        outln!(
+            "throughput: {:.0} tokens/s in the model, {:.0} tokens/s over the whole run \
+             (of the run: model {:.0} %, commits {:.0} %, query adapter {:.0} %)",
+            tokens / report.embed_seconds,
+            tokens / report.seconds,
+            100.0 * report.embed_seconds / report.seconds,
+            100.0 * report.commit_seconds / report.seconds,
+            100.0 * report.adapter_seconds / report.seconds,
+        );
+    }
     outln!("index: {} ({:.1} s)", index_dir.display(), report.seconds);
     Ok(())
 }

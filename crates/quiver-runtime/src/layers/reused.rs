@@ -16,6 +16,12 @@ pub struct Reused<T> {
     idle: Mutex<Vec<T>>,
 }
 
+impl<T: Default> Default for Reused<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T: Default> Reused<T> {
     pub const fn new() -> Self {
         Reused {
