@@ -106,6 +106,55 @@ fn jina_v3_base_weights_match_transformers() {
 }
 
 #[test]
+fn a_batch_longer_than_one_pass_gives_each_sequence_the_states_it_has_alone() {
+    let (dir, reference) = fixture("jina-v3");
+    let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
+    let options = ["retrieval.query", "retrieval.passage"].map(|task| EmbedOptions {
+        task: Some(task.into()),
+        prompt_name: Some(task.into()),
+        ..EmbedOptions::default()
+    });
+    let encoded = options.map(|o| embedder.encode(&reference.texts, &o).unwrap());
+    // Texts of both tasks, interleaved, until the batch is well past one pass: a model runs
+    // 1,024 tokens per pool thread at most in one pass, and this pool has one thread.
+    let mut sequences: Vec<&[u32]> = Vec::new();
+    let mut setups = Vec::new();
+    let texts = reference.texts.len();
+    for i in 0.. {
+        if sequences.iter().map(|s| s.len()).sum::<usize>() >= 2_500 {
+            break;
+        }
+        let (task, index) = (i % 2, (i / 2) % texts);
+        sequences.push(&encoded[task].token_ids[index]);
+        setups.push(encoded[task].setup);
+    }
+    let budget = BatchBudget {
+        max_sequences: sequences.len(),
+        max_tokens: 1 << 20,
+    };
+    let go_on = |_| std::ops::ControlFlow::Continue(());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let together = embedder
+            .embed_sequences(&sequences, &setups, budget, go_on)
+            .unwrap();
+        for (index, (sequence, setup)) in sequences.iter().zip(&setups).enumerate() {
+            let alone = embedder
+                .embed_sequences(&[sequence], &[*setup], budget, go_on)
+                .unwrap();
+            assert_close(
+                &format!("sequence {index}"),
+                &together[index..=index],
+                &alone,
+            );
+        }
+    });
+}
+
+#[test]
 fn jina_v3_task_adapters_match_the_merged_reference() {
     let (dir, reference) = fixture("jina-v3");
     let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
