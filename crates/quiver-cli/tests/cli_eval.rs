@@ -5,7 +5,7 @@ mod common;
 use common::{model_dir, postgres_url, qdrant_url, quiver, temp_dir};
 use serde_json::Value;
 
-fn tiny_dataset(name: &str) -> std::path::PathBuf {
+fn tiny_dataset(name: &str) -> common::TempDir {
     let dir = temp_dir(name);
     let corpus = dir.join("corpus/python/pkg");
     std::fs::create_dir_all(&corpus).expect("mkdir");

@@ -6,11 +6,12 @@ mod common;
 
 use common::{
     fake_qdrant, index, model_dir, postgres_url, qdrant_url, quiver, search, temp_dir, write,
+    TempDir,
 };
 use postgres::{Client, NoTls};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 const ENGINE_RS: &str = r#"
@@ -40,7 +41,7 @@ def hash_password(password, salt):
     return hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 100_000)
 "#;
 
-fn tree(name: &str) -> PathBuf {
+fn tree(name: &str) -> TempDir {
     let root = temp_dir(name);
     write(&root, "src/engine.rs", ENGINE_RS);
     write(&root, "app/store.py", STORE_PY);

@@ -9,7 +9,7 @@ use common::{copy_tree, index, model_dir, quiver, search, temp_dir, write};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ def parse_config(path):
         return json.load(handle)
 "#;
 
-fn tree(name: &str) -> PathBuf {
+fn tree(name: &str) -> common::TempDir {
     let root = temp_dir(name);
     write(&root, "mail.py", MAIL_PY);
     write(

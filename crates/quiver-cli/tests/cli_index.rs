@@ -51,7 +51,7 @@ pub fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
 }
 "#;
 
-fn sample_tree(name: &str) -> std::path::PathBuf {
+fn sample_tree(name: &str) -> common::TempDir {
     let root = temp_dir(name);
     write(&root, "app/config.py", CONFIG_PY);
     write(&root, "src/matrix.rs", MATRIX_RS);
@@ -414,7 +414,7 @@ fn indexes_pre_chunked_json_keeping_metadata() {
 
 /// Python files with many small, distinct functions: enough chunks for a run that lasts
 /// seconds, so a kill lands mid-run.
-fn crash_tree(name: &str) -> std::path::PathBuf {
+fn crash_tree(name: &str) -> common::TempDir {
     let root = temp_dir(name);
     let topics = [
         "parse", "render", "store", "fetch", "encode", "decode", "merge", "split", "score", "route",
@@ -777,7 +777,7 @@ fn the_chunk_id_prefix_has_one_name_and_the_old_spelling_still_works() {
 
 /// A tree with 96 documented functions (each a doc comment's first sentence and a body that
 /// says the same in code), enough to fit a query adapter.
-fn documented_tree(name: &str) -> std::path::PathBuf {
+fn documented_tree(name: &str) -> common::TempDir {
     let root = temp_dir(name);
     let verbs = ["parse", "render", "compress", "validate", "sort", "merge"];
     let nouns = [
