@@ -26,14 +26,15 @@ defmodule Quiver do
   once, then read from the cache).
 
   Options:
-    * `:quantize` - number format of the dense layers: `:none` (f32, default), `:int8` or `:bf16`
+    * `:quantize` - number format of the dense layers: `:none` (f32), `:int8` or `:bf16`
+      (default: `:bf16` where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else `:none`)
     * `:max_length` - truncate inputs at this many tokens (default: the model's own)
   """
   @spec load_model(String.t(), keyword()) :: {:ok, model()} | {:error, String.t()}
   def load_model(name_or_path, opts \\ []) do
     with :ok <- check(is_binary(name_or_path), "the model must be a string (a folder or a hub id)"),
          {:ok, opts} <- options(opts, @load_options),
-         {:ok, quantize} <- quantize(Keyword.get(opts, :quantize, :none)),
+         {:ok, quantize} <- quantize(Keyword.get(opts, :quantize)),
          {:ok, max_length} <- positive_or_nil(opts, :max_length) do
       call(fn ->
         Quiver.Native.load_model(name_or_path, %{quantize: quantize, max_length: max_length})
@@ -120,6 +121,7 @@ defmodule Quiver do
     end
   end
 
+  defp quantize(nil), do: {:ok, nil}
   defp quantize(q) when q in [:none, :f32, :int8, :bf16], do: {:ok, Atom.to_string(q)}
   defp quantize(q), do: {:error, "quantize: #{inspect(q)} is not :none, :f32, :int8 or :bf16"}
 

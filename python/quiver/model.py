@@ -26,8 +26,10 @@ class Model:
     """A loaded embedding model, called as ``SentenceTransformer`` is.
 
     ``model_name_or_path`` is a model folder, a Hugging Face id in the local cache, or a hub id
-    to download (as the ``quiver`` command resolves it). ``quantize="int8"`` or ``"bf16"`` runs
-    the dense layers in that number format; ``threads`` bounds the cores a call uses (default: all);
+    to download (as the ``quiver`` command resolves it). ``quantize``: the dense layers'
+    number format, ``"f32"``, ``"int8"`` or ``"bf16"`` (default: ``"bf16"`` where the CPU
+    multiplies bf16 natively, AMX or AVX-512 BF16, else f32; ``quantization`` says which);
+    ``threads`` bounds the cores a call uses (default: all);
     ``max_seq_length`` cuts inputs shorter than the model's own limit; ``truncate_dim`` keeps
     that many leading dimensions of every vector (Matryoshka).
     """

@@ -28,9 +28,10 @@ def mpnet() -> str:
 
 @pytest.fixture(scope="session")
 def model(minilm):
+    """all-MiniLM-L6-v2 in f32: the numbers the other formats are held against."""
     import quiver
 
-    return quiver.Model(minilm)
+    return quiver.Model(minilm, quantize="f32")
 
 
 @pytest.fixture

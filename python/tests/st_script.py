@@ -2,9 +2,13 @@
 sentence-transformers, once on Quiver imported under the same name. It saves every output it
 computes, as NumPy arrays, for the test to compare.
 
-    python st_script.py (st|quiver) MODEL_DIR OUT.npz
+    python st_script.py (st|quiver|quiver-f32) MODEL_DIR OUT.npz
+
+`quiver` is Quiver as a drop-in user gets it (the machine's default number format);
+`quiver-f32` names f32, the reference's numbers.
 """
 
+import functools
 import sys
 
 import numpy as np
@@ -12,6 +16,10 @@ import numpy as np
 which, model_dir, out = sys.argv[1:4]
 if which == "st":
     from sentence_transformers import SentenceTransformer
+elif which == "quiver-f32":
+    from quiver import Model
+
+    SentenceTransformer = functools.partial(Model, quantize="f32")
 else:
     from quiver import Model as SentenceTransformer
 

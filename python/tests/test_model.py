@@ -52,6 +52,15 @@ def test_int8_stays_close_to_f32(minilm, model):
     assert cosine.min() > 0.98 and cosine.mean() > 0.99
 
 
+def test_the_default_format_is_bf16_or_f32(minilm, model):
+    default = quiver.Model(minilm)
+    assert default.quantization in ("bf16", "none")
+    named = quiver.Model(minilm, quantize=default.quantization)
+    np.testing.assert_array_equal(default.encode(TEXTS), named.encode(TEXTS))
+    if default.quantization == "none":
+        np.testing.assert_array_equal(default.encode(TEXTS), model.encode(TEXTS))
+
+
 def test_bf16_stays_closer_to_f32_than_int8(minilm, model):
     bf16 = quiver.Model(minilm, quantize="bf16")
     assert bf16.quantization == "bf16"

@@ -1,5 +1,6 @@
 """The same script on sentence-transformers and on Quiver: every output equal in shape and
-close in value (cosine >= 0.9999 at f32)."""
+close in value (cosine >= 0.9999 at f32; in the default format, 0.9999 on average and 0.999
+at worst, the bar bf16 was chosen by)."""
 
 import pathlib
 import subprocess
@@ -35,7 +36,11 @@ def run(which, model_dir, tmp_path):
 def test_one_script_on_both(name, tmp_path, request):
     model_dir = request.getfixturevalue("minilm" if "MiniLM" in name else "mpnet")
     st = run("st", model_dir, tmp_path)
-    qv = run("quiver", model_dir, tmp_path)
+    check(st, run("quiver-f32", model_dir, tmp_path), mean=0.9999, worst=0.9999)
+    check(st, run("quiver", model_dir, tmp_path), mean=0.9999, worst=0.999)
+
+
+def check(st, qv, mean, worst):
     assert sorted(st) == sorted(qv)
     for key in st:
         assert st[key].shape == qv[key].shape, key
@@ -51,7 +56,7 @@ def test_one_script_on_both(name, tmp_path, request):
         a, b = np.atleast_2d(st[key]), np.atleast_2d(qv[key])
         assert a.dtype == b.dtype == np.float32, key
         cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        assert cosine.min() >= 0.9999, (key, cosine.min())
+        assert cosine.min() >= worst and cosine.mean() >= mean, (key, cosine.min(), cosine.mean())
         # Norms too: a Matryoshka cut without normalisation is shorter than 1.
         np.testing.assert_allclose(
             np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1), atol=1e-3, err_msg=key

@@ -20,12 +20,13 @@ pub fn load_embedder(
     )
 }
 
-/// `--quantize`: the number format of the model's dense layers.
-#[derive(Clone, Copy, Debug, Default, ValueEnum, serde::Serialize, serde::Deserialize)]
+/// `--quantize`: the number format of the model's dense layers. Left out, a command uses the
+/// index's format, else [`Quantization::for_this_machine`].
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QuantizeArg {
     /// f32, the reference's numbers.
-    #[default]
+    #[value(alias = "f32")]
     None,
     /// int8 weights and inputs: faster where the CPU has AVX-512 VNNI or AVX2, vectors within
     /// about 0.995 mean cosine of f32.
@@ -60,12 +61,13 @@ pub fn load_embedder_with(spec: &str, options: &EmbedderOptions) -> anyhow::Resu
     Embedder::load(&dir, options).with_context(|| format!("loading model {}", dir.display()))
 }
 
-/// A cross-encoder for `--rerank` / `--rerank-model`.
+/// A cross-encoder for `--rerank` / `--rerank-model`, in f32: the default number format was
+/// measured on embeddings' retrieval scores, not on rerankers' orderings.
 pub fn load_reranker(spec: &str, device: Device) -> anyhow::Result<Reranker> {
     let dir = resolve_model(spec).with_context(|| format!("finding reranker {spec}"))?;
     let options = EmbedderOptions {
         device,
-        ..EmbedderOptions::default()
+        ..EmbedderOptions::f32()
     };
     Reranker::load(&dir, &options).with_context(|| format!("loading reranker {}", dir.display()))
 }

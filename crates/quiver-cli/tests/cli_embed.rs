@@ -7,6 +7,31 @@ mod common;
 
 use common::{model_dir, quiver, quiver_with_env, temp_dir};
 
+/// With no --quantize, `quiver embed` runs the default number format: the same vectors as
+/// naming it, and f32 ones only where the default is f32.
+#[test]
+fn the_default_format_is_the_machines() {
+    let model = model_dir();
+    let model = model.to_str().unwrap();
+    let text = "def add(a, b): return a + b\n";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["embed", "--model", model];
+        args.extend_from_slice(extra);
+        let output = quiver(&args, text);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    let default = run(&[]);
+    let named = quiver_embed::Quantization::for_this_machine().name();
+    assert_eq!(default, run(&["--quantize", named]));
+    let f32 = run(&["--quantize", "f32"]);
+    assert_eq!(default == f32, named == "none");
+}
+
 #[test]
 fn embeds_lines_to_jsonl_in_order() {
     let model = model_dir();

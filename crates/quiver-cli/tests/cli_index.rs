@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{index, json_of, model_dir, quiver, search, temp_dir, write};
+use common::{index, json_of, model_dir, quiver, quiver_with_env, search, temp_dir, write};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -295,6 +295,30 @@ fn a_model_or_dimension_change_needs_reembed() {
     assert!(hits
         .iter()
         .all(|h| h["score"].as_f64().is_some_and(|s| s.abs() <= 1.0001)));
+}
+
+/// With no --quantize, a new index takes the default number format: bf16 where the CPU
+/// multiplies bf16 natively, else f32 (as it is with the bf16 products turned off).
+#[test]
+fn a_new_index_takes_the_machines_default_format() {
+    let root = sample_tree("default-format");
+    index(&root, &[]);
+    assert_eq!(
+        index_status(&root)["quantization"],
+        quiver_embed::Quantization::for_this_machine().name()
+    );
+    let without_bf16 = sample_tree("default-format-portable");
+    let output = quiver_with_env(
+        &["index", without_bf16.to_str().expect("utf-8")],
+        "",
+        &[("QUIVER_BF16_KERNEL", Path::new("portable"))],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(index_status(&without_bf16)["quantization"], "none");
 }
 
 #[test]

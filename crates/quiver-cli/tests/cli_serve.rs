@@ -202,7 +202,12 @@ fn embedding_routes_give_the_offline_vectors() {
         info.body["model_type"],
         json!({"embedding": {"pooling": "mean"}})
     );
-    assert_eq!(info.body["model_dtype"], "float32");
+    // The default number format, as TEI names dtypes.
+    let dtype = match quiver_embed::Quantization::for_this_machine() {
+        quiver_embed::Quantization::Bf16 => "bfloat16",
+        _ => "float32",
+    };
+    assert_eq!(info.body["model_dtype"], dtype);
     assert!(info.body["tokenization_workers"].as_u64().unwrap() >= 1);
 }
 
@@ -798,8 +803,12 @@ fn an_int8_server_stays_close_to_the_f32_vectors() {
     );
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
+    let indexed_as = format!(
+        "({}); this asks for",
+        quiver_embed::Quantization::for_this_machine().name()
+    );
     assert!(
-        stderr.contains("(none); this asks for") && stderr.contains("(int8)"),
+        stderr.contains(&indexed_as) && stderr.contains("(int8)"),
         "{stderr}"
     );
 }
@@ -979,8 +988,12 @@ fn embed_sparse_gives_a_splade_models_nonzero_weights() {
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(splade.join("reference.json")).unwrap())
             .unwrap();
-    // The server default, few-row kernels on: SPLADE models are loaded without them.
-    let server = start(&["--model", splade.to_str().unwrap()], &[]);
+    // The server default, few-row kernels on: SPLADE models are loaded without them. In f32, to
+    // match the reference's weights one for one.
+    let server = start(
+        &["--model", splade.to_str().unwrap(), "--quantize", "none"],
+        &[],
+    );
     let texts: Vec<&str> = reference["texts"]
         .as_array()
         .unwrap()
@@ -1034,7 +1047,13 @@ fn an_index_is_served_only_with_its_own_model_and_number_format() {
     let jina = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../quiver-embed/tests/fixtures/tiny/jina-v3");
     for (extra, asked) in [
-        (vec!["--model", jina.to_str().unwrap()], "jina-v3 (none)"),
+        (
+            vec!["--model", jina.to_str().unwrap()],
+            &*format!(
+                "jina-v3 ({})",
+                quiver_embed::Quantization::for_this_machine().name()
+            ),
+        ),
         (vec!["--quantize", "int8"], "(int8)"),
     ] {
         let mut args = vec!["serve", "--index", index_arg, "--port", "0"];

@@ -4,7 +4,7 @@
 use crate::{EmbedError, Result};
 use quiver_runtime::layers::Linear;
 use quiver_runtime::weights::WeightFiles;
-use quiver_runtime::LoadOptions;
+use quiver_runtime::{LoadOptions, Quantization};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -103,7 +103,10 @@ impl Dense {
     /// runs once per text.
     pub fn load(spec: &DenseSpec) -> Result<Dense> {
         let files = WeightFiles::open(&spec.dir)?;
-        let tensors = files.tensors(LoadOptions::default())?;
+        let tensors = files.tensors(LoadOptions {
+            quantization: Quantization::None,
+            ..LoadOptions::default()
+        })?;
         let linear = Linear::load(
             &tensors.root().pp("linear"),
             spec.in_features,

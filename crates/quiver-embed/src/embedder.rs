@@ -22,8 +22,19 @@ pub struct EmbedderOptions {
     /// short queries run about a third faster for 1.5 times the weight memory (see
     /// [`quiver_runtime::LoadOptions`]).
     pub few_row_kernels: bool,
-    /// int8 dense layers (see [`quiver_runtime::Quantization`]).
+    /// The dense layers' number format; the default is [`Quantization::for_this_machine`].
     pub quantization: Quantization,
+}
+
+impl EmbedderOptions {
+    /// Every other option at its default, in f32: the reference's numbers, for what must match
+    /// them closely.
+    pub fn f32() -> EmbedderOptions {
+        EmbedderOptions {
+            quantization: Quantization::None,
+            ..EmbedderOptions::default()
+        }
+    }
 }
 
 /// [`Embedder::embed_until`] tokenises and embeds this many texts at a time: enough for

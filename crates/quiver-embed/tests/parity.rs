@@ -93,7 +93,7 @@ fn assert_parity(label: &str, texts: &[String], got: &[Vec<f32>], want: &[Vec<f3
 fn matches_sentence_transformers_on_varied_texts(case: Case) {
     let reference = case.reference();
     assert!(reference.texts.len() >= 50);
-    let embedder = case.load(&EmbedderOptions::default());
+    let embedder = case.load(&EmbedderOptions::f32());
     assert_eq!(embedder.max_length(), reference.max_seq_length);
     let counts: Vec<usize> = embedder
         .tokenizer()
@@ -115,7 +115,7 @@ fn matches_sentence_transformers_on_varied_texts(case: Case) {
 fn matryoshka_truncation_matches(case: Case) {
     let reference = case.reference();
     let texts = &reference.texts[..reference.dimension_cases.texts];
-    let embedder = case.load(&EmbedderOptions::default());
+    let embedder = case.load(&EmbedderOptions::f32());
     for (dimensions, want) in &reference.dimension_cases.embeddings {
         let options = EmbedOptions {
             dimensions: Some(dimensions.parse().unwrap()),
@@ -146,7 +146,7 @@ fn configured_max_length_truncates_like_sentence_transformers(model: Case) {
         .collect();
     let options = EmbedderOptions {
         max_length: Some(case.max_length),
-        ..EmbedderOptions::default()
+        ..EmbedderOptions::f32()
     };
     let embedder = model.load(&options);
     let counts: Vec<usize> = embedder
@@ -164,7 +164,7 @@ fn configured_max_length_truncates_like_sentence_transformers(model: Case) {
 fn batching_does_not_change_vectors(case: Case) {
     let reference = case.reference();
     let texts = &reference.texts[..20];
-    let embedder = case.load(&EmbedderOptions::default());
+    let embedder = case.load(&EmbedderOptions::f32());
     let together = embedder.embed(texts, &EmbedOptions::default()).unwrap();
     let one_at_a_time = EmbedOptions {
         max_batch_sequences: 1,
@@ -218,7 +218,7 @@ fn in_format(case: Case, format: Quantization) -> (Reference, Cosines) {
     let reference = case.reference();
     let embedder = case.load(&EmbedderOptions {
         quantization: format,
-        ..EmbedderOptions::default()
+        ..EmbedderOptions::f32()
     });
     let got = embedder
         .embed(&reference.texts, &EmbedOptions::default())
@@ -264,10 +264,10 @@ fn few_row_kernels_give_the_same_vectors(case: Case) {
         max_batch_sequences: 1,
         ..EmbedOptions::default()
     };
-    let plain = case.load(&EmbedderOptions::default());
+    let plain = case.load(&EmbedderOptions::f32());
     let packed = case.load(&EmbedderOptions {
         few_row_kernels: true,
-        ..EmbedderOptions::default()
+        ..EmbedderOptions::f32()
     });
     let want = plain.embed(texts, &one_at_a_time).unwrap();
     let got = packed.embed(texts, &one_at_a_time).unwrap();
@@ -304,13 +304,13 @@ fn prompts_are_prepended_and_left_out_of_pooling_when_configured(model: Case) {
         prompt: Some(case.prompt.clone()),
         ..EmbedOptions::default()
     };
-    let embedder = model.load(&EmbedderOptions::default());
+    let embedder = model.load(&EmbedderOptions::f32());
     let included = embedder.embed(texts, &options).unwrap();
     assert_parity("prompt included", texts, &included, &case.included);
 
     let embedder = Embedder::load(
         &model_pooling_without_prompt(model),
-        &EmbedderOptions::default(),
+        &EmbedderOptions::f32(),
     )
     .unwrap();
     assert!(!embedder.config().include_prompt);

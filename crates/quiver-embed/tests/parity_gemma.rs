@@ -45,7 +45,7 @@ fn model() -> &'static Embedder {
     MODEL.get_or_init(|| {
         Embedder::load(
             &quiver_embed::testing::embeddinggemma_dir(),
-            &EmbedderOptions::default(),
+            &EmbedderOptions::f32(),
         )
         .unwrap()
     })

@@ -49,7 +49,7 @@ fn assert_close(name: &str, vectors: &[Vec<f32>], reference: &[Vec<f32>]) {
 
 fn check(name: &str) {
     let (dir, reference) = fixture(name);
-    let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
+    let embedder = Embedder::load(&dir, &EmbedderOptions::f32()).unwrap();
     let ids = embedder.tokenizer().encode_batch(&reference.texts).unwrap();
     assert_eq!(ids, reference.token_ids, "{name}: token ids");
     let vectors = embedder
@@ -108,7 +108,7 @@ fn jina_v3_base_weights_match_transformers() {
 #[test]
 fn a_batch_longer_than_one_pass_gives_each_sequence_the_states_it_has_alone() {
     let (dir, reference) = fixture("jina-v3");
-    let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
+    let embedder = Embedder::load(&dir, &EmbedderOptions::f32()).unwrap();
     let options = ["retrieval.query", "retrieval.passage"].map(|task| EmbedOptions {
         task: Some(task.into()),
         prompt_name: Some(task.into()),
@@ -157,7 +157,7 @@ fn a_batch_longer_than_one_pass_gives_each_sequence_the_states_it_has_alone() {
 #[test]
 fn jina_v3_task_adapters_match_the_merged_reference() {
     let (dir, reference) = fixture("jina-v3");
-    let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
+    let embedder = Embedder::load(&dir, &EmbedderOptions::f32()).unwrap();
     assert_eq!(
         embedder.tasks(),
         ["retrieval.query", "retrieval.passage", "text-matching"]
@@ -250,7 +250,7 @@ fn check_reranker(name: &str) {
     let reference: RerankReference =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
             .unwrap();
-    let reranker = quiver_embed::Reranker::load(&dir, &EmbedderOptions::default()).unwrap();
+    let reranker = quiver_embed::Reranker::load(&dir, &EmbedderOptions::f32()).unwrap();
     let mut encoded = quiver_embed::EncodedPairs::default();
     for (query, text) in &reference.pairs {
         let one = reranker
@@ -298,7 +298,7 @@ fn xlm_roberta_cross_encoder_matches_transformers() {
 #[test]
 fn an_embedding_model_is_not_a_reranker() {
     let (dir, _) = fixture("roberta");
-    let Err(error) = quiver_embed::Reranker::load(&dir, &EmbedderOptions::default()) else {
+    let Err(error) = quiver_embed::Reranker::load(&dir, &EmbedderOptions::f32()) else {
         panic!("an embedding model loaded as a reranker");
     };
     let message = error.to_string();
@@ -312,7 +312,7 @@ fn an_embedding_model_is_not_a_reranker() {
 fn splade_matches_transformers_masked_lm_with_splade_pooling() {
     check("splade");
     let (dir, reference) = fixture("splade");
-    let embedder = Embedder::load(&dir, &EmbedderOptions::default()).unwrap();
+    let embedder = Embedder::load(&dir, &EmbedderOptions::f32()).unwrap();
     assert_eq!(embedder.config().pooling, quiver_embed::Pooling::Splade);
     // One weight per vocabulary entry, none negative, some zero: a sparse vector.
     assert_eq!(embedder.dimension(), reference.pooled[0].len());

@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(run.quantization, Quantization::None);
         let run = RunModel::resolve(None, None, None);
         assert_eq!(run.model_id, DEFAULT_MODEL);
-        assert_eq!(run.quantization, Quantization::None);
+        assert_eq!(run.quantization, Quantization::for_this_machine());
     }
 
     #[test]

@@ -54,8 +54,9 @@ fn guarded<T>(work: impl FnOnce() -> Reply<T>) -> Reply<T> {
 
 #[derive(NifMap)]
 struct LoadOptions {
-    /// `"none"`, `"f32"`, `"int8"` or `"bf16"`.
-    quantize: String,
+    /// `"none"`, `"f32"`, `"int8"` or `"bf16"`; `nil`: the default
+    /// ([`Quantization::for_this_machine`]).
+    quantize: Option<String>,
     max_length: Option<usize>,
 }
 
@@ -89,9 +90,10 @@ fn load(spec: &str, quantization: Quantization, max_length: Option<usize>) -> Re
 #[rustler::nif(schedule = "DirtyCpu")]
 fn load_model(spec: String, options: LoadOptions) -> Reply<ResourceArc<ModelHandle>> {
     guarded(|| {
-        let quantization = match options.quantize.as_str() {
-            "f32" => Quantization::None,
-            name => Quantization::from_name(name)
+        let quantization = match options.quantize.as_deref() {
+            None => Quantization::for_this_machine(),
+            Some("f32") => Quantization::None,
+            Some(name) => Quantization::from_name(name)
                 .ok_or_else(|| format!("unknown quantize {name:?}: use none, f32, int8 or bf16"))?,
         };
         let model = load(&spec, quantization, options.max_length)?;

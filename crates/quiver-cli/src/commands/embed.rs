@@ -31,9 +31,9 @@ pub struct EmbedArgs {
     /// A literal prompt prepended to every text (instead of --prompt-name).
     #[arg(long, conflicts_with = "prompt_name")]
     prompt: Option<String>,
-    /// Number format of the dense layers: none (f32), int8 or bf16.
-    #[arg(long, value_enum, default_value = "none")]
-    quantize: QuantizeArg,
+    /// Number format of the dense layers: none (f32), int8 or bf16 (default: bf16 where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none).
+    #[arg(long, value_enum)]
+    quantize: Option<QuantizeArg>,
     /// The task adapter of models that have them (jina-embeddings-v3: retrieval.query,
     /// retrieval.passage, text-matching, ...). Default: the one named like --prompt-name.
     #[arg(long)]
@@ -88,7 +88,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         &EmbedderOptions {
             max_length: args.max_length,
             device: args.device,
-            quantization: args.quantize.into(),
+            quantization: args.quantize.map(Into::into).unwrap_or_default(),
             ..EmbedderOptions::default()
         },
     )?;

@@ -49,9 +49,10 @@ pub struct EvalArgs {
     query_prompt_name: Option<String>,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
     device: Device,
-    /// Number format of the dense layers: none (f32), int8 or bf16 (its indexes are kept apart).
-    #[arg(long, value_enum, default_value = "none")]
-    quantize: QuantizeArg,
+    /// Number format of the dense layers: none (f32), int8 or bf16 (default: bf16 where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none; each
+    /// format's indexes are kept apart).
+    #[arg(long, value_enum)]
+    quantize: Option<QuantizeArg>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -133,17 +134,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             client: None,
         }));
     }
+    let quantization = args.quantize.map(Into::into).unwrap_or_default();
     let embedder = load_embedder_with(
         &args.model,
         &EmbedderOptions {
             device: args.device,
-            quantization: args.quantize.into(),
+            quantization,
             ..EmbedderOptions::default()
         },
     )?;
     // The model as the report and the index folders name it: int8 or bf16 vectors are not
     // f32 ones.
-    let model_id = match Quantization::from(args.quantize) {
+    let model_id = match quantization {
         Quantization::None => args.model.clone(),
         narrow => format!("{} ({})", args.model, narrow.name()),
     };
