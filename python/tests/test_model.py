@@ -71,7 +71,7 @@ def test_bf16_stays_closer_to_f32_than_int8(minilm, model):
 
 
 def test_truncate_dim(minilm, model):
-    short = quiver.Model(minilm, truncate_dim=128)
+    short = quiver.Model(minilm, truncate_dim=128, quantize="f32")
     assert short.get_sentence_embedding_dimension() == 128
     vectors = short.encode(TEXTS)
     assert vectors.shape == (len(TEXTS), 128)

@@ -1,6 +1,7 @@
 """The same script on sentence-transformers and on Quiver: every output equal in shape and
-close in value (cosine >= 0.9999 at f32; in the default format, 0.9999 on average and 0.999
-at worst, the bar bf16 was chosen by)."""
+close in value: at f32, cosine >= 0.9999 and similarity scores within 1e-3; in the default
+format (bf16 where the CPU multiplies it natively), cosine 0.9999 on average (the bar bf16 was
+chosen by), 0.999 at worst, and scores within 5e-3."""
 
 import pathlib
 import subprocess
@@ -36,11 +37,11 @@ def run(which, model_dir, tmp_path):
 def test_one_script_on_both(name, tmp_path, request):
     model_dir = request.getfixturevalue("minilm" if "MiniLM" in name else "mpnet")
     st = run("st", model_dir, tmp_path)
-    check(st, run("quiver-f32", model_dir, tmp_path), mean=0.9999, worst=0.9999)
-    check(st, run("quiver", model_dir, tmp_path), mean=0.9999, worst=0.999)
+    check(st, run("quiver-f32", model_dir, tmp_path), mean=0.9999, worst=0.9999, scores=1e-3)
+    check(st, run("quiver", model_dir, tmp_path), mean=0.9999, worst=0.999, scores=5e-3)
 
 
-def check(st, qv, mean, worst):
+def check(st, qv, mean, worst, scores):
     assert sorted(st) == sorted(qv)
     for key in st:
         assert st[key].shape == qv[key].shape, key
@@ -61,4 +62,4 @@ def check(st, qv, mean, worst):
         np.testing.assert_allclose(
             np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1), atol=1e-3, err_msg=key
         )
-    np.testing.assert_allclose(st["similarity"], qv["similarity"], atol=1e-3)
+    np.testing.assert_allclose(st["similarity"], qv["similarity"], atol=scores)
