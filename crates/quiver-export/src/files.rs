@@ -12,6 +12,7 @@
 
 use crate::npy::{write_npy_header, write_npy_row};
 use crate::output::Output;
+use quiver_index::ids::hex;
 use quiver_index::keywords;
 use quiver_index::{ChunkRecord, IndexError, IndexSettings, Result, Store};
 use serde_json::{json, Value};
@@ -283,10 +284,6 @@ pub fn file_digest_of(path: &Path) -> std::io::Result<String> {
             read => hasher.update(&buffer[..read]),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A writer that hashes what passes through it.

@@ -10,7 +10,7 @@
 use crate::files::{file_digest_of, EMBEDDINGS_FILE, INFO_FILE, METADATA_FILE, SIGNATURE_FILE};
 use crate::npy::{check_npy_data_length, read_npy_header, read_npy_row};
 use quiver_embed::Quantization;
-use quiver_index::ids::{content_hash, numeric_id};
+use quiver_index::ids::{content_hash, hex, numeric_id};
 use quiver_index::{Batch, ChunkRecord, FileRecord, IndexError, IndexSettings, Result, Store};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -38,9 +38,9 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
     let digests = Digests::from_info(&info, dir)?;
     digests.check(dir, METADATA_FILE)?;
     let expected = info["chunks"].as_u64().map(|n| n as usize);
-    let mut vectors = Rows::open(dir, EMBEDDINGS_FILE, &digests, settings.dimension)?;
+    let vectors = Rows::open(dir, EMBEDDINGS_FILE, &digests, settings.dimension)?;
     // Exports by Quiver before signature vectors have none: those chunks search by text alone.
-    let mut signatures = if dir.join(SIGNATURE_FILE).exists() || digests.lists(SIGNATURE_FILE) {
+    let signatures = if dir.join(SIGNATURE_FILE).exists() || digests.lists(SIGNATURE_FILE) {
         Some(Rows::open(
             dir,
             SIGNATURE_FILE,
@@ -56,26 +56,85 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
         path: metadata_path.clone(),
         source,
     })?;
-    // Each file's chunks are numbered in order, and its record's hash covers their hashes.
-    let mut files: BTreeMap<String, (usize, Sha256)> = BTreeMap::new();
-    let mut chunks = 0;
+    let mut reader = ExportReader {
+        dir,
+        vectors,
+        signatures,
+        files: BTreeMap::new(),
+        chunks: 0,
+    };
     store.commit_batches(|sink| {
         sink.defer_indexes()?;
+        // The export is parsed, checked and hashed on a second thread while this one writes
+        // the store: at a million chunks the two take time of the same order.
+        let (sender, batches) = std::sync::mpsc::sync_channel::<Batch>(2);
+        std::thread::scope(|scope| {
+            let reading = scope.spawn(|| reader.read(metadata, expected, sender));
+            let mut written = Ok(());
+            for batch in batches {
+                written = sink.apply(&batch);
+                if written.is_err() {
+                    // Dropping the receiver stops the reader at its next batch.
+                    break;
+                }
+            }
+            let read = reading
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            // A store error stops the reader with `Interrupted`: the store's error is the one
+            // that says what went wrong.
+            written.and(read)
+        })
+    })?;
+    Ok(ImportReport {
+        files: reader.files.len(),
+        chunks: reader.chunks,
+    })
+}
+
+/// The export's payloads and rows, turned into the store's batches in order.
+struct ExportReader<'a> {
+    dir: &'a Path,
+    vectors: Rows<'a>,
+    signatures: Option<Rows<'a>>,
+    /// Each file's chunks are numbered in order, and its record's hash covers their hashes.
+    files: BTreeMap<String, (usize, Sha256)>,
+    chunks: usize,
+}
+
+impl ExportReader<'_> {
+    /// Sends every chunk, then the files' records, to `sender` in batches; refuses an export
+    /// whose payloads and rows disagree, naming the file. Stops with `Interrupted` when the
+    /// receiver is gone.
+    fn read(
+        &mut self,
+        metadata: File,
+        expected: Option<usize>,
+        sender: std::sync::mpsc::SyncSender<Batch>,
+    ) -> Result<()> {
+        let dir = self.dir;
+        let send = |batch: Batch| sender.send(batch).map_err(|_| IndexError::Interrupted);
         let mut batch = Batch::default();
-        let mut each = |row: usize, payload: Value| -> Result<()> {
+        for_each_payload(&dir.join(METADATA_FILE), metadata, &mut |row, payload| {
             let mut chunk = chunk_from(&payload)
                 .map_err(|message| bad(dir, METADATA_FILE, row + 1, &message))?;
-            let vector = vectors.next(row + 1)?;
+            let vector = self.vectors.next(row + 1)?;
             chunk.embed_hash = format!("imported:{}", vector_hash(&vector));
             batch.vectors.push((chunk.embed_hash.clone(), vector));
-            if let Some(signature) = signatures.as_mut().map(|s| s.next(row + 1)).transpose()? {
+            if let Some(signature) = self
+                .signatures
+                .as_mut()
+                .map(|s| s.next(row + 1))
+                .transpose()?
+            {
                 if signature.iter().any(|&x| x != 0.0) {
                     let hash = format!("imported:{}", vector_hash(&signature));
                     chunk.signature_hash = Some(hash.clone());
                     batch.vectors.push((hash, signature));
                 }
             }
-            let (seq, hasher) = files
+            let (seq, hasher) = self
+                .files
                 .entry(chunk.path.clone())
                 .or_insert_with(|| (0, Sha256::new()));
             chunk.seq = *seq;
@@ -93,14 +152,14 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
                 Some((last, siblings)) if last.path == file.path => siblings.push(chunk),
                 _ => batch.files.push((file, vec![chunk])),
             }
-            chunks += 1;
+            self.chunks += 1;
             if batch.vectors.len() >= BATCH_CHUNKS {
-                sink.apply(&std::mem::take(&mut batch))?;
+                send(std::mem::take(&mut batch))?;
             }
             Ok(())
-        };
-        for_each_payload(&metadata_path, metadata, &mut each)?;
-        sink.apply(&batch)?;
+        })?;
+        send(batch)?;
+        let chunks = self.chunks;
         if let Some(expected) = expected.filter(|&n| n != chunks) {
             return Err(bad(
                 dir,
@@ -111,10 +170,11 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
                 ),
             ));
         }
-        for rows in std::iter::once(&vectors).chain(signatures.as_ref()) {
+        for rows in std::iter::once(&self.vectors).chain(self.signatures.as_ref()) {
             rows.finish(chunks)?;
         }
-        let touched = files
+        let touched = self
+            .files
             .iter()
             .map(|(path, (_, hasher))| FileRecord {
                 path: path.clone(),
@@ -123,15 +183,11 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
                 content_hash: format!("imported:{}", hex(&hasher.clone().finalize())),
             })
             .collect();
-        sink.apply(&Batch {
+        send(Batch {
             touched,
             ..Batch::default()
         })
-    })?;
-    Ok(ImportReport {
-        files: files.len(),
-        chunks,
-    })
+    }
 }
 
 /// Calls `each` with every payload of the JSON array in `metadata`, one at a time.
@@ -281,10 +337,6 @@ impl<'a> Rows<'a> {
         }
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The SHA-256 of each file that `model_info.json` records (Quiver 0.1 exports since the
@@ -518,6 +570,31 @@ mod tests {
             "def f0(): pass"
         );
         drop((store, copy_store));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The store refuses the first batch while the reading thread has two more to send: the
+    /// store's error is the one reported (not the reader's stop), and nothing is kept.
+    #[test]
+    fn a_store_error_mid_import_is_the_error_reported_and_keeps_the_index() {
+        let root = scratch("duplicate");
+        let (export_dir, index) = (root.join("export"), root.join("index"));
+        std::fs::create_dir_all(&export_dir).unwrap();
+        export(&export_dir, BATCH_CHUNKS * 3, false);
+        // Payload 1 (b.py) takes payload 0's chunk id (a.py).
+        let path = export_dir.join(METADATA_FILE);
+        let mut payloads: Vec<Value> =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        payloads[1]["chunk_id"] = payloads[0]["chunk_id"].clone();
+        std::fs::write(&path, serde_json::to_vec(&payloads).unwrap()).unwrap();
+        let mut store = Store::open_writer(&index).unwrap();
+        let error = import_npy_dir(&export_dir, &mut store).unwrap_err();
+        assert!(
+            matches!(error, IndexError::DuplicateChunkId { .. }),
+            "{error}"
+        );
+        assert!(store.all_chunks().unwrap().is_empty());
+        drop(store);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

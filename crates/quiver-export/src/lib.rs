@@ -90,11 +90,7 @@ pub fn fingerprint(record: &ExportRecord, context: &str) -> String {
             hasher.update(value.to_le_bytes());
         }
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    quiver_index::ids::hex(&hasher.finalize())
 }
 
 /// The changes that bring a destination holding `existing` (id → fingerprint) to the index.

@@ -1,6 +1,6 @@
 //! Reading safetensors weights (single file or sharded) into f32 buffers.
 
-use crate::{LoadOptions, Result, RuntimeError};
+use crate::{LoadOptions, Quantization, Result, RuntimeError};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -115,6 +115,7 @@ impl TensorStore<'_> {
         Weights {
             store: self,
             prefix: String::new(),
+            quantization: None,
         }
     }
 }
@@ -127,6 +128,8 @@ pub struct Weights<'a> {
     store: &'a TensorStore<'a>,
     /// Empty, or ending in `.`.
     prefix: String,
+    /// The number format of this view's dense layers, where it is not the model's.
+    quantization: Option<Quantization>,
 }
 
 impl<'a> Weights<'a> {
@@ -139,6 +142,16 @@ impl<'a> Weights<'a> {
         Weights {
             store: self.store,
             prefix: format!("{}{name}.", self.prefix),
+            quantization: self.quantization,
+        }
+    }
+
+    /// This view for a dense layer whose inputs carry a few outsized channels (see
+    /// [`Quantization::for_outlier_inputs`]).
+    pub fn for_outlier_inputs(&self) -> Weights<'a> {
+        Weights {
+            quantization: Some(self.options().quantization.for_outlier_inputs()),
+            ..self.clone()
         }
     }
 
@@ -157,7 +170,10 @@ impl<'a> Weights<'a> {
 
     /// How dense layers loaded from this view lay out their weights.
     pub fn options(&self) -> LoadOptions {
-        self.store.options
+        LoadOptions {
+            quantization: self.quantization.unwrap_or(self.store.options.quantization),
+            ..self.store.options
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -405,5 +421,39 @@ mod tests {
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// A view for outlier inputs changes only int8, only where bf16 runs natively, and what
+    /// its submodules load.
+    #[test]
+    fn a_view_for_outlier_inputs_runs_int8_in_bf16_where_bf16_is_native() {
+        let dir = folder("outliers", Dtype::F32, &[1.0; 6]);
+        let files = WeightFiles::open(&dir).unwrap();
+        let native_bf16 = Quantization::for_this_machine() == Quantization::Bf16;
+        for (model, expected) in [
+            (Quantization::None, Quantization::None),
+            (Quantization::Bf16, Quantization::Bf16),
+            (
+                Quantization::Int8,
+                if native_bf16 {
+                    Quantization::Bf16
+                } else {
+                    Quantization::Int8
+                },
+            ),
+        ] {
+            let tensors = files
+                .tensors(LoadOptions {
+                    quantization: model,
+                    ..LoadOptions::default()
+                })
+                .unwrap();
+            let root = tensors.root();
+            assert_eq!(root.pp("layer").options().quantization, model);
+            let view = root.pp("layer").for_outlier_inputs();
+            assert_eq!(view.pp("up").options().quantization, expected);
+        }
+        drop(files);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

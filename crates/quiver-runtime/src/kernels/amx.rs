@@ -32,8 +32,11 @@ pub enum Products {
 /// Whether this CPU has AMX tiles with `products`, and the OS lets this process use them.
 pub fn usable(products: Products) -> bool {
     static PERMITTED: OnceLock<bool> = OnceLock::new();
+    // Read once: CPUID traps to the hypervisor in a virtual machine, and attention asks per
+    // sequence.
+    static FEATURES: OnceLock<u32> = OnceLock::new();
     // CPUID leaf 7: EDX bit 24 is AMX-TILE, bit 22 AMX-BF16, bit 25 AMX-INT8.
-    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+    let edx = *FEATURES.get_or_init(|| std::arch::x86_64::__cpuid_count(7, 0).edx);
     let tiles = edx & (1 << 24) != 0;
     let products = match products {
         Products::Bf16 => edx & (1 << 22) != 0,

@@ -82,12 +82,18 @@ pub fn attend_on_tiles(qkv: &[f32], len: usize, layout: HeadLayout, out: &mut [f
             padded,
             layout,
         };
+        let per_kv = layout.heads_per_kv.max(1);
         // SAFETY: `attention_on_tiles` checked AMX bf16; every buffer holds the rows `head`
         // reads and writes (sizes above), 64-byte aligned.
         unsafe {
             amx::with_full_tiles(|| {
-                for head in 0..layout.heads {
-                    sequence.head(head, &mut buffers, out);
+                // A key/value head is packed once for all the query heads that share it.
+                for kv in 0..layout.heads / per_kv {
+                    sequence.pack_keys_and_values(kv, &mut buffers);
+                    for head in kv * per_kv..(kv + 1) * per_kv {
+                        sequence.pack_queries(head, &mut buffers);
+                        sequence.head(head, &mut buffers, out);
+                    }
                 }
             })
         }
@@ -124,13 +130,13 @@ impl Sequence<'_> {
         &self.qkv[token * self.layout.row + start..][..self.layout.head_dim]
     }
 
+    /// Head `head`'s attention, its queries and its key/value head packed in `buffers`.
+    ///
     /// # Safety
     /// Inside [`amx::with_full_tiles`] with AMX bf16 usable; buffers as [`attend_on_tiles`]
     /// sizes them.
     unsafe fn head(&self, head: usize, buffers: &mut Buffers<'_>, out: &mut [f32]) {
         let (d, len, padded) = (self.layout.head_dim, self.len, self.padded);
-        let kv = head / self.layout.heads_per_kv.max(1);
-        self.pack(head, kv, buffers);
         let hidden = self.layout.heads * d;
         // Bytes of one block of 16 keys, and of one block of 16 value columns.
         let key_block = d * amx::TILE_ROWS * 2;
@@ -183,12 +189,11 @@ impl Sequence<'_> {
         }
     }
 
-    /// Rounds head `head`'s queries (scaled) and its key/value head `kv`'s keys and values into
-    /// the layouts the tile products read, zeros past the sequence's end.
-    fn pack(&self, head: usize, kv: usize, buffers: &mut Buffers<'_>) {
-        let (d, len, padded) = (self.layout.head_dim, self.len, self.padded);
+    /// Rounds head `head`'s queries, scaled, into the rows the first tile product reads, zero
+    /// rows past the sequence's end.
+    fn pack_queries(&self, head: usize, buffers: &mut Buffers<'_>) {
+        let (d, len) = (self.layout.head_dim, self.len);
         let mut scaled = [0.0f32; MAX_HEAD_DIM];
-        let mut rounded = [0u16; MAX_HEAD_DIM];
         let queries = buffers.queries.chunks_exact_mut(d);
         for (token, query) in queries.enumerate() {
             if token >= len {
@@ -201,6 +206,13 @@ impl Sequence<'_> {
             }
             round_into(query, &scaled[..d]);
         }
+    }
+
+    /// Rounds key/value head `kv`'s keys and values into the layouts the tile products read,
+    /// zeros past the sequence's end.
+    fn pack_keys_and_values(&self, kv: usize, buffers: &mut Buffers<'_>) {
+        let (d, len, padded) = (self.layout.head_dim, self.len, self.padded);
+        let mut rounded = [0u16; MAX_HEAD_DIM];
         let rows = amx::TILE_ROWS;
         let (key_start, value_start) = (self.layout.keys + kv * d, self.layout.values + kv * d);
         // Keys: key `j`'s pair `p` of values sits at `[j / 16][p][j % 16]`.

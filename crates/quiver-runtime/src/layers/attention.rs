@@ -43,9 +43,10 @@ impl AttentionProducts {
     ///
     /// `QUIVER_ATTENTION_PRODUCTS=f32` keeps f32, to measure what the tiles gain.
     pub fn for_weights(format: Quantization, head_dim: usize) -> AttentionProducts {
-        if format == Quantization::None
-            || std::env::var("QUIVER_ATTENTION_PRODUCTS").is_ok_and(|v| v == "f32")
-        {
+        static FORCED_F32: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let forced_f32 = *FORCED_F32
+            .get_or_init(|| std::env::var("QUIVER_ATTENTION_PRODUCTS").is_ok_and(|v| v == "f32"));
+        if format == Quantization::None || forced_f32 {
             return AttentionProducts::F32;
         }
         #[cfg(target_arch = "x86_64")]

@@ -342,12 +342,22 @@ impl PostNormLayer {
                 intermediate,
                 output,
             } => FeedForward::Dense {
-                intermediate: dense(intermediate, h, width)?,
+                intermediate: loader.dense(
+                    &layer.pp(intermediate).for_outlier_inputs(),
+                    h,
+                    width,
+                    bias,
+                )?,
                 output: dense(output, width, h)?,
                 activation,
             },
             FeedForwardNames::SwiGlu { gate, up, down } => FeedForward::SwiGlu {
-                gate_up: Linear::load_stacked(layer, &[(gate, width), (up, width)], h, bias)?,
+                gate_up: Linear::load_stacked(
+                    &layer.for_outlier_inputs(),
+                    &[(gate, width), (up, width)],
+                    h,
+                    bias,
+                )?,
                 down: dense(down, width, h)?,
                 width,
             },
