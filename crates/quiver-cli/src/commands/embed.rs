@@ -31,7 +31,8 @@ pub struct EmbedArgs {
     /// A literal prompt prepended to every text (instead of --prompt-name).
     #[arg(long, conflicts_with = "prompt_name")]
     prompt: Option<String>,
-    /// Number format of the dense layers: none (f32), int8 or bf16 (default: bf16 where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none).
+    /// Number format of the dense layers: none (f32), int8 or bf16 (default: bf16 where the
+    /// CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none).
     #[arg(long, value_enum)]
     quantize: Option<QuantizeArg>,
     /// The task adapter of models that have them (jina-embeddings-v3: retrieval.query,

@@ -49,8 +49,9 @@ pub struct EvalArgs {
     query_prompt_name: Option<String>,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
     device: Device,
-    /// Number format of the dense layers: none (f32), int8 or bf16 (default: bf16 where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none; each
-    /// format's indexes are kept apart).
+    /// Number format of the dense layers: none (f32), int8 or bf16 (default: bf16 where the
+    /// CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none; each format's indexes are
+    /// kept apart).
     #[arg(long, value_enum)]
     quantize: Option<QuantizeArg>,
     /// Print the report as JSON.

@@ -28,7 +28,8 @@ pub struct IndexArgs {
     #[arg(long)]
     dimensions: Option<usize>,
     /// Number format of the model's dense layers: none (f32), int8 or bf16 (default: the index's,
-    /// else bf16 where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none). Searches of the index embed their queries the same way.
+    /// else bf16 where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none).
+    /// Searches of the index embed their queries the same way.
     #[arg(long, value_enum)]
     quantize: Option<QuantizeArg>,
     /// The model's named prompt that searches of this index embed their queries with

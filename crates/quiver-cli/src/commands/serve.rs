@@ -73,8 +73,9 @@ pub struct ServeArgs {
     /// queries run about a third faster for 1.5 times the weight memory (default true).
     #[arg(long, env = "QUIVER_FEW_ROW_KERNELS")]
     few_row_kernels: Option<bool>,
-    /// Number format of the dense layers: none (f32), int8 or bf16 (default: bf16 where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none). With
-    /// --index: the index's own (a different one is refused).
+    /// Number format of the dense layers: none (f32), int8 or bf16 (default: bf16 where the
+    /// CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none). With --index: the index's
+    /// own (a different one is refused).
     #[arg(long, value_enum, env = "QUIVER_QUANTIZE")]
     quantize: Option<QuantizeArg>,
     /// Require `Authorization: Bearer KEY` on every route but /health.

@@ -26,7 +26,8 @@ pub struct TreeArgs {
     #[arg(long, short, env = "QUIVER_MODEL")]
     pub model: Option<String>,
     /// Number format of the model's dense layers for a new index: none (f32), int8 or bf16
-    /// (default: the index's, else bf16 where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none).
+    /// (default: the index's, else bf16 where the CPU multiplies bf16 natively (AMX, AVX-512
+    /// BF16), else none).
     #[arg(long, value_enum)]
     pub quantize: Option<QuantizeArg>,
     #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
