@@ -308,8 +308,14 @@ fn a_new_index_takes_the_machines_default_format() {
         quiver_embed::Quantization::for_this_machine().name()
     );
     let without_bf16 = sample_tree("default-format-portable");
+    let model = model_dir();
     let output = quiver_with_env(
-        &["index", without_bf16.to_str().expect("utf-8")],
+        &[
+            "index",
+            without_bf16.to_str().expect("utf-8"),
+            "--model",
+            model.to_str().expect("utf-8"),
+        ],
         "",
         &[("QUIVER_BF16_KERNEL", Path::new("portable"))],
     );
