@@ -478,11 +478,23 @@ const FINGERPRINT_COLUMNS: &str = "c.embed_hash, s.embed_hash, c.language, c.pat
 
 /// The fingerprint of the [`FINGERPRINT_COLUMNS`] that start at column `first` of `row`.
 fn fingerprint(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<u64> {
+    let column = |i: usize| row.get_ref(first + i).and_then(|v| Ok(v.as_str_or_null()?));
+    Ok(fingerprint_of([
+        column(0)?,
+        column(1)?,
+        column(2)?,
+        column(3)?,
+    ]))
+}
+
+/// The fingerprint of a chunk's [`FINGERPRINT_COLUMNS`]: its text vector's hash, its
+/// signature vector's (`None` without one), its language and its path.
+pub(super) fn fingerprint_of(columns: [Option<&str>; 4]) -> u64 {
     let mut fingerprint = Fnv64::default();
-    for column in first..first + 4 {
-        fingerprint.write(row.get_ref(column)?.as_str_or_null()?);
+    for column in columns {
+        fingerprint.write(column);
     }
-    Ok(fingerprint.0)
+    fingerprint.0
 }
 
 /// FNV-1a over optional strings (a `None` and each end marked), for fingerprints that must

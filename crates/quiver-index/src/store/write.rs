@@ -1,13 +1,14 @@
 //! Writes: every change is one transaction, and bumps the generation the vector files follow.
 
-use super::read::chunk_checksum;
-use super::records::{Batch, ChunkRecord, FileRecord};
+use super::read::{chunk_checksum, fingerprint_of};
+use super::records::{Batch, ChunkRecord, FileRecord, StoredVector};
 use super::schema::{CHUNK_INDEXES, DROP_CHUNK_INDEXES};
 use super::{db_error, Store, GENERATION};
 use crate::error::{IndexError, Result};
 use crate::keywords;
+use crate::vectors::FreshFiles;
 use rusqlite::params;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 impl Store {
@@ -25,20 +26,53 @@ impl Store {
         fill: impl FnOnce(&mut BatchSink<'_>) -> Result<()>,
     ) -> Result<()> {
         let dir = self.dir.clone();
+        let dimension = self.settings()?.map(|settings| settings.dimension);
         let tx = self.conn.transaction().map_err(|e| db_error(&dir, e))?;
         let mut sink = BatchSink {
             tx: &tx,
             dir: &dir,
             replaced: HashSet::new(),
             deferred: false,
+            dimension,
+            vector_files: None,
         };
         fill(&mut sink)?;
+        let vector_files = sink.vector_files.take();
         if sink.deferred {
             tx.execute_batch(CHUNK_INDEXES)
                 .map_err(|e| db_error(&dir, e))?;
         }
-        bump_generation(&tx).map_err(|e| db_error(&dir, e))?;
-        tx.commit().map_err(|e| db_error(&dir, e))
+        let started = std::time::Instant::now();
+        // The load's vector files are flushed and their IVF built while the transaction
+        // commits: the one waits on the disk, the other on the processor.
+        let (committed, prepared) = std::thread::scope(|scope| {
+            let preparing = vector_files.map(|files| scope.spawn(|| files.prepare()));
+            let committed = bump_generation(&tx)
+                .and_then(|()| tx.commit())
+                .map_err(|e| db_error(&dir, e));
+            let prepared = preparing.map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (committed, prepared)
+        });
+        committed?;
+        if let Some(prepared) = prepared {
+            // The load is committed whatever becomes of its files: the next sync writes them
+            // from the database.
+            match prepared.and_then(|files| {
+                let (store, generation) = self.vector_generation()?;
+                files.publish(&store, generation)
+            }) {
+                Ok(rows) => tracing::info!(
+                    "committed, with {rows} rows of vector files, in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(error) => tracing::warn!("the load's vector files were not finished: {error}"),
+            }
+        }
+        Ok(())
     }
 
     /// Drops files (and their chunks) in one transaction.
@@ -80,6 +114,11 @@ pub struct BatchSink<'a> {
     /// Whether [`BatchSink::defer_indexes`] dropped the chunks' secondary indexes, to be built
     /// again before the transaction commits.
     deferred: bool,
+    /// The index's vector width, once it has settings.
+    dimension: Option<usize>,
+    /// In a bulk load, the vector files written as its chunks go in; dropped (to be written
+    /// from the database by the next sync) if a chunk's vector is not in its own batch.
+    vector_files: Option<FreshFiles>,
 }
 
 impl BatchSink<'_> {
@@ -88,6 +127,9 @@ impl BatchSink<'_> {
     /// pass. Inserting a million chunks into them one at a time touched their pages at random,
     /// and once they outgrew the page cache, each insert read pages back from the WAL.
     /// Nothing of this is visible outside the transaction. To be called before any batch.
+    ///
+    /// The load also writes the index's vector files anew as it goes, from its batches, and
+    /// makes them current once it commits.
     pub fn defer_indexes(&mut self) -> Result<()> {
         let error = |e| db_error(self.dir, e);
         let empty = !self
@@ -98,6 +140,14 @@ impl BatchSink<'_> {
         if empty && self.replaced.is_empty() {
             self.tx.execute_batch(DROP_CHUNK_INDEXES).map_err(error)?;
             self.deferred = true;
+            self.vector_files = match self.dimension.map(|d| FreshFiles::create(self.dir, d)) {
+                Some(Ok(files)) => Some(files),
+                Some(Err(error)) => {
+                    tracing::warn!("vector files not written during the load: {error}");
+                    None
+                }
+                None => None,
+            };
         }
         Ok(())
     }
@@ -130,13 +180,21 @@ impl BatchSink<'_> {
                 .and_then(|mut insert| insert.execute(params![hash, bytes, crc32fast::hash(&bytes)]))
                 .map_err(error)?;
         }
+        let vectors: HashMap<&str, &[f32]> = match self.vector_files {
+            Some(_) => batch
+                .vectors
+                .iter()
+                .map(|(hash, vector)| (hash.as_str(), vector.as_slice()))
+                .collect(),
+            None => HashMap::new(),
+        };
         for (file, chunks) in &batch.files {
             // A deferred load began with no chunks: whatever a file has is this load's own.
             if self.replaced.insert(file.path.clone()) && !self.deferred {
                 delete_file_chunks(self.tx, &file.path).map_err(error)?;
             }
             for chunk in chunks {
-                insert_chunk(self.tx, chunk).map_err(|e| match e {
+                let row = insert_chunk(self.tx, chunk).map_err(|e| match e {
                     rusqlite::Error::SqliteFailure(f, _)
                         if f.code == rusqlite::ErrorCode::ConstraintViolation =>
                     {
@@ -147,6 +205,9 @@ impl BatchSink<'_> {
                     }
                     e => error(e),
                 })?;
+                if self.vector_files.is_some() {
+                    self.add_to_vector_files(row, chunk, &vectors);
+                }
             }
             upsert_file(self.tx, file).map_err(error)?;
         }
@@ -154,6 +215,51 @@ impl BatchSink<'_> {
             upsert_file(self.tx, file).map_err(error)?;
         }
         Ok(())
+    }
+
+    /// Writes the rows of the chunk stored as `row` to the load's vector files, as a sync
+    /// would read them back: its vector, and its signature's when the signature has one.
+    fn add_to_vector_files(
+        &mut self,
+        row: i64,
+        chunk: &ChunkRecord,
+        vectors: &HashMap<&str, &[f32]>,
+    ) {
+        let signature = chunk.signature_hash.as_deref();
+        let signature_vector = match signature {
+            None => Some(None),
+            Some(hash) => vectors.get(hash).map(|vector| Some(*vector)),
+        };
+        let (Some(vector), Some(signature_vector)) =
+            (vectors.get(chunk.embed_hash.as_str()), signature_vector)
+        else {
+            // A vector from an earlier batch: only the database has it.
+            tracing::debug!(
+                "vector files left to the next sync: {} has no vector in its batch",
+                chunk.chunk_id
+            );
+            self.vector_files = None;
+            return;
+        };
+        let fingerprint = fingerprint_of([
+            Some(&chunk.embed_hash),
+            signature,
+            Some(&chunk.language),
+            Some(&chunk.path),
+        ]);
+        let stored = StoredVector {
+            row,
+            uid: chunk.uid,
+            language: &chunk.language,
+            path: &chunk.path,
+            vector,
+            signature: signature_vector,
+            fingerprint,
+        };
+        if let Some(Err(error)) = self.vector_files.as_mut().map(|files| files.push(&stored)) {
+            tracing::warn!("vector files not written during the load: {error}");
+            self.vector_files = None;
+        }
     }
 }
 
@@ -183,10 +289,11 @@ pub(super) fn delete_file_chunks(
     Ok(())
 }
 
+/// Inserts the chunk; returns its row id.
 pub(super) fn insert_chunk(
     tx: &rusqlite::Transaction<'_>,
     chunk: &ChunkRecord,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<i64> {
     let metadata = chunk.metadata.as_ref().map(|m| m.to_string());
     let checksum = chunk_checksum(chunk, metadata.as_deref());
     tx.prepare_cached(
@@ -230,7 +337,7 @@ pub(super) fn insert_chunk(
             keywords::terms(&names),
             keywords::terms(&chunk.text)
         ])?;
-    Ok(())
+    Ok(id)
 }
 
 pub(super) fn upsert_file(

@@ -640,43 +640,95 @@ pub fn sync(store: &Store) -> Result<Synced> {
 
 /// Writes the files anew under a new epoch; returns the rows written.
 fn rewrite(store: &Store, id: &str, generation: i64, dimension: usize) -> Result<usize> {
-    let dir = store.dir().join(DIR);
-    let epoch = next_epoch(&dir);
-    let create = |path: PathBuf| -> Result<BufWriter<File>> {
-        File::create(&path)
-            .map(|file| BufWriter::with_capacity(1 << 20, file))
-            .map_err(io_error(&path))
-    };
-    let mut writer = RowWriter::new(
-        dimension,
-        create(rows_file(&dir, epoch))?,
-        create(vectors_file(&dir, epoch))?,
-        create(paths_file(&dir, epoch))?,
-    );
     let started = std::time::Instant::now();
-    writer.append_from(store, None)?;
-    let (path_ids, languages, rows) = writer.finish(&dir)?;
+    let mut files = FreshFiles::create(store.dir(), dimension)?;
+    files.writer.append_from(store, None)?;
+    let rows = files.prepare()?.publish(id, generation)?;
     tracing::info!(
         "wrote {rows} rows of vector files in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let mut manifest = Manifest {
-        format: FORMAT,
-        store: id.to_string(),
-        generation,
-        dimension,
-        epoch,
-        rows,
-        chunks: 0,
-        paths: path_ids.len(),
-        languages,
-        deleted: Vec::new(),
-        ivf: None,
-    };
-    manifest.chunks = live_chunks(&dir, &manifest)?;
-    manifest.ivf = ivf_files(&dir, &manifest, None)?;
-    write_manifest(&dir, &manifest)?;
     Ok(rows)
+}
+
+/// Vector files of a new epoch, written row by row; they count once [`PreparedFiles::publish`]
+/// writes the manifest that names them. [`rewrite`] fills them from the database; a bulk load
+/// ([`crate::BatchSink::defer_indexes`]) from its batches as it inserts them, which spares
+/// reading every vector back (at a million chunks, most of the files' cost).
+pub(crate) struct FreshFiles {
+    dir: PathBuf,
+    epoch: u64,
+    writer: RowWriter<BufWriter<File>>,
+}
+
+impl FreshFiles {
+    pub(crate) fn create(index_dir: &Path, dimension: usize) -> Result<FreshFiles> {
+        let dir = index_dir.join(DIR);
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let epoch = next_epoch(&dir);
+        let create = |path: PathBuf| -> Result<BufWriter<File>> {
+            File::create(&path)
+                .map(|file| BufWriter::with_capacity(1 << 20, file))
+                .map_err(io_error(&path))
+        };
+        let writer = RowWriter::new(
+            dimension,
+            create(rows_file(&dir, epoch))?,
+            create(vectors_file(&dir, epoch))?,
+            create(paths_file(&dir, epoch))?,
+        );
+        Ok(FreshFiles { dir, epoch, writer })
+    }
+
+    pub(crate) fn push(&mut self, stored: &StoredVector<'_>) -> Result<()> {
+        self.writer.push(stored).map_err(io_error(&self.dir))
+    }
+
+    /// Flushes the files and builds their IVF: all but the manifest, which
+    /// [`PreparedFiles::publish`] writes once the database state it describes is committed.
+    pub(crate) fn prepare(self) -> Result<PreparedFiles> {
+        let FreshFiles { dir, epoch, writer } = self;
+        let dimension = writer.dimension;
+        let (path_ids, languages, rows) = writer.finish(&dir)?;
+        let mut manifest = Manifest {
+            format: FORMAT,
+            store: String::new(),
+            generation: 0,
+            dimension,
+            epoch,
+            rows,
+            chunks: 0,
+            paths: path_ids.len(),
+            languages,
+            deleted: Vec::new(),
+            ivf: None,
+        };
+        manifest.chunks = live_chunks(&dir, &manifest)?;
+        manifest.ivf = ivf_files(&dir, &manifest, None)?;
+        Ok(PreparedFiles { dir, manifest })
+    }
+}
+
+/// Vector files whole on disk, their manifest not yet written.
+pub(crate) struct PreparedFiles {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl PreparedFiles {
+    /// Makes the files current for the database state `(store, generation)`
+    /// ([`Store::vector_generation`]); returns their rows.
+    pub(crate) fn publish(self, store: &str, generation: i64) -> Result<usize> {
+        let PreparedFiles { dir, manifest } = self;
+        let manifest = Manifest {
+            store: store.to_string(),
+            generation,
+            ..manifest
+        };
+        write_manifest(&dir, &manifest)?;
+        remove_unused(&dir);
+        Ok(manifest.rows)
+    }
 }
 
 /// Appends the rows of `added` chunks to the files of `manifest`, marks `deleted`, and

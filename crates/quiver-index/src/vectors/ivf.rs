@@ -181,21 +181,49 @@ fn nearest(centroids: &[f32], dimension: usize, vectors: &[f32]) -> (Vec<u32>, V
             threads,
         );
         for row in scores[..rows * lists].chunks_exact(lists) {
-            let (list, score) =
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |(bi, bs), (i, &s)| {
-                        if s > bs {
-                            (i, s)
-                        } else {
-                            (bi, bs)
-                        }
-                    });
+            let (list, score) = argmax(row);
             assigned.push(list as u32);
             best.push(score);
         }
     }
     (assigned, best)
+}
+
+/// The position and value of the largest score, the first of equals; `(0, -inf)` when none
+/// exceeds -inf. Sixteen running maxima side by side, which the compiler keeps in vector
+/// registers: a fold comparing one score at a time was a tenth of an import's time spent on
+/// the IVF at a million rows (`perf record`).
+fn argmax(scores: &[f32]) -> (usize, f32) {
+    const LANES: usize = 16;
+    let mut best = [f32::NEG_INFINITY; LANES];
+    let mut at = [0u32; LANES];
+    let blocks = scores.chunks_exact(LANES);
+    let rest = blocks.remainder();
+    for (block, values) in blocks.enumerate() {
+        for lane in 0..LANES {
+            let better = values[lane] > best[lane];
+            best[lane] = if better { values[lane] } else { best[lane] };
+            at[lane] = if better {
+                (block * LANES + lane) as u32
+            } else {
+                at[lane]
+            };
+        }
+    }
+    let mut result = (0, f32::NEG_INFINITY);
+    for (&score, &position) in best.iter().zip(&at) {
+        let position = position as usize;
+        if score > result.1 || (score == result.1 && position < result.0) {
+            result = (position, score);
+        }
+    }
+    let start = scores.len() - rest.len();
+    for (offset, &score) in rest.iter().enumerate() {
+        if score > result.1 {
+            result = (start + offset, score);
+        }
+    }
+    result
 }
 
 /// An IVF ready for searches: the quantizer, the rows of each list, and the rows' codes.
@@ -337,6 +365,39 @@ mod tests {
         let v: Vec<f32> = values.collect();
         let norm = super::super::dot(&v, &v).sqrt();
         v.into_iter().map(|x| x / norm).collect()
+    }
+
+    #[test]
+    fn argmax_is_the_first_largest() {
+        let fold = |scores: &[f32]| {
+            scores
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bs), (i, &s)| {
+                    if s > bs {
+                        (i, s)
+                    } else {
+                        (bi, bs)
+                    }
+                })
+        };
+        let mut seed = 11u64;
+        for len in [0, 1, 5, 16, 17, 40, 1000, 1003] {
+            for round in 0..20 {
+                // Few distinct values, so the largest often repeats, across lanes and in the
+                // tail.
+                let scores: Vec<f32> = (0..len)
+                    .map(|_| {
+                        seed = seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        ((seed >> 33) % (3 + round)) as f32 - 2.0
+                    })
+                    .collect();
+                assert_eq!(argmax(&scores), fold(&scores), "{scores:?}");
+            }
+        }
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 20]), (0, f32::NEG_INFINITY));
     }
 
     #[test]

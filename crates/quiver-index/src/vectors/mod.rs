@@ -5,6 +5,7 @@
 mod files;
 mod ivf;
 
+pub(crate) use files::FreshFiles;
 pub use files::{status, sync, Synced, VectorFilesStatus, DIR};
 
 use crate::adapter::QueryAdapter;

@@ -28,6 +28,10 @@ struct Chunk<'a> {
 }
 
 fn commit(store: &mut Store, chunks: &[Chunk<'_>]) {
+    store.commit(&batch(chunks)).unwrap();
+}
+
+fn batch(chunks: &[Chunk<'_>]) -> Batch {
     let mut batch = Batch {
         files: Vec::new(),
         touched: Vec::new(),
@@ -79,7 +83,7 @@ fn commit(store: &mut Store, chunks: &[Chunk<'_>]) {
         };
         batch.files.push((file, vec![record]));
     }
-    store.commit(&batch).unwrap();
+    batch
 }
 
 fn chunk<'a>(path: &'a str, vector: &[f32]) -> Chunk<'a> {
@@ -209,6 +213,66 @@ fn the_files_follow_each_commit_by_difference() {
         ["d.rs", "a.rs", "b.rs"]
     );
     assert_eq!(ranked_paths(&reader, &index, &[-1.0, 0.0], 1), ["b.rs"]);
+}
+
+#[test]
+fn a_bulk_load_writes_the_files_a_sync_would_and_makes_them_current() {
+    let chunks = [
+        Chunk {
+            signature: Some(vec![0.0, 2.0]),
+            ..chunk("a.rs", &[3.0, 0.0])
+        },
+        Chunk {
+            language: "python",
+            ..chunk("b.py", &[0.6, 0.8])
+        },
+        Chunk {
+            signature: Some(vec![1.0]),
+            ..chunk("c.rs", &[1.0, 0.0])
+        },
+        chunk("d.rs", &[0.0, -1.0]),
+    ];
+    let (first, second) = chunks.split_at(2);
+    let synced = scratch("bulk-synced");
+    let mut store = writer(&synced, 2);
+    commit(&mut store, first);
+    commit(&mut store, second);
+    assert_eq!(sync(&store).unwrap(), Synced::Rewritten { rows: 5 });
+
+    let loaded = scratch("bulk-loaded");
+    let mut store = writer(&loaded, 2);
+    store
+        .commit_batches(|sink| {
+            sink.defer_indexes()?;
+            sink.apply(&batch(first))?;
+            sink.apply(&batch(second))
+        })
+        .unwrap();
+    assert_eq!(sync(&store).unwrap(), Synced::Current);
+    for name in ["rows-1.bin", "vectors-1.f32", "paths-1.jsonl"] {
+        let read = |dir: &Path| std::fs::read(dir.join(DIR).join(name)).unwrap();
+        assert_eq!(read(&loaded), read(&synced), "{name}");
+    }
+    let index = VectorIndex::open(&store).unwrap();
+    assert_eq!(
+        ranked_paths(&store, &index, &[0.0, 1.0], 2),
+        ["a.rs", "b.py"]
+    );
+
+    // A chunk whose vector came in an earlier batch leaves the files to the next sync.
+    let split = scratch("bulk-split");
+    let mut store = writer(&split, 2);
+    let mut without_vector = batch(second);
+    let mut with_vector = batch(first);
+    with_vector.vectors.append(&mut without_vector.vectors);
+    store
+        .commit_batches(|sink| {
+            sink.defer_indexes()?;
+            sink.apply(&with_vector)?;
+            sink.apply(&without_vector)
+        })
+        .unwrap();
+    assert_eq!(sync(&store).unwrap(), Synced::Rewritten { rows: 5 });
 }
 
 #[test]
