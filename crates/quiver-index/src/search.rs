@@ -154,19 +154,79 @@ pub fn search_with(
     postings: Option<&PostingsCache>,
     request: &SearchRequest<'_>,
 ) -> Result<Vec<SearchHit>> {
-    let priors = Priors::for_query(request.query, request.mode).filter(|_| request.priors);
-    let depth = match request.mode {
-        SearchMode::Hybrid => FUSION_DEPTH.max(request.k),
-        _ if priors.is_some() => PRIOR_DEPTH.max(request.k),
-        _ => request.k,
+    let keywords = keyword_side(store, postings, request)?;
+    search_with_keywords(store, vectors, keywords, request)
+}
+
+/// A search's keyword ranking, made apart from the rest ([`keyword_side`]): a front end that
+/// must load a model before it has the query's vector ranks by keywords meanwhile.
+pub struct KeywordSide {
+    made_for: SideKey,
+    ranking: Vec<(i64, f64)>,
+}
+
+/// What a keyword ranking depends on.
+#[derive(PartialEq)]
+struct SideKey {
+    query: String,
+    mode: SearchMode,
+    depth: usize,
+    languages: Vec<String>,
+    path: Option<String>,
+}
+
+impl SideKey {
+    fn of(request: &SearchRequest<'_>, depth: usize) -> SideKey {
+        SideKey {
+            query: request.query.to_string(),
+            mode: request.mode,
+            depth,
+            languages: request.filter.languages.clone(),
+            path: request
+                .filter
+                .path
+                .as_ref()
+                .map(|p| p.glob().glob().to_string()),
+        }
+    }
+}
+
+/// The keyword ranking `request` needs (none for vector search); its `query_vector` may
+/// still be missing.
+pub fn keyword_side(
+    store: &Store,
+    postings: Option<&PostingsCache>,
+    request: &SearchRequest<'_>,
+) -> Result<KeywordSide> {
+    let (_, depth) = depth_of(request);
+    let ranking = match request.mode {
+        SearchMode::Vector => Vec::new(),
+        _ => keyword_ranking(store, postings, request.query, depth, request.filter)?,
     };
+    Ok(KeywordSide {
+        made_for: SideKey::of(request, depth),
+        ranking,
+    })
+}
+
+/// [`search_with`], its keyword ranking made beforehand (made again if it was made for
+/// another request).
+pub fn search_with_keywords(
+    store: &Store,
+    vectors: Option<&VectorIndex>,
+    keywords: KeywordSide,
+    request: &SearchRequest<'_>,
+) -> Result<Vec<SearchHit>> {
+    let (priors, depth) = depth_of(request);
+    let keywords = if keywords.made_for == SideKey::of(request, depth) {
+        keywords
+    } else {
+        keyword_side(store, None, request)?
+    };
+    let keyword = keywords.ranking;
     let vector = match (request.mode, request.query_vector, vectors) {
         (SearchMode::Keyword, ..) | (_, None, _) | (_, _, None) => Vec::new(),
         (_, Some(query), Some(vectors)) => vectors.nearest(query, depth, request.filter)?,
-    };
-    let keyword = match request.mode {
-        SearchMode::Vector => Vec::new(),
-        _ => keyword_ranking(store, postings, request.query, depth, request.filter)?,
     };
     let scored: Vec<(i64, f64, Option<usize>, Option<usize>)> = match request.mode {
         SearchMode::Vector => ranked(&vector, true),
@@ -199,6 +259,17 @@ pub fn search_with(
     }
     hits.truncate(request.k);
     Ok(hits)
+}
+
+/// The request's priors, and how many candidates each ranking gives it.
+fn depth_of(request: &SearchRequest<'_>) -> (Option<Priors>, usize) {
+    let priors = Priors::for_query(request.query, request.mode).filter(|_| request.priors);
+    let depth = match request.mode {
+        SearchMode::Hybrid => FUSION_DEPTH.max(request.k),
+        _ if priors.is_some() => PRIOR_DEPTH.max(request.k),
+        _ => request.k,
+    };
+    (priors, depth)
 }
 
 /// Candidates a vector search reranks with its [`Priors`].
@@ -389,6 +460,81 @@ mod tests {
         assert!((fused[0].1 - 1.0).abs() < 1e-9, "{fused:?}");
         // With the keyword side weighted fully, agreement between the two wins.
         assert_eq!(fuse(&vector, &keyword, 1.0)[0].0, 2);
+    }
+
+    #[test]
+    fn a_keyword_side_made_beforehand_ranks_as_search_does_and_only_for_its_request() {
+        use crate::store::{Batch, FileRecord, IndexSettings};
+        let dir = std::env::temp_dir().join(format!("quiver-side-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = Store::open_writer(&dir).unwrap();
+        let settings = IndexSettings {
+            model: "test".into(),
+            dimension: 2,
+            normalize: true,
+            document_prompt: None,
+            query_prompt: None,
+            quantization: Default::default(),
+        };
+        store.adopt_settings(&settings, false).unwrap();
+        let texts = [
+            ("parse.py", "def parse_header(message): return header", [1.0, 0.0]),
+            ("send.py", "def send_message(socket, message): pass", [0.6, 0.8]),
+            ("copy.py", "def copy_buffer(buffer): return buffer", [0.0, 1.0]),
+        ];
+        let mut batch = Batch::default();
+        for (path, text, vector) in texts {
+            let chunk = ChunkRecord {
+                chunk_id: format!("{path}:0"),
+                file: path.into(),
+                path: path.into(),
+                language: "python".into(),
+                text: text.into(),
+                content_hash: text.into(),
+                embed_hash: format!("e-{path}"),
+                ..ChunkRecord::default()
+            };
+            let file = FileRecord {
+                path: path.into(),
+                size: 1,
+                mtime_ns: 1,
+                content_hash: text.into(),
+            };
+            batch.vectors.push((chunk.embed_hash.clone(), vector.to_vec()));
+            batch.files.push((file, vec![chunk]));
+        }
+        store.commit(&batch).unwrap();
+        let vectors = VectorIndex::open(&store).unwrap();
+        let all = SearchFilter::default();
+        let request = |query| SearchRequest {
+            query,
+            query_vector: Some(&[0.0, 1.0]),
+            mode: SearchMode::Hybrid,
+            k: 3,
+            filter: &all,
+            keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+            priors: true,
+        };
+        let ranked = |hits: Vec<SearchHit>| -> Vec<(String, Option<usize>, Option<usize>)> {
+            hits.into_iter()
+                .map(|h| (h.chunk.path, h.vector_rank, h.keyword_rank))
+                .collect()
+        };
+        let message = request("message");
+        let whole = ranked(search_with(&store, Some(&vectors), None, &message).unwrap());
+        assert_eq!(whole[0].2, Some(1), "{whole:?}");
+        // Made before the query's vector is known, as the CLI makes it while a model loads.
+        let without_vector = SearchRequest {
+            query_vector: None,
+            ..request("message")
+        };
+        let side = keyword_side(&store, None, &without_vector).unwrap();
+        let apart = search_with_keywords(&store, Some(&vectors), side, &message).unwrap();
+        assert_eq!(ranked(apart), whole);
+        // A side made for another query is made again.
+        let side = keyword_side(&store, None, &request("buffer")).unwrap();
+        let remade = search_with_keywords(&store, Some(&vectors), side, &message).unwrap();
+        assert_eq!(ranked(remade), whole);
     }
 
     #[test]

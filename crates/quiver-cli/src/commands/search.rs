@@ -5,8 +5,9 @@ use clap::Args;
 use quiver_embed::Device;
 use quiver_engine::{BatchSettings, RerankRequest, Reranking};
 use quiver_index::{
-    pack, rerank_hits, search_with, ModelTokens, SearchFilter, SearchHit, SearchMode,
-    SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT, PACK_CANDIDATES, RERANK_CANDIDATES,
+    keyword_side, pack, rerank_hits, search_with, search_with_keywords, ModelTokens, SearchFilter,
+    SearchHit, SearchMode, SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
+    PACK_CANDIDATES, RERANK_CANDIDATES,
 };
 use std::path::PathBuf;
 
@@ -88,15 +89,37 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         let dir = index_dir.clone();
         std::thread::spawn(move || Store::open(&dir).and_then(|store| VectorIndex::open(&store)))
     });
-    // Packing counts tokens with the model's tokenizer, so it needs the model in any mode.
-    let embedder = match (args.mode, args.max_tokens) {
-        (SearchMode::Keyword, None) => None,
-        _ => Some(load_embedder(
-            &settings.model,
-            args.device,
-            settings.quantization,
-        )?),
+    let request = SearchRequest {
+        query: &args.query,
+        query_vector: None,
+        mode: args.mode,
+        k: match (&reranking, args.max_tokens) {
+            (_, Some(_)) => PACK_CANDIDATES.max(args.rerank_candidates),
+            (Some(_), None) => args.rerank_candidates.max(args.k),
+            (None, None) => args.k,
+        },
+        filter: &filter,
+        keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+        priors: !args.no_priors,
     };
+    // The keyword ranking is made while the model loads, from a connection of its own: at a
+    // million chunks each takes a tenth of a second.
+    let (embedder, keywords) = std::thread::scope(|scope| {
+        let keywords = (args.mode == SearchMode::Hybrid)
+            .then(|| scope.spawn(|| keyword_side(&Store::open(&index_dir)?, None, &request)));
+        // Packing counts tokens with the model's tokenizer, so it needs the model in any mode.
+        let embedder = match (args.mode, args.max_tokens) {
+            (SearchMode::Keyword, None) => Ok(None),
+            _ => load_embedder(&settings.model, args.device, settings.quantization).map(Some),
+        };
+        let keywords = keywords.map(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        (embedder, keywords)
+    });
+    let embedder = embedder?;
     let query_vector = match (args.mode, &embedder) {
         (SearchMode::Keyword, _) | (_, None) => None,
         (_, Some(embedder)) => {
@@ -112,24 +135,14 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         Some(Ok(opened)) => Some(opened?),
         Some(Err(_)) => bail!("opening the vectors of {} failed", index_dir.display()),
     };
-    let hits = search_with(
-        &store,
-        vectors.as_ref(),
-        None,
-        &SearchRequest {
-            query: &args.query,
-            query_vector: query_vector.as_deref(),
-            mode: args.mode,
-            k: match (&reranking, args.max_tokens) {
-                (_, Some(_)) => PACK_CANDIDATES.max(args.rerank_candidates),
-                (Some(_), None) => args.rerank_candidates.max(args.k),
-                (None, None) => args.k,
-            },
-            filter: &filter,
-            keyword_weight: DEFAULT_KEYWORD_WEIGHT,
-            priors: !args.no_priors,
-        },
-    )?;
+    let request = SearchRequest {
+        query_vector: query_vector.as_deref(),
+        ..request
+    };
+    let hits = match keywords {
+        Some(keywords) => search_with_keywords(&store, vectors.as_ref(), keywords?, &request)?,
+        None => search_with(&store, vectors.as_ref(), None, &request)?,
+    };
     let hits = match &reranking {
         None => hits,
         Some(reranking) => {
