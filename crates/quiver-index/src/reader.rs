@@ -6,7 +6,9 @@
 use crate::bm25::PostingsCache;
 use crate::error::Result;
 use crate::lock;
-use crate::search::{search_with, SearchHit, SearchRequest};
+use crate::search::{
+    keyword_side, search_with, search_with_keywords, KeywordSide, SearchHit, SearchRequest,
+};
 use crate::store::{IndexSettings, Store};
 use crate::vectors::VectorIndex;
 use std::path::{Path, PathBuf};
@@ -108,6 +110,26 @@ impl IndexReader {
                 request,
             )
         })
+    }
+
+    /// The keyword ranking of a search of `snapshot` (blocking), made while its query is
+    /// embedded, for [`IndexReader::search_with_keywords`].
+    pub fn keyword_side(
+        &self,
+        snapshot: &Snapshot,
+        request: &SearchRequest<'_>,
+    ) -> Result<KeywordSide> {
+        self.read(|store| keyword_side(store, Some(&snapshot.postings), request))
+    }
+
+    /// [`IndexReader::search`] with its keyword ranking made beforehand.
+    pub fn search_with_keywords(
+        &self,
+        snapshot: &Snapshot,
+        keywords: KeywordSide,
+        request: &SearchRequest<'_>,
+    ) -> Result<Vec<SearchHit>> {
+        self.read(|store| search_with_keywords(store, Some(&snapshot.vectors), keywords, request))
     }
 
     /// Runs `read` on a read-only connection of its own (blocking), for what a search does not

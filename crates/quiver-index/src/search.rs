@@ -478,9 +478,21 @@ mod tests {
         };
         store.adopt_settings(&settings, false).unwrap();
         let texts = [
-            ("parse.py", "def parse_header(message): return header", [1.0, 0.0]),
-            ("send.py", "def send_message(socket, message): pass", [0.6, 0.8]),
-            ("copy.py", "def copy_buffer(buffer): return buffer", [0.0, 1.0]),
+            (
+                "parse.py",
+                "def parse_header(message): return header",
+                [1.0, 0.0],
+            ),
+            (
+                "send.py",
+                "def send_message(socket, message): pass",
+                [0.6, 0.8],
+            ),
+            (
+                "copy.py",
+                "def copy_buffer(buffer): return buffer",
+                [0.0, 1.0],
+            ),
         ];
         let mut batch = Batch::default();
         for (path, text, vector) in texts {
@@ -500,7 +512,9 @@ mod tests {
                 mtime_ns: 1,
                 content_hash: text.into(),
             };
-            batch.vectors.push((chunk.embed_hash.clone(), vector.to_vec()));
+            batch
+                .vectors
+                .push((chunk.embed_hash.clone(), vector.to_vec()));
             batch.files.push((file, vec![chunk]));
         }
         store.commit(&batch).unwrap();

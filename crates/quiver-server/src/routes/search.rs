@@ -48,6 +48,28 @@ pub struct SearchBody {
     rerank: bool,
 }
 
+impl SearchBody {
+    fn search_request<'a>(
+        &'a self,
+        filter: &'a SearchFilter,
+        query_vector: Option<&'a [f32]>,
+    ) -> SearchRequest<'a> {
+        SearchRequest {
+            query: &self.query,
+            query_vector,
+            mode: self.mode,
+            k: if self.rerank {
+                RERANK_CANDIDATES.max(self.k)
+            } else {
+                self.k
+            },
+            filter,
+            keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+            priors: true,
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct SearchResponse {
     results: Vec<SearchHit>,
@@ -90,6 +112,17 @@ async fn handle(
             .await
             .map_err(|e| ApiError::backend(format!("search task failed: {e}")))??
     };
+    let (request, filter) = (Arc::new(request), Arc::new(filter));
+    let task_failed =
+        |e: tokio::task::JoinError| ApiError::backend(format!("search task failed: {e}"));
+    // A hybrid search's keyword ranking is made while its query is embedded.
+    let keywords = (request.mode == SearchMode::Hybrid).then(|| {
+        let (index, snapshot) = (index.clone(), snapshot.clone());
+        let (request, filter) = (request.clone(), filter.clone());
+        tokio::task::spawn_blocking(move || {
+            index.keyword_side(&snapshot, &request.search_request(&filter, None))
+        })
+    });
     let query_vector = match request.mode {
         SearchMode::Keyword => None,
         _ => {
@@ -107,28 +140,21 @@ async fn handle(
             embedded.vectors.into_iter().next()
         }
     };
+    let keywords = match keywords {
+        Some(making) => Some(making.await.map_err(task_failed)??),
+        None => None,
+    };
     let index = index.clone();
     let (query, rerank, k) = (request.query.clone(), request.rerank, request.k);
     let hits = tokio::task::spawn_blocking(move || {
-        index.search(
-            &snapshot,
-            &SearchRequest {
-                query: &request.query,
-                query_vector: query_vector.as_deref(),
-                mode: request.mode,
-                k: if request.rerank {
-                    RERANK_CANDIDATES.max(request.k)
-                } else {
-                    request.k
-                },
-                filter: &filter,
-                keyword_weight: DEFAULT_KEYWORD_WEIGHT,
-                priors: true,
-            },
-        )
+        let search = request.search_request(&filter, query_vector.as_deref());
+        match keywords {
+            Some(keywords) => index.search_with_keywords(&snapshot, keywords, &search),
+            None => index.search(&snapshot, &search),
+        }
     })
     .await
-    .map_err(|e| ApiError::backend(format!("search task failed: {e}")))??;
+    .map_err(task_failed)??;
     if !rerank {
         return Ok(Json(SearchResponse { results: hits }));
     }
