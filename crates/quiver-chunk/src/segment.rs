@@ -71,8 +71,10 @@ pub enum MergePolicy {
     /// Only units with the same enclosing definitions (code: never glue a method to the next
     /// top-level function).
     SameParents,
-    /// As `SameParents`, and never two definitions in one chunk.
-    OneDefinition,
+    /// As `SameParents`, and two definitions share a chunk only while it is under `floor`
+    /// tokens: a run of one-line prototypes or accessors makes one chunk, anything larger gets
+    /// a chunk of its own (`floor` 0: one definition per chunk).
+    Definitions { floor: usize },
     /// Any neighbours (prose).
     Any,
 }
@@ -93,9 +95,11 @@ pub fn merge_units(
             let compatible = match policy {
                 MergePolicy::Any => true,
                 MergePolicy::SameParents => current.parents == unit.parents,
-                MergePolicy::OneDefinition => {
+                MergePolicy::Definitions { floor } => {
                     current.parents == unit.parents
-                        && (current.symbol.is_none() || unit.symbol.is_none())
+                        && (current.symbol.is_none()
+                            || unit.symbol.is_none()
+                            || lines.tokens(current.lines.clone()) < floor)
                 }
             };
             if compatible && lines.tokens(current.lines.start..unit.lines.end) <= budget {
@@ -224,5 +228,59 @@ mod tests {
         assert_eq!(merged[1].lines, 2..4);
         let merged_any = merge_units(units, &index, 10, MergePolicy::Any);
         assert_eq!(merged_any.len(), 1);
+    }
+
+    #[test]
+    fn a_floor_lets_small_definitions_share_a_chunk_until_it_is_reached() {
+        // Tokens per line: 1, 1, 1, 3, 1.
+        let text = "a\nb\nc\nd d d\ne\n";
+        let index = LineIndex::new(text, whitespace_tokens(text));
+        let units: Vec<Unit> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .enumerate()
+            .map(|(line, name)| Unit {
+                lines: line..line + 1,
+                symbol: Some(Symbol {
+                    name: (*name).into(),
+                    kind: "function",
+                }),
+                parents: Vec::new(),
+                signature: None,
+            })
+            .collect();
+        let lines_of = |floor| {
+            merge_units(
+                units.clone(),
+                &index,
+                10,
+                MergePolicy::Definitions { floor },
+            )
+            .into_iter()
+            .map(|unit| unit.lines)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(lines_of(0), vec![0..1, 1..2, 2..3, 3..4, 4..5]);
+        // Under 2 tokens a chunk takes the next definition: a+b reach 2, c takes d (and is
+        // named after it, the larger), which leaves e alone.
+        assert_eq!(lines_of(2), vec![0..2, 2..4, 4..5]);
+        let merged = merge_units(
+            units.clone(),
+            &index,
+            10,
+            MergePolicy::Definitions { floor: 2 },
+        );
+        assert_eq!(
+            merged[1].symbol.as_ref().map(|s| s.name.as_str()),
+            Some("d")
+        );
+        // The budget still bounds a chunk.
+        assert_eq!(lines_of(100).len(), 1);
+        assert_eq!(
+            merge_units(units, &index, 4, MergePolicy::Definitions { floor: 100 })
+                .into_iter()
+                .map(|unit| unit.lines)
+                .collect::<Vec<_>>(),
+            vec![0..3, 3..5]
+        );
     }
 }

@@ -26,6 +26,7 @@ fn chunks(path: &str, text: &str, budget: usize) -> Vec<Chunk> {
     let options = ChunkOptions {
         max_tokens: budget,
         pack_definitions: true,
+        definition_floor: 0,
     };
     chunk_file(Path::new(path), text, &options, &WordCounter).expect("chunking succeeds")
 }
@@ -330,6 +331,7 @@ fn javascript_assigned_functions_get_chunks_of_their_own() {
     let options = ChunkOptions {
         max_tokens: 10_000,
         pack_definitions: false,
+        definition_floor: 0,
     };
     let chunks = chunk_file(Path::new("lib/app.js"), text, &options, &WordCounter).expect("chunks");
     assert_tiles(text, &chunks, 10_000);
@@ -343,6 +345,7 @@ fn one_definition_per_chunk_keeps_small_definitions_apart() {
     let options = ChunkOptions {
         max_tokens: 10_000,
         pack_definitions: false,
+        definition_floor: 0,
     };
     let chunks =
         chunk_file(Path::new("pkg/store.py"), PYTHON, &options, &WordCounter).expect("chunks");
@@ -362,6 +365,7 @@ fn chunks_that_start_a_definition_carry_its_signature() {
     let options = ChunkOptions {
         max_tokens: 10_000,
         pack_definitions: false,
+        definition_floor: 0,
     };
     let signatures = |path: &str, text: &str| -> Vec<(Option<String>, Option<String>)> {
         chunk_file(Path::new(path), text, &options, &WordCounter)
@@ -423,6 +427,7 @@ fn only_the_first_piece_of_a_split_definition_carries_the_signature() {
     let options = ChunkOptions {
         max_tokens: 30,
         pack_definitions: false,
+        definition_floor: 0,
     };
     let chunks = chunk_file(Path::new("a.py"), &text, &options, &WordCounter).expect("chunks");
     assert!(chunks.len() > 2);

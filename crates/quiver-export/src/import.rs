@@ -63,8 +63,7 @@ pub fn import_npy_dir(dir: &Path, store: &mut Store) -> Result<ImportReport> {
         files: BTreeMap::new(),
         chunks: 0,
     };
-    store.commit_batches(|sink| {
-        sink.defer_indexes()?;
+    store.bulk_load(|sink| {
         // The export is parsed, checked and hashed on a second thread while this one writes
         // the store: at a million chunks the two take time of the same order.
         let (sender, batches) = std::sync::mpsc::sync_channel::<Batch>(2);

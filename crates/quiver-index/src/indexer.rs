@@ -47,6 +47,8 @@ pub enum Chunking {
     Syntax,
     /// As `Syntax`, packing small neighbouring definitions into one chunk while they fit.
     SyntaxPacked,
+    /// As `Syntax`, but a chunk under this many tokens takes its next definition too.
+    SyntaxFloor(usize),
     /// Fixed windows of this many lines: the baseline of `quiver eval`.
     FixedLines(usize),
 }
@@ -57,6 +59,7 @@ impl Chunking {
         match self {
             Chunking::Syntax => format!("syntax-per-definition-v{SYNTAX_RULES_VERSION}"),
             Chunking::SyntaxPacked => format!("syntax-packed-v{SYNTAX_RULES_VERSION}"),
+            Chunking::SyntaxFloor(floor) => format!("syntax-floor-{floor}-v{SYNTAX_RULES_VERSION}"),
             Chunking::FixedLines(lines) => format!("lines-{lines}"),
         }
     }
@@ -573,10 +576,14 @@ impl Chunker<'_> {
         let counter = ModelTokens(self.embedder);
         let path = Path::new(relative);
         let chunks = match self.options.chunking {
-            Chunking::Syntax | Chunking::SyntaxPacked => {
+            Chunking::Syntax | Chunking::SyntaxPacked | Chunking::SyntaxFloor(_) => {
                 let options = ChunkOptions {
                     max_tokens: self.chunk_tokens,
                     pack_definitions: self.options.chunking == Chunking::SyntaxPacked,
+                    definition_floor: match self.options.chunking {
+                        Chunking::SyntaxFloor(floor) => floor,
+                        _ => 0,
+                    },
                 };
                 chunk_file(path, text, &options, &counter)?
             }

@@ -146,6 +146,12 @@ impl IndexOptions {
                             part.strip_prefix("lines-").and_then(|n| n.parse().ok())
                         {
                             self.chunking = Chunking::FixedLines(lines);
+                        } else if let Some(floor) = part
+                            .strip_prefix("syntax-floor-")
+                            .and_then(|rest| rest.split_once('-'))
+                            .and_then(|(n, _)| n.parse().ok())
+                        {
+                            self.chunking = Chunking::SyntaxFloor(floor);
                         }
                     }
                 }

@@ -30,6 +30,10 @@ pub struct EvalArgs {
     /// Pack small neighbouring definitions into one chunk (default: one definition per chunk).
     #[arg(long)]
     pack_definitions: bool,
+    /// One definition per chunk, but a chunk under this many tokens takes its next definition
+    /// too (a run of prototypes shares one chunk).
+    #[arg(long, value_name = "TOKENS", conflicts_with = "pack_definitions")]
+    definition_floor: Option<usize>,
     /// Embed Quiver's chunks without the context header.
     #[arg(long)]
     no_header: bool,
@@ -163,10 +167,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let budget = args
         .chunk_tokens
         .map_or("default budget".to_string(), |t| format!("{t} tokens"));
-    let (chunking, granularity) = if args.pack_definitions {
-        (Chunking::SyntaxPacked, "packed, ")
-    } else {
-        (Chunking::Syntax, "")
+    let (chunking, granularity) = match (args.pack_definitions, args.definition_floor) {
+        (true, _) => (Chunking::SyntaxPacked, "packed, ".to_string()),
+        (false, Some(floor)) => (Chunking::SyntaxFloor(floor), format!("floor {floor}, ")),
+        (false, None) => (Chunking::Syntax, String::new()),
     };
     let mut systems = vec![System {
         name: format!("quiver (syntax, {granularity}{header}, {budget})"),

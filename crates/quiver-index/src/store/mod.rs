@@ -486,6 +486,64 @@ mod tests {
     }
 
     #[test]
+    fn a_bulk_load_into_an_empty_index_bypasses_the_wal_and_restores_it() {
+        let journal_mode = |dir: &Path| -> String {
+            Connection::open(dir.join(DATABASE_FILE))
+                .unwrap()
+                .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                .unwrap()
+        };
+        let wal = |dir: &Path| dir.join(format!("{DATABASE_FILE}-wal")).exists();
+        let rollback_journal = |dir: &Path| dir.join(format!("{DATABASE_FILE}-journal")).exists();
+        let batch = |id: &str| Batch {
+            files: vec![(file_record(), vec![chunk(id, "def f(): pass")])],
+            touched: vec![],
+            vectors: vec![(format!("e-{id}"), vec![0.6, 0.8])],
+        };
+        let dir = scratch("bulk-journal");
+        let mut store = Store::open_writer(&dir).unwrap();
+        // A failed load leaves the index empty, in WAL mode.
+        let failed = store.bulk_load(|sink| {
+            sink.apply(&batch("c:0"))?;
+            assert!(rollback_journal(&dir) && !wal(&dir));
+            Err(IndexError::NotWriter)
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.stats().unwrap().chunks, 0);
+        assert_eq!(journal_mode(&dir), "wal");
+        store
+            .bulk_load(|sink| {
+                sink.apply(&batch("c:0"))?;
+                assert!(rollback_journal(&dir) && !wal(&dir));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(journal_mode(&dir), "wal");
+        assert_eq!(Store::open(&dir).unwrap().stats().unwrap().chunks, 1);
+
+        // Into an index with chunks, or while a reader holds the database, the load goes
+        // through the WAL as any transaction does.
+        store
+            .bulk_load(|sink| {
+                assert!(wal(&dir) && !rollback_journal(&dir));
+                sink.apply(&batch("c:1"))
+            })
+            .unwrap();
+        let dir = scratch("bulk-journal-reader");
+        let mut store = Store::open_writer(&dir).unwrap();
+        let reader = Store::open(&dir).unwrap();
+        assert_eq!(reader.stats().unwrap().chunks, 0);
+        store
+            .bulk_load(|sink| {
+                assert!(wal(&dir) && !rollback_journal(&dir));
+                sink.apply(&batch("c:0"))
+            })
+            .unwrap();
+        assert_eq!(reader.stats().unwrap().chunks, 1);
+        assert_eq!(journal_mode(&dir), "wal");
+    }
+
+    #[test]
     fn a_non_finite_vector_is_refused_and_nothing_of_its_batch_is_written() {
         let dir = scratch("nan");
         let mut store = Store::open_writer(&dir).unwrap();
