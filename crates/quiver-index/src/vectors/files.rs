@@ -6,7 +6,8 @@
 //! - `vectors-E.f32`: the rows' unit vectors, little-endian f32, in the same order;
 //! - `paths-E.jsonl`: the paths rows name, one JSON string a line;
 //! - `centroids-E-T.f32`, `lists-E-T.u32`, `codes-E-T.i8`: the IVF of a large index, trained on
-//!   T rows: its centroids, each row's list, each row's int8 code ([`super::ivf`]);
+//!   T rows: its centroids, each row's list, each row's int8 code (list by list for the rows
+//!   it was built with, then in row order; [`super::ivf`]);
 //! - `manifest.json`: which of those are valid, how many rows and paths, which rows are
 //!   deleted, and the database state ([`Store::vector_generation`]) they were written from.
 //!
@@ -76,6 +77,11 @@ struct IvfFiles {
     trained: usize,
     lists: usize,
     rows: usize,
+    /// The codes of the first `sorted` rows lie list by list (a list's rows in ascending
+    /// order), so that a search reads each list it probes in one run; the codes of the rows
+    /// appended since follow at their rows. 0 in files from before: every code at its row.
+    #[serde(default)]
+    sorted: usize,
 }
 
 impl IvfFiles {
@@ -371,6 +377,7 @@ pub fn open_current(store: &Store, dimension: usize) -> Result<Option<VectorSet>
                 dimension,
                 files.lists,
                 files.rows,
+                files.sorted,
             )
             .map_err(|error| {
                 let names = files.names(epoch).join(", ");
@@ -842,6 +849,7 @@ fn ivf_files(
                 trained: live,
                 lists: quantizer.lists(),
                 rows: 0,
+                sorted: 0,
             };
             let path = files.centroids(dir, epoch);
             (|| {
@@ -850,7 +858,12 @@ fn ivf_files(
                 file.sync_all()
             })()
             .map_err(io_error(&path))?;
-            (files, quantizer)
+            write_sorted(dir, epoch, &files, &quantizer, manifest.rows, read_rows)?;
+            return Ok(Some(IvfFiles {
+                rows: manifest.rows,
+                sorted: manifest.rows,
+                ..files
+            }));
         }
     };
     tracing::info!("adding {} rows to the IVF", manifest.rows - files.rows);
@@ -860,7 +873,6 @@ fn ivf_files(
     let mut codes_out = append_to(&codes_path, (files.rows * dimension) as u64)?;
     let mut block = Vec::new();
     let mut code = vec![0i8; dimension];
-    const BLOCK_ROWS: usize = 16_384;
     for start in (files.rows..manifest.rows).step_by(BLOCK_ROWS) {
         let rows = BLOCK_ROWS.min(manifest.rows - start);
         block.resize(rows * dimension, 0.0);
@@ -882,6 +894,79 @@ fn ivf_files(
         rows: manifest.rows,
         ..files
     }))
+}
+
+/// Rows a pass over the vector file reads at once when it codes them.
+const BLOCK_ROWS: usize = 16_384;
+
+/// Writes the lists and codes files of a freshly trained IVF for rows `0..rows`, the codes
+/// list by list ([`IvfFiles::sorted`]): one pass assigns each row its list, a second codes
+/// each row into its place in a mapped file. At 10M rows, codes stored at their rows left a
+/// probe of 16 lists reading 78,000 codes scattered over 3.8 GB, and a search took 25 ms.
+fn write_sorted(
+    dir: &Path,
+    epoch: u64,
+    files: &IvfFiles,
+    quantizer: &Quantizer,
+    rows: usize,
+    read_rows: impl Fn(usize, &mut [f32]) -> Result<()>,
+) -> Result<()> {
+    let dimension = quantizer.dimension();
+    let blocks = || {
+        (0..rows)
+            .step_by(BLOCK_ROWS)
+            .map(move |start| (start, BLOCK_ROWS.min(rows - start)))
+    };
+    let lists_path = files.lists_file(dir, epoch);
+    let mut lists_out = append_to(&lists_path, 0)?;
+    let mut assigned: Vec<u32> = Vec::with_capacity(rows);
+    let mut block = Vec::new();
+    for (start, count) in blocks() {
+        block.resize(count * dimension, 0.0);
+        read_rows(start, &mut block)?;
+        let lists = quantizer.assign(&block);
+        lists_out
+            .write_all(bytemuck::cast_slice(&lists))
+            .map_err(io_error(&lists_path))?;
+        assigned.extend(lists);
+    }
+    finish(lists_out, &lists_path)?;
+    // Where each list's codes begin, then where its next one goes.
+    let mut next = vec![0usize; files.lists + 1];
+    for &list in &assigned {
+        next[list as usize + 1] += 1;
+    }
+    for list in 0..files.lists {
+        next[list + 1] += next[list];
+    }
+    let codes_path = files.codes(dir, epoch);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&codes_path)
+        .map_err(io_error(&codes_path))?;
+    file.set_len((rows * dimension) as u64)
+        .map_err(io_error(&codes_path))?;
+    // SAFETY: the file was created above by this process, which holds the index's writer lock,
+    // and no reader maps it before the manifest names it.
+    let mut mapped = unsafe { MmapOptions::new().map_mut(&file) }.map_err(io_error(&codes_path))?;
+    let codes: &mut [i8] = bytemuck::cast_slice_mut(&mut mapped[..]);
+    for (start, count) in blocks() {
+        block.resize(count * dimension, 0.0);
+        read_rows(start, &mut block)?;
+        for (row, vector) in block.chunks_exact(dimension).enumerate() {
+            let place = &mut next[assigned[start + row] as usize];
+            quantizer.encode(
+                vector,
+                &mut codes[*place * dimension..(*place + 1) * dimension],
+            );
+            *place += 1;
+        }
+    }
+    mapped.flush().map_err(io_error(&codes_path))?;
+    file.sync_all().map_err(io_error(&codes_path))
 }
 
 fn live_chunks(dir: &Path, manifest: &Manifest) -> Result<usize> {

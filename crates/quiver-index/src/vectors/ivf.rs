@@ -14,8 +14,9 @@
 //!
 //! On disk, beside the vector files (`files.rs`), for a layout trained on T rows:
 //! `centroids-E-T.f32` (the centroids, then the per-dimension scales of the codes),
-//! `lists-E-T.u32` (each row's list) and `codes-E-T.i8` (each row's int8 code). The last two
-//! are appended to in step with the rows.
+//! `lists-E-T.u32` (each row's list) and `codes-E-T.i8` (each row's int8 code: list by list
+//! for the rows the IVF was built with, so a probe reads a list's codes in one run, then at
+//! their rows for the rows appended since). The last two are appended to in step with the rows.
 
 use super::files::Slab;
 use quiver_runtime::kernels::{matmul, MatMut, MatRef};
@@ -55,6 +56,10 @@ pub struct Quantizer {
 impl Quantizer {
     pub fn lists(&self) -> usize {
         self.centroids.len() / self.dimension.max(1)
+    }
+
+    pub fn dimension(&self) -> usize {
+        self.dimension
     }
 
     /// Spherical k-means over `sample` (unit vectors, `dimension` wide) into `lists` lists.
@@ -232,12 +237,16 @@ pub struct Ivf {
     /// `members[offsets[l]..offsets[l + 1]]`: the rows of list `l`, ascending.
     offsets: Vec<usize>,
     members: Vec<u32>,
+    /// The codes of rows below `sorted` lie list by list: list `l`'s from `sorted_starts[l]`,
+    /// in the order of its members; every later row's code is at the row.
+    sorted: usize,
+    sorted_starts: Vec<usize>,
     codes: Slab<i8>,
 }
 
 impl Ivf {
     /// Reads the centroids, maps the codes, and gathers each list's rows from the first `rows`
-    /// entries of the lists file.
+    /// entries of the lists file; the codes of the first `sorted` rows are stored list by list.
     pub fn open(
         centroids: &Path,
         lists_file: &Path,
@@ -245,7 +254,14 @@ impl Ivf {
         dimension: usize,
         lists: usize,
         rows: usize,
+        sorted: usize,
     ) -> std::io::Result<Ivf> {
+        if sorted > rows {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{sorted} rows coded list by list, of {rows}"),
+            ));
+        }
         let quantizer = Quantizer::read(centroids, dimension, lists)?;
         let assigned = Slab::<u32>::map(lists_file, rows)?;
         let codes = Slab::<i8>::map(codes_file, rows * dimension)?;
@@ -266,16 +282,35 @@ impl Ivf {
         }
         let mut next = offsets.clone();
         let mut members = vec![0u32; assigned.len()];
+        let mut sorted_starts = vec![0usize; lists + 1];
         for (row, &list) in assigned.iter().enumerate() {
             members[next[list as usize]] = row as u32;
             next[list as usize] += 1;
+            if row < sorted {
+                sorted_starts[list as usize + 1] += 1;
+            }
+        }
+        for list in 0..lists {
+            sorted_starts[list + 1] += sorted_starts[list];
         }
         Ok(Ivf {
             quantizer,
             offsets,
             members,
+            sorted,
+            sorted_starts,
             codes,
         })
+    }
+
+    /// Where the code of `row`, the `i`-th member of `list`, lies (in rows of codes).
+    fn code_of(&self, list: usize, i: usize, row: u32) -> usize {
+        // A list's members ascend, so its sorted rows come first and `i` counts among them.
+        if (row as usize) < self.sorted {
+            self.sorted_starts[list] + i
+        } else {
+            row as usize
+        }
     }
 
     /// Up to `count` rows that `filter` accepts, best first by their codes' score against `query`
@@ -307,13 +342,13 @@ impl Ivf {
             let members = &self.members[self.offsets[list]..self.offsets[list + 1]];
             for (i, &row) in members.iter().enumerate() {
                 if let Some(&ahead) = members.get(i + PREFETCH_AHEAD) {
-                    let ahead = ahead as usize;
-                    filter.prefetch(ahead);
-                    prefetch(&codes[ahead * d..(ahead + 1) * d]);
+                    filter.prefetch(ahead as usize);
+                    let at = self.code_of(list, i + PREFETCH_AHEAD, ahead);
+                    prefetch(&codes[at * d..(at + 1) * d]);
                 }
-                let index = row as usize;
-                if filter.accepts(index) {
-                    let code = &codes[index * d..(index + 1) * d];
+                if filter.accepts(row as usize) {
+                    let at = self.code_of(list, i, row);
+                    let code = &codes[at * d..(at + 1) * d];
                     scored.push((super::dot(&scaled, code), row));
                 }
             }
@@ -328,9 +363,10 @@ impl Ivf {
     }
 }
 
-/// A list's rows lie apart in the codes file, so each code is a cache miss the hardware does
-/// not foresee; asking for the code this many rows ahead overlaps the misses (bench/scale's
-/// 1M, 200 queries: p50 5.0 ms without, 1.9 ms with 4, 8 or 16 rows ahead).
+/// A list's rows appended since the IVF was built lie apart in the codes file (and a filter's
+/// data lies at the rows), so each is a cache miss the hardware does not foresee; asking for
+/// them this many rows ahead overlaps the misses (bench/scale's 1M with codes at their rows,
+/// 200 queries: p50 5.0 ms without, 1.9 ms with 4, 8 or 16 rows ahead).
 const PREFETCH_AHEAD: usize = 8;
 
 /// Which rows a search may return, as [`Ivf::candidates`] asks.
@@ -431,6 +467,94 @@ mod tests {
                 "{exact} against {approximate}"
             );
         }
+    }
+
+    struct Every;
+    impl RowFilter for Every {
+        fn accepts(&self, _: usize) -> bool {
+            true
+        }
+        fn prefetch(&self, _: usize) {}
+    }
+
+    #[test]
+    fn codes_stored_list_by_list_find_what_codes_at_their_rows_find() {
+        let (dimension, lists, count) = (16, 8, 600);
+        let mut seed = 5u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let rows: Vec<Vec<f32>> = (0..count)
+            .map(|_| unit((0..dimension).map(|_| next())))
+            .collect();
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let quantizer = Quantizer::train(dimension, &flat, lists);
+        let assigned = quantizer.assign(&flat);
+        let codes: Vec<Vec<i8>> = rows
+            .iter()
+            .map(|row| {
+                let mut code = vec![0i8; dimension];
+                quantizer.encode(row, &mut code);
+                code
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("quiver-ivf-sorted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let centroids = dir.join("centroids");
+        std::fs::write(&centroids, quantizer.to_bytes()).unwrap();
+        let lists_file = dir.join("lists");
+        std::fs::write(&lists_file, bytemuck::cast_slice::<u32, u8>(&assigned)).unwrap();
+        // The first `sorted` rows' codes list by list (rows ascending within a list), then the
+        // rest at their rows.
+        let open = |sorted: usize| {
+            let mut order: Vec<usize> = (0..sorted).collect();
+            order.sort_by_key(|&row| (assigned[row], row));
+            order.extend(sorted..count);
+            let bytes: Vec<u8> = order
+                .iter()
+                .flat_map(|&row| codes[row].iter().map(|&c| c as u8))
+                .collect();
+            let codes_file = dir.join(format!("codes-{sorted}"));
+            std::fs::write(&codes_file, bytes).unwrap();
+            Ivf::open(
+                &centroids,
+                &lists_file,
+                &codes_file,
+                dimension,
+                lists,
+                count,
+                sorted,
+            )
+            .unwrap()
+        };
+        let at_rows = open(0);
+        for sorted in [count, 450] {
+            let ivf = open(sorted);
+            for query in rows.iter().step_by(37) {
+                assert_eq!(
+                    ivf.candidates(query, 20, &Every),
+                    at_rows.candidates(query, 20, &Every),
+                    "{sorted} rows sorted"
+                );
+            }
+        }
+        // The query's own row is its best candidate: the codes are read where they lie.
+        assert_eq!(open(450).candidates(&rows[500], 1, &Every), [500]);
+        assert_eq!(open(count).candidates(&rows[74], 1, &Every), [74]);
+        assert!(Ivf::open(
+            &centroids,
+            &lists_file,
+            &dir.join(format!("codes-{count}")),
+            dimension,
+            lists,
+            count,
+            count + 1
+        )
+        .is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
