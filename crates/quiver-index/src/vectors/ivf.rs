@@ -439,13 +439,7 @@ mod tests {
     #[test]
     fn codes_score_as_the_vectors_do() {
         let dimension = 48;
-        let mut seed = 3u64;
-        let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        let mut next = noise(3);
         let rows: Vec<Vec<f32>> = (0..400)
             .map(|_| unit((0..dimension).map(|_| next())))
             .collect();
@@ -469,6 +463,16 @@ mod tests {
         }
     }
 
+    /// Deterministic values in -0.5..0.5.
+    fn noise(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        }
+    }
+
     struct Every;
     impl RowFilter for Every {
         fn accepts(&self, _: usize) -> bool {
@@ -480,13 +484,7 @@ mod tests {
     #[test]
     fn codes_stored_list_by_list_find_what_codes_at_their_rows_find() {
         let (dimension, lists, count) = (16, 8, 600);
-        let mut seed = 5u64;
-        let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        let mut next = noise(5);
         let rows: Vec<Vec<f32>> = (0..count)
             .map(|_| unit((0..dimension).map(|_| next())))
             .collect();
