@@ -89,11 +89,18 @@ impl Store {
             .prepare("SELECT 1 FROM chunks LIMIT 1")
             .and_then(|mut statement| statement.exists([]))
             .map_err(|e| self.db_error(e))?;
-        // With a rollback journal, NORMAL may lose the last commit on power loss where WAL
-        // does not: FULL costs a few syncs per load.
-        let journal = empty
-            && self.journal_mode("DELETE") == Some("delete".into())
-            && self.conn.execute_batch("PRAGMA synchronous = FULL").is_ok();
+        let mut journal = empty && self.journal_mode("DELETE") == Some("delete".into());
+        // With a rollback journal, NORMAL risks a damaged database on power loss (with the
+        // WAL, only the last commits): FULL costs a few syncs per load. Without it, the load
+        // goes through the WAL after all.
+        if journal
+            && self
+                .conn
+                .execute_batch("PRAGMA synchronous = FULL")
+                .is_err()
+        {
+            journal = self.journal_mode("WAL") != Some("wal".into());
+        }
         let loaded = self.commit_batches(|sink| {
             sink.defer_indexes()?;
             fill(sink)
