@@ -500,23 +500,14 @@ impl Scorer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings};
+    use crate::store::{Batch, ChunkRecord, FileRecord};
 
     /// An index of `count` chunks of code-like text: a few words in nearly every chunk, many
     /// in few, identifiers in the names.
     fn corpus(count: usize) -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("quiver-bm25-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut store = Store::open_writer(&dir).unwrap();
-        let settings = IndexSettings {
-            model: "test".into(),
-            dimension: 2,
-            normalize: true,
-            document_prompt: None,
-            query_prompt: None,
-            quantization: Default::default(),
-        };
-        store.adopt_settings(&settings, false).unwrap();
+        let mut store = crate::store::test_writer(&dir, 2);
         let common = ["the", "of", "a", "to", "return", "self", "value", "if"];
         let rare = [
             "parse",

@@ -464,19 +464,10 @@ mod tests {
 
     #[test]
     fn a_keyword_side_made_beforehand_ranks_as_search_does_and_only_for_its_request() {
-        use crate::store::{Batch, FileRecord, IndexSettings};
+        use crate::store::{Batch, FileRecord};
         let dir = std::env::temp_dir().join(format!("quiver-side-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut store = Store::open_writer(&dir).unwrap();
-        let settings = IndexSettings {
-            model: "test".into(),
-            dimension: 2,
-            normalize: true,
-            document_prompt: None,
-            query_prompt: None,
-            quantization: Default::default(),
-        };
-        store.adopt_settings(&settings, false).unwrap();
+        let mut store = crate::store::test_writer(&dir, 2);
         let texts = [
             (
                 "parse.py",

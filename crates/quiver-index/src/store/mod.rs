@@ -254,6 +254,22 @@ fn db_error(dir: &Path, source: rusqlite::Error) -> IndexError {
     }
 }
 
+/// A new index in `dir` open for writing, with the settings of a test model of `dimension`.
+#[cfg(test)]
+pub(crate) fn test_writer(dir: &Path, dimension: usize) -> Store {
+    let mut store = Store::open_writer(dir).unwrap();
+    let settings = IndexSettings {
+        model: "test".into(),
+        dimension,
+        normalize: true,
+        document_prompt: None,
+        query_prompt: None,
+        quantization: Default::default(),
+    };
+    store.adopt_settings(&settings, false).unwrap();
+    store
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,22 +1,11 @@
 use super::*;
-use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings};
+use crate::store::{Batch, ChunkRecord, FileRecord};
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("quiver-vectors-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn settings(dimension: usize) -> IndexSettings {
-    IndexSettings {
-        model: "test".into(),
-        dimension,
-        normalize: true,
-        document_prompt: None,
-        query_prompt: None,
-        quantization: Default::default(),
-    }
 }
 
 /// One file's chunk: its text vector and, when given, its signature vector.
@@ -111,11 +100,7 @@ fn vector_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn writer(dir: &Path, dimension: usize) -> Store {
-    let mut store = Store::open_writer(dir).unwrap();
-    store.adopt_settings(&settings(dimension), false).unwrap();
-    store
-}
+use crate::store::test_writer as writer;
 
 /// The paths of the `k` best chunks for `query`, through `index`.
 fn ranked_paths(store: &Store, index: &VectorIndex, query: &[f32], k: usize) -> Vec<String> {
