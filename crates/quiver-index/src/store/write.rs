@@ -84,11 +84,7 @@ impl Store {
     /// holds next to nothing. A reader that opens the index during the load may be told it is
     /// busy until the load commits; the WAL comes back once it has.
     pub fn bulk_load(&mut self, fill: impl FnOnce(&mut BatchSink<'_>) -> Result<()>) -> Result<()> {
-        let empty = !self
-            .conn
-            .prepare("SELECT 1 FROM chunks LIMIT 1")
-            .and_then(|mut statement| statement.exists([]))
-            .map_err(|e| self.db_error(e))?;
+        let empty = !holds_chunks(&self.conn).map_err(|e| self.db_error(e))?;
         let mut journal = empty && self.journal_mode("DELETE") == Some("delete".into());
         // With a rollback journal, NORMAL risks a damaged database on power loss (with the
         // WAL, only the last commits): FULL costs a few syncs per load. Without it, the load
@@ -161,6 +157,11 @@ impl Store {
     }
 }
 
+/// Whether the index holds any chunk.
+fn holds_chunks(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    conn.prepare("SELECT 1 FROM chunks LIMIT 1")?.exists([])
+}
+
 /// Vectors are stored as little-endian float32 BLOBs.
 /// Where [`Store::commit_batches`] applies batches, inside its transaction.
 pub struct BatchSink<'a> {
@@ -190,11 +191,7 @@ impl BatchSink<'_> {
     /// makes them current once it commits.
     pub fn defer_indexes(&mut self) -> Result<()> {
         let error = |e| db_error(self.dir, e);
-        let empty = !self
-            .tx
-            .prepare("SELECT 1 FROM chunks LIMIT 1")
-            .and_then(|mut statement| statement.exists([]))
-            .map_err(error)?;
+        let empty = !holds_chunks(self.tx).map_err(error)?;
         if empty && self.replaced.is_empty() {
             self.tx.execute_batch(DROP_CHUNK_INDEXES).map_err(error)?;
             self.deferred = true;
