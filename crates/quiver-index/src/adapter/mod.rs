@@ -64,8 +64,28 @@ impl QueryAdapter {
         dimension: usize,
         options: &FitOptions,
     ) -> Option<QueryAdapter> {
+        QueryAdapter::fit_with_siblings(queries, targets, None, dimension, options)
+    }
+
+    /// [`QueryAdapter::fit`] where each target has a sibling: another vector its definition is
+    /// searched by (its chunk's text vector, beside the signature vector). Search scores a
+    /// chunk by the better of the two, so a query must also come out nearer its target than
+    /// the other definitions' siblings: those hold their own doc comments, the neighbours whose
+    /// words a query shares. A pair's own sibling is left out of its row (it holds the comment
+    /// the query was taken from).
+    pub fn fit_with_siblings(
+        queries: &[f32],
+        targets: &[f32],
+        siblings: Option<&[f32]>,
+        dimension: usize,
+        options: &FitOptions,
+    ) -> Option<QueryAdapter> {
         let n = queries.len() / dimension.max(1);
-        if dimension == 0 || n < MIN_PAIRS || targets.len() != queries.len() {
+        if dimension == 0
+            || n < MIN_PAIRS
+            || targets.len() != queries.len()
+            || siblings.is_some_and(|s| s.len() != queries.len())
+        {
             return None;
         }
         let d = dimension;
@@ -81,7 +101,10 @@ impl QueryAdapter {
                     continue;
                 }
                 let x = gather(queries, chunk, d);
-                let p = gather(targets, chunk, d);
+                let mut p = gather(targets, chunk, d);
+                if let Some(siblings) = siblings {
+                    p.extend(gather(siblings, chunk, d));
+                }
                 let mut gradient = batch_gradient(&x, &p, &w, d, options.temperature);
                 for (g, wi) in gradient.iter_mut().zip(&w) {
                     *g += 2.0 * options.regularization * wi;
@@ -154,9 +177,11 @@ impl QueryAdapter {
     }
 }
 
-/// The loss's gradient in `W` over one batch: `x` the batch's queries, `p` their targets.
+/// The loss's gradient in `W` over one batch: `x` the batch's `b` queries, `p` their targets,
+/// then (when `p` has `2b` rows) their siblings, each a negative for every row but its own.
 fn batch_gradient(x: &[f32], p: &[f32], w: &[f32], d: usize, temperature: f32) -> Vec<f32> {
     let b = x.len() / d;
+    let m = p.len() / d;
     // u = x (I + W), then û = u / |u|.
     let mut u = x.to_vec();
     matmul(
@@ -177,16 +202,19 @@ fn batch_gradient(x: &[f32], p: &[f32], w: &[f32], d: usize, temperature: f32) -
         .flat_map(|(row, n)| row.iter().map(move |v| v / n))
         .collect();
     // Scores s = û pᵀ / τ, softmax by row; dL/ds = (softmax − identity) / b.
-    let mut s = vec![0f32; b * b];
+    let mut s = vec![0f32; b * m];
     matmul(
-        MatMut::row_major(&mut s, b, b),
+        MatMut::row_major(&mut s, b, m),
         MatRef::row_major(&unit, b, d),
-        MatRef::row_major(p, b, d).t(),
+        MatRef::row_major(p, m, d).t(),
         1.0 / temperature,
         false,
         1,
     );
-    for (i, row) in s.chunks_exact_mut(b).enumerate() {
+    for (i, row) in s.chunks_exact_mut(m).enumerate() {
+        if m > b {
+            row[b + i] = f32::NEG_INFINITY;
+        }
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0;
         for v in row.iter_mut() {
@@ -202,8 +230,8 @@ fn batch_gradient(x: &[f32], p: &[f32], w: &[f32], d: usize, temperature: f32) -
     let mut du = vec![0f32; b * d];
     matmul(
         MatMut::row_major(&mut du, b, d),
-        MatRef::row_major(&s, b, b),
-        MatRef::row_major(p, b, d),
+        MatRef::row_major(&s, b, m),
+        MatRef::row_major(p, m, d),
         1.0 / temperature,
         false,
         1,
@@ -338,6 +366,7 @@ mod tests {
     /// The loss `batch_gradient` differentiates, computed directly.
     fn batch_loss(x: &[f32], p: &[f32], w: &[f32], d: usize, temperature: f32) -> f64 {
         let b = x.len() / d;
+        let m = p.len() / d;
         let unit: Vec<Vec<f64>> = (0..b)
             .map(|i| {
                 let u: Vec<f64> = (0..d)
@@ -354,7 +383,8 @@ mod tests {
             .collect();
         let mut loss = 0.0;
         for (i, u) in unit.iter().enumerate() {
-            let scores: Vec<f64> = (0..b)
+            let scores: Vec<f64> = (0..m)
+                .filter(|&j| j != b + i)
                 .map(|j| {
                     u.iter()
                         .zip(&p[j * d..(j + 1) * d])
@@ -374,17 +404,25 @@ mod tests {
     fn the_gradient_matches_finite_differences() {
         let d = 6;
         let (x, p) = distorted_pairs(5, d);
+        let (_, siblings) = distorted_pairs(10, d);
+        let with_siblings = [p.clone(), siblings[5 * d..].to_vec()].concat();
+        for p in [p, with_siblings] {
+            check_gradient(&x, &p, d);
+        }
+    }
+
+    fn check_gradient(x: &[f32], p: &[f32], d: usize) {
         let w: Vec<f32> = (0..d * d)
             .map(|i| ((i * 7 % 11) as f32 - 5.0) / 50.0)
             .collect();
-        let gradient = batch_gradient(&x, &p, &w, d, 0.5);
+        let gradient = batch_gradient(x, p, &w, d, 0.5);
         for index in [0, 7, 20, 35] {
             let step = 1e-3;
             let mut plus = w.clone();
             plus[index] += step;
             let mut minus = w.clone();
             minus[index] -= step;
-            let numeric = (batch_loss(&x, &p, &plus, d, 0.5) - batch_loss(&x, &p, &minus, d, 0.5))
+            let numeric = (batch_loss(x, p, &plus, d, 0.5) - batch_loss(x, p, &minus, d, 0.5))
                 / (2.0 * f64::from(step));
             let analytic = f64::from(gradient[index]);
             assert!(

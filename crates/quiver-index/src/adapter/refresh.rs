@@ -25,12 +25,14 @@ const CHANGED_SINCE_FIT: &str = "adapter_changed_chunks";
 /// Meta key: the pairs the last mining found.
 const PAIRS_FOUND: &str = "adapter_pairs_found";
 
-/// One (doc comment, definition) pair: the comment's first sentence and the key of the vector
-/// its query should land near.
+/// One (doc comment, definition) pair: the comment's first sentence, the key of the vector
+/// its query should land near, and the key of the definition's chunk text vector (the same
+/// key when the definition has no signature vector).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocPair {
     pub query: String,
     pub target_hash: String,
+    pub text_hash: String,
 }
 
 /// The pairs an index's chunks hold: every chunk that starts a documented definition gives its
@@ -52,7 +54,8 @@ pub fn mine_pairs(store: &Store) -> Result<Vec<DocPair>> {
         if (3..=60).contains(&words) {
             pairs.push(DocPair {
                 query,
-                target_hash: chunk.signature_hash.unwrap_or(chunk.embed_hash),
+                target_hash: chunk.signature_hash.unwrap_or_else(|| chunk.embed_hash.clone()),
+                text_hash: chunk.embed_hash,
             });
         }
         Ok(())
@@ -125,6 +128,7 @@ fn fit_pairs(
     let options = settings.query_options();
     let mut queries = Vec::with_capacity(pairs.len() * d);
     let mut targets = Vec::with_capacity(pairs.len() * d);
+    let mut siblings = Vec::with_capacity(pairs.len() * d);
     for batch in pairs.chunks(256) {
         if progress.interrupted() {
             return Err(IndexError::Interrupted);
@@ -135,16 +139,21 @@ fn fit_pairs(
             let Some(target) = store.vector_of(&pair.target_hash)? else {
                 continue;
             };
-            if vector.len() != d || target.len() != d {
+            let Some(sibling) = store.vector_of(&pair.text_hash)? else {
+                continue;
+            };
+            if vector.len() != d || target.len() != d || sibling.len() != d {
                 continue;
             }
             queries.extend(unit(vector));
             targets.extend(unit(target));
+            siblings.extend(unit(sibling));
         }
     }
-    Ok(QueryAdapter::fit(
+    Ok(QueryAdapter::fit_with_siblings(
         &queries,
         &targets,
+        Some(&siblings),
         d,
         &FitOptions::default(),
     ))
