@@ -54,7 +54,9 @@ pub fn mine_pairs(store: &Store) -> Result<Vec<DocPair>> {
         if (3..=60).contains(&words) {
             pairs.push(DocPair {
                 query,
-                target_hash: chunk.signature_hash.unwrap_or_else(|| chunk.embed_hash.clone()),
+                target_hash: chunk
+                    .signature_hash
+                    .unwrap_or_else(|| chunk.embed_hash.clone()),
                 text_hash: chunk.embed_hash,
             });
         }
