@@ -107,6 +107,23 @@ pub fn chunk_at(store: &Store, path: &str, line: usize) -> Result<ChunkRecord> {
         })
 }
 
+/// The position in `chunks` (one file, in order) of the piece that starts the definition `at`
+/// is a piece of (the one with its signature): `at` itself unless it continues a function cut
+/// in pieces.
+pub(crate) fn definition_start(chunks: &[ChunkRecord], at: usize) -> usize {
+    let chunk = &chunks[at];
+    let Some(symbol) = &chunk.symbol else {
+        return at;
+    };
+    let same =
+        |other: &ChunkRecord| other.symbol.as_ref() == Some(symbol) && other.parent == chunk.parent;
+    let mut start = at;
+    while chunks[start].signature_hash.is_none() && start > 0 && same(&chunks[start - 1]) {
+        start -= 1;
+    }
+    start
+}
+
 /// Positions `[start, end]` in `chunks` (one file, in order) of the definition `at` is part of.
 fn definition_span(chunks: &[ChunkRecord], at: usize) -> (usize, usize) {
     let chunk = &chunks[at];
@@ -115,11 +132,7 @@ fn definition_span(chunks: &[ChunkRecord], at: usize) -> (usize, usize) {
     };
     let same =
         |other: &ChunkRecord| other.symbol.as_ref() == Some(symbol) && other.parent == chunk.parent;
-    // Back to the piece that starts the definition (the one with its signature).
-    let mut start = at;
-    while chunks[start].signature_hash.is_none() && start > 0 && same(&chunks[start - 1]) {
-        start -= 1;
-    }
+    let start = definition_start(chunks, at);
     let qualified = match &chunk.parent {
         Some(parent) => format!("{parent}.{symbol}"),
         None => symbol.clone(),
