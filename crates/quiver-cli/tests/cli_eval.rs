@@ -226,3 +226,58 @@ fn scores_the_search_of_an_exported_store() {
             .expect("the export made the collection");
     }
 }
+
+/// The indexes an evaluation builds are kept apart by number format, but record the model
+/// alone: `quiver search` opens one of an int8 run with the model it names.
+#[test]
+fn an_index_of_a_quantized_evaluation_opens_in_quiver_search() {
+    let dir = tiny_dataset("eval-dataset-int8");
+    let model = model_dir();
+    let output = quiver(
+        &[
+            "eval",
+            dir.to_str().expect("utf-8"),
+            "--model",
+            model.to_str().expect("utf-8"),
+            "--quantize",
+            "int8",
+            "--no-baseline",
+            "--mode",
+            "vector",
+        ],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("(int8)"));
+    let models: Vec<_> = std::fs::read_dir(dir.join("indexes"))
+        .expect("indexes")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(models.len(), 1, "{models:?}");
+    assert!(models[0].to_string_lossy().contains("int8"), "{models:?}");
+    let index = std::fs::read_dir(&models[0])
+        .expect("systems")
+        .map(|entry| entry.expect("entry").path())
+        .next()
+        .expect("one index");
+    let found = quiver(
+        &[
+            "search",
+            "the area of a circle",
+            "--index",
+            index.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    let stdout = String::from_utf8_lossy(&found.stdout);
+    assert!(
+        found.status.success(),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    assert!(stdout.contains("circle_area"), "{stdout}");
+}

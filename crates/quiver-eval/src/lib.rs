@@ -17,7 +17,7 @@ pub use dataset::{Dataset, Query, DEFAULT_SPLIT};
 pub use metrics::{Metrics, Outranked};
 
 use metrics::Ahead;
-use quiver_embed::Embedder;
+use quiver_embed::{Embedder, Quantization};
 use quiver_index::{
     search_with, settings_for, ChunkRecord, Chunking, IndexOptions, IndexProgress, Input,
     SearchFilter, SearchMode, SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
@@ -225,7 +225,7 @@ fn evaluate_system(
 ) -> Result<(SystemReport, Store)> {
     let index_dir = dataset
         .indexes()
-        .join(sanitize(model_id))
+        .join(sanitize(&model_label(model_id, embedder.quantization())))
         .join(sanitize(&system.name));
     let mut store = Store::open_writer(&index_dir)?;
     let options = IndexOptions {
@@ -395,6 +395,16 @@ pub fn mode_name(mode: SearchMode) -> &'static str {
         SearchMode::Vector => "vector",
         SearchMode::Keyword => "bm25",
         SearchMode::Hybrid => "hybrid",
+    }
+}
+
+/// The model as a report and the index folders name it: int8 or bf16 vectors are not f32
+/// ones. The indexes record the model id alone, so that `quiver search` and the other front
+/// ends open them with the model it names.
+pub fn model_label(model_id: &str, quantization: Quantization) -> String {
+    match quantization {
+        Quantization::None => model_id.to_string(),
+        narrow => format!("{model_id} ({})", narrow.name()),
     }
 }
 

@@ -289,7 +289,7 @@ fn definitions_first(store: &Store, hits: Vec<SearchHit>) -> Result<Vec<SearchHi
                 }
             }
         }
-        if seen.insert(hit.chunk.uid) {
+        if seen.insert(hit.chunk.chunk_id.clone()) {
             out.push(hit);
         }
     }
@@ -575,6 +575,82 @@ mod tests {
         let side = keyword_side(&store, None, &request("buffer")).unwrap();
         let remade = search_with_keywords(&store, Some(&vectors), side, &message).unwrap();
         assert_eq!(ranked(remade), whole);
+    }
+
+    /// A function cut in two is found by its second piece: the hit is its first piece, once;
+    /// an enum cut in two is found by its second piece, which stays the hit.
+    #[test]
+    fn a_function_found_by_a_later_piece_is_returned_from_its_start() {
+        use crate::store::{Batch, FileRecord};
+        let dir = std::env::temp_dir().join(format!("quiver-pieces-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = crate::store::test_writer(&dir, 2);
+        // (path, symbol, kind, starts the definition, vector): the query is [0, 1].
+        let pieces = [
+            ("run.py", "run", "function", true, [1.0, 0.0]),
+            ("run.py", "run", "function", false, [0.0, 1.0]),
+            ("color.py", "Color", "enum", true, [1.0, 0.0]),
+            ("color.py", "Color", "enum", false, [0.1, 0.9]),
+        ];
+        let mut batch = Batch::default();
+        for (seq, (path, symbol, kind, starts, vector)) in pieces.into_iter().enumerate() {
+            let seq = seq % 2;
+            let text = format!("{symbol} piece {seq}");
+            let chunk = ChunkRecord {
+                chunk_id: format!("{path}:{seq}"),
+                file: path.into(),
+                path: path.into(),
+                seq,
+                start_line: 1 + 10 * seq,
+                end_line: 10 + 10 * seq,
+                language: "python".into(),
+                symbol: Some(symbol.into()),
+                kind: Some(kind.into()),
+                content_hash: text.clone(),
+                embed_hash: format!("e-{path}-{seq}"),
+                signature_hash: starts.then(|| format!("s-{path}")),
+                text,
+                ..ChunkRecord::default()
+            };
+            batch
+                .vectors
+                .push((chunk.embed_hash.clone(), vector.to_vec()));
+            if let Some(signature) = &chunk.signature_hash {
+                batch.vectors.push((signature.clone(), vector.to_vec()));
+            }
+            match batch.files.iter_mut().find(|(f, _)| f.path == path) {
+                Some((_, chunks)) => chunks.push(chunk),
+                None => batch.files.push((
+                    FileRecord {
+                        path: path.into(),
+                        size: 1,
+                        mtime_ns: 1,
+                        content_hash: path.into(),
+                    },
+                    vec![chunk],
+                )),
+            }
+        }
+        store.commit(&batch).unwrap();
+        let all = SearchFilter::default();
+        let request = |priors| SearchRequest {
+            query: "piece",
+            query_vector: Some(&[0.0, 1.0]),
+            mode: SearchMode::Vector,
+            k: 4,
+            filter: &all,
+            keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+            priors,
+        };
+        let found = |priors| -> Vec<String> {
+            search(&store, &request(priors))
+                .unwrap()
+                .into_iter()
+                .map(|h| h.chunk.chunk_id)
+                .collect()
+        };
+        assert_eq!(found(false)[..2], ["run.py:1", "color.py:1"]);
+        assert_eq!(found(true), ["run.py:0", "color.py:1", "color.py:0"]);
     }
 
     #[test]

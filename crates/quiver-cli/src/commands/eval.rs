@@ -2,7 +2,7 @@ use crate::model::{load_embedder_with, QuantizeArg};
 use crate::progress::IndexBar;
 use anyhow::Context;
 use clap::Args;
-use quiver_embed::{Device, EmbedderOptions, Quantization, DEFAULT_MODEL};
+use quiver_embed::{Device, EmbedderOptions, DEFAULT_MODEL};
 use quiver_eval::{evaluate, BoxError, Dataset, ExternalSearch, Metrics, System, SystemReport};
 use quiver_export::{export_index, StoreClient, StoreQuery, Target, TargetOptions};
 use quiver_index::{Chunking, SearchMode, Store, DEFAULT_KEYWORD_WEIGHT};
@@ -148,12 +148,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             ..EmbedderOptions::default()
         },
     )?;
-    // The model as the report and the index folders name it: int8 or bf16 vectors are not
-    // f32 ones.
-    let model_id = match quantization {
-        Quantization::None => args.model.clone(),
-        narrow => format!("{} ({})", args.model, narrow.name()),
-    };
+    let model_label = quiver_eval::model_label(&args.model, quantization);
     let modes = if args.modes.is_empty() {
         vec![SearchMode::Vector, SearchMode::Keyword, SearchMode::Hybrid]
     } else {
@@ -202,7 +197,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let reports = evaluate(
         &dataset,
         &embedder,
-        &model_id,
+        &args.model,
         &systems,
         args.query_prompt_name.as_deref(),
         &mut stores,
@@ -217,8 +212,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         let model = match &args.query_prompt_name {
-            Some(prompt) => format!("{model_id}, queries with its {prompt} prompt"),
-            None => model_id.clone(),
+            Some(prompt) => format!("{model_label}, queries with its {prompt} prompt"),
+            None => model_label.clone(),
         };
         let queries = match &dataset.split {
             Some(split) => format!("{} queries of the {split} split", dataset.queries.len()),
