@@ -44,7 +44,8 @@ pub struct SearchArgs {
     #[arg(long, value_name = "MODEL")]
     rerank: Option<String>,
     /// Score by the rankings alone, as an exported store does: no reranking of definitions
-    /// before tests and callers (docs/indexing.md, Search).
+    /// before tests and callers, and each piece of a long function a result of its own
+    /// (docs/indexing.md, Search).
     #[arg(long)]
     no_priors: bool,
     /// With --rerank: how many of the search's hits the reranker reads (at least -k).
