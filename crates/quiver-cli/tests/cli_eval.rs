@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{model_dir, postgres_url, qdrant_url, quiver, temp_dir};
+use common::{json_of, model_dir, postgres_url, qdrant_url, quiver, temp_dir};
 use serde_json::Value;
 
 fn tiny_dataset(name: &str) -> common::TempDir {
@@ -233,51 +233,30 @@ fn scores_the_search_of_an_exported_store() {
 fn an_index_of_a_quantized_evaluation_opens_in_quiver_search() {
     let dir = tiny_dataset("eval-dataset-int8");
     let model = model_dir();
-    let output = quiver(
-        &[
-            "eval",
-            dir.to_str().expect("utf-8"),
-            "--model",
-            model.to_str().expect("utf-8"),
-            "--quantize",
-            "int8",
-            "--no-baseline",
-            "--mode",
-            "vector",
-        ],
-        "",
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("(int8)"));
-    let models: Vec<_> = std::fs::read_dir(dir.join("indexes"))
-        .expect("indexes")
-        .map(|entry| entry.expect("entry").path())
-        .collect();
+    let dataset = dir.to_str().expect("utf-8");
+    let model = model.to_str().expect("utf-8");
+    json_of(&[
+        "eval",
+        dataset,
+        "--model",
+        model,
+        "--quantize",
+        "int8",
+        "--no-baseline",
+        "--json",
+    ]);
+    let folders = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .expect("a folder")
+            .map(|entry| entry.expect("entry").path())
+            .collect()
+    };
+    let models = folders(&dir.join("indexes"));
     assert_eq!(models.len(), 1, "{models:?}");
     assert!(models[0].to_string_lossy().contains("int8"), "{models:?}");
-    let index = std::fs::read_dir(&models[0])
-        .expect("systems")
-        .map(|entry| entry.expect("entry").path())
-        .next()
-        .expect("one index");
-    let found = quiver(
-        &[
-            "search",
-            "the area of a circle",
-            "--index",
-            index.to_str().expect("utf-8"),
-        ],
-        "",
-    );
-    let stdout = String::from_utf8_lossy(&found.stdout);
-    assert!(
-        found.status.success(),
-        "{}",
-        String::from_utf8_lossy(&found.stderr)
-    );
-    assert!(stdout.contains("circle_area"), "{stdout}");
+    let index = folders(&models[0]).remove(0);
+    let query = "the area of a circle";
+    let index = index.to_str().expect("utf-8");
+    let hits = json_of(&["search", query, "--index", index, "--json"]);
+    assert_eq!(hits[0]["chunk"]["symbol"], "circle_area", "{hits}");
 }

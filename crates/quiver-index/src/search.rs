@@ -497,12 +497,40 @@ mod tests {
         assert_eq!(fuse(&vector, &keyword, 1.0)[0].0, 2);
     }
 
-    #[test]
-    fn a_keyword_side_made_beforehand_ranks_as_search_does_and_only_for_its_request() {
+    /// A store of two-dimensional vectors holding `chunks`, each with its vector (also its
+    /// signature vector, when it has one), committed file by file in the order given.
+    fn store_of(name: &str, chunks: Vec<(ChunkRecord, [f32; 2])>) -> Store {
         use crate::store::{Batch, FileRecord};
-        let dir = std::env::temp_dir().join(format!("quiver-side-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("quiver-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut store = crate::store::test_writer(&dir, 2);
+        let mut batch = Batch::default();
+        for (chunk, vector) in chunks {
+            batch
+                .vectors
+                .push((chunk.embed_hash.clone(), vector.to_vec()));
+            if let Some(signature) = &chunk.signature_hash {
+                batch.vectors.push((signature.clone(), vector.to_vec()));
+            }
+            match batch.files.iter_mut().find(|(f, _)| f.path == chunk.path) {
+                Some((_, chunks)) => chunks.push(chunk),
+                None => batch.files.push((
+                    FileRecord {
+                        path: chunk.path.clone(),
+                        size: 1,
+                        mtime_ns: 1,
+                        content_hash: chunk.path.clone(),
+                    },
+                    vec![chunk],
+                )),
+            }
+        }
+        store.commit(&batch).unwrap();
+        store
+    }
+
+    #[test]
+    fn a_keyword_side_made_beforehand_ranks_as_search_does_and_only_for_its_request() {
         let texts = [
             (
                 "parse.py",
@@ -520,8 +548,7 @@ mod tests {
                 [0.0, 1.0],
             ),
         ];
-        let mut batch = Batch::default();
-        for (path, text, vector) in texts {
+        let chunks = texts.map(|(path, text, vector)| {
             let chunk = ChunkRecord {
                 chunk_id: format!("{path}:0"),
                 file: path.into(),
@@ -532,18 +559,9 @@ mod tests {
                 embed_hash: format!("e-{path}"),
                 ..ChunkRecord::default()
             };
-            let file = FileRecord {
-                path: path.into(),
-                size: 1,
-                mtime_ns: 1,
-                content_hash: text.into(),
-            };
-            batch
-                .vectors
-                .push((chunk.embed_hash.clone(), vector.to_vec()));
-            batch.files.push((file, vec![chunk]));
-        }
-        store.commit(&batch).unwrap();
+            (chunk, vector)
+        });
+        let store = store_of("side", chunks.into());
         let vectors = VectorIndex::open(&store).unwrap();
         let all = SearchFilter::default();
         let request = |query| SearchRequest {
@@ -581,10 +599,6 @@ mod tests {
     /// an enum cut in two is found by its second piece, which stays the hit.
     #[test]
     fn a_function_found_by_a_later_piece_is_returned_from_its_start() {
-        use crate::store::{Batch, FileRecord};
-        let dir = std::env::temp_dir().join(format!("quiver-pieces-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut store = crate::store::test_writer(&dir, 2);
         // (path, symbol, kind, starts the definition, vector): the query is [0, 1].
         let pieces = [
             ("run.py", "run", "function", true, [1.0, 0.0]),
@@ -592,9 +606,9 @@ mod tests {
             ("color.py", "Color", "enum", true, [1.0, 0.0]),
             ("color.py", "Color", "enum", false, [0.1, 0.9]),
         ];
-        let mut batch = Batch::default();
-        for (seq, (path, symbol, kind, starts, vector)) in pieces.into_iter().enumerate() {
-            let seq = seq % 2;
+        let chunks = pieces.into_iter().enumerate().map(|(i, piece)| {
+            let (path, symbol, kind, starts, vector) = piece;
+            let seq = i % 2;
             let text = format!("{symbol} piece {seq}");
             let chunk = ChunkRecord {
                 chunk_id: format!("{path}:{seq}"),
@@ -612,26 +626,9 @@ mod tests {
                 text,
                 ..ChunkRecord::default()
             };
-            batch
-                .vectors
-                .push((chunk.embed_hash.clone(), vector.to_vec()));
-            if let Some(signature) = &chunk.signature_hash {
-                batch.vectors.push((signature.clone(), vector.to_vec()));
-            }
-            match batch.files.iter_mut().find(|(f, _)| f.path == path) {
-                Some((_, chunks)) => chunks.push(chunk),
-                None => batch.files.push((
-                    FileRecord {
-                        path: path.into(),
-                        size: 1,
-                        mtime_ns: 1,
-                        content_hash: path.into(),
-                    },
-                    vec![chunk],
-                )),
-            }
-        }
-        store.commit(&batch).unwrap();
+            (chunk, vector)
+        });
+        let store = store_of("pieces", chunks.collect());
         let all = SearchFilter::default();
         let request = |priors| SearchRequest {
             query: "piece",
