@@ -256,7 +256,7 @@ pub fn search_with_keywords(
         }
         // Stable: equal scores keep the ranking's order.
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-        hits = definitions_first(store, hits)?;
+        hits = definitions_first(store, hits, request.k)?;
     }
     hits.truncate(request.k);
     Ok(hits)
@@ -268,11 +268,17 @@ pub fn search_with_keywords(
 /// two. On the dev split of `quiver eval`, a later piece outranked the function's start for 89
 /// of 1,907 queries (docs/evaluation.md). The pieces of a long enum, struct or table stay apart:
 /// each holds members of its own, which queries ask for by themselves.
-fn definitions_first(store: &Store, hits: Vec<SearchHit>) -> Result<Vec<SearchHit>> {
+///
+/// Only the first `k` results are made: a hit further down cannot change them, and each
+/// piece looked up reads its file's chunks.
+fn definitions_first(store: &Store, hits: Vec<SearchHit>, k: usize) -> Result<Vec<SearchHit>> {
     let mut files: HashMap<String, Vec<ChunkRecord>> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(hits.len());
     for mut hit in hits {
+        if out.len() == k {
+            break;
+        }
         let callable = matches!(hit.chunk.kind.as_deref(), Some("function" | "method"));
         let continues = callable && hit.chunk.signature_hash.is_none();
         if continues {
