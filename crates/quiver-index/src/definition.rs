@@ -111,17 +111,20 @@ pub fn chunk_at(store: &Store, path: &str, line: usize) -> Result<ChunkRecord> {
 /// is a piece of (the one with its signature): `at` itself unless it continues a function cut
 /// in pieces.
 pub(crate) fn definition_start(chunks: &[ChunkRecord], at: usize) -> usize {
-    let chunk = &chunks[at];
-    let Some(symbol) = &chunk.symbol else {
-        return at;
-    };
-    let same =
-        |other: &ChunkRecord| other.symbol.as_ref() == Some(symbol) && other.parent == chunk.parent;
     let mut start = at;
-    while chunks[start].signature_hash.is_none() && start > 0 && same(&chunks[start - 1]) {
+    while chunks[start].signature_hash.is_none()
+        && start > 0
+        && same_definition(&chunks[at], &chunks[start - 1])
+    {
         start -= 1;
     }
     start
+}
+
+/// Whether `other` is a piece of the same definition as `chunk`: the same symbol (one there is)
+/// in the same enclosing definition.
+fn same_definition(chunk: &ChunkRecord, other: &ChunkRecord) -> bool {
+    chunk.symbol.is_some() && other.symbol == chunk.symbol && other.parent == chunk.parent
 }
 
 /// Positions `[start, end]` in `chunks` (one file, in order) of the definition `at` is part of.
@@ -130,8 +133,6 @@ fn definition_span(chunks: &[ChunkRecord], at: usize) -> (usize, usize) {
     let Some(symbol) = &chunk.symbol else {
         return (at, at);
     };
-    let same =
-        |other: &ChunkRecord| other.symbol.as_ref() == Some(symbol) && other.parent == chunk.parent;
     let start = definition_start(chunks, at);
     let qualified = match &chunk.parent {
         Some(parent) => format!("{parent}.{symbol}"),
@@ -145,7 +146,7 @@ fn definition_span(chunks: &[ChunkRecord], at: usize) -> (usize, usize) {
     let mut end = start;
     while end + 1 < chunks.len() {
         let next = &chunks[end + 1];
-        let continues = same(next) && next.signature_hash.is_none();
+        let continues = same_definition(chunk, next) && next.signature_hash.is_none();
         if continues || member(next) {
             end += 1;
         } else {
