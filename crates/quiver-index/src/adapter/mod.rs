@@ -5,8 +5,9 @@
 //!
 //! The map is `q ↦ q (I + W)`, fitted by minimising a contrastive loss (InfoNCE: each doc
 //! comment's vector against its own definition's, the other definitions of the batch, by
-//! both of the vectors search scores them with, as negatives) plus `λ‖W‖²`, which keeps the map near the identity, with Adam. The fit runs on
-//! the CPU in seconds: its products go through the runtime's matrix kernel.
+//! both of the vectors search scores them with, as negatives) plus `λ‖W‖²`, which keeps the
+//! map near the identity, with Adam. The fit runs on the CPU in seconds: its products go
+//! through the runtime's matrix kernel.
 
 mod refresh;
 

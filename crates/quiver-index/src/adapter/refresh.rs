@@ -141,8 +141,14 @@ fn fit_pairs(
             let Some(target) = store.vector_of(&pair.target_hash)? else {
                 continue;
             };
-            let Some(sibling) = store.vector_of(&pair.text_hash)? else {
-                continue;
+            // A definition without a signature vector is searched by its text vector alone.
+            let sibling = if pair.text_hash == pair.target_hash {
+                target.clone()
+            } else {
+                let Some(sibling) = store.vector_of(&pair.text_hash)? else {
+                    continue;
+                };
+                sibling
             };
             if vector.len() != d || target.len() != d || sibling.len() != d {
                 continue;
