@@ -9,7 +9,7 @@ use crate::error::{IndexError, Result};
 use crate::store::{ChunkRecord, Store};
 use crate::vectors::VectorIndex;
 use globset::{Glob, GlobMatcher};
-use std::collections::HashMap;
+use std::collections::{hash_map::Entry, HashMap, HashSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SearchMode {
@@ -273,7 +273,7 @@ pub fn search_with_keywords(
 /// piece looked up reads its file's chunks.
 fn definitions_first(store: &Store, hits: Vec<SearchHit>, k: usize) -> Result<Vec<SearchHit>> {
     let mut files: HashMap<String, Vec<ChunkRecord>> = HashMap::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(hits.len());
     for mut hit in hits {
         if out.len() == k {
@@ -283,10 +283,8 @@ fn definitions_first(store: &Store, hits: Vec<SearchHit>, k: usize) -> Result<Ve
         let continues = callable && hit.chunk.signature_hash.is_none();
         if continues {
             let chunks = match files.entry(hit.chunk.file.clone()) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(store.chunks_of_file(&hit.chunk.file)?)
-                }
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(store.chunks_of_file(&hit.chunk.file)?),
             };
             if let Some(at) = chunks.iter().position(|c| c.chunk_id == hit.chunk.chunk_id) {
                 let start = crate::definition::definition_start(chunks, at);
