@@ -41,6 +41,42 @@ pub fn first_sentence(doc: &str) -> String {
     sentence
 }
 
+/// The characters of code in a chunk's text: its lines less indentation, blank lines, comment
+/// lines (`//`, `#`, `*`) and block comments and docstrings (`/* */`, `"""`, `\'\'\'`) that open a
+/// line. What a definition holds whether or not it is documented: search weighs it as a
+/// prior, where the text's whole length would reward a documented chunk for its comment.
+pub fn code_length(text: &str) -> usize {
+    let mut length = 0;
+    let mut open_block: Option<&str> = None;
+    for line in text.lines() {
+        let mut code = line.trim();
+        if let Some(close) = open_block {
+            let Some(at) = code.find(close) else {
+                continue;
+            };
+            code = code[at + close.len()..].trim();
+            open_block = None;
+        }
+        for (open, close) in [("/*", "*/"), ("\"\"\"", "\"\"\""), ("\'\'\'", "\'\'\'")] {
+            if let Some(rest) = code.strip_prefix(open) {
+                match rest.find(close) {
+                    Some(at) => code = rest[at + close.len()..].trim(),
+                    None => {
+                        open_block = Some(close);
+                        code = "";
+                    }
+                }
+                break;
+            }
+        }
+        if code.starts_with("//") || code.starts_with('#') || code.starts_with('*') {
+            continue;
+        }
+        length += code.len();
+    }
+    length
+}
+
 fn python_docstring(text: &str) -> Option<String> {
     let mut lines = text.lines().skip_while(|line| {
         let line = line.trim_start();
@@ -169,6 +205,23 @@ fn inline_markup(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_length_leaves_out_comments_docstrings_and_indentation() {
+        let documented = "/**\n * Returns the larger.\n */\nint max(int a, int b);";
+        assert_eq!(code_length(documented), "int max(int a, int b);".len());
+        assert_eq!(
+            code_length("/// Doc.\n#[inline]\nfn f() {}"),
+            "fn f() {}".len()
+        );
+        let python = "def f(x):\n    \"\"\"Doubles.\n\n    More.\n    \"\"\"\n    return 2 * x";
+        assert_eq!(code_length(python), "def f(x):return 2 * x".len());
+        assert_eq!(
+            code_length("x = 1  /* trailing */"),
+            "x = 1  /* trailing */".len()
+        );
+        assert_eq!(code_length("/* a */ int x;"), "int x;".len());
+    }
 
     #[test]
     fn doc_comments_in_each_style() {

@@ -20,7 +20,7 @@ mod segment;
 mod syntax;
 mod words;
 
-pub use doc::{doc_comment, first_sentence};
+pub use doc::{code_length, doc_comment, first_sentence};
 pub use header::{context_header, embedding_text, signature_text, symbol_label, HEADER_VERSION};
 pub use language::{is_test_path, Language};
 pub use syntax::{Symbol, SYNTAX_RULES_VERSION};

@@ -80,7 +80,13 @@ impl SearchFilter {
 
 /// Weight of the keyword scores against the vector scores' 1.0 in hybrid search (both rescaled
 /// to 0..1); chosen with `quiver eval` (docs/evaluation.md).
-pub const DEFAULT_KEYWORD_WEIGHT: f64 = 0.5;
+pub const DEFAULT_KEYWORD_WEIGHT: f64 = 0.75;
+/// How much of a chunk's keyword score its vector score takes back in hybrid search: a chunk
+/// scores `v + w·k·(1 − KEYWORD_OVERLAP·v)` (`v`, `k` rescaled to 0..1, `w` the keyword
+/// weight), so the keyword side counts most where the vector side is least sure, and two
+/// rankings' agreement adds less than their sum. Chosen with the weights on the dev split of
+/// `quiver eval` (docs/evaluation.md).
+pub const KEYWORD_OVERLAP: f64 = 0.6;
 /// Candidates each ranking contributes to a hybrid search.
 pub const FUSION_DEPTH: usize = 100;
 
@@ -316,12 +322,15 @@ const PRIOR_DEPTH: usize = 50;
 
 /// What a result is, beyond how well it matches: a query about code wants the definition
 /// first, before the tests that exercise it and the code that calls it. Added to each
-/// candidate's score (a cosine, or a fused score of 0..1.5) in vector and hybrid search.
+/// candidate's score (a cosine, or a fused score of 0..1 + the keyword weight) in vector and
+/// hybrid search.
 ///
-/// Chosen on the dev split of `quiver eval` (docs/evaluation.md), with the query adapter:
-/// hybrid nDCG@10 0.501 → 0.509, and a test file ranked above the definition for 7 % of the
-/// queries instead of 15 %. A larger definition bonus (0.2) helped hybrid (0.514) but cost
-/// vector search (0.477); a larger test penalty (0.2, 0.3) changed little.
+/// Chosen on the dev split of `quiver eval` (docs/evaluation.md), with the query adapter. For
+/// vector search: nDCG@10 0.483 → 0.489, and a test file ranked above the definition for 7 %
+/// of the queries instead of 15 %. For hybrid search they were fitted with its weights
+/// ([`KEYWORD_OVERLAP`]) by a ranking loss on the dev queries' candidates, and kept at
+/// 0.527 → 0.539; the code-length prior there costs vector search (0.497 → 0.443), whose
+/// cosines span less.
 #[derive(Debug, Clone, Copy)]
 struct Priors {
     /// Taken from a chunk of a test file ([`quiver_chunk::is_test_path`]), unless the query
@@ -329,23 +338,28 @@ struct Priors {
     test_penalty: f64,
     /// Given to a chunk that starts a definition (it has a signature).
     definition_bonus: f64,
+    /// Times `ln(1 + code characters)` ([`quiver_chunk::code_length`]): a chunk of a few
+    /// characters of code (a declaration, a constant, a lone comment) is seldom what a query
+    /// describes.
+    code_length_weight: f64,
 }
-
-const TEST_PENALTY: f64 = 0.1;
-const DEFINITION_BONUS: f64 = 0.1;
 
 impl Priors {
     fn for_query(query: &str, mode: SearchMode) -> Option<Priors> {
-        if mode == SearchMode::Keyword {
-            return None; // BM25's scores are on another scale, and were not measured with these
-        }
         let asks_for_tests = query.split(|c: char| !c.is_alphanumeric()).any(|word| {
             let word = word.to_ascii_lowercase();
             word.starts_with("test") || word == "spec" || word == "specs"
         });
+        let (test_penalty, definition_bonus, code_length_weight) = match mode {
+            // BM25's scores are on another scale, and were not measured with these.
+            SearchMode::Keyword => return None,
+            SearchMode::Vector => (0.1, 0.1, 0.0),
+            SearchMode::Hybrid => (0.3, 0.07, 0.067),
+        };
         Some(Priors {
-            test_penalty: if asks_for_tests { 0.0 } else { TEST_PENALTY },
-            definition_bonus: DEFINITION_BONUS,
+            test_penalty: if asks_for_tests { 0.0 } else { test_penalty },
+            definition_bonus,
+            code_length_weight,
         })
     }
 
@@ -356,6 +370,10 @@ impl Priors {
         }
         if chunk.signature_hash.is_some() {
             prior += self.definition_bonus;
+        }
+        if self.code_length_weight != 0.0 {
+            let length = quiver_chunk::code_length(&chunk.text) as f64;
+            prior += self.code_length_weight * length.ln_1p();
         }
         prior
     }
@@ -381,20 +399,21 @@ fn fuse(
     keyword: &[(i64, f64)],
     keyword_weight: f64,
 ) -> Vec<(i64, f64, Option<usize>, Option<usize>)> {
-    let mut fused: HashMap<i64, (f64, Option<usize>, Option<usize>)> = HashMap::new();
+    // Per chunk: its rescaled vector and keyword scores (0 where a ranking missed it), ranks.
+    let mut sides: HashMap<i64, (f64, f64, Option<usize>, Option<usize>)> = HashMap::new();
     for (i, (id, score)) in rescaled(vector).enumerate() {
-        let entry = fused.entry(id).or_default();
-        entry.0 += score;
-        entry.1 = Some(i + 1);
-    }
-    for (i, (id, score)) in rescaled(keyword).enumerate() {
-        let entry = fused.entry(id).or_default();
-        entry.0 += keyword_weight * score;
+        let entry = sides.entry(id).or_default();
+        entry.0 = score;
         entry.2 = Some(i + 1);
     }
-    let mut out: Vec<_> = fused
+    for (i, (id, score)) in rescaled(keyword).enumerate() {
+        let entry = sides.entry(id).or_default();
+        entry.1 = score;
+        entry.3 = Some(i + 1);
+    }
+    let mut out: Vec<_> = sides
         .into_iter()
-        .map(|(id, (score, v, k))| (id, score, v, k))
+        .map(|(id, (v, k, v_rank, k_rank))| (id, fused_score(v, k, keyword_weight), v_rank, k_rank))
         .collect();
     // Ties go to the vector ranking, then to the id, so results are deterministic.
     out.sort_by(|a, b| {
@@ -403,6 +422,11 @@ fn fuse(
             .then(a.0.cmp(&b.0))
     });
     out
+}
+
+/// A chunk's hybrid score from its two rankings' rescaled scores ([`KEYWORD_OVERLAP`]).
+pub fn fused_score(vector: f64, keyword: f64, keyword_weight: f64) -> f64 {
+    vector + keyword_weight * keyword * (1.0 - KEYWORD_OVERLAP * vector)
 }
 
 /// A ranking's scores mapped onto 0..1: the best candidate 1, the last 0 (all 1 when they tie).
@@ -472,9 +496,30 @@ mod tests {
             definition > test && statement > test_statement,
             "{test} {test_statement}"
         );
-        let asked = Priors::for_query("tests of parse", SearchMode::Vector).expect("vector");
+        let asked = Priors::for_query("tests of parse", SearchMode::Hybrid).expect("hybrid");
         assert_eq!(asked.of(&chunk("tests/test_parse.py", true)), definition);
         assert!(Priors::for_query("parse", SearchMode::Keyword).is_none());
+    }
+
+    #[test]
+    fn hybrid_priors_favour_a_chunk_with_more_code_whatever_its_comments() {
+        let chunk = |text: &str| ChunkRecord {
+            path: "src/lib.rs".into(),
+            text: text.into(),
+            ..ChunkRecord::default()
+        };
+        let priors = Priors::for_query("parse a request", SearchMode::Hybrid).expect("hybrid");
+        let declaration = "const MAX: usize = 8;";
+        let function = "fn parse(input: &str) -> Request {\n    let mut request = Request::new();\n    request.read(input);\n    request\n}";
+        assert!(priors.of(&chunk(function)) > priors.of(&chunk(declaration)));
+        let documented =
+            format!("/// Parses a request from its text, header by header.\n{declaration}");
+        assert_eq!(
+            priors.of(&chunk(&documented)),
+            priors.of(&chunk(declaration))
+        );
+        let vector = Priors::for_query("parse a request", SearchMode::Vector).expect("vector");
+        assert_eq!(vector.of(&chunk(function)), vector.of(&chunk(declaration)));
     }
 
     #[test]
@@ -487,6 +532,20 @@ mod tests {
         assert_eq!(fused[0].3, Some(1));
         assert_eq!(fused[1].0, 1);
         assert_eq!(fused.len(), 5);
+    }
+
+    #[test]
+    fn the_keyword_side_counts_less_where_the_vector_side_is_sure() {
+        // Equal keyword scores: the chunk the vector side is unsure of gains more from them.
+        let sure = fused_score(1.0, 1.0, 0.75) - fused_score(1.0, 0.0, 0.75);
+        let unsure = fused_score(0.2, 1.0, 0.75) - fused_score(0.2, 0.0, 0.75);
+        assert!(unsure > sure && sure > 0.0, "{unsure} {sure}");
+        assert_eq!(fused_score(0.4, 1.0, 0.0), 0.4);
+        // Found by both still beats found by either alone.
+        assert!(
+            fused_score(1.0, 1.0, 0.75)
+                > fused_score(1.0, 0.0, 0.75).max(fused_score(0.0, 1.0, 0.75))
+        );
     }
 
     #[test]
