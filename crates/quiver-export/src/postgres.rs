@@ -16,7 +16,7 @@
 use crate::{send_changes, ExportError, Progress, Result, Schema, StoreHit, StoreQuery, Summary};
 use ::postgres::{Client, NoTls, Transaction};
 use quiver_index::keywords::{self, NAMES_WEIGHT};
-use quiver_index::{IndexSettings, SearchMode, Store, FUSION_DEPTH};
+use quiver_index::{IndexSettings, SearchMode, Store, FUSION_DEPTH, KEYWORD_OVERLAP};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -340,7 +340,7 @@ impl IndexMethod {
 /// Vector: the better of the text and signature cosines, from the best k of each column's
 /// index. Keyword: `ts_rank` with the names weighted as Quiver's BM25 weighs them, normalised
 /// by the log of the chunk's length (PostgreSQL has no BM25). Hybrid: Quiver's fusion (each
-/// ranking's best 100 rescaled to 0..1 and added, the keyword side weighted).
+/// ranking's best 100 rescaled to 0..1, combined by [`quiver_index::fused_score`]).
 pub fn search_sql(mode: SearchMode, table_sql: &str) -> String {
     let vector = |query: &str, limit: &str| {
         format!(
@@ -381,12 +381,13 @@ k AS ({}),
 rescaled AS (
   SELECT id, CASE WHEN max(score) OVER () > min(score) OVER ()
     THEN (score - min(score) OVER ()) / (max(score) OVER () - min(score) OVER ())
-    ELSE 1 END AS part FROM v
+    ELSE 1 END AS v, 0::float8 AS k FROM v
   UNION ALL
-  SELECT id, $3 * CASE WHEN max(score) OVER () > min(score) OVER ()
+  SELECT id, 0::float8, CASE WHEN max(score) OVER () > min(score) OVER ()
     THEN (score - min(score) OVER ()) / (max(score) OVER () - min(score) OVER ())
     ELSE 1 END FROM k),
-fused AS (SELECT id, sum(part) AS score FROM rescaled GROUP BY id ORDER BY score DESC LIMIT $4)
+fused AS (SELECT id, sum(v) + $3 * sum(k) * (1 - {KEYWORD_OVERLAP:?} * sum(v)) AS score
+  FROM rescaled GROUP BY id ORDER BY score DESC LIMIT $4)
 {}",
                 vector("$1::real[]::vector", &depth),
                 keyword("$2", &depth),

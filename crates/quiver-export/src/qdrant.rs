@@ -18,7 +18,9 @@ use crate::{
     FINGERPRINT_KEY,
 };
 use quiver_index::keywords::{self, SparseVector};
-use quiver_index::{rescale_bounds, IndexSettings, SearchMode, Store, FUSION_DEPTH};
+use quiver_index::{
+    rescale_bounds, IndexSettings, SearchMode, Store, FUSION_DEPTH, KEYWORD_OVERLAP,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -307,7 +309,8 @@ impl QdrantExport {
             Some(json!({ "searches": prefetch })),
         )?;
         let rankings = answer["result"].as_array().cloned().unwrap_or_default();
-        let mut terms = Vec::new();
+        // Each ranking's scores rescaled to 0..1 (0 for a point it missed).
+        let mut rescaled = Vec::new();
         let mut defaults = serde_json::Map::new();
         for (i, ranking) in rankings.iter().enumerate() {
             let scores: Vec<f64> = ranking["points"]
@@ -315,15 +318,28 @@ impl QdrantExport {
                 .map(|points| points.iter().filter_map(|p| p["score"].as_f64()).collect())
                 .unwrap_or_default();
             let Some((offset, span)) = rescale_bounds(scores) else {
+                rescaled.push(None);
                 continue;
             };
             let variable = format!("$score[{i}]");
-            let weight = if i == 0 { 1.0 } else { keyword_weight };
-            terms.push(json!({ "mult": [weight, { "div": {
+            rescaled.push(Some(json!({ "div": {
                 "left": { "sum": [variable, -offset] },
                 "right": span,
-            }}]}));
+            }})));
             defaults.insert(variable, json!(offset));
+        }
+        // `v + w·k·(1 − overlap·v)` ([`quiver_index::fused_score`]), as a sum of products.
+        let mut terms = Vec::new();
+        let vector = rescaled.first().cloned().flatten();
+        let keyword = rescaled.get(1).cloned().flatten();
+        if let Some(v) = &vector {
+            terms.push(v.clone());
+        }
+        if let Some(k) = &keyword {
+            terms.push(json!({ "mult": [keyword_weight, k] }));
+            if let Some(v) = &vector {
+                terms.push(json!({ "mult": [-keyword_weight * KEYWORD_OVERLAP, v, k] }));
+            }
         }
         Ok((!terms.is_empty())
             .then(|| json!({ "formula": { "sum": terms }, "defaults": defaults })))

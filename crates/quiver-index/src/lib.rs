@@ -41,9 +41,9 @@ pub use run::{
     recorded_model_id, RunModel, DEFAULT_COMMIT_EVERY, DEFAULT_ID_PREFIX, DEFAULT_MAX_FILE_BYTES,
 };
 pub use search::{
-    keyword_side, rerank_hits, rescale_bounds, search, search_with, search_with_keywords,
-    KeywordSide, SearchFilter, SearchHit, SearchMode, SearchRequest, DEFAULT_KEYWORD_WEIGHT,
-    FUSION_DEPTH, RERANK_CANDIDATES,
+    fused_score, keyword_side, rerank_hits, rescale_bounds, search, search_with,
+    search_with_keywords, KeywordSide, SearchFilter, SearchHit, SearchMode, SearchRequest,
+    DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH, KEYWORD_OVERLAP, RERANK_CANDIDATES,
 };
 pub use store::{
     Batch, BatchSink, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, Repair,
