@@ -45,6 +45,9 @@ pub fn first_sentence(doc: &str) -> String {
 /// lines (`//`, `#`, `*`) and block comments and docstrings (`/* */`, `"""`, `\'\'\'`) that open a
 /// line. What a definition holds whether or not it is documented: search weighs it as a
 /// prior, where the text's whole length would reward a documented chunk for its comment.
+/// Lines opening with `#` count as comment in every language, preprocessor lines and
+/// attributes too: the prior was measured so (docs/evaluation.md), and it only has to rank
+/// a declaration below a body, not count exactly.
 pub fn code_length(text: &str) -> usize {
     let mut length = 0;
     let mut open_block: Option<&str> = None;
