@@ -322,8 +322,8 @@ const PRIOR_DEPTH: usize = 50;
 
 /// What a result is, beyond how well it matches: a query about code wants the definition
 /// first, before the tests that exercise it and the code that calls it. Added to each
-/// candidate's score (a cosine, or a fused score of 0..1 + the keyword weight) in vector and
-/// hybrid search.
+/// candidate's score (a cosine, or a fused score: 0 to 1.3 at the default weights) in vector
+/// and hybrid search.
 ///
 /// Chosen on the dev split of `quiver eval` (docs/evaluation.md), with the query adapter. For
 /// vector search: nDCG@10 0.483 → 0.489, and a test file ranked above the definition for 7 %
