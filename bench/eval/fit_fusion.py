@@ -59,6 +59,9 @@ def code_length(text):
 
 
 def is_test_path(path):
+    """Near enough quiver_chunk::is_test_path for this dataset (its test files are under
+    tests/ or named *_test, test_*, *.test.*, *.spec.*): used to take vector search's test
+    penalty back off, and as a feature."""
     lower = path.lower()
     return any(p in lower for p in ("/test", "test_", "_test", ".test.", "spec"))
 
