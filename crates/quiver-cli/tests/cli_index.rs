@@ -805,21 +805,38 @@ fn the_chunk_id_prefix_has_one_name_and_the_old_spelling_still_works() {
     }
 }
 
+const VERBS: [&str; 6] = ["parse", "render", "compress", "validate", "sort", "merge"];
+const NOUNS: [&str; 16] = [
+    "invoice", "shipment", "customer", "ledger", "token", "sensor", "route", "schedule", "ticket",
+    "profile", "payment", "cache", "report", "session", "image", "config",
+];
+
 /// A tree with 96 documented functions (each a doc comment's first sentence and a body that
 /// says the same in code), enough to fit a query adapter.
 fn documented_tree(name: &str) -> common::TempDir {
+    documented_by(name, |verb, noun| sentence(verb, noun, "stored"))
+}
+
+fn sentence(verb: &str, noun: &str, done: &str) -> String {
+    format!(
+        "{}{} the given {noun} record before it is {done}.",
+        verb[..1].to_uppercase(),
+        &verb[1..]
+    )
+}
+
+/// [`documented_tree`], each function's docstring what `describe(verb, noun)` says.
+fn documented_by(
+    name: &str,
+    mut describe: impl FnMut(&'static str, &'static str) -> String,
+) -> common::TempDir {
     let root = temp_dir(name);
-    let verbs = ["parse", "render", "compress", "validate", "sort", "merge"];
-    let nouns = [
-        "invoice", "shipment", "customer", "ledger", "token", "sensor", "route", "schedule",
-        "ticket", "profile", "payment", "cache", "report", "session", "image", "config",
-    ];
     let mut module = String::new();
-    for verb in verbs {
-        for noun in nouns {
+    for verb in VERBS {
+        for noun in NOUNS {
             module.push_str(&format!(
-                "def {verb}_{noun}(value):\n    \"\"\"{} the given {noun} record before it is stored.\"\"\"\n    return {verb}_step(value, kind=\"{noun}\")\n\n\n",
-                verb[..1].to_uppercase() + &verb[1..]
+                "def {verb}_{noun}(value):\n    \"\"\"{}\"\"\"\n    return {verb}_step(value, kind=\"{noun}\")\n\n\n",
+                describe(verb, noun)
             ));
         }
     }
@@ -835,6 +852,12 @@ fn the_index_fits_a_query_adapter_on_its_doc_comments_unless_told_not_to() {
         .as_u64()
         .expect("an adapter was fitted");
     assert_eq!(pairs, 96, "one pair per documented function: {report}");
+    let trial = &report["adapter_held_out"];
+    assert_eq!(trial["pairs"], 19, "one pair in five held out: {report}");
+    assert!(
+        trial["with"].as_f64() > trial["without"].as_f64(),
+        "kept because it helped: {report}"
+    );
     let query = "check a payment record before saving it";
     let adapted = search(&root, query, &["--mode", "vector"]);
     assert!(!adapted.is_empty());
@@ -842,6 +865,10 @@ fn the_index_fits_a_query_adapter_on_its_doc_comments_unless_told_not_to() {
     // A rerun with nothing changed keeps the adapter without fitting again.
     let rerun = index(&root, &[]);
     assert!(rerun["adapter_pairs"].is_null(), "{rerun}");
+    assert!(
+        rerun["adapter_held_out"].is_null(),
+        "no trial either: {rerun}"
+    );
     let again = search(&root, query, &["--mode", "vector"]);
     assert_eq!(again[0]["score"], adapted[0]["score"], "the same adapter");
 
@@ -854,6 +881,30 @@ fn the_index_fits_a_query_adapter_on_its_doc_comments_unless_told_not_to() {
         "the adapter changed the query vector"
     );
     assert_eq!(index(&root, &[])["adapter_pairs"], 96, "fitted again");
+
+    // The comments a trial fit learns from name the next noun along (`parse_invoice` says
+    // "shipment"), those it is checked on (every fifth function, in file order) their own: what
+    // the fit learns moves those away from their code, so no adapter is kept, and a rerun
+    // with nothing changed does not try again.
+    let misdocumented = {
+        let mut k = 0;
+        documented_by("adapter-misdocumented", move |verb, noun| {
+            let at = NOUNS.iter().position(|x| *x == noun).unwrap_or(0);
+            k += 1;
+            let held_out = k % 5 == 0;
+            if held_out {
+                sentence(verb, noun, "stored")
+            } else {
+                sentence(verb, NOUNS[(at + 1) % NOUNS.len()], "saved")
+            }
+        })
+    };
+    let declined = index(&misdocumented, &[]);
+    assert!(declined["adapter_pairs"].is_null(), "{declined}");
+    let trial = &declined["adapter_held_out"];
+    let (with, without) = (trial["with"].as_f64(), trial["without"].as_f64());
+    assert!(with.is_some() && with <= without, "{declined}");
+    assert!(index(&misdocumented, &[])["adapter_held_out"].is_null());
 
     // Too few documented definitions: no adapter.
     let small = temp_dir("adapter-small");

@@ -129,6 +129,8 @@ pub struct SystemReport {
     pub chunk_tokens: usize,
     pub context_header: bool,
     pub indexing: Option<IndexingFigures>,
+    /// The query adapter's trial fit, when this run fitted one (`quiver_index::adapter`).
+    pub adapter_held_out: Option<quiver_index::adapter::HeldOut>,
     pub modes: Vec<ModeReport>,
 }
 
@@ -304,6 +306,7 @@ fn evaluate_system(
         chunk_tokens: report.chunk_tokens,
         context_header: system.context_header,
         indexing,
+        adapter_held_out: report.adapter_held_out,
         modes,
     };
     Ok((report, store))

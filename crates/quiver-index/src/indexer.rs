@@ -119,6 +119,9 @@ pub struct IndexReport {
     /// The (doc comment, definition) pairs of the query adapter this run fitted, when it
     /// fitted one.
     pub adapter_pairs: Option<usize>,
+    /// The trial fit that decided whether this run kept an adapter, when one ran: an adapter
+    /// that ranks no held-out pair's definition higher is not kept.
+    pub adapter_held_out: Option<crate::adapter::HeldOut>,
     pub skipped: BTreeMap<&'static str, usize>,
     pub chunk_tokens: usize,
     /// Tokens the model ran (chunks and signatures, after truncation), and the seconds it
@@ -359,13 +362,14 @@ pub fn index(
     store.remove_files(&removed)?;
     store.collect_garbage()?;
     let adapter_started = Instant::now();
-    report.adapter_pairs = if options.adapt {
+    if options.adapt {
         let changed = report.chunks_embedded + report.files_removed;
-        crate::adapter::refresh(store, embedder, &settings, changed, progress)?
+        let refreshed = crate::adapter::refresh(store, embedder, &settings, changed, progress)?;
+        report.adapter_pairs = refreshed.pairs;
+        report.adapter_held_out = refreshed.held_out;
     } else {
         store.set_query_adapter(None)?;
-        None
-    };
+    }
     report.adapter_seconds = adapter_started.elapsed().as_secs_f64();
     store.set_meta("chunking", &chunking)?;
     store.set_meta("id_prefix", &options.id_prefix)?;

@@ -9,9 +9,11 @@
 //! map near the identity, with Adam. The fit runs on the CPU in seconds: its products go
 //! through the runtime's matrix kernel.
 
+mod held_out;
 mod refresh;
 
-pub use refresh::{mine_pairs, refresh, DocPair, MAX_PAIRS};
+pub use held_out::{held_out, HeldOut};
+pub use refresh::{mine_pairs, refresh, DocPair, Refreshed, MAX_PAIRS};
 
 use quiver_embed::l2_normalize;
 use quiver_runtime::kernels::{matmul, MatMut, MatRef};
@@ -89,7 +91,21 @@ impl QueryAdapter {
         {
             return None;
         }
+        Some(QueryAdapter::train(
+            queries, targets, siblings, dimension, options,
+        ))
+    }
+
+    /// The fit itself, on shapes [`QueryAdapter::fit_with_siblings`] has checked.
+    fn train(
+        queries: &[f32],
+        targets: &[f32],
+        siblings: Option<&[f32]>,
+        dimension: usize,
+        options: &FitOptions,
+    ) -> QueryAdapter {
         let d = dimension;
+        let n = queries.len() / d;
         let mut w = vec![0f32; d * d];
         let mut adam = Adam::new(d * d, options.learning_rate);
         let mut order: Vec<usize> = (0..n).collect();
@@ -116,11 +132,11 @@ impl QueryAdapter {
         for i in 0..d {
             w[i * d + i] += 1.0;
         }
-        Some(QueryAdapter {
+        QueryAdapter {
             dimension: d,
             matrix: w,
             pairs: n,
-        })
+        }
     }
 
     /// The query vector adapted, unit length.
@@ -317,7 +333,7 @@ mod tests {
 
     /// Queries that are their targets seen through a fixed distortion (plus noise): the fitted
     /// map must undo enough of it that each query's nearest target is its own more often.
-    fn distorted_pairs(n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    pub(super) fn distorted_pairs(n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
         let mut state = 7u64;
         let mut next = || {
             state ^= state << 13;

@@ -2,7 +2,7 @@
 //! comment → definition) pairs from the stored chunks, embed each comment's first sentence as a
 //! query, fit, store.
 
-use super::{FitOptions, QueryAdapter};
+use super::{held_out, FitOptions, HeldOut, QueryAdapter};
 use crate::error::{IndexError, Result};
 use crate::indexer::IndexProgress;
 use crate::store::{IndexSettings, Store};
@@ -24,6 +24,18 @@ const CHANGED_SINCE_FIT: &str = "adapter_changed_chunks";
 
 /// Meta key: the pairs the last mining found.
 const PAIRS_FOUND: &str = "adapter_pairs_found";
+
+/// Meta key: "1" when the last fit was declined, its held-out pairs ranked no higher with it.
+const DECLINED: &str = "adapter_declined";
+
+/// What [`refresh`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Refreshed {
+    /// The pairs of the adapter fitted now, when one was.
+    pub pairs: Option<usize>,
+    /// The trial fit that decided whether to keep one, when one ran.
+    pub held_out: Option<HeldOut>,
+}
 
 /// One (doc comment, definition) pair: the comment's first sentence, the key of the vector
 /// its query should land near, and the key of the definition's chunk text vector (the same
@@ -75,15 +87,16 @@ pub fn mine_pairs(store: &Store) -> Result<Vec<DocPair>> {
 }
 
 /// Brings the index's adapter up to date after a run that embedded `changed` chunks: fits one
-/// when the index has none or enough changed since the last fit, removes it when the index no
-/// longer has [`super::MIN_PAIRS`] pairs. Returns the pairs of the adapter fitted now.
+/// when the index has none or enough changed since the last fit, and keeps it when it ranks
+/// the definitions of pairs held out of a trial fit higher ([`held_out`]); removes it when the
+/// index no longer has [`super::MIN_PAIRS`] pairs or it no longer helps.
 pub fn refresh(
     store: &Store,
     embedder: &Embedder,
     settings: &IndexSettings,
     changed: usize,
     progress: &dyn IndexProgress,
-) -> Result<Option<usize>> {
+) -> Result<Refreshed> {
     let since_fit = store
         .meta(CHANGED_SINCE_FIT)?
         .and_then(|v| v.parse::<usize>().ok())
@@ -93,30 +106,37 @@ pub fn refresh(
     let chunks = store.chunk_count()?;
     let changed_enough = since_fit as f64 >= REFIT_SHARE * chunks.max(1) as f64;
     let stale = match &current {
-        // An index that had too few pairs is mined again only once enough changed too.
+        // An index that had too few pairs, or whose adapter did not help, is mined again only
+        // once enough changed too.
         None => {
             let too_few = store
                 .meta(PAIRS_FOUND)?
                 .and_then(|v| v.parse::<usize>().ok())
                 .is_some_and(|found| found < super::MIN_PAIRS);
-            !too_few || changed_enough
+            let declined = store.meta(DECLINED)?.as_deref() == Some("1");
+            !(too_few || declined) || changed_enough
         }
         Some(adapter) => adapter.dimension() != settings.dimension || changed_enough,
     };
     if !stale {
         store.set_meta(CHANGED_SINCE_FIT, &since_fit.to_string())?;
-        return Ok(None);
+        return Ok(Refreshed::default());
     }
     let pairs = mine_pairs(store)?;
     store.set_meta(PAIRS_FOUND, &pairs.len().to_string())?;
-    let adapter = if pairs.len() < super::MIN_PAIRS {
-        None
+    let (adapter, held_out) = if pairs.len() < super::MIN_PAIRS {
+        (None, None)
     } else {
         fit_pairs(store, embedder, settings, &pairs, progress)?
     };
+    let declined = held_out.is_some_and(|trial| !trial.helps());
     store.set_query_adapter(adapter.as_ref())?;
+    store.set_meta(DECLINED, if declined { "1" } else { "0" })?;
     store.set_meta(CHANGED_SINCE_FIT, "0")?;
-    Ok(adapter.map(|a| a.pairs()))
+    Ok(Refreshed {
+        pairs: adapter.map(|a| a.pairs()),
+        held_out,
+    })
 }
 
 fn fit_pairs(
@@ -125,7 +145,7 @@ fn fit_pairs(
     settings: &IndexSettings,
     pairs: &[DocPair],
     progress: &dyn IndexProgress,
-) -> Result<Option<QueryAdapter>> {
+) -> Result<(Option<QueryAdapter>, Option<HeldOut>)> {
     let d = settings.dimension;
     let options = settings.query_options();
     let mut queries = Vec::with_capacity(pairs.len() * d);
@@ -158,13 +178,13 @@ fn fit_pairs(
             siblings.extend(unit(sibling));
         }
     }
-    Ok(QueryAdapter::fit_with_siblings(
-        &queries,
-        &targets,
-        Some(&siblings),
-        d,
-        &FitOptions::default(),
-    ))
+    let options = FitOptions::default();
+    let trial = held_out(&queries, &targets, Some(&siblings), d, &options);
+    if trial.is_some_and(|trial| !trial.helps()) {
+        return Ok((None, trial));
+    }
+    let adapter = QueryAdapter::fit_with_siblings(&queries, &targets, Some(&siblings), d, &options);
+    Ok((adapter, trial))
 }
 
 fn unit(mut v: Vec<f32>) -> Vec<f32> {
