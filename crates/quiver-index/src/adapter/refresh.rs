@@ -178,12 +178,12 @@ fn fit_pairs(
             siblings.extend(unit(sibling));
         }
     }
-    let options = FitOptions::default();
-    let trial = held_out(&queries, &targets, Some(&siblings), d, &options);
+    let fit = FitOptions::default();
+    let trial = held_out(&queries, &targets, Some(&siblings), d, &fit);
     if trial.is_some_and(|trial| !trial.helps()) {
         return Ok((None, trial));
     }
-    let adapter = QueryAdapter::fit_with_siblings(&queries, &targets, Some(&siblings), d, &options);
+    let adapter = QueryAdapter::fit_with_siblings(&queries, &targets, Some(&siblings), d, &fit);
     Ok((adapter, trial))
 }
 
