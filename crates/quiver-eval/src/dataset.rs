@@ -22,6 +22,17 @@ pub struct Query {
     pub symbol: Option<String>,
 }
 
+impl Query {
+    /// The package the query was taken from: its path's first two folders (language, then
+    /// package, as `bench/eval/build_dataset.py` lays out a corpus). `None` for a shallower path.
+    pub fn package(&self) -> Option<&str> {
+        let mut slashes = self.path.match_indices('/').map(|(at, _)| at);
+        let _language = slashes.next()?;
+        let end = slashes.next()?;
+        Some(&self.path[..end])
+    }
+}
+
 pub struct Dataset {
     pub dir: PathBuf,
     /// The split loaded, in a dataset with splits.

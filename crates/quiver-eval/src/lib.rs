@@ -137,21 +137,53 @@ pub struct SystemReport {
 const BUILD_FIGURES: &str = "build-figures.json";
 const DEPTH: usize = 10;
 
-/// Scores every system on the dataset with the model `model_id` (already loaded as `embedder`);
-/// `query_prompt` names another of the model's prompts for the queries (as
-/// `quiver index --query-prompt-name` records one).
+/// What each query is searched among.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// The split's whole corpus: every package's chunks compete (the benchmark's rule).
+    #[default]
+    Corpus,
+    /// The package the query was taken from ([`Query::package`]), as a user searches the
+    /// repository they work in.
+    Package,
+}
+
+impl Scope {
+    /// The filter a search for `query` runs with.
+    fn filter(self, query: &Query) -> Result<SearchFilter> {
+        match (self, query.package()) {
+            (Scope::Package, Some(package)) => {
+                let glob = format!("{}/**", globset::escape(package));
+                Ok(SearchFilter::new(Vec::new(), Some(&glob))?)
+            }
+            _ => Ok(SearchFilter::default()),
+        }
+    }
+}
+
+/// How [`evaluate`] searches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalOptions<'a> {
+    /// Another of the model's prompts for the queries (as `quiver index --query-prompt-name`
+    /// records one).
+    pub query_prompt: Option<&'a str>,
+    pub scope: Scope,
+}
+
+/// Scores every system on the dataset with the model `model_id` (already loaded as `embedder`).
+/// [`ExternalSearch`]es search the whole corpus whatever the scope.
 pub fn evaluate(
     dataset: &Dataset,
     embedder: &Embedder,
     model_id: &str,
     systems: &[System],
-    query_prompt: Option<&str>,
+    options: &EvalOptions<'_>,
     externals: &mut [Box<dyn ExternalSearch>],
     progress: &dyn IndexProgress,
 ) -> Result<Vec<SystemReport>> {
     // Queries are embedded by the rule of the indexes the systems build (the same model and
     // width for all), as `quiver search` would embed them.
-    let rule = settings_for(model_id, embedder, None, None, query_prompt)?;
+    let rule = settings_for(model_id, embedder, None, None, options.query_prompt)?;
     let texts: Vec<&str> = dataset.queries.iter().map(|q| q.query.as_str()).collect();
     let query_vectors = embedder.embed(&texts, &rule.query_options())?;
     let mut reports = Vec::new();
@@ -162,6 +194,7 @@ pub fn evaluate(
             model_id,
             system,
             &query_vectors,
+            options.scope,
             progress,
         )?;
         let mut scored = Vec::new();
@@ -223,6 +256,7 @@ fn evaluate_system(
     model_id: &str,
     system: &System,
     query_vectors: &[Vec<f32>],
+    scope: Scope,
     progress: &dyn IndexProgress,
 ) -> Result<(SystemReport, Store)> {
     let index_dir = dataset
@@ -266,7 +300,6 @@ fn evaluate_system(
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
     };
-    let filter = SearchFilter::default();
     let score_pass = |vectors: &VectorIndex, suffix: &str| -> Result<Vec<ModeReport>> {
         let mut modes = Vec::new();
         for (mode, weight) in mode_runs(system) {
@@ -274,6 +307,7 @@ fn evaluate_system(
                 continue; // keyword search uses no vectors
             }
             let mut report = score_mode(dataset, mode, weight, query_vectors, |query, vector| {
+                let filter = scope.filter(query)?;
                 let hits = search_with(
                     &store,
                     Some(vectors),

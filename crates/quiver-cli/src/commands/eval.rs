@@ -3,7 +3,9 @@ use crate::progress::IndexBar;
 use anyhow::Context;
 use clap::Args;
 use quiver_embed::{Device, EmbedderOptions, DEFAULT_MODEL};
-use quiver_eval::{evaluate, BoxError, Dataset, ExternalSearch, Metrics, System, SystemReport};
+use quiver_eval::{
+    evaluate, BoxError, Dataset, EvalOptions, ExternalSearch, Metrics, Scope, System, SystemReport,
+};
 use quiver_export::{export_index, StoreClient, StoreQuery, Target, TargetOptions};
 use quiver_index::{Chunking, SearchMode, Store, DEFAULT_KEYWORD_WEIGHT};
 use std::path::PathBuf;
@@ -58,6 +60,10 @@ pub struct EvalArgs {
     /// kept apart).
     #[arg(long, value_enum)]
     quantize: Option<QuantizeArg>,
+    /// What each query is searched among: the split's whole corpus (the benchmark's rule), or
+    /// only the package it was taken from, as a user searches their own repository.
+    #[arg(long, value_enum, default_value = "corpus", conflicts_with = "store")]
+    scope: ScopeArg,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -75,6 +81,12 @@ pub struct EvalArgs {
     /// The PostgreSQL table `--store postgres` exports to.
     #[arg(long, default_value = "quiver_eval")]
     table: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScopeArg {
+    Corpus,
+    Package,
 }
 
 /// An exported store, scored by `quiver eval --store`.
@@ -199,7 +211,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &embedder,
         &args.model,
         &systems,
-        args.query_prompt_name.as_deref(),
+        &EvalOptions {
+            query_prompt: args.query_prompt_name.as_deref(),
+            scope: match args.scope {
+                ScopeArg::Corpus => Scope::Corpus,
+                ScopeArg::Package => Scope::Package,
+            },
+        },
         &mut stores,
         &progress,
     )
@@ -218,6 +236,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         let queries = match &dataset.split {
             Some(split) => format!("{} queries of the {split} split", dataset.queries.len()),
             None => format!("{} queries", dataset.queries.len()),
+        };
+        let queries = match args.scope {
+            ScopeArg::Corpus => queries,
+            ScopeArg::Package => format!("{queries}, each searched within its package"),
         };
         print_table(&reports, &queries, &model)?;
     }
