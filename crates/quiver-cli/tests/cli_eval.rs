@@ -93,6 +93,53 @@ fn scores_quiver_and_the_baseline() {
 }
 
 #[test]
+fn scope_package_keeps_other_packages_out_of_a_querys_results() {
+    let dir = tiny_dataset("eval-dataset-scope");
+    // Another package holds the same function with its docstring kept: searched among the
+    // whole corpus it outranks the query's own, whose docstring the dataset blanked.
+    let other = dir.join("corpus/python/other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::write(
+        other.join("geometry.py"),
+        "import math\n\n\ndef circle_area(radius):\n    \"\"\"Compute the area of a circle from its radius.\"\"\"\n    return math.pi * radius ** 2\n",
+    )
+    .expect("write");
+    let model = model_dir();
+    let recall_at_1 = |scope: &str| -> f64 {
+        let output = quiver(
+            &[
+                "eval",
+                dir.to_str().expect("utf-8"),
+                "--model",
+                model.to_str().expect("utf-8"),
+                "--no-baseline",
+                "--no-adapt",
+                "--mode",
+                "vector",
+                "--scope",
+                scope,
+                "--json",
+            ],
+            "",
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let reports: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        reports[0]["modes"][0]["overall"]["recall_at_1"]
+            .as_f64()
+            .expect("a number")
+    };
+    assert!(
+        recall_at_1("corpus") < 1.0,
+        "the documented copy comes first"
+    );
+    assert_eq!(recall_at_1("package"), 1.0);
+}
+
+#[test]
 fn queries_can_take_another_of_the_models_prompts() {
     let dir = tiny_dataset("eval-dataset-2");
     let model = common::tiny_model("jina-v3");

@@ -111,3 +111,29 @@ impl Dataset {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Query;
+
+    fn query(path: &str) -> Query {
+        Query {
+            id: path.into(),
+            query: "q".into(),
+            language: "python".into(),
+            split: None,
+            path: path.into(),
+            line: 1,
+            symbol: None,
+        }
+    }
+
+    #[test]
+    fn a_query_s_package_is_its_path_s_first_two_folders() {
+        assert_eq!(
+            query("python/rich-13.9.2/rich/text.py").package(),
+            Some("python/rich-13.9.2")
+        );
+        assert_eq!(query("python/a.py").package(), None);
+    }
+}
