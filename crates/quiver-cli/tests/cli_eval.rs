@@ -106,28 +106,19 @@ fn scope_package_keeps_other_packages_out_of_a_querys_results() {
     .expect("write");
     let model = model_dir();
     let recall_at_1 = |scope: &str| -> f64 {
-        let output = quiver(
-            &[
-                "eval",
-                dir.to_str().expect("utf-8"),
-                "--model",
-                model.to_str().expect("utf-8"),
-                "--no-baseline",
-                "--no-adapt",
-                "--mode",
-                "vector",
-                "--scope",
-                scope,
-                "--json",
-            ],
-            "",
-        );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let reports: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let reports = json_of(&[
+            "eval",
+            dir.to_str().expect("utf-8"),
+            "--model",
+            model.to_str().expect("utf-8"),
+            "--no-baseline",
+            "--no-adapt",
+            "--mode",
+            "vector",
+            "--scope",
+            scope,
+            "--json",
+        ]);
         reports[0]["modes"][0]["overall"]["recall_at_1"]
             .as_f64()
             .expect("a number")

@@ -42,12 +42,8 @@ pub fn held_out(
     options: &FitOptions,
 ) -> Option<HeldOut> {
     let d = dimension;
-    let n = queries.len() / d.max(1);
-    if d == 0
-        || n < HELD_OUT_EVERY
-        || targets.len() != queries.len()
-        || siblings.is_some_and(|s| s.len() != queries.len())
-    {
+    let n = super::pair_count(queries, targets, siblings, d)?;
+    if n < HELD_OUT_EVERY {
         return None;
     }
     let is_held = |i: usize| i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1;

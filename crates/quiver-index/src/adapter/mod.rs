@@ -83,12 +83,7 @@ impl QueryAdapter {
         dimension: usize,
         options: &FitOptions,
     ) -> Option<QueryAdapter> {
-        let n = queries.len() / dimension.max(1);
-        if dimension == 0
-            || n < MIN_PAIRS
-            || targets.len() != queries.len()
-            || siblings.is_some_and(|s| s.len() != queries.len())
-        {
+        if pair_count(queries, targets, siblings, dimension)? < MIN_PAIRS {
             return None;
         }
         Some(QueryAdapter::train(
@@ -306,6 +301,19 @@ impl Adam {
             *w -= self.learning_rate * (*m / c1) / ((*v / c2).sqrt() + 1e-8);
         }
     }
+}
+
+/// The pairs `queries`, `targets` and `siblings` hold, `None` when their shapes disagree.
+fn pair_count(
+    queries: &[f32],
+    targets: &[f32],
+    siblings: Option<&[f32]>,
+    dimension: usize,
+) -> Option<usize> {
+    let agree = dimension > 0
+        && targets.len() == queries.len()
+        && siblings.is_none_or(|s| s.len() == queries.len());
+    agree.then(|| queries.len() / dimension)
 }
 
 fn gather(rows: &[f32], picks: &[usize], d: usize) -> Vec<f32> {
