@@ -92,6 +92,25 @@ fn scores_quiver_and_the_baseline() {
     assert_eq!(again[0]["modes"], reports[0]["modes"]);
 }
 
+/// `quiver eval DIR --no-baseline --mode vector --scope SCOPE EXTRA... --json`, its report.
+fn vector_eval(dir: &std::path::Path, scope: &str, extra: &[&str]) -> Value {
+    let model = model_dir();
+    let mut args = vec![
+        "eval",
+        dir.to_str().expect("utf-8"),
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--no-baseline",
+        "--mode",
+        "vector",
+        "--scope",
+        scope,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json_of(&args)
+}
+
 #[test]
 fn scope_package_keeps_other_packages_out_of_a_querys_results() {
     let dir = tiny_dataset("eval-dataset-scope");
@@ -104,21 +123,8 @@ fn scope_package_keeps_other_packages_out_of_a_querys_results() {
         "import math\n\n\ndef circle_area(radius):\n    \"\"\"Compute the area of a circle from its radius.\"\"\"\n    return math.pi * radius ** 2\n",
     )
     .expect("write");
-    let model = model_dir();
     let recall_at_1 = |scope: &str| -> f64 {
-        let reports = json_of(&[
-            "eval",
-            dir.to_str().expect("utf-8"),
-            "--model",
-            model.to_str().expect("utf-8"),
-            "--no-baseline",
-            "--no-adapt",
-            "--mode",
-            "vector",
-            "--scope",
-            scope,
-            "--json",
-        ]);
+        let reports = vector_eval(&dir, scope, &["--no-adapt"]);
         reports[0]["modes"][0]["overall"]["recall_at_1"]
             .as_f64()
             .expect("a number")
@@ -128,6 +134,27 @@ fn scope_package_keeps_other_packages_out_of_a_querys_results() {
         "the documented copy comes first"
     );
     assert_eq!(recall_at_1("package"), 1.0);
+}
+
+#[test]
+fn scope_package_fits_each_package_its_own_adapter() {
+    let dir = tiny_dataset("eval-dataset-package-adapter");
+    // A package documented enough to fit an adapter on (96 pairs), beside `pkg` (none).
+    let records = dir.join("corpus/python/records");
+    std::fs::create_dir_all(&records).expect("mkdir");
+    let module =
+        common::documented_module(|verb, noun| common::record_sentence(verb, noun, "stored"));
+    std::fs::write(records.join("records.py"), module).expect("write");
+    let reports = vector_eval(&dir, "package", &[]);
+    // Kept for `records`; `pkg` has no pairs at all.
+    assert_eq!(reports[0]["package_adapters"], serde_json::json!([1, 1, 1]));
+    let modes: Vec<&str> = reports[0]["modes"]
+        .as_array()
+        .expect("modes")
+        .iter()
+        .filter_map(|m| m["mode"].as_str())
+        .collect();
+    assert_eq!(modes, ["vector", "vector, no adapter"]);
 }
 
 #[test]

@@ -805,42 +805,21 @@ fn the_chunk_id_prefix_has_one_name_and_the_old_spelling_still_works() {
     }
 }
 
-const VERBS: [&str; 6] = ["parse", "render", "compress", "validate", "sort", "merge"];
-const NOUNS: [&str; 16] = [
-    "invoice", "shipment", "customer", "ledger", "token", "sensor", "route", "schedule", "ticket",
-    "profile", "payment", "cache", "report", "session", "image", "config",
-];
+use common::{documented_module, record_sentence, NOUNS};
 
 /// A tree with 96 documented functions (each a doc comment's first sentence and a body that
 /// says the same in code), enough to fit a query adapter.
 fn documented_tree(name: &str) -> common::TempDir {
-    documented_by(name, |verb, noun| sentence(verb, noun, "stored"))
-}
-
-fn sentence(verb: &str, noun: &str, done: &str) -> String {
-    format!(
-        "{}{} the given {noun} record before it is {done}.",
-        verb[..1].to_uppercase(),
-        &verb[1..]
-    )
+    documented_by(name, |verb, noun| record_sentence(verb, noun, "stored"))
 }
 
 /// [`documented_tree`], each function's docstring what `describe(verb, noun)` says.
 fn documented_by(
     name: &str,
-    mut describe: impl FnMut(&'static str, &'static str) -> String,
+    describe: impl FnMut(&'static str, &'static str) -> String,
 ) -> common::TempDir {
     let root = temp_dir(name);
-    let mut module = String::new();
-    for verb in VERBS {
-        for noun in NOUNS {
-            module.push_str(&format!(
-                "def {verb}_{noun}(value):\n    \"\"\"{}\"\"\"\n    return {verb}_step(value, kind=\"{noun}\")\n\n\n",
-                describe(verb, noun)
-            ));
-        }
-    }
-    write(&root, "records.py", module);
+    write(&root, "records.py", documented_module(describe));
     root
 }
 
@@ -893,9 +872,9 @@ fn the_index_fits_a_query_adapter_on_its_doc_comments_unless_told_not_to() {
             k += 1;
             let held_out = k % 5 == 0;
             if held_out {
-                sentence(verb, noun, "stored")
+                record_sentence(verb, noun, "stored")
             } else {
-                sentence(verb, NOUNS[(at + 1) % NOUNS.len()], "saved")
+                record_sentence(verb, NOUNS[(at + 1) % NOUNS.len()], "saved")
             }
         })
     };

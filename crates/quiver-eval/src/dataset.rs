@@ -26,11 +26,16 @@ impl Query {
     /// The package the query was taken from: its path's first two folders (language, then
     /// package, as `bench/eval/build_dataset.py` lays out a corpus). `None` for a shallower path.
     pub fn package(&self) -> Option<&str> {
-        let mut slashes = self.path.match_indices('/').map(|(at, _)| at);
-        let _language = slashes.next()?;
-        let end = slashes.next()?;
-        Some(&self.path[..end])
+        package_of(&self.path)
     }
+}
+
+/// The first two folders of a corpus path: language, then package.
+pub fn package_of(path: &str) -> Option<&str> {
+    let mut slashes = path.match_indices('/').map(|(at, _)| at);
+    let _language = slashes.next()?;
+    let end = slashes.next()?;
+    Some(&path[..end])
 }
 
 pub struct Dataset {

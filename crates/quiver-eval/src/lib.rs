@@ -13,11 +13,13 @@
 mod dataset;
 mod metrics;
 
+use dataset::package_of;
 pub use dataset::{Dataset, Query, DEFAULT_SPLIT};
 pub use metrics::{Metrics, Outranked};
 
 use metrics::Ahead;
 use quiver_embed::{Embedder, Quantization};
+use quiver_index::adapter::{fit_pairs, mine_pairs, DocPair, QueryAdapter};
 use quiver_index::{
     search_with, settings_for, ChunkRecord, Chunking, IndexOptions, IndexProgress, Input,
     SearchFilter, SearchMode, SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
@@ -131,6 +133,9 @@ pub struct SystemReport {
     pub indexing: Option<IndexingFigures>,
     /// The query adapter's trial fit, when this run fitted one (`quiver_index::adapter`).
     pub adapter_held_out: Option<quiver_index::adapter::HeldOut>,
+    /// With [`Scope::Package`]: the packages whose own pairs gave an adapter, those with enough
+    /// pairs to fit one ([`quiver_index::adapter::MIN_PAIRS`]), and those with any.
+    pub package_adapters: Option<[usize; 3]>,
     pub modes: Vec<ModeReport>,
 }
 
@@ -143,8 +148,8 @@ pub enum Scope {
     /// The split's whole corpus: every package's chunks compete (the benchmark's rule).
     #[default]
     Corpus,
-    /// The package the query was taken from ([`Query::package`]), as a user searches the
-    /// repository they work in.
+    /// The package the query was taken from ([`Query::package`]), with a query adapter fitted
+    /// on that package's own pairs, as a user searches the repository they work in.
     Package,
 }
 
@@ -300,7 +305,16 @@ fn evaluate_system(
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
     };
-    let score_pass = |vectors: &VectorIndex, suffix: &str| -> Result<Vec<ModeReport>> {
+    // Searched within its package, a query meets the adapter fitted on that package's own
+    // doc comments, as in an index of that repository alone.
+    let package_adapters = match scope {
+        Scope::Package if system.adapt => Some(fit_package_adapters(&store, embedder, progress)?),
+        _ => None,
+    };
+    let score_pass = |vectors: &VectorIndex,
+                      adapters: Option<&PackageAdapters>,
+                      suffix: &str|
+     -> Result<Vec<ModeReport>> {
         let mut modes = Vec::new();
         for (mode, weight) in mode_runs(system) {
             if mode == SearchMode::Keyword && !suffix.is_empty() {
@@ -308,13 +322,17 @@ fn evaluate_system(
             }
             let mut report = score_mode(dataset, mode, weight, query_vectors, |query, vector| {
                 let filter = scope.filter(query)?;
+                let adapter = adapters
+                    .zip(query.package())
+                    .and_then(|(adapters, package)| adapters.fitted.get(package));
+                let vector = adapter.map_or_else(|| vector.to_vec(), |a| a.apply(vector));
                 let hits = search_with(
                     &store,
                     Some(vectors),
                     None,
                     &SearchRequest {
                         query: &query.query,
-                        query_vector: Some(vector),
+                        query_vector: Some(&vector),
                         mode,
                         k: DEPTH,
                         filter: &filter,
@@ -330,10 +348,21 @@ fn evaluate_system(
         Ok(modes)
     };
     let vectors = VectorIndex::open(&store)?;
-    let mut modes = score_pass(&vectors, "")?;
+    let mut modes = match &package_adapters {
+        Some(adapters) => score_pass(
+            &VectorIndex::open(&store)?.without_adapter(),
+            Some(adapters),
+            "",
+        )?,
+        None => score_pass(&vectors, None, "")?,
+    };
     // With an adapter, every mode is scored without it too, on the same vectors: what it adds.
-    if vectors.adapter().is_some() {
-        modes.extend(score_pass(&vectors.without_adapter(), ", no adapter")?);
+    if vectors.adapter().is_some() || package_adapters.is_some() {
+        modes.extend(score_pass(
+            &vectors.without_adapter(),
+            None,
+            ", no adapter",
+        )?);
     }
     let report = SystemReport {
         name: system.name.clone(),
@@ -341,9 +370,59 @@ fn evaluate_system(
         context_header: system.context_header,
         indexing,
         adapter_held_out: report.adapter_held_out,
+        package_adapters: package_adapters.map(|a| [a.fitted.len(), a.enough_pairs, a.packages]),
         modes,
     };
     Ok((report, store))
+}
+
+/// Query adapters fitted on each package's own pairs, where one is kept.
+struct PackageAdapters {
+    fitted: BTreeMap<String, QueryAdapter>,
+    /// Packages with enough pairs to fit on, and with any pair.
+    enough_pairs: usize,
+    packages: usize,
+}
+
+fn fit_package_adapters(
+    store: &Store,
+    embedder: &Embedder,
+    progress: &dyn IndexProgress,
+) -> Result<PackageAdapters> {
+    let Some(settings) = store.settings()? else {
+        return Ok(PackageAdapters {
+            fitted: BTreeMap::new(),
+            enough_pairs: 0,
+            packages: 0,
+        });
+    };
+    let mut by_package: BTreeMap<String, Vec<DocPair>> = BTreeMap::new();
+    for pair in mine_pairs(store)? {
+        if let Some(package) = package_of(&pair.path) {
+            by_package
+                .entry(package.to_string())
+                .or_default()
+                .push(pair);
+        }
+    }
+    let mut fitted = BTreeMap::new();
+    for (package, pairs) in &by_package {
+        if pairs.len() < quiver_index::adapter::MIN_PAIRS {
+            continue;
+        }
+        if let (Some(adapter), _) = fit_pairs(store, embedder, &settings, pairs, progress)? {
+            fitted.insert(package.clone(), adapter);
+        }
+    }
+    let enough_pairs = by_package
+        .values()
+        .filter(|pairs| pairs.len() >= quiver_index::adapter::MIN_PAIRS)
+        .count();
+    Ok(PackageAdapters {
+        fitted,
+        enough_pairs,
+        packages: by_package.len(),
+    })
 }
 
 /// Scores one mode: `rank` gives each query's best chunks, best first.

@@ -61,7 +61,8 @@ pub struct EvalArgs {
     #[arg(long, value_enum)]
     quantize: Option<QuantizeArg>,
     /// What each query is searched among: the split's whole corpus (the benchmark's rule), or
-    /// only the package it was taken from, as a user searches their own repository.
+    /// only the package it was taken from, with a query adapter fitted on that package's own
+    /// doc comments, as a user searches their own repository.
     #[arg(long, value_enum, default_value = "corpus", conflicts_with = "store")]
     scope: ScopeArg,
     /// Print the report as JSON.
@@ -309,6 +310,13 @@ fn print_table(reports: &[SystemReport], queries: &str, model: &str) -> std::io:
                 report.name, f.files, f.chunks, f.seconds, f.files_per_second, f.chunks_per_second, report.chunk_tokens
             ),
             None => outln!("indexing {}: built by an earlier run with no figures kept", report.name),
+        }
+        if let Some([fitted, enough, packages]) = report.package_adapters {
+            outln!(
+                "query adapters of {}: fitted on each package's own doc comments, kept for {fitted} of {packages} packages ({enough} had the {} pairs to fit on)",
+                report.name,
+                quiver_index::adapter::MIN_PAIRS
+            );
         }
         if let Some(t) = report.adapter_held_out {
             outln!(

@@ -195,3 +195,33 @@ pub fn qdrant_url() -> Option<String> {
             .to_string(),
     )
 }
+
+const VERBS: [&str; 6] = ["parse", "render", "compress", "validate", "sort", "merge"];
+pub const NOUNS: [&str; 16] = [
+    "invoice", "shipment", "customer", "ledger", "token", "sensor", "route", "schedule", "ticket",
+    "profile", "payment", "cache", "report", "session", "image", "config",
+];
+
+/// `{Verb} the given {noun} record before it is {done}.`
+pub fn record_sentence(verb: &str, noun: &str, done: &str) -> String {
+    format!(
+        "{}{} the given {noun} record before it is {done}.",
+        verb[..1].to_uppercase(),
+        &verb[1..]
+    )
+}
+
+/// A Python module of 96 functions `{verb}_{noun}`, each with a body that says what it does
+/// and the docstring `describe(verb, noun)`: enough pairs to fit a query adapter on.
+pub fn documented_module(mut describe: impl FnMut(&'static str, &'static str) -> String) -> String {
+    let mut module = String::new();
+    for verb in VERBS {
+        for noun in NOUNS {
+            module.push_str(&format!(
+                "def {verb}_{noun}(value):\n    \"\"\"{}\"\"\"\n    return {verb}_step(value, kind=\"{noun}\")\n\n\n",
+                describe(verb, noun)
+            ));
+        }
+    }
+    module
+}

@@ -13,7 +13,7 @@ mod held_out;
 mod refresh;
 
 pub use held_out::{held_out, HeldOut};
-pub use refresh::{mine_pairs, refresh, DocPair, Refreshed, MAX_PAIRS};
+pub use refresh::{fit_pairs, mine_pairs, refresh, DocPair, Refreshed, MAX_PAIRS};
 
 use quiver_embed::l2_normalize;
 use quiver_runtime::kernels::{matmul, MatMut, MatRef};

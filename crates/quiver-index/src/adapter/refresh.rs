@@ -42,6 +42,8 @@ pub struct Refreshed {
 /// key when the definition has no signature vector).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocPair {
+    /// The definition's file.
+    pub path: String,
     pub query: String,
     pub target_hash: String,
     pub text_hash: String,
@@ -65,6 +67,7 @@ pub fn mine_pairs(store: &Store) -> Result<Vec<DocPair>> {
         let words = query.split_whitespace().count();
         if (3..=60).contains(&words) {
             pairs.push(DocPair {
+                path: chunk.path,
                 query,
                 target_hash: chunk
                     .signature_hash
@@ -139,7 +142,10 @@ pub fn refresh(
     })
 }
 
-fn fit_pairs(
+/// Embeds the pairs' sentences as queries and fits an adapter on them, kept only where the
+/// held-out trial says it helps: the adapter (`None` too when too few pairs have vectors) and
+/// the trial.
+pub fn fit_pairs(
     store: &Store,
     embedder: &Embedder,
     settings: &IndexSettings,
