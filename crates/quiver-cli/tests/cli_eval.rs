@@ -147,7 +147,10 @@ fn scope_package_fits_each_package_its_own_adapter() {
     std::fs::write(records.join("records.py"), module).expect("write");
     let reports = vector_eval(&dir, "package", &[]);
     // Kept for `records`; `pkg` has no pairs at all.
-    assert_eq!(reports[0]["package_adapters"], serde_json::json!([1, 1, 1]));
+    assert_eq!(
+        reports[0]["package_adapters"],
+        serde_json::json!({"kept": 1, "enough_pairs": 1, "with_pairs": 1})
+    );
     let modes: Vec<&str> = reports[0]["modes"]
         .as_array()
         .expect("modes")

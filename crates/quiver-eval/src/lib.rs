@@ -133,14 +133,22 @@ pub struct SystemReport {
     pub indexing: Option<IndexingFigures>,
     /// The query adapter's trial fit, when this run fitted one (`quiver_index::adapter`).
     pub adapter_held_out: Option<quiver_index::adapter::HeldOut>,
-    /// With [`Scope::Package`]: the packages whose own pairs gave an adapter, those with enough
-    /// pairs to fit one ([`quiver_index::adapter::MIN_PAIRS`]), and those with any.
-    pub package_adapters: Option<[usize; 3]>,
+    /// With [`Scope::Package`]: how many packages got an adapter of their own.
+    pub package_adapters: Option<PackageAdapterCounts>,
     pub modes: Vec<ModeReport>,
 }
 
 const BUILD_FIGURES: &str = "build-figures.json";
 const DEPTH: usize = 10;
+
+/// Packages, with [`Scope::Package`]: those whose own pairs gave an adapter, those with enough
+/// pairs to fit one ([`quiver_index::adapter::MIN_PAIRS`]), and those with any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PackageAdapterCounts {
+    pub kept: usize,
+    pub enough_pairs: usize,
+    pub with_pairs: usize,
+}
 
 /// What each query is searched among.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -370,7 +378,11 @@ fn evaluate_system(
         context_header: system.context_header,
         indexing,
         adapter_held_out: report.adapter_held_out,
-        package_adapters: package_adapters.map(|a| [a.fitted.len(), a.enough_pairs, a.packages]),
+        package_adapters: package_adapters.map(|a| PackageAdapterCounts {
+            kept: a.fitted.len(),
+            enough_pairs: a.enough_pairs,
+            with_pairs: a.with_pairs,
+        }),
         modes,
     };
     Ok((report, store))
@@ -381,7 +393,7 @@ struct PackageAdapters {
     fitted: BTreeMap<String, QueryAdapter>,
     /// Packages with enough pairs to fit on, and with any pair.
     enough_pairs: usize,
-    packages: usize,
+    with_pairs: usize,
 }
 
 fn fit_package_adapters(
@@ -393,7 +405,7 @@ fn fit_package_adapters(
         return Ok(PackageAdapters {
             fitted: BTreeMap::new(),
             enough_pairs: 0,
-            packages: 0,
+            with_pairs: 0,
         });
     };
     let mut by_package: BTreeMap<String, Vec<DocPair>> = BTreeMap::new();
@@ -421,7 +433,7 @@ fn fit_package_adapters(
     Ok(PackageAdapters {
         fitted,
         enough_pairs,
-        packages: by_package.len(),
+        with_pairs: by_package.len(),
     })
 }
 

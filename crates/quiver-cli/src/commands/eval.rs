@@ -311,10 +311,13 @@ fn print_table(reports: &[SystemReport], queries: &str, model: &str) -> std::io:
             ),
             None => outln!("indexing {}: built by an earlier run with no figures kept", report.name),
         }
-        if let Some([fitted, enough, packages]) = report.package_adapters {
+        if let Some(counts) = report.package_adapters {
             outln!(
-                "query adapters of {}: fitted on each package's own doc comments, kept for {fitted} of {packages} packages ({enough} had the {} pairs to fit on)",
+                "query adapters of {}: fitted on each package's own doc comments, kept for {} of {} packages ({} had the {} pairs to fit on)",
                 report.name,
+                counts.kept,
+                counts.with_pairs,
+                counts.enough_pairs,
                 quiver_index::adapter::MIN_PAIRS
             );
         }
