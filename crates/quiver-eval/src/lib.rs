@@ -356,21 +356,19 @@ fn evaluate_system(
         Ok(modes)
     };
     let vectors = VectorIndex::open(&store)?;
-    let mut modes = match &package_adapters {
-        Some(adapters) => score_pass(
-            &VectorIndex::open(&store)?.without_adapter(),
-            Some(adapters),
-            "",
-        )?,
-        None => score_pass(&vectors, None, "")?,
+    // Package adapters are applied to each query vector here, to the vectors without the
+    // index's own adapter, which the pass without an adapter searches too.
+    let (mut modes, adapted) = match &package_adapters {
+        None => (score_pass(&vectors, None, "")?, vectors.adapter().is_some()),
+        Some(_) => (Vec::new(), true),
     };
+    let plain = vectors.without_adapter();
+    if let Some(adapters) = &package_adapters {
+        modes = score_pass(&plain, Some(adapters), "")?;
+    }
     // With an adapter, every mode is scored without it too, on the same vectors: what it adds.
-    if vectors.adapter().is_some() || package_adapters.is_some() {
-        modes.extend(score_pass(
-            &vectors.without_adapter(),
-            None,
-            ", no adapter",
-        )?);
+    if adapted {
+        modes.extend(score_pass(&plain, None, ", no adapter")?);
     }
     let report = SystemReport {
         name: system.name.clone(),
@@ -389,6 +387,7 @@ fn evaluate_system(
 }
 
 /// Query adapters fitted on each package's own pairs, where one is kept.
+#[derive(Default)]
 struct PackageAdapters {
     fitted: BTreeMap<String, QueryAdapter>,
     /// Packages with enough pairs to fit on, and with any pair.
@@ -402,11 +401,7 @@ fn fit_package_adapters(
     progress: &dyn IndexProgress,
 ) -> Result<PackageAdapters> {
     let Some(settings) = store.settings()? else {
-        return Ok(PackageAdapters {
-            fitted: BTreeMap::new(),
-            enough_pairs: 0,
-            with_pairs: 0,
-        });
+        return Ok(PackageAdapters::default());
     };
     let mut by_package: BTreeMap<String, Vec<DocPair>> = BTreeMap::new();
     for pair in mine_pairs(store)? {
@@ -417,24 +412,21 @@ fn fit_package_adapters(
                 .push(pair);
         }
     }
-    let mut fitted = BTreeMap::new();
-    for (package, pairs) in &by_package {
+    let mut adapters = PackageAdapters {
+        with_pairs: by_package.len(),
+        ..PackageAdapters::default()
+    };
+    for (package, pairs) in by_package {
+        // Checked before fit_pairs embeds the package's comments, which it would do for nothing.
         if pairs.len() < quiver_index::adapter::MIN_PAIRS {
             continue;
         }
-        if let (Some(adapter), _) = fit_pairs(store, embedder, &settings, pairs, progress)? {
-            fitted.insert(package.clone(), adapter);
+        adapters.enough_pairs += 1;
+        if let (Some(adapter), _) = fit_pairs(store, embedder, &settings, &pairs, progress)? {
+            adapters.fitted.insert(package, adapter);
         }
     }
-    let enough_pairs = by_package
-        .values()
-        .filter(|pairs| pairs.len() >= quiver_index::adapter::MIN_PAIRS)
-        .count();
-    Ok(PackageAdapters {
-        fitted,
-        enough_pairs,
-        with_pairs: by_package.len(),
-    })
+    Ok(adapters)
 }
 
 /// Scores one mode: `rank` gives each query's best chunks, best first.

@@ -184,6 +184,11 @@ pub fn fit_pairs(
             siblings.extend(unit(sibling));
         }
     }
+    // Pairs whose vectors are missing drop out; with too few left nothing is fitted, and no
+    // trial runs, so a trial in the result always means the adapter was judged by it.
+    if queries.len() < super::MIN_PAIRS * d {
+        return Ok((None, None));
+    }
     let fit = FitOptions::default();
     let trial = held_out(&queries, &targets, Some(&siblings), d, &fit);
     if trial.is_some_and(|trial| !trial.helps()) {
