@@ -15,6 +15,7 @@ mod code;
 mod doc;
 mod header;
 mod language;
+mod macros;
 mod prose;
 mod segment;
 mod syntax;
@@ -164,7 +165,11 @@ fn code_units(
     parser
         .set_language(&grammar)
         .map_err(|_| ChunkError::Grammar(language.name()))?;
-    let Some(tree) = parser.parse(text, None) else {
+    let blanked = match language {
+        Language::C | Language::Cpp => macros::blank_declaration_macros(text),
+        _ => None,
+    };
+    let Some(tree) = parser.parse(blanked.as_deref().unwrap_or(text), None) else {
         // The parser gave up (it has no timeout set, so this is rare): fall back to paragraphs.
         return Ok(prose::paragraph_units(text, lines, budget));
     };
@@ -176,6 +181,16 @@ fn code_units(
     };
     let mut units = Vec::new();
     splitter.units(tree.root_node(), 0..lines.line_count(), &[], &mut units);
+    if blanked.is_some() {
+        // A declaration the parser read past a macro starts after it; its signature is the
+        // line as written (`GIT_EXTERN(int) git_repository_open(...)`).
+        for signature in units.iter_mut().filter_map(|unit| unit.signature.as_mut()) {
+            let line_start = text[..signature.start].rfind('\n').map_or(0, |at| at + 1);
+            let indent = text[line_start..signature.start].len()
+                - text[line_start..signature.start].trim_start().len();
+            signature.start = line_start + indent;
+        }
+    }
     Ok(units)
 }
 

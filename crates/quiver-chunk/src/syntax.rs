@@ -10,7 +10,8 @@ use tree_sitter::Node;
 /// Bumped whenever what counts as a definition changes, so that indexes re-chunk their files
 /// (reusing every vector whose text did not change). 4: JavaScript assignments of functions are
 /// definitions, associated types are not, chunks that start a definition carry its signature.
-pub const SYNTAX_RULES_VERSION: u32 = 4;
+/// 5: C and C++ prototypes are definitions, and headers' declaration macros are read past.
+pub const SYNTAX_RULES_VERSION: u32 = 5;
 
 /// A named definition: what a chunk is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,10 @@ pub fn definition(node: Node<'_>, source: &[u8], in_type: bool) -> Option<Symbol
         }
         return definition(inner, source, in_type);
     }
-    let mut kind = definition_kind(node.kind())?;
+    let mut kind = match node.kind() {
+        "declaration" | "field_declaration" if declares_function(node) => "function",
+        other => definition_kind(other)?,
+    };
     if kind == "type" && in_type {
         // An associated type (`type Item = A;` in an impl) belongs to the impl's signature: it
         // stays with the first member rather than becoming a chunk that says nothing alone.
@@ -137,6 +141,35 @@ pub fn definition(node: Node<'_>, source: &[u8], in_type: bool) -> Option<Symbol
     }
     let name = definition_name(node, source)?;
     Some(Symbol { name, kind })
+}
+
+/// Whether a C or C++ declaration declares a function: a prototype (`int f(void);`, a method
+/// in a class body), which a header documents as other languages document a definition. A
+/// function pointer (`int (*f)(void);`) is a variable, and other grammars' declarations (Java's
+/// fields) have no `function_declarator`.
+fn declares_function(node: Node<'_>) -> bool {
+    let mut declarator = node.child_by_field_name("declarator");
+    while let Some(d) = declarator {
+        if d.kind() == "function_declarator" {
+            return inner_declarator(d)
+                .is_some_and(|name| name.kind() != "parenthesized_declarator");
+        }
+        declarator = inner_declarator(d);
+    }
+    false
+}
+
+/// The declarator a C or C++ declarator wraps (`*f` in `**f`, `f` in `f(void)`).
+fn inner_declarator(declarator: Node<'_>) -> Option<Node<'_>> {
+    match declarator.kind() {
+        // `T &f()`: C++'s reference declarator holds its declarator without naming the field.
+        "reference_declarator" => {
+            let mut cursor = declarator.walk();
+            let last = declarator.named_children(&mut cursor).last();
+            last
+        }
+        _ => declarator.child_by_field_name("declarator"),
+    }
 }
 
 /// Whether definitions of this kind contain methods.
@@ -168,7 +201,7 @@ fn definition_name(node: Node<'_>, source: &[u8]) -> Option<String> {
     }
     // C and C++: `int *f(void)` names the function through nested declarators.
     let mut declarator = node.child_by_field_name("declarator")?;
-    while let Some(inner) = declarator.child_by_field_name("declarator") {
+    while let Some(inner) = inner_declarator(declarator) {
         declarator = inner;
     }
     text(declarator, source)

@@ -437,3 +437,115 @@ fn only_the_first_piece_of_a_split_definition_carries_the_signature() {
         "{chunks:?}"
     );
 }
+
+/// A header as C libraries write them: a linkage macro, export macros around or before the
+/// return type, doc comments above each prototype.
+const C_HEADER: &str = r#"#ifndef GIT_REPOSITORY_H
+#define GIT_REPOSITORY_H
+#include "common.h"
+
+GIT_BEGIN_DECL
+
+/**
+ * Open a git repository.
+ */
+GIT_EXTERN(int) git_repository_open(git_repository **out, const char *path);
+
+/**
+ * Free a previously allocated repository.
+ */
+GIT_EXTERN(void) git_repository_free(git_repository *repo);
+
+/** Compress src into dst. */
+ZSTDLIB_API size_t ZSTD_compress(void *dst, size_t capacity, const void *src);
+
+EVENT2_EXPORT_SYMBOL
+struct event_base *event_base_new(void);
+
+/** Called for each entry. */
+int (*entry_callback)(const char *name);
+
+GIT_END_DECL
+#endif
+"#;
+
+#[test]
+fn c_prototypes_behind_export_macros_are_definitions_of_their_own() {
+    let options = ChunkOptions {
+        max_tokens: 10_000,
+        pack_definitions: false,
+        definition_floor: 0,
+    };
+    let chunks = chunk_file(
+        Path::new("include/git2/repository.h"),
+        C_HEADER,
+        &options,
+        &WordCounter,
+    )
+    .expect("chunks");
+    assert_tiles(C_HEADER, &chunks, 10_000);
+    let named = |name: &str| {
+        chunks
+            .iter()
+            .find(|c| c.symbol.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{name} has a chunk of its own: {chunks:?}"))
+    };
+    let open = named("git_repository_open");
+    assert_eq!(open.kind.as_deref(), Some("function"));
+    assert!(
+        open.text.contains("Open a git repository."),
+        "its doc comment joins it"
+    );
+    assert!(!open.text.contains("git_repository_free"), "{open:?}");
+    assert_eq!(
+        open.signature.as_deref(),
+        Some("GIT_EXTERN(int) git_repository_open(git_repository **out, const char *path);"),
+        "the signature is the line as written"
+    );
+    assert_eq!(
+        named("git_repository_free").kind.as_deref(),
+        Some("function")
+    );
+    assert_eq!(
+        named("ZSTD_compress").signature.as_deref(),
+        Some("ZSTDLIB_API size_t ZSTD_compress(void *dst, size_t capacity, const void *src);")
+    );
+    assert!(
+        named("event_base_new")
+            .text
+            .starts_with("EVENT2_EXPORT_SYMBOL\n"),
+        "a macro on the line above belongs to the declaration: {chunks:?}"
+    );
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.symbol.as_deref() != Some("entry_callback")),
+        "a function pointer is a variable: {chunks:?}"
+    );
+}
+
+#[test]
+fn cpp_method_prototypes_and_reference_returns_are_named_by_their_identifiers() {
+    let cpp = "class Option {\n  public:\n    /// The option's group.\n    const std::string &get_group() const;\n\n    /// Whether it must be given.\n    bool get_required() const;\n};\n\n/// Parses the command line.\nvoid parse(int argc, char **argv);\n";
+    let options = ChunkOptions {
+        max_tokens: 10_000,
+        pack_definitions: false,
+        definition_floor: 0,
+    };
+    let chunks = chunk_file(Path::new("Option.hpp"), cpp, &options, &WordCounter).expect("chunks");
+    assert_tiles(cpp, &chunks, 10_000);
+    let methods: Vec<_> = chunks
+        .iter()
+        .filter(|c| c.kind.as_deref() != Some("class"))
+        .map(|c| (c.symbol.as_deref(), c.kind.as_deref(), c.parent.as_deref()))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            (Some("get_group"), Some("method"), Some("Option")),
+            (Some("get_required"), Some("method"), Some("Option")),
+            (Some("parse"), Some("function"), None),
+        ],
+        "{chunks:?}"
+    );
+}
