@@ -15,7 +15,7 @@ mod code;
 mod doc;
 mod header;
 mod language;
-mod macros;
+mod parse_view;
 mod prose;
 mod segment;
 mod syntax;
@@ -165,11 +165,8 @@ fn code_units(
     parser
         .set_language(&grammar)
         .map_err(|_| ChunkError::Grammar(language.name()))?;
-    let blanked = match language {
-        Language::C | Language::Cpp => macros::blank_declaration_macros(text),
-        _ => None,
-    };
-    let Some(tree) = parser.parse(blanked.as_deref().unwrap_or(text), None) else {
+    let view = parse_view::parse_view(language, text);
+    let Some(tree) = parser.parse(view.as_deref().unwrap_or(text), None) else {
         // The parser gave up (it has no timeout set, so this is rare): fall back to paragraphs.
         return Ok(prose::paragraph_units(text, lines, budget));
     };
@@ -181,7 +178,7 @@ fn code_units(
     };
     let mut units = Vec::new();
     splitter.units(tree.root_node(), 0..lines.line_count(), &[], &mut units);
-    if blanked.is_some() {
+    if view.is_some() && matches!(language, Language::C | Language::Cpp) {
         // A declaration the parser read past a macro starts after it; its signature is the
         // line as written (`GIT_EXTERN(int) git_repository_open(...)`).
         for signature in units.iter_mut().filter_map(|unit| unit.signature.as_mut()) {

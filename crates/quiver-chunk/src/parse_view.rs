@@ -1,20 +1,38 @@
-//! C and C++ headers wrap their declarations in macros the parser cannot expand: an export
+//! The text the parser reads: the file's own bytes, with what a grammar misreads rewritten in
+//! place, byte for byte the same length and lines, so that every node's offsets hold for the
+//! original text, from which chunks, names and signatures are taken.
+//!
+//! **C and C++ headers** wrap their declarations in macros the parser cannot expand: an export
 //! macro before the return type (`ZSTDLIB_API size_t ZSTD_compress(...)`), one around it
 //! (`GIT_EXTERN(int) git_repository_open(...)`), a linkage macro alone on a line
 //! (`GIT_BEGIN_DECL`, `EVENT2_EXPORT_SYMBOL`). tree-sitter reads them as types or calls and
 //! recovers by swallowing what follows: in libgit2's `repository.h` one `function_definition`
-//! named `GIT_EXTERN` spanned the first 120 lines and five prototypes. The parser therefore
-//! reads a copy with those macros blanked, byte for byte the same length and lines, so every
-//! node's offsets hold for the original text, from which chunks, names and signatures are taken.
+//! named `GIT_EXTERN` spanned the first 120 lines and five prototypes. A macro here is a word of
+//! capitals, digits and underscores with an underscore in it (`FILE` or `BOOL` are types, not
+//! macros); it is blanked only where the line still declares something without it: alone on its
+//! line, or before at least a type and a name.
 //!
-//! A macro here is a word of capitals, digits and underscores with an underscore in it
-//! (`FILE` or `BOOL` are types, not macros). It is blanked only where the line still declares
-//! something without it: alone on its line, or before at least a type and a name.
+//! **TypeScript** interfaces may list generic call signatures with no separator between
+//! members (`<T>(value: T[]): Array<T>` on the line after another member, as mobx and Redux
+//! Toolkit write them); tree-sitter-typescript reads the `<` as the previous member's type
+//! arguments and fails, leaving the rest of the file an `ERROR` node with no definitions in it
+//! (733 of `createSlice.ts`'s lines). The line's first space becomes the `;` that separates
+//! them.
 
+use crate::language::Language;
 use std::ops::Range;
 
+/// The text to parse for `text` in `language`, or `None` when it is `text` itself.
+pub fn parse_view(language: Language, text: &str) -> Option<String> {
+    match language {
+        Language::C | Language::Cpp => blank_declaration_macros(text),
+        Language::TypeScript => separate_call_signatures(text),
+        _ => None,
+    }
+}
+
 /// `text` with its declaration macros blanked, or `None` when it has none.
-pub fn blank_declaration_macros(text: &str) -> Option<String> {
+fn blank_declaration_macros(text: &str) -> Option<String> {
     let mut bytes: Option<Vec<u8>> = None;
     let mut line_start = 0;
     for line in text.split_inclusive('\n') {
@@ -179,9 +197,39 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+/// `text` with a `;` before each generic call signature that starts a line after a member that
+/// did not end with a separator, or `None` when there is none.
+fn separate_call_signatures(text: &str) -> Option<String> {
+    let mut bytes: Option<Vec<u8>> = None;
+    let mut line_start = 0;
+    // The last character of the last line of code (not blank, not a comment).
+    let mut previous_end: Option<u8> = None;
+    for line in text.split_inclusive('\n') {
+        let code = line.trim();
+        let indent = line.len() - line.trim_start().len();
+        if code.starts_with('<')
+            && indent > 0
+            && previous_end.is_some_and(|b| b.is_ascii_alphanumeric() || b"_$>)]".contains(&b))
+        {
+            let copy = bytes.get_or_insert_with(|| text.as_bytes().to_vec());
+            copy[line_start] = b';';
+        }
+        if !(code.is_empty()
+            || code.starts_with("//")
+            || code.starts_with('*')
+            || code.starts_with("/*"))
+        {
+            previous_end = code.bytes().last();
+        }
+        line_start += line.len();
+    }
+    // Only an ASCII space was replaced.
+    bytes.map(|b| String::from_utf8(b).unwrap_or_else(|_| text.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::blank_declaration_macros;
+    use super::{blank_declaration_macros, separate_call_signatures};
 
     fn blanked(line: &str) -> String {
         blank_declaration_macros(line).unwrap_or_else(|| line.to_string())
@@ -241,6 +289,23 @@ mod tests {
             "int x = MAX_SIZE;",
         ] {
             assert_eq!(blank_declaration_macros(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn typescript_call_signatures_get_a_separator_where_a_member_ends_without_one() {
+        let interface = "interface Factory {\n  <T = any>(value: T[]): Array<T>\n  <T = any>(value: Set<T>): Set<T>\n  box: number\n}\n";
+        assert_eq!(
+            separate_call_signatures(interface).as_deref(),
+            Some("interface Factory {\n  <T = any>(value: T[]): Array<T>\n; <T = any>(value: Set<T>): Set<T>\n  box: number\n}\n")
+        );
+        for text in [
+            "interface A {\n  a(): void;\n  <T>(x: T): T\n}\n",
+            "interface A {\n  a(): void,\n  <T>(x: T): T\n}\n",
+            "const x =\n  <Foo>bar\n",
+            "call(\n  <Foo>bar)\n",
+        ] {
+            assert_eq!(separate_call_signatures(text), None, "{text}");
         }
     }
 }
