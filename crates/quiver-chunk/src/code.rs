@@ -2,7 +2,7 @@
 //! split into their members where they do not.
 
 use crate::segment::{split_lines, LineIndex, Unit};
-use crate::syntax::{attaches_forward, definition, is_type_kind, signature, Symbol};
+use crate::syntax::{attaches_forward, definition, has_no_body, is_type_kind, signature, Symbol};
 use std::ops::Range;
 use tree_sitter::Node;
 
@@ -78,12 +78,14 @@ impl CodeSplitter<'_> {
         // Whether the open group holds only comments and attributes so far.
         let mut only_attached = false;
         let mut cursor = node.walk();
-        for child in node.named_children(&mut cursor) {
+        let children: Vec<Node<'t>> = node.named_children(&mut cursor).collect();
+        for (i, &child) in children.iter().enumerate() {
             let line = self
                 .lines
                 .line_of(child.start_byte())
                 .clamp(lines.start, lines.end - 1);
-            let attaches = attaches_forward(child);
+            let attaches =
+                attaches_forward(child) || self.overloads_next(child, &children[i + 1..]);
             match groups.last_mut() {
                 Some((start, main)) if only_attached || line <= *start => {
                     if only_attached || !attaches {
@@ -111,6 +113,21 @@ impl CodeSplitter<'_> {
             .zip(ends)
             .map(|((start, child), end)| (start..end, child))
             .collect()
+    }
+
+    /// Whether `node` is an overload signature of the definition after it (past comments):
+    /// TypeScript's `function f(a: string): T;` lines above `function f(a: any) {...}` are one
+    /// function, found as one, where each had been a chunk of one line.
+    fn overloads_next(&self, node: Node<'_>, after: &[Node<'_>]) -> bool {
+        let source = self.text.as_bytes();
+        let Some(symbol) = definition(node, source, false) else {
+            return false;
+        };
+        let next = after.iter().find(|n| !attaches_forward(**n));
+        has_no_body(node)
+            && next.is_some_and(|&next| {
+                definition(next, source, false).is_some_and(|other| other.name == symbol.name)
+            })
     }
 
     /// Whether `node` holds two or more definitions among its children and grandchildren

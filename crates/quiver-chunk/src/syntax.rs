@@ -11,7 +11,8 @@ use tree_sitter::Node;
 /// (reusing every vector whose text did not change). 4: JavaScript assignments of functions are
 /// definitions, associated types are not, chunks that start a definition carry its signature.
 /// 5: C and C++ prototypes are definitions, and headers' declaration macros are read past.
-pub const SYNTAX_RULES_VERSION: u32 = 5;
+/// 6: overload signatures join the definition of the same name that follows them.
+pub const SYNTAX_RULES_VERSION: u32 = 6;
 
 /// A named definition: what a chunk is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +254,12 @@ fn innermost_definition(node: Node<'_>) -> Node<'_> {
 fn body_start(node: Node<'_>) -> Option<usize> {
     node.child_by_field_name("body")
         .map(|body| body.start_byte())
+}
+
+/// Whether `node`, a definition, declares without a body: a TypeScript overload signature, a
+/// C prototype, an abstract method.
+pub fn has_no_body(node: Node<'_>) -> bool {
+    body_start(innermost_definition(node)).is_none()
 }
 
 /// Nodes that belong to whatever follows them: doc comments, attributes, decorators.

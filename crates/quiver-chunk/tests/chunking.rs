@@ -549,3 +549,28 @@ fn cpp_method_prototypes_and_reference_returns_are_named_by_their_identifiers() 
         "{chunks:?}"
     );
 }
+
+#[test]
+fn overload_signatures_join_the_definition_they_declare() {
+    let ts = "import { from } from './from';\n\nexport function concat<T>(a: T): T;\nexport function concat<T, U>(a: T, b: U): T | U;\n/**\n * Emits the values of each input in turn.\n */\nexport function concat(...args: any[]): unknown {\n  return from(args);\n}\n\nexport function merge(...args: any[]): unknown {\n  return from(args);\n}\n";
+    let options = ChunkOptions {
+        max_tokens: 10_000,
+        pack_definitions: false,
+        definition_floor: 0,
+    };
+    let chunks = chunk_file(Path::new("concat.ts"), ts, &options, &WordCounter).expect("chunks");
+    assert_tiles(ts, &chunks, 10_000);
+    let concat: Vec<_> = chunks
+        .iter()
+        .filter(|c| c.symbol.as_deref() == Some("concat"))
+        .collect();
+    assert_eq!(concat.len(), 1, "one chunk for the function: {chunks:?}");
+    assert!(concat[0].text.contains("concat<T>(a: T): T;"), "{chunks:?}");
+    assert!(concat[0].text.contains("return from(args);"), "{chunks:?}");
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.symbol.as_deref() == Some("merge") && !c.text.contains("concat")),
+        "{chunks:?}"
+    );
+}
