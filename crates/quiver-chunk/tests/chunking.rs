@@ -56,6 +56,18 @@ fn assert_tiles(text: &str, chunks: &[Chunk], budget: usize) {
     }
 }
 
+/// Chunks of one definition each, under a budget nothing here reaches; checks they tile `text`.
+fn per_definition(path: &str, text: &str) -> Vec<Chunk> {
+    let options = ChunkOptions {
+        max_tokens: 10_000,
+        pack_definitions: false,
+        definition_floor: 0,
+    };
+    let chunks = chunk_file(Path::new(path), text, &options, &WordCounter).expect("chunks");
+    assert_tiles(text, &chunks, 10_000);
+    chunks
+}
+
 fn symbol_of<'a>(chunks: &'a [Chunk], needle: &str) -> &'a Chunk {
     chunks
         .iter()
@@ -471,19 +483,7 @@ GIT_END_DECL
 
 #[test]
 fn c_prototypes_behind_export_macros_are_definitions_of_their_own() {
-    let options = ChunkOptions {
-        max_tokens: 10_000,
-        pack_definitions: false,
-        definition_floor: 0,
-    };
-    let chunks = chunk_file(
-        Path::new("include/git2/repository.h"),
-        C_HEADER,
-        &options,
-        &WordCounter,
-    )
-    .expect("chunks");
-    assert_tiles(C_HEADER, &chunks, 10_000);
+    let chunks = per_definition("include/git2/repository.h", C_HEADER);
     let named = |name: &str| {
         chunks
             .iter()
@@ -527,13 +527,7 @@ fn c_prototypes_behind_export_macros_are_definitions_of_their_own() {
 #[test]
 fn cpp_method_prototypes_and_reference_returns_are_named_by_their_identifiers() {
     let cpp = "class Option {\n  public:\n    /// The option's group.\n    const std::string &get_group() const;\n\n    /// Whether it must be given.\n    bool get_required() const;\n};\n\n/// Parses the command line.\nvoid parse(int argc, char **argv);\n";
-    let options = ChunkOptions {
-        max_tokens: 10_000,
-        pack_definitions: false,
-        definition_floor: 0,
-    };
-    let chunks = chunk_file(Path::new("Option.hpp"), cpp, &options, &WordCounter).expect("chunks");
-    assert_tiles(cpp, &chunks, 10_000);
+    let chunks = per_definition("Option.hpp", cpp);
     let methods: Vec<_> = chunks
         .iter()
         .filter(|c| c.kind.as_deref() != Some("class"))
@@ -553,13 +547,7 @@ fn cpp_method_prototypes_and_reference_returns_are_named_by_their_identifiers() 
 #[test]
 fn overload_signatures_join_the_definition_they_declare() {
     let ts = "import { from } from './from';\n\nexport function concat<T>(a: T): T;\nexport function concat<T, U>(a: T, b: U): T | U;\n/**\n * Emits the values of each input in turn.\n */\nexport function concat(...args: any[]): unknown {\n  return from(args);\n}\n\nexport function merge(...args: any[]): unknown {\n  return from(args);\n}\n";
-    let options = ChunkOptions {
-        max_tokens: 10_000,
-        pack_definitions: false,
-        definition_floor: 0,
-    };
-    let chunks = chunk_file(Path::new("concat.ts"), ts, &options, &WordCounter).expect("chunks");
-    assert_tiles(ts, &chunks, 10_000);
+    let chunks = per_definition("concat.ts", ts);
     let concat: Vec<_> = chunks
         .iter()
         .filter(|c| c.symbol.as_deref() == Some("concat"))
