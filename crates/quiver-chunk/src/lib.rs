@@ -183,9 +183,8 @@ fn code_units(
         // line as written (`GIT_EXTERN(int) git_repository_open(...)`).
         for signature in units.iter_mut().filter_map(|unit| unit.signature.as_mut()) {
             let line_start = text[..signature.start].rfind('\n').map_or(0, |at| at + 1);
-            let indent = text[line_start..signature.start].len()
-                - text[line_start..signature.start].trim_start().len();
-            signature.start = line_start + indent;
+            let before = &text[line_start..signature.start];
+            signature.start = line_start + before.len() - before.trim_start().len();
         }
     }
     Ok(units)

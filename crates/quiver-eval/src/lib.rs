@@ -333,14 +333,15 @@ fn evaluate_system(
                 let adapter = adapters
                     .zip(query.package())
                     .and_then(|(adapters, package)| adapters.fitted.get(package));
-                let vector = adapter.map_or_else(|| vector.to_vec(), |a| a.apply(vector));
+                let adapted = adapter.map(|a| a.apply(vector));
+                let vector = adapted.as_deref().unwrap_or(vector);
                 let hits = search_with(
                     &store,
                     Some(vectors),
                     None,
                     &SearchRequest {
                         query: &query.query,
-                        query_vector: Some(&vector),
+                        query_vector: Some(vector),
                         mode,
                         k: DEPTH,
                         filter: &filter,
@@ -356,18 +357,25 @@ fn evaluate_system(
         Ok(modes)
     };
     let vectors = VectorIndex::open(&store)?;
-    // Package adapters are applied to each query vector here, to the vectors without the
-    // index's own adapter, which the pass without an adapter searches too.
-    let (mut modes, adapted) = match &package_adapters {
-        None => (score_pass(&vectors, None, "")?, vectors.adapter().is_some()),
-        Some(_) => (Vec::new(), true),
+    // The vectors an adapted pass is scored against again without its adapter.
+    let (mut modes, plain) = match &package_adapters {
+        // Package adapters are applied to each query vector, over the vectors without the
+        // index's own adapter.
+        Some(adapters) => {
+            let plain = vectors.without_adapter();
+            (score_pass(&plain, Some(adapters), "")?, Some(plain))
+        }
+        None => {
+            let modes = score_pass(&vectors, None, "")?;
+            let plain = vectors
+                .adapter()
+                .is_some()
+                .then(|| vectors.without_adapter());
+            (modes, plain)
+        }
     };
-    let plain = vectors.without_adapter();
-    if let Some(adapters) = &package_adapters {
-        modes = score_pass(&plain, Some(adapters), "")?;
-    }
     // With an adapter, every mode is scored without it too, on the same vectors: what it adds.
-    if adapted {
+    if let Some(plain) = plain {
         modes.extend(score_pass(&plain, None, ", no adapter")?);
     }
     let report = SystemReport {
