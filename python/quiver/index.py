@@ -91,6 +91,7 @@ class Index:
         id_prefix: Optional[str] = None,
         chunk_tokens: Optional[int] = None,
         adapt: bool = True,
+        keyword_weight: Optional[float] = None,
     ) -> dict:
         """Brings the index up to date with the tree at ``root`` (only changed files are
         read, only new texts embedded; removed files are dropped) and returns the run's
@@ -100,7 +101,8 @@ class Index:
         ``update`` finishes it. ``adapt=False`` keeps no query adapter (by default the index
         fits one on the tree's own doc comments, as ``quiver index`` does, and keeps it where
         comments held out of a trial fit find their code better with it: the counts'
-        ``adapter_held_out``)."""
+        ``adapter_held_out``). ``keyword_weight`` sets the weight of hybrid search's keyword
+        ranking that the index records (as ``quiver index --keyword-weight``)."""
         callback = progress if callable(progress) else None
         bar = None
         if progress is True:
@@ -121,6 +123,7 @@ class Index:
                 id_prefix=id_prefix,
                 chunk_tokens=chunk_tokens,
                 adapt=adapt,
+                keyword_weight=keyword_weight,
             )
         finally:
             if bar:
@@ -134,15 +137,22 @@ class Index:
         mode: str = "hybrid",
         languages: Optional[Sequence[str]] = None,
         path: Optional[str] = None,
+        keyword_weight: Optional[float] = None,
     ) -> List[Hit]:
         """The ``k`` best chunks for ``query``: ``mode`` is ``hybrid``, ``vector`` or
-        ``keyword``; ``languages`` and the ``path`` glob filter them."""
+        ``keyword``; ``languages`` and the ``path`` glob filter them. ``keyword_weight``:
+        hybrid search's keyword weight for this search (default: the index's)."""
         if not isinstance(query, str):
             raise ValueError(f"query must be a str, not {type(query).__name__}")
         if isinstance(languages, str):
             languages = [languages]
         hits = self._index.search(
-            query, k=k, mode=mode, languages=list(languages) if languages else None, path=path
+            query,
+            k=k,
+            mode=mode,
+            languages=list(languages) if languages else None,
+            path=path,
+            keyword_weight=keyword_weight,
         )
         return [Hit._from_json(hit) for hit in json.loads(hits)]
 

@@ -12,8 +12,8 @@ use quiver_export::postgres::IndexMethod;
 use quiver_export::qdrant::QdrantOptions;
 use quiver_export::{export_index, Outcome, Target, TargetOptions};
 use quiver_index::{
-    search, IndexError, IndexOptions, IndexProgress, Input, RunModel, SearchFilter, SearchMode,
-    SearchRequest, Store, DEFAULT_KEYWORD_WEIGHT,
+    is_keyword_weight, search, IndexError, IndexOptions, IndexProgress, Input, RunModel,
+    SearchFilter, SearchMode, SearchRequest, Store,
 };
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -131,7 +131,7 @@ impl Index {
     }
 
     /// Brings the index up to date with the tree at `root`; returns the run's report as JSON.
-    #[pyo3(signature = (root, *, progress=None, reembed=false, dimensions=None, quantize=None, id_prefix=None, chunk_tokens=None, adapt=true))]
+    #[pyo3(signature = (root, *, progress=None, reembed=false, dimensions=None, quantize=None, id_prefix=None, chunk_tokens=None, adapt=true, keyword_weight=None))]
     #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
@@ -144,6 +144,7 @@ impl Index {
         id_prefix: Option<String>,
         chunk_tokens: Option<usize>,
         adapt: bool,
+        keyword_weight: Option<f64>,
     ) -> PyResult<String> {
         if !root.is_dir() {
             return Err(PyFileNotFoundError::new_err(format!(
@@ -189,6 +190,7 @@ impl Index {
         options.reembed = reembed;
         options.chunk_tokens = chunk_tokens;
         options.adapt = adapt;
+        options.keyword_weight = keyword_weight;
         if let Some(prefix) = id_prefix {
             options.id_prefix = prefix;
         }
@@ -209,7 +211,8 @@ impl Index {
     }
 
     /// The best `k` chunks for `query` as JSON hits, embedded with the index's own model.
-    #[pyo3(signature = (query, *, k=10, mode="hybrid", languages=None, path=None))]
+    #[pyo3(signature = (query, *, k=10, mode="hybrid", languages=None, path=None, keyword_weight=None))]
+    #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
         py: Python<'_>,
@@ -218,12 +221,19 @@ impl Index {
         mode: &str,
         languages: Option<Vec<String>>,
         path: Option<&str>,
+        keyword_weight: Option<f64>,
     ) -> PyResult<String> {
         let mode: SearchMode = mode.parse().map_err(PyValueError::new_err)?;
+        if let Some(weight) = keyword_weight.filter(|&w| !is_keyword_weight(w)) {
+            return Err(PyValueError::new_err(format!(
+                "keyword_weight={weight} is not a weight: give a number, 0 or more"
+            )));
+        }
         let filter =
             SearchFilter::from_names(&languages.unwrap_or_default(), path).map_err(index_error)?;
         let store = self.open()?;
         let settings = store.indexed_settings().map_err(index_error)?;
+        let keyword_weight = keyword_weight.unwrap_or(settings.keyword_weight);
         let query_vector = match mode {
             SearchMode::Keyword => None,
             _ => {
@@ -255,7 +265,7 @@ impl Index {
                         mode,
                         k,
                         filter: &filter,
-                        keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+                        keyword_weight,
                         priors: true,
                     },
                 )

@@ -103,6 +103,22 @@ def test_bad_arguments(tree, tmp_path, model):
         quiver.Index(tmp_path / "index", model=3)
 
 
+def test_the_keyword_weight_is_recorded_and_searched_with(tree, tmp_path, model):
+    index = quiver.Index(tmp_path / "index", model=model)
+    index.update(tree)
+    assert index.status()["keyword_weight"] == 0.75
+    index.update(tree, keyword_weight=0.25)
+    assert index.status()["keyword_weight"] == 0.25
+
+    def score(**options):
+        hits = index.search("circle_area radius", **options)
+        return next(hit.score for hit in hits if hit.symbol == "circle_area")
+
+    assert score() == score(keyword_weight=0.25) < score(keyword_weight=1.0)
+    with pytest.raises(ValueError, match="keyword_weight"):
+        index.search("x", keyword_weight=-1)
+
+
 def test_missing_index_and_root(tmp_path, model):
     with pytest.raises(FileNotFoundError):
         quiver.Index(tmp_path / "nothing").search("x")

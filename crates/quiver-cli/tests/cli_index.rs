@@ -775,6 +775,52 @@ fn a_chosen_query_prompt_is_recorded_kept_and_re_embeds_nothing() {
 }
 
 #[test]
+fn a_chosen_keyword_weight_is_recorded_kept_and_searched_with() {
+    let model = common::tiny_model("jina-v3");
+    let root = temp_dir("keyword-weight");
+    write(&root, "add.py", "def add(a, b):\n    return a + b\n");
+    write(&root, "sub.py", "def sub(a, b):\n    return a - b\n");
+    let index_with = |extra: &[&str]| common::index_with(&model, &root, extra);
+    assert_eq!(index_with(&[])["chunks_embedded"], 2);
+    // A model with no weight measured for it gets the default.
+    assert_eq!(index_status(&root)["keyword_weight"], 0.75);
+    let report = index_with(&["--keyword-weight", "0.25"]);
+    assert_eq!(report["chunks_embedded"], 0, "{report}");
+    assert_eq!(index_status(&root)["keyword_weight"], 0.25);
+    index_with(&[]);
+    assert_eq!(
+        index_status(&root)["keyword_weight"],
+        0.25,
+        "a later run keeps it"
+    );
+    // Hybrid search uses the recorded weight unless told another.
+    let score_of_add = |extra: &[&str]| {
+        let hits = search(&root, "add", extra);
+        let hit = hits.iter().find(|hit| hit["chunk"]["path"] == "add.py");
+        hit.expect("add.py is found")["score"].as_f64().unwrap()
+    };
+    let recorded = score_of_add(&[]);
+    assert_eq!(recorded, score_of_add(&["--keyword-weight", "0.25"]));
+    assert!(recorded < score_of_add(&["--keyword-weight", "0.75"]));
+    for bad in ["-1", "NaN", "heavy"] {
+        let refused = quiver(
+            &[
+                "index",
+                root.to_str().unwrap(),
+                "--model",
+                model.to_str().unwrap(),
+                &format!("--keyword-weight={bad}"),
+            ],
+            "",
+        );
+        assert!(!refused.status.success(), "{bad}");
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains("--keyword-weight"), "{message}");
+    }
+    assert_eq!(index_status(&root)["keyword_weight"], 0.25);
+}
+
+#[test]
 fn the_chunk_id_prefix_has_one_name_and_the_old_spelling_still_works() {
     for (flag, prefix) in [("--id-prefix", "mine"), ("--collection", "old")] {
         let root = temp_dir(&format!("id-prefix-{prefix}"));

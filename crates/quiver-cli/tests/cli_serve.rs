@@ -561,6 +561,26 @@ fn search_serves_an_index_and_sees_reindexing() {
         422,
         "psychic",
     );
+    assert_error(
+        &server.post(
+            "/search",
+            &json!({"query": "x", "keyword_weight": -1}).to_string(),
+        ),
+        400,
+        "keyword_weight",
+    );
+    // Hybrid search weighs its keyword side by the index's weight unless the request says.
+    let scored = |body: Value| {
+        let hits = server.post("/search", &body.to_string());
+        assert_eq!(hits.status, 200, "{}", hits.body);
+        hits.body["results"][0]["score"].as_f64().expect("a score")
+    };
+    let recorded = scored(json!({"query": "open_socket"}));
+    assert_eq!(
+        recorded,
+        scored(json!({"query": "open_socket", "keyword_weight": 0.75}))
+    );
+    assert!(recorded < scored(json!({"query": "open_socket", "keyword_weight": 1.5})));
 
     std::fs::write(
         root.join("sort.py"),

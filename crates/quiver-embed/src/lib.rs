@@ -29,7 +29,8 @@ pub use error::EmbedError;
 pub use postprocess::{l2_normalize, truncate_dimensions};
 pub use quiver_runtime::{Device, Pooling, Quantization};
 pub use registry::{
-    find_model, ModelCard, RecommendedDevice, RerankerCard, KNOWN_MODELS, KNOWN_RERANKERS,
+    find_model, find_model_at, ModelCard, RecommendedDevice, RerankerCard, KNOWN_MODELS,
+    KNOWN_RERANKERS,
 };
 pub use rerank::{sigmoid, EncodedPairs, Reranker};
 pub use resolve::{resolve_local_model, resolve_model, DEFAULT_MODEL};

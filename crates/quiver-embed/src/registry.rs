@@ -31,6 +31,9 @@ pub struct ModelCard {
     pub prompts: &'static [(&'static str, &'static str)],
     pub licence: &'static str,
     pub device: RecommendedDevice,
+    /// The keyword weight of hybrid search for indexes of this model, where one was measured
+    /// for it (`quiver eval`'s dev split, docs/evaluation.md); else the default.
+    pub keyword_weight: Option<f64>,
     /// How Quiver's output was checked against the reference implementation.
     pub checked: &'static str,
     pub note: &'static str,
@@ -144,6 +147,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[],
         licence: "apache-2.0",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: PARITY_REAL,
         note: "Quiver's default: fast on a CPU.",
     },
@@ -158,6 +162,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[],
         licence: "apache-2.0",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: PARITY_REAL,
         note: "",
     },
@@ -172,13 +177,14 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: EMBEDDINGGEMMA_PROMPTS,
         licence: "gemma (Gemma Terms of Use: redistribution restricted)",
         device: RecommendedDevice::Cpu,
+        keyword_weight: Some(0.25),
         checked: PARITY_REAL,
         note: "Trained for code retrieval among other tasks, multilingual, 2,048-token inputs: \
                pick it over the default when retrieval quality matters more than indexing \
                speed (about 6x the default's time per token on a CPU: 800 against about 4,700 \
                tokens/s at f32, 1,780 in int8) for nDCG@10 0.706 against 0.463 on the code-search \
-               eval (vector search; docs/models.md). Search it with --mode vector: hybrid fusion, \
-               tuned for the default, costs it 0.017.",
+               eval (vector search; docs/models.md). Its indexes weigh hybrid search's keyword \
+               side 0.25, where the default's 0.75 costs it 0.023 nDCG@10 (docs/evaluation.md).",
     },
     ModelCard {
         id: "BAAI/bge-small-en-v1.5",
@@ -191,6 +197,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: BGE_PROMPTS,
         licence: "mit",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: FAMILY,
         note: "The query instruction is optional; documents take none.",
     },
@@ -205,6 +212,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: BGE_PROMPTS,
         licence: "mit",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: FAMILY,
         note: "The query instruction is optional; documents take none.",
     },
@@ -219,6 +227,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: E5_PROMPTS,
         licence: "mit",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: FAMILY,
         note: "Queries and passages must carry their prefixes.",
     },
@@ -233,6 +242,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[],
         licence: "not stated on the model card",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: TINY,
         note: "A pre-trained encoder, not a sentence embedder: mean pooling is Quiver's default for a folder without sentence-transformers configs.",
     },
@@ -247,6 +257,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[],
         licence: "not stated on the model card",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: TINY,
         note: "Trained on CodeSearchNet for natural-language-to-code search.",
     },
@@ -264,6 +275,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         ],
         licence: "cc-by-nc-4.0",
         device: RecommendedDevice::Gpu,
+        keyword_weight: None,
         checked: TINY,
         note: "XLM-R with rotary positions and per-task LoRA adapters (retrieval.query, retrieval.passage, separation, classification, text-matching): a prompt name that names a task also selects its adapter; requests of different tasks share a batch. Indexing uses retrieval.passage, search retrieval.query.",
     },
@@ -278,6 +290,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: NOMIC_PROMPTS,
         licence: "apache-2.0",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: TINY,
         note: "Every text needs a task prefix.",
     },
@@ -292,6 +305,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[("query", "Represent this query for searching relevant code: ")],
         licence: "mit",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: TINY,
         note: "Code retrieval; queries need the prefix, code takes none.",
     },
@@ -306,6 +320,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[],
         licence: "qodoai-open-rail-m",
         device: RecommendedDevice::Gpu,
+        keyword_weight: None,
         checked: TINY,
         note: "Code retrieval; its query prompt is read from the model folder. Causal unless its config says \"is_causal\": false.",
     },
@@ -320,6 +335,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: WEB_SEARCH_INSTRUCTION,
         licence: "apache-2.0",
         device: RecommendedDevice::Gpu,
+        keyword_weight: None,
         checked: TINY,
         note: "Queries carry an instruction; documents take none. Its authors train it bidirectionally: Quiver follows the config's \"is_causal\" (default causal, as transformers).",
     },
@@ -334,6 +350,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: WEB_SEARCH_INSTRUCTION,
         licence: "apache-2.0",
         device: RecommendedDevice::Gpu,
+        keyword_weight: None,
         checked: TINY,
         note: "Queries carry an instruction; documents take none. Causal attention, last-token pooling.",
     },
@@ -348,6 +365,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[],
         licence: "apache-2.0",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: TINY,
         note: "Alternating global and local (128-token window) attention; CLS pooling.",
     },
@@ -362,6 +380,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
         prompts: &[],
         licence: "apache-2.0",
         device: RecommendedDevice::Cpu,
+        keyword_weight: None,
         checked: NOT_YET,
         note: "Code and English; ALiBi positions.",
     },
@@ -373,6 +392,25 @@ pub fn find_model(id: &str) -> Option<&'static ModelCard> {
     KNOWN_MODELS.iter().find(|card| {
         let full = card.id.to_ascii_lowercase();
         full == wanted || full.rsplit('/').next() == Some(wanted.as_str())
+    })
+}
+
+/// The card of a model folder on disk, by the names its path gives: a folder named as the model
+/// (`all-MiniLM-L6-v2`), Hugging Face's cache (`models--google--embeddinggemma-300m/snapshots/REV`)
+/// or Quiver's fetch scripts (`embeddinggemma-300m-` and 16 hex digits of the weights' sha256).
+pub fn find_model_at(dir: &std::path::Path) -> Option<&'static ModelCard> {
+    dir.components().rev().find_map(|component| {
+        let name = component.as_os_str().to_str()?;
+        let name = name
+            .strip_prefix("models--")
+            .map_or(name.to_string(), |hub| hub.replace("--", "/"));
+        let unsuffixed = name
+            .rsplit_once('-')
+            .filter(|(_, digest)| {
+                digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+            .map(|(stem, _)| stem);
+        find_model(&name).or_else(|| unsuffixed.and_then(find_model))
     })
 }
 
@@ -396,6 +434,27 @@ mod tests {
             "nomic-ai/CodeRankEmbed"
         );
         assert!(find_model("no-such-model").is_none());
+    }
+
+    #[test]
+    fn finds_a_model_folder_by_its_path() {
+        use std::path::Path;
+        let id = |path: &str| find_model_at(Path::new(path)).map(|card| card.id);
+        assert_eq!(
+            id("models/all-MiniLM-L6-v2"),
+            Some("sentence-transformers/all-MiniLM-L6-v2")
+        );
+        assert_eq!(
+            id("/home/me/.cache/huggingface/hub/models--google--embeddinggemma-300m/snapshots/57c266a740f537b4dc058e1b0cda161fd15afa75"),
+            Some("google/embeddinggemma-300m")
+        );
+        assert_eq!(
+            id("/root/.cache/quiver/models/embeddinggemma-300m-cbf5a78393b6a033"),
+            Some("google/embeddinggemma-300m")
+        );
+        // A suffix that is not a digest is part of the name.
+        assert_eq!(id("/models/embeddinggemma-300m-finetuned"), None);
+        assert_eq!(id("/tmp/my-model"), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use quiver_embed::{Embedder, Quantization};
 use quiver_index::adapter::{fit_pairs, mine_pairs, DocPair, QueryAdapter};
 use quiver_index::{
     search_with, settings_for, ChunkRecord, Chunking, IndexOptions, IndexProgress, Input,
-    SearchFilter, SearchMode, SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
+    SearchFilter, SearchMode, SearchRequest, Store, VectorIndex,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -88,7 +88,7 @@ pub struct System {
     /// Fit the query adapter ([`quiver_index::adapter`]) as `quiver index` does.
     pub adapt: bool,
     pub modes: Vec<SearchMode>,
-    /// Keyword weights to score hybrid search with (one row each).
+    /// Keyword weights to score hybrid search with (one row each); none: the index's own.
     pub keyword_weights: Vec<f64>,
     /// Score the [`ExternalSearch`]es on this system's index too.
     pub external: bool,
@@ -196,7 +196,7 @@ pub fn evaluate(
 ) -> Result<Vec<SystemReport>> {
     // Queries are embedded by the rule of the indexes the systems build (the same model and
     // width for all), as `quiver search` would embed them.
-    let rule = settings_for(model_id, embedder, None, None, options.query_prompt)?;
+    let rule = settings_for(model_id, embedder, None, None, options.query_prompt, None)?;
     let texts: Vec<&str> = dataset.queries.iter().map(|q| q.query.as_str()).collect();
     let query_vectors = embedder.embed(&texts, &rule.query_options())?;
     let mut reports = Vec::new();
@@ -223,12 +223,13 @@ pub fn evaluate(
                 source,
             };
             external.prepare(&store).map_err(failed)?;
-            let modes = mode_runs(system)
+            let recorded = store.indexed_settings()?.keyword_weight;
+            let modes = mode_runs(system, recorded)
                 .into_iter()
-                .map(|(mode, weight)| {
-                    score_mode(dataset, mode, weight, &query_vectors, |query, vector| {
+                .map(|run| {
+                    score_mode(dataset, &run.name, &query_vectors, |query, vector| {
                         let ids = external
-                            .search(&query.query, vector, mode, weight, DEPTH)
+                            .search(&query.query, vector, run.mode, run.keyword_weight, DEPTH)
                             .map_err(failed)?;
                         let chunks = ids
                             .iter()
@@ -251,14 +252,34 @@ pub fn evaluate(
     Ok(reports)
 }
 
-/// The (mode, keyword weight) pairs a system is scored with: one row per hybrid weight.
-fn mode_runs(system: &System) -> Vec<(SearchMode, f64)> {
+/// One row of a system's report: a search mode, with the keyword weight of its hybrid search.
+struct Run {
+    mode: SearchMode,
+    keyword_weight: f64,
+    /// `hybrid@W` where the weight is not the index's own.
+    name: String,
+}
+
+/// The rows a system is scored with: one per mode, and in hybrid search one per keyword weight
+/// asked for, else one with the weight the index records (the one every front end searches
+/// with).
+fn mode_runs(system: &System, recorded: f64) -> Vec<Run> {
     let mut runs = Vec::new();
     for &mode in &system.modes {
-        match mode {
-            SearchMode::Hybrid => runs.extend(system.keyword_weights.iter().map(|&w| (mode, w))),
-            _ => runs.push((mode, DEFAULT_KEYWORD_WEIGHT)),
-        }
+        let weights = match mode {
+            SearchMode::Hybrid if !system.keyword_weights.is_empty() => &system.keyword_weights[..],
+            _ => &[recorded][..],
+        };
+        runs.extend(weights.iter().map(|&keyword_weight| Run {
+            mode,
+            keyword_weight,
+            name: match mode {
+                SearchMode::Hybrid if keyword_weight != recorded => {
+                    format!("hybrid@{keyword_weight}")
+                }
+                _ => mode_name(mode).into(),
+            },
+        }));
     }
     runs
 }
@@ -319,16 +340,17 @@ fn evaluate_system(
         Scope::Package if system.adapt => Some(fit_package_adapters(&store, embedder, progress)?),
         _ => None,
     };
+    let recorded = store.indexed_settings()?.keyword_weight;
     let score_pass = |vectors: &VectorIndex,
                       adapters: Option<&PackageAdapters>,
                       suffix: &str|
      -> Result<Vec<ModeReport>> {
         let mut modes = Vec::new();
-        for (mode, weight) in mode_runs(system) {
-            if mode == SearchMode::Keyword && !suffix.is_empty() {
+        for run in mode_runs(system, recorded) {
+            if run.mode == SearchMode::Keyword && !suffix.is_empty() {
                 continue; // keyword search uses no vectors
             }
-            let mut report = score_mode(dataset, mode, weight, query_vectors, |query, vector| {
+            let mut report = score_mode(dataset, &run.name, query_vectors, |query, vector| {
                 let filter = scope.filter(query)?;
                 let adapter = adapters
                     .zip(query.package())
@@ -342,10 +364,10 @@ fn evaluate_system(
                     &SearchRequest {
                         query: &query.query,
                         query_vector: Some(vector),
-                        mode,
+                        mode: run.mode,
                         k: DEPTH,
                         filter: &filter,
-                        keyword_weight: weight,
+                        keyword_weight: run.keyword_weight,
                         priors: true,
                     },
                 )?;
@@ -440,8 +462,7 @@ fn fit_package_adapters(
 /// Scores one mode: `rank` gives each query's best chunks, best first.
 fn score_mode(
     dataset: &Dataset,
-    mode: SearchMode,
-    keyword_weight: f64,
+    name: &str,
     query_vectors: &[Vec<f32>],
     mut rank: impl FnMut(&Query, &[f32]) -> Result<Vec<ChunkRecord>>,
 ) -> Result<ModeReport> {
@@ -477,12 +498,7 @@ fn score_mode(
         by_language.entry(language).or_default().push(rank);
     }
     Ok(ModeReport {
-        mode: match mode {
-            SearchMode::Hybrid if keyword_weight != DEFAULT_KEYWORD_WEIGHT => {
-                format!("hybrid@{keyword_weight}")
-            }
-            _ => mode_name(mode).into(),
-        },
+        mode: name.to_string(),
         overall: Metrics::from_ranks(&all),
         outranked: Outranked::from_queries(&ahead),
         by_language: by_language

@@ -193,6 +193,7 @@ pub fn write_npy_dir(dir: &Path, store: &Store) -> Result<usize> {
         "normalized": settings.normalize,
         "document_prompt": settings.document_prompt,
         "query_prompt": settings.query_prompt,
+        "keyword_weight": settings.keyword_weight,
         "quantization": settings.quantization.name(),
         "chunks": chunks,
         "files": files,

@@ -11,7 +11,10 @@ use crate::files::{file_digest_of, EMBEDDINGS_FILE, INFO_FILE, METADATA_FILE, SI
 use crate::npy::{check_npy_data_length, read_npy_header, read_npy_row};
 use quiver_embed::Quantization;
 use quiver_index::ids::{content_hash, hex, numeric_id};
-use quiver_index::{Batch, ChunkRecord, FileRecord, IndexError, IndexSettings, Result, Store};
+use quiver_index::{
+    is_keyword_weight, model_keyword_weight, Batch, ChunkRecord, FileRecord, IndexError,
+    IndexSettings, Result, Store,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -426,11 +429,11 @@ fn settings_from(info: &Value, dir: &Path) -> Result<IndexSettings> {
         )
     };
     let prompt = |name: &str| info[name].as_str().map(str::to_string);
+    let model = info["model"]
+        .as_str()
+        .ok_or_else(|| field("model"))?
+        .to_string();
     Ok(IndexSettings {
-        model: info["model"]
-            .as_str()
-            .ok_or_else(|| field("model"))?
-            .to_string(),
         dimension: info["dimension"]
             .as_u64()
             .ok_or_else(|| field("dimension"))? as usize,
@@ -444,6 +447,15 @@ fn settings_from(info: &Value, dir: &Path) -> Result<IndexSettings> {
             None => Quantization::None,
             Some(name) => Quantization::from_name(name).ok_or_else(|| field("quantization"))?,
         },
+        // Exports from before the weight was recorded take their model's.
+        keyword_weight: match &info["keyword_weight"] {
+            Value::Null => model_keyword_weight(&model),
+            weight => weight
+                .as_f64()
+                .filter(|&w| is_keyword_weight(w))
+                .ok_or_else(|| field("keyword_weight"))?,
+        },
+        model,
     })
 }
 

@@ -77,6 +77,8 @@ pub enum IndexError {
     NotWriter,
     #[error("{what} holds a NaN or infinite value")]
     NonFinite { what: String },
+    #[error("keyword weight {0} is not a weight: it must be a number, 0 or more")]
+    KeywordWeight(f64),
     #[error("index metadata field `{field}` is unreadable: {value:?}")]
     BadMetadata { field: &'static str, value: String },
     #[error("{path}: {message}")]

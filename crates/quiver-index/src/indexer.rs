@@ -10,6 +10,7 @@ use crate::error::{IndexError, Result};
 use crate::ids::{chunk_id, content_hash, numeric_id, uuid};
 use crate::store::{Batch, ChunkRecord, FileRecord, IndexSettings, Store};
 use crate::walk::{content_skip, discover, SkipReason, SourceFile, WalkOptions};
+use crate::{is_keyword_weight, model_keyword_weight};
 use quiver_chunk::{
     chunk_file, chunk_fixed_lines, embedding_text, signature_text, ChunkError, ChunkOptions,
     TokenCounter, HEADER_VERSION, SYNTAX_RULES_VERSION,
@@ -89,6 +90,9 @@ pub struct IndexOptions {
     /// The model's named prompt that queries searching the index are embedded with (recorded
     /// in the index); `None`: the one an earlier run chose, else the model's `query` prompt.
     pub query_prompt: Option<String>,
+    /// Hybrid search's keyword weight, recorded in the index; `None`: the one an earlier run
+    /// chose, else the model's ([`crate::model_keyword_weight`]).
+    pub keyword_weight: Option<f64>,
     /// Fit a query adapter on the repository's own doc comments and keep it fitted
     /// ([`crate::adapter`]); off, the index's adapter is removed.
     pub adapt: bool,
@@ -193,17 +197,19 @@ impl TokenCounter for ModelTokens<'_> {
     }
 }
 
-/// What an index embedded by `embedder` (as `model_id`) records: the one rule for its width and
-/// prompts, read by `quiver index`, the watcher, Python and `quiver eval`. What the caller asks
-/// (`dimensions`, `query_prompt`) wins; else what an earlier run over `stored` chose, while the
-/// model stays the same; else the model's full width and its own `query`/`document` prompts.
-/// A named prompt the model lacks is refused.
+/// What an index embedded by `embedder` (as `model_id`) records: the one rule for its width,
+/// prompts and keyword weight, read by `quiver index`, the watcher, Python and `quiver eval`.
+/// What the caller asks (`dimensions`, `query_prompt`, `keyword_weight`) wins; else what an
+/// earlier run over `stored` chose, while the model stays the same; else the model's full
+/// width, its own `query`/`document` prompts and the keyword weight measured for it. A named
+/// prompt the model lacks, or a weight that is negative or not a number, is refused.
 pub fn settings_for(
     model_id: &str,
     embedder: &Embedder,
     stored: Option<&IndexSettings>,
     dimensions: Option<usize>,
     query_prompt: Option<&str>,
+    keyword_weight: Option<f64>,
 ) -> Result<IndexSettings> {
     let prompt = |name: &str| {
         embedder
@@ -223,6 +229,12 @@ pub fn settings_for(
             None => prompt("query").or_else(|| prompt("retrieval.query")),
         },
     };
+    if let Some(weight) = keyword_weight.filter(|&w| !is_keyword_weight(w)) {
+        return Err(IndexError::KeywordWeight(weight));
+    }
+    let keyword_weight = keyword_weight
+        .or(earlier.map(|s| s.keyword_weight))
+        .unwrap_or_else(|| model_keyword_weight(model_id));
     Ok(IndexSettings {
         model: model_id.to_string(),
         dimension: stored_width(stored, model_id, dimensions, embedder.dimension()),
@@ -232,6 +244,7 @@ pub fn settings_for(
             .or_else(|| prompt("retrieval.passage")),
         query_prompt,
         quantization: embedder.quantization(),
+        keyword_weight,
     })
 }
 
@@ -262,6 +275,7 @@ pub fn index(
         store.settings()?.as_ref(),
         options.dimensions,
         options.query_prompt.as_deref(),
+        options.keyword_weight,
     )?;
     let embed_options = settings.document_options();
     // One text embedded as the run will embed them, before anything in the index changes: a
@@ -748,6 +762,7 @@ mod tests {
             document_prompt: None,
             query_prompt: None,
             quantization: quiver_embed::Quantization::None,
+            keyword_weight: crate::DEFAULT_KEYWORD_WEIGHT,
         };
         assert_eq!(stored_width(Some(&held), "some/model", None, 384), 128);
         assert_eq!(stored_width(Some(&held), "some/model", Some(64), 384), 64);

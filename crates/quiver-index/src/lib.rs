@@ -41,9 +41,10 @@ pub use run::{
     recorded_model_id, RunModel, DEFAULT_COMMIT_EVERY, DEFAULT_ID_PREFIX, DEFAULT_MAX_FILE_BYTES,
 };
 pub use search::{
-    fused_score, keyword_side, rerank_hits, rescale_bounds, search, search_with,
-    search_with_keywords, KeywordSide, SearchFilter, SearchHit, SearchMode, SearchRequest,
-    DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH, KEYWORD_OVERLAP, RERANK_CANDIDATES,
+    fused_score, is_keyword_weight, keyword_side, model_keyword_weight, rerank_hits,
+    rescale_bounds, search, search_with, search_with_keywords, KeywordSide, SearchFilter,
+    SearchHit, SearchMode, SearchRequest, DEFAULT_KEYWORD_WEIGHT, FUSION_DEPTH, KEYWORD_OVERLAP,
+    RERANK_CANDIDATES,
 };
 pub use store::{
     Batch, BatchSink, ChunkRecord, FileRecord, IndexSettings, IndexStats, IndexStatus, Repair,

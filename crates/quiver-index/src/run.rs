@@ -112,6 +112,7 @@ impl IndexOptions {
             dimensions: None,
             batch_chunks: DEFAULT_COMMIT_EVERY,
             query_prompt: None,
+            keyword_weight: None,
             adapt: true,
         }
     }
@@ -173,6 +174,7 @@ mod tests {
             document_prompt: None,
             query_prompt: None,
             quantization: Quantization::Int8,
+            keyword_weight: crate::DEFAULT_KEYWORD_WEIGHT,
         }
     }
 

@@ -81,6 +81,21 @@ impl SearchFilter {
 /// Weight of the keyword scores against the vector scores' 1.0 in hybrid search (both rescaled
 /// to 0..1); chosen with `quiver eval` (docs/evaluation.md).
 pub const DEFAULT_KEYWORD_WEIGHT: f64 = 0.75;
+
+/// The keyword weight an index of `model_id` (a hub id or a model folder) searches with unless
+/// told otherwise: the one measured for the model ([`quiver_embed::ModelCard`]), else
+/// [`DEFAULT_KEYWORD_WEIGHT`].
+pub fn model_keyword_weight(model_id: &str) -> f64 {
+    quiver_embed::find_model(model_id)
+        .or_else(|| quiver_embed::find_model_at(std::path::Path::new(model_id)))
+        .and_then(|card| card.keyword_weight)
+        .unwrap_or(DEFAULT_KEYWORD_WEIGHT)
+}
+
+/// Whether `weight` can weigh hybrid search's keyword side: a number, 0 or more.
+pub fn is_keyword_weight(weight: f64) -> bool {
+    weight.is_finite() && weight >= 0.0
+}
 /// How much of a chunk's keyword score its vector score takes back in hybrid search: a chunk
 /// scores `v + w·k·(1 − KEYWORD_OVERLAP·v)` (`v`, `k` rescaled to 0..1, `w` the keyword
 /// weight), so the keyword side counts most where the vector side is least sure, and two
@@ -478,6 +493,27 @@ fn keyword_ranking(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_measured_for_hybrid_search_gets_its_own_keyword_weight() {
+        for model in [
+            "google/embeddinggemma-300m",
+            "/root/.cache/quiver/models/embeddinggemma-300m-cbf5a78393b6a033",
+        ] {
+            assert_eq!(model_keyword_weight(model), 0.25, "{model}");
+        }
+        for model in [
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "models/all-MiniLM-L6-v2",
+            "/tmp/mine",
+        ] {
+            assert_eq!(
+                model_keyword_weight(model),
+                DEFAULT_KEYWORD_WEIGHT,
+                "{model}"
+            );
+        }
+    }
 
     #[test]
     fn priors_put_definitions_before_tests_unless_tests_are_asked_for() {

@@ -28,6 +28,7 @@ fn a_hub_id_follows_an_index_recorded_under_its_cached_snapshot() {
         document_prompt: None,
         query_prompt: None,
         quantization: Quantization::None,
+        keyword_weight: quiver_index::DEFAULT_KEYWORD_WEIGHT,
     };
     let dir = Path::new("/tmp/index");
     let folder = snapshot.to_string_lossy().into_owned();

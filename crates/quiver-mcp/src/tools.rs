@@ -3,8 +3,7 @@
 use crate::{McpServer, Progress};
 use quiver_index::{
     chunk_at, definition_of, find_symbols, pack, ChunkRecord, Definition, IndexReport, IndexStatus,
-    ModelTokens, SearchFilter, SearchHit, SearchMode, SearchRequest, UpdateState,
-    DEFAULT_KEYWORD_WEIGHT, PACK_CANDIDATES,
+    ModelTokens, SearchFilter, SearchHit, SearchMode, SearchRequest, UpdateState, PACK_CANDIDATES,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -231,7 +230,7 @@ fn search(server: &McpServer, args: SearchArgs) -> Result<ToolOutput, ToolError>
             k
         },
         filter: &filter,
-        keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+        keyword_weight: snapshot.settings.keyword_weight,
         priors: true,
     };
     let hits = reader

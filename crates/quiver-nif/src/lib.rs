@@ -13,10 +13,7 @@
 
 use quiver_embed::{resolve_model, EmbedOptions, Embedder, EmbedderOptions, Quantization};
 use quiver_engine::{BatchSettings, EmbedRequest, Engine, NoObserver};
-use quiver_index::{
-    recorded_model_id, search, SearchFilter, SearchMode, SearchRequest, Store,
-    DEFAULT_KEYWORD_WEIGHT,
-};
+use quiver_index::{recorded_model_id, search, SearchFilter, SearchMode, SearchRequest, Store};
 use rustler::{Binary, Encoder, Env, NifMap, OwnedBinary, ResourceArc, Term};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -253,7 +250,7 @@ fn search_index(index: String, query: String, options: SearchArgs) -> Reply<Vec<
                 mode,
                 k: options.k,
                 filter: &filter,
-                keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+                keyword_weight: settings.keyword_weight,
                 priors: true,
             },
         )

@@ -7,7 +7,7 @@ use quiver_eval::{
     evaluate, BoxError, Dataset, EvalOptions, ExternalSearch, Metrics, Scope, System, SystemReport,
 };
 use quiver_export::{export_index, StoreClient, StoreQuery, Target, TargetOptions};
-use quiver_index::{Chunking, SearchMode, Store, DEFAULT_KEYWORD_WEIGHT};
+use quiver_index::{Chunking, SearchMode, Store};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -23,8 +23,9 @@ pub struct EvalArgs {
     /// Search modes to score Quiver with (repeatable; default: vector, bm25 and hybrid).
     #[arg(long = "mode", value_name = "vector|bm25|hybrid")]
     modes: Vec<SearchMode>,
-    /// Keyword weights to score hybrid search with (repeatable; the vector ranking weighs 1).
-    #[arg(long = "keyword-weight", value_name = "W")]
+    /// Keyword weights to score hybrid search with (repeatable; the vector ranking weighs 1;
+    /// default: the index's, as `quiver index` records it).
+    #[arg(long = "keyword-weight", value_name = "W", value_parser = super::keyword_weight)]
     keyword_weights: Vec<f64>,
     /// Chunk token budget for Quiver's chunks (default: as `quiver index`).
     #[arg(long)]
@@ -187,11 +188,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         chunk_tokens: args.chunk_tokens,
         adapt: !args.no_adapt,
         modes,
-        keyword_weights: if args.keyword_weights.is_empty() {
-            vec![DEFAULT_KEYWORD_WEIGHT]
-        } else {
-            args.keyword_weights.clone()
-        },
+        keyword_weights: args.keyword_weights.clone(),
         external: true,
     }];
     if !args.no_baseline {

@@ -37,6 +37,11 @@ pub struct IndexArgs {
     /// later runs. Default: the model's `query` prompt. Changing it re-embeds nothing.
     #[arg(long, value_name = "NAME")]
     query_prompt_name: Option<String>,
+    /// Weight of hybrid search's keyword ranking against the vector ranking's 1, recorded in
+    /// the index for every search of it; kept by later runs. Default: the one measured for the
+    /// model (`quiver models info`), else 0.75. Changing it re-embeds nothing.
+    #[arg(long, value_name = "W", value_parser = super::keyword_weight)]
+    keyword_weight: Option<f64>,
     /// Embed everything again if the model, dimension or number format differ from the index's.
     #[arg(long)]
     reembed: bool,
@@ -123,6 +128,7 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     options.reembed = args.reembed;
     options.batch_chunks = args.commit_every.max(1);
     options.query_prompt = args.query_prompt_name.clone();
+    options.keyword_weight = args.keyword_weight;
     options.adapt = !args.no_adapt;
     let progress = IndexBar::new();
     let report = quiver_index::index(&mut store, &embedder, &options, &progress)

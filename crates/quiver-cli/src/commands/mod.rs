@@ -9,3 +9,11 @@ pub mod search;
 pub mod serve;
 pub mod status;
 pub mod watch;
+
+/// `--keyword-weight`: a weight hybrid search can use, or clap's error naming the flag.
+fn keyword_weight(text: &str) -> Result<f64, String> {
+    text.parse()
+        .ok()
+        .filter(|&weight| quiver_index::is_keyword_weight(weight))
+        .ok_or_else(|| format!("{text:?} is not a keyword weight: give a number, 0 or more"))
+}

@@ -6,8 +6,7 @@ use quiver_embed::Device;
 use quiver_engine::{BatchSettings, RerankRequest, Reranking};
 use quiver_index::{
     keyword_side, pack, rerank_hits, search_with, search_with_keywords, ModelTokens, SearchFilter,
-    SearchHit, SearchMode, SearchRequest, Store, VectorIndex, DEFAULT_KEYWORD_WEIGHT,
-    PACK_CANDIDATES, RERANK_CANDIDATES,
+    SearchHit, SearchMode, SearchRequest, Store, VectorIndex, PACK_CANDIDATES, RERANK_CANDIDATES,
 };
 use std::path::PathBuf;
 
@@ -48,6 +47,10 @@ pub struct SearchArgs {
     /// (docs/indexing.md, Search).
     #[arg(long)]
     no_priors: bool,
+    /// Hybrid: weight of the keyword ranking against the vector ranking's 1 (default: the one
+    /// the index records, see `quiver index --keyword-weight`).
+    #[arg(long, value_name = "W", value_parser = super::keyword_weight)]
+    keyword_weight: Option<f64>,
     /// With --rerank: how many of the search's hits the reranker reads (at least -k).
     #[arg(long, value_name = "N", default_value_t = RERANK_CANDIDATES, requires = "rerank")]
     rerank_candidates: usize,
@@ -100,7 +103,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             (None, None) => args.k,
         },
         filter: &filter,
-        keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+        keyword_weight: args.keyword_weight.unwrap_or(settings.keyword_weight),
         priors: !args.no_priors,
     };
     // The keyword ranking is made while the model loads, from a connection of its own: at a

@@ -48,6 +48,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             status.document_prompt
         );
     }
+    outln!(
+        "keywords:  weight {} in hybrid search",
+        status.keyword_weight
+    );
     let stats = &status.stats;
     outln!("files:     {}", stats.files);
     outln!(

@@ -265,6 +265,7 @@ pub(crate) fn test_writer(dir: &Path, dimension: usize) -> Store {
         document_prompt: None,
         query_prompt: None,
         quantization: Default::default(),
+        keyword_weight: crate::DEFAULT_KEYWORD_WEIGHT,
     };
     store.adopt_settings(&settings, false).unwrap();
     store
@@ -278,6 +279,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("quiver-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn the_keyword_weight_is_the_recorded_one_else_the_models() {
+        let dir = scratch("keyword-weight");
+        let store = test_writer(&dir, 4);
+        assert_eq!(store.settings().unwrap().unwrap().keyword_weight, 0.75);
+        // An index from before the weight was recorded searches with its model's.
+        store
+            .conn
+            .execute("DELETE FROM meta WHERE key = 'keyword_weight'", [])
+            .unwrap();
+        store
+            .set_meta("model", "google/embeddinggemma-300m")
+            .unwrap();
+        assert_eq!(store.settings().unwrap().unwrap().keyword_weight, 0.25);
+        store.set_meta("keyword_weight", "-0.5").unwrap();
+        let error = store.settings().unwrap_err();
+        assert!(error.to_string().contains("keyword_weight"), "{error}");
     }
 
     fn chunk(id: &str, text: &str) -> ChunkRecord {

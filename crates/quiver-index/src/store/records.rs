@@ -107,6 +107,8 @@ pub struct IndexStatus {
     pub query_prompt: Option<String>,
     /// The number format's name (`none`, `int8`).
     pub quantization: &'static str,
+    /// Hybrid search's keyword weight.
+    pub keyword_weight: f64,
     /// How the last run cut files (its fingerprint).
     pub chunking: Option<String>,
     pub stats: IndexStats,

@@ -6,11 +6,12 @@ use super::schema::put_meta;
 use super::write::bump_generation;
 use super::{db_error, Store};
 use crate::error::{IndexError, Result};
+use crate::{is_keyword_weight, model_keyword_weight};
 use quiver_embed::{EmbedOptions, Quantization};
 
-/// What every vector in an index was made with. Two runs with different settings must not
-/// mix their vectors.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What every vector in an index was made with, and how it is searched. Two runs with different
+/// vector settings must not mix their vectors.
+#[derive(Debug, Clone, PartialEq)]
 pub struct IndexSettings {
     pub model: String,
     pub dimension: usize,
@@ -19,6 +20,9 @@ pub struct IndexSettings {
     pub query_prompt: Option<String>,
     /// The number format the model ran in: queries must be embedded the same way.
     pub quantization: Quantization,
+    /// Hybrid search's keyword weight (the vector ranking's is 1): every front end searches
+    /// with it. Like the query prompt, it touches no stored vector.
+    pub keyword_weight: f64,
 }
 
 impl IndexSettings {
@@ -70,7 +74,18 @@ impl Store {
                 field: "dimension",
                 value: dimension_text,
             })?;
+        // Indexes made before the weight was recorded take their model's.
+        let keyword_weight = match self.meta("keyword_weight")? {
+            None => model_keyword_weight(&model),
+            Some(text) => text.parse().ok().filter(|&w| is_keyword_weight(w)).ok_or(
+                IndexError::BadMetadata {
+                    field: "keyword_weight",
+                    value: text,
+                },
+            )?,
+        };
         Ok(Some(IndexSettings {
+            keyword_weight,
             model,
             dimension,
             normalize: self.meta("normalize")?.as_deref() != Some("false"),
@@ -105,6 +120,7 @@ impl Store {
             document_prompt: settings.document_prompt,
             query_prompt: settings.query_prompt,
             quantization: settings.quantization.name(),
+            keyword_weight: settings.keyword_weight,
             chunking: self.meta("chunking")?,
             stats: self.stats()?,
             vector_files: crate::vectors::status(self)?,
@@ -116,17 +132,20 @@ impl Store {
     pub fn adopt_settings(&mut self, settings: &IndexSettings, reembed: bool) -> Result<()> {
         match self.settings()? {
             Some(stored) if stored == *settings => return Ok(()),
-            // The query prompt touches no stored vector: it is recorded, nothing re-embedded.
+            // The query prompt and the keyword weight touch no stored vector: they are
+            // recorded, nothing re-embedded.
             Some(stored)
                 if IndexSettings {
                     query_prompt: settings.query_prompt.clone(),
+                    keyword_weight: settings.keyword_weight,
                     ..stored.clone()
                 } == *settings =>
             {
-                return self.set_meta(
+                self.set_meta(
                     "query_prompt",
                     settings.query_prompt.as_deref().unwrap_or_default(),
-                );
+                )?;
+                return self.set_meta("keyword_weight", &settings.keyword_weight.to_string());
             }
             Some(stored) if !reembed => {
                 return Err(IndexError::SettingsChanged {
@@ -157,6 +176,7 @@ impl Store {
                     settings.query_prompt.clone().unwrap_or_default(),
                 ),
                 ("quantization", settings.quantization.name().to_string()),
+                ("keyword_weight", settings.keyword_weight.to_string()),
             ];
             for (key, value) in pairs {
                 put_meta(&tx, key, &value)?;

@@ -12,7 +12,7 @@ use axum::Json;
 use quiver_embed::EmbedInput;
 use quiver_engine::RerankRequest;
 use quiver_index::{
-    rerank_hits, SearchFilter, SearchHit, SearchMode, SearchRequest, DEFAULT_KEYWORD_WEIGHT,
+    is_keyword_weight, rerank_hits, SearchFilter, SearchHit, SearchMode, SearchRequest,
     RERANK_CANDIDATES,
 };
 use serde::{Deserialize, Deserializer, Serialize};
@@ -46,6 +46,9 @@ pub struct SearchBody {
     /// Rerank the top hits with the server's cross-encoder (`--rerank-model`).
     #[serde(default)]
     rerank: bool,
+    /// Hybrid: the keyword ranking's weight against the vector ranking's 1 (default: the one
+    /// the index records).
+    keyword_weight: Option<f64>,
 }
 
 impl SearchBody {
@@ -53,6 +56,7 @@ impl SearchBody {
         &'a self,
         filter: &'a SearchFilter,
         query_vector: Option<&'a [f32]>,
+        recorded_weight: f64,
     ) -> SearchRequest<'a> {
         SearchRequest {
             query: &self.query,
@@ -64,7 +68,7 @@ impl SearchBody {
                 self.k
             },
             filter,
-            keyword_weight: DEFAULT_KEYWORD_WEIGHT,
+            keyword_weight: self.keyword_weight.unwrap_or(recorded_weight),
             priors: true,
         }
     }
@@ -103,6 +107,11 @@ async fn handle(
             "`k` must be between 1 and {MAX_K}"
         )));
     }
+    if let Some(weight) = request.keyword_weight.filter(|&w| !is_keyword_weight(w)) {
+        return Err(ApiError::bad_request(format!(
+            "`keyword_weight` {weight} is not a weight: give a number, 0 or more"
+        )));
+    }
     let filter = SearchFilter::from_names(&request.languages, request.path.as_deref())?;
     // The index as its last commit left it; the query is embedded for that very snapshot, so a
     // re-embedding under the server is followed, not answered with nothing.
@@ -120,7 +129,10 @@ async fn handle(
         let (index, snapshot) = (index.clone(), snapshot.clone());
         let (request, filter) = (request.clone(), filter.clone());
         tokio::task::spawn_blocking(move || {
-            index.keyword_side(&snapshot, &request.search_request(&filter, None))
+            index.keyword_side(
+                &snapshot,
+                &request.search_request(&filter, None, snapshot.settings.keyword_weight),
+            )
         })
     });
     let query_vector = match request.mode {
@@ -147,7 +159,11 @@ async fn handle(
     let index = index.clone();
     let (query, rerank, k) = (request.query.clone(), request.rerank, request.k);
     let hits = tokio::task::spawn_blocking(move || {
-        let search = request.search_request(&filter, query_vector.as_deref());
+        let search = request.search_request(
+            &filter,
+            query_vector.as_deref(),
+            snapshot.settings.keyword_weight,
+        );
         match keywords {
             Some(keywords) => index.search_with_keywords(&snapshot, keywords, &search),
             None => index.search(&snapshot, &search),
