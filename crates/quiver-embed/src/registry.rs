@@ -184,7 +184,7 @@ pub const KNOWN_MODELS: &[ModelCard] = &[
                speed (about 6x the default's time per token on a CPU: 800 against about 4,700 \
                tokens/s at f32, 1,780 in int8) for nDCG@10 0.706 against 0.463 on the code-search \
                eval (vector search; docs/models.md). Its indexes weigh hybrid search's keyword \
-               side 0.25, where the default's 0.75 costs it 0.023 nDCG@10 (docs/evaluation.md).",
+               side 0.25, where the default's 0.75 costs it 0.026 nDCG@10 (docs/evaluation.md).",
     },
     ModelCard {
         id: "BAAI/bge-small-en-v1.5",
