@@ -1,7 +1,8 @@
-//! The seam where a second backend (CUDA through candle or cuBLAS) will plug in.
+//! The seam where a second backend (CUDA through cudarc and cuBLAS) will plug in.
 //!
 //! Models are reached only through [`crate::EncoderModel`], so a GPU implementation is one more
-//! type behind that trait, chosen here by [`Device`]. Today only the CPU backend is compiled.
+//! type behind that trait, chosen here by [`Device`]. Today only the CPU backend runs models; a
+//! build with the `cuda` feature opens an NVIDIA GPU ([`crate::cuda`]) and says what it found.
 
 use crate::RuntimeError;
 use std::str::FromStr;
@@ -54,11 +55,20 @@ impl<'de> serde::Deserialize<'de> for Device {
 }
 
 impl Device {
-    /// Fails unless this build can run on the device.
+    /// Fails unless this build can run on the device. A model never falls back to the CPU:
+    /// with the `cuda` feature the GPU is opened, so that the error says what is missing (a
+    /// library, the card) or, where nothing is, that no architecture runs on it yet.
     pub fn ensure_available(self) -> crate::Result<Self> {
         match self {
             Device::Cpu => Ok(self),
-            Device::Cuda(index) => Err(RuntimeError::DeviceUnavailable(format!("cuda:{index}"))),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => Err(RuntimeError::NoGpuArchitecture(
+                crate::cuda::open(ordinal)?.to_string(),
+            )),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(ordinal) => {
+                Err(RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}")))
+            }
         }
     }
 }
@@ -76,9 +86,9 @@ mod tests {
             matches!(&unknown, RuntimeError::DeviceUnavailable(name) if name == "tpu"),
             "{unknown:?}"
         );
-        let cuda = Device::Cuda(0).ensure_available().unwrap_err();
+        #[cfg(not(feature = "cuda"))]
         assert_eq!(
-            cuda.to_string(),
+            Device::Cuda(0).ensure_available().unwrap_err().to_string(),
             "device `cuda:0` is not available in this build; Quiver runs on `cpu`"
         );
     }

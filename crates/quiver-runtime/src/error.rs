@@ -38,4 +38,17 @@ pub enum RuntimeError {
     Batch(String),
     #[error("device `{0}` is not available in this build; Quiver runs on `cpu`")]
     DeviceUnavailable(String),
+    #[error(
+        "{what} ({library}) could not be loaded: install it, or add its folder to LD_LIBRARY_PATH"
+    )]
+    CudaLibrary {
+        library: &'static str,
+        what: &'static str,
+    },
+    #[error("cuda:{ordinal}: this machine has {count} NVIDIA GPU(s)")]
+    NoSuchGpu { ordinal: usize, count: usize },
+    #[error("{device}: {message}")]
+    Cuda { device: String, message: String },
+    #[error("{0}: Quiver's CUDA backend runs no architecture yet; use `--device cpu`")]
+    NoGpuArchitecture(String),
 }

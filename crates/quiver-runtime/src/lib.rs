@@ -13,6 +13,8 @@
 
 pub mod backend;
 pub mod batch;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod kernels;
 pub mod layers;
