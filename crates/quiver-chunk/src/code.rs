@@ -119,15 +119,19 @@ impl CodeSplitter<'_> {
     /// TypeScript's `function f(a: string): T;` lines above `function f(a: any) {...}` are one
     /// function, found as one, where each had been a chunk of one line.
     fn overloads_next(&self, node: Node<'_>, after: &[Node<'_>]) -> bool {
+        // The body check first: it is a field lookup, and most of a file's nodes have a body,
+        // where naming a definition reads its text.
+        if !has_no_body(node) {
+            return false;
+        }
         let source = self.text.as_bytes();
         let Some(symbol) = definition(node, source, false) else {
             return false;
         };
         let next = after.iter().find(|n| !attaches_forward(**n));
-        has_no_body(node)
-            && next.is_some_and(|&next| {
-                definition(next, source, false).is_some_and(|other| other.name == symbol.name)
-            })
+        next.is_some_and(|&next| {
+            definition(next, source, false).is_some_and(|other| other.name == symbol.name)
+        })
     }
 
     /// Whether `node` holds two or more definitions among its children and grandchildren
