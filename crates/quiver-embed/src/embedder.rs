@@ -6,8 +6,10 @@ use quiver_runtime::{
     load_model_with, Device, EncoderModel, LoadOptions, PackedBatch, Pooling, Quantization,
 };
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How a model is loaded.
 #[derive(Debug, Clone, Default)]
@@ -156,6 +158,7 @@ pub struct Embedder {
     config: SentenceTransformerConfig,
     dir: PathBuf,
     quantization: Quantization,
+    backed_off: BackOff,
 }
 
 impl Embedder {
@@ -216,6 +219,7 @@ impl Embedder {
             config,
             dir: dir.to_path_buf(),
             quantization: options.quantization,
+            backed_off: BackOff::default(),
         })
     }
 
@@ -445,17 +449,22 @@ impl Embedder {
         budget: BatchBudget,
         hook: H,
     ) -> Result<Vec<Vec<f32>>> {
-        self.run_batches(sequences, setups, budget, hook, |batch, hidden, skips| {
-            let pooled = self
-                .config
-                .pooling
-                .pool(hidden, self.model.hidden_size(), batch, skips);
-            if self.dense.is_empty() {
-                pooled
-            } else {
-                self.project(pooled)
-            }
-        })
+        let pooling = self.config.pooling;
+        run_batches(
+            &self.backed_off,
+            sequences,
+            setups,
+            budget,
+            hook,
+            |batch, skips| {
+                let pooled = self.model.embed(batch, pooling, skips)?;
+                Ok(if self.dense.is_empty() {
+                    pooled
+                } else {
+                    self.project(pooled)
+                })
+            },
+        )
     }
 
     /// The model's last hidden state of every token of each sequence (prompt and special
@@ -469,17 +478,25 @@ impl Embedder {
     ) -> Result<Vec<Vec<Vec<f32>>>> {
         let width = self.model.hidden_size();
         let unstopped = |_| ControlFlow::Continue(());
-        self.run_batches(sequences, setups, budget, unstopped, |batch, hidden, _| {
-            batch
-                .ranges()
-                .map(|range| {
-                    hidden[range.start * width..range.end * width]
-                        .chunks_exact(width)
-                        .map(<[f32]>::to_vec)
-                        .collect()
-                })
-                .collect()
-        })
+        run_batches(
+            &self.backed_off,
+            sequences,
+            setups,
+            budget,
+            unstopped,
+            |batch, _| {
+                let hidden = self.model.forward(batch)?;
+                Ok(batch
+                    .ranges()
+                    .map(|range| {
+                        hidden[range.start * width..range.end * width]
+                            .chunks_exact(width)
+                            .map(<[f32]>::to_vec)
+                            .collect()
+                    })
+                    .collect())
+            },
+        )
     }
 
     /// Width of the model's hidden states (what [`Embedder::token_states`] gives).
@@ -490,49 +507,6 @@ impl Embedder {
     /// Ids the model's embedding table has: every token id it can run is below this.
     pub fn vocab_size(&self) -> usize {
         self.model.vocab_size()
-    }
-
-    /// Runs sequences through the model in token-budgeted batches; `finish` turns each batch's
-    /// hidden states into one output per sequence, which comes back in input order. Any
-    /// non-finite value fails the call: NaN (`null` in JSON) is never handed out as a value.
-    fn run_batches<T, H, F>(
-        &self,
-        sequences: &[&[u32]],
-        setups: &[SequenceSetup],
-        budget: BatchBudget,
-        mut hook: H,
-        mut finish: F,
-    ) -> Result<Vec<T>>
-    where
-        T: Default + Clone + Finite,
-        H: FnMut(usize) -> ControlFlow<()>,
-        F: FnMut(&PackedBatch, &[f32], &[usize]) -> Vec<T>,
-    {
-        let mut outputs: Vec<T> = vec![T::default(); sequences.len()];
-        for batch_indices in plan_batches(sequences, budget) {
-            let batch_sequences: Vec<&[u32]> =
-                batch_indices.iter().map(|&i| sequences[i]).collect();
-            let batch_skips: Vec<usize> = batch_indices
-                .iter()
-                .map(|&i| setups[i].pooling_skip)
-                .collect();
-            let mut batch = PackedBatch::from_sequences(&batch_sequences);
-            if batch_indices.iter().any(|&i| setups[i].adapter.is_some()) {
-                batch.adapters = batch_indices.iter().map(|&i| setups[i].adapter).collect();
-            }
-            let hidden = self.model.forward(&batch)?;
-            let finished = finish(&batch, &hidden, &batch_skips);
-            for (index, output) in batch_indices.into_iter().zip(finished) {
-                if !output.is_finite() {
-                    return Err(EmbedError::NonFiniteOutput { input: index });
-                }
-                outputs[index] = output;
-            }
-            if hook(batch_sequences.len()).is_break() {
-                return Err(EmbedError::Interrupted);
-            }
-        }
-        Ok(outputs)
     }
 
     /// Pooled vectors through the `Dense` modules, as one matrix per module.
@@ -714,10 +688,115 @@ impl Finite for Vec<Vec<f32>> {
     }
 }
 
-/// Groups sequence indices into forward passes: longest first, so each batch holds sequences
-/// of similar length, bounded by a token budget and a sequence count.
-pub(crate) fn plan_batches(token_ids: &[&[u32]], budget: BatchBudget) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..token_ids.len()).collect();
+/// Runs sequences through the model in token-budgeted batches; `run` turns each batch into
+/// one output per sequence, which comes back in input order. Any non-finite value fails
+/// the call: NaN (`null` in JSON) is never handed out as a value.
+///
+/// A device that runs out of memory on a batch gets it again in smaller parts, and `backed_off`
+/// keeps the smaller budget for the embedder's later calls: nothing is lost, and the
+/// first back-off is reported once.
+fn run_batches<T, H, R>(
+    backed_off: &BackOff,
+    sequences: &[&[u32]],
+    setups: &[SequenceSetup],
+    budget: BatchBudget,
+    mut hook: H,
+    mut run: R,
+) -> Result<Vec<T>>
+where
+    T: Default + Clone + Finite,
+    H: FnMut(usize) -> ControlFlow<()>,
+    R: FnMut(&PackedBatch, &[usize]) -> Result<Vec<T>>,
+{
+    let mut outputs: Vec<T> = vec![T::default(); sequences.len()];
+    let mut budget = backed_off.limit(budget);
+    let mut pending: VecDeque<Vec<usize>> =
+        plan_batches(sequences, 0..sequences.len(), budget).into();
+    while let Some(batch_indices) = pending.pop_front() {
+        let batch_sequences: Vec<&[u32]> = batch_indices.iter().map(|&i| sequences[i]).collect();
+        let batch_skips: Vec<usize> = batch_indices
+            .iter()
+            .map(|&i| setups[i].pooling_skip)
+            .collect();
+        let mut batch = PackedBatch::from_sequences(&batch_sequences);
+        if batch_indices.iter().any(|&i| setups[i].adapter.is_some()) {
+            batch.adapters = batch_indices.iter().map(|&i| setups[i].adapter).collect();
+        }
+        let finished = match run(&batch, &batch_skips) {
+            Err(EmbedError::Runtime(error)) if error.is_out_of_memory() => {
+                let Some(smaller) = backed_off.shrink(budget, &batch, &error) else {
+                    return Err(error.into());
+                };
+                budget = smaller;
+                let left = batch_indices.into_iter().chain(pending.drain(..).flatten());
+                pending = plan_batches(sequences, left, budget).into();
+                continue;
+            }
+            other => other?,
+        };
+        for (index, output) in batch_indices.into_iter().zip(finished) {
+            if !output.is_finite() {
+                return Err(EmbedError::NonFiniteOutput { input: index });
+            }
+            outputs[index] = output;
+        }
+        if hook(batch_sequences.len()).is_break() {
+            return Err(EmbedError::Interrupted);
+        }
+    }
+    Ok(outputs)
+}
+
+/// The batch size a device's memory allows, learnt from its out-of-memory errors: pipelines
+/// that embed on GPUs size batches to the card and back off by a quarter on such an error.
+#[derive(Debug, Default)]
+struct BackOff {
+    /// At most this many tokens in one batch; 0 while no batch has run out of memory.
+    max_tokens: AtomicUsize,
+}
+
+impl BackOff {
+    fn limit(&self, budget: BatchBudget) -> BatchBudget {
+        match self.max_tokens.load(Ordering::Relaxed) {
+            0 => budget,
+            most => BatchBudget {
+                max_tokens: budget.max_tokens.min(most),
+                ..budget
+            },
+        }
+    }
+
+    /// The budget to run `failed`'s sequences again with: a quarter fewer tokens than it
+    /// held, so it splits. `None` when it is one sequence, which no smaller batch holds.
+    fn shrink(
+        &self,
+        budget: BatchBudget,
+        failed: &PackedBatch,
+        error: &quiver_runtime::RuntimeError,
+    ) -> Option<BatchBudget> {
+        if failed.num_sequences() < 2 {
+            return None;
+        }
+        let max_tokens = failed.num_tokens() * 3 / 4;
+        let before = self.max_tokens.swap(max_tokens, Ordering::Relaxed);
+        if before == 0 {
+            tracing::warn!("{error}: running it again in smaller batches, of at most {max_tokens} tokens from now on");
+        }
+        Some(BatchBudget {
+            max_tokens,
+            ..budget
+        })
+    }
+}
+
+/// Groups the sequences at `indices` into forward passes: longest first, so each batch holds
+/// sequences of similar length, bounded by a token budget and a sequence count.
+pub(crate) fn plan_batches(
+    token_ids: &[&[u32]],
+    indices: impl IntoIterator<Item = usize>,
+    budget: BatchBudget,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = indices.into_iter().collect();
     order.sort_by_key(|&i| std::cmp::Reverse(token_ids[i].len()));
     let max_sequences = budget.max_sequences.max(1);
     let mut batches = Vec::new();
@@ -742,6 +821,7 @@ pub(crate) fn plan_batches(token_ids: &[&[u32]], budget: BatchBudget) -> Vec<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quiver_runtime::RuntimeError;
 
     #[test]
     fn input_offsets_survive_lowercasing_that_changes_lengths() {
@@ -774,6 +854,86 @@ mod tests {
         assert_eq!(plain.original_offset(prompt.len() + 4), Some(4));
     }
 
+    /// A device that holds at most 150 tokens: batches planned for 400 run out of memory, run
+    /// again smaller, and every sequence's output still comes back in place; the budget learnt
+    /// holds for the next call, and one sequence too long for the device fails as it must.
+    #[test]
+    fn out_of_memory_shrinks_the_batch_and_loses_nothing() {
+        let lengths = [40usize, 90, 10, 60, 30, 70, 20, 50];
+        let ids: Vec<Vec<u32>> = lengths
+            .iter()
+            .map(|&n| vec![u32::try_from(n).unwrap(); n])
+            .collect();
+        let sequences: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let setups = vec![SequenceSetup::default(); sequences.len()];
+        let budget = BatchBudget {
+            max_sequences: 64,
+            max_tokens: 400,
+        };
+        let device = |batch: &PackedBatch, _: &[usize]| -> Result<Vec<Vec<f32>>> {
+            if batch.num_tokens() > 150 {
+                return Err(RuntimeError::OutOfMemory {
+                    device: "test".into(),
+                    tokens: batch.num_tokens(),
+                }
+                .into());
+            }
+            Ok(batch
+                .ranges()
+                .map(|range| vec![range.len() as f32])
+                .collect())
+        };
+        let backed_off = BackOff::default();
+        let mut passes = 0;
+        let counted = |n| {
+            passes += n;
+            ControlFlow::Continue(())
+        };
+        let outputs = run_batches(&backed_off, &sequences, &setups, budget, counted, device)
+            .expect("smaller batches fit");
+        let expected: Vec<Vec<f32>> = lengths.iter().map(|&n| vec![n as f32]).collect();
+        assert_eq!(outputs, expected);
+        assert_eq!(passes, lengths.len(), "each sequence ran once");
+        let learnt = backed_off.limit(budget).max_tokens;
+        assert!(learnt <= 150 * 4 / 3 && learnt < 400, "{learnt}");
+
+        let mut failures = 0;
+        let counting_device = |batch: &PackedBatch, skips: &[usize]| {
+            let result = device(batch, skips);
+            failures += usize::from(result.is_err());
+            result
+        };
+        let unstopped = |_| ControlFlow::Continue(());
+        run_batches(
+            &backed_off,
+            &sequences,
+            &setups,
+            budget,
+            unstopped,
+            counting_device,
+        )
+        .expect("the learnt budget fits");
+        assert!(
+            failures <= 1,
+            "{failures} out-of-memory errors on the second call"
+        );
+
+        let long = vec![7u32; 200];
+        let error = run_batches(
+            &backed_off,
+            &[&long[..]],
+            &setups[..1],
+            budget,
+            unstopped,
+            device,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&error, EmbedError::Runtime(e) if e.is_out_of_memory()),
+            "{error}"
+        );
+    }
+
     #[test]
     fn batches_respect_token_budget_and_count() {
         let lengths = [5usize, 100, 3, 100, 50, 1];
@@ -783,7 +943,7 @@ mod tests {
             max_sequences: 2,
             max_tokens: 150,
         };
-        let batches = plan_batches(&sequences, budget);
+        let batches = plan_batches(&sequences, 0..sequences.len(), budget);
         assert_eq!(batches, vec![vec![1], vec![3, 4], vec![0, 2], vec![5]]);
         let all: usize = batches.iter().map(Vec::len).sum();
         assert_eq!(all, lengths.len());

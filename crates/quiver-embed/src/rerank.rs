@@ -170,7 +170,7 @@ impl Reranker {
     pub fn score(&self, pairs: &EncodedPairs, budget: BatchBudget) -> Result<Vec<f32>> {
         let sequences: Vec<&[u32]> = pairs.token_ids.iter().map(Vec::as_slice).collect();
         let mut scores = vec![0.0f32; sequences.len()];
-        for batch_indices in plan_batches(&sequences, budget) {
+        for batch_indices in plan_batches(&sequences, 0..sequences.len(), budget) {
             let mut batch = PackedBatch::new();
             for &index in &batch_indices {
                 batch.push_typed(sequences[index], &pairs.token_types[index]);

@@ -1,8 +1,9 @@
-//! The seam where a second backend (CUDA through cudarc and cuBLAS) will plug in.
-//!
-//! Models are reached only through [`crate::EncoderModel`], so a GPU implementation is one more
-//! type behind that trait, chosen here by [`Device`]. Today only the CPU backend runs models; a
-//! build with the `cuda` feature opens an NVIDIA GPU ([`crate::cuda`]) and says what it found.
+//! Where a model runs. Models are reached only through [`crate::EncoderModel`], whose
+//! [`crate::EncoderModel::embed`] takes a packed batch to pooled vectors, so a GPU backend is one
+//! more type behind that trait that keeps hidden states on its card, chosen by [`Device`]. Its
+//! out-of-memory errors ([`crate::RuntimeError::OutOfMemory`]) make the caller run the batch
+//! again smaller. Today only the CPU backend runs models; a build with the `cuda` feature opens
+//! an NVIDIA GPU ([`crate::cuda`]), says what it found, and holds the kernels a GPU backend runs.
 
 use crate::RuntimeError;
 use std::str::FromStr;

@@ -49,6 +49,17 @@ pub enum RuntimeError {
     NoSuchGpu { ordinal: usize, count: usize },
     #[error("{device}: {message}")]
     Cuda { device: String, message: String },
+    /// A device had no room for a batch's activations: the batch can run again in smaller
+    /// parts ([`RuntimeError::is_out_of_memory`]).
+    #[error("{device} ran out of memory on a batch of {tokens} tokens")]
+    OutOfMemory { device: String, tokens: usize },
     #[error("{0}: Quiver's CUDA backend runs no architecture yet; use `--device cpu`")]
     NoGpuArchitecture(String),
+}
+
+impl RuntimeError {
+    /// Whether running the same work in smaller batches may succeed.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, RuntimeError::OutOfMemory { .. })
+    }
 }

@@ -17,7 +17,7 @@ mod pre_norm;
 pub mod qwen;
 
 use crate::weights::{WeightFiles, Weights};
-use crate::{PackedBatch, Result, RuntimeError};
+use crate::{PackedBatch, Pooling, Result, RuntimeError};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -111,6 +111,19 @@ pub trait EncoderModel: Send + Sync {
             hidden.extend(self.run(&part)?);
         }
         Ok(hidden)
+    }
+    /// One pooled vector per sequence of `batch`, `skip[i]` leading tokens of sequence `i` left
+    /// out ([`Pooling::pool`]): what embedding needs from a model, and the seam a device
+    /// backend implements so that hidden states never leave the device. The CPU models keep
+    /// this default, as their states are in host memory already.
+    fn embed(
+        &self,
+        batch: &PackedBatch,
+        pooling: Pooling,
+        skip: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
+        let hidden = self.forward(batch)?;
+        Ok(pooling.pool(&hidden, self.hidden_size(), batch, skip))
     }
 }
 
