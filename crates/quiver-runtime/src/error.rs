@@ -49,6 +49,8 @@ pub enum RuntimeError {
     NoSuchGpu { ordinal: usize, count: usize },
     #[error("{device}: {message}")]
     Cuda { device: String, message: String },
+    #[error("Quiver's CUDA kernels did not compile (kernels.cu): {message}")]
+    KernelCompile { message: String },
     /// A device had no room for a batch's activations: the batch can run again in smaller
     /// parts ([`RuntimeError::is_out_of_memory`]).
     #[error("{device} ran out of memory on a batch of {tokens} tokens")]

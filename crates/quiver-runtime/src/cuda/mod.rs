@@ -4,6 +4,8 @@
 //! is looked for first). This opens a device and reports it; no architecture runs on it yet
 //! (issue #20), and [`crate::Device::ensure_available`] says so rather than run on the CPU.
 
+pub mod kernels;
+
 use crate::{Result, RuntimeError};
 use cudarc::driver::CudaContext;
 use std::sync::Arc;
