@@ -16,6 +16,8 @@ pub mod batch;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
+#[cfg(test)]
+mod gpu_reference;
 pub mod kernels;
 pub mod layers;
 pub mod models;
