@@ -8,7 +8,10 @@
 //! column's tokens in the same order.
 
 use crate::kernels::Activation;
-use crate::layers::{AttentionShape, Visibility};
+use crate::layers::{AttentionShape, DenseParts, Linear, NormParts, Visibility};
+use crate::models::post_norm::{FeedForward, Positions};
+use crate::models::stack::{Layers, Stack, TokenTypes};
+use crate::PackedBatch;
 
 /// Threads of a warp.
 const WARP: usize = 32;
@@ -258,6 +261,195 @@ pub fn attention(
     out
 }
 
+/// A matrix product as cuBLAS runs it for a [`DenseParts`]: `x Wᵀ + b`, `[rows, outputs]`.
+pub fn dense(x: &[f32], parts: DenseParts<'_>) -> Vec<f32> {
+    let (inputs, outputs) = (parts.inputs, parts.outputs);
+    let mut y = Vec::with_capacity(x.len() / inputs * outputs);
+    for row in x.chunks_exact(inputs) {
+        for o in 0..outputs {
+            let dot = row.iter().enumerate().fold(0.0f32, |sum, (i, v)| {
+                v.mul_add(parts.weight_t[i * outputs + o], sum)
+            });
+            y.push(dot + parts.bias.map_or(0.0, |b| b[o]));
+        }
+    }
+    y
+}
+
+/// Norms every `gamma.len()`-wide row of `x` (plus `residual`) as `norm` does on 256 threads.
+fn norm_rows(x: &[f32], residual: Option<&[f32]>, parts: NormParts<'_>) -> Vec<f32> {
+    let cols = parts.gamma.len();
+    x.chunks_exact(cols)
+        .enumerate()
+        .flat_map(|(r, row)| {
+            let res = residual.map(|res| &res[r * cols..(r + 1) * cols]);
+            norm_row(row, res, parts.gamma, parts.beta, parts.eps, parts.rms, 256)
+        })
+        .collect()
+}
+
+/// `head_rms_norm`: each query head by `q`, each key head by `k`, in place.
+fn head_norms(qkv: &mut [f32], shape: AttentionShape, q: NormParts<'_>, k: NormParts<'_>) {
+    let d = shape.head_dim;
+    for token in qkv.chunks_exact_mut(shape.qkv_width()) {
+        for head in 0..shape.num_heads + shape.num_kv_heads {
+            let parts = if head < shape.num_heads { q } else { k };
+            let values = &mut token[head * d..(head + 1) * d];
+            let lanes: [f32; WARP] = std::array::from_fn(|lane| {
+                (lane..d).step_by(WARP).map(|c| values[c] * values[c]).sum()
+            });
+            let inverse = 1.0 / (warp_sum(&lanes) / d as f32 + parts.eps).sqrt();
+            for (v, g) in values.iter_mut().zip(parts.gamma) {
+                *v = *v * inverse * g;
+            }
+        }
+    }
+}
+
+/// Each token's position within its sequence, from `first`: what the host sends the kernels.
+fn positions(batch: &PackedBatch, first: usize) -> Vec<u32> {
+    batch
+        .ranges()
+        .flat_map(|range| (first..first + range.len()).map(|p| p as u32))
+        .collect()
+}
+
+/// The hidden states a device backend computes for `batch`, step by step as it runs a
+/// [`Stack`], each step with its kernel's arithmetic: what `EncoderModel::forward` gives, to
+/// f32 rounding.
+pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> Vec<f32> {
+    let h = hidden_size;
+    let embeddings = &stack.embeddings;
+    let mut hidden = embeddings.word.gather(&batch.token_ids, h);
+    let position_rows = embeddings
+        .positions
+        .as_ref()
+        .map(|p| (p.table, positions(batch, p.first)));
+    for (t, row) in hidden.chunks_exact_mut(h).enumerate() {
+        row.iter_mut().for_each(|v| *v *= embeddings.scale);
+        if let Some((table, at)) = &position_rows {
+            let p = at[t] as usize;
+            row.iter_mut()
+                .zip(&table[p * h..])
+                .for_each(|(v, x)| *v += x);
+        }
+        let type_row = match embeddings.token_types {
+            None => None,
+            Some(TokenTypes::Constant(row)) => Some(row),
+            Some(TokenTypes::PerToken(table)) => {
+                let ty = batch.token_types.get(t).copied().unwrap_or(0) as usize;
+                Some(&table[ty * h..(ty + 1) * h])
+            }
+        };
+        if let Some(type_row) = type_row {
+            row.iter_mut().zip(type_row).for_each(|(v, x)| *v += x);
+        }
+    }
+    if let Some(norm) = embeddings.norm {
+        hidden = norm_rows(&hidden, None, norm.parts());
+    }
+    let seq_starts: Vec<usize> = std::iter::once(0)
+        .chain(batch.ranges().map(|range| range.end))
+        .collect();
+    let at_zero = positions(batch, 0);
+    match &stack.layers {
+        Layers::PostNorm {
+            layers,
+            shape,
+            positions,
+        } => {
+            for layer in layers.iter() {
+                let mut qkv = dense(&hidden, parts(&layer.qkv));
+                if let Positions::Rotary(rotation) = positions {
+                    rotary(
+                        &mut qkv,
+                        &at_zero,
+                        rotation.inverse_frequencies(),
+                        shape.attention,
+                    );
+                }
+                let context = attention(&qkv, &seq_starts, shape.attention, Visibility::All, None);
+                let projected = dense(&context, parts(&layer.attention_out));
+                hidden = norm_rows(&projected, Some(&hidden), layer.attention_norm.parts());
+                let output = match &layer.feed_forward {
+                    FeedForward::Dense {
+                        intermediate,
+                        output,
+                        activation,
+                    } => {
+                        let inner = dense(&hidden, parts(intermediate));
+                        let activated: Vec<f32> = inner
+                            .iter()
+                            .map(|&x| activate(x, Some(*activation)))
+                            .collect();
+                        dense(&activated, parts(output))
+                    }
+                    FeedForward::SwiGlu {
+                        gate_up,
+                        down,
+                        width,
+                    } => {
+                        let both = dense(&hidden, parts(gate_up));
+                        dense(&gated(&both, *width, Activation::Silu), parts(down))
+                    }
+                };
+                hidden = norm_rows(&output, Some(&hidden), layer.output_norm.parts());
+            }
+        }
+        Layers::PreNorm(stack) => {
+            let shape = stack.shape;
+            for layer in &stack.layers {
+                let (dense_layers, norms) = (&layer.projections, &layer.norms);
+                let normed = match &norms.attention {
+                    Some(norm) => norm_rows(&hidden, None, norm.parts()),
+                    None => hidden.clone(),
+                };
+                let mut qkv = dense(&normed, parts(&dense_layers.qkv));
+                if let Some((q, k)) = &norms.heads {
+                    head_norms(&mut qkv, shape, q.parts(), k.parts());
+                }
+                if let Some(scale) = stack.query_scale {
+                    for token in qkv.chunks_exact_mut(shape.qkv_width()) {
+                        token[..shape.hidden()].iter_mut().for_each(|x| *x *= scale);
+                    }
+                }
+                let kind = &stack.attention[layer.attention_kind];
+                rotary(&mut qkv, &at_zero, kind.rotary.inverse_frequencies(), shape);
+                let context = attention(&qkv, &seq_starts, shape, kind.visibility, None);
+                let mut projected = dense(&context, parts(&dense_layers.attention_out));
+                if let Some(norm) = &norms.attention_out {
+                    projected = norm_rows(&projected, None, norm.parts());
+                }
+                hidden.iter_mut().zip(&projected).for_each(|(x, p)| *x += p);
+                let normed = norm_rows(&hidden, None, norms.feed_forward.parts());
+                let both = dense(&normed, parts(&dense_layers.gate_up));
+                let activated = gated(&both, stack.intermediate, stack.activation);
+                let mut projected = dense(&activated, parts(&dense_layers.down));
+                if let Some(norm) = &norms.feed_forward_out {
+                    projected = norm_rows(&projected, None, norm.parts());
+                }
+                hidden.iter_mut().zip(&projected).for_each(|(x, p)| *x += p);
+            }
+            hidden = norm_rows(&hidden, None, stack.final_norm.parts());
+        }
+    }
+    hidden
+}
+
+fn parts(linear: &Linear) -> DenseParts<'_> {
+    linear.dense_parts().expect("f32 weights, no adapters")
+}
+
+/// `gated_activation`: `act(gate) · other` over rows of the gate then the other projection.
+fn gated(gate_up: &[f32], width: usize, activation: Activation) -> Vec<f32> {
+    gate_up
+        .chunks_exact(2 * width)
+        .flat_map(|row| {
+            (0..width).map(move |j| activate(row[j], Some(activation)) * row[width + j])
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,5 +665,81 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../quiver-embed/tests/fixtures/tiny")
+            .join(name)
+    }
+
+    /// Each architecture's stack, run with the kernels' arithmetic, against its own forward
+    /// pass: the steps a device backend takes are the model's. Sequences of 1 to 45 tokens,
+    /// the longest over a tile of keys.
+    fn check_stack(dir: &std::path::Path, lengths: &[usize]) {
+        let model = crate::load_model_with(
+            dir,
+            crate::LoadOptions {
+                quantization: crate::Quantization::None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let vocab = model.vocab_size() as u64;
+        let ids = values(lengths.iter().sum(), vocab);
+        let mut at = 0;
+        let sequences: Vec<Vec<u32>> = lengths
+            .iter()
+            .map(|&n| {
+                at += n;
+                ids[at - n..at]
+                    .iter()
+                    .map(|v| ((v + 1.0) / 2.0 * (vocab - 1) as f32) as u32)
+                    .collect()
+            })
+            .collect();
+        let batch = PackedBatch::from_sequences(&sequences);
+        let expected = model.forward(&batch).unwrap();
+        let stack = model.stack().expect("a device stack");
+        let ours = run_stack(&stack, &batch, model.hidden_size());
+        let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let difference = max_difference(&ours, &expected);
+        assert!(
+            difference <= 1e-4 * scale.max(1.0),
+            "{}: {difference} (values up to {scale})",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn every_stack_runs_as_its_model_does() {
+        for name in [
+            "roberta",
+            "xlm-roberta",
+            "nomic-bert",
+            "nomic-bert-transformers",
+            "qwen2",
+            "qwen2-bidirectional",
+            "qwen3",
+            "modernbert",
+        ] {
+            check_stack(&fixture(name), &[1, 9, 45, 5]);
+        }
+    }
+
+    /// Gemma 3's extra norms, query scale and sliding-window layers, on the real weights
+    /// (`scripts/fetch-embeddinggemma`, as the embedder's tests use).
+    #[test]
+    fn embeddinggemmas_stack_runs_as_the_model_does() {
+        let dir = std::env::var_os("QUIVER_EMBEDDINGGEMMA")
+            .expect("set QUIVER_EMBEDDINGGEMMA=$(scripts/fetch-embeddinggemma)");
+        check_stack(std::path::Path::new(&dir), &[6, 3]);
+    }
+
+    #[test]
+    fn models_with_task_adapters_have_no_device_stack() {
+        let model =
+            crate::load_model_with(&fixture("jina-v3"), crate::LoadOptions::default()).unwrap();
+        assert!(model.stack().is_none());
     }
 }

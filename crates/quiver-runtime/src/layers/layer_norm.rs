@@ -2,6 +2,17 @@ use crate::kernels;
 use crate::weights::Weights;
 use crate::Result;
 
+/// A layer or RMS norm's weights, borrowed: what a device backend uploads.
+#[derive(Debug, Clone, Copy)]
+pub struct NormParts<'a> {
+    pub gamma: &'a [f32],
+    /// The shift of a layer norm; RMS norms have none.
+    pub beta: Option<&'a [f32]>,
+    pub eps: f32,
+    /// RMS norm: no mean is taken out.
+    pub rms: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     gamma: Vec<f32>,
@@ -31,6 +42,15 @@ impl LayerNorm {
             beta: vec![0.0; size],
             eps,
         })
+    }
+
+    pub fn parts(&self) -> NormParts<'_> {
+        NormParts {
+            gamma: &self.gamma,
+            beta: Some(&self.beta),
+            eps: self.eps,
+            rms: false,
+        }
     }
 
     pub fn forward(&self, values: &mut [f32]) {

@@ -11,8 +11,8 @@ mod rotary;
 pub use attention::{
     self_attention, AttentionProducts, AttentionShape, RelativePositionBias, Visibility,
 };
-pub use layer_norm::LayerNorm;
-pub use linear::{Linear, FEW_ROWS};
+pub use layer_norm::{LayerNorm, NormParts};
+pub use linear::{DenseParts, Linear, FEW_ROWS};
 pub use lora::{AdapterShape, EmbeddingLora, Lora};
 pub use reused::Reused;
 pub use rms_norm::{normalize_heads, RmsNorm};

@@ -1,5 +1,5 @@
 use crate::kernels;
-use crate::layers::AttentionShape;
+use crate::layers::{AttentionShape, NormParts};
 use crate::weights::Weights;
 use crate::Result;
 use rayon::prelude::*;
@@ -22,6 +22,15 @@ impl RmsNorm {
     /// From weights already in hand (Gemma's `1 + weight` form, say).
     pub fn new(weight: Vec<f32>, eps: f32) -> Self {
         RmsNorm { weight, eps }
+    }
+
+    pub fn parts(&self) -> NormParts<'_> {
+        NormParts {
+            gamma: &self.weight,
+            beta: None,
+            eps: self.eps,
+            rms: true,
+        }
     }
 
     /// Normalises every row of `values` in place.

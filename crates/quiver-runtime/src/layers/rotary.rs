@@ -21,6 +21,11 @@ impl Rotary {
         }
     }
 
+    /// `θ^(-2i / head_dim)` for each pair `i`: what a device backend uploads.
+    pub fn inverse_frequencies(&self) -> &[f32] {
+        &self.inverse_frequencies
+    }
+
     /// Rotates the query and key heads of a fused `[tokens, (heads + 2 kv_heads) · head_dim]`
     /// buffer in place; each sequence's positions start at 0.
     pub fn apply(&self, qkv: &mut [f32], batch: &PackedBatch, shape: AttentionShape) {

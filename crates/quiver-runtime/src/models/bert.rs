@@ -7,6 +7,7 @@ use super::post_norm::{
     run_layers, sum_embeddings, Checked, EncoderConfig, FeedForwardNames, LayerShape, Layout,
     PlainDense, Positions, PostNormLayer, QkvNames,
 };
+use super::stack::{self, AbsolutePositions, Layers, Rows, Stack, TokenTypes};
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::LayerNorm;
 use crate::weights::{Table, Weights};
@@ -168,6 +169,26 @@ impl BertModel {
 impl EncoderModel for BertModel {
     fn dims(&self) -> ModelDims {
         self.dims
+    }
+
+    fn stack(&self) -> Option<Stack<'_>> {
+        Some(Stack {
+            embeddings: stack::Embeddings {
+                word: Rows::Table(&self.embeddings.word),
+                scale: 1.0,
+                positions: Some(AbsolutePositions {
+                    table: &self.embeddings.position,
+                    first: self.first_position,
+                }),
+                token_types: Some(TokenTypes::PerToken(&self.embeddings.token_types)),
+                norm: Some(&self.embeddings.norm),
+            },
+            layers: Layers::PostNorm {
+                layers: &self.layers,
+                shape: self.shape,
+                positions: Positions::InEmbeddings,
+            },
+        })
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

@@ -14,6 +14,7 @@
 use super::pre_norm::{
     AttentionBiases, AttentionKind, LayerNorms, Norm, PreNormLayer, PreNormStack, Projections,
 };
+use super::stack::Stack;
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
 use crate::layers::{AttentionShape, RmsNorm, Rotary, Visibility};
@@ -291,6 +292,15 @@ fn gemma_norm(weights: &Weights<'_>, size: usize, eps: f64) -> Result<RmsNorm> {
 impl EncoderModel for Gemma3Model {
     fn dims(&self) -> ModelDims {
         self.dims
+    }
+
+    fn stack(&self) -> Option<Stack<'_>> {
+        Some(Stack::pre_norm(
+            &self.embed_tokens,
+            self.embed_scale,
+            None,
+            &self.layers,
+        ))
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

@@ -12,9 +12,10 @@ pub mod masked_lm;
 pub mod modernbert;
 pub mod mpnet;
 pub mod nomic_bert;
-mod post_norm;
-mod pre_norm;
+pub(crate) mod post_norm;
+pub(crate) mod pre_norm;
 pub mod qwen;
+pub mod stack;
 
 use crate::weights::{WeightFiles, Weights};
 use crate::{PackedBatch, Pooling, Result, RuntimeError};
@@ -111,6 +112,11 @@ pub trait EncoderModel: Send + Sync {
             hidden.extend(self.run(&part)?);
         }
         Ok(hidden)
+    }
+    /// The model's layers as a device backend runs them; `None` for an architecture that runs
+    /// on the CPU only.
+    fn stack(&self) -> Option<stack::Stack<'_>> {
+        None
     }
     /// One pooled vector per sequence of `batch`, `skip[i]` leading tokens of sequence `i` left
     /// out ([`Pooling::pool`]): what embedding needs from a model, and the seam a device

@@ -9,6 +9,7 @@
 //! θ. Norms and dense layers carry biases only where the config says so.
 
 use super::pre_norm::{AttentionKind, LayerNorms, Norm, PreNormLayer, PreNormStack, Projections};
+use super::stack::Stack;
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
 use crate::layers::{AttentionShape, LayerNorm, Linear, Rotary, Visibility};
@@ -227,6 +228,15 @@ impl ModernBertModel {
 impl EncoderModel for ModernBertModel {
     fn dims(&self) -> ModelDims {
         self.dims
+    }
+
+    fn stack(&self) -> Option<Stack<'_>> {
+        Some(Stack::pre_norm(
+            &self.word_embeddings,
+            1.0,
+            Some(&self.embedding_norm),
+            &self.layers,
+        ))
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

@@ -15,6 +15,7 @@ use super::post_norm::{
     run_layers, FeedForwardNames, LayerShape, Layout, PlainDense, Positions, PostNormLayer,
     QkvNames, TokenEmbeddings,
 };
+use super::stack::{Embeddings, Layers, Rows, Stack, TokenTypes};
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{AttentionShape, LayerNorm, Rotary};
 use crate::weights::Weights;
@@ -212,6 +213,27 @@ impl NomicBertModel {
 impl EncoderModel for NomicBertModel {
     fn dims(&self) -> ModelDims {
         self.dims
+    }
+
+    fn stack(&self) -> Option<Stack<'_>> {
+        let embeddings = &self.embeddings;
+        if embeddings.adapters.is_some() {
+            return None; // no device backend runs task adapters yet
+        }
+        Some(Stack {
+            embeddings: Embeddings {
+                word: Rows::Dense(&embeddings.word),
+                scale: 1.0,
+                positions: None,
+                token_types: Some(TokenTypes::Constant(&embeddings.token_type_zero)),
+                norm: Some(&embeddings.norm),
+            },
+            layers: Layers::PostNorm {
+                layers: &self.layers,
+                shape: self.shape,
+                positions: Positions::Rotary(&self.rotary),
+            },
+        })
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

@@ -7,8 +7,8 @@
 
 use crate::kernels::{add_residual, gated_linear_unit, Activation};
 use crate::layers::{
-    normalize_heads, self_attention, AttentionProducts, AttentionShape, LayerNorm, Linear, Reused,
-    RmsNorm, Rotary, Visibility,
+    normalize_heads, self_attention, AttentionProducts, AttentionShape, LayerNorm, Linear,
+    NormParts, Reused, RmsNorm, Rotary, Visibility,
 };
 use crate::weights::Weights;
 use crate::{PackedBatch, Result};
@@ -21,6 +21,13 @@ pub enum Norm {
 }
 
 impl Norm {
+    pub fn parts(&self) -> NormParts<'_> {
+        match self {
+            Norm::Layer(norm) => norm.parts(),
+            Norm::Rms(norm) => norm.parts(),
+        }
+    }
+
     fn forward(&self, values: &mut [f32]) {
         match self {
             Norm::Layer(norm) => norm.forward(values),

@@ -13,6 +13,7 @@
 use super::pre_norm::{
     AttentionBiases, AttentionKind, LayerNorms, Norm, PreNormLayer, PreNormStack, Projections,
 };
+use super::stack::Stack;
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::kernels::Activation;
 use crate::layers::{AttentionShape, RmsNorm, Rotary, Visibility};
@@ -218,6 +219,10 @@ impl QwenModel {
 impl EncoderModel for QwenModel {
     fn dims(&self) -> ModelDims {
         self.dims
+    }
+
+    fn stack(&self) -> Option<Stack<'_>> {
+        Some(Stack::pre_norm(&self.embed_tokens, 1.0, None, &self.layers))
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
