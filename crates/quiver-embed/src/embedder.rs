@@ -164,7 +164,7 @@ pub struct Embedder {
 impl Embedder {
     /// Loads a resolved model folder (see [`crate::resolve_model`]).
     pub fn load(dir: &Path, options: &EmbedderOptions) -> Result<Self> {
-        options.device.ensure_available()?;
+        let device = options.device.ensure_available()?;
         let mut config = SentenceTransformerConfig::read(dir)?;
         if let Some(pooling) = options.pooling {
             config.pooling = pooling;
@@ -176,6 +176,7 @@ impl Embedder {
             few_row_kernels: options.few_row_kernels && config.pooling != Pooling::Splade,
             quantization: options.quantization,
             masked_lm_head: config.pooling == Pooling::Splade,
+            device,
         };
         // The tokenizer is parsed on a second thread while the weights load: a command-line
         // search waits on both before its one query.

@@ -5,7 +5,9 @@
 
 use crate::embedder::plan_batches;
 use crate::{BatchBudget, EmbedError, EmbedderOptions, Result, TextTokenizer, TruncationSide};
-use quiver_runtime::{AnswerTokens, LoadOptions, PackedBatch, SequenceClassifier};
+use quiver_runtime::{
+    AnswerTokens, Device, LoadOptions, PackedBatch, RuntimeError, SequenceClassifier,
+};
 use std::path::{Path, PathBuf};
 
 /// Pairs tokenised for the model: what [`Reranker::score`] takes.
@@ -51,7 +53,18 @@ impl Reranker {
     /// Loads a resolved model folder whose `config.json` names a sequence-classification
     /// architecture ([`quiver_runtime::CLASSIFIER_ARCHITECTURES`]) with one label.
     pub fn load(dir: &Path, options: &EmbedderOptions) -> Result<Self> {
-        options.device.ensure_available()?;
+        // Rerankers' classifier heads run on the CPU only: a GPU named for one is refused, and
+        // `auto` keeps to the CPU.
+        if let device @ Device::Cuda(_) = options.device.ensure_available()? {
+            if options.device != Device::Auto {
+                return Err(RuntimeError::Cuda {
+                    device: device.to_string(),
+                    message: "rerankers run on the CPU only; load this one with `--device cpu`"
+                        .into(),
+                }
+                .into());
+            }
+        }
         // A decoder reranker answers "yes" or "no": their ids come from its tokenizer, which
         // is read first with no length limit (the model's is known only once it is loaded).
         let answers = if is_decoder(dir) {

@@ -13,6 +13,8 @@ pub enum Device {
     #[default]
     Cpu,
     Cuda(usize),
+    /// The first GPU where this build has the CUDA backend and a card opens; else the CPU.
+    Auto,
 }
 
 impl FromStr for Device {
@@ -22,6 +24,7 @@ impl FromStr for Device {
         let lower = text.trim().to_ascii_lowercase();
         match lower.as_str() {
             "cpu" => Ok(Device::Cpu),
+            "auto" => Ok(Device::Auto),
             "cuda" | "gpu" => Ok(Device::Cuda(0)),
             _ => lower
                 .strip_prefix("cuda:")
@@ -37,6 +40,7 @@ impl std::fmt::Display for Device {
         match self {
             Device::Cpu => f.write_str("cpu"),
             Device::Cuda(index) => write!(f, "cuda:{index}"),
+            Device::Auto => f.write_str("auto"),
         }
     }
 }
@@ -56,16 +60,22 @@ impl<'de> serde::Deserialize<'de> for Device {
 }
 
 impl Device {
-    /// Fails unless this build can run on the device. A model never falls back to the CPU:
-    /// with the `cuda` feature the GPU is opened, so that the error says what is missing (a
-    /// library, the card) or, where nothing is, that no architecture runs on it yet.
+    /// The device a model will run on, or why it cannot: `auto` becomes a GPU or the CPU, and
+    /// a GPU asked for by name is opened (with the `cuda` feature), so that the error says what
+    /// is missing (a library, the card). A model never falls back to the CPU from a GPU asked
+    /// for by name.
     pub fn ensure_available(self) -> crate::Result<Self> {
         match self {
             Device::Cpu => Ok(self),
             #[cfg(feature = "cuda")]
-            Device::Cuda(ordinal) => Err(RuntimeError::NoGpuArchitecture(
-                crate::cuda::open(ordinal)?.to_string(),
-            )),
+            Device::Auto => Ok(match crate::cuda::open(0) {
+                Ok(_) => Device::Cuda(0),
+                Err(_) => Device::Cpu,
+            }),
+            #[cfg(not(feature = "cuda"))]
+            Device::Auto => Ok(Device::Cpu),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => crate::cuda::open(ordinal).map(|_| self),
             #[cfg(not(feature = "cuda"))]
             Device::Cuda(ordinal) => {
                 Err(RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}")))
@@ -87,10 +97,14 @@ mod tests {
             matches!(&unknown, RuntimeError::DeviceUnavailable(name) if name == "tpu"),
             "{unknown:?}"
         );
+        assert_eq!("auto".parse::<Device>().unwrap(), Device::Auto);
         #[cfg(not(feature = "cuda"))]
-        assert_eq!(
-            Device::Cuda(0).ensure_available().unwrap_err().to_string(),
-            "device `cuda:0` is not available in this build; Quiver runs on `cpu`"
-        );
+        {
+            assert_eq!(
+                Device::Cuda(0).ensure_available().unwrap_err().to_string(),
+                "device `cuda:0` is not available in this build; Quiver runs on `cpu`"
+            );
+            assert_eq!(Device::Auto.ensure_available().unwrap(), Device::Cpu);
+        }
     }
 }

@@ -55,7 +55,10 @@ pub enum RuntimeError {
     /// parts ([`RuntimeError::is_out_of_memory`]).
     #[error("{device} ran out of memory on a batch of {tokens} tokens")]
     OutOfMemory { device: String, tokens: usize },
-    #[error("{0}: Quiver's CUDA backend runs no architecture yet; use `--device cpu`")]
+    #[error(
+        "{0}: this model runs on the CPU only (MPNet's relative positions, task adapters and \
+         SPLADE heads have no GPU kernels yet); use `--device cpu`"
+    )]
     NoGpuArchitecture(String),
 }
 

@@ -451,7 +451,7 @@ fn gated(gate_up: &[f32], width: usize, activation: Activation) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernels;
     use crate::layers::{self_attention, AttentionProducts, RelativePositionBias, Rotary};
@@ -667,7 +667,8 @@ mod tests {
         }
     }
 
-    fn fixture(name: &str) -> std::path::PathBuf {
+    /// A tiny random-weight model of `crates/quiver-embed/tests/fixtures/tiny`.
+    pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../quiver-embed/tests/fixtures/tiny")
             .join(name)
@@ -711,18 +712,21 @@ mod tests {
         );
     }
 
+    /// The tiny fixtures of every architecture with a device stack.
+    pub(crate) const STACKED_FIXTURES: [&str; 8] = [
+        "roberta",
+        "xlm-roberta",
+        "nomic-bert",
+        "nomic-bert-transformers",
+        "qwen2",
+        "qwen2-bidirectional",
+        "qwen3",
+        "modernbert",
+    ];
+
     #[test]
     fn every_stack_runs_as_its_model_does() {
-        for name in [
-            "roberta",
-            "xlm-roberta",
-            "nomic-bert",
-            "nomic-bert-transformers",
-            "qwen2",
-            "qwen2-bidirectional",
-            "qwen3",
-            "modernbert",
-        ] {
+        for name in STACKED_FIXTURES {
             check_stack(&fixture(name), &[1, 9, 45, 5]);
         }
     }

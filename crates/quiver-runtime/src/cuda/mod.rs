@@ -1,9 +1,11 @@
 //! NVIDIA GPUs through `cudarc`, with the driver, cuBLAS and NVRTC loaded at run time: the
 //! `cuda` feature builds with no CUDA toolkit and on machines with no GPU, and a library that is
 //! missing when a GPU is asked for is an error naming it (cudarc itself panics on one, so each
-//! is looked for first). This opens a device and reports it; no architecture runs on it yet
-//! (issue #20), and [`crate::Device::ensure_available`] says so rather than run on the CPU.
+//! is looked for first). [`kernels`] are Quiver's CUDA kernels; [`encoder`] runs a model's
+//! device stack on a card, checked at load against the CPU (it has not yet run on a GPU:
+//! issue #20).
 
+pub mod encoder;
 pub mod kernels;
 
 use crate::{Result, RuntimeError};
@@ -87,15 +89,20 @@ mod tests {
     fn a_gpu_opens_or_the_error_says_what_is_missing() {
         match open(0) {
             Ok(gpu) => {
-                let refused = Device::Cuda(0).ensure_available().unwrap_err();
-                assert!(refused.to_string().contains(&gpu.name), "{refused}");
+                assert_eq!(gpu.ordinal, 0);
+                assert_eq!(Device::Cuda(0).ensure_available().unwrap(), Device::Cuda(0));
+                assert_eq!(Device::Auto.ensure_available().unwrap(), Device::Cuda(0));
             }
             Err(RuntimeError::CudaLibrary { library, .. }) => {
                 assert_eq!(library, "libcuda", "the driver is looked for first");
                 let refused = Device::Cuda(0).ensure_available().unwrap_err();
                 assert!(refused.to_string().contains("libcuda"), "{refused}");
+                assert_eq!(Device::Auto.ensure_available().unwrap(), Device::Cpu);
             }
-            Err(RuntimeError::NoSuchGpu { count, .. }) => assert_eq!(count, 0),
+            Err(RuntimeError::NoSuchGpu { count, .. }) => {
+                assert_eq!(count, 0);
+                assert_eq!(Device::Auto.ensure_available().unwrap(), Device::Cpu);
+            }
             Err(other) => panic!("unexpected: {other}"),
         }
     }

@@ -18,7 +18,7 @@ pub mod qwen;
 pub mod stack;
 
 use crate::weights::{WeightFiles, Weights};
-use crate::{PackedBatch, Pooling, Result, RuntimeError};
+use crate::{Device, PackedBatch, Pooling, Result, RuntimeError};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -231,6 +231,8 @@ pub struct LoadOptions {
     /// Run the masked-language-model head on every token, so the model's outputs are
     /// vocabulary logits (SPLADE); BERT-family checkpoints only.
     pub masked_lm_head: bool,
+    /// Where the model runs. On a GPU, `quantization` f32 keeps f32 and any other means bf16.
+    pub device: Device,
 }
 
 /// The number format of dense layers. Its [`Default`] is [`Quantization::for_this_machine`].
@@ -303,9 +305,42 @@ impl Default for Quantization {
     }
 }
 
-/// Loads the model in `dir` (config.json + safetensors weights) for the CPU backend, laid out
+/// Loads the model in `dir` (config.json + safetensors weights) on `options.device`, laid out
 /// as `options` say.
 pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn EncoderModel>> {
+    match options.device.ensure_available()? {
+        Device::Cpu | Device::Auto => load_on_cpu(dir, options),
+        Device::Cuda(ordinal) => load_on_gpu(dir, options, ordinal),
+    }
+}
+
+/// The CPU model in f32 (what a GPU uploads), then on the card, checked against it.
+#[cfg(feature = "cuda")]
+fn load_on_gpu(dir: &Path, options: LoadOptions, ordinal: usize) -> Result<Box<dyn EncoderModel>> {
+    let format = match options.quantization {
+        Quantization::None => crate::cuda::encoder::Format::F32,
+        Quantization::Bf16 | Quantization::Int8 => crate::cuda::encoder::Format::Bf16,
+    };
+    let cpu_options = LoadOptions {
+        quantization: Quantization::None,
+        few_row_kernels: false,
+        device: Device::Cpu,
+        ..options
+    };
+    let model = load_on_cpu(dir, cpu_options)?;
+    boxed(crate::cuda::encoder::upload(
+        model.as_ref(),
+        ordinal,
+        format,
+    ))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_on_gpu(_: &Path, _: LoadOptions, ordinal: usize) -> Result<Box<dyn EncoderModel>> {
+    Err(RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}")))
+}
+
+fn load_on_cpu(dir: &Path, options: LoadOptions) -> Result<Box<dyn EncoderModel>> {
     let config = ModelConfig::read(dir)?;
     let files = WeightFiles::open(dir)?;
     let tensors = files.tensors(options)?;
