@@ -67,16 +67,16 @@ impl Device {
     pub fn ensure_available(self) -> crate::Result<Self> {
         match self {
             Device::Cpu => Ok(self),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "cudarc")]
             Device::Auto => Ok(match crate::cuda::open(0) {
                 Ok(_) => Device::Cuda(0),
                 Err(_) => Device::Cpu,
             }),
-            #[cfg(not(feature = "cuda"))]
+            #[cfg(not(feature = "cudarc"))]
             Device::Auto => Ok(Device::Cpu),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "cudarc")]
             Device::Cuda(ordinal) => crate::cuda::open(ordinal).map(|_| self),
-            #[cfg(not(feature = "cuda"))]
+            #[cfg(not(feature = "cudarc"))]
             Device::Cuda(ordinal) => {
                 Err(RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}")))
             }
@@ -98,7 +98,7 @@ mod tests {
             "{unknown:?}"
         );
         assert_eq!("auto".parse::<Device>().unwrap(), Device::Auto);
-        #[cfg(not(feature = "cuda"))]
+        #[cfg(not(feature = "cudarc"))]
         {
             assert_eq!(
                 Device::Cuda(0).ensure_available().unwrap_err().to_string(),

@@ -13,7 +13,7 @@
 
 pub mod backend;
 pub mod batch;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cudarc")]
 pub mod cuda;
 pub mod error;
 #[cfg(test)]

@@ -315,7 +315,7 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
 }
 
 /// The CPU model in f32 (what a GPU uploads), then on the card, checked against it.
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cudarc")]
 fn load_on_gpu(dir: &Path, options: LoadOptions, ordinal: usize) -> Result<Box<dyn EncoderModel>> {
     let format = match options.quantization {
         Quantization::None => crate::cuda::encoder::Format::F32,
@@ -335,7 +335,7 @@ fn load_on_gpu(dir: &Path, options: LoadOptions, ordinal: usize) -> Result<Box<d
     ))
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cudarc"))]
 fn load_on_gpu(_: &Path, _: LoadOptions, ordinal: usize) -> Result<Box<dyn EncoderModel>> {
     Err(RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}")))
 }
