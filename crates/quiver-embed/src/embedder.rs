@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// How a model is loaded.
 #[derive(Debug, Clone, Default)]
@@ -213,6 +213,7 @@ impl Embedder {
             width = spec.out_features;
             dense.push(Dense::load(spec)?);
         }
+        let backed_off = BackOff::new(model.token_budget());
         Ok(Embedder {
             model,
             dense,
@@ -220,7 +221,7 @@ impl Embedder {
             config,
             dir: dir.to_path_buf(),
             quantization: options.quantization,
-            backed_off: BackOff::default(),
+            backed_off,
         })
     }
 
@@ -748,22 +749,36 @@ where
     Ok(outputs)
 }
 
-/// The batch size a device's memory allows, learnt from its out-of-memory errors: pipelines
-/// that embed on GPUs size batches to the card and back off by a quarter on such an error.
-#[derive(Debug, Default)]
+/// The batch size a device's memory allows: what the model's device says it holds
+/// ([`EncoderModel::token_budget`]), then what its out-of-memory errors teach. Pipelines that
+/// embed on GPUs size batches to the card and back off by a quarter on such an error.
+#[derive(Debug)]
 struct BackOff {
-    /// At most this many tokens in one batch; 0 while no batch has run out of memory.
+    /// At most this many tokens in one batch.
     max_tokens: AtomicUsize,
+    reported: AtomicBool,
+}
+
+impl Default for BackOff {
+    fn default() -> Self {
+        BackOff::new(None)
+    }
 }
 
 impl BackOff {
+    fn new(device_budget: Option<usize>) -> Self {
+        BackOff {
+            max_tokens: AtomicUsize::new(device_budget.unwrap_or(usize::MAX)),
+            reported: AtomicBool::new(false),
+        }
+    }
+
     fn limit(&self, budget: BatchBudget) -> BatchBudget {
-        match self.max_tokens.load(Ordering::Relaxed) {
-            0 => budget,
-            most => BatchBudget {
-                max_tokens: budget.max_tokens.min(most),
-                ..budget
-            },
+        BatchBudget {
+            max_tokens: budget
+                .max_tokens
+                .min(self.max_tokens.load(Ordering::Relaxed)),
+            ..budget
         }
     }
 
@@ -779,8 +794,8 @@ impl BackOff {
             return None;
         }
         let max_tokens = failed.num_tokens() * 3 / 4;
-        let before = self.max_tokens.swap(max_tokens, Ordering::Relaxed);
-        if before == 0 {
+        self.max_tokens.fetch_min(max_tokens, Ordering::Relaxed);
+        if !self.reported.swap(true, Ordering::Relaxed) {
             tracing::warn!("{error}: running it again in smaller batches, of at most {max_tokens} tokens from now on");
         }
         Some(BatchBudget {
@@ -918,6 +933,10 @@ mod tests {
             failures <= 1,
             "{failures} out-of-memory errors on the second call"
         );
+
+        // A device that says what it holds caps the first batches already.
+        assert_eq!(BackOff::new(Some(120)).limit(budget).max_tokens, 120);
+        assert_eq!(BackOff::new(None).limit(budget).max_tokens, 400);
 
         let long = vec![7u32; 200];
         let error = run_batches(

@@ -171,6 +171,18 @@ impl Shape {
     fn qkv_width(&self) -> usize {
         (self.heads + 2 * self.kv_heads) * self.head_dim
     }
+
+    /// Device memory one token of a batch takes: the buffers of [`Activations`].
+    fn bytes_per_token(&self, format: Format) -> usize {
+        let narrow = match format {
+            Format::F32 => 4,
+            Format::Bf16 => 2,
+        };
+        let f32_values = 2 * self.hidden + self.qkv_width() + self.widest;
+        let narrow_values = self.hidden + self.heads * self.head_dim + self.widest;
+        // Ids, positions and the few per-sequence tables.
+        4 * f32_values + narrow * narrow_values + 64
+    }
 }
 
 /// A model uploaded to a GPU.
@@ -180,6 +192,7 @@ pub struct GpuEncoder {
     shape: Shape,
     embeddings: Embeddings,
     layers: DeviceLayers,
+    token_budget: usize,
 }
 
 /// Uploads `model`'s layers to GPU `ordinal` in `format`, then checks them against `model`
@@ -618,12 +631,21 @@ impl GpuEncoder {
                 ),
             });
         }
+        // What stays free once the weights are up, less a fifth for cuBLAS's workspace and
+        // the allocator, bounds a batch: every activation buffer grows with its tokens.
+        card.stream
+            .context()
+            .bind_to_thread()
+            .map_err(card.failed())?;
+        let (free, _) = cudarc::driver::result::mem_get_info().map_err(card.failed())?;
+        let token_budget = (free / 5 * 4 / shape.bytes_per_token(card.format)).max(1);
         Ok(GpuEncoder {
             card: Mutex::new(card),
             dims,
             shape,
             embeddings,
             layers,
+            token_budget,
         })
     }
 
@@ -1088,6 +1110,10 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 impl EncoderModel for GpuEncoder {
     fn dims(&self) -> ModelDims {
         self.dims
+    }
+
+    fn token_budget(&self) -> Option<usize> {
+        Some(self.token_budget)
     }
 
     /// Hidden states back to the host (late interaction, rerankers' heads).

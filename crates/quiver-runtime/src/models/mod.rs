@@ -113,6 +113,11 @@ pub trait EncoderModel: Send + Sync {
         }
         Ok(hidden)
     }
+    /// The most tokens one batch may hold on the model's device, where its memory bounds them
+    /// (a GPU: its free memory at load over a token's activations); `None` on the CPU.
+    fn token_budget(&self) -> Option<usize> {
+        None
+    }
     /// The model's layers as a device backend runs them; `None` for an architecture that runs
     /// on the CPU only.
     fn stack(&self) -> Option<stack::Stack<'_>> {
