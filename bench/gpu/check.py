@@ -155,7 +155,7 @@ def build_model(name, config, folder, tokenizer_dir, device, torch, transformers
     model_config = transformers.AutoConfig.for_model(config["model_type"], **fields)
     torch.manual_seed(0)
     with torch.device(device):
-        model = transformers.AutoModel.from_config(model_config, torch_dtype=torch.float32)
+        model = transformers.AutoModel.from_config(model_config, dtype=torch.float32)
     # Weights that move every part of the network (as make_tiny.py's): norms off 1, biases
     # off 0, the rest at the models' usual initial scale.
     with torch.no_grad():
@@ -178,6 +178,14 @@ def build_model(name, config, folder, tokenizer_dir, device, torch, transformers
     }))
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512}))
     del model
+
+
+def folder_tokenizer(folder, transformers):
+    """The folder's tokenizer.json as Quiver reads it. Not `AutoTokenizer`: transformers 5 picks
+    the tokenizer class by the model type (a Qwen2 folder gets Qwen2's, which splits this
+    WordPiece vocabulary's text into characters)."""
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(pathlib.Path(folder) / "tokenizer.json"), pad_token="[PAD]")
 
 
 def quiver_env(args):
@@ -253,8 +261,8 @@ def run_quiver(args, folder, texts, precision, max_length, batch_tokens=65536):
 
 def reference_vectors(folder, config, texts, max_length, device, torch, transformers):
     """`transformers` at f32 on the same device, mean-pooled as the folder's modules say."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    model = transformers.AutoModel.from_pretrained(folder, torch_dtype=torch.float32).to(device).eval()
+    tokenizer = folder_tokenizer(folder, transformers)
+    model = transformers.AutoModel.from_pretrained(folder, dtype=torch.float32).to(device).eval()
     out = []
     with torch.no_grad():
         for text in texts:
@@ -333,10 +341,12 @@ def flops_per_token(config, mean_length):
     return 2 * layers * (dense + attention)
 
 
-def st_throughput(folder, texts, max_length, device, torch, sentence_transformers, batch_sizes):
+def st_throughput(folder, texts, max_length, device, torch, transformers, sentence_transformers,
+                  batch_sizes):
     """sentence-transformers fp16 at its best batch size (tried on a sample): seconds, tokens/s
     is computed by the caller from Quiver's token count."""
     model = sentence_transformers.SentenceTransformer(str(folder), device=device)
+    model[0].processor = folder_tokenizer(folder, transformers)  # see folder_tokenizer
     model.max_seq_length = max_length
     if device != "cpu":
         model.half()
@@ -385,7 +395,7 @@ def long_texts(chunks, tokenizer, length, count):
 def throughput(args, results, chunks, torch, transformers, sentence_transformers):
     rate = matmul_rate(torch, args.torch_device)
     results.set("throughput", "bf16_matmul_tflops", rate)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(args.tokenizer)
+    tokenizer = folder_tokenizer(args.tokenizer, transformers)
     count = len(chunks)
     workloads = [("bert", 256, chunks, (64, 128, 256, 512)),
                  ("qwen2", 256, chunks, (32, 64, 128, 256)),
@@ -400,8 +410,8 @@ def throughput(args, results, chunks, torch, transformers, sentence_transformers
         try:
             build_model(name, config, folder, args.tokenizer, args.torch_device, torch, transformers)
             ours, stats = run_quiver(args, folder, texts, "bf16", length)
-            theirs = st_throughput(folder, texts, length, args.torch_device, torch, sentence_transformers,
-                                   batch_sizes)
+            theirs = st_throughput(folder, texts, length, args.torch_device, torch, transformers,
+                                   sentence_transformers, batch_sizes)
             tokens = stats["tokens"]
             row = {
                 "tokens": tokens,
