@@ -114,6 +114,28 @@ fn empty_input_is_a_clear_error() {
     assert_fails_naming(&output, "no input texts in standard input");
 }
 
+/// This build has no CUDA backend (CI builds the binary without the feature): `--device cuda`
+/// is refused naming the device, never run on the CPU instead; `auto` runs on the CPU, with
+/// the CPU's vectors.
+#[test]
+fn devices_this_build_lacks_are_refused_and_auto_keeps_to_the_cpu() {
+    let model = model_dir();
+    let model = model.to_str().unwrap();
+    let text = "def add(a, b): return a + b\n";
+    let refused = quiver(&["embed", "--model", model, "--device", "cuda:1"], text);
+    assert_fails_naming(&refused, "device `cuda:1` is not available in this build");
+    let unknown = quiver(&["embed", "--model", model, "--device", "tpu"], text);
+    assert_fails_naming(&unknown, "tpu");
+    let on_cpu = quiver(&["embed", "--model", model, "--device", "cpu"], text);
+    let auto = quiver(&["embed", "--model", model, "--device", "auto"], text);
+    assert!(
+        auto.status.success(),
+        "{}",
+        String::from_utf8_lossy(&auto.stderr)
+    );
+    assert_eq!(auto.stdout, on_cpu.stdout);
+}
+
 /// A copy of the model folder with one file replaced (or removed).
 fn model_with(name: &str, file: &str, body: Option<&str>) -> PathBuf {
     quiver_embed::testing::model_variant("all-MiniLM-L6-v2", name, file, body)

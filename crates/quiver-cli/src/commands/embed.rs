@@ -59,7 +59,7 @@ pub struct EmbedArgs {
     /// Normalise vectors to unit length: true, false, or the model's own setting when omitted.
     #[arg(long, env = "QUIVER_NORMALIZE")]
     normalize: Option<bool>,
-    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu", help = super::DEVICE_HELP)]
     device: Device,
     /// Print one JSON line of throughput figures to standard error (for benchmarks).
     #[arg(long)]

@@ -54,7 +54,7 @@ pub struct EvalArgs {
     /// (as `quiver index --query-prompt-name` does); the indexes are reused.
     #[arg(long, value_name = "NAME")]
     query_prompt_name: Option<String>,
-    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu", help = super::DEVICE_HELP)]
     device: Device,
     /// Number format of the dense layers: none (f32), int8 or bf16 (default: bf16 where the
     /// CPU multiplies bf16 natively (AMX, AVX-512 BF16), else none; each format's indexes are

@@ -66,7 +66,7 @@ pub struct IndexArgs {
     /// Chunks embedded per commit: what a crash can cost at most.
     #[arg(long, default_value_t = DEFAULT_COMMIT_EVERY)]
     commit_every: usize,
-    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu", help = super::DEVICE_HELP)]
     device: Device,
     /// Check the index first and drop what is damaged (see `quiver status --verify`), so this
     /// run rebuilds it from the sources; a database whose structure is damaged is moved aside

@@ -57,7 +57,7 @@ pub struct SearchArgs {
     /// Print results as JSON.
     #[arg(long)]
     json: bool,
-    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu", help = super::DEVICE_HELP)]
     device: Device,
 }
 

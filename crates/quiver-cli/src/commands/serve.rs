@@ -40,7 +40,7 @@ pub struct ServeArgs {
     /// the background as files change; searches follow each commit.
     #[arg(long, env = "QUIVER_WATCH", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     watch: Option<bool>,
-    #[arg(long, env = "QUIVER_DEVICE")]
+    #[arg(long, env = "QUIVER_DEVICE", help = super::DEVICE_HELP)]
     device: Option<Device>,
     /// Truncate inputs at this many tokens (default: the model's max_seq_length).
     #[arg(long, env = "QUIVER_MAX_LENGTH")]

@@ -30,7 +30,7 @@ pub struct TreeArgs {
     /// BF16), else none).
     #[arg(long, value_enum)]
     pub quantize: Option<QuantizeArg>,
-    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu")]
+    #[arg(long, env = "QUIVER_DEVICE", default_value = "cpu", help = super::DEVICE_HELP)]
     pub device: Device,
 }
 
