@@ -90,9 +90,11 @@ pub(crate) fn quantization(name: Option<&str>) -> PyResult<Option<Quantization>>
 pub(crate) fn device(name: Option<&str>) -> PyResult<Device> {
     match name {
         None => Ok(Device::Cpu),
-        Some(name) => name
-            .parse()
-            .map_err(|_| PyValueError::new_err(format!("unknown device={name:?}: use \"cpu\""))),
+        Some(name) => name.parse().map_err(|_| {
+            PyValueError::new_err(format!(
+                "unknown device={name:?}: use \"cpu\", \"cuda\", \"cuda:N\" or \"auto\""
+            ))
+        }),
     }
 }
 

@@ -146,6 +146,8 @@ def test_bad_model_options(minilm):
         quiver.Model(minilm, threads=0)
     with pytest.raises(quiver.QuiverError, match="cuda"):
         quiver.Model(minilm, device="cuda")
+    with pytest.raises(ValueError, match="auto"):
+        quiver.Model(minilm, device="tpu")
 
 
 def test_two_threads_both_make_progress(model):

@@ -55,7 +55,7 @@ impl Reranker {
     pub fn load(dir: &Path, options: &EmbedderOptions) -> Result<Self> {
         // Rerankers' classifier heads run on the CPU only: a GPU named for one is refused, and
         // `auto` keeps to the CPU.
-        if let device @ Device::Cuda(_) = options.device.ensure_available()? {
+        if let device @ (Device::Cuda(_) | Device::Cards(_)) = options.device.ensure_available()? {
             if options.device != Device::Auto {
                 return Err(RuntimeError::Cuda {
                     device: device.to_string(),

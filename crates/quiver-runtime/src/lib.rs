@@ -24,7 +24,7 @@ pub mod models;
 pub mod pooling;
 pub mod weights;
 
-pub use backend::Device;
+pub use backend::{CardSet, DataParallel, Device};
 pub use batch::PackedBatch;
 pub use error::RuntimeError;
 pub use models::classifier::{AnswerTokens, SequenceClassifier, CLASSIFIER_ARCHITECTURES};

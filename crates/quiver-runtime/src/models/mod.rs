@@ -316,6 +316,13 @@ pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn Encod
     match options.device.ensure_available()? {
         Device::Cpu | Device::Auto => load_on_cpu(dir, options),
         Device::Cuda(ordinal) => load_on_gpu(dir, options, ordinal),
+        Device::Cards(set) => {
+            let replicas = set
+                .ordinals()
+                .map(|ordinal| load_on_gpu(dir, options, ordinal))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Box::new(crate::backend::DataParallel::new(replicas)))
+        }
     }
 }
 
