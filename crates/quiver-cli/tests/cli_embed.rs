@@ -121,13 +121,20 @@ fn empty_input_is_a_clear_error() {
 fn devices_this_build_lacks_are_refused_and_auto_keeps_to_the_cpu() {
     let model = model_dir();
     let model = model.to_str().unwrap();
-    let text = "def add(a, b): return a + b\n";
-    let refused = quiver(&["embed", "--model", model, "--device", "cuda:1"], text);
-    assert_fails_naming(&refused, "device `cuda:1` is not available in this build");
-    let unknown = quiver(&["embed", "--model", model, "--device", "tpu"], text);
-    assert_fails_naming(&unknown, "tpu");
-    let on_cpu = quiver(&["embed", "--model", model, "--device", "cpu"], text);
-    let auto = quiver(&["embed", "--model", model, "--device", "auto"], text);
+    // From a file: a refused run may end before it would read standard input.
+    let dir = temp_dir("embed-devices");
+    let input = dir.join("texts.txt");
+    std::fs::write(&input, "def add(a, b): return a + b\n").unwrap();
+    let input = input.to_str().unwrap();
+    let run = |device: &str| quiver(&["embed", input, "--model", model, "--device", device], "");
+    assert_fails_naming(
+        &run("cuda:1"),
+        "device `cuda:1` is not available in this build",
+    );
+    assert_fails_naming(&run("cuda:0,cuda:1"), "cuda:0,cuda:1");
+    assert_fails_naming(&run("tpu"), "tpu");
+    let on_cpu = run("cpu");
+    let auto = run("auto");
     assert!(
         auto.status.success(),
         "{}",

@@ -108,9 +108,9 @@ pub fn activate(x: f32, activation: Option<Activation>) -> f32 {
     y as f32
 }
 
-/// erf by its Taylor series below 3, by its continued fraction's complement above: slow,
-/// exact to f64 rounding for the range activations see.
-fn erf(x: f64) -> f64 {
+/// erf by its Taylor series below 3, by its asymptotic complement above: slow, exact to f64
+/// rounding for the range activations see (the CPU's fast erf is judged against it too).
+pub(crate) fn erf(x: f64) -> f64 {
     if x.abs() > 3.0 {
         // erfc(x) ~ e^{-x²} / (x √π) · (1 − 1/(2x²) + 3/(4x⁴)), ample past 3 in f32 terms.
         let x2 = x * x;

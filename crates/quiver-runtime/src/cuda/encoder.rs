@@ -748,30 +748,9 @@ impl GpuEncoder {
                     card.gemm(&a.hidden_narrow, &layer.qkv, t, &a.qkv)?;
                     self.attend(card, &a, kind)?;
                     card.gemm(&a.context, &layer.attention_out, t, &a.projected)?;
-                    let norm = &layer.attention_norm;
-                    let out = (Some(&a.hidden), Some(&a.hidden_narrow));
-                    card.norm_rows(
-                        norm,
-                        &a.projected,
-                        Some(&a.hidden),
-                        None,
-                        out.0,
-                        out.1,
-                        t,
-                        h,
-                    )?;
+                    add_and_norm(card, &a, &layer.attention_norm, h)?;
                     self.feed_forward(card, &a, &layer.feed_forward)?;
-                    let norm = &layer.output_norm;
-                    card.norm_rows(
-                        norm,
-                        &a.projected,
-                        Some(&a.hidden),
-                        None,
-                        out.0,
-                        out.1,
-                        t,
-                        h,
-                    )?;
+                    add_and_norm(card, &a, &layer.output_norm, h)?;
                 }
             }
             DeviceLayers::PreNorm {
@@ -1099,6 +1078,21 @@ fn pre_norm(card: &Card, stack: &PreNormStack, h: usize) -> Result<(DeviceLayers
         },
         device_shape,
     ))
+}
+
+/// A post-norm layer's `hidden = norm(projected + hidden)`, with its copy for the next product.
+fn add_and_norm(card: &Card, a: &Activations, norm: &Norm, h: usize) -> Result<()> {
+    let (out, narrow) = (Some(&a.hidden), Some(&a.hidden_narrow));
+    card.norm_rows(
+        norm,
+        &a.projected,
+        Some(&a.hidden),
+        None,
+        out,
+        narrow,
+        a.tokens,
+        h,
+    )
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {

@@ -160,16 +160,7 @@ pub fn gated_linear_unit(
 mod tests {
     use super::*;
 
-    /// erf by its Taylor series, in f64: slow but exact enough to judge the fast one.
-    fn erf_reference(x: f64) -> f64 {
-        let mut term = x;
-        let mut sum = x;
-        for n in 1..200 {
-            term *= -x * x / n as f64;
-            sum += term / (2 * n + 1) as f64;
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    }
+    use crate::gpu_reference::erf as erf_reference;
 
     #[test]
     fn gelu_matches_reference_definitions() {
