@@ -59,6 +59,12 @@ CONFIGS = {
         hidden_act="gelu", max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
         pad_token_id=1,
     ),
+    "mpnet": dict(  # sentence-transformers/all-mpnet-base-v2
+        model_type="mpnet", architectures=["MPNetModel"], vocab_size=30527, hidden_size=768,
+        num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
+        max_position_embeddings=514, relative_attention_num_buckets=32, layer_norm_eps=1e-5,
+        pad_token_id=1,
+    ),
     "nomic_bert": dict(  # nomic-ai/nomic-embed-text-v1.5, transformers' port
         model_type="nomic_bert", architectures=["NomicBertModel"], vocab_size=30528,
         hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -97,7 +103,7 @@ CONFIGS = {
     ),
 }
 # Architectures Quiver runs on the CPU only: reported, not measured.
-CPU_ONLY = {"mpnet": "relative position bias", "jina_embeddings_v3": "task adapters"}
+CPU_ONLY = {"jina_embeddings_v3": "task adapters"}
 THROUGHPUT_MODELS = ("bert", "qwen2")
 
 

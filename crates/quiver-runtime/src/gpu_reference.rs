@@ -357,7 +357,12 @@ pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> 
             layers,
             shape,
             positions,
+            relative_bias,
         } => {
+            let bias = relative_bias.as_ref().map(|bias| {
+                let (table, span) = bias.table();
+                BiasTable { table, span }
+            });
             for layer in layers.iter() {
                 let mut qkv = dense(&hidden, parts(&layer.qkv));
                 if let Positions::Rotary(rotation) = positions {
@@ -368,7 +373,13 @@ pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> 
                         shape.attention,
                     );
                 }
-                let context = attention(&qkv, &seq_starts, shape.attention, Visibility::All, None);
+                let context = attention(
+                    &qkv,
+                    &seq_starts,
+                    shape.attention,
+                    Visibility::All,
+                    bias.as_ref(),
+                );
                 let projected = dense(&context, parts(&layer.attention_out));
                 hidden = norm_rows(&projected, Some(&hidden), layer.attention_norm.parts());
                 let output = match &layer.feed_forward {
@@ -712,7 +723,8 @@ pub(crate) mod tests {
         );
     }
 
-    /// The tiny fixtures of every architecture with a device stack.
+    /// The tiny fixtures of every architecture with a device stack (MPNet and Gemma 3 are
+    /// checked on their real weights below).
     pub(crate) const STACKED_FIXTURES: [&str; 8] = [
         "roberta",
         "xlm-roberta",
@@ -729,6 +741,24 @@ pub(crate) mod tests {
         for name in STACKED_FIXTURES {
             check_stack(&fixture(name), &[1, 9, 45, 5]);
         }
+    }
+
+    /// MPNet's relative-position bias, on all-mpnet-base-v2's real weights
+    /// (`scripts/fetch-test-models`: `$QUIVER_TEST_MODELS`, else `models/` at the root).
+    #[test]
+    fn mpnets_stack_runs_as_the_model_does() {
+        let dir = std::env::var_os("QUIVER_TEST_MODELS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+            })
+            .join("all-mpnet-base-v2");
+        assert!(
+            dir.join("model.safetensors").is_file(),
+            "{} is missing: run scripts/fetch-test-models",
+            dir.display()
+        );
+        check_stack(&dir, &[9, 35]);
     }
 
     /// Gemma 3's extra norms, query scale and sliding-window layers, on the real weights

@@ -129,10 +129,12 @@ struct PreNormLayer {
     attention_kind: usize,
 }
 
-/// A layer's rotation (absent: positions came with the embeddings) and which keys it sees.
+/// A layer's rotation (absent: positions came with the embeddings), which keys it sees, and
+/// the relative-position bias on its scores (MPNet's: `[heads][2 · span − 1]`, and the span).
 struct AttentionKind {
     inverse_frequencies: Option<CudaSlice<f32>>,
     visibility: Visibility,
+    bias: Option<(CudaSlice<f32>, usize)>,
 }
 
 enum DeviceLayers {
@@ -578,6 +580,7 @@ impl GpuEncoder {
                 layers,
                 shape,
                 positions,
+                relative_bias,
             } => {
                 let inverse_frequencies = match positions {
                     Positions::InEmbeddings => None,
@@ -588,6 +591,13 @@ impl GpuEncoder {
                         return Err(RuntimeError::NoGpuArchitecture(card.name.clone()))
                     }
                 };
+                let bias = relative_bias
+                    .as_ref()
+                    .map(|bias| {
+                        let (table, span) = bias.table();
+                        Ok::<_, RuntimeError>((card.upload_f32(table)?, span))
+                    })
+                    .transpose()?;
                 let device_layers = layers
                     .iter()
                     .map(|layer| {
@@ -611,6 +621,7 @@ impl GpuEncoder {
                 let kind = AttentionKind {
                     inverse_frequencies,
                     visibility: Visibility::All,
+                    bias,
                 };
                 (
                     DeviceLayers::PostNorm {
@@ -915,7 +926,9 @@ impl GpuEncoder {
         let (heads, kv_heads, head_dim) = (s.heads as i32, s.kv_heads as i32, s.head_dim as i32);
         let scale = 1.0 / (s.head_dim as f32).sqrt();
         let (visibility, window) = visibility_code(kind.visibility);
-        let (bias, bias_span) = (0u64, 0i32);
+        let (bias, bias_span) = kind.bias.as_ref().map_or((0u64, 0i32), |(table, span)| {
+            (card.ptr(table), *span as i32)
+        });
         let key_tile_arg = key_tile as i32;
         let mut launch = card.stream.launch_builder(card.function("attention"));
         launch
@@ -1060,6 +1073,7 @@ fn pre_norm(card: &Card, stack: &PreNormStack, h: usize) -> Result<(DeviceLayers
             Ok(AttentionKind {
                 inverse_frequencies: Some(card.upload_f32(kind.rotary.inverse_frequencies())?),
                 visibility: kind.visibility,
+                bias: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;

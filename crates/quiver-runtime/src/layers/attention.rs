@@ -119,6 +119,11 @@ impl RelativePositionBias {
         }
     }
 
+    /// `[head][i − j + span − 1]` and the span: what a device backend uploads.
+    pub fn table(&self) -> (&[f32], usize) {
+        (&self.table, self.span)
+    }
+
     /// Adds the bias to one head's scores of queries from `first_query` on against `keys`
     /// (`scores` is row-major, `keys.len()` wide).
     fn add(&self, head: usize, first_query: usize, keys: Range<usize>, scores: &mut [f32]) {

@@ -187,6 +187,7 @@ impl EncoderModel for BertModel {
                 layers: &self.layers,
                 shape: self.shape,
                 positions: Positions::InEmbeddings,
+                relative_bias: None,
             },
         })
     }

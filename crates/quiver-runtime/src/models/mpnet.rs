@@ -10,6 +10,7 @@ use super::post_norm::{
     run_layers, sum_embeddings, Checked, EncoderConfig, FeedForwardNames, LayerShape, Layout,
     PlainDense, Positions, PostNormLayer, QkvNames,
 };
+use super::stack::{AbsolutePositions, Embeddings, Layers, Rows, Stack};
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{LayerNorm, RelativePositionBias};
 use crate::weights::{Table, Weights};
@@ -168,6 +169,27 @@ fn relative_position_bucket(query_minus_key: isize, num_buckets: usize) -> usize
 impl EncoderModel for MpnetModel {
     fn dims(&self) -> ModelDims {
         self.dims
+    }
+
+    fn stack(&self) -> Option<Stack<'_>> {
+        Some(Stack {
+            embeddings: Embeddings {
+                word: Rows::Table(&self.word_embeddings),
+                scale: 1.0,
+                positions: Some(AbsolutePositions {
+                    table: &self.position_embeddings,
+                    first: self.config.pad_token_id + 1,
+                }),
+                token_types: None,
+                norm: Some(&self.embedding_norm),
+            },
+            layers: Layers::PostNorm {
+                layers: &self.layers,
+                shape: self.shape,
+                positions: Positions::InEmbeddings,
+                relative_bias: Some(self.position_bias(self.dims.max_positions)),
+            },
+        })
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

@@ -232,6 +232,7 @@ impl EncoderModel for NomicBertModel {
                 layers: &self.layers,
                 shape: self.shape,
                 positions: Positions::Rotary(&self.rotary),
+                relative_bias: None,
             },
         })
     }
