@@ -56,8 +56,8 @@ pub enum RuntimeError {
     #[error("{device} ran out of memory on a batch of {tokens} tokens")]
     OutOfMemory { device: String, tokens: usize },
     #[error(
-        "{0}: this model runs on the CPU only (task adapters and SPLADE heads have no GPU path \
-         yet); use `--device cpu`"
+        "{0}: this model runs on the CPU only (SPLADE's masked-language-model head has no GPU \
+         path yet); use `--device cpu`"
     )]
     NoGpuArchitecture(String),
 }

@@ -320,6 +320,7 @@ fn positions(batch: &PackedBatch, first: usize) -> Vec<u32> {
 pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> Vec<f32> {
     let h = hidden_size;
     let embeddings = &stack.embeddings;
+    let row_tasks = row_tasks(batch);
     let mut hidden = embeddings.word.gather(&batch.token_ids, h);
     let position_rows = embeddings
         .positions
@@ -344,6 +345,12 @@ pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> 
         if let Some(type_row) = type_row {
             row.iter_mut().zip(type_row).for_each(|(v, x)| *v += x);
         }
+        if let (Some((word, token_type)), Ok(task)) =
+            (embeddings.adapters, u16::try_from(row_tasks[t]))
+        {
+            word.add(row, batch.token_ids[t] as usize, task);
+            token_type.add(row, 0, task);
+        }
     }
     if let Some(norm) = embeddings.norm {
         hidden = norm_rows(&hidden, None, norm.parts());
@@ -364,7 +371,7 @@ pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> 
                 BiasTable { table, span }
             });
             for layer in layers.iter() {
-                let mut qkv = dense(&hidden, parts(&layer.qkv));
+                let mut qkv = adapted(&hidden, &layer.qkv, &row_tasks);
                 if let Positions::Rotary(rotation) = positions {
                     rotary(
                         &mut qkv,
@@ -380,7 +387,7 @@ pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> 
                     Visibility::All,
                     bias.as_ref(),
                 );
-                let projected = dense(&context, parts(&layer.attention_out));
+                let projected = adapted(&context, &layer.attention_out, &row_tasks);
                 hidden = norm_rows(&projected, Some(&hidden), layer.attention_norm.parts());
                 let output = match &layer.feed_forward {
                     FeedForward::Dense {
@@ -388,19 +395,19 @@ pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> 
                         output,
                         activation,
                     } => {
-                        let inner = dense(&hidden, parts(intermediate));
+                        let inner = adapted(&hidden, intermediate, &row_tasks);
                         let activated: Vec<f32> = inner
                             .iter()
                             .map(|&x| activate(x, Some(*activation)))
                             .collect();
-                        dense(&activated, parts(output))
+                        adapted(&activated, output, &row_tasks)
                     }
                     FeedForward::SwiGlu {
                         gate_up,
                         down,
                         width,
                     } => {
-                        let both = dense(&hidden, parts(gate_up));
+                        let both = adapted(&hidden, gate_up, &row_tasks);
                         dense(&gated(&both, *width, Activation::Silu), parts(down))
                     }
                 };
@@ -445,6 +452,57 @@ pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> 
         }
     }
     hidden
+}
+
+/// Each token's task (`-1`: none), as the host sends `mask_rows`.
+pub fn row_tasks(batch: &PackedBatch) -> Vec<i32> {
+    match batch.token_adapters() {
+        None => vec![-1; batch.num_tokens()],
+        Some(tasks) => tasks.iter().map(|t| t.map_or(-1, i32::from)).collect(),
+    }
+}
+
+/// `mask_rows`: rows of another task than `task` set to zero.
+pub fn mask_rows(x: &mut [f32], row_tasks: &[i32], task: i32, cols: usize) {
+    for (row, &row_task) in x.chunks_exact_mut(cols).zip(row_tasks) {
+        if row_task != task {
+            row.fill(0.0);
+        }
+    }
+}
+
+/// A dense layer with its task adapters as a device runs it: the base product, then for each
+/// task the batch uses, `x · D` with other tasks' rows zeroed, `· U`, added.
+fn adapted(x: &[f32], linear: &Linear, row_tasks: &[i32]) -> Vec<f32> {
+    let mut y = dense(x, parts(linear));
+    let Some(lora) = linear.lora() else {
+        return y;
+    };
+    let (tasks, rank, inputs, outputs) = lora.shape();
+    let mut used: Vec<i32> = row_tasks.iter().copied().filter(|&t| t >= 0).collect();
+    used.sort_unstable();
+    used.dedup();
+    for task in used.into_iter().filter(|&t| (t as usize) < tasks) {
+        let (down, up) = lora.task_products(task as usize);
+        let down = DenseParts {
+            weight_t: &down,
+            bias: None,
+            inputs,
+            outputs: rank,
+        };
+        let mut reduced = dense(x, down);
+        mask_rows(&mut reduced, row_tasks, task, rank);
+        let up = DenseParts {
+            weight_t: &up,
+            bias: None,
+            inputs: rank,
+            outputs,
+        };
+        y.iter_mut()
+            .zip(dense(&reduced, up))
+            .for_each(|(y, z)| *y += z);
+    }
+    y
 }
 
 fn parts(linear: &Linear) -> DenseParts<'_> {
@@ -725,7 +783,8 @@ pub(crate) mod tests {
 
     /// The tiny fixtures of every architecture with a device stack (MPNet and Gemma 3 are
     /// checked on their real weights below).
-    pub(crate) const STACKED_FIXTURES: [&str; 8] = [
+    pub(crate) const STACKED_FIXTURES: [&str; 9] = [
+        "jina-v3",
         "roberta",
         "xlm-roberta",
         "nomic-bert",
@@ -770,10 +829,31 @@ pub(crate) mod tests {
         check_stack(std::path::Path::new(&dir), &[6, 3]);
     }
 
+    /// jina-embeddings-v3's task adapters, on the word and token-type rows and on every
+    /// dense layer: sequences of different tasks and none in one batch.
     #[test]
-    fn models_with_task_adapters_have_no_device_stack() {
-        let model =
-            crate::load_model_with(&fixture("jina-v3"), crate::LoadOptions::default()).unwrap();
-        assert!(model.stack().is_none());
+    fn task_adapters_run_as_the_model_runs_them() {
+        let model = crate::load_model_with(
+            &fixture("jina-v3"),
+            crate::LoadOptions {
+                quantization: crate::Quantization::None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(model.adapters().len() >= 2);
+        let sequences: Vec<Vec<u32>> = [7usize, 40, 3, 12]
+            .iter()
+            .map(|&n| (0..n as u32).map(|i| (i * 13 + 5) % 100).collect())
+            .collect();
+        let mut batch = PackedBatch::from_sequences(&sequences);
+        batch.adapters = vec![Some(0), Some(1), None, Some(0)];
+        let expected = model.forward(&batch).unwrap();
+        let ours = run_stack(&model.stack().unwrap(), &batch, model.hidden_size());
+        let difference = max_difference(&ours, &expected);
+        assert!(difference < 1e-4, "{difference}");
+        // The adapters move the states: without them the same ids give others.
+        let plain = PackedBatch::from_sequences(&sequences);
+        assert!(max_difference(&model.forward(&plain).unwrap(), &expected) > 1e-3);
     }
 }

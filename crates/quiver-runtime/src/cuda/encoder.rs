@@ -14,7 +14,7 @@
 use super::kernels::{self, activation_code, pooling_code};
 use super::Gpu;
 use crate::kernels::Activation;
-use crate::layers::{DenseParts, Linear, NormParts, Visibility};
+use crate::layers::{DenseParts, EmbeddingLora, Linear, NormParts, Visibility};
 use crate::models::post_norm::{FeedForward, Positions};
 use crate::models::pre_norm::PreNormStack;
 use crate::models::stack::{Layers, Rows, Stack, TokenTypes};
@@ -86,6 +86,8 @@ struct Dense {
     bias: Option<Narrow>,
     inputs: usize,
     outputs: usize,
+    /// Each task adapter's two products (`Lora::task_products`), by task.
+    lora: Vec<(Dense, Dense)>,
 }
 
 struct Norm {
@@ -155,6 +157,8 @@ struct Embeddings {
     positions: Option<(Narrow, usize)>,
     /// The table, and whether the batch's token types pick its rows (else row 0 for all).
     token_types: Option<(Narrow, bool, usize)>,
+    /// Task updates of the word and token-type rows, added on the host (a few values a token).
+    adapters: Option<(EmbeddingLora, EmbeddingLora)>,
     norm: Option<Norm>,
 }
 
@@ -312,16 +316,36 @@ impl Card {
             bias: parts.bias.map(|b| self.upload_narrow(b)).transpose()?,
             inputs: parts.inputs,
             outputs: parts.outputs,
+            lora: Vec::new(),
         })
     }
 
     fn linear(&self, linear: &Linear) -> Result<Dense> {
         let parts = linear.dense_parts().ok_or_else(|| RuntimeError::Cuda {
             device: self.name.clone(),
-            message: "a dense layer is narrowed or carries task adapters; the GPU runs neither"
-                .into(),
+            message: "a dense layer is narrowed; the GPU uploads f32 weights".into(),
         })?;
-        self.dense(parts)
+        let mut dense = self.dense(parts)?;
+        if let Some(lora) = linear.lora() {
+            let (tasks, rank, inputs, outputs) = lora.shape();
+            for task in 0..tasks {
+                let (down, up) = lora.task_products(task);
+                let down = DenseParts {
+                    weight_t: &down,
+                    bias: None,
+                    inputs,
+                    outputs: rank,
+                };
+                let up = DenseParts {
+                    weight_t: &up,
+                    bias: None,
+                    inputs: rank,
+                    outputs,
+                };
+                dense.lora.push((self.dense(down)?, self.dense(up)?));
+            }
+        }
+        Ok(dense)
     }
 
     fn norm(&self, parts: NormParts<'_>) -> Result<Norm> {
@@ -529,6 +553,9 @@ struct Activations {
     tile_first: CudaSlice<i32>,
     tiles: usize,
     positions: CudaSlice<u32>,
+    /// Each token's task (-1: none), and the tasks the batch uses.
+    row_tasks: CudaSlice<i32>,
+    tasks: Vec<usize>,
 }
 
 impl GpuEncoder {
@@ -550,6 +577,7 @@ impl GpuEncoder {
                 }
                 Some(TokenTypes::Constant(row)) => Some((card.upload_narrow(row)?, false, 1)),
             },
+            adapters: e.adapters.cloned(),
             norm: e.norm.map(|n| card.norm(n.parts())).transpose()?,
         };
         let feed_forward = |ff: &FeedForward| -> Result<DeviceFeedForward> {
@@ -732,6 +760,17 @@ impl GpuEncoder {
             .ranges()
             .flat_map(|range| 0..range.len() as u32)
             .collect();
+        let token_tasks = batch.token_adapters();
+        let row_tasks: Vec<i32> = match &token_tasks {
+            None => vec![-1; tokens],
+            Some(tasks) => tasks.iter().map(|t| t.map_or(-1, i32::from)).collect(),
+        };
+        let mut tasks: Vec<usize> = row_tasks
+            .iter()
+            .filter_map(|&t| usize::try_from(t).ok())
+            .collect();
+        tasks.sort_unstable();
+        tasks.dedup();
         Ok(Activations {
             tokens,
             hidden: card.zeros(tokens * s.hidden)?,
@@ -746,6 +785,8 @@ impl GpuEncoder {
             tile_seq: card.upload_i32(&tile_seq)?,
             tile_first: card.upload_i32(&tile_first)?,
             positions: card.upload_u32(&positions)?,
+            row_tasks: card.upload_i32(&row_tasks)?,
+            tasks,
         })
     }
 
@@ -756,9 +797,9 @@ impl GpuEncoder {
         match &self.layers {
             DeviceLayers::PostNorm { layers, kind } => {
                 for layer in layers {
-                    card.gemm(&a.hidden_narrow, &layer.qkv, t, &a.qkv)?;
+                    product(card, &a, &a.hidden_narrow, &layer.qkv, &a.qkv)?;
                     self.attend(card, &a, kind)?;
-                    card.gemm(&a.context, &layer.attention_out, t, &a.projected)?;
+                    product(card, &a, &a.context, &layer.attention_out, &a.projected)?;
                     add_and_norm(card, &a, &layer.attention_norm, h)?;
                     self.feed_forward(card, &a, &layer.feed_forward)?;
                     add_and_norm(card, &a, &layer.output_norm, h)?;
@@ -780,12 +821,12 @@ impl GpuEncoder {
                             card.bias_activation(&a.hidden, None, None, narrow, t, h, None)?
                         }
                     }
-                    card.gemm(&a.hidden_narrow, &layer.qkv, t, &a.qkv)?;
+                    product(card, &a, &a.hidden_narrow, &layer.qkv, &a.qkv)?;
                     if let Some((q, k)) = &layer.heads {
                         self.head_norms(card, &a, q, k)?;
                     }
                     self.attend(card, &a, &kinds[layer.attention_kind])?;
-                    card.gemm(&a.context, &layer.attention_out, t, &a.projected)?;
+                    product(card, &a, &a.context, &layer.attention_out, &a.projected)?;
                     if let Some(norm) = &layer.attention_out_norm {
                         let p = Some(&a.projected);
                         card.norm_rows(norm, &a.projected, None, None, p, None, t, h)?;
@@ -857,6 +898,18 @@ impl GpuEncoder {
         };
         // SAFETY: `embed`'s arguments in order; ids were checked against the vocabulary.
         unsafe { launch.launch(config) }.map_err(card.failed())?;
+        if let (Some((word, token_type)), Some(tasks)) = (&e.adapters, batch.token_adapters()) {
+            // The task updates of each token's rows: rank-sized products, on the host.
+            let mut update = vec![0.0f32; a.tokens * h];
+            let rows = update.chunks_exact_mut(h).zip(&batch.token_ids);
+            for ((row, &id), task) in rows.zip(tasks) {
+                if let Some(task) = task {
+                    word.add(row, id as usize, task);
+                    token_type.add(row, 0, task);
+                }
+            }
+            card.add(&a.hidden, &card.upload_f32(&update)?, a.tokens * h)?;
+        }
         let (t, narrow) = (a.tokens, Some(&a.hidden_narrow));
         match &e.norm {
             Some(norm) => {
@@ -965,11 +1018,11 @@ impl GpuEncoder {
                 output,
                 activation,
             } => {
-                card.gemm(&a.hidden_narrow, intermediate, t, &a.wide)?;
+                product(card, a, &a.hidden_narrow, intermediate, &a.wide)?;
                 let narrow = Some(&a.wide_narrow);
                 let act = Some(*activation);
                 card.bias_activation(&a.wide, None, None, narrow, t, intermediate.outputs, act)?;
-                card.gemm(&a.wide_narrow, output, t, &a.projected)
+                product(card, a, &a.wide_narrow, output, &a.projected)
             }
             DeviceFeedForward::Gated {
                 gate_up,
@@ -977,7 +1030,7 @@ impl GpuEncoder {
                 width,
                 activation,
             } => {
-                card.gemm(&a.hidden_narrow, gate_up, t, &a.wide)?;
+                product(card, a, &a.hidden_narrow, gate_up, &a.wide)?;
                 let (gate_up_ptr, out) = (card.ptr(&a.wide), card.narrow_ptr(&a.wide_narrow));
                 let (bias, rows, width_arg) = (0u64, t as i64, *width as i32);
                 let code = activation_code(Some(*activation));
@@ -994,7 +1047,7 @@ impl GpuEncoder {
                 // SAFETY: `gated_activation`'s arguments in order (the product's bias was
                 // added by `gemm`).
                 unsafe { launch.launch(Card::elementwise(t * width)) }.map_err(card.failed())?;
-                card.gemm(&a.wide_narrow, down, t, &a.projected)
+                product(card, a, &a.wide_narrow, down, &a.projected)
             }
         }
     }
@@ -1092,6 +1145,44 @@ fn pre_norm(card: &Card, stack: &PreNormStack, h: usize) -> Result<(DeviceLayers
         },
         device_shape,
     ))
+}
+
+/// `y = x Wᵀ (+ bias)`, plus each task adapter's update on its own sequences' tokens: `x · D`,
+/// other tasks' rows zeroed, then `· U`, added to `y`.
+fn product(
+    card: &Card,
+    a: &Activations,
+    x: &Narrow,
+    dense: &Dense,
+    y: &CudaSlice<f32>,
+) -> Result<()> {
+    let t = a.tokens;
+    card.gemm(x, dense, t, y)?;
+    for &task in &a.tasks {
+        let Some((down, up)) = dense.lora.get(task) else {
+            continue;
+        };
+        let reduced: CudaSlice<f32> = card.zeros(t * down.outputs)?;
+        card.gemm(x, down, t, &reduced)?;
+        let (values, row_tasks) = (card.ptr(&reduced), card.ptr(&a.row_tasks));
+        let (task_arg, rows, cols) = (task as i32, t as i64, down.outputs as i32);
+        let mut launch = card.stream.launch_builder(card.function("mask_rows"));
+        launch
+            .arg(&values)
+            .arg(&row_tasks)
+            .arg(&task_arg)
+            .arg(&rows)
+            .arg(&cols);
+        // SAFETY: `mask_rows`' arguments in order, over `t · rank` values.
+        unsafe { launch.launch(Card::elementwise(t * down.outputs)) }.map_err(card.failed())?;
+        let reduced_narrow = card.narrow_zeros(t * down.outputs)?;
+        let narrow = Some(&reduced_narrow);
+        card.bias_activation(&reduced, None, None, narrow, t, down.outputs, None)?;
+        let update: CudaSlice<f32> = card.zeros(t * up.outputs)?;
+        card.gemm(&reduced_narrow, up, t, &update)?;
+        card.add(y, &update, t * up.outputs)?;
+    }
+    Ok(())
 }
 
 /// A post-norm layer's `hidden = norm(projected + hidden)`, with its copy for the next product.

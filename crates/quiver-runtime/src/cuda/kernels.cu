@@ -339,6 +339,16 @@ extern "C" __global__ void pool(const float* hidden, float* out, const int* seq_
     out[(long)seq * hidden_size + c] = result;
 }
 
+// Rows of `x` (`[rows, cols]`) whose task is not `task` set to zero: a task adapter's update
+// then reaches only its own sequences' tokens (`row_tasks[r]`: -1 for none).
+extern "C" __global__ void mask_rows(float* x, const int* row_tasks, int task, long rows,
+                                     int cols) {
+    const long n = rows * cols;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long)gridDim.x * blockDim.x)
+        if (row_tasks[i / cols] != task) x[i] = 0.0f;
+}
+
 // `x += y` over n values: a residual connection outside a norm.
 extern "C" __global__ void add(float* x, const float* y, long n) {
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n;

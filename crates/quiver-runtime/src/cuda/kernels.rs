@@ -22,7 +22,7 @@ pub const PER_FORMAT: &[&str] = &[
 ];
 
 /// Kernels of f32 activations only.
-pub const SHARED: &[&str] = &["rotary", "pool", "add"];
+pub const SHARED: &[&str] = &["rotary", "pool", "mask_rows", "add"];
 
 /// Every entry point of [`SOURCE`], by the name a module exports it under.
 pub fn entry_points() -> impl Iterator<Item = String> {

@@ -165,10 +165,10 @@ impl Linear {
         }
     }
 
-    /// The f32 weights a device backend uploads; `None` where the model was loaded in a
-    /// narrower format or carries task adapters, which no device backend runs yet.
+    /// The f32 weights a device backend uploads (task adapters come apart, [`Linear::lora`]);
+    /// `None` where the model was loaded in a narrower format.
     pub fn dense_parts(&self) -> Option<DenseParts<'_>> {
-        if self.narrow.is_some() || self.lora.is_some() {
+        if self.narrow.is_some() {
             return None;
         }
         Some(DenseParts {
@@ -177,6 +177,11 @@ impl Linear {
             inputs: self.in_features,
             outputs: self.out_features,
         })
+    }
+
+    /// The layer's task adapters, if it has them.
+    pub fn lora(&self) -> Option<&Lora> {
+        self.lora.as_deref()
     }
 
     /// Adds task adapters: rows whose task is given get its low-rank update.

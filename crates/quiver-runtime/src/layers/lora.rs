@@ -46,6 +46,32 @@ impl Lora {
 
     /// Adds each row's update to `output` (`[rows, out]`), from `input` (`[rows, in]`);
     /// `adapters[r]` is row `r`'s task, `None` for the base weights.
+    /// Task `task`'s update as two products a device backend runs: `x · D` (`[in, rank]`, the
+    /// scale folded in) then `· U` (`[rank, out]`), both row-major.
+    pub fn task_products(&self, task: usize) -> (Vec<f32>, Vec<f32>) {
+        let (rank, inputs, outputs) = (self.rank, self.in_features, self.out_features);
+        let down = &self.down[task * rank * inputs..(task + 1) * rank * inputs];
+        let up = &self.up[task * outputs * rank..(task + 1) * outputs * rank];
+        let mut d = vec![0.0f32; inputs * rank];
+        for r in 0..rank {
+            for i in 0..inputs {
+                d[i * rank + r] = self.scale * down[r * inputs + i];
+            }
+        }
+        let mut u = vec![0.0f32; rank * outputs];
+        for o in 0..outputs {
+            for r in 0..rank {
+                u[r * outputs + o] = up[o * rank + r];
+            }
+        }
+        (d, u)
+    }
+
+    /// Tasks, rank, inputs and outputs.
+    pub fn shape(&self) -> (usize, usize, usize, usize) {
+        (self.tasks, self.rank, self.in_features, self.out_features)
+    }
+
     pub fn add(&self, output: &mut [f32], input: &[f32], adapters: &[Option<u16>]) {
         let mut reduced = vec![0.0f32; self.rank];
         let rows = output

@@ -181,6 +181,7 @@ impl EncoderModel for BertModel {
                     first: self.first_position,
                 }),
                 token_types: Some(TokenTypes::PerToken(&self.embeddings.token_types)),
+                adapters: None,
                 norm: Some(&self.embeddings.norm),
             },
             layers: Layers::PostNorm {

@@ -16,6 +16,7 @@ use super::post_norm::{
     run_layers, Checked, DenseLoader, EncoderConfig, FeedForwardNames, LayerShape, Layout,
     Positions, PostNormLayer, QkvNames, TokenEmbeddings,
 };
+use super::stack::{Layers, Stack};
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{AdapterShape, EmbeddingLora, LayerNorm, Linear, Lora, Rotary};
 use crate::weights::Weights;
@@ -235,6 +236,18 @@ impl EncoderModel for JinaV3Model {
 
     fn adapters(&self) -> &[String] {
         &self.adapter_names
+    }
+
+    fn stack(&self) -> Option<Stack<'_>> {
+        Some(Stack {
+            embeddings: self.embeddings.for_stack(),
+            layers: Layers::PostNorm {
+                layers: &self.layers,
+                shape: self.shape,
+                positions: Positions::Rotary(&self.rotary),
+                relative_bias: None,
+            },
+        })
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

@@ -181,6 +181,7 @@ impl EncoderModel for MpnetModel {
                     first: self.config.pad_token_id + 1,
                 }),
                 token_types: None,
+                adapters: None,
                 norm: Some(&self.embedding_norm),
             },
             layers: Layers::PostNorm {

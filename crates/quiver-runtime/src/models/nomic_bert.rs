@@ -15,7 +15,7 @@ use super::post_norm::{
     run_layers, FeedForwardNames, LayerShape, Layout, PlainDense, Positions, PostNormLayer,
     QkvNames, TokenEmbeddings,
 };
-use super::stack::{Embeddings, Layers, Rows, Stack, TokenTypes};
+use super::stack::{Layers, Stack};
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{AttentionShape, LayerNorm, Rotary};
 use crate::weights::Weights;
@@ -216,18 +216,8 @@ impl EncoderModel for NomicBertModel {
     }
 
     fn stack(&self) -> Option<Stack<'_>> {
-        let embeddings = &self.embeddings;
-        if embeddings.adapters.is_some() {
-            return None; // no device backend runs task adapters yet
-        }
         Some(Stack {
-            embeddings: Embeddings {
-                word: Rows::Dense(&embeddings.word),
-                scale: 1.0,
-                positions: None,
-                token_types: Some(TokenTypes::Constant(&embeddings.token_type_zero)),
-                norm: Some(&embeddings.norm),
-            },
+            embeddings: self.embeddings.for_stack(),
             layers: Layers::PostNorm {
                 layers: &self.layers,
                 shape: self.shape,

@@ -3,7 +3,7 @@
 //! differ in weight names, embeddings, position handling (absolute table, relative bias or
 //! rotary) and feed-forward kind (dense or SwiGLU), which their own files choose.
 
-use super::ModelConfig;
+use super::{stack, ModelConfig};
 use crate::kernels::{gated_linear_unit, Activation};
 use crate::layers::{
     self_attention, AttentionProducts, AttentionShape, EmbeddingLora, LayerNorm, Linear,
@@ -261,6 +261,18 @@ pub struct TokenEmbeddings {
 }
 
 impl TokenEmbeddings {
+    /// What a device backend adds up: word row, token-type row 0, task updates, then the norm.
+    pub fn for_stack(&self) -> stack::Embeddings<'_> {
+        stack::Embeddings {
+            word: stack::Rows::Dense(&self.word),
+            scale: 1.0,
+            positions: None,
+            token_types: Some(stack::TokenTypes::Constant(&self.token_type_zero)),
+            adapters: self.adapters.as_ref(),
+            norm: Some(&self.norm),
+        }
+    }
+
     pub fn forward(&self, batch: &PackedBatch) -> Vec<f32> {
         let h = self.token_type_zero.len();
         let mut hidden: Vec<f32> = batch

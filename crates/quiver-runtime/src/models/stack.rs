@@ -6,7 +6,7 @@
 
 use super::post_norm::{LayerShape, Positions, PostNormLayer};
 use super::pre_norm::PreNormStack;
-use crate::layers::{LayerNorm, RelativePositionBias};
+use crate::layers::{EmbeddingLora, LayerNorm, RelativePositionBias};
 use crate::weights::Table;
 
 pub struct Stack<'a> {
@@ -21,6 +21,9 @@ pub struct Embeddings<'a> {
     pub scale: f32,
     pub positions: Option<AbsolutePositions<'a>>,
     pub token_types: Option<TokenTypes<'a>>,
+    /// Task updates of the word and token-type rows (jina-embeddings-v3), added before `norm`
+    /// for each token whose sequence runs with a task.
+    pub adapters: Option<&'a (EmbeddingLora, EmbeddingLora)>,
     pub norm: Option<&'a LayerNorm>,
 }
 
@@ -77,6 +80,7 @@ impl<'a> Stack<'a> {
                 scale,
                 positions: None,
                 token_types: None,
+                adapters: None,
                 norm,
             },
             layers: Layers::PreNorm(layers),
