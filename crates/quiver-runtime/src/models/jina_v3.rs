@@ -16,7 +16,7 @@ use super::post_norm::{
     run_layers, Checked, DenseLoader, EncoderConfig, FeedForwardNames, LayerShape, Layout,
     Positions, PostNormLayer, QkvNames, TokenEmbeddings,
 };
-use super::stack::{Layers, Stack};
+use super::stack::Stack;
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{AdapterShape, EmbeddingLora, LayerNorm, Linear, Lora, Rotary};
 use crate::weights::Weights;
@@ -239,15 +239,10 @@ impl EncoderModel for JinaV3Model {
     }
 
     fn stack(&self) -> Option<Stack<'_>> {
-        Some(Stack {
-            embeddings: self.embeddings.for_stack(),
-            layers: Layers::PostNorm {
-                layers: &self.layers,
-                shape: self.shape,
-                positions: Positions::Rotary(&self.rotary),
-                relative_bias: None,
-            },
-        })
+        Some(
+            self.embeddings
+                .rotary_stack(&self.layers, self.shape, &self.rotary),
+        )
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

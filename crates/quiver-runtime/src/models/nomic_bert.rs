@@ -15,7 +15,7 @@ use super::post_norm::{
     run_layers, FeedForwardNames, LayerShape, Layout, PlainDense, Positions, PostNormLayer,
     QkvNames, TokenEmbeddings,
 };
-use super::stack::{Layers, Stack};
+use super::stack::Stack;
 use super::{EncoderModel, ModelConfig, ModelDims};
 use crate::layers::{AttentionShape, LayerNorm, Rotary};
 use crate::weights::Weights;
@@ -216,15 +216,10 @@ impl EncoderModel for NomicBertModel {
     }
 
     fn stack(&self) -> Option<Stack<'_>> {
-        Some(Stack {
-            embeddings: self.embeddings.for_stack(),
-            layers: Layers::PostNorm {
-                layers: &self.layers,
-                shape: self.shape,
-                positions: Positions::Rotary(&self.rotary),
-                relative_bias: None,
-            },
-        })
+        Some(
+            self.embeddings
+                .rotary_stack(&self.layers, self.shape, &self.rotary),
+        )
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {

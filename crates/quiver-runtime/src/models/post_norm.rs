@@ -261,15 +261,29 @@ pub struct TokenEmbeddings {
 }
 
 impl TokenEmbeddings {
-    /// What a device backend adds up: word row, token-type row 0, task updates, then the norm.
-    pub fn for_stack(&self) -> stack::Embeddings<'_> {
-        stack::Embeddings {
-            word: stack::Rows::Dense(&self.word),
-            scale: 1.0,
-            positions: None,
-            token_types: Some(stack::TokenTypes::Constant(&self.token_type_zero)),
-            adapters: self.adapters.as_ref(),
-            norm: Some(&self.norm),
+    /// The device stack of a rotary encoder (NomicBERT, jina-embeddings-v3): these embeddings
+    /// (word row, token-type row 0, task updates, then the norm), then `layers`.
+    pub fn rotary_stack<'a>(
+        &'a self,
+        layers: &'a [PostNormLayer],
+        shape: LayerShape,
+        rotary: &'a Rotary,
+    ) -> stack::Stack<'a> {
+        stack::Stack {
+            embeddings: stack::Embeddings {
+                word: stack::Rows::Dense(&self.word),
+                scale: 1.0,
+                positions: None,
+                token_types: Some(stack::TokenTypes::Constant(&self.token_type_zero)),
+                adapters: self.adapters.as_ref(),
+                norm: Some(&self.norm),
+            },
+            layers: stack::Layers::PostNorm {
+                layers,
+                shape,
+                positions: Positions::Rotary(rotary),
+                relative_bias: None,
+            },
         }
     }
 
