@@ -164,7 +164,6 @@ pub struct Embedder {
 impl Embedder {
     /// Loads a resolved model folder (see [`crate::resolve_model`]).
     pub fn load(dir: &Path, options: &EmbedderOptions) -> Result<Self> {
-        let device = options.device.ensure_available()?;
         let mut config = SentenceTransformerConfig::read(dir)?;
         if let Some(pooling) = options.pooling {
             config.pooling = pooling;
@@ -176,7 +175,8 @@ impl Embedder {
             few_row_kernels: options.few_row_kernels && config.pooling != Pooling::Splade,
             quantization: options.quantization,
             masked_lm_head: config.pooling == Pooling::Splade,
-            device,
+            // `load_model_with` resolves it (`auto`) and opens a GPU before reading weights.
+            device: options.device,
         };
         // The tokenizer is parsed on a second thread while the weights load: a command-line
         // search waits on both before its one query.
@@ -759,12 +759,6 @@ struct BackOff {
     reported: AtomicBool,
 }
 
-impl Default for BackOff {
-    fn default() -> Self {
-        BackOff::new(None)
-    }
-}
-
 impl BackOff {
     fn new(device_budget: Option<usize>) -> Self {
         BackOff {
@@ -899,7 +893,7 @@ mod tests {
                 .map(|range| vec![range.len() as f32])
                 .collect())
         };
-        let backed_off = BackOff::default();
+        let backed_off = BackOff::new(None);
         let mut passes = 0;
         let counted = |n| {
             passes += n;

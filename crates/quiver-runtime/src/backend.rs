@@ -2,8 +2,9 @@
 //! [`crate::EncoderModel::embed`] takes a packed batch to pooled vectors, so a GPU backend is one
 //! more type behind that trait that keeps hidden states on its card, chosen by [`Device`]. Its
 //! out-of-memory errors ([`crate::RuntimeError::OutOfMemory`]) make the caller run the batch
-//! again smaller. Today only the CPU backend runs models; a build with the `cuda` feature opens
-//! an NVIDIA GPU ([`crate::cuda`]), says what it found, and holds the kernels a GPU backend runs.
+//! again smaller. A build with the `cuda` or `cuda-13` feature has the CUDA backend
+//! ([`crate::cuda`], not yet run on a GPU); [`DataParallel`] spreads one model over several
+//! devices.
 
 use crate::{PackedBatch, RuntimeError};
 use std::str::FromStr;
