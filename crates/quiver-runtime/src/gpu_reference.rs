@@ -364,12 +364,14 @@ pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> 
             layers,
             shape,
             positions,
-            relative_bias,
         } => {
-            let bias = relative_bias.as_ref().map(|bias| {
-                let (table, span) = bias.table();
-                BiasTable { table, span }
-            });
+            let bias = match positions {
+                Positions::RelativeBias(bias) => {
+                    let (table, span) = bias.table();
+                    Some(BiasTable { table, span })
+                }
+                _ => None,
+            };
             for layer in layers.iter() {
                 let mut qkv = adapted(&hidden, &layer.qkv, &row_tasks);
                 if let Positions::Rotary(rotation) = positions {

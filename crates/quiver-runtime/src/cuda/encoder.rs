@@ -608,24 +608,17 @@ impl GpuEncoder {
                 layers,
                 shape,
                 positions,
-                relative_bias,
             } => {
-                let inverse_frequencies = match positions {
-                    Positions::InEmbeddings => None,
+                let (inverse_frequencies, bias) = match positions {
+                    Positions::InEmbeddings => (None, None),
                     Positions::Rotary(rotary) => {
-                        Some(card.upload_f32(rotary.inverse_frequencies())?)
+                        (Some(card.upload_f32(rotary.inverse_frequencies())?), None)
                     }
-                    Positions::RelativeBias(_) => {
-                        return Err(RuntimeError::NoGpuArchitecture(card.name.clone()))
+                    Positions::RelativeBias(bias) => {
+                        let (table, span) = bias.table();
+                        (None, Some((card.upload_f32(table)?, span)))
                     }
                 };
-                let bias = relative_bias
-                    .as_ref()
-                    .map(|bias| {
-                        let (table, span) = bias.table();
-                        Ok::<_, RuntimeError>((card.upload_f32(table)?, span))
-                    })
-                    .transpose()?;
                 let device_layers = layers
                     .iter()
                     .map(|layer| {

@@ -188,7 +188,6 @@ impl EncoderModel for BertModel {
                 layers: &self.layers,
                 shape: self.shape,
                 positions: Positions::InEmbeddings,
-                relative_bias: None,
             },
         })
     }

@@ -62,8 +62,9 @@ pub struct MpnetModel {
     word_embeddings: Table,
     position_embeddings: Vec<f32>,
     embedding_norm: LayerNorm,
-    /// `[bucket, head]`, as stored.
-    relative_bias: Vec<f32>,
+    /// The bias by `query − key` for sequences up to the longest input; a shorter batch reads
+    /// the same entries, so one table built at load serves every batch and the device stack.
+    position_bias: RelativePositionBias,
     shape: LayerShape,
     layers: Vec<PostNormLayer>,
 }
@@ -93,10 +94,11 @@ impl MpnetModel {
             &PlainDense,
         )?;
         let embedding = weights.pp("embeddings");
+        let max_positions = config.encoder.max_position_embeddings - config.pad_token_id - 1;
         Ok(MpnetModel {
             dims: ModelDims {
                 hidden_size: config.encoder.hidden_size,
-                max_positions: config.encoder.max_position_embeddings - config.pad_token_id - 1,
+                max_positions,
                 vocab_size: config.encoder.vocab_size,
             },
             word_embeddings: embedding
@@ -110,13 +112,17 @@ impl MpnetModel {
                 h,
                 shape.layer_norm_eps,
             )?,
-            relative_bias: weights.get(
-                "encoder.relative_attention_bias.weight",
-                &[
-                    config.relative_attention_num_buckets,
-                    config.encoder.num_attention_heads,
-                ],
-            )?,
+            position_bias: position_bias(
+                &weights.get(
+                    "encoder.relative_attention_bias.weight",
+                    &[
+                        config.relative_attention_num_buckets,
+                        config.encoder.num_attention_heads,
+                    ],
+                )?,
+                config.encoder.num_attention_heads,
+                max_positions,
+            ),
             config,
             shape,
             layers,
@@ -135,15 +141,14 @@ impl MpnetModel {
         self.embedding_norm.forward(&mut hidden);
         hidden
     }
+}
 
-    /// The bias table for sequences up to `span` tokens.
-    fn position_bias(&self, span: usize) -> RelativePositionBias {
-        let heads = self.config.encoder.num_attention_heads;
-        let buckets = self.config.relative_attention_num_buckets;
-        RelativePositionBias::new(heads, span, |head, offset| {
-            self.relative_bias[relative_position_bucket(offset, buckets) * heads + head]
-        })
-    }
+/// The bias table for sequences up to `span` tokens from the learnt `[bucket, head]` weights.
+fn position_bias(weights: &[f32], heads: usize, span: usize) -> RelativePositionBias {
+    let buckets = weights.len() / heads;
+    RelativePositionBias::new(heads, span, |head, offset| {
+        weights[relative_position_bucket(offset, buckets) * heads + head]
+    })
 }
 
 /// T5's bidirectional bucketing of `query - key`, as `MPNetEncoder.relative_position_bucket`
@@ -187,21 +192,19 @@ impl EncoderModel for MpnetModel {
             layers: Layers::PostNorm {
                 layers: &self.layers,
                 shape: self.shape,
-                positions: Positions::InEmbeddings,
-                relative_bias: Some(self.position_bias(self.dims.max_positions)),
+                positions: Positions::RelativeBias(&self.position_bias),
             },
         })
     }
 
     fn run(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        let bias = self.position_bias(batch.max_len());
         let mut hidden = self.embed(batch);
         run_layers(
             &self.layers,
             &mut hidden,
             batch,
             self.shape,
-            Positions::RelativeBias(&bias),
+            Positions::RelativeBias(&self.position_bias),
         );
         Ok(hidden)
     }

@@ -282,7 +282,6 @@ impl TokenEmbeddings {
                 layers,
                 shape,
                 positions: Positions::Rotary(rotary),
-                relative_bias: None,
             },
         }
     }

@@ -6,7 +6,7 @@
 
 use super::post_norm::{LayerShape, Positions, PostNormLayer};
 use super::pre_norm::PreNormStack;
-use crate::layers::{EmbeddingLora, LayerNorm, RelativePositionBias};
+use crate::layers::{EmbeddingLora, LayerNorm};
 use crate::weights::Table;
 
 pub struct Stack<'a> {
@@ -58,9 +58,6 @@ pub enum Layers<'a> {
         layers: &'a [PostNormLayer],
         shape: LayerShape,
         positions: Positions<'a>,
-        /// MPNet's bias on attention scores by `query − key`, built for its longest input:
-        /// the entries a shorter batch reads are the same.
-        relative_bias: Option<RelativePositionBias>,
     },
     /// Qwen2/3, Gemma 3, ModernBERT: norm, attention, add; norm, feed-forward, add; a final norm.
     PreNorm(&'a PreNormStack),
