@@ -44,8 +44,6 @@ impl Lora {
         })
     }
 
-    /// Adds each row's update to `output` (`[rows, out]`), from `input` (`[rows, in]`);
-    /// `adapters[r]` is row `r`'s task, `None` for the base weights.
     /// Task `task`'s update as two products a device backend runs: `x · D` (`[in, rank]`, the
     /// scale folded in) then `· U` (`[rank, out]`), both row-major.
     pub fn task_products(&self, task: usize) -> (Vec<f32>, Vec<f32>) {
@@ -72,6 +70,8 @@ impl Lora {
         (self.tasks, self.rank, self.in_features, self.out_features)
     }
 
+    /// Adds each row's update to `output` (`[rows, out]`), from `input` (`[rows, in]`);
+    /// `adapters[r]` is row `r`'s task, `None` for the base weights.
     pub fn add(&self, output: &mut [f32], input: &[f32], adapters: &[Option<u16>]) {
         let mut reduced = vec![0.0f32; self.rank];
         let rows = output
