@@ -53,17 +53,14 @@ impl Reranker {
     /// Loads a resolved model folder whose `config.json` names a sequence-classification
     /// architecture ([`quiver_runtime::CLASSIFIER_ARCHITECTURES`]) with one label.
     pub fn load(dir: &Path, options: &EmbedderOptions) -> Result<Self> {
-        // Rerankers' classifier heads run on the CPU only: a GPU named for one is refused, and
-        // `auto` keeps to the CPU.
-        if let device @ (Device::Cuda(_) | Device::Cards(_)) = options.device.ensure_available()? {
-            if options.device != Device::Auto {
-                return Err(RuntimeError::Cuda {
-                    device: device.to_string(),
-                    message: "rerankers run on the CPU only; load this one with `--device cpu`"
-                        .into(),
-                }
-                .into());
+        // Rerankers' classifier heads run on the CPU only: `auto` keeps to it without opening
+        // a card, and a GPU named for one is refused, once opening it has said what is missing.
+        if let named @ (Device::Cuda(_) | Device::Cards(_)) = options.device {
+            return Err(RuntimeError::Cuda {
+                device: named.ensure_available()?.to_string(),
+                message: "rerankers run on the CPU only; load this one with `--device cpu`".into(),
             }
+            .into());
         }
         // A decoder reranker answers "yes" or "no": their ids come from its tokenizer, which
         // is read first with no length limit (the model's is known only once it is loaded).
