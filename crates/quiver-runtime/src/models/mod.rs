@@ -313,22 +313,26 @@ impl Default for Quantization {
 /// Loads the model in `dir` (config.json + safetensors weights) on `options.device`, laid out
 /// as `options` say.
 pub fn load_model_with(dir: &Path, options: LoadOptions) -> Result<Box<dyn EncoderModel>> {
-    match options.device.ensure_available()? {
-        Device::Cpu | Device::Auto => load_on_cpu(dir, options),
-        Device::Cuda(ordinal) => load_on_gpu(dir, options, ordinal),
-        Device::Cards(set) => {
-            let replicas = set
-                .ordinals()
-                .map(|ordinal| load_on_gpu(dir, options, ordinal))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Box::new(crate::backend::DataParallel::new(replicas)))
-        }
-    }
+    let ordinals: Vec<usize> = match options.device.ensure_available()? {
+        Device::Cpu | Device::Auto => return load_on_cpu(dir, options),
+        Device::Cuda(ordinal) => vec![ordinal],
+        Device::Cards(set) => set.ordinals().collect(),
+    };
+    let mut replicas = load_on_gpus(dir, options, &ordinals)?;
+    Ok(if replicas.len() == 1 {
+        replicas.swap_remove(0)
+    } else {
+        Box::new(crate::backend::DataParallel::new(replicas))
+    })
 }
 
-/// The CPU model in f32 (what a GPU uploads), then on the card, checked against it.
+/// The CPU model in f32 (what a GPU uploads), read once, then on each card, checked against it.
 #[cfg(feature = "cudarc")]
-fn load_on_gpu(dir: &Path, options: LoadOptions, ordinal: usize) -> Result<Box<dyn EncoderModel>> {
+fn load_on_gpus(
+    dir: &Path,
+    options: LoadOptions,
+    ordinals: &[usize],
+) -> Result<Vec<Box<dyn EncoderModel>>> {
     let format = match options.quantization {
         Quantization::None => crate::cuda::encoder::Format::F32,
         Quantization::Bf16 | Quantization::Int8 => crate::cuda::encoder::Format::Bf16,
@@ -340,16 +344,27 @@ fn load_on_gpu(dir: &Path, options: LoadOptions, ordinal: usize) -> Result<Box<d
         ..options
     };
     let model = load_on_cpu(dir, cpu_options)?;
-    boxed(crate::cuda::encoder::upload(
-        model.as_ref(),
-        ordinal,
-        format,
-    ))
+    ordinals
+        .iter()
+        .map(|&ordinal| {
+            boxed(crate::cuda::encoder::upload(
+                model.as_ref(),
+                ordinal,
+                format,
+            ))
+        })
+        .collect()
 }
 
+/// Unreachable in practice: without the CUDA backend `ensure_available` refuses every GPU.
 #[cfg(not(feature = "cudarc"))]
-fn load_on_gpu(_: &Path, _: LoadOptions, ordinal: usize) -> Result<Box<dyn EncoderModel>> {
-    Err(RuntimeError::DeviceUnavailable(format!("cuda:{ordinal}")))
+fn load_on_gpus(
+    _: &Path,
+    _: LoadOptions,
+    ordinals: &[usize],
+) -> Result<Vec<Box<dyn EncoderModel>>> {
+    let names: Vec<String> = ordinals.iter().map(|o| format!("cuda:{o}")).collect();
+    Err(RuntimeError::DeviceUnavailable(names.join(",")))
 }
 
 fn load_on_cpu(dir: &Path, options: LoadOptions) -> Result<Box<dyn EncoderModel>> {
