@@ -7,6 +7,7 @@
 //! Pooling's reference is [`crate::Pooling::pool`] itself: the `pool` kernel sums each
 //! column's tokens in the same order.
 
+use crate::cuda_plan::{key_tile, row_tasks, tasks_used, QUERIES_PER_BLOCK};
 use crate::kernels::Activation;
 use crate::layers::{AttentionShape, DenseParts, Linear, NormParts, Visibility};
 use crate::models::post_norm::{FeedForward, Positions};
@@ -146,19 +147,6 @@ pub fn rotary(
                 h[pair + half] = b * cosine + a * sine;
             }
         }
-    }
-}
-
-/// Queries one block of the attention kernel takes: a warp each.
-const QUERIES_PER_BLOCK: usize = 8;
-
-/// Keys per shared-memory tile: 32 (a warp scores one each) while two tiles of them fit
-/// beside the queries, 16 for heads wider than 128.
-pub fn key_tile(head_dim: usize) -> usize {
-    if head_dim <= 128 {
-        32
-    } else {
-        16
     }
 }
 
@@ -456,14 +444,6 @@ pub fn run_stack(stack: &Stack<'_>, batch: &PackedBatch, hidden_size: usize) -> 
     hidden
 }
 
-/// Each token's task (`-1`: none), as the host sends `mask_rows`.
-pub fn row_tasks(batch: &PackedBatch) -> Vec<i32> {
-    match batch.token_adapters() {
-        None => vec![-1; batch.num_tokens()],
-        Some(tasks) => tasks.iter().map(|t| t.map_or(-1, i32::from)).collect(),
-    }
-}
-
 /// `mask_rows`: rows of another task than `task` set to zero.
 pub fn mask_rows(x: &mut [f32], row_tasks: &[i32], task: i32, cols: usize) {
     for (row, &row_task) in x.chunks_exact_mut(cols).zip(row_tasks) {
@@ -480,28 +460,15 @@ fn adapted(x: &[f32], linear: &Linear, row_tasks: &[i32]) -> Vec<f32> {
     let Some(lora) = linear.lora() else {
         return y;
     };
-    let (tasks, rank, inputs, outputs) = lora.shape();
-    let mut used: Vec<i32> = row_tasks.iter().copied().filter(|&t| t >= 0).collect();
-    used.sort_unstable();
-    used.dedup();
-    for task in used.into_iter().filter(|&t| (t as usize) < tasks) {
-        let (down, up) = lora.task_products(task as usize);
-        let down = DenseParts {
-            weight_t: &down,
-            bias: None,
-            inputs,
-            outputs: rank,
+    for task in tasks_used(row_tasks) {
+        let Some(products) = lora.task_products(task) else {
+            continue;
         };
+        let down = products.down();
         let mut reduced = dense(x, down);
-        mask_rows(&mut reduced, row_tasks, task, rank);
-        let up = DenseParts {
-            weight_t: &up,
-            bias: None,
-            inputs: rank,
-            outputs,
-        };
+        mask_rows(&mut reduced, row_tasks, task as i32, down.outputs);
         y.iter_mut()
-            .zip(dense(&reduced, up))
+            .zip(dense(&reduced, products.up()))
             .for_each(|(y, z)| *y += z);
     }
     y

@@ -15,6 +15,8 @@ pub mod backend;
 pub mod batch;
 #[cfg(feature = "cudarc")]
 pub mod cuda;
+#[cfg(any(test, feature = "cudarc"))]
+mod cuda_plan;
 pub mod error;
 #[cfg(test)]
 mod gpu_reference;

@@ -13,6 +13,7 @@
 
 use super::kernels::{self, activation_code, pooling_code};
 use super::Gpu;
+use crate::cuda_plan::{key_tile, row_tasks, tasks_used, QUERIES_PER_BLOCK};
 use crate::kernels::Activation;
 use crate::layers::{DenseParts, EmbeddingLora, Linear, NormParts, Visibility};
 use crate::models::post_norm::{FeedForward, Positions};
@@ -66,8 +67,6 @@ enum Narrow {
 
 /// Threads of a block for row-wise and element-wise kernels.
 const THREADS: u32 = 256;
-/// Warps of an attention block: `QUERIES_PER_BLOCK` in `kernels.cu`.
-const QUERIES_PER_BLOCK: usize = 8;
 /// `MAX_HEAD_DIM` in `kernels.cu`.
 const MAX_HEAD_DIM: usize = 256;
 
@@ -327,22 +326,10 @@ impl Card {
         })?;
         let mut dense = self.dense(parts)?;
         if let Some(lora) = linear.lora() {
-            let (tasks, rank, inputs, outputs) = lora.shape();
-            for task in 0..tasks {
-                let (down, up) = lora.task_products(task);
-                let down = DenseParts {
-                    weight_t: &down,
-                    bias: None,
-                    inputs,
-                    outputs: rank,
-                };
-                let up = DenseParts {
-                    weight_t: &up,
-                    bias: None,
-                    inputs: rank,
-                    outputs,
-                };
-                dense.lora.push((self.dense(down)?, self.dense(up)?));
+            for products in (0..lora.tasks()).filter_map(|task| lora.task_products(task)) {
+                dense
+                    .lora
+                    .push((self.dense(products.down())?, self.dense(products.up())?));
             }
         }
         Ok(dense)
@@ -753,17 +740,8 @@ impl GpuEncoder {
             .ranges()
             .flat_map(|range| 0..range.len() as u32)
             .collect();
-        let token_tasks = batch.token_adapters();
-        let row_tasks: Vec<i32> = match &token_tasks {
-            None => vec![-1; tokens],
-            Some(tasks) => tasks.iter().map(|t| t.map_or(-1, i32::from)).collect(),
-        };
-        let mut tasks: Vec<usize> = row_tasks
-            .iter()
-            .filter_map(|&t| usize::try_from(t).ok())
-            .collect();
-        tasks.sort_unstable();
-        tasks.dedup();
+        let row_tasks = row_tasks(batch);
+        let tasks = tasks_used(&row_tasks);
         Ok(Activations {
             tokens,
             hidden: card.zeros(tokens * s.hidden)?,
@@ -962,7 +940,7 @@ impl GpuEncoder {
             // SAFETY: `rotary`'s arguments in order.
             unsafe { launch.launch(Card::elementwise(pairs)) }.map_err(card.failed())?;
         }
-        let key_tile = if s.head_dim <= 128 { 32 } else { 16 };
+        let key_tile = key_tile(s.head_dim);
         let out = card.narrow_ptr(&a.context);
         let (starts, tile_seq, tile_first) = (
             card.ptr(&a.seq_starts),

@@ -7,6 +7,7 @@
 //! The update is applied to activations instead of merged into weights, so one copy of the
 //! model serves every task, and sequences of different tasks share a forward pass.
 
+use crate::layers::DenseParts;
 use crate::weights::Weights;
 use crate::Result;
 
@@ -22,6 +23,36 @@ pub struct Lora {
     down: Vec<f32>,
     /// `B`, `[tasks, out, rank]`.
     up: Vec<f32>,
+}
+
+/// One task's update as a device backend runs it: `x · D` (`[in, rank]`, the scale folded in),
+/// then `· U` (`[rank, out]`), both row-major ([`Lora::task_products`]).
+pub struct TaskProducts {
+    down_t: Vec<f32>,
+    up_t: Vec<f32>,
+    rank: usize,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl TaskProducts {
+    pub fn down(&self) -> DenseParts<'_> {
+        DenseParts {
+            weight_t: &self.down_t,
+            bias: None,
+            inputs: self.inputs,
+            outputs: self.rank,
+        }
+    }
+
+    pub fn up(&self) -> DenseParts<'_> {
+        DenseParts {
+            weight_t: &self.up_t,
+            bias: None,
+            inputs: self.rank,
+            outputs: self.outputs,
+        }
+    }
 }
 
 impl Lora {
@@ -44,9 +75,11 @@ impl Lora {
         })
     }
 
-    /// Task `task`'s update as two products a device backend runs: `x · D` (`[in, rank]`, the
-    /// scale folded in) then `· U` (`[rank, out]`), both row-major.
-    pub fn task_products(&self, task: usize) -> (Vec<f32>, Vec<f32>) {
+    /// Task `task`'s update as two products a device backend runs (`None` past the last task).
+    pub fn task_products(&self, task: usize) -> Option<TaskProducts> {
+        if task >= self.tasks {
+            return None;
+        }
         let (rank, inputs, outputs) = (self.rank, self.in_features, self.out_features);
         let down = &self.down[task * rank * inputs..(task + 1) * rank * inputs];
         let up = &self.up[task * outputs * rank..(task + 1) * outputs * rank];
@@ -62,12 +95,18 @@ impl Lora {
                 u[r * outputs + o] = up[o * rank + r];
             }
         }
-        (d, u)
+        Some(TaskProducts {
+            down_t: d,
+            up_t: u,
+            rank,
+            inputs,
+            outputs,
+        })
     }
 
-    /// Tasks, rank, inputs and outputs.
-    pub fn shape(&self) -> (usize, usize, usize, usize) {
-        (self.tasks, self.rank, self.in_features, self.out_features)
+    /// How many tasks have adapters.
+    pub fn tasks(&self) -> usize {
+        self.tasks
     }
 
     /// Adds each row's update to `output` (`[rows, out]`), from `input` (`[rows, in]`);

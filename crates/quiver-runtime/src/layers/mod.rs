@@ -13,7 +13,7 @@ pub use attention::{
 };
 pub use layer_norm::{LayerNorm, NormParts};
 pub use linear::{DenseParts, Linear, FEW_ROWS};
-pub use lora::{AdapterShape, EmbeddingLora, Lora};
+pub use lora::{AdapterShape, EmbeddingLora, Lora, TaskProducts};
 pub use reused::Reused;
 pub use rms_norm::{normalize_heads, RmsNorm};
 pub use rotary::Rotary;
