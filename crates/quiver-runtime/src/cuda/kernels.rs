@@ -35,13 +35,7 @@ pub fn entry_points() -> impl Iterator<Item = String> {
 /// Compiles [`SOURCE`] to PTX for compute capability `major.minor`. Never with fast math: the
 /// kernels' erf, tanh and exp are meant to match the CPU's to f32 rounding.
 pub fn compile((major, minor): (i32, i32)) -> Result<Ptx> {
-    // SAFETY: the probe only tries to dlopen the library by its usual names.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(RuntimeError::CudaLibrary {
-            library: "libnvrtc",
-            what: "NVRTC (the CUDA run-time compiler)",
-        });
-    }
+    super::NVRTC.require()?;
     let options = CompileOptions {
         options: vec![
             format!("--gpu-architecture=compute_{major}{minor}"),

@@ -34,31 +34,37 @@ impl std::fmt::Display for Gpu {
 }
 
 /// A library a GPU model needs: cudarc's probe for it, its file name, and what it is.
-type Library = (unsafe fn() -> bool, &'static str, &'static str);
+struct Library(unsafe fn() -> bool, &'static str, &'static str);
 
-fn libraries() -> [Library; 3] {
-    [
-        (
-            cudarc::driver::sys::is_culib_present,
-            "libcuda",
-            "the NVIDIA driver",
-        ),
-        (cudarc::cublas::sys::is_culib_present, "libcublas", "cuBLAS"),
-        (
-            cudarc::nvrtc::sys::is_culib_present,
-            "libnvrtc",
-            "NVRTC (the CUDA run-time compiler)",
-        ),
-    ]
+const DRIVER: Library = Library(
+    cudarc::driver::sys::is_culib_present,
+    "libcuda",
+    "the NVIDIA driver",
+);
+const CUBLAS: Library = Library(cudarc::cublas::sys::is_culib_present, "libcublas", "cuBLAS");
+const NVRTC: Library = Library(
+    cudarc::nvrtc::sys::is_culib_present,
+    "libnvrtc",
+    "NVRTC (the CUDA run-time compiler)",
+);
+
+impl Library {
+    /// An error naming the library where it cannot be loaded: cudarc would panic on first use.
+    fn require(&self) -> Result<()> {
+        let Library(present, library, what) = *self;
+        // SAFETY: the probe only tries to dlopen the library by its usual names.
+        if unsafe { present() } {
+            Ok(())
+        } else {
+            Err(RuntimeError::CudaLibrary { library, what })
+        }
+    }
 }
 
 /// Opens GPU `ordinal`.
 pub fn open(ordinal: usize) -> Result<Gpu> {
-    for (present, library, what) in libraries() {
-        // SAFETY: the probe only tries to dlopen the library by its usual names.
-        if !unsafe { present() } {
-            return Err(RuntimeError::CudaLibrary { library, what });
-        }
+    for library in [DRIVER, CUBLAS, NVRTC] {
+        library.require()?;
     }
     let device = format!("cuda:{ordinal}");
     let failed = |error: cudarc::driver::DriverError| RuntimeError::Cuda {
